@@ -1,0 +1,388 @@
+//! Syntax -> [model](crate::model): reads the attribute arguments and the
+//! trait, without judging them. Anything the model cannot express is kept
+//! in its `syntax` fields for [`validate`](crate::validate) to reject.
+
+use proc_macro2::{Span, TokenStream};
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Attribute, Expr, ExprLit, Lit, Meta, Token};
+
+use crate::ids;
+use crate::model::{Arg, Method, MethodSyntax, Receiver, Service, ServiceSyntax};
+
+/// Options for the service as a whole, from `#[switchyard::service(...)]` and
+/// from `#[switchyard(...)]` on the trait.
+#[derive(Default)]
+struct ServiceArgs {
+    crate_path: Option<(syn::Path, Span)>,
+    name: Option<(String, Span)>,
+    errors: Vec<syn::Error>,
+}
+
+/// Parses `#[switchyard::service(attr)] item` into a [`Service`].
+///
+/// Fails only if `item` is not a trait; every other problem is recorded in
+/// the model for validation to report, so that all are reported at once.
+pub(crate) fn parse(
+    attr: TokenStream,
+    item: TokenStream,
+    default_crate: &syn::Path,
+) -> syn::Result<Service> {
+    let item = match syn::parse2::<syn::Item>(item)? {
+        syn::Item::Trait(item) => item,
+        other => {
+            return Err(syn::Error::new_spanned(
+                other,
+                "`#[switchyard::service]` applies to traits only: declare the service as \
+                 `pub trait Name { async fn method(&self, arg: T) -> R; }`",
+            ));
+        }
+    };
+    let mut args = ServiceArgs::default();
+    parse_service_args(attr, &mut args);
+
+    let (switchyard_attrs, attrs) = split_attrs(&item.attrs);
+    for attr in switchyard_attrs {
+        match attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated) {
+            Ok(metas) => metas
+                .into_iter()
+                .for_each(|meta| service_option(meta, &mut args)),
+            Err(err) => args.errors.push(err),
+        }
+    }
+
+    let (name, name_span) = match args.name {
+        Some((name, span)) => (name, Some(span)),
+        None => (syn::ext::IdentExt::unraw(&item.ident).to_string(), None),
+    };
+    let crate_path = match args.crate_path {
+        Some((path, _)) => path,
+        None => default_crate.clone(),
+    };
+
+    let mut clean = item.clone();
+    clean.attrs.retain(|attr| !is_switchyard_attr(attr));
+    let mut methods = Vec::new();
+    for trait_item in &mut clean.items {
+        if let syn::TraitItem::Fn(function) = trait_item {
+            methods.push(parse_method(function, &name));
+            function.attrs.retain(|attr| !is_switchyard_attr(attr));
+        }
+    }
+    let fingerprint = ids::service_fingerprint(methods.iter().map(|m| m.signature.as_str()));
+
+    Ok(Service {
+        name,
+        trait_ident: item.ident.clone(),
+        vis: item.vis.clone(),
+        crate_path,
+        docs: docs(&attrs),
+        fingerprint,
+        methods,
+        syntax: ServiceSyntax {
+            attrs,
+            item: clean,
+            name_span,
+            errors: args.errors,
+        },
+    })
+}
+
+fn parse_service_args(attr: TokenStream, args: &mut ServiceArgs) {
+    match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr) {
+        Ok(metas) => metas
+            .into_iter()
+            .for_each(|meta| service_option(meta, args)),
+        Err(err) => args.errors.push(syn::Error::new(
+            err.span(),
+            format!("{err}; write the options as `crate = \"::path\", name = \"Name\"`"),
+        )),
+    }
+}
+
+fn service_option(meta: Meta, args: &mut ServiceArgs) {
+    let key = meta.path().clone();
+    let span = meta.span();
+    let value = match &meta {
+        Meta::NameValue(nv) => Some(&nv.value),
+        _ => None,
+    };
+    if key.is_ident("crate") {
+        let path = value.and_then(|value| match value {
+            Expr::Lit(ExprLit {
+                lit: Lit::Str(lit), ..
+            }) => lit.parse::<syn::Path>().ok(),
+            Expr::Path(path) if path.qself.is_none() => Some(path.path.clone()),
+            _ => None,
+        });
+        match path {
+            None => args.errors.push(syn::Error::new(
+                span,
+                "write `crate = \"::path::to::switchyard\"` (the path to the switchyard crate)",
+            )),
+            Some(_) if args.crate_path.is_some() => {
+                args.errors
+                    .push(syn::Error::new(span, "`crate` is given twice: keep one"));
+            }
+            Some(path) => args.crate_path = Some((path, span)),
+        }
+    } else if key.is_ident("name") {
+        match value {
+            Some(Expr::Lit(ExprLit {
+                lit: Lit::Str(lit), ..
+            })) if args.name.is_some() => {
+                args.errors.push(syn::Error::new_spanned(
+                    lit,
+                    "`name` is given twice: keep one",
+                ));
+            }
+            Some(Expr::Lit(ExprLit {
+                lit: Lit::Str(lit), ..
+            })) => {
+                args.name = Some((lit.value(), lit.span()));
+            }
+            _ => args.errors.push(syn::Error::new(
+                span,
+                "write `name = \"Name\"` (the service name used on the wire)",
+            )),
+        }
+    } else {
+        args.errors.push(syn::Error::new_spanned(
+            &key,
+            format!(
+                "unknown service option `{}`: the options are `crate = \"::path\"` and \
+                 `name = \"Name\"`",
+                ids::type_text(&key)
+            ),
+        ));
+    }
+}
+
+fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
+    let (switchyard_attrs, attrs) = split_attrs(&function.attrs);
+    let mut oneway_span = None;
+    let mut errors = Vec::new();
+    for attr in switchyard_attrs {
+        let metas = match attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated) {
+            Ok(metas) => metas,
+            Err(err) => {
+                errors.push(err);
+                continue;
+            }
+        };
+        for meta in metas {
+            match &meta {
+                Meta::Path(path) if path.is_ident("oneway") => oneway_span = Some(path.span()),
+                _ if meta.path().is_ident("oneway") => {
+                    errors.push(syn::Error::new_spanned(
+                        meta,
+                        "write `#[switchyard(oneway)]`",
+                    ));
+                }
+                _ => errors.push(syn::Error::new_spanned(
+                    meta.path(),
+                    format!(
+                        "unknown method option `{}`: the only method option is \
+                         `#[switchyard(oneway)]`",
+                        ids::type_text(meta.path())
+                    ),
+                )),
+            }
+        }
+    }
+
+    let sig = &function.sig;
+    let receiver = match sig.receiver() {
+        Some(r) if is_plain_ref(r) => Receiver::Ref,
+        Some(r) => Receiver::Other(r.clone()),
+        None => Receiver::Missing,
+    };
+    let args: Vec<Arg> = sig
+        .inputs
+        .iter()
+        .filter_map(|input| match input {
+            syn::FnArg::Typed(typed) => Some(typed),
+            syn::FnArg::Receiver(_) => None,
+        })
+        .enumerate()
+        .map(|(i, typed)| Arg {
+            name: match &*typed.pat {
+                syn::Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => {
+                    pat.ident.clone()
+                }
+                other => syn::Ident::new(&format!("arg{i}"), other.span()),
+            },
+            ty: (*typed.ty).clone(),
+            pat: (*typed.pat).clone(),
+        })
+        .collect();
+    let output = match &sig.output {
+        syn::ReturnType::Default => None,
+        syn::ReturnType::Type(_, ty) if is_unit(ty) => None,
+        syn::ReturnType::Type(_, ty) => Some((**ty).clone()),
+    };
+
+    let name = syn::ext::IdentExt::unraw(&sig.ident).to_string();
+    let arg_types: Vec<String> = args.iter().map(|arg| ids::type_text(&arg.ty)).collect();
+    let output_text = output.as_ref().map(ids::type_text);
+    let oneway = oneway_span.is_some();
+    let signature = ids::signature(&name, &arg_types, output_text.as_deref(), oneway);
+    Method {
+        name: sig.ident.clone(),
+        docs: docs(&attrs),
+        args,
+        output,
+        oneway,
+        id: ids::method_id(service, &name),
+        fingerprint: ids::fnv1a64(&signature),
+        signature,
+        syntax: MethodSyntax {
+            attrs,
+            sig: sig.clone(),
+            receiver,
+            default_body: function.default.clone(),
+            oneway_span,
+            errors,
+        },
+    }
+}
+
+/// `&self`: a shared reference, no lifetime, no explicit type.
+fn is_plain_ref(receiver: &syn::Receiver) -> bool {
+    matches!(&receiver.reference, Some((_, None)))
+        && receiver.mutability.is_none()
+        && receiver.colon_token.is_none()
+}
+
+fn is_unit(ty: &syn::Type) -> bool {
+    match ty {
+        syn::Type::Tuple(tuple) => tuple.elems.is_empty(),
+        syn::Type::Paren(paren) => is_unit(&paren.elem),
+        _ => false,
+    }
+}
+
+/// Whether `attr` is `#[switchyard(...)]` (consumed by the macro).
+pub(crate) fn is_switchyard_attr(attr: &Attribute) -> bool {
+    attr.path().is_ident("switchyard")
+}
+
+/// Splits attributes into `#[switchyard(...)]` ones and the rest.
+fn split_attrs(attrs: &[Attribute]) -> (Vec<&Attribute>, Vec<Attribute>) {
+    let (ours, rest): (Vec<&Attribute>, Vec<&Attribute>) =
+        attrs.iter().partition(|attr| is_switchyard_attr(attr));
+    (ours, rest.into_iter().cloned().collect())
+}
+
+/// The lines of `#[doc = "..."]` attributes, without the leading space.
+fn docs(attrs: &[Attribute]) -> Vec<String> {
+    attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("doc"))
+        .filter_map(|attr| match &attr.meta {
+            Meta::NameValue(nv) => match &nv.value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(lit), ..
+                }) => Some(lit.value()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .flat_map(|doc| doc.lines().map(str::to_owned).collect::<Vec<_>>())
+        .map(|line| line.strip_prefix(' ').map(str::to_owned).unwrap_or(line))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::*;
+    use crate::model::Receiver;
+
+    fn parse_ok(attr: TokenStream, item: TokenStream) -> Service {
+        parse(attr, item, &syn::parse_quote!(::switchyard)).expect("parses")
+    }
+
+    #[test]
+    fn reads_options_methods_and_docs() {
+        let service = parse_ok(
+            quote!(crate = "::renamed", name = "Calc"),
+            quote! {
+                /// A calculator.
+                pub trait Calculator {
+                    /// Adds.
+                    async fn add(&self, a: i64, b: i64) -> i64;
+                    #[switchyard(oneway)]
+                    async fn log(&self, line: String) -> ();
+                }
+            },
+        );
+        assert_eq!(service.name, "Calc");
+        assert_eq!(ids::type_text(&service.crate_path), "::renamed");
+        assert_eq!(service.docs, ["A calculator."]);
+        let [add, log] = &service.methods[..] else {
+            panic!("two methods")
+        };
+        assert_eq!(add.docs, ["Adds."]);
+        assert_eq!(add.id, ids::fnv1a32("Calc.add"));
+        assert_eq!(add.signature, "add(i64,i64) -> i64");
+        assert!(matches!(add.syntax.receiver, Receiver::Ref));
+        assert!(log.oneway && log.output.is_none());
+        assert_eq!(log.signature, "oneway log(String) -> ()");
+        assert!(service.syntax.errors.is_empty());
+        assert!(service.syntax.item.items.iter().all(|item| match item {
+            syn::TraitItem::Fn(f) => f.attrs.iter().all(|a| !is_switchyard_attr(a)),
+            _ => true,
+        }));
+    }
+
+    #[test]
+    fn records_unknown_options_instead_of_failing() {
+        let service = parse_ok(
+            quote!(timeout = 5),
+            quote! {
+                #[switchyard(retries = 3)]
+                trait T { #[switchyard(fast)] async fn f(&self); }
+            },
+        );
+        assert_eq!(service.syntax.errors.len(), 2);
+        assert_eq!(service.methods[0].syntax.errors.len(), 1);
+    }
+
+    #[test]
+    fn keeps_odd_receivers_and_patterns_for_validation() {
+        let service = parse_ok(
+            quote!(),
+            quote!(
+                trait T {
+                    async fn f(&mut self, (a, b): (u8, u8));
+                    async fn g(x: u8);
+                }
+            ),
+        );
+        assert!(matches!(
+            service.methods[0].syntax.receiver,
+            Receiver::Other(_)
+        ));
+        assert_eq!(service.methods[0].args[0].name, "arg0");
+        assert!(matches!(
+            service.methods[1].syntax.receiver,
+            Receiver::Missing
+        ));
+    }
+
+    #[test]
+    fn rejects_non_traits() {
+        let err = parse(
+            quote!(),
+            quote!(
+                struct S;
+            ),
+            &syn::parse_quote!(::switchyard),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("applies to traits only"));
+    }
+}

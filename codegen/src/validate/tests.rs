@@ -1,0 +1,342 @@
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::validate;
+use crate::parse::parse;
+
+/// The messages of all errors for `#[switchyard::service(attr)] item`.
+fn errors(attr: TokenStream, item: TokenStream) -> Vec<String> {
+    let service = parse(attr, item, &syn::parse_quote!(::switchyard)).expect("parses");
+    match validate(&service) {
+        Ok(()) => Vec::new(),
+        Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+fn one_error(item: TokenStream) -> String {
+    let errors = errors(quote!(), item);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    errors.into_iter().next().unwrap()
+}
+
+#[test]
+fn accepts_a_normal_service() {
+    let errors = errors(
+        quote!(name = "Calc", crate = "::sy"),
+        quote! {
+            /// Docs.
+            pub trait Calculator: Clone {
+                #[doc = "Adds."]
+                async fn add(&self, a: i64, mut b: i64) -> i64;
+                async fn div(&self, a: i64, b: i64) -> Result<i64, String>;
+                #[switchyard(oneway)]
+                async fn log(&self, line: String);
+                async fn ping(&self) -> ();
+                async fn stat(&self, key: Option<(u8, Vec<String>)>) -> std::collections::HashMap<String, u64>;
+            }
+        },
+    );
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+#[test]
+fn non_async_method() {
+    assert!(
+        one_error(quote!(
+            trait T {
+                fn f(&self);
+            }
+        ))
+        .contains("must be async: write `async fn f(...)`")
+    );
+}
+
+#[test]
+fn generic_method_and_trait() {
+    assert!(
+        one_error(quote!(
+            trait T {
+                async fn f<X>(&self, x: X);
+            }
+        ))
+        .contains("cannot be generic")
+    );
+    assert!(
+        one_error(quote!(
+            trait T {
+                async fn f<'a>(&self);
+            }
+        ))
+        .contains("cannot be generic")
+    );
+    assert!(
+        one_error(quote!(
+            trait T {
+                async fn f(&self)
+                where
+                    Self: Sized;
+            }
+        ))
+        .contains("`where`")
+    );
+    assert!(
+        one_error(quote!(
+            trait T<X> {
+                async fn f(&self);
+            }
+        ))
+        .contains("traits cannot be generic")
+    );
+    assert!(
+        one_error(quote!(
+            trait T where
+                Self: Sized,
+            {
+                async fn f(&self);
+            }
+        ))
+        .contains("`where`")
+    );
+}
+
+#[test]
+fn receivers() {
+    assert!(
+        one_error(quote!(
+            trait T {
+                async fn f(&mut self);
+            }
+        ))
+        .contains("not `&mut self`")
+    );
+    assert!(
+        one_error(quote!(
+            trait T {
+                async fn f(self);
+            }
+        ))
+        .contains("not `self`")
+    );
+    assert!(
+        one_error(quote!(
+            trait T {
+                async fn f(self: Box<Self>);
+            }
+        ))
+        .contains("no explicit type")
+    );
+    assert!(
+        one_error(quote!(
+            trait T {
+                async fn f(x: u8);
+            }
+        ))
+        .contains("take `&self` as their first")
+    );
+}
+
+#[test]
+fn arguments_must_be_owned_names() {
+    let message = one_error(quote!(
+        trait T {
+            async fn f(&self, s: &str);
+        }
+    ));
+    assert!(
+        message.contains("must be owned") && message.contains("with `String`"),
+        "{message}"
+    );
+    let message = one_error(quote!(
+        trait T {
+            async fn f(&self, s: Vec<&'static [u8]>);
+        }
+    ));
+    assert!(
+        message.contains("replace `&'static [u8]` with `Vec<u8>`"),
+        "{message}"
+    );
+    let message = one_error(quote!(
+        trait T {
+            async fn f(&self, s: &Option<Vec<u8>>);
+        }
+    ));
+    assert!(
+        message.contains("replace `&Option<Vec<u8>>` with `Option<Vec<u8>>`"),
+        "{message}"
+    );
+    let message = one_error(quote!(
+        trait T {
+            async fn f(&self, s: impl Into<String>);
+        }
+    ));
+    assert!(
+        message.contains("`impl Trait` is not allowed in arguments"),
+        "{message}"
+    );
+    let message = one_error(quote!(
+        trait T {
+            async fn f(&self, (a, b): (u8, u8));
+        }
+    ));
+    assert!(message.contains("plain names"), "{message}");
+    let message = one_error(quote!(
+        trait T {
+            async fn f(&self) -> &'static str;
+        }
+    ));
+    assert!(message.contains("return types must be owned"), "{message}");
+}
+
+#[test]
+fn duplicate_methods() {
+    let message = one_error(quote!(
+        trait T {
+            async fn f(&self);
+            async fn f(&self, x: u8);
+        }
+    ));
+    assert!(message.contains("duplicate method `f`"), "{message}");
+}
+
+#[test]
+fn unknown_options() {
+    let errors = errors(
+        quote!(timeout = 5, crate),
+        quote! {
+            #[switchyard(retries = 3)]
+            trait T { #[switchyard(fast, oneway = true)] async fn f(&self); }
+        },
+    );
+    assert_eq!(errors.len(), 5, "{errors:#?}");
+    assert!(
+        errors[0].contains("unknown service option `timeout`"),
+        "{errors:#?}"
+    );
+    assert!(errors[1].contains("write `crate = "), "{errors:#?}");
+    assert!(
+        errors[2].contains("unknown service option `retries`"),
+        "{errors:#?}"
+    );
+    assert!(
+        errors[3].contains("unknown method option `fast`"),
+        "{errors:#?}"
+    );
+    assert!(
+        errors[4].contains("write `#[switchyard(oneway)]`"),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn bad_service_names() {
+    let errors = errors(
+        quote!(name = "a.b"),
+        quote!(
+            trait T {}
+        ),
+    );
+    assert!(errors[0].contains("not usable on the wire"), "{errors:#?}");
+}
+
+#[test]
+fn oneway_returning_a_value() {
+    let message = one_error(quote!(
+        trait T {
+            #[switchyard(oneway)]
+            async fn f(&self) -> u8;
+        }
+    ));
+    assert!(message.contains("cannot return a value"), "{message}");
+    let message = one_error(quote!(
+        trait T {
+            #[switchyard(oneway)]
+            async fn f(&self) -> Result<u8, E>;
+        }
+    ));
+    assert!(message.contains("remove `-> Result<u8, E>`"), "{message}");
+}
+
+#[test]
+fn non_method_items_and_default_bodies() {
+    assert!(
+        one_error(quote!(
+            trait T {
+                const X: u8;
+            }
+        ))
+        .contains("associated constants")
+    );
+    assert!(
+        one_error(quote!(
+            trait T {
+                type X;
+            }
+        ))
+        .contains("associated types")
+    );
+    let message = one_error(quote!(
+        trait T {
+            async fn f(&self) {}
+        }
+    ));
+    assert!(message.contains("default body"), "{message}");
+}
+
+#[test]
+fn clashes_with_client_methods() {
+    let message = one_error(quote!(
+        trait T {
+            async fn connect(&self);
+        }
+    ));
+    assert!(message.contains("clash"), "{message}");
+}
+
+#[test]
+fn id_collisions() {
+    // Found by `ids::tests::find_collision`.
+    let message = one_error(quote!(
+        trait Collide {
+            async fn zma3(&self);
+            async fn aa_0p(&self);
+        }
+    ));
+    assert!(
+        message.contains("`Collide.aa_0p` and `Collide.zma3` both hash to id 0x73cf6aec"),
+        "{message}"
+    );
+}
+
+#[test]
+fn reports_every_problem_at_once() {
+    let errors = errors(
+        quote!(bogus = 1),
+        quote!(
+            trait T<X> {
+                fn a(&mut self);
+                async fn b(&self, x: &u8) -> impl Sized;
+            }
+        ),
+    );
+    assert_eq!(errors.len(), 6, "{errors:#?}");
+}
+
+#[test]
+fn self_types_and_cfg() {
+    let message = one_error(quote!(
+        trait T {
+            async fn f(&self) -> Option<Self>;
+        }
+    ));
+    assert!(
+        message.contains("`Self` cannot appear in return types"),
+        "{message}"
+    );
+    let message = one_error(quote!(
+        trait T {
+            #[cfg(unix)]
+            async fn f(&self);
+        }
+    ));
+    assert!(message.contains("`#[cfg]` is not supported"), "{message}");
+}

@@ -1,0 +1,151 @@
+//! The switchyard tour: starts a calculator server in a child process, calls
+//! it from this process over every transport this build has, and prints one
+//! line per call: the transport, the call, its result, and why that
+//! transport was chosen.
+//!
+//! `cargo run --release -p switchyard-examples --bin tour`
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use switchyard::{Channel, Server, Status, Transport};
+use switchyard_examples::{Arithmetic, CalculatorClient, CalculatorServer};
+
+const SERVE_FLAG: &str = "--serve";
+
+fn main() -> ExitCode {
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    let serving = std::env::args().nth(1).as_deref() == Some(SERVE_FLAG);
+    let result = if serving {
+        runtime.block_on(serve())
+    } else {
+        runtime.block_on(tour())
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("tour: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The child: serve the calculator on a Unix socket and TCP until SIGTERM.
+async fn serve() -> Result<(), String> {
+    let server = Server::builder()
+        .add_service(CalculatorServer::new(Arithmetic))
+        .tcp("127.0.0.1:0")
+        .start()
+        .await
+        .map_err(|s| s.to_string())?;
+    server.run_until_signal().await;
+    Ok(())
+}
+
+/// Stops and reaps the server child however the tour ends.
+struct ServerProcess {
+    child: Child,
+    runtime_dir: PathBuf,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let pid = rustix_pid(&self.child);
+        // SIGTERM asks for a graceful shutdown; give it a moment, then kill.
+        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.runtime_dir);
+    }
+}
+
+fn rustix_pid(child: &Child) -> u32 {
+    child.id()
+}
+
+async fn tour() -> Result<(), String> {
+    let runtime_dir = std::env::temp_dir().join(format!("switchyard-tour-{}", std::process::id()));
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let child = Command::new(exe)
+        .arg(SERVE_FLAG)
+        .env("SWITCHYARD_RUNTIME_DIR", &runtime_dir)
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("could not start the server process: {e}"))?;
+    let server = ServerProcess { child, runtime_dir };
+    println!(
+        "switchyard tour: calculator server started as pid {}",
+        server.child.id()
+    );
+
+    let by_name = connect_when_published(&server.runtime_dir, None).await?;
+    let calc = CalculatorClient::new(by_name.clone());
+    let sum = calc.add(2, 3).await.map_err(|s| s.to_string())?;
+    line(&by_name, "add(2, 3)", &sum.to_string());
+    let quotient = calc.div(7, 0).await.map_err(|s| s.to_string())?;
+    line(&by_name, "div(7, 0)", &format!("{quotient:?}"));
+    calc.log("hello from the tour".into()).await.map_err(|s| s.to_string())?;
+    line(&by_name, "log(\"hello from the tour\")", "sent (one-way)");
+
+    let tcp = connect_when_published(&server.runtime_dir, Some(Transport::Tcp)).await?;
+    let calc_tcp = CalculatorClient::new(tcp.clone());
+    let sum = calc_tcp.add(40, 2).await.map_err(|s| s.to_string())?;
+    line(&tcp, "add(40, 2)", &sum.to_string());
+
+    let late = calc
+        .with_timeout(Duration::ZERO)
+        .add(1, 1)
+        .await
+        .map(|v| v.to_string())
+        .unwrap_or_else(|status| status.code().to_string());
+    line(&by_name, "add(1, 1) with a deadline already past", &late);
+
+    println!("tour: done; stopping the server");
+    drop(server);
+    Ok(())
+}
+
+fn line(channel: &Channel, call: &str, result: &str) {
+    let selection = channel.selection();
+    println!(
+        "{:<7} {call} = {result}\n        why: {}",
+        selection.transport, selection.reason
+    );
+}
+
+/// Waits until the child has published itself, then connects by name.
+async fn connect_when_published(
+    runtime_dir: &Path,
+    prefer: Option<Transport>,
+) -> Result<Channel, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut builder = Channel::builder().runtime_dir(runtime_dir);
+        if let Some(transport) = prefer {
+            builder = builder.prefer(transport);
+        }
+        match builder.connect("calculator").await {
+            Ok(channel) => return Ok(channel),
+            Err(status) if retryable(&status) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => return Err(status.to_string()),
+        }
+    }
+}
+
+fn retryable(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        switchyard::Code::NotFound | switchyard::Code::Unavailable
+    )
+}

@@ -1,0 +1,291 @@
+//! The client: [`Channel`] (a connection to one server, reconnecting when it
+//! breaks) and [`ClientCore`], which the generated `FooClient` types wrap.
+
+mod call;
+mod connection;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::descriptor::ServiceDescriptor;
+use crate::discovery::Registry;
+use crate::protocol::frame::DEFAULT_FRAME_LIMIT;
+use crate::protocol::hello::Hello;
+use crate::protocol::status::Status;
+use crate::select::{self, Endpoint, Forced, Selection, Target, Transport};
+use crate::transport::{Link, PeerInfo, tcp, unix};
+
+pub use call::ClientCore;
+use connection::{Connection, ConnectionConfig};
+
+/// Configures and opens a [`Channel`].
+#[derive(Clone, Debug)]
+pub struct ChannelBuilder {
+    timeout: Option<Duration>,
+    prefer: Option<Transport>,
+    connect_timeout: Duration,
+    frame_limit: u32,
+    max_pending: usize,
+    runtime_dir: Option<PathBuf>,
+}
+
+impl Default for ChannelBuilder {
+    fn default() -> Self {
+        Self {
+            timeout: None,
+            prefer: None,
+            connect_timeout: Duration::from_secs(5),
+            frame_limit: DEFAULT_FRAME_LIMIT,
+            max_pending: 1 << 16,
+            runtime_dir: None,
+        }
+    }
+}
+
+impl ChannelBuilder {
+    /// A builder with defaults: no call deadline, transport chosen
+    /// automatically, 5 s to connect, 16 MiB frames.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The deadline every call gets unless it sets its own.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Demands a transport; connecting fails with a reason if it cannot be
+    /// used. Takes precedence over `SWITCHYARD_TRANSPORT`.
+    pub fn prefer(mut self, transport: Transport) -> Self {
+        self.prefer = Some(transport);
+        self
+    }
+
+    /// How long connecting and the handshake may take.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The largest response body accepted.
+    pub fn max_frame(mut self, bytes: u32) -> Self {
+        self.frame_limit = bytes;
+        self
+    }
+
+    /// How many calls may wait for responses at once.
+    pub fn max_pending(mut self, calls: usize) -> Self {
+        self.max_pending = calls.max(1);
+        self
+    }
+
+    /// The runtime directory whose registry names are looked up in
+    /// (default: [`runtime_dir`](crate::discovery::runtime_dir)).
+    pub fn runtime_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.runtime_dir = Some(dir.into());
+        self
+    }
+
+    /// Connects to `target`: a service name published in the local registry
+    /// (`"calculator"`), `unix:///path/to.sock` or `tcp://host:port`.
+    pub async fn connect(self, target: &str) -> Result<Channel, Status> {
+        let parsed = Target::parse(target)?;
+        let conn = open(&self, &parsed).await?;
+        Ok(Channel {
+            shared: Arc::new(Shared {
+                target: Some((target.to_owned(), parsed)),
+                builder: self,
+                current: Mutex::new(conn),
+                reconnect: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Runs the handshake over a link you opened yourself (for example one
+    /// end of [`memory::pair`](crate::transport::memory::pair)). Such a
+    /// channel does not reconnect.
+    pub async fn connect_link<L: Link>(self, link: L) -> Result<Channel, Status> {
+        let transport = link.transport();
+        let selection = Selection {
+            transport,
+            reason: format!("the caller supplied a {transport} link"),
+            rejected: Vec::new(),
+        };
+        let conn = Connection::open(link, selection, &self.connection_config()).await?;
+        Ok(Channel {
+            shared: Arc::new(Shared {
+                target: None,
+                builder: self,
+                current: Mutex::new(conn),
+                reconnect: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    fn connection_config(&self) -> ConnectionConfig {
+        ConnectionConfig {
+            frame_limit: self.frame_limit,
+            max_pending: self.max_pending,
+            handshake_timeout: self.connect_timeout,
+        }
+    }
+
+    fn forced(&self) -> Result<Option<Forced>, Status> {
+        match self.prefer {
+            Some(transport) => Ok(Some(Forced {
+                transport,
+                source: "ChannelBuilder::prefer",
+            })),
+            None => select::forced_from_env(),
+        }
+    }
+}
+
+/// Resolves, selects and connects.
+async fn open(builder: &ChannelBuilder, target: &Target) -> Result<Arc<Connection>, Status> {
+    let forced = builder.forced()?;
+    let entry = match target {
+        Target::Name(name) => {
+            let registry = match &builder.runtime_dir {
+                Some(dir) => Registry::open(dir),
+                None => Registry::open_default(),
+            }
+            .map_err(|err| Status::unavailable(err.to_string()))?;
+            registry
+                .lookup(name)
+                .map_err(|err| Status::invalid_argument(err.to_string()))?
+        }
+        _ => None,
+    };
+    let plan = select::plan(target, entry.as_ref(), forced)?;
+    let config = builder.connection_config();
+    let timeout = builder.connect_timeout;
+    let unreachable = |what: String, err: std::io::Error| {
+        Status::unavailable(format!(
+            "could not connect to {what}: {err}; is the server running and listening there?"
+        ))
+    };
+    let connected = tokio::time::timeout(timeout, async {
+        match &plan.endpoint {
+            Endpoint::Unix(path) => {
+                let link = unix::connect(path)
+                    .await
+                    .map_err(|err| unreachable(unix::url(path), err))?;
+                Connection::open(link, plan.selection.clone(), &config).await
+            }
+            Endpoint::Tcp(host_port) => {
+                let link = tcp::connect(host_port)
+                    .await
+                    .map_err(|err| unreachable(format!("tcp://{host_port}"), err))?;
+                Connection::open(link, plan.selection.clone(), &config).await
+            }
+        }
+    })
+    .await
+    .map_err(|_| {
+        Status::unavailable(format!(
+            "connecting to {:?} took longer than {timeout:?}; is the server overloaded or \
+             the network down?",
+            plan.endpoint
+        ))
+    })??;
+    Ok(connected)
+}
+
+/// A connection to one server, shared by every client made from it.
+///
+/// Cheap to clone; all clones multiplex their calls over one connection.
+/// When the connection breaks, calls in flight fail with `Unavailable` and
+/// the next call connects again (looking the name up afresh, so a restarted
+/// server is found).
+#[derive(Clone, Debug)]
+pub struct Channel {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    target: Option<(String, Target)>,
+    builder: ChannelBuilder,
+    current: Mutex<Arc<Connection>>,
+    reconnect: tokio::sync::Mutex<()>,
+}
+
+impl Channel {
+    /// Connects with default settings; see [`ChannelBuilder::connect`].
+    pub async fn connect(target: &str) -> Result<Self, Status> {
+        ChannelBuilder::new().connect(target).await
+    }
+
+    /// A builder for a channel with non-default settings.
+    pub fn builder() -> ChannelBuilder {
+        ChannelBuilder::new()
+    }
+
+    fn current(&self) -> Arc<Connection> {
+        // The lock only guards a pointer swap; a poisoned lock still holds a
+        // valid Arc.
+        match self.shared.current.lock() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The connection to use for a call: the current one, or a new one if
+    /// it broke.
+    pub(crate) async fn connection(&self) -> Result<Arc<Connection>, Status> {
+        let conn = self.current();
+        if conn.is_usable() {
+            return Ok(conn);
+        }
+        let Some((target, parsed)) = &self.shared.target else {
+            return Err(conn
+                .unusable_reason()
+                .unwrap_or_else(|| Status::unavailable("the connection is closed")));
+        };
+        let _one_at_a_time = self.shared.reconnect.lock().await;
+        let conn = self.current();
+        if conn.is_usable() {
+            return Ok(conn);
+        }
+        let fresh = open(&self.shared.builder, parsed).await.map_err(|status| {
+            Status::new(
+                status.code(),
+                format!("reconnecting to {target}: {}", status.message()),
+            )
+        })?;
+        tracing::debug!(%target, "reconnected");
+        match self.shared.current.lock() {
+            Ok(mut guard) => *guard = Arc::clone(&fresh),
+            Err(poisoned) => *poisoned.into_inner() = Arc::clone(&fresh),
+        }
+        Ok(fresh)
+    }
+
+    /// Which transport the current connection uses, and why.
+    pub fn selection(&self) -> Selection {
+        self.current().selection.clone()
+    }
+
+    /// What the kernel or transport says about the server.
+    pub fn peer(&self) -> PeerInfo {
+        self.current().peer.clone()
+    }
+
+    /// The server's hello: its process, host identity, limits and services.
+    pub fn server_hello(&self) -> Hello {
+        self.current().peer_hello.clone()
+    }
+
+    /// Whether the server serves `service`.
+    pub fn serves(&self, service: &ServiceDescriptor) -> bool {
+        self.current().peer_hello.service(service.name).is_some()
+    }
+
+    /// The default call deadline.
+    pub(crate) fn default_timeout(&self) -> Option<Duration> {
+        self.shared.builder.timeout
+    }
+}

@@ -1,0 +1,309 @@
+//! Making calls: [`ClientCore`], what every generated client wraps.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
+
+use super::Channel;
+use super::connection::Connection;
+use crate::codec::Codec;
+use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
+use crate::protocol::call::deadline_budget;
+use crate::protocol::frame::{Header, Kind, finish_frame, start_frame};
+use crate::protocol::metadata::Metadata;
+use crate::protocol::status::{Code, Status};
+use crate::select::Selection;
+use crate::session::{Outgoing, frame_status, status_frame};
+
+/// The untyped client that generated `FooClient`s wrap: a [`Channel`], the
+/// service it calls, and per-client call options (deadline, metadata).
+#[derive(Clone, Debug)]
+pub struct ClientCore {
+    channel: Channel,
+    service: &'static ServiceDescriptor,
+    timeout: Option<Duration>,
+    metadata: Arc<Metadata>,
+    /// Set when an option was invalid; every call fails with it.
+    invalid: Option<Status>,
+}
+
+impl ClientCore {
+    /// A client of `service` over `channel`.
+    pub fn new(channel: Channel, service: &'static ServiceDescriptor) -> Self {
+        let timeout = channel.default_timeout();
+        Self {
+            channel,
+            service,
+            timeout,
+            metadata: Arc::new(Metadata::new()),
+            invalid: None,
+        }
+    }
+
+    /// Connects to `target` and checks that the server serves `service`.
+    pub async fn connect(target: &str, service: &'static ServiceDescriptor) -> Result<Self, Status> {
+        let channel = Channel::connect(target).await?;
+        let conn = channel.current();
+        if conn.peer_hello.service(service.name).is_none() {
+            return Err(conn.missing(service, None));
+        }
+        Ok(Self::new(channel, service))
+    }
+
+    /// The channel calls go over.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Which transport the calls use, and why.
+    pub fn selection(&self) -> Selection {
+        self.channel.selection()
+    }
+
+    /// A copy whose calls have this deadline (from when each call starts).
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            timeout: Some(timeout),
+            ..self.clone()
+        }
+    }
+
+    /// A copy whose calls also carry this metadata entry. An invalid key
+    /// (not 1 to 255 visible ASCII characters) makes each call fail with
+    /// InvalidArgument saying so.
+    pub fn with_metadata(&self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        let mut metadata = (*self.metadata).clone();
+        let key = key.into();
+        if let Err(err) = metadata.insert(key, value) {
+            return Self {
+                invalid: Some(Status::invalid_argument(format!(
+                    "with_metadata: {err}; calls from this client are refused until it is fixed"
+                ))),
+                ..self.clone()
+            };
+        }
+        Self {
+            metadata: Arc::new(metadata),
+            ..self.clone()
+        }
+    }
+
+    fn deadline(&self, now: Instant) -> Option<Instant> {
+        self.timeout.map(|timeout| now + timeout)
+    }
+
+    /// Encodes a request frame (header room, metadata, arguments).
+    fn encode<C: Codec, Req: Serialize>(
+        &self,
+        method: &'static MethodDescriptor,
+        request: &Req,
+    ) -> Result<(Vec<u8>, usize), Status> {
+        let mut buf = Vec::with_capacity(128);
+        let start = start_frame(&mut buf);
+        self.metadata.encode_into(&mut buf);
+        C::encode(request, &mut buf).map_err(|err| {
+            Status::invalid_argument(format!(
+                "the arguments of {} could not be encoded: {err}",
+                method.full_name
+            ))
+        })?;
+        debug_assert_eq!(start, 0);
+        Ok((buf, self.metadata.encoded_len()))
+    }
+
+    /// Seals the frame header, checking the body against the peer's limit.
+    fn seal(
+        conn: &Connection,
+        method: &'static MethodDescriptor,
+        buf: &mut [u8],
+        header: Header,
+        metadata_len: usize,
+    ) -> Result<(), Status> {
+        finish_frame(buf, 0, header, metadata_len, conn.peer_frame_limit).map_err(|_| {
+            Status::resource_exhausted(format!(
+                "the request to {} is {} bytes, over the server's limit of {} bytes; nothing \
+                 was sent — send less per call or raise the server's ServerBuilder::max_frame",
+                method.full_name,
+                buf.len() - crate::protocol::frame::HEADER_LEN,
+                conn.peer_frame_limit
+            ))
+        })
+    }
+
+    /// Calls `method` with `request` (a tuple of the arguments) and decodes
+    /// the result.
+    pub async fn call<C: Codec, Req: Serialize + Send, Resp: DeserializeOwned>(
+        &self,
+        method: &'static MethodDescriptor,
+        request: Req,
+    ) -> Result<Resp, Status> {
+        if let Some(invalid) = &self.invalid {
+            return Err(invalid.clone());
+        }
+        let now = Instant::now();
+        let deadline = self.deadline(now);
+        // A deadline already past fails before anything else happens.
+        deadline_budget(now, deadline, method.full_name)?;
+        let conn = self.channel.connection().await?;
+        conn.check_method(self.service, method)?;
+        let (mut buf, metadata_len) = self.encode::<C, Req>(method, &request)?;
+        drop(request);
+        let (waiter, response) = oneshot::channel();
+        let started = {
+            let mut calls = conn
+                .calls
+                .lock()
+                .map_err(|_| Status::internal("the call table lock is poisoned"))?;
+            calls
+                .start(Instant::now(), deadline, method.full_name, waiter)
+                .map_err(|(status, _)| status)?
+        };
+        let mut guard = PendingGuard {
+            conn: &conn,
+            call_id: started.call_id,
+            armed: true,
+        };
+        let mut header = Header::new(Kind::Request, started.call_id);
+        header.method_id = method.id;
+        header.deadline_us = started.deadline_us;
+        Self::seal(&conn, method, &mut buf, header, metadata_len)?;
+        conn.outgoing.send(buf.into()).await.map_err(|_| {
+            conn.unusable_reason()
+                .unwrap_or_else(|| Status::unavailable("the connection's writer has stopped"))
+        })?;
+        let received = match deadline {
+            None => response.await,
+            Some(deadline) => {
+                match tokio::time::timeout_at(deadline.into(), response).await {
+                    Ok(received) => received,
+                    Err(_) => {
+                        return Err(Status::deadline_exceeded(format!(
+                            "{} did not complete within its deadline of {:?} ({}); the call was \
+                             cancelled — raise the timeout if the work needs longer",
+                            method.full_name,
+                            deadline.saturating_duration_since(now),
+                            conn.url
+                        )));
+                    }
+                }
+            }
+        };
+        guard.armed = false;
+        let frame = match received {
+            Ok(Ok(frame)) => frame,
+            Ok(Err(status)) => {
+                return Err(Status::new(
+                    status.code(),
+                    format!("{}: {}", method.full_name, status.message()),
+                ));
+            }
+            Err(_) => {
+                return Err(Status::unavailable(format!(
+                    "{}: the connection to {} closed before the response arrived",
+                    method.full_name, conn.url
+                )));
+            }
+        };
+        if frame.header.status != Code::Ok.as_u16() {
+            return Err(frame_status(&frame));
+        }
+        C::decode(&frame.payload).map_err(|err| {
+            Status::internal(format!(
+                "the response of {} could not be decoded ({err}); do client and server use \
+                 the same version of the trait?",
+                method.full_name
+            ))
+        })
+    }
+
+    /// Sends a one-way call: returns once the transport has it.
+    pub async fn oneway<C: Codec, Req: Serialize + Send>(
+        &self,
+        method: &'static MethodDescriptor,
+        request: Req,
+    ) -> Result<(), Status> {
+        if let Some(invalid) = &self.invalid {
+            return Err(invalid.clone());
+        }
+        let now = Instant::now();
+        let deadline = self.deadline(now);
+        let deadline_us = deadline_budget(now, deadline, method.full_name)?;
+        let conn = self.channel.connection().await?;
+        conn.check_method(self.service, method)?;
+        let (mut buf, metadata_len) = self.encode::<C, Req>(method, &request)?;
+        drop(request);
+        let call_id = conn
+            .calls
+            .lock()
+            .map_err(|_| Status::internal("the call table lock is poisoned"))?
+            .allocate_id();
+        let mut header = Header::new(Kind::OneWay, call_id);
+        header.method_id = method.id;
+        header.deadline_us = deadline_us;
+        Self::seal(&conn, method, &mut buf, header, metadata_len)?;
+        let (done, written) = oneshot::channel();
+        let send = async {
+            let queued = conn.outgoing.send(Outgoing {
+                bytes: buf,
+                written: Some(done),
+            });
+            queued.await.is_ok() && written.await.is_ok()
+        };
+        let sent = match deadline {
+            None => send.await,
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), send)
+                .await
+                .map_err(|_| {
+                    Status::deadline_exceeded(format!(
+                        "{}: the transport did not take the call before its deadline; the \
+                         server is not keeping up",
+                        method.full_name
+                    ))
+                })?,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(conn.unusable_reason().unwrap_or_else(|| {
+                Status::unavailable(format!(
+                    "{}: the connection to {} failed before the call was sent",
+                    method.full_name, conn.url
+                ))
+            }))
+        }
+    }
+}
+
+/// Cancels a call that is dropped (or times out) before its response: the
+/// call leaves the table and the server is told to stop the handler.
+struct PendingGuard<'a> {
+    conn: &'a Connection,
+    call_id: u64,
+    armed: bool,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let abandoned = self
+            .conn
+            .calls
+            .lock()
+            .map(|mut calls| calls.abandon(self.call_id))
+            .unwrap_or(false);
+        if abandoned {
+            let status = Status::cancelled("the caller dropped the call");
+            // A full queue drops the cancel: the server then finishes the
+            // handler and its response is ignored.
+            let _ = self
+                .conn
+                .outgoing
+                .try_send(status_frame(Kind::Cancel, self.call_id, &status).into());
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! One client connection: the handshake, a reader task that matches
+//! responses to waiting calls, and a writer task that batches frames.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
+use crate::protocol::call::ClientCalls;
+use crate::protocol::frame::{Decoded, Frame, Kind};
+use crate::protocol::hello::{Hello, MethodInfo, Role};
+use crate::protocol::status::Status;
+use crate::select::Selection;
+use crate::session::{
+    OUTGOING_QUEUE, Outgoing, frame_status, hello_frame, local_hello, read_hello, status_frame, write_loop,
+};
+use crate::transport::{Link, LinkRx, PeerInfo};
+
+/// What a waiting call receives: the response frame, or why there is none.
+pub(crate) type Waiter = oneshot::Sender<Result<Frame, Status>>;
+
+/// Settings a connection is opened with.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectionConfig {
+    pub(crate) frame_limit: u32,
+    pub(crate) max_pending: usize,
+    pub(crate) handshake_timeout: Duration,
+}
+
+/// One established connection.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    pub(crate) selection: Selection,
+    pub(crate) peer: PeerInfo,
+    pub(crate) peer_hello: Hello,
+    pub(crate) url: String,
+    /// The peer's methods by id.
+    methods: HashMap<u32, MethodInfo>,
+    /// Largest request body the peer accepts.
+    pub(crate) peer_frame_limit: u32,
+    pub(crate) outgoing: mpsc::Sender<Outgoing>,
+    pub(crate) calls: Mutex<ClientCalls<Waiter>>,
+    closed: OnceLock<Status>,
+    draining: AtomicBool,
+    _stop_reader: oneshot::Sender<()>,
+}
+
+impl Connection {
+    /// Runs the handshake on `link` and starts the connection's tasks.
+    pub(crate) async fn open<L: Link>(
+        link: L,
+        mut selection: Selection,
+        config: &ConnectionConfig,
+    ) -> Result<Arc<Self>, Status> {
+        let peer = link.peer();
+        let url = peer.addr.clone();
+        let (mut tx, mut rx) = link.split(config.frame_limit);
+        let hello = local_hello(Role::Client, Vec::new(), config.frame_limit, 0);
+        crate::transport::LinkTx::send(&mut tx, &hello_frame(&hello))
+            .await
+            .map_err(|err| Status::unavailable(format!("could not send hello to {url}: {err}")))?;
+        let mut rest = Vec::new();
+        let peer_hello = read_hello(&mut rx, Role::Server, config.handshake_timeout, &mut rest)
+            .await
+            .map_err(|s| Status::new(s.code(), format!("handshake with {url}: {}", s.message())))?;
+        crate::select::note_locality(&mut selection, &hello.host, &peer_hello.host);
+        let methods = peer_hello
+            .services
+            .iter()
+            .flat_map(|s| s.methods.iter().map(|m| (m.id, m.clone())))
+            .collect();
+        let (outgoing, queue) = mpsc::channel(OUTGOING_QUEUE);
+        let (stop_reader, stopped) = oneshot::channel();
+        let conn = Arc::new(Self {
+            selection,
+            peer,
+            peer_frame_limit: peer_hello.max_frame,
+            peer_hello,
+            url,
+            methods,
+            outgoing,
+            calls: Mutex::new(ClientCalls::new(config.max_pending)),
+            closed: OnceLock::new(),
+            draining: AtomicBool::new(false),
+            _stop_reader: stop_reader,
+        });
+        let weak = Arc::downgrade(&conn);
+        let writer_weak = weak.clone();
+        tokio::spawn(async move {
+            if let Err(err) = write_loop(tx, queue).await {
+                if let Some(conn) = writer_weak.upgrade() {
+                    conn.close(Status::unavailable(format!(
+                        "writing to {} failed: {err}",
+                        conn.url
+                    )));
+                }
+            }
+        });
+        tokio::spawn(read_loop(weak, rx, rest, stopped));
+        tracing::debug!(url = %conn.url, transport = %conn.selection.transport, "connected");
+        Ok(conn)
+    }
+
+    /// Whether new calls may use this connection.
+    pub(crate) fn is_usable(&self) -> bool {
+        self.closed.get().is_none() && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// Why the connection cannot take calls, if it cannot.
+    pub(crate) fn unusable_reason(&self) -> Option<Status> {
+        if let Some(status) = self.closed.get() {
+            return Some(status.clone());
+        }
+        self.draining.load(Ordering::Acquire).then(|| {
+            Status::unavailable(format!(
+                "the server at {} is shutting down and takes no new calls; retry on a new connection",
+                self.url
+            ))
+        })
+    }
+
+    /// Checks that the peer serves `method` with the same signature.
+    pub(crate) fn check_method(
+        &self,
+        service: &ServiceDescriptor,
+        method: &MethodDescriptor,
+    ) -> Result<(), Status> {
+        match self.methods.get(&method.id) {
+            Some(theirs) if theirs.fingerprint == method.fingerprint => Ok(()),
+            Some(theirs) => Err(Status::failed_precondition(format!(
+                "{} has a different signature on each side: this client has `{}`, the server \
+                 (pid {}) has `{}`; rebuild both against the same version of the trait",
+                method.full_name, method.signature, self.peer_hello.pid, theirs.signature
+            ))),
+            None => Err(self.missing(service, Some(method))),
+        }
+    }
+
+    /// The Unimplemented status for a service or method the peer lacks.
+    pub(crate) fn missing(
+        &self,
+        service: &ServiceDescriptor,
+        method: Option<&MethodDescriptor>,
+    ) -> Status {
+        let process = format!(
+            "the server at {} ({} pid {})",
+            self.url, self.peer_hello.process_name, self.peer_hello.pid
+        );
+        match (self.peer_hello.service(service.name), method) {
+            (None, _) => {
+                let served: Vec<&str> =
+                    self.peer_hello.services.iter().map(|s| s.name.as_str()).collect();
+                Status::unimplemented(format!(
+                    "{process} does not serve {}; it serves [{}] — is the name or address right?",
+                    service.name,
+                    served.join(", ")
+                ))
+            }
+            (Some(theirs), Some(method)) => {
+                let names: Vec<&str> = theirs.methods.iter().map(|m| m.name.as_str()).collect();
+                Status::unimplemented(format!(
+                    "{process} does not implement {}; its {} has [{}] — is it running an older \
+                     version of the trait?",
+                    method.full_name,
+                    service.name,
+                    names.join(", ")
+                ))
+            }
+            (Some(_), None) => Status::internal("service present; no method given"),
+        }
+    }
+
+    /// Fails every pending call with `status` and refuses new ones.
+    pub(crate) fn close(&self, status: Status) {
+        let first = self.closed.set(status.clone()).is_ok();
+        let waiters: Vec<Waiter> = match self.calls.lock() {
+            Ok(mut calls) => calls.drain().collect(),
+            Err(_) => Vec::new(),
+        };
+        if first {
+            tracing::debug!(url = %self.url, pending = waiters.len(), %status, "connection closed");
+        }
+        for waiter in waiters {
+            let _ = waiter.send(Err(status.clone()));
+        }
+    }
+
+    fn handle(&self, decoded: Decoded) {
+        let frame = match decoded {
+            Decoded::Frame(frame) => frame,
+            Decoded::Oversized(header) => {
+                if let Some(waiter) = self.take_waiter(header.call_id) {
+                    let _ = waiter.send(Err(Status::resource_exhausted(format!(
+                        "the response of {} bytes exceeds this client's limit of {} bytes; \
+                         raise it with ChannelBuilder::max_frame or ask for less per call",
+                        header.body_len(),
+                        self.peer_frame_limit.max(1)
+                    ))));
+                }
+                return;
+            }
+        };
+        match frame.header.kind {
+            Kind::Response => {
+                if let Some(waiter) = self.take_waiter(frame.header.call_id) {
+                    let _ = waiter.send(Ok(frame));
+                }
+            }
+            Kind::GoAway => {
+                self.draining.store(true, Ordering::Release);
+                tracing::debug!(url = %self.url, status = %frame_status(&frame), "server sent goaway");
+            }
+            Kind::Ping => {
+                let mut pong = frame.header;
+                pong.kind = Kind::Pong;
+                let mut buf = vec![0; crate::protocol::frame::HEADER_LEN];
+                pong.metadata_len = 0;
+                pong.payload_len = 0;
+                pong.write_to(&mut buf);
+                let _ = self.outgoing.try_send(buf.into());
+            }
+            Kind::Request => {
+                let status = Status::unimplemented(
+                    "this process serves nothing on its client connections",
+                );
+                let _ = self
+                    .outgoing
+                    .try_send(status_frame(Kind::Response, frame.header.call_id, &status).into());
+            }
+            _ => {}
+        }
+    }
+
+    fn take_waiter(&self, call_id: u64) -> Option<Waiter> {
+        self.calls.lock().ok()?.complete(call_id)
+    }
+}
+
+async fn read_loop<R: LinkRx>(
+    conn: Weak<Connection>,
+    mut rx: R,
+    mut frames: Vec<Decoded>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    loop {
+        if !frames.is_empty() {
+            let Some(conn) = conn.upgrade() else { return };
+            for decoded in frames.drain(..) {
+                conn.handle(decoded);
+            }
+        }
+        let received = tokio::select! {
+            received = rx.recv(&mut frames) => received,
+            _ = &mut stopped => return,
+        };
+        let end = match received {
+            Ok(true) => continue,
+            Ok(false) => Status::unavailable(
+                "the server closed the connection while calls were in flight; it may have \
+                 exited or restarted — calls made now reconnect",
+            ),
+            Err(err) => Status::unavailable(format!(
+                "the connection failed ({err}); calls made now reconnect"
+            )),
+        };
+        if let Some(conn) = conn.upgrade() {
+            conn.close(Status::new(
+                end.code(),
+                format!("{}: {}", conn.url, end.message()),
+            ));
+        }
+        return;
+    }
+}

@@ -1,0 +1,305 @@
+//! The local registry: one JSON file per published name and process under
+//! `<runtime dir>/registry/`, written atomically, removed on graceful
+//! shutdown, and ignored (then pruned) once its process is dead.
+//!
+//! File name: `<name>@<pid>.json`. Contents: [`Entry`].
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::runtime_dir::{ensure_private_dir, runtime_dir};
+
+/// Why the registry could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// A file operation failed.
+    #[error("registry i/o on {path}: {source}")]
+    Io {
+        /// The path operated on.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runtime directory is not safe to use.
+    #[error("runtime directory {path} is not safe to use: {reason}; fix its owner and mode (0700) or point SWITCHYARD_RUNTIME_DIR elsewhere")]
+    Insecure {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A name has characters that cannot be a file name.
+    #[error("service name {name:?} is invalid: use 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-'")]
+    InvalidName {
+        /// The name.
+        name: String,
+    },
+}
+
+/// One published name: which process serves it and where to reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The published name, lower case.
+    pub name: String,
+    /// The serving process.
+    pub pid: u32,
+    /// The serving process's start time (ticks since boot), guarding
+    /// against pid reuse.
+    pub start_time: Option<u64>,
+    /// The host's boot id when published.
+    pub boot_id: String,
+    /// Endpoints as URLs, fastest first (`unix:///...`, `tcp://...`).
+    pub endpoints: Vec<String>,
+    /// Services the process serves.
+    pub services: Vec<String>,
+    /// When it was published, milliseconds since the Unix epoch.
+    pub published_ms: u64,
+}
+
+impl Entry {
+    /// Whether the publishing process still runs.
+    pub fn is_alive(&self) -> bool {
+        crate::sys::process_alive(self.pid, self.start_time)
+    }
+
+    /// The first endpoint whose URL starts with `scheme://`.
+    pub fn endpoint(&self, scheme: &str) -> Option<&str> {
+        self.endpoints
+            .iter()
+            .map(String::as_str)
+            .find(|url| url.strip_prefix(scheme).is_some_and(|rest| rest.starts_with("://")))
+    }
+}
+
+/// The registry in one runtime directory.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    root: PathBuf,
+}
+
+impl Registry {
+    /// The registry in the default [`runtime_dir`].
+    pub fn open_default() -> Result<Self, RegistryError> {
+        Self::open(&runtime_dir())
+    }
+
+    /// The registry under `root`, created with mode 0700 if missing.
+    pub fn open(root: &Path) -> Result<Self, RegistryError> {
+        ensure_private_dir(root)?;
+        ensure_private_dir(&root.join("registry"))?;
+        ensure_private_dir(&root.join("sockets"))?;
+        Ok(Self {
+            root: root.to_owned(),
+        })
+    }
+
+    /// The runtime directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A fresh socket path for this process.
+    pub fn socket_path(&self, seq: u64) -> PathBuf {
+        self.root
+            .join("sockets")
+            .join(format!("{}-{seq}.sock", std::process::id()))
+    }
+
+    fn entry_path(&self, name: &str, pid: u32) -> PathBuf {
+        self.root.join("registry").join(format!("{name}@{pid}.json"))
+    }
+
+    /// Publishes `entry` (its name is normalised to lower case). The entry is
+    /// removed when the returned guard drops.
+    pub fn publish(&self, mut entry: Entry) -> Result<PublishGuard, RegistryError> {
+        entry.name = normalize_name(&entry.name)?;
+        let path = self.entry_path(&entry.name, entry.pid);
+        let tmp = path.with_extension("json.tmp");
+        let io_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| RegistryError::Io { path, source }
+        };
+        // Entry is plain data; serialising it cannot fail.
+        let json = serde_json::to_vec_pretty(&entry).unwrap_or_default();
+        std::fs::write(&tmp, json).map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        tracing::debug!(name = %entry.name, path = %path.display(), "published");
+        Ok(PublishGuard { path })
+    }
+
+    /// The live entry for `name`, the most recently published if several
+    /// processes serve it. Entries of dead processes are removed on the way.
+    pub fn lookup(&self, name: &str) -> Result<Option<Entry>, RegistryError> {
+        let name = normalize_name(name)?;
+        Ok(self
+            .scan()?
+            .into_iter()
+            .filter(|entry| entry.name == name)
+            .max_by_key(|entry| entry.published_ms))
+    }
+
+    /// Every live entry, sorted by name. Entries of dead processes are
+    /// removed on the way.
+    pub fn list(&self) -> Result<Vec<Entry>, RegistryError> {
+        let mut entries = self.scan()?;
+        entries.sort_by(|a, b| a.name.cmp(&b.name).then(a.pid.cmp(&b.pid)));
+        Ok(entries)
+    }
+
+    /// Removes entries (and socket files) of dead processes; returns how
+    /// many entries went.
+    pub fn prune(&self) -> Result<usize, RegistryError> {
+        let before = self.count_files()?;
+        let live = self.scan()?;
+        Ok(before.saturating_sub(live.len()))
+    }
+
+    fn count_files(&self) -> Result<usize, RegistryError> {
+        let dir = self.root.join("registry");
+        let read = std::fs::read_dir(&dir).map_err(|source| RegistryError::Io { path: dir, source })?;
+        Ok(read
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .count())
+    }
+
+    fn scan(&self) -> Result<Vec<Entry>, RegistryError> {
+        let dir = self.root.join("registry");
+        let read = std::fs::read_dir(&dir).map_err(|source| RegistryError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut live = Vec::new();
+        for file in read.flatten() {
+            let path = file.path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let entry = std::fs::read(&path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Entry>(&bytes).ok());
+            match entry {
+                Some(entry) if entry.is_alive() => live.push(entry),
+                Some(entry) => {
+                    tracing::debug!(name = %entry.name, pid = entry.pid, "pruning entry of a dead process");
+                    let _ = std::fs::remove_file(&path);
+                    for url in &entry.endpoints {
+                        if let Some(socket) = url.strip_prefix("unix://") {
+                            let _ = std::fs::remove_file(socket);
+                        }
+                    }
+                }
+                None => {
+                    // Unreadable: half-written by a crashed process, or not ours.
+                    tracing::warn!(path = %path.display(), "ignoring unreadable registry entry");
+                }
+            }
+        }
+        Ok(live)
+    }
+}
+
+/// Removes a published entry when dropped.
+#[derive(Debug)]
+pub struct PublishGuard {
+    path: PathBuf,
+}
+
+impl Drop for PublishGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Lower-cases and checks a name.
+pub fn normalize_name(name: &str) -> Result<String, RegistryError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(RegistryError::InvalidName { name: name.into() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, pid: u32, start_time: Option<u64>, published_ms: u64) -> Entry {
+        Entry {
+            name: name.into(),
+            pid,
+            start_time,
+            boot_id: String::new(),
+            endpoints: vec!["unix:///x.sock".into(), "tcp://127.0.0.1:1".into()],
+            services: vec!["Calculator".into()],
+            published_ms,
+        }
+    }
+
+    #[test]
+    fn publish_lookup_and_remove_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&dir.path().join("rt")).unwrap();
+        let me = std::process::id();
+        let start = crate::sys::process_start_time(me);
+        let guard = registry.publish(entry("Calculator", me, start, 1)).unwrap();
+        let found = registry.lookup("calculator").unwrap().unwrap();
+        assert_eq!(found.pid, me);
+        assert_eq!(found.endpoint("tcp"), Some("tcp://127.0.0.1:1"));
+        assert_eq!(found.endpoint("unix"), Some("unix:///x.sock"));
+        drop(guard);
+        assert_eq!(registry.lookup("calculator").unwrap(), None);
+    }
+
+    #[test]
+    fn dead_entries_are_ignored_and_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        let me = std::process::id();
+        let start = crate::sys::process_start_time(me);
+        // A pid that cannot exist, and our pid with a wrong start time (reuse).
+        let dead = registry.publish(entry("svc", u32::MAX - 7, None, 5)).unwrap();
+        let reused = registry
+            .publish(entry("svc", me, start.map(|s| s + 1), 6))
+            .unwrap();
+        std::mem::forget((dead, reused));
+        assert_eq!(registry.lookup("svc").unwrap(), None);
+        assert_eq!(registry.prune().unwrap(), 0, "lookup already pruned both");
+        assert!(registry.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_newest_live_publisher_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        let me = std::process::id();
+        let start = crate::sys::process_start_time(me);
+        let _a = registry.publish(entry("svc", me, start, 10)).unwrap();
+        let found = registry.lookup("svc").unwrap().unwrap();
+        assert_eq!(found.published_ms, 10);
+    }
+
+    #[test]
+    fn names_are_checked_and_dirs_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rt");
+        let registry = Registry::open(&root).unwrap();
+        let mode = std::fs::metadata(&root).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert!(matches!(
+            registry.lookup("../etc/passwd"),
+            Err(RegistryError::InvalidName { .. })
+        ));
+        assert!(normalize_name("").is_err());
+        assert_eq!(normalize_name("Calc-1.v2").unwrap(), "calc-1.v2");
+    }
+}

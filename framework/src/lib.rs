@@ -1,0 +1,91 @@
+//! switchyard: RPC for microservices that takes the fastest track to each peer.
+//!
+//! Annotate a trait with [`#[switchyard::service]`](service); the macro
+//! generates a typed client (`FooClient`), a server adapter (`FooServer`) and
+//! a descriptor. Every call then travels over the transport that reaches the
+//! peer fastest, and [`Selection`] says which one and why.
+//!
+//! ```no_run
+//! # #[cfg(feature = "rt")]
+//! # mod demo {
+//! #[switchyard::service]
+//! pub trait Greeter {
+//!     async fn hello(&self, name: String) -> String;
+//! }
+//!
+//! struct English;
+//! impl Greeter for English {
+//!     async fn hello(&self, name: String) -> String {
+//!         format!("hello, {name}")
+//!     }
+//! }
+//!
+//! async fn serve() -> Result<(), switchyard::Status> {
+//!     let server = switchyard::Server::builder()
+//!         .add_service(GreeterServer::new(English))
+//!         .publish("greeter")
+//!         .start()
+//!         .await?;
+//!     server.wait().await;
+//!     Ok(())
+//! }
+//!
+//! async fn call() -> Result<(), switchyard::Status> {
+//!     let client = GreeterClient::connect("greeter").await?;
+//!     assert_eq!(client.hello("ada".into()).await?, "hello, ada");
+//!     println!("{}", client.selection());
+//!     Ok(())
+//! }
+//! # }
+//! ```
+//!
+//! The crate is layered as quinn is: [`protocol`] is a sans-IO state machine
+//! with no tokio in it; [`transport`] holds one module per transport behind
+//! the [`Link`](transport::Link) traits; [`select`] is the only code that
+//! knows every transport; the client and server drive it all on tokio.
+
+#![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[doc(hidden)]
+#[cfg(feature = "rt")]
+pub mod __private;
+
+pub mod codec;
+pub mod descriptor;
+pub mod protocol;
+
+#[cfg(feature = "rt")]
+pub mod client;
+#[cfg(feature = "rt")]
+pub mod context;
+#[cfg(feature = "rt")]
+pub mod discovery;
+#[cfg(feature = "rt")]
+pub mod select;
+#[cfg(feature = "rt")]
+pub mod server;
+#[cfg(feature = "rt")]
+pub mod service;
+#[cfg(feature = "rt")]
+mod session;
+pub mod sys;
+#[cfg(feature = "rt")]
+pub mod transport;
+
+pub use codec::{Bincode, Codec, CodecError};
+pub use descriptor::{MethodDescriptor, ServiceDescriptor};
+pub use protocol::metadata::Metadata;
+pub use protocol::status::{Code, Status};
+
+#[cfg(feature = "rt")]
+pub use client::{Channel, ChannelBuilder};
+#[cfg(feature = "rt")]
+pub use context::Context;
+#[cfg(feature = "rt")]
+pub use select::{Selection, Transport};
+#[cfg(feature = "rt")]
+pub use server::{Server, ServerBuilder, ServerHandle};
+#[cfg(feature = "rt")]
+#[doc(inline)]
+pub use switchyard_macros::service;

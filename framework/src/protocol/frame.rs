@@ -1,0 +1,547 @@
+//! Frames: a fixed 40-byte little-endian header, then metadata, then payload.
+//!
+//! ```text
+//! offset size field
+//!  0     2    magic        0x5953 (the bytes "SY")
+//!  2     1    version      1
+//!  3     1    kind         see [`Kind`]
+//!  4     2    flags        reserved, sent as 0, ignored on receipt
+//!  6     2    status       a [`Code`](super::status::Code) (Response, GoAway), else 0
+//!  8     8    call id      chosen by the caller, unique among its calls in flight
+//! 16     4    method id    32-bit FNV-1a of "Service.method" (Request, OneWay)
+//! 20     4    metadata len bytes of metadata after the header
+//! 24     4    payload len  bytes of payload after the metadata
+//! 28     4    reserved     sent as 0, ignored on receipt
+//! 32     8    deadline     remaining budget in microseconds, 0 = none (Request, OneWay)
+//! ```
+//!
+//! The decoder checks `metadata len + payload len` against the configured
+//! limit before it reserves a byte, so a hostile length costs nothing.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Bytes in a frame header.
+pub const HEADER_LEN: usize = 40;
+/// The first two bytes of every frame, little endian: `"SY"`.
+pub const MAGIC: u16 = 0x5953;
+/// The protocol version this implementation speaks.
+pub const VERSION: u8 = 1;
+/// Default limit on `metadata len + payload len`: 16 MiB.
+pub const DEFAULT_FRAME_LIMIT: u32 = 16 << 20;
+/// The largest limit that may be configured: 1 GiB.
+pub const MAX_FRAME_LIMIT: u32 = 1 << 30;
+
+/// What a frame is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[repr(u8)]
+pub enum Kind {
+    /// Handshake, sent once by each side first; payload is a [`Hello`](super::hello::Hello).
+    Hello = 1,
+    /// A call that expects a response.
+    Request = 2,
+    /// The response to a request: status in the header; the payload is the
+    /// encoded result when the status is OK, else the UTF-8 status message.
+    Response = 3,
+    /// A call that expects no response.
+    OneWay = 4,
+    /// The caller gave up on the call with this call id.
+    Cancel = 5,
+    /// Liveness probe; the peer answers with [`Kind::Pong`] and the same call id.
+    Ping = 6,
+    /// Answer to a [`Kind::Ping`].
+    Pong = 7,
+    /// The sender will start no new calls and accept none; status and UTF-8
+    /// message say why. Calls in flight still complete.
+    GoAway = 8,
+}
+
+impl Kind {
+    /// The kind for a wire value.
+    pub fn from_u8(value: u8) -> Option<Self> {
+        Some(match value {
+            1 => Self::Hello,
+            2 => Self::Request,
+            3 => Self::Response,
+            4 => Self::OneWay,
+            5 => Self::Cancel,
+            6 => Self::Ping,
+            7 => Self::Pong,
+            8 => Self::GoAway,
+            _ => return None,
+        })
+    }
+}
+
+/// A decoded frame header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// What the frame is.
+    pub kind: Kind,
+    /// Reserved flags.
+    pub flags: u16,
+    /// Status code (Response, GoAway).
+    pub status: u16,
+    /// The call this frame belongs to.
+    pub call_id: u64,
+    /// The method called (Request, OneWay).
+    pub method_id: u32,
+    /// Bytes of metadata.
+    pub metadata_len: u32,
+    /// Bytes of payload.
+    pub payload_len: u32,
+    /// Remaining deadline budget in microseconds; 0 means none.
+    pub deadline_us: u64,
+}
+
+impl Header {
+    /// A header of `kind` for `call_id` with everything else zero.
+    pub fn new(kind: Kind, call_id: u64) -> Self {
+        Self {
+            kind,
+            flags: 0,
+            status: 0,
+            call_id,
+            method_id: 0,
+            metadata_len: 0,
+            payload_len: 0,
+            deadline_us: 0,
+        }
+    }
+
+    /// Bytes that follow the header.
+    pub fn body_len(&self) -> u64 {
+        u64::from(self.metadata_len) + u64::from(self.payload_len)
+    }
+
+    /// Writes the header into the first [`HEADER_LEN`] bytes of `out`.
+    ///
+    /// # Panics
+    /// If `out` is shorter than [`HEADER_LEN`]: a caller bug, never peer input.
+    pub fn write_to(&self, out: &mut [u8]) {
+        let out = &mut out[..HEADER_LEN];
+        out[0..2].copy_from_slice(&MAGIC.to_le_bytes());
+        out[2] = VERSION;
+        out[3] = self.kind as u8;
+        out[4..6].copy_from_slice(&self.flags.to_le_bytes());
+        out[6..8].copy_from_slice(&self.status.to_le_bytes());
+        out[8..16].copy_from_slice(&self.call_id.to_le_bytes());
+        out[16..20].copy_from_slice(&self.method_id.to_le_bytes());
+        out[20..24].copy_from_slice(&self.metadata_len.to_le_bytes());
+        out[24..28].copy_from_slice(&self.payload_len.to_le_bytes());
+        out[28..32].copy_from_slice(&0u32.to_le_bytes());
+        out[32..40].copy_from_slice(&self.deadline_us.to_le_bytes());
+    }
+
+    /// Parses a header from exactly [`HEADER_LEN`] bytes.
+    pub fn parse(bytes: &[u8; HEADER_LEN]) -> Result<Self, FrameError> {
+        let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+        let u32_at = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        let u64_at = |at: usize| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(word)
+        };
+        let magic = u16_at(0);
+        if magic != MAGIC {
+            return Err(FrameError::BadMagic { found: magic });
+        }
+        if bytes[2] != VERSION {
+            return Err(FrameError::UnsupportedVersion { found: bytes[2] });
+        }
+        let kind = Kind::from_u8(bytes[3]).ok_or(FrameError::UnknownKind { found: bytes[3] })?;
+        Ok(Self {
+            kind,
+            flags: u16_at(4),
+            status: u16_at(6),
+            call_id: u64_at(8),
+            method_id: u32_at(16),
+            metadata_len: u32_at(20),
+            payload_len: u32_at(24),
+            deadline_us: u64_at(32),
+        })
+    }
+}
+
+/// A whole frame as received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// The header.
+    pub header: Header,
+    /// Encoded metadata (see [`Metadata`](super::metadata::Metadata)).
+    pub metadata: Bytes,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+impl Frame {
+    /// A frame with this header and body; lengths in the header are set from
+    /// the body.
+    pub fn new(mut header: Header, metadata: Bytes, payload: Bytes) -> Self {
+        header.metadata_len = len_u32(metadata.len());
+        header.payload_len = len_u32(payload.len());
+        Self {
+            header,
+            metadata,
+            payload,
+        }
+    }
+
+    /// Appends the encoded frame to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + HEADER_LEN, 0);
+        self.header.write_to(&mut out[start..]);
+        out.extend_from_slice(&self.metadata);
+        out.extend_from_slice(&self.payload);
+    }
+}
+
+/// Reserves room for a header at the end of `out` and returns where the
+/// frame starts; append metadata and payload, then call [`finish_frame`].
+pub fn start_frame(out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.resize(start + HEADER_LEN, 0);
+    start
+}
+
+/// Writes the header of the frame begun at `start` by [`start_frame`],
+/// taking the body lengths from what was appended since (`metadata_len`
+/// bytes of metadata, the rest payload).
+///
+/// Fails with [`FrameError::TooLarge`] when the body exceeds `limit`; the
+/// caller should then truncate `out` to `start` and report the error.
+pub fn finish_frame(
+    out: &mut [u8],
+    start: usize,
+    mut header: Header,
+    metadata_len: usize,
+    limit: u32,
+) -> Result<(), FrameError> {
+    let body = out.len() - start - HEADER_LEN;
+    if body > limit as usize {
+        return Err(FrameError::TooLarge {
+            len: body as u64,
+            limit,
+        });
+    }
+    header.metadata_len = len_u32(metadata_len);
+    header.payload_len = len_u32(body - metadata_len);
+    header.write_to(&mut out[start..]);
+    Ok(())
+}
+
+/// Converts a buffer length to a wire length.
+///
+/// # Panics
+/// If `len` exceeds `u32::MAX`; callers check lengths against the frame
+/// limit (at most [`MAX_FRAME_LIMIT`]) before encoding.
+pub fn len_u32(len: usize) -> u32 {
+    u32::try_from(len).expect("frame bodies are limited to MAX_FRAME_LIMIT before encoding")
+}
+
+/// Why bytes are not a valid frame. Every variant is fatal to the connection
+/// except [`FrameError::TooLarge`], which the decoder recovers from by
+/// skipping the body.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The first two bytes are not `"SY"`: the peer does not speak switchyard.
+    #[error("bad magic {found:#06x} (expected {MAGIC:#06x}): the peer does not speak the switchyard protocol")]
+    BadMagic {
+        /// What was found.
+        found: u16,
+    },
+    /// The version byte is not one this implementation speaks.
+    #[error("unsupported protocol version {found} (this side speaks {VERSION}): upgrade the older side")]
+    UnsupportedVersion {
+        /// What was found.
+        found: u8,
+    },
+    /// The kind byte is not a known frame kind.
+    #[error("unknown frame kind {found}")]
+    UnknownKind {
+        /// What was found.
+        found: u8,
+    },
+    /// The body is longer than the configured limit.
+    #[error("frame body of {len} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The length the header claims.
+        len: u64,
+        /// The configured limit.
+        limit: u32,
+    },
+}
+
+/// What [`FrameDecoder::decode`] produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// A whole frame.
+    Frame(Frame),
+    /// A frame whose body exceeds the limit. Its body is being skipped
+    /// without being stored; answer the call (if it is one) with
+    /// ResourceExhausted.
+    Oversized(Header),
+}
+
+/// Splits a byte stream into frames. Sans-IO: feed it the bytes read so far.
+#[derive(Debug, Clone)]
+pub struct FrameDecoder {
+    limit: u32,
+    skip: u64,
+    pending: Option<Header>,
+}
+
+impl FrameDecoder {
+    /// A decoder that accepts bodies up to `limit` bytes (clamped to
+    /// [`MAX_FRAME_LIMIT`]).
+    pub fn new(limit: u32) -> Self {
+        Self {
+            limit: limit.min(MAX_FRAME_LIMIT),
+            skip: 0,
+            pending: None,
+        }
+    }
+
+    /// The body limit.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// Whether the decoder is between frames: nothing half-read, nothing
+    /// being skipped. A stream that ends here ended cleanly.
+    pub fn at_frame_boundary(&self) -> bool {
+        self.pending.is_none() && self.skip == 0
+    }
+
+    /// How many more bytes `buf` needs before the next call can make
+    /// progress; a hint for sizing reads.
+    pub fn wanted(&self, buf: &BytesMut) -> usize {
+        let need = match &self.pending {
+            Some(header) => HEADER_LEN as u64 + header.body_len(),
+            None if self.skip > 0 => self.skip,
+            None => HEADER_LEN as u64,
+        };
+        usize::try_from(need)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(buf.len())
+    }
+
+    /// Takes the next frame off the front of `buf`, if it is all there.
+    ///
+    /// Returns `Ok(None)` when more bytes are needed. An error means the
+    /// stream cannot be resynchronised: close the connection.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, FrameError> {
+        loop {
+            if self.skip > 0 {
+                let n = usize::try_from(self.skip)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                buf.advance(n);
+                self.skip -= n as u64;
+                if self.skip > 0 {
+                    return Ok(None);
+                }
+            }
+            let header = match self.pending {
+                Some(header) => header,
+                None => {
+                    let Some(head) = buf.get(..HEADER_LEN) else {
+                        // Reject a stream that is not switchyard as soon as
+                        // its first bytes show it, not after 40 of them.
+                        if let [a, b, ..] = buf[..] {
+                            let magic = u16::from_le_bytes([a, b]);
+                            if magic != MAGIC {
+                                return Err(FrameError::BadMagic { found: magic });
+                            }
+                        }
+                        return Ok(None);
+                    };
+                    let mut bytes = [0u8; HEADER_LEN];
+                    bytes.copy_from_slice(head);
+                    let header = Header::parse(&bytes)?;
+                    if header.body_len() > u64::from(self.limit) {
+                        buf.advance(HEADER_LEN);
+                        self.skip = header.body_len();
+                        if header.kind == Kind::Hello {
+                            return Err(FrameError::TooLarge {
+                                len: header.body_len(),
+                                limit: self.limit,
+                            });
+                        }
+                        // Skip what is already here before reporting.
+                        let n = usize::try_from(self.skip)
+                            .unwrap_or(usize::MAX)
+                            .min(buf.len());
+                        buf.advance(n);
+                        self.skip -= n as u64;
+                        return Ok(Some(Decoded::Oversized(header)));
+                    }
+                    self.pending = Some(header);
+                    header
+                }
+            };
+            // body_len <= limit <= MAX_FRAME_LIMIT, so this fits in usize.
+            let total = HEADER_LEN + header.body_len() as usize;
+            if buf.len() < total {
+                buf.reserve(total - buf.len());
+                return Ok(None);
+            }
+            self.pending = None;
+            let mut frame = buf.split_to(total);
+            frame.advance(HEADER_LEN);
+            let metadata = frame.split_to(header.metadata_len as usize).freeze();
+            let payload = frame.freeze();
+            return Ok(Some(Decoded::Frame(Frame {
+                header,
+                metadata,
+                payload,
+            })));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(call_id: u64, payload: &'static [u8]) -> Frame {
+        let mut header = Header::new(Kind::Request, call_id);
+        header.method_id = 0xdead_beef;
+        header.deadline_us = 1_500_000;
+        Frame::new(header, Bytes::from_static(b"k"), Bytes::from_static(payload))
+    }
+
+    #[test]
+    fn a_frame_round_trips_byte_by_byte() {
+        let frame = request(7, b"hello");
+        let mut wire = Vec::new();
+        frame.encode_into(&mut wire);
+        assert_eq!(wire.len(), HEADER_LEN + 6);
+        let mut decoder = FrameDecoder::new(DEFAULT_FRAME_LIMIT);
+        let mut buf = BytesMut::new();
+        let mut got = None;
+        for byte in wire {
+            buf.extend_from_slice(&[byte]);
+            if let Some(decoded) = decoder.decode(&mut buf).unwrap() {
+                got = Some(decoded);
+            }
+        }
+        assert_eq!(got, Some(Decoded::Frame(frame)));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn several_frames_in_one_read_decode_in_order() {
+        let mut wire = Vec::new();
+        for id in 0..3 {
+            request(id, b"xyz").encode_into(&mut wire);
+        }
+        let mut buf = BytesMut::from(&wire[..]);
+        let mut decoder = FrameDecoder::new(DEFAULT_FRAME_LIMIT);
+        for id in 0..3 {
+            match decoder.decode(&mut buf).unwrap() {
+                Some(Decoded::Frame(frame)) => assert_eq!(frame.header.call_id, id),
+                other => panic!("expected frame {id}, got {other:?}"),
+            }
+        }
+        assert_eq!(decoder.decode(&mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_magic_version_and_kind_are_errors() {
+        let mut wire = Vec::new();
+        request(1, b"").encode_into(&mut wire);
+        let mut bad = wire.clone();
+        bad[0] = b'X';
+        let err = FrameDecoder::new(1024)
+            .decode(&mut BytesMut::from(&bad[..]))
+            .unwrap_err();
+        assert!(matches!(err, FrameError::BadMagic { .. }), "{err}");
+        let mut bad = wire.clone();
+        bad[2] = 9;
+        let err = FrameDecoder::new(1024)
+            .decode(&mut BytesMut::from(&bad[..]))
+            .unwrap_err();
+        assert_eq!(err, FrameError::UnsupportedVersion { found: 9 });
+        let mut bad = wire;
+        bad[3] = 200;
+        let err = FrameDecoder::new(1024)
+            .decode(&mut BytesMut::from(&bad[..]))
+            .unwrap_err();
+        assert_eq!(err, FrameError::UnknownKind { found: 200 });
+    }
+
+    #[test]
+    fn a_length_of_u32_max_is_skipped_without_allocating() {
+        let mut header = Header::new(Kind::Request, 9);
+        header.payload_len = u32::MAX;
+        let mut wire = vec![0u8; HEADER_LEN];
+        header.write_to(&mut wire);
+        wire.extend_from_slice(&[0xAA; 100]);
+        let mut buf = BytesMut::from(&wire[..]);
+        let before = buf.capacity();
+        let mut decoder = FrameDecoder::new(DEFAULT_FRAME_LIMIT);
+        assert_eq!(
+            decoder.decode(&mut buf).unwrap(),
+            Some(Decoded::Oversized(header))
+        );
+        assert!(buf.is_empty(), "the skipped body is dropped as it arrives");
+        assert!(buf.capacity() <= before, "nothing was reserved for the body");
+        // The rest of the claimed body is skipped, then the stream goes on.
+        let remaining = u64::from(u32::MAX) - 100;
+        assert_eq!(decoder.wanted(&buf) as u64, remaining);
+        let mut chunk = BytesMut::from(&[0u8; 4096][..]);
+        assert_eq!(decoder.decode(&mut chunk).unwrap(), None);
+        assert!(chunk.is_empty());
+    }
+
+    #[test]
+    fn the_stream_continues_after_an_oversized_frame() {
+        let mut decoder = FrameDecoder::new(8);
+        let mut wire = Vec::new();
+        request(1, b"this payload is too long").encode_into(&mut wire);
+        request(2, b"ok").encode_into(&mut wire);
+        let mut buf = BytesMut::from(&wire[..]);
+        assert!(matches!(
+            decoder.decode(&mut buf).unwrap(),
+            Some(Decoded::Oversized(h)) if h.call_id == 1
+        ));
+        assert!(matches!(
+            decoder.decode(&mut buf).unwrap(),
+            Some(Decoded::Frame(f)) if f.header.call_id == 2 && &f.payload[..] == b"ok"
+        ));
+    }
+
+    #[test]
+    fn an_oversized_hello_is_fatal() {
+        let mut header = Header::new(Kind::Hello, 0);
+        header.payload_len = 1 << 20;
+        let mut wire = vec![0u8; HEADER_LEN];
+        header.write_to(&mut wire);
+        let err = FrameDecoder::new(1024)
+            .decode(&mut BytesMut::from(&wire[..]))
+            .unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_foreign_protocol_is_rejected_from_its_first_two_bytes() {
+        let err = FrameDecoder::new(1024)
+            .decode(&mut BytesMut::from(&b"GE"[..]))
+            .unwrap_err();
+        assert_eq!(err, FrameError::BadMagic { found: 0x4547 });
+        assert_eq!(
+            FrameDecoder::new(1024).decode(&mut BytesMut::from(&b"S"[..])),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn limits_are_clamped() {
+        assert_eq!(FrameDecoder::new(u32::MAX).limit(), MAX_FRAME_LIMIT);
+    }
+}

@@ -1,0 +1,203 @@
+//! Call metadata: ordered key/value pairs carried between header and payload.
+//!
+//! Wire form, repeated until the metadata length is used up:
+//! `u16 key length, key (visible ASCII), u32 value length, value bytes`,
+//! lengths little endian.
+
+use std::fmt;
+
+/// The longest key accepted.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// Why metadata could not be decoded or built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetadataError {
+    /// An entry's lengths run past the end of the metadata block.
+    #[error("metadata entry at byte {offset} runs past the end of the {len}-byte metadata block")]
+    Truncated {
+        /// Where the entry starts.
+        offset: usize,
+        /// The block's length.
+        len: usize,
+    },
+    /// A key is empty, too long, or not visible ASCII.
+    #[error(
+        "metadata key {key:?} is invalid: keys are 1 to {MAX_KEY_LEN} visible ASCII characters"
+    )]
+    InvalidKey {
+        /// The key, lossily decoded.
+        key: String,
+    },
+}
+
+/// Ordered key/value pairs sent with a call. Keys are visible ASCII; values
+/// are bytes (use [`Metadata::get_str`] for text).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    entries: Vec<(String, Vec<u8>)>,
+}
+
+impl Metadata {
+    /// Empty metadata.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends an entry; a key may appear more than once.
+    pub fn insert(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<(), MetadataError> {
+        let key = key.into();
+        validate_key(key.as_bytes())?;
+        self.entries.push((key, value.into()));
+        Ok(())
+    }
+
+    /// The first value for `key`.
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The first value for `key`, if it is UTF-8.
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// All entries in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes the wire form takes.
+    pub fn encoded_len(&self) -> usize {
+        self.entries.iter().map(|(k, v)| 6 + k.len() + v.len()).sum()
+    }
+
+    /// Appends the wire form to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        for (key, value) in &self.entries {
+            // Keys are at most MAX_KEY_LEN bytes (checked on insert); values
+            // are bounded by the frame limit, checked before a frame is sent.
+            out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            out.extend_from_slice(value);
+        }
+    }
+
+    /// Parses the wire form.
+    pub fn decode(bytes: &[u8]) -> Result<Self, MetadataError> {
+        let mut entries = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let truncated = MetadataError::Truncated {
+                offset: at,
+                len: bytes.len(),
+            };
+            let key_len = read_u16(bytes, at).ok_or_else(|| truncated.clone())? as usize;
+            let key = bytes
+                .get(at + 2..at + 2 + key_len)
+                .ok_or_else(|| truncated.clone())?;
+            validate_key(key)?;
+            let value_at = at + 2 + key_len;
+            let value_len = read_u32(bytes, value_at).ok_or_else(|| truncated.clone())? as usize;
+            let value = bytes
+                .get(value_at + 4..value_at + 4 + value_len)
+                .ok_or(truncated)?;
+            // validate_key accepted only ASCII, which is UTF-8.
+            let key = String::from_utf8_lossy(key).into_owned();
+            entries.push((key, value.to_vec()));
+            at = value_at + 4 + value_len;
+        }
+        Ok(Self { entries })
+    }
+}
+
+impl fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (key, value) in &self.entries {
+            match std::str::from_utf8(value) {
+                Ok(text) => map.entry(key, &text),
+                Err(_) => map.entry(key, value),
+            };
+        }
+        map.finish()
+    }
+}
+
+fn validate_key(key: &[u8]) -> Result<(), MetadataError> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.iter().all(u8::is_ascii_graphic) {
+        return Err(MetadataError::InvalidKey {
+            key: String::from_utf8_lossy(key).into_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
+    let b = bytes.get(at..at.checked_add(2)?)?;
+    Some(u16::from_le_bytes([b[0], b[1]]))
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let b = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_text_and_binary_values() {
+        let mut md = Metadata::new();
+        md.insert("traceparent", "00-abc-01").unwrap();
+        md.insert("bin", vec![0u8, 255, 7]).unwrap();
+        md.insert("bin", "second").unwrap();
+        let mut wire = Vec::new();
+        md.encode_into(&mut wire);
+        assert_eq!(wire.len(), md.encoded_len());
+        let back = Metadata::decode(&wire).unwrap();
+        assert_eq!(back, md);
+        assert_eq!(back.get_str("traceparent"), Some("00-abc-01"));
+        assert_eq!(back.get("bin"), Some(&[0u8, 255, 7][..]));
+        assert_eq!(back.get("missing"), None);
+    }
+
+    #[test]
+    fn rejects_bad_keys_and_truncation() {
+        let mut md = Metadata::new();
+        assert!(md.insert("", "x").is_err());
+        assert!(md.insert("has space", "x").is_err());
+        assert!(md.insert("k".repeat(256), "x").is_err());
+        md.insert("key", "value").unwrap();
+        let mut wire = Vec::new();
+        md.encode_into(&mut wire);
+        for cut in 1..wire.len() {
+            assert!(Metadata::decode(&wire[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut huge = wire.clone();
+        huge[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            Metadata::decode(&huge),
+            Err(MetadataError::Truncated { .. })
+        ));
+    }
+}

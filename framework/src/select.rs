@@ -1,0 +1,366 @@
+//! Transport selection: the one place that knows every transport.
+//!
+//! Input: what the caller named (a service name or a URL), what the registry
+//! says about it, and any override. Output: a [`Selection`], the transport
+//! with the reason it won and why each alternative lost, kept on the
+//! connection for [`selection()`](crate::Channel::selection) and the debug
+//! endpoint. An override that cannot work is an error saying why, never a
+//! silent fallback.
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use crate::transport::Transport;
+
+use crate::discovery::Entry;
+use crate::protocol::hello::{HostIdentity, Locality};
+use crate::protocol::status::Status;
+
+/// The environment variable that forces a transport for every connection a
+/// process opens.
+pub const TRANSPORT_ENV: &str = "SWITCHYARD_TRANSPORT";
+
+/// Which transport a connection uses and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selection {
+    /// The transport chosen.
+    pub transport: Transport,
+    /// Why it was chosen, e.g. "same host: ...".
+    pub reason: String,
+    /// The alternatives considered and why each was not used.
+    pub rejected: Vec<(Transport, String)>,
+}
+
+impl fmt::Display for Selection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.transport, self.reason)?;
+        if !self.rejected.is_empty() {
+            f.write_str(" (not ")?;
+            for (i, (transport, why)) in self.rejected.iter().enumerate() {
+                if i > 0 {
+                    f.write_str("; ")?;
+                }
+                write!(f, "{transport}: {why}")?;
+            }
+            f.write_str(")")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a caller asked to connect to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A name to look up in the local registry.
+    Name(String),
+    /// `unix:///path/to/socket`.
+    Unix(PathBuf),
+    /// `tcp://host:port`.
+    Tcp(String),
+}
+
+impl Target {
+    /// Parses `calculator`, `unix:///path` or `tcp://host:port`.
+    pub fn parse(target: &str) -> Result<Self, Status> {
+        let target = target.trim();
+        if let Some(path) = target.strip_prefix("unix://") {
+            if path.is_empty() {
+                return Err(Status::invalid_argument(
+                    "unix:// needs a socket path, e.g. unix:///run/user/1000/switchyard/sockets/x.sock",
+                ));
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        if let Some(host_port) = target.strip_prefix("tcp://") {
+            if !host_port.contains(':') {
+                return Err(Status::invalid_argument(format!(
+                    "tcp://{host_port} needs a port, e.g. tcp://127.0.0.1:7000"
+                )));
+            }
+            return Ok(Self::Tcp(host_port.trim_end_matches('/').to_owned()));
+        }
+        if let Some((scheme, _)) = target.split_once("://") {
+            let known = Transport::from_name(scheme).filter(|t| !t.is_available());
+            let hint = match known {
+                Some(t) => format!("the {t} transport is not implemented in this version"),
+                None => "use a service name, unix:///path or tcp://host:port".to_owned(),
+            };
+            return Err(Status::invalid_argument(format!(
+                "cannot connect to {target}: {hint}"
+            )));
+        }
+        Ok(Self::Name(target.to_owned()))
+    }
+}
+
+/// An override and where it came from, for messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Forced {
+    /// The transport demanded.
+    pub transport: Transport,
+    /// Who demanded it, e.g. `SWITCHYARD_TRANSPORT=tcp`.
+    pub source: &'static str,
+}
+
+/// Reads [`TRANSPORT_ENV`]; unset or empty is `None`, an unknown name an
+/// error listing the valid ones.
+pub fn forced_from_env() -> Result<Option<Forced>, Status> {
+    let Ok(value) = std::env::var(TRANSPORT_ENV) else {
+        return Ok(None);
+    };
+    if value.trim().is_empty() {
+        return Ok(None);
+    }
+    let transport = Transport::from_name(&value).ok_or_else(|| {
+        let names: Vec<_> = Transport::ALL.iter().map(|t| t.as_str()).collect();
+        Status::invalid_argument(format!(
+            "{TRANSPORT_ENV}={value} is not a transport; use one of {}",
+            names.join(", ")
+        ))
+    })?;
+    Ok(Some(Forced {
+        transport,
+        source: "SWITCHYARD_TRANSPORT",
+    }))
+}
+
+/// Where to connect, as decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A Unix socket path.
+    Unix(PathBuf),
+    /// A TCP `host:port`.
+    Tcp(String),
+}
+
+/// A decision: where to connect and the selection to record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Where to connect.
+    pub endpoint: Endpoint,
+    /// Why.
+    pub selection: Selection,
+}
+
+fn not_implemented() -> [(Transport, String); 3] {
+    [
+        Transport::Shm,
+        Transport::Pipe,
+        Transport::Quic,
+    ]
+    .map(|t| (t, "not implemented in this version".to_owned()))
+}
+
+/// Decides how to reach `target`. `entry` is the registry's entry when the
+/// target is a name (the caller looked it up; `None` if nothing is
+/// published under it).
+pub fn plan(target: &Target, entry: Option<&Entry>, forced: Option<Forced>) -> Result<Plan, Status> {
+    let check_forced = |chosen: Transport, what: &str| match forced {
+        Some(f) if f.transport != chosen => Err(Status::failed_precondition(format!(
+            "{} demands {}, but {what} can only be reached over {chosen}; \
+             drop the override or connect to an address of that transport",
+            f.source, f.transport
+        ))),
+        _ => Ok(()),
+    };
+    match target {
+        Target::Unix(path) => {
+            check_forced(Transport::Unix, &format!("unix://{}", path.display()))?;
+            Ok(Plan {
+                endpoint: Endpoint::Unix(path.clone()),
+                selection: Selection {
+                    transport: Transport::Unix,
+                    reason: forced_or(forced, "the caller named a unix:// address"),
+                    rejected: Vec::new(),
+                },
+            })
+        }
+        Target::Tcp(host_port) => {
+            check_forced(Transport::Tcp, &format!("tcp://{host_port}"))?;
+            Ok(Plan {
+                endpoint: Endpoint::Tcp(host_port.clone()),
+                selection: Selection {
+                    transport: Transport::Tcp,
+                    reason: forced_or(forced, "the caller named a tcp:// address"),
+                    rejected: Vec::new(),
+                },
+            })
+        }
+        Target::Name(name) => {
+            let entry = entry.ok_or_else(|| {
+                Status::not_found(format!(
+                    "no live process publishes {name:?} in the local registry ({}); start the \
+                     server, check that both sides use the same SWITCHYARD_RUNTIME_DIR, or \
+                     connect to an address such as tcp://host:port",
+                    crate::discovery::runtime_dir().display()
+                ))
+            })?;
+            plan_for_entry(name, entry, forced)
+        }
+    }
+}
+
+fn forced_or(forced: Option<Forced>, reason: &str) -> String {
+    match forced {
+        Some(f) => format!("{reason} ({}={})", f.source, f.transport),
+        None => reason.to_owned(),
+    }
+}
+
+fn plan_for_entry(name: &str, entry: &Entry, forced: Option<Forced>) -> Result<Plan, Status> {
+    let unix = entry.endpoint("unix").map(|url| PathBuf::from(&url["unix://".len()..]));
+    let tcp = entry.endpoint("tcp").map(|url| url["tcp://".len()..].to_owned());
+    let published = format!("{name:?} is published in the local registry by pid {}", entry.pid);
+    if let Some(f) = forced {
+        let endpoint = match f.transport {
+            Transport::Unix => unix.map(Endpoint::Unix),
+            Transport::Tcp => tcp.map(Endpoint::Tcp),
+            other if !other.is_available() => {
+                return Err(Status::failed_precondition(format!(
+                    "{}={other} cannot work: the {other} transport is not implemented in this \
+                     version; use unix or tcp",
+                    f.source
+                )));
+            }
+            _ => None,
+        };
+        let endpoint = endpoint.ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "{}={} cannot work: {published} with endpoints [{}] and no {} endpoint; \
+                 start the server with that transport enabled or drop the override",
+                f.source,
+                f.transport,
+                entry.endpoints.join(", "),
+                f.transport
+            ))
+        })?;
+        let rejected = Transport::ALL
+            .into_iter()
+            .filter(|t| *t != f.transport && *t != Transport::Memory && t.is_available())
+            .map(|t| (t, format!("{}={} overrides it", f.source, f.transport)))
+            .collect();
+        return Ok(Plan {
+            endpoint,
+            selection: Selection {
+                transport: f.transport,
+                reason: format!("forced by {}={}; {published}", f.source, f.transport),
+                rejected,
+            },
+        });
+    }
+    let mut rejected = not_implemented().to_vec();
+    if let Some(path) = unix {
+        if tcp.is_some() {
+            rejected.push((Transport::Tcp, "a Unix socket is faster on the same host".into()));
+        }
+        return Ok(Plan {
+            endpoint: Endpoint::Unix(path),
+            selection: Selection {
+                transport: Transport::Unix,
+                reason: format!("same host: {published}; a Unix socket is the fastest track it offers"),
+                rejected,
+            },
+        });
+    }
+    if let Some(host_port) = tcp {
+        rejected.push((Transport::Unix, "the server publishes no Unix socket".into()));
+        return Ok(Plan {
+            endpoint: Endpoint::Tcp(host_port),
+            selection: Selection {
+                transport: Transport::Tcp,
+                reason: format!("{published}; tcp is the only endpoint it offers"),
+                rejected,
+            },
+        });
+    }
+    Err(Status::unavailable(format!(
+        "{published} but lists no endpoint this client can use ({}); upgrade the client",
+        entry.endpoints.join(", ")
+    )))
+}
+
+/// Adds what the handshake revealed about where the peer runs to the
+/// selection's reason.
+pub fn note_locality(selection: &mut Selection, local: &HostIdentity, peer: &HostIdentity) {
+    let locality = local.locality(peer);
+    let note = match (selection.transport, locality) {
+        (Transport::Tcp, Locality::SameHostSameIpc | Locality::SameHostOtherIpc) => {
+            format!("; the handshake shows the peer is on this host ({})", locality.describe())
+        }
+        (Transport::Tcp, Locality::OtherHost) => format!("; {}", locality.describe()),
+        _ => return,
+    };
+    selection.reason.push_str(&note);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::status::Code;
+
+    fn entry(endpoints: &[&str]) -> Entry {
+        Entry {
+            name: "calculator".into(),
+            pid: 42,
+            start_time: None,
+            boot_id: String::new(),
+            endpoints: endpoints.iter().map(|s| s.to_string()).collect(),
+            services: vec!["Calculator".into()],
+            published_ms: 0,
+        }
+    }
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(Target::parse("calculator").unwrap(), Target::Name("calculator".into()));
+        assert_eq!(Target::parse("unix:///a/b.sock").unwrap(), Target::Unix("/a/b.sock".into()));
+        assert_eq!(Target::parse("tcp://127.0.0.1:9").unwrap(), Target::Tcp("127.0.0.1:9".into()));
+        assert_eq!(Target::parse("tcp://host").unwrap_err().code(), Code::InvalidArgument);
+        let quic = Target::parse("quic://h:1").unwrap_err();
+        assert!(quic.message().contains("not implemented"), "{quic}");
+        assert!(Target::parse("ftp://x").is_err());
+    }
+
+    #[test]
+    fn a_local_name_picks_unix_and_says_why() {
+        let e = entry(&["unix:///s.sock", "tcp://127.0.0.1:5"]);
+        let plan = plan(&Target::Name("calculator".into()), Some(&e), None).unwrap();
+        assert_eq!(plan.endpoint, Endpoint::Unix("/s.sock".into()));
+        assert_eq!(plan.selection.transport, Transport::Unix);
+        assert!(plan.selection.reason.starts_with("same host"), "{}", plan.selection);
+        assert!(plan.selection.rejected.iter().any(|(t, why)| *t == Transport::Tcp && why.contains("faster")));
+    }
+
+    #[test]
+    fn forcing_tcp_uses_the_tcp_endpoint_or_explains() {
+        let forced = Some(Forced { transport: Transport::Tcp, source: "SWITCHYARD_TRANSPORT" });
+        let e = entry(&["unix:///s.sock", "tcp://127.0.0.1:5"]);
+        let plan = plan(&Target::Name("calculator".into()), Some(&e), forced).unwrap();
+        assert_eq!(plan.endpoint, Endpoint::Tcp("127.0.0.1:5".into()));
+        assert!(plan.selection.reason.contains("SWITCHYARD_TRANSPORT=tcp"));
+        let unix_only = entry(&["unix:///s.sock"]);
+        let err = super::plan(&Target::Name("calculator".into()), Some(&unix_only), forced).unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert!(err.message().contains("no tcp endpoint"), "{err}");
+        let shm = Some(Forced { transport: Transport::Shm, source: "SWITCHYARD_TRANSPORT" });
+        let err = super::plan(&Target::Name("calculator".into()), Some(&e), shm).unwrap_err();
+        assert!(err.message().contains("not implemented"), "{err}");
+        let err = super::plan(&Target::Unix("/x".into()), None, forced).unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn an_unknown_name_is_not_found() {
+        let err = plan(&Target::Name("nope".into()), None, None).unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        assert!(err.message().contains("\"nope\""), "{err}");
+    }
+
+    #[test]
+    fn tcp_notes_a_same_host_peer() {
+        let mut selection = Selection { transport: Transport::Tcp, reason: "named".into(), rejected: vec![] };
+        let host = HostIdentity { boot_id: "b".into(), ipc_ns: 1, ..HostIdentity::default() };
+        note_locality(&mut selection, &host, &host);
+        assert!(selection.reason.contains("boot id and IPC namespace match"), "{}", selection.reason);
+    }
+}

@@ -1,0 +1,380 @@
+//! The server: [`ServerBuilder`] collects services and listeners,
+//! [`ServerHandle`] runs them, publishes them in the local registry, and
+//! shuts down gracefully.
+
+mod connection;
+mod router;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::discovery::{Entry, PublishGuard, Registry};
+use crate::protocol::frame::{DEFAULT_FRAME_LIMIT, MAX_FRAME_LIMIT};
+use crate::protocol::status::Status;
+use crate::service::Service;
+use crate::transport::tcp::TcpListener;
+use crate::transport::unix::UnixListener;
+use crate::transport::{Link, Listener};
+
+use router::Router;
+
+/// Where a server is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Serving,
+    Draining,
+    Stopped,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct ServerConfig {
+    pub(crate) frame_limit: u32,
+    pub(crate) max_in_flight: usize,
+    pub(crate) handshake_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct ServerShared {
+    pub(crate) router: Router,
+    pub(crate) config: ServerConfig,
+}
+
+#[derive(Clone, Debug)]
+enum UnixSetting {
+    Auto,
+    Path(PathBuf),
+    Off,
+}
+
+/// Collects services and settings; [`start`](Self::start) runs them.
+#[derive(Debug)]
+pub struct ServerBuilder {
+    router: Router,
+    errors: Vec<Status>,
+    names: Vec<String>,
+    publish: bool,
+    unix: UnixSetting,
+    tcp: Option<String>,
+    config: ServerConfig,
+    grace: Duration,
+    runtime_dir: Option<PathBuf>,
+}
+
+/// Entry point: `Server::builder()`.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// A builder with defaults: a Unix socket in the runtime directory,
+    /// published under each service's name; no TCP; 1024 calls in flight per
+    /// connection; 16 MiB frames; 30 s grace on shutdown.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            router: Router::default(),
+            errors: Vec::new(),
+            names: Vec::new(),
+            publish: true,
+            unix: UnixSetting::Auto,
+            tcp: None,
+            config: ServerConfig {
+                frame_limit: DEFAULT_FRAME_LIMIT,
+                max_in_flight: 1024,
+                handshake_timeout: Duration::from_secs(5),
+            },
+            grace: Duration::from_secs(30),
+            runtime_dir: None,
+        }
+    }
+}
+
+static SOCKET_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl ServerBuilder {
+    /// Adds a service (a generated `FooServer`). Adding two services with
+    /// the same name, or whose method ids collide, makes `start` fail.
+    pub fn add_service<S: Service>(mut self, service: S) -> Self {
+        if let Err(status) = self.router.add(Arc::new(service)) {
+            self.errors.push(status);
+        }
+        self
+    }
+
+    /// Also publishes the server under `name` (services are always published
+    /// under their own names, lower-cased).
+    pub fn publish(mut self, name: impl Into<String>) -> Self {
+        self.names.push(name.into());
+        self
+    }
+
+    /// Publishes nothing in the registry: reachable only by address.
+    pub fn unpublished(mut self) -> Self {
+        self.publish = false;
+        self
+    }
+
+    /// Listens on this Unix socket path instead of one in the runtime dir.
+    pub fn unix_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.unix = UnixSetting::Path(path.into());
+        self
+    }
+
+    /// Opens no Unix socket.
+    pub fn no_unix(mut self) -> Self {
+        self.unix = UnixSetting::Off;
+        self
+    }
+
+    /// Also listens on TCP at `addr` (`"127.0.0.1:0"` picks a free port).
+    pub fn tcp(mut self, addr: impl Into<String>) -> Self {
+        self.tcp = Some(addr.into());
+        self
+    }
+
+    /// Calls one connection may have in flight; beyond it calls are answered
+    /// with ResourceExhausted.
+    pub fn max_in_flight(mut self, calls: usize) -> Self {
+        self.config.max_in_flight = calls;
+        self
+    }
+
+    /// The largest request body accepted (at most 1 GiB).
+    pub fn max_frame(mut self, bytes: u32) -> Self {
+        self.config.frame_limit = bytes.min(MAX_FRAME_LIMIT);
+        self
+    }
+
+    /// How long [`ServerHandle::shutdown`] waits for calls in flight.
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The runtime directory for the registry and the default socket.
+    pub fn runtime_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.runtime_dir = Some(dir.into());
+        self
+    }
+
+    /// Binds the listeners, publishes the services, and starts serving.
+    pub async fn start(self) -> Result<ServerHandle, Status> {
+        if let Some(status) = self.errors.into_iter().next() {
+            return Err(status);
+        }
+        let needs_registry = self.publish || matches!(self.unix, UnixSetting::Auto);
+        let registry = if needs_registry {
+            let registry = match &self.runtime_dir {
+                Some(dir) => Registry::open(dir),
+                None => Registry::open_default(),
+            };
+            Some(registry.map_err(|err| Status::unavailable(err.to_string()))?)
+        } else {
+            None
+        };
+        let shared = Arc::new(ServerShared {
+            router: self.router,
+            config: self.config,
+        });
+        let (phase, _) = watch::channel(Phase::Serving);
+        let (alive, connections_done) = mpsc::channel::<()>(1);
+        let mut endpoints = Vec::new();
+        let mut unix_path = None;
+        let unix_path_wanted = match (&self.unix, &registry) {
+            (UnixSetting::Auto, Some(registry)) => {
+                Some(registry.socket_path(SOCKET_SEQ.fetch_add(1, Ordering::Relaxed)))
+            }
+            (UnixSetting::Path(path), _) => Some(path.clone()),
+            _ => None,
+        };
+        let mut tasks = Vec::new();
+        if let Some(path) = unix_path_wanted {
+            let listener = UnixListener::bind(&path).map_err(|err| {
+                Status::unavailable(format!(
+                    "could not listen on unix://{}: {err}; pick another path or stop the \
+                     process using it",
+                    path.display()
+                ))
+            })?;
+            endpoints.push(listener.local_url());
+            unix_path = Some(path);
+            tasks.push(tokio::spawn(accept_loop(listener, Arc::clone(&shared), phase.subscribe(), alive.clone())));
+        }
+        let mut tcp_addr = None;
+        if let Some(addr) = &self.tcp {
+            let listener = TcpListener::bind(addr).await.map_err(|err| {
+                Status::unavailable(format!(
+                    "could not listen on tcp://{addr}: {err}; pick another address or port 0"
+                ))
+            })?;
+            tcp_addr = Some(listener.local_addr());
+            endpoints.push(listener.local_url());
+            tasks.push(tokio::spawn(accept_loop(listener, Arc::clone(&shared), phase.subscribe(), alive.clone())));
+        }
+        let mut published = Vec::new();
+        if let (true, Some(registry)) = (self.publish, &registry) {
+            let mut names: Vec<String> = shared.router.names();
+            names.extend(self.names);
+            let mut seen = std::collections::HashSet::new();
+            let published_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0);
+            for name in names {
+                let normalized = crate::discovery::registry::normalize_name(&name)
+                    .map_err(|err| Status::invalid_argument(err.to_string()))?;
+                if !seen.insert(normalized.clone()) {
+                    continue;
+                }
+                let entry = Entry {
+                    name: normalized,
+                    pid: crate::sys::pid(),
+                    start_time: crate::sys::process_start_time(crate::sys::pid()),
+                    boot_id: crate::sys::host_identity().boot_id,
+                    endpoints: endpoints.clone(),
+                    services: shared.router.names(),
+                    published_ms,
+                };
+                published.push(
+                    registry
+                        .publish(entry)
+                        .map_err(|err| Status::unavailable(err.to_string()))?,
+                );
+            }
+        }
+        tracing::info!(endpoints = ?endpoints, services = %shared.router.summary(), "serving");
+        Ok(ServerHandle {
+            shared,
+            phase,
+            alive: Some(alive),
+            connections_done,
+            endpoints,
+            unix_path,
+            tcp_addr,
+            published,
+            tasks,
+            grace: self.grace,
+        })
+    }
+}
+
+async fn accept_loop<L: Listener>(
+    mut listener: L,
+    shared: Arc<ServerShared>,
+    mut phase: watch::Receiver<Phase>,
+    alive: mpsc::Sender<()>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(link) => spawn_connection(&shared, link, phase.clone(), alive.clone()),
+                Err(err) => {
+                    // One failed accept (a peer that vanished, fd pressure)
+                    // must not end the loop.
+                    tracing::warn!(listener = %listener.local_url(), %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            _ = phase.changed() => return,
+        }
+    }
+}
+
+fn spawn_connection<L: Link>(
+    shared: &Arc<ServerShared>,
+    link: L,
+    phase: watch::Receiver<Phase>,
+    alive: mpsc::Sender<()>,
+) {
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        connection::serve(shared, link, phase).await;
+        drop(alive);
+    });
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    shared: Arc<ServerShared>,
+    phase: watch::Sender<Phase>,
+    alive: Option<mpsc::Sender<()>>,
+    connections_done: mpsc::Receiver<()>,
+    endpoints: Vec<String>,
+    unix_path: Option<PathBuf>,
+    tcp_addr: Option<SocketAddr>,
+    published: Vec<PublishGuard>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl ServerHandle {
+    /// The URLs the server listens on.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The Unix socket path, if any.
+    pub fn unix_path(&self) -> Option<&Path> {
+        self.unix_path.as_deref()
+    }
+
+    /// The TCP address, if any.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// Serves an already-established link (for example one end of
+    /// [`memory::pair`](crate::transport::memory::pair)).
+    pub fn serve_link<L: Link>(&self, link: L) {
+        if let Some(alive) = &self.alive {
+            spawn_connection(&self.shared, link, self.phase.subscribe(), alive.clone());
+        }
+    }
+
+    /// Stops accepting, removes the registry entries, tells every client to
+    /// go away, waits up to the grace period for calls in flight, then
+    /// closes every connection.
+    pub async fn shutdown(mut self) {
+        self.published.clear();
+        let _ = self.phase.send(Phase::Draining);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        self.alive = None;
+        let drained = tokio::time::timeout(self.grace, self.connections_done.recv()).await;
+        if drained.is_err() {
+            tracing::warn!(grace = ?self.grace, "calls still in flight after the grace period; cancelling them");
+        }
+        let _ = self.phase.send(Phase::Stopped);
+        let _ = self.connections_done.recv().await;
+        tracing::info!("server stopped");
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => std::future::pending::<()>().await,
+        }
+        self.shutdown().await;
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        let _ = self.phase.send(Phase::Stopped);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The server side of a generated service: the [`Service`] trait that
+//! `#[switchyard::service]` implements for its `FooServer<T>` adapter.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::Codec;
+use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
+use crate::protocol::frame::HEADER_LEN;
+use crate::protocol::status::Status;
+
+/// The future a handler returns: the encoded reply, or a status.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, Status>> + Send + 'static>>;
+
+/// A service the server can dispatch calls to. Implemented by the
+/// `FooServer<T>` adapters that `#[switchyard::service]` generates; you rarely
+/// implement it by hand.
+pub trait Service: Send + Sync + 'static {
+    /// The service's static description.
+    fn descriptor(&self) -> &'static ServiceDescriptor;
+
+    /// Starts the handler for `method_id` with the encoded arguments, or
+    /// returns `None` if this service has no such method.
+    fn call(&self, method_id: u32, request: Request) -> Option<HandlerFuture>;
+}
+
+/// The encoded arguments of one call, as received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    payload: Bytes,
+}
+
+impl Request {
+    /// Wraps received payload bytes.
+    pub fn new(payload: Bytes) -> Self {
+        Self { payload }
+    }
+
+    /// The encoded arguments.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// Decodes the arguments as a `T` (a tuple of the method's arguments).
+    ///
+    /// A failure is [`Code::InvalidArgument`](crate::Code::InvalidArgument)
+    /// naming the method.
+    pub fn decode<C: Codec, T: DeserializeOwned>(
+        &self,
+        method: &'static MethodDescriptor,
+    ) -> Result<T, Status> {
+        C::decode(&self.payload).map_err(|err| {
+            Status::invalid_argument(format!(
+                "the arguments of {} could not be decoded ({err}); \
+                 do client and server use the same version of the trait?",
+                method.full_name
+            ))
+        })
+    }
+}
+
+/// An encoded reply, with room reserved in front for the frame header so the
+/// runtime writes the header in place instead of copying the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    buf: Vec<u8>,
+}
+
+impl Reply {
+    /// Encodes `value` as the reply of `method`.
+    pub fn encode<C: Codec, T: Serialize + ?Sized>(
+        value: &T,
+        method: &'static MethodDescriptor,
+    ) -> Result<Self, Status> {
+        let mut buf = Vec::with_capacity(HEADER_LEN + 64);
+        buf.resize(HEADER_LEN, 0);
+        C::encode(value, &mut buf).map_err(|err| {
+            Status::internal(format!(
+                "the result of {} could not be encoded: {err}",
+                method.full_name
+            ))
+        })?;
+        Ok(Self { buf })
+    }
+
+    /// The encoded payload, without the reserved header room.
+    pub fn payload(&self) -> &[u8] {
+        &self.buf[HEADER_LEN..]
+    }
+
+    /// The whole buffer: [`HEADER_LEN`] reserved bytes, then the payload.
+    pub(crate) fn into_framed_buf(self) -> Vec<u8> {
+        self.buf
+    }
+}

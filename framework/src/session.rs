@@ -1,0 +1,171 @@
+//! What client and server connections share: the hello exchange, status
+//! frames, and the task that writes queued frames to a link in batches.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::protocol::frame::{Decoded, Frame, Header, Kind, finish_frame, start_frame};
+use crate::protocol::hello::{Hello, Role, ServiceInfo};
+use crate::protocol::status::Status;
+use crate::transport::{LinkRx, LinkTx};
+
+/// Frames queued for the writer task before senders wait.
+pub(crate) const OUTGOING_QUEUE: usize = 4096;
+/// How many bytes the writer gathers into one write at most.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// This process's hello.
+pub(crate) fn local_hello(
+    role: Role,
+    services: Vec<ServiceInfo>,
+    max_frame: u32,
+    max_in_flight: u32,
+) -> Hello {
+    Hello {
+        role,
+        host: crate::sys::host_identity(),
+        pid: crate::sys::pid(),
+        uid: crate::sys::uid(),
+        process_name: crate::sys::process_name(),
+        max_frame,
+        max_in_flight,
+        services,
+    }
+}
+
+/// A frame queued for the writer task.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    /// One or more encoded frames.
+    pub(crate) bytes: Vec<u8>,
+    /// Told once the transport has taken the bytes (one-way calls wait on
+    /// this so that "sent" means sent, not queued).
+    pub(crate) written: Option<oneshot::Sender<()>>,
+}
+
+impl From<Vec<u8>> for Outgoing {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self {
+            bytes,
+            written: None,
+        }
+    }
+}
+
+/// Encodes a hello frame.
+pub(crate) fn hello_frame(hello: &Hello) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(256);
+    let start = start_frame(&mut buf);
+    hello.encode_into(&mut buf);
+    // A hello is far below any limit.
+    let _ = finish_frame(&mut buf, start, Header::new(Kind::Hello, 0), 0, u32::MAX);
+    buf
+}
+
+/// Encodes a frame of `kind` carrying `status` (Response, GoAway).
+pub(crate) fn status_frame(kind: Kind, call_id: u64, status: &Status) -> Vec<u8> {
+    let mut header = Header::new(kind, call_id);
+    header.status = status.code().as_u16();
+    let mut buf = Vec::with_capacity(64 + status.message().len());
+    let start = start_frame(&mut buf);
+    buf.extend_from_slice(status.message().as_bytes());
+    let _ = finish_frame(&mut buf, start, header, 0, u32::MAX);
+    buf
+}
+
+/// The status a Response or GoAway frame carries.
+pub(crate) fn frame_status(frame: &Frame) -> Status {
+    Status::new(
+        crate::protocol::status::Code::from_u16(frame.header.status),
+        String::from_utf8_lossy(&frame.payload).into_owned(),
+    )
+}
+
+/// Reads the peer's hello, which must be the first frame, within `timeout`.
+/// Frames that arrived right behind it are left in `rest`.
+pub(crate) async fn read_hello<R: LinkRx>(
+    rx: &mut R,
+    expect: Role,
+    timeout: Duration,
+    rest: &mut Vec<Decoded>,
+) -> Result<Hello, Status> {
+    let received = tokio::time::timeout(timeout, rx.recv(rest)).await;
+    let received = received.map_err(|_| {
+        Status::unavailable(format!(
+            "the peer sent no hello within {timeout:?}; is it a switchyard endpoint?"
+        ))
+    })?;
+    match received {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(Status::unavailable(
+                "the peer closed the connection during the handshake",
+            ));
+        }
+        Err(err) => {
+            return Err(Status::unavailable(format!("handshake failed: {err}")));
+        }
+    }
+    let first = rest.remove(0);
+    let Decoded::Frame(frame) = first else {
+        return Err(Status::invalid_argument("the peer's first frame is oversized"));
+    };
+    if frame.header.kind == Kind::GoAway {
+        return Err(frame_status(&frame));
+    }
+    if frame.header.kind != Kind::Hello {
+        return Err(Status::invalid_argument(format!(
+            "the peer's first frame is {:?}, not Hello",
+            frame.header.kind
+        )));
+    }
+    let hello = Hello::decode(&frame.payload)
+        .map_err(|err| Status::invalid_argument(format!("the peer's hello is malformed: {err}")))?;
+    if hello.role != expect {
+        return Err(Status::invalid_argument(format!(
+            "the peer introduced itself as {:?} but {expect:?} was expected",
+            hello.role
+        )));
+    }
+    Ok(hello)
+}
+
+/// Writes queued frames to `tx` in batches until every sender is dropped,
+/// then half-closes the link. Returns the error that stopped it, if any.
+pub(crate) async fn write_loop<T: LinkTx>(
+    mut tx: T,
+    mut queue: mpsc::Receiver<Outgoing>,
+) -> std::io::Result<()> {
+    let mut batch = Vec::new();
+    let mut notify = Vec::new();
+    while let Some(first) = queue.recv().await {
+        notify.extend(first.written);
+        match queue.try_recv() {
+            Err(_) => tx.send(&first.bytes).await?,
+            Ok(second) => {
+                batch.clear();
+                batch.extend_from_slice(&first.bytes);
+                batch.extend_from_slice(&second.bytes);
+                notify.extend(second.written);
+                while batch.len() < BATCH_BYTES {
+                    match queue.try_recv() {
+                        Ok(more) => {
+                            batch.extend_from_slice(&more.bytes);
+                            notify.extend(more.written);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                tx.send(&batch).await?;
+                if batch.capacity() > 4 * BATCH_BYTES {
+                    batch = Vec::new();
+                }
+            }
+        }
+        for written in notify.drain(..) {
+            let _ = written.send(());
+        }
+    }
+    tx.close().await
+}

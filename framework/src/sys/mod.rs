@@ -1,0 +1,25 @@
+//! The operating-system boundary: host identity, process liveness.
+//!
+//! Each function has a Linux implementation and a fallback that reports
+//! what it cannot tell, chosen once here rather than by `#[cfg]` scattered
+//! through the crate.
+
+#[cfg(target_os = "linux")]
+#[path = "linux.rs"]
+mod imp;
+
+#[cfg(not(target_os = "linux"))]
+#[path = "fallback.rs"]
+mod imp;
+
+pub use imp::{host_identity, process_alive, process_name, process_start_time};
+
+/// The calling process's id.
+pub fn pid() -> u32 {
+    std::process::id()
+}
+
+/// The calling process's real user id.
+pub fn uid() -> u32 {
+    rustix::process::getuid().as_raw()
+}

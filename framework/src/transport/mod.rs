@@ -1,0 +1,170 @@
+//! Transports: one module each, all behind the same three traits.
+//!
+//! A [`Link`] is one established connection that moves encoded frames both
+//! ways; a [`Listener`] accepts links; a connector (each module's `connect`
+//! function) opens one. Which transport a connection uses is decided in
+//! [`select`](crate::select), the only code that knows them all; adding a
+//! transport touches its module and the selector, nothing else.
+//!
+//! Every transport runs the conformance suite in `tests/conformance.rs`.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+
+use crate::protocol::frame::{Decoded, FrameError};
+
+pub mod memory;
+pub mod stream;
+pub mod tcp;
+pub mod unix;
+
+/// The tracks a call can travel on. The lower-case names (`Display`,
+/// [`Transport::as_str`]) are what selections, logs and the debug endpoint
+/// show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Transport {
+    /// Pipes inherited from a parent process.
+    Pipe,
+    /// Shared-memory rings on one host.
+    Shm,
+    /// Memory-mapped regions for large payloads.
+    Mmap,
+    /// POSIX message queues for one-way calls.
+    MessageQueue,
+    /// Unix-domain stream sockets.
+    Unix,
+    /// TCP.
+    Tcp,
+    /// QUIC.
+    Quic,
+    /// An in-process link (tests, and a client and server in one process).
+    Memory,
+}
+
+impl Transport {
+    /// Every transport, fastest track first.
+    pub const ALL: [Self; 8] = [
+        Self::Memory,
+        Self::Pipe,
+        Self::Shm,
+        Self::Mmap,
+        Self::MessageQueue,
+        Self::Unix,
+        Self::Tcp,
+        Self::Quic,
+    ];
+
+    /// The lower-case name: `pipe`, `shm`, `mmap`, `mqueue`, `unix`, `tcp`,
+    /// `quic`, `memory`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pipe => "pipe",
+            Self::Shm => "shm",
+            Self::Mmap => "mmap",
+            Self::MessageQueue => "mqueue",
+            Self::Unix => "unix",
+            Self::Tcp => "tcp",
+            Self::Quic => "quic",
+            Self::Memory => "memory",
+        }
+    }
+
+    /// Parses a lower-case name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// Whether this build can open connections over the transport.
+    pub fn is_available(self) -> bool {
+        matches!(self, Self::Unix | Self::Tcp | Self::Memory)
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// What the kernel or the transport says about the other end.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's address, as a URL (`unix:///path`, `tcp://1.2.3.4:5`).
+    pub addr: String,
+    /// The peer's process id, where the kernel vouches for it (SO_PEERCRED).
+    pub pid: Option<u32>,
+    /// The peer's user id, where the kernel vouches for it.
+    pub uid: Option<u32>,
+}
+
+/// Why a link could not deliver frames.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The operating system reported an error.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// The peer sent bytes that are not a frame; the link cannot continue.
+    #[error("malformed frame from peer: {0}")]
+    Frame(#[from] FrameError),
+    /// The peer closed the link in the middle of a frame.
+    #[error("the peer closed the connection in the middle of a frame ({buffered} bytes of it received)")]
+    TruncatedFrame {
+        /// Bytes of the partial frame that had arrived.
+        buffered: usize,
+    },
+}
+
+/// The sending half of a link.
+pub trait LinkTx: Send + 'static {
+    /// Sends `frames`: one or more whole encoded frames, back to back.
+    /// Completes when the transport has taken all of them.
+    fn send(&mut self, frames: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Tells the peer no more frames will follow (half-close where the
+    /// transport has one).
+    fn close(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// The receiving half of a link.
+pub trait LinkRx: Send + 'static {
+    /// Waits for at least one frame and appends every frame already received
+    /// to `out`. Returns `Ok(false)` when the peer closed the link cleanly
+    /// between frames. Cancel-safe: dropping the future loses no bytes.
+    fn recv(&mut self, out: &mut Vec<Decoded>) -> impl Future<Output = Result<bool, LinkError>> + Send;
+}
+
+/// One established connection.
+pub trait Link: Send + 'static {
+    /// The sending half.
+    type Tx: LinkTx;
+    /// The receiving half.
+    type Rx: LinkRx;
+
+    /// Which transport this is.
+    fn transport(&self) -> Transport;
+
+    /// What is known of the peer.
+    fn peer(&self) -> PeerInfo;
+
+    /// Splits into halves that can be driven from different tasks; the
+    /// receiver rejects frame bodies over `frame_limit` bytes.
+    fn split(self, frame_limit: u32) -> (Self::Tx, Self::Rx);
+}
+
+/// Accepts links.
+pub trait Listener: Send + 'static {
+    /// The links it accepts.
+    type Link: Link;
+
+    /// Waits for the next link. An error concerns that one attempt only;
+    /// the listener stays usable.
+    fn accept(&mut self) -> impl Future<Output = io::Result<Self::Link>> + Send;
+
+    /// The address peers connect to, as a URL.
+    fn local_url(&self) -> String;
+}

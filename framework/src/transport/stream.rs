@@ -1,0 +1,82 @@
+//! The framing shared by every byte-stream transport (Unix, TCP, pipes,
+//! in-memory): frames are written back to back and split again by the
+//! sans-IO [`FrameDecoder`].
+
+use std::io;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{LinkError, LinkRx, LinkTx};
+use crate::protocol::frame::{Decoded, FrameDecoder};
+
+/// How much a receiver asks the kernel for at least, per read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The sending half of a byte-stream link.
+#[derive(Debug)]
+pub struct StreamTx<W> {
+    writer: W,
+}
+
+impl<W> StreamTx<W> {
+    /// Wraps a writer.
+    pub fn new(writer: W) -> Self {
+        Self { writer }
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> LinkTx for StreamTx<W> {
+    async fn send(&mut self, frames: &[u8]) -> io::Result<()> {
+        self.writer.write_all(frames).await
+    }
+
+    async fn close(&mut self) -> io::Result<()> {
+        self.writer.shutdown().await
+    }
+}
+
+/// The receiving half of a byte-stream link.
+#[derive(Debug)]
+pub struct StreamRx<R> {
+    reader: R,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl<R> StreamRx<R> {
+    /// Wraps a reader; bodies over `frame_limit` bytes are skipped and
+    /// reported as [`Decoded::Oversized`].
+    pub fn new(reader: R, frame_limit: u32) -> Self {
+        Self {
+            reader,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            decoder: FrameDecoder::new(frame_limit),
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin + Send + 'static> LinkRx for StreamRx<R> {
+    async fn recv(&mut self, out: &mut Vec<Decoded>) -> Result<bool, LinkError> {
+        loop {
+            let before = out.len();
+            while let Some(decoded) = self.decoder.decode(&mut self.buf)? {
+                out.push(decoded);
+            }
+            if out.len() > before {
+                return Ok(true);
+            }
+            let want = self.decoder.wanted(&self.buf).clamp(READ_CHUNK, 4 * READ_CHUNK);
+            self.buf.reserve(want);
+            if self.reader.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() && self.decoder.at_frame_boundary() {
+                    Ok(false)
+                } else {
+                    Err(LinkError::TruncatedFrame {
+                        buffered: self.buf.len(),
+                    })
+                };
+            }
+        }
+    }
+}

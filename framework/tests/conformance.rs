@@ -1,0 +1,484 @@
+//! The transport conformance suite: one set of generic tests over the
+//! [`Link`], [`LinkTx`], [`LinkRx`] and [`Listener`] traits, run against every
+//! transport. `memory` is the reference; every other transport must behave
+//! the same way.
+//!
+//! Each transport gets a module of its own (`memory::frames_round_trip`,
+//! `unix::frames_round_trip`, ...), so a failing test names its transport.
+//! Run one transport with `cargo test -p switchyard --test conformance unix::`.
+//!
+//! # Adding a transport
+//!
+//! 1. Implement [`Harness`] for a unit struct: how to listen (a fresh
+//!    temporary directory is passed in for socket paths and the like), how to
+//!    connect, the expected [`Transport`], URL scheme and whether the kernel
+//!    vouches for the peer's pid and uid.
+//! 2. Add one line `name => Struct,` to the `conformance!` invocation at the
+//!    bottom of this file.
+//!
+//! Every test body runs under a [`TIME_LIMIT`] timeout, so a hang is a failure.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use switchyard::protocol::frame::{
+    Decoded, Frame, FrameError, HEADER_LEN, Header, Kind, MAX_FRAME_LIMIT, finish_frame,
+    start_frame,
+};
+use switchyard::transport::memory::{self, MemoryConnector, MemoryListener};
+use switchyard::transport::tcp::{self, TcpListener};
+use switchyard::transport::unix::{self, UnixListener};
+use switchyard::transport::{Link, LinkError, LinkRx, LinkTx, Listener, Transport};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, timeout};
+
+/// How long any one test may take.
+const TIME_LIMIT: Duration = Duration::from_secs(30);
+/// The receive limit where a test does not set a smaller one.
+const LIMIT: u32 = 16 << 20;
+
+/// How the suite reaches one transport.
+trait Harness: 'static {
+    /// The listener under test.
+    type L: Listener;
+    /// What a client needs to reach the listener.
+    type Dial: Send + Sync + 'static;
+    /// What [`Link::transport`] must return.
+    const TRANSPORT: Transport;
+    /// How [`PeerInfo::addr`](switchyard::transport::PeerInfo) must start.
+    const SCHEME: &'static str;
+    /// Whether the peer's pid and uid are known (and must be ours).
+    const CREDENTIALS: bool;
+    /// Starts listening; `dir` is a fresh directory for socket files.
+    async fn listen(dir: &Path) -> (Self::L, Self::Dial);
+    /// Opens a link to the listener.
+    async fn connect(dial: &Self::Dial) -> io::Result<LinkOf<Self>>;
+}
+
+type LinkOf<H> = <<H as Harness>::L as Listener>::Link;
+
+struct Memory;
+impl Harness for Memory {
+    type L = MemoryListener;
+    type Dial = MemoryConnector;
+    const TRANSPORT: Transport = Transport::Memory;
+    const SCHEME: &'static str = "memory://";
+    const CREDENTIALS: bool = true;
+    async fn listen(_: &Path) -> (Self::L, Self::Dial) {
+        memory::listener()
+    }
+    async fn connect(dial: &Self::Dial) -> io::Result<LinkOf<Self>> {
+        dial.connect()
+    }
+}
+
+struct Unix;
+impl Harness for Unix {
+    type L = UnixListener;
+    type Dial = PathBuf;
+    const TRANSPORT: Transport = Transport::Unix;
+    const SCHEME: &'static str = "unix://";
+    const CREDENTIALS: bool = true;
+    async fn listen(dir: &Path) -> (Self::L, Self::Dial) {
+        let path = dir.join("conformance.sock");
+        (UnixListener::bind(&path).expect("bind unix socket"), path)
+    }
+    async fn connect(dial: &Self::Dial) -> io::Result<LinkOf<Self>> {
+        unix::connect(dial).await
+    }
+}
+
+struct Tcp;
+impl Harness for Tcp {
+    type L = TcpListener;
+    type Dial = String;
+    const TRANSPORT: Transport = Transport::Tcp;
+    const SCHEME: &'static str = "tcp://";
+    const CREDENTIALS: bool = false;
+    async fn listen(_: &Path) -> (Self::L, Self::Dial) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp");
+        let dial = listener.local_addr().to_string();
+        (listener, dial)
+    }
+    async fn connect(dial: &Self::Dial) -> io::Result<LinkOf<Self>> {
+        tcp::connect(dial).await
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// A listener in a fresh directory (kept alive by the returned guard).
+struct Setup<H: Harness> {
+    listener: H::L,
+    dial: H::Dial,
+    _dir: tempfile::TempDir,
+}
+
+impl<H: Harness> Setup<H> {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (listener, dial) = H::listen(dir.path()).await;
+        Self { listener, dial, _dir: dir }
+    }
+
+    /// A connected `(client, server)` pair.
+    async fn pair(&mut self) -> (LinkOf<H>, LinkOf<H>) {
+        let (server, client) = tokio::join!(self.listener.accept(), H::connect(&self.dial));
+        (client.expect("connect"), server.expect("accept"))
+    }
+}
+
+/// Deterministic bytes; the prime modulus makes shifted or spliced data show.
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    (0..len as u64).map(|i| ((i * 31 + seed * 7) % 251) as u8).collect()
+}
+
+/// A frame with every header field set to something recognisable.
+fn frame(kind: Kind, call_id: u64, metadata_len: usize, payload_len: usize) -> Frame {
+    let mut header = Header::new(kind, call_id);
+    header.status = (call_id % 17) as u16;
+    header.method_id = 0x9e37_79b9 ^ call_id as u32;
+    header.deadline_us = call_id.wrapping_mul(1_000_003);
+    let metadata = pattern(call_id ^ 0x55, metadata_len).into();
+    Frame::new(header, metadata, pattern(call_id, payload_len).into())
+}
+
+/// Encodes frames back to back, as a session does.
+fn encode(frames: &[Frame]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for frame in frames {
+        let start = start_frame(&mut out);
+        out.extend_from_slice(&frame.metadata);
+        out.extend_from_slice(&frame.payload);
+        finish_frame(&mut out, start, frame.header, frame.metadata.len(), MAX_FRAME_LIMIT)
+            .expect("encode");
+    }
+    out
+}
+
+/// Sends each chunk with one `send` call, then closes; the half is handed
+/// back so that the caller decides when it is dropped.
+fn spawn_send<T: LinkTx>(mut tx: T, chunks: Vec<Vec<u8>>) -> JoinHandle<T> {
+    tokio::spawn(async move {
+        for chunk in chunks {
+            tx.send(&chunk).await.expect("send");
+        }
+        tx.close().await.expect("close");
+        tx
+    })
+}
+
+/// Receives until the peer closes cleanly.
+async fn recv_all<R: LinkRx>(rx: &mut R) -> Vec<Decoded> {
+    let mut out = Vec::new();
+    while rx.recv(&mut out).await.expect("recv") {}
+    out
+}
+
+/// Asserts `got` is exactly `want`, naming the first difference.
+fn assert_frames(got: &[Decoded], want: &[Frame]) {
+    for (i, (got, want)) in got.iter().zip(want).enumerate() {
+        match got {
+            Decoded::Frame(got) if got == want => {}
+            Decoded::Frame(got) => panic!(
+                "frame {i} differs: got {:?} ({} + {} bytes), want {:?} ({} + {} bytes)",
+                got.header,
+                got.metadata.len(),
+                got.payload.len(),
+                want.header,
+                want.metadata.len(),
+                want.payload.len(),
+            ),
+            other => panic!("item {i}: expected a frame, got {other:?}"),
+        }
+    }
+    assert_eq!(got.len(), want.len(), "number of frames received");
+}
+
+/// Sends `c2s` from client to server and `s2c` back at the same time, each
+/// chunk in one `send`, and checks both sides receive exactly those frames.
+async fn exchange<H: Harness>(c2s: &[Frame], s2c: &[Frame], chunk: usize) {
+    let mut setup = Setup::<H>::new().await;
+    let (client, server) = setup.pair().await;
+    let (ctx, mut crx) = client.split(LIMIT);
+    let (stx, mut srx) = server.split(LIMIT);
+    let chunks = |frames: &[Frame]| frames.chunks(chunk).map(encode).collect();
+    let sending = (spawn_send(ctx, chunks(c2s)), spawn_send(stx, chunks(s2c)));
+    let (at_client, at_server) = tokio::join!(recv_all(&mut crx), recv_all(&mut srx));
+    assert_frames(&at_server, c2s);
+    assert_frames(&at_client, s2c);
+    let _halves = (sending.0.await.unwrap(), sending.1.await.unwrap());
+}
+
+// ------------------------------------------------------------------ cases
+
+async fn frames_round_trip<H: Harness>() {
+    let mut request = frame(Kind::Request, u64::MAX - 1, 23, 100);
+    request.header.status = 0;
+    let response = frame(Kind::Response, u64::MAX - 1, 7, 321);
+    let ping = frame(Kind::Ping, 42, 0, 0);
+    exchange::<H>(&[request, ping], &[response], 1).await;
+}
+
+async fn many_frames_in_one_send<H: Harness>() {
+    let frames = |seed: u64| -> Vec<Frame> {
+        (0..1000u64)
+            .map(|i| {
+                let payload = if i % 10 == 0 { 0 } else { ((i * 7919 + seed) % 3000) as usize };
+                frame(Kind::OneWay, i, (i % 3 * 5) as usize, payload)
+            })
+            .collect()
+    };
+    exchange::<H>(&frames(0), &frames(1), usize::MAX).await;
+}
+
+async fn large_frames_both_ways<H: Harness>() {
+    let sizes = [271_828, 314_159, 4 << 20];
+    let frames = |base: u64| -> Vec<Frame> {
+        (base..).zip(sizes).map(|(id, len)| frame(Kind::Request, id, 3, len)).collect()
+    };
+    exchange::<H>(&frames(10), &frames(20), 1).await;
+}
+
+async fn both_directions_at_once_do_not_deadlock<H: Harness>() {
+    // 8 MiB each way in frames of varying size, a few frames per send.
+    let sizes = [65_536, 1, 200_000, 0, 131_072, 7_777];
+    let frames = |base: u64| -> Vec<Frame> {
+        let mut total = 0;
+        (base..)
+            .zip(sizes.into_iter().cycle())
+            .map_while(|(id, len)| {
+                (total < 8 << 20).then(|| {
+                    total += len;
+                    frame(Kind::OneWay, id, 0, len)
+                })
+            })
+            .collect()
+    };
+    exchange::<H>(&frames(0), &frames(1 << 32), 5).await;
+}
+
+async fn oversized_frames_are_skipped<H: Harness>() {
+    let mut setup = Setup::<H>::new().await;
+    let (client, server) = setup.pair().await;
+    let (ctx, _crx) = client.split(LIMIT);
+    let (_stx, mut srx) = server.split(1024);
+    let frames = [
+        frame(Kind::Request, 1, 5, 1020),    // 1025 bytes of body: one too many
+        frame(Kind::Request, 2, 4, 10),      // fine
+        frame(Kind::Request, 3, 0, 3 << 20), // spans many reads
+        frame(Kind::Request, 4, 0, 0),       // fine
+        frame(Kind::Request, 5, 24, 1000),   // exactly at the limit
+    ];
+    let sending = spawn_send(ctx, vec![encode(&frames)]);
+    let got = recv_all(&mut srx).await;
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(got[0], Decoded::Oversized(frames[0].header));
+    assert_frames(&got[1..2], &frames[1..2]);
+    assert_eq!(got[2], Decoded::Oversized(frames[2].header));
+    assert_frames(&got[3..], &frames[3..]);
+    let _tx = sending.await.unwrap();
+}
+
+async fn garbage_is_a_frame_error<H: Harness>() {
+    let mut setup = Setup::<H>::new().await;
+    for leading_frame in [false, true] {
+        let (client, server) = setup.pair().await;
+        let (mut ctx, _crx) = client.split(LIMIT);
+        let (_stx, mut srx) = server.split(LIMIT);
+        let good = frame(Kind::Request, 9, 1, 2);
+        let mut bytes = if leading_frame { encode(&[good.clone()]) } else { Vec::new() };
+        bytes.extend_from_slice(b"GET / HTTP/1.1\r\nHost: switchyard.invalid\r\n\r\nmore garbage");
+        ctx.send(&bytes).await.expect("send");
+        let mut out = Vec::new();
+        let err = loop {
+            match srx.recv(&mut out).await {
+                Ok(true) => {}
+                Ok(false) => panic!("clean close instead of an error"),
+                Err(err) => break err,
+            }
+        };
+        assert!(
+            matches!(err, LinkError::Frame(FrameError::BadMagic { found: 0x4547 })),
+            "{err:?}"
+        );
+        // Frames before the garbage are delivered, in `out` at the latest.
+        let want = if leading_frame { vec![good] } else { vec![] };
+        assert_frames(&out, &want);
+    }
+}
+
+async fn clean_close_between_frames<H: Harness>() {
+    let mut setup = Setup::<H>::new().await;
+    for explicit_close in [true, false] {
+        let (client, server) = setup.pair().await;
+        let (mut ctx, crx) = client.split(LIMIT);
+        let (_stx, mut srx) = server.split(LIMIT);
+        let frames = [frame(Kind::OneWay, 1, 2, 3), frame(Kind::OneWay, 2, 0, 0)];
+        ctx.send(&encode(&frames)).await.expect("send");
+        if explicit_close {
+            ctx.close().await.expect("close");
+        }
+        drop((ctx, crx));
+        assert_frames(&recv_all(&mut srx).await, &frames);
+    }
+}
+
+async fn close_mid_frame_is_truncated<H: Harness>() {
+    let mut setup = Setup::<H>::new().await;
+    let first = frame(Kind::Request, 1, 0, 10);
+    let cut = frame(Kind::Request, 2, 8, 100);
+    let cut_bytes = encode(std::slice::from_ref(&cut));
+    for at in [1, 10, HEADER_LEN - 1, HEADER_LEN, HEADER_LEN + 4, HEADER_LEN + 60] {
+        let (client, server) = setup.pair().await;
+        let (mut ctx, crx) = client.split(LIMIT);
+        let (_stx, mut srx) = server.split(LIMIT);
+        let mut bytes = encode(std::slice::from_ref(&first));
+        bytes.extend_from_slice(&cut_bytes[..at]);
+        ctx.send(&bytes).await.expect("send");
+        drop((ctx, crx));
+        let mut out = Vec::new();
+        let result = loop {
+            match srx.recv(&mut out).await {
+                Ok(true) => {}
+                other => break other,
+            }
+        };
+        assert!(
+            matches!(result, Err(LinkError::TruncatedFrame { buffered }) if buffered == at),
+            "cut after {at} bytes: {result:?}"
+        );
+        assert_frames(&out, std::slice::from_ref(&first));
+    }
+    // Closing while the receiver skips an oversized body is truncation too.
+    let (client, server) = setup.pair().await;
+    let (mut ctx, crx) = client.split(LIMIT);
+    let (_stx, mut srx) = server.split(64);
+    let big = frame(Kind::Request, 3, 0, 1000);
+    ctx.send(&encode(std::slice::from_ref(&big))[..HEADER_LEN + 500]).await.expect("send");
+    drop((ctx, crx));
+    let mut out = Vec::new();
+    let result = loop {
+        match srx.recv(&mut out).await {
+            Ok(true) => {}
+            other => break other,
+        }
+    };
+    assert!(matches!(result, Err(LinkError::TruncatedFrame { .. })), "{result:?}");
+    assert_eq!(out, [Decoded::Oversized(big.header)]);
+}
+
+async fn transport_and_peer_info<H: Harness>() {
+    let mut setup = Setup::<H>::new().await;
+    let local_url = setup.listener.local_url();
+    assert!(local_url.starts_with(H::SCHEME), "listener url {local_url}");
+    let (client, server) = setup.pair().await;
+    for (side, link) in [("client", &client), ("server", &server)] {
+        assert_eq!(link.transport(), H::TRANSPORT, "{side} transport");
+        let peer = link.peer();
+        assert!(peer.addr.starts_with(H::SCHEME), "{side} peer addr {}", peer.addr);
+        if H::CREDENTIALS {
+            assert_eq!(peer.pid, Some(std::process::id()), "{side} peer pid");
+            assert_eq!(peer.uid, Some(switchyard::sys::uid()), "{side} peer uid");
+        } else {
+            assert_eq!((peer.pid, peer.uid), (None, None), "{side}: unverifiable credentials");
+        }
+    }
+    assert_eq!(client.peer().addr, local_url, "a client's peer is the listener");
+}
+
+async fn listener_survives_dropped_clients<H: Harness>() {
+    let mut setup = Setup::<H>::new().await;
+    for attempt in 0..3 {
+        drop(H::connect(&setup.dial).await.expect("connect"));
+        let server = setup.listener.accept().await.expect("accept after a dropped client");
+        let (_stx, mut srx) = server.split(LIMIT);
+        let got = recv_all(&mut srx).await;
+        assert!(got.is_empty(), "attempt {attempt}: {got:?}");
+    }
+    // And the listener still carries traffic.
+    let (client, server) = setup.pair().await;
+    let (ctx, _crx) = client.split(LIMIT);
+    let (_stx, mut srx) = server.split(LIMIT);
+    let frames = [frame(Kind::Request, 77, 1, 1)];
+    let sending = spawn_send(ctx, vec![encode(&frames)]);
+    assert_frames(&recv_all(&mut srx).await, &frames);
+    let _tx = sending.await.unwrap();
+}
+
+async fn recv_is_cancel_safe<H: Harness>() {
+    let mut setup = Setup::<H>::new().await;
+    let (client, server) = setup.pair().await;
+    let (mut ctx, _crx) = client.split(LIMIT);
+    let (_stx, mut srx) = server.split(LIMIT);
+    let frames = [frame(Kind::Request, 1, 6, 5000), frame(Kind::Request, 2, 0, 3)];
+    let bytes = encode(&frames);
+    // Pieces end mid-header, mid-metadata, mid-payload and mid-second-frame.
+    let cuts = [7, HEADER_LEN + 3, HEADER_LEN + 2000, bytes.len() - 20, bytes.len()];
+    let sending = tokio::spawn(async move {
+        let mut from = 0;
+        for to in cuts {
+            ctx.send(&bytes[from..to]).await.expect("send");
+            from = to;
+            sleep(Duration::from_millis(30)).await;
+        }
+        ctx.close().await.expect("close");
+        ctx
+    });
+    let mut out = Vec::new();
+    let mut cancelled = 0;
+    loop {
+        match timeout(Duration::from_millis(1), srx.recv(&mut out)).await {
+            Err(_) => cancelled += 1,
+            Ok(result) if result.expect("recv") => {}
+            Ok(_) => break,
+        }
+    }
+    assert!(cancelled > 0, "no recv was ever cancelled; the test proves nothing");
+    assert_frames(&out, &frames);
+    let _tx = sending.await.unwrap();
+}
+
+// -------------------------------------------------------- instantiation
+
+/// Runs a case under the time limit.
+async fn bounded(case: impl Future<Output = ()>) {
+    timeout(TIME_LIMIT, case)
+        .await
+        .unwrap_or_else(|_| panic!("did not finish within {TIME_LIMIT:?} (deadlock?)"));
+}
+
+/// `conformance! { module => Harness, ... }`: one module of tests per
+/// transport, one test per case.
+macro_rules! conformance {
+    ($($module:ident => $harness:ident),* $(,)?) => {$(
+        mod $module {
+            conformance!(@cases $harness:
+                frames_round_trip,
+                many_frames_in_one_send,
+                large_frames_both_ways,
+                both_directions_at_once_do_not_deadlock,
+                oversized_frames_are_skipped,
+                garbage_is_a_frame_error,
+                clean_close_between_frames,
+                close_mid_frame_is_truncated,
+                transport_and_peer_info,
+                listener_survives_dropped_clients,
+                recv_is_cancel_safe,
+            );
+        }
+    )*};
+    (@cases $harness:ident: $($case:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            super::bounded(super::$case::<super::$harness>()).await;
+        }
+    )*};
+}
+
+conformance! {
+    memory => Memory,
+    unix => Unix,
+    tcp => Tcp,
+}

@@ -1,0 +1,35 @@
+/// What the `Testing` service's `fail` method returns as its error.
+#[derive(Debug, Clone, PartialEq, Eq, ::serde::Serialize, ::serde::Deserialize)]
+pub struct TestError {
+    /// A message that must survive the trip byte for byte.
+    pub message: String,
+}
+
+/// A service whose methods exercise the runtime: payloads, deadlines,
+/// cancellation, metadata, errors, panics and one-way calls.
+#[switchyard::service]
+pub trait Testing {
+    /// Returns its argument.
+    async fn echo(&self, payload: Vec<u8>) -> Vec<u8>;
+    /// Adds.
+    async fn add(&self, a: i64, b: i64) -> i64;
+    /// Sleeps, then returns how many milliseconds it slept.
+    async fn sleep(&self, millis: u64) -> u64;
+    /// Sleeps; if dropped before finishing (cancelled), creates `marker`.
+    async fn sleep_or_mark(&self, millis: u64, marker: String) -> bool;
+    /// The first value of metadata `key`, as text.
+    async fn metadata(&self, key: String) -> Option<String>;
+    /// Milliseconds left until the call's deadline, as the handler sees it.
+    async fn deadline_left(&self) -> Option<u64>;
+    /// Fails with `message`.
+    async fn fail(&self, message: String) -> Result<(), TestError>;
+    /// Panics.
+    async fn panic(&self);
+    /// Requests this server has started handling so far.
+    async fn requests_seen(&self) -> u64;
+    /// Appends `line` to the file named `path` (one-way).
+    #[switchyard(oneway)]
+    async fn record(&self, path: String, line: String);
+    /// Returns a payload of `len` bytes.
+    async fn payload(&self, len: u64) -> Vec<u8>;
+}

@@ -1,0 +1,68 @@
+//! The server the end-to-end tests start: serves `Testing` on a Unix socket
+//! (and TCP with `--tcp`), prints `listening <endpoints>` on its first line,
+//! and shuts down gracefully on SIGTERM.
+//!
+//! Flags: `--tcp`, `--max-in-flight N`, `--max-frame BYTES`, `--grace-ms MS`.
+//! With `call TARGET` it is a client instead: it calls `add(2, 3)` on TARGET
+//! and prints `<transport> <result>` (for tests of SWITCHYARD_TRANSPORT).
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use switchyard::{Channel, Server};
+use switchyard_integration_tests::{TestingClient, TestingImpl, TestingServer};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("call") {
+        let target = args.get(1).cloned().unwrap_or_else(|| "testing".into());
+        return match Channel::connect(&target).await {
+            Ok(channel) => {
+                let client = TestingClient::new(channel.clone());
+                match client.add(2, 3).await {
+                    Ok(sum) => {
+                        println!("{} {sum}", channel.selection().transport);
+                        ExitCode::SUCCESS
+                    }
+                    Err(status) => {
+                        println!("error {status}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Err(status) => {
+                println!("error {status}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mut builder = Server::builder().add_service(TestingServer::new(TestingImpl::default()));
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || -> u64 {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{flag} needs a number"))
+        };
+        builder = match flag.as_str() {
+            "--tcp" => builder.tcp("127.0.0.1:0"),
+            "--max-in-flight" => builder.max_in_flight(value() as usize),
+            "--max-frame" => builder.max_frame(value() as u32),
+            "--grace-ms" => builder.grace_period(Duration::from_millis(value())),
+            other => panic!("unknown flag {other}"),
+        };
+    }
+    let server = match builder.start().await {
+        Ok(server) => server,
+        Err(status) => {
+            eprintln!("test-server: {status}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("listening {}", server.endpoints().join(" "));
+    let _ = std::io::stdout().flush();
+    server.run_until_signal().await;
+    ExitCode::SUCCESS
+}

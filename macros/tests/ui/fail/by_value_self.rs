@@ -1,0 +1,6 @@
+#[switchyard::service]
+pub trait Session {
+    async fn close(self);
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[switchyard::service]
+pub struct Calculator;
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[switchyard::service]
+pub trait Logger {
+    #[switchyard(oneway)]
+    async fn log(&self, line: String) -> bool;
+}
+
+fn main() {}

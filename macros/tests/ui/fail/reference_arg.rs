@@ -1,0 +1,7 @@
+#[switchyard::service]
+pub trait Echo {
+    async fn echo(&self, text: &str) -> String;
+    async fn sum(&self, values: Vec<&[u8]>) -> u64;
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[switchyard::service]
+pub trait Logger {
+    #[switchyard(one_way)]
+    async fn log(&self, line: String);
+}
+
+fn main() {}
