@@ -82,7 +82,7 @@ impl ChannelBuilder {
     }
 
     /// The runtime directory whose registry names are looked up in
-    /// (default: [`runtime_dir`](crate::discovery::runtime_dir)).
+    /// (default: [`runtime_dir`](crate::discovery::runtime_dir())).
     pub fn runtime_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.runtime_dir = Some(dir.into());
         self

@@ -1,6 +1,6 @@
 //! switchyard: RPC for microservices that takes the fastest track to each peer.
 //!
-//! Annotate a trait with [`#[switchyard::service]`](service); the macro
+//! Annotate a trait with [`#[switchyard::service]`](macro@service); the macro
 //! generates a typed client (`FooClient`), a server adapter (`FooServer`) and
 //! a descriptor. Every call then travels over the transport that reaches the
 //! peer fastest, and [`Selection`] says which one and why.

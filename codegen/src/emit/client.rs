@@ -64,6 +64,7 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
             }
 
             /// A client that sends its calls over `channel`.
+            #[must_use]
             #vis fn new(channel: #private::Channel) -> Self {
                 Self::from_core(#private::ClientCore::new(channel, &#descriptor))
             }
@@ -78,6 +79,7 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
             }
 
             /// This client with another codec; the server must use the same one.
+            #[must_use]
             #vis fn with_codec<#codec2: #private::Codec>(self) -> #client<#codec2> {
                 #client {
                     core: self.core,
@@ -86,11 +88,13 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
             }
 
             /// A client whose calls give up after `timeout`.
+            #[must_use]
             #vis fn with_timeout(&self, timeout: ::core::time::Duration) -> Self {
                 Self::from_core(self.core.with_timeout(timeout))
             }
 
             /// A client that sends `key: value` as metadata with every call.
+            #[must_use]
             #vis fn with_metadata(
                 &self,
                 key: impl #private::std::convert::Into<#private::std::string::String>,
@@ -100,11 +104,13 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
             }
 
             /// Which transport the client uses to reach its peer.
+            #[must_use]
             #vis fn selection(&self) -> #private::Selection {
                 self.core.selection()
             }
 
             /// The channel the calls go over.
+            #[must_use]
             #vis fn channel(&self) -> &#private::Channel {
                 self.core.channel()
             }

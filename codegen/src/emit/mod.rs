@@ -157,12 +157,22 @@ pub(crate) fn doc_attrs(method: &Method, default: &str) -> TokenStream {
     }
 }
 
-/// `0x0123abcd_u32`-style literals, readable in expanded code.
+/// `0x0123_abcd_u32`-style literals, readable in expanded code.
 pub(crate) fn hex_u32(value: u32) -> syn::LitInt {
-    syn::LitInt::new(&format!("{value:#010x}_u32"), Span::call_site())
+    hex(&format!("{value:08x}"), "u32")
 }
 
-/// `0x0123456789abcdef_u64`-style literals.
+/// `0x0123_4567_89ab_cdef_u64`-style literals.
 pub(crate) fn hex_u64(value: u64) -> syn::LitInt {
-    syn::LitInt::new(&format!("{value:#018x}_u64"), Span::call_site())
+    hex(&format!("{value:016x}"), "u64")
+}
+
+fn hex(digits: &str, suffix: &str) -> syn::LitInt {
+    let groups: Vec<&str> = digits
+        .as_bytes()
+        .chunks(4)
+        .map(|group| std::str::from_utf8(group).expect("hex digits are ASCII"))
+        .collect();
+    let text = format!("0x{}_{suffix}", groups.join("_"));
+    syn::LitInt::new(&text, Span::call_site())
 }

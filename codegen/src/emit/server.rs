@@ -78,11 +78,13 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
 
         impl<#imp: #trait_ident> #server<#imp> {
             /// Serves `inner`.
+            #[must_use]
             #vis fn new(inner: #imp) -> Self {
                 Self::from_arc(#private::std::sync::Arc::new(inner))
             }
 
             /// Serves an implementation that is shared with other code.
+            #[must_use]
             #vis fn from_arc(inner: #private::std::sync::Arc<#imp>) -> Self {
                 Self {
                     inner,
@@ -93,6 +95,7 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
 
         impl<#imp: #trait_ident, #codec: #private::Codec> #server<#imp, #codec> {
             /// This server with another codec; clients must use the same one.
+            #[must_use]
             #vis fn with_codec<#codec2: #private::Codec>(self) -> #server<#imp, #codec2> {
                 #server {
                     inner: self.inner,
@@ -101,6 +104,7 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
             }
 
             /// The implementation being served.
+            #[must_use]
             #vis fn get_ref(&self) -> &#imp {
                 &self.inner
             }

@@ -90,13 +90,13 @@ impl Connection {
         let weak = Arc::downgrade(&conn);
         let writer_weak = weak.clone();
         tokio::spawn(async move {
-            if let Err(err) = write_loop(tx, queue).await {
-                if let Some(conn) = writer_weak.upgrade() {
-                    conn.close(Status::unavailable(format!(
-                        "writing to {} failed: {err}",
-                        conn.url
-                    )));
-                }
+            if let Err(err) = write_loop(tx, queue).await
+                && let Some(conn) = writer_weak.upgrade()
+            {
+                conn.close(Status::unavailable(format!(
+                    "writing to {} failed: {err}",
+                    conn.url
+                )));
             }
         });
         tokio::spawn(read_loop(weak, rx, rest, stopped));

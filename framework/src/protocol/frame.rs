@@ -335,72 +335,68 @@ impl FrameDecoder {
     /// Returns `Ok(None)` when more bytes are needed. An error means the
     /// stream cannot be resynchronised: close the connection.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, FrameError> {
-        loop {
-            if self.skip > 0 {
-                let n = usize::try_from(self.skip)
-                    .unwrap_or(usize::MAX)
-                    .min(buf.len());
-                buf.advance(n);
-                self.skip -= n as u64;
-                if self.skip > 0 {
-                    return Ok(None);
-                }
-            }
-            let header = match self.pending {
-                Some(header) => header,
-                None => {
-                    let Some(head) = buf.get(..HEADER_LEN) else {
-                        // Reject a stream that is not switchyard as soon as
-                        // its first bytes show it, not after 40 of them.
-                        if let [a, b, ..] = buf[..] {
-                            let magic = u16::from_le_bytes([a, b]);
-                            if magic != MAGIC {
-                                return Err(FrameError::BadMagic { found: magic });
-                            }
-                        }
-                        return Ok(None);
-                    };
-                    let mut bytes = [0u8; HEADER_LEN];
-                    bytes.copy_from_slice(head);
-                    let header = Header::parse(&bytes)?;
-                    if header.body_len() > u64::from(self.limit) {
-                        buf.advance(HEADER_LEN);
-                        self.skip = header.body_len();
-                        if header.kind == Kind::Hello {
-                            return Err(FrameError::TooLarge {
-                                len: header.body_len(),
-                                limit: self.limit,
-                            });
-                        }
-                        // Skip what is already here before reporting.
-                        let n = usize::try_from(self.skip)
-                            .unwrap_or(usize::MAX)
-                            .min(buf.len());
-                        buf.advance(n);
-                        self.skip -= n as u64;
-                        return Ok(Some(Decoded::Oversized(header)));
-                    }
-                    self.pending = Some(header);
-                    header
-                }
-            };
-            // body_len <= limit <= MAX_FRAME_LIMIT, so this fits in usize.
-            let total = HEADER_LEN + header.body_len() as usize;
-            if buf.len() < total {
-                buf.reserve(total - buf.len());
-                return Ok(None);
-            }
-            self.pending = None;
-            let mut frame = buf.split_to(total);
-            frame.advance(HEADER_LEN);
-            let metadata = frame.split_to(header.metadata_len as usize).freeze();
-            let payload = frame.freeze();
-            return Ok(Some(Decoded::Frame(Frame {
-                header,
-                metadata,
-                payload,
-            })));
+        self.skip_buffered(buf);
+        if self.skip > 0 {
+            return Ok(None);
         }
+        let header = match self.pending {
+            Some(header) => header,
+            None => {
+                let Some(head) = buf.get(..HEADER_LEN) else {
+                    // Reject a stream that is not switchyard as soon as its
+                    // first bytes show it, not after 40 of them.
+                    if let [a, b, ..] = buf[..] {
+                        let magic = u16::from_le_bytes([a, b]);
+                        if magic != MAGIC {
+                            return Err(FrameError::BadMagic { found: magic });
+                        }
+                    }
+                    return Ok(None);
+                };
+                let mut bytes = [0u8; HEADER_LEN];
+                bytes.copy_from_slice(head);
+                let header = Header::parse(&bytes)?;
+                if header.body_len() > u64::from(self.limit) {
+                    buf.advance(HEADER_LEN);
+                    self.skip = header.body_len();
+                    if header.kind == Kind::Hello {
+                        return Err(FrameError::TooLarge {
+                            len: header.body_len(),
+                            limit: self.limit,
+                        });
+                    }
+                    self.skip_buffered(buf);
+                    return Ok(Some(Decoded::Oversized(header)));
+                }
+                self.pending = Some(header);
+                header
+            }
+        };
+        // body_len <= limit <= MAX_FRAME_LIMIT, so this fits in usize.
+        let total = HEADER_LEN + header.body_len() as usize;
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+            return Ok(None);
+        }
+        self.pending = None;
+        let mut frame = buf.split_to(total);
+        frame.advance(HEADER_LEN);
+        let metadata = frame.split_to(header.metadata_len as usize).freeze();
+        let payload = frame.freeze();
+        Ok(Some(Decoded::Frame(Frame {
+            header,
+            metadata,
+            payload,
+        })))
+    }
+
+    /// Drops the part of a skipped body that is already buffered.
+    fn skip_buffered(&mut self, buf: &mut BytesMut) {
+        let n = usize::try_from(self.skip)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        buf.advance(n);
+        self.skip -= n as u64;
     }
 }
 
