@@ -53,9 +53,17 @@ fn main() {
     }
     let quick = std::env::args().any(|a| a == "--quick");
     let settings = if quick {
-        Settings { iterations: 5_000, warmup: 500, throughput_for: Duration::from_millis(500) }
+        Settings {
+            iterations: 5_000,
+            warmup: 500,
+            throughput_for: Duration::from_millis(500),
+        }
     } else {
-        Settings { iterations: 100_000, warmup: 10_000, throughput_for: Duration::from_secs(3) }
+        Settings {
+            iterations: 100_000,
+            warmup: 10_000,
+            throughput_for: Duration::from_secs(3),
+        }
     };
     pin(0);
     let dir = tempfile::tempdir().expect("temp dir");

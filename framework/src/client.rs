@@ -69,9 +69,9 @@ impl ChannelBuilder {
         self
     }
 
-    /// The largest response body accepted.
+    /// The largest response body accepted (1 byte to 1 GiB).
     pub fn max_frame(mut self, bytes: u32) -> Self {
-        self.frame_limit = bytes;
+        self.frame_limit = bytes.clamp(1, crate::protocol::frame::MAX_FRAME_LIMIT);
         self
     }
 
@@ -146,20 +146,18 @@ impl ChannelBuilder {
 /// Resolves, selects and connects.
 async fn open(builder: &ChannelBuilder, target: &Target) -> Result<Arc<Connection>, Status> {
     let forced = builder.forced()?;
+    let registry_dir = builder
+        .runtime_dir
+        .clone()
+        .unwrap_or_else(crate::discovery::runtime_dir);
     let entry = match target {
-        Target::Name(name) => {
-            let registry = match &builder.runtime_dir {
-                Some(dir) => Registry::open(dir),
-                None => Registry::open_default(),
-            }
-            .map_err(|err| Status::unavailable(err.to_string()))?;
-            registry
-                .lookup(name)
-                .map_err(|err| Status::invalid_argument(err.to_string()))?
-        }
+        Target::Name(name) => Registry::open(&registry_dir)
+            .map_err(|err| Status::unavailable(err.to_string()))?
+            .lookup(name)
+            .map_err(|err| Status::invalid_argument(err.to_string()))?,
         _ => None,
     };
-    let plan = select::plan(target, entry.as_ref(), forced)?;
+    let plan = select::plan(target, entry.as_ref(), &registry_dir, forced)?;
     let config = builder.connection_config();
     let timeout = builder.connect_timeout;
     let unreachable = |what: String, err: std::io::Error| {

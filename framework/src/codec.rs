@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn a_huge_length_claim_fails_without_allocating_it() {
         // A Vec<u64> claiming u64::MAX elements in a handful of bytes.
-        let mut buf = vec![0xff_u8]; // varint marker for a u64 length
+        let mut buf = vec![0xfd_u8]; // bincode's varint marker: a u64 follows
         buf.extend_from_slice(&u64::MAX.to_le_bytes());
         let err = Bincode::decode::<Vec<u64>>(&buf).unwrap_err();
         assert!(matches!(err, CodecError::Decode { .. }), "{err}");

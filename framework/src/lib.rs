@@ -26,7 +26,7 @@
 //!         .publish("greeter")
 //!         .start()
 //!         .await?;
-//!     server.wait().await;
+//!     server.run_until_signal().await;
 //!     Ok(())
 //! }
 //!

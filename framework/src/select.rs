@@ -142,19 +142,32 @@ pub struct Plan {
     pub selection: Selection,
 }
 
-fn not_implemented() -> [(Transport, String); 3] {
+fn not_implemented() -> [(Transport, String); 5] {
     [
-        Transport::Shm,
-        Transport::Pipe,
-        Transport::Quic,
+        (Transport::Shm, "not implemented in this version"),
+        (
+            Transport::Mmap,
+            "for payloads over the bulk threshold; not implemented in this version",
+        ),
+        (Transport::Pipe, "not implemented in this version"),
+        (
+            Transport::MessageQueue,
+            "for one-way calls; not implemented in this version",
+        ),
+        (Transport::Quic, "not implemented in this version"),
     ]
-    .map(|t| (t, "not implemented in this version".to_owned()))
+    .map(|(t, why)| (t, why.to_owned()))
 }
 
 /// Decides how to reach `target`. `entry` is the registry's entry when the
-/// target is a name (the caller looked it up; `None` if nothing is
-/// published under it).
-pub fn plan(target: &Target, entry: Option<&Entry>, forced: Option<Forced>) -> Result<Plan, Status> {
+/// target is a name (the caller looked it up in `registry_dir`; `None` if
+/// nothing is published under it).
+pub fn plan(
+    target: &Target,
+    entry: Option<&Entry>,
+    registry_dir: &std::path::Path,
+    forced: Option<Forced>,
+) -> Result<Plan, Status> {
     let check_forced = |chosen: Transport, what: &str| match forced {
         Some(f) if f.transport != chosen => Err(Status::failed_precondition(format!(
             "{} demands {}, but {what} can only be reached over {chosen}; \
@@ -192,7 +205,7 @@ pub fn plan(target: &Target, entry: Option<&Entry>, forced: Option<Forced>) -> R
                     "no live process publishes {name:?} in the local registry ({}); start the \
                      server, check that both sides use the same SWITCHYARD_RUNTIME_DIR, or \
                      connect to an address such as tcp://host:port",
-                    crate::discovery::runtime_dir().display()
+                    registry_dir.display()
                 ))
             })?;
             plan_for_entry(name, entry, forced)
@@ -208,9 +221,16 @@ fn forced_or(forced: Option<Forced>, reason: &str) -> String {
 }
 
 fn plan_for_entry(name: &str, entry: &Entry, forced: Option<Forced>) -> Result<Plan, Status> {
-    let unix = entry.endpoint("unix").map(|url| PathBuf::from(&url["unix://".len()..]));
-    let tcp = entry.endpoint("tcp").map(|url| url["tcp://".len()..].to_owned());
-    let published = format!("{name:?} is published in the local registry by pid {}", entry.pid);
+    let unix = entry
+        .endpoint("unix")
+        .map(|url| PathBuf::from(&url["unix://".len()..]));
+    let tcp = entry
+        .endpoint("tcp")
+        .map(|url| url["tcp://".len()..].to_owned());
+    let published = format!(
+        "{name:?} is published in the local registry by pid {}",
+        entry.pid
+    );
     if let Some(f) = forced {
         let endpoint = match f.transport {
             Transport::Unix => unix.map(Endpoint::Unix),
@@ -251,19 +271,27 @@ fn plan_for_entry(name: &str, entry: &Entry, forced: Option<Forced>) -> Result<P
     let mut rejected = not_implemented().to_vec();
     if let Some(path) = unix {
         if tcp.is_some() {
-            rejected.push((Transport::Tcp, "a Unix socket is faster on the same host".into()));
+            rejected.push((
+                Transport::Tcp,
+                "a Unix socket is faster on the same host".into(),
+            ));
         }
         return Ok(Plan {
             endpoint: Endpoint::Unix(path),
             selection: Selection {
                 transport: Transport::Unix,
-                reason: format!("same host: {published}; a Unix socket is the fastest track it offers"),
+                reason: format!(
+                    "same host: {published}; a Unix socket is the fastest track it offers"
+                ),
                 rejected,
             },
         });
     }
     if let Some(host_port) = tcp {
-        rejected.push((Transport::Unix, "the server publishes no Unix socket".into()));
+        rejected.push((
+            Transport::Unix,
+            "the server publishes no Unix socket".into(),
+        ));
         return Ok(Plan {
             endpoint: Endpoint::Tcp(host_port),
             selection: Selection {
@@ -285,7 +313,10 @@ pub fn note_locality(selection: &mut Selection, local: &HostIdentity, peer: &Hos
     let locality = local.locality(peer);
     let note = match (selection.transport, locality) {
         (Transport::Tcp, Locality::SameHostSameIpc | Locality::SameHostOtherIpc) => {
-            format!("; the handshake shows the peer is on this host ({})", locality.describe())
+            format!(
+                "; the handshake shows the peer is on this host ({})",
+                locality.describe()
+            )
         }
         (Transport::Tcp, Locality::OtherHost) => format!("; {}", locality.describe()),
         _ => return,
@@ -312,10 +343,22 @@ mod tests {
 
     #[test]
     fn targets_parse() {
-        assert_eq!(Target::parse("calculator").unwrap(), Target::Name("calculator".into()));
-        assert_eq!(Target::parse("unix:///a/b.sock").unwrap(), Target::Unix("/a/b.sock".into()));
-        assert_eq!(Target::parse("tcp://127.0.0.1:9").unwrap(), Target::Tcp("127.0.0.1:9".into()));
-        assert_eq!(Target::parse("tcp://host").unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(
+            Target::parse("calculator").unwrap(),
+            Target::Name("calculator".into())
+        );
+        assert_eq!(
+            Target::parse("unix:///a/b.sock").unwrap(),
+            Target::Unix("/a/b.sock".into())
+        );
+        assert_eq!(
+            Target::parse("tcp://127.0.0.1:9").unwrap(),
+            Target::Tcp("127.0.0.1:9".into())
+        );
+        assert_eq!(
+            Target::parse("tcp://host").unwrap_err().code(),
+            Code::InvalidArgument
+        );
         let quic = Target::parse("quic://h:1").unwrap_err();
         assert!(quic.message().contains("not implemented"), "{quic}");
         assert!(Target::parse("ftp://x").is_err());
@@ -324,43 +367,95 @@ mod tests {
     #[test]
     fn a_local_name_picks_unix_and_says_why() {
         let e = entry(&["unix:///s.sock", "tcp://127.0.0.1:5"]);
-        let plan = plan(&Target::Name("calculator".into()), Some(&e), None).unwrap();
+        let plan = plan(
+            &Target::Name("calculator".into()),
+            Some(&e),
+            "/rt".as_ref(),
+            None,
+        )
+        .unwrap();
         assert_eq!(plan.endpoint, Endpoint::Unix("/s.sock".into()));
         assert_eq!(plan.selection.transport, Transport::Unix);
-        assert!(plan.selection.reason.starts_with("same host"), "{}", plan.selection);
-        assert!(plan.selection.rejected.iter().any(|(t, why)| *t == Transport::Tcp && why.contains("faster")));
+        assert!(
+            plan.selection.reason.starts_with("same host"),
+            "{}",
+            plan.selection
+        );
+        assert!(
+            plan.selection
+                .rejected
+                .iter()
+                .any(|(t, why)| *t == Transport::Tcp && why.contains("faster"))
+        );
     }
 
     #[test]
     fn forcing_tcp_uses_the_tcp_endpoint_or_explains() {
-        let forced = Some(Forced { transport: Transport::Tcp, source: "SWITCHYARD_TRANSPORT" });
+        let forced = Some(Forced {
+            transport: Transport::Tcp,
+            source: "SWITCHYARD_TRANSPORT",
+        });
         let e = entry(&["unix:///s.sock", "tcp://127.0.0.1:5"]);
-        let plan = plan(&Target::Name("calculator".into()), Some(&e), forced).unwrap();
+        let plan = plan(
+            &Target::Name("calculator".into()),
+            Some(&e),
+            "/rt".as_ref(),
+            forced,
+        )
+        .unwrap();
         assert_eq!(plan.endpoint, Endpoint::Tcp("127.0.0.1:5".into()));
         assert!(plan.selection.reason.contains("SWITCHYARD_TRANSPORT=tcp"));
         let unix_only = entry(&["unix:///s.sock"]);
-        let err = super::plan(&Target::Name("calculator".into()), Some(&unix_only), forced).unwrap_err();
+        let err = super::plan(
+            &Target::Name("calculator".into()),
+            Some(&unix_only),
+            "/rt".as_ref(),
+            forced,
+        )
+        .unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);
         assert!(err.message().contains("no tcp endpoint"), "{err}");
-        let shm = Some(Forced { transport: Transport::Shm, source: "SWITCHYARD_TRANSPORT" });
-        let err = super::plan(&Target::Name("calculator".into()), Some(&e), shm).unwrap_err();
+        let shm = Some(Forced {
+            transport: Transport::Shm,
+            source: "SWITCHYARD_TRANSPORT",
+        });
+        let err = super::plan(
+            &Target::Name("calculator".into()),
+            Some(&e),
+            "/rt".as_ref(),
+            shm,
+        )
+        .unwrap_err();
         assert!(err.message().contains("not implemented"), "{err}");
-        let err = super::plan(&Target::Unix("/x".into()), None, forced).unwrap_err();
+        let err =
+            super::plan(&Target::Unix("/x".into()), None, "/rt".as_ref(), forced).unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);
     }
 
     #[test]
     fn an_unknown_name_is_not_found() {
-        let err = plan(&Target::Name("nope".into()), None, None).unwrap_err();
+        let err = plan(&Target::Name("nope".into()), None, "/rt".as_ref(), None).unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
         assert!(err.message().contains("\"nope\""), "{err}");
     }
 
     #[test]
     fn tcp_notes_a_same_host_peer() {
-        let mut selection = Selection { transport: Transport::Tcp, reason: "named".into(), rejected: vec![] };
-        let host = HostIdentity { boot_id: "b".into(), ipc_ns: 1, ..HostIdentity::default() };
+        let mut selection = Selection {
+            transport: Transport::Tcp,
+            reason: "named".into(),
+            rejected: vec![],
+        };
+        let host = HostIdentity {
+            boot_id: "b".into(),
+            ipc_ns: 1,
+            ..HostIdentity::default()
+        };
         note_locality(&mut selection, &host, &host);
-        assert!(selection.reason.contains("boot id and IPC namespace match"), "{}", selection.reason);
+        assert!(
+            selection.reason.contains("boot id and IPC namespace match"),
+            "{}",
+            selection.reason
+        );
     }
 }

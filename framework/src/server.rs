@@ -201,7 +201,12 @@ impl ServerBuilder {
             })?;
             endpoints.push(listener.local_url());
             unix_path = Some(path);
-            tasks.push(tokio::spawn(accept_loop(listener, Arc::clone(&shared), phase.subscribe(), alive.clone())));
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                Arc::clone(&shared),
+                phase.subscribe(),
+                alive.clone(),
+            )));
         }
         let mut tcp_addr = None;
         if let Some(addr) = &self.tcp {
@@ -212,7 +217,12 @@ impl ServerBuilder {
             })?;
             tcp_addr = Some(listener.local_addr());
             endpoints.push(listener.local_url());
-            tasks.push(tokio::spawn(accept_loop(listener, Arc::clone(&shared), phase.subscribe(), alive.clone())));
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                Arc::clone(&shared),
+                phase.subscribe(),
+                alive.clone(),
+            )));
         }
         let mut published = Vec::new();
         if let (true, Some(registry)) = (self.publish, &registry) {
@@ -357,7 +367,10 @@ impl ServerHandle {
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
     pub async fn run_until_signal(self) {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
             (Ok(mut int), Ok(mut term)) => {
                 tokio::select! {
                     _ = int.recv() => {}

@@ -74,6 +74,13 @@ pub(crate) fn status_frame(kind: Kind, call_id: u64, status: &Status) -> Vec<u8>
     buf
 }
 
+/// Encodes the answer to a Ping.
+pub(crate) fn pong_frame(call_id: u64) -> Vec<u8> {
+    let mut buf = vec![0; crate::protocol::frame::HEADER_LEN];
+    Header::new(Kind::Pong, call_id).write_to(&mut buf);
+    buf
+}
+
 /// The status a Response or GoAway frame carries.
 pub(crate) fn frame_status(frame: &Frame) -> Status {
     Status::new(
@@ -103,13 +110,20 @@ pub(crate) async fn read_hello<R: LinkRx>(
                 "the peer closed the connection during the handshake",
             ));
         }
-        Err(err) => {
+        Err(crate::transport::LinkError::Io(err)) => {
             return Err(Status::unavailable(format!("handshake failed: {err}")));
+        }
+        Err(err) => {
+            return Err(Status::invalid_argument(format!(
+                "handshake failed: {err}; is the peer a switchyard endpoint of a compatible version?"
+            )));
         }
     }
     let first = rest.remove(0);
     let Decoded::Frame(frame) = first else {
-        return Err(Status::invalid_argument("the peer's first frame is oversized"));
+        return Err(Status::invalid_argument(
+            "the peer's first frame is oversized",
+        ));
     };
     if frame.header.kind == Kind::GoAway {
         return Err(frame_status(&frame));

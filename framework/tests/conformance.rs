@@ -131,6 +131,25 @@ impl<H: Harness> Setup<H> {
         let (server, client) = tokio::join!(self.listener.accept(), H::connect(&self.dial));
         (client.expect("connect"), server.expect("accept"))
     }
+    /// Connects, sends `bytes` from the client in one call, closes it if
+    /// `close`, drops it, and receives at the server (body limit `limit`)
+    /// until the link ends: what arrived, and how it ended.
+    async fn send_and_hang_up(
+        &mut self,
+        bytes: &[u8],
+        close: bool,
+        limit: u32,
+    ) -> (Vec<Decoded>, Result<bool, LinkError>) {
+        let (client, server) = self.pair().await;
+        let (mut ctx, crx) = client.split(LIMIT);
+        let (_stx, mut srx) = server.split(limit);
+        ctx.send(bytes).await.expect("send");
+        if close {
+            ctx.close().await.expect("close");
+        }
+        drop((ctx, crx));
+        recv_to_end(&mut srx).await
+    }
 }
 
 /// Deterministic bytes; the prime modulus makes shifted or spliced data show.
@@ -181,10 +200,25 @@ fn spawn_send<T: LinkTx>(mut tx: T, chunks: Vec<Vec<u8>>) -> JoinHandle<T> {
     })
 }
 
+/// Receives until the link ends: what arrived, and how it ended.
+async fn recv_to_end<R: LinkRx>(rx: &mut R) -> (Vec<Decoded>, Result<bool, LinkError>) {
+    let mut out = Vec::new();
+    loop {
+        match rx.recv(&mut out).await {
+            Ok(true) => {}
+            end => return (out, end),
+        }
+    }
+}
+
 /// Receives until the peer closes cleanly.
 async fn recv_all<R: LinkRx>(rx: &mut R) -> Vec<Decoded> {
-    let mut out = Vec::new();
-    while rx.recv(&mut out).await.expect("recv") {}
+    let (out, end) = recv_to_end(rx).await;
+    assert!(
+        matches!(end, Ok(false)),
+        "{end:?} after {} items",
+        out.len()
+    );
     out
 }
 
@@ -225,6 +259,7 @@ async fn exchange<H: Harness>(c2s: &[Frame], s2c: &[Frame], chunk: usize) {
 
 // ------------------------------------------------------------------ cases
 
+/// Case 1: a request and a response arrive intact, every header field too.
 async fn frames_round_trip<H: Harness>() {
     let mut request = frame(Kind::Request, u64::MAX - 1, 23, 100);
     request.header.status = 0;
@@ -233,6 +268,7 @@ async fn frames_round_trip<H: Harness>() {
     exchange::<H>(&[request, ping], &[response], 1).await;
 }
 
+/// Case 2: 1000 frames (some empty) in one `send` arrive, all, in order.
 async fn many_frames_in_one_send<H: Harness>() {
     let frames = |seed: u64| -> Vec<Frame> {
         (0..1000u64)
@@ -249,6 +285,7 @@ async fn many_frames_in_one_send<H: Harness>() {
     exchange::<H>(&frames(0), &frames(1), usize::MAX).await;
 }
 
+/// Case 3: large payloads, up to 4 MiB, arrive byte-exact both ways.
 async fn large_frames_both_ways<H: Harness>() {
     let sizes = [271_828, 314_159, 4 << 20];
     let frames = |base: u64| -> Vec<Frame> {
@@ -260,6 +297,7 @@ async fn large_frames_both_ways<H: Harness>() {
     exchange::<H>(&frames(10), &frames(20), 1).await;
 }
 
+/// Case 4: both sides send 8 MiB while reading; it completes.
 async fn both_directions_at_once_do_not_deadlock<H: Harness>() {
     // 8 MiB each way in frames of varying size, a few frames per send.
     let sizes = [65_536, 1, 200_000, 0, 131_072, 7_777];
@@ -278,6 +316,7 @@ async fn both_directions_at_once_do_not_deadlock<H: Harness>() {
     exchange::<H>(&frames(0), &frames(1 << 32), 5).await;
 }
 
+/// Case 5: bodies over the limit are `Oversized`; the stream goes on.
 async fn oversized_frames_are_skipped<H: Harness>() {
     let mut setup = Setup::<H>::new().await;
     let (client, server) = setup.pair().await;
@@ -300,113 +339,65 @@ async fn oversized_frames_are_skipped<H: Harness>() {
     let _tx = sending.await.unwrap();
 }
 
+/// Case 6: bytes that are not frames are an error, not a panic.
 async fn garbage_is_a_frame_error<H: Harness>() {
     let mut setup = Setup::<H>::new().await;
-    for leading_frame in [false, true] {
-        let (client, server) = setup.pair().await;
-        let (mut ctx, _crx) = client.split(LIMIT);
-        let (_stx, mut srx) = server.split(LIMIT);
-        let good = frame(Kind::Request, 9, 1, 2);
-        let mut bytes = if leading_frame {
-            encode(&[good.clone()])
-        } else {
-            Vec::new()
-        };
+    let good = frame(Kind::Request, 9, 1, 2);
+    for leading in [vec![], vec![good]] {
+        let mut bytes = encode(&leading);
         bytes.extend_from_slice(b"GET / HTTP/1.1\r\nHost: switchyard.invalid\r\n\r\nmore garbage");
-        ctx.send(&bytes).await.expect("send");
-        let mut out = Vec::new();
-        let err = loop {
-            match srx.recv(&mut out).await {
-                Ok(true) => {}
-                Ok(false) => panic!("clean close instead of an error"),
-                Err(err) => break err,
-            }
-        };
+        let (got, end) = setup.send_and_hang_up(&bytes, false, LIMIT).await;
+        let bad_magic = FrameError::BadMagic { found: 0x4547 };
         assert!(
-            matches!(
-                err,
-                LinkError::Frame(FrameError::BadMagic { found: 0x4547 })
-            ),
-            "{err:?}"
+            matches!(&end, Err(LinkError::Frame(e)) if *e == bad_magic),
+            "{end:?}"
         );
         // Frames before the garbage are delivered, in `out` at the latest.
-        let want = if leading_frame { vec![good] } else { vec![] };
-        assert_frames(&out, &want);
+        assert_frames(&got, &leading);
     }
 }
 
+/// Case 7a: a peer gone between frames (closed or dropped) is `Ok(false)`.
 async fn clean_close_between_frames<H: Harness>() {
     let mut setup = Setup::<H>::new().await;
-    for explicit_close in [true, false] {
-        let (client, server) = setup.pair().await;
-        let (mut ctx, crx) = client.split(LIMIT);
-        let (_stx, mut srx) = server.split(LIMIT);
-        let frames = [frame(Kind::OneWay, 1, 2, 3), frame(Kind::OneWay, 2, 0, 0)];
-        ctx.send(&encode(&frames)).await.expect("send");
-        if explicit_close {
-            ctx.close().await.expect("close");
-        }
-        drop((ctx, crx));
-        assert_frames(&recv_all(&mut srx).await, &frames);
+    let frames = [frame(Kind::OneWay, 1, 2, 3), frame(Kind::OneWay, 2, 0, 0)];
+    for close in [true, false] {
+        let (got, end) = setup.send_and_hang_up(&encode(&frames), close, LIMIT).await;
+        assert!(matches!(end, Ok(false)), "close: {close}: {end:?}");
+        assert_frames(&got, &frames);
     }
 }
 
+/// Case 7b: a peer gone mid-frame is `TruncatedFrame`, counting the bytes.
 async fn close_mid_frame_is_truncated<H: Harness>() {
     let mut setup = Setup::<H>::new().await;
-    let first = frame(Kind::Request, 1, 0, 10);
-    let cut = frame(Kind::Request, 2, 8, 100);
-    let cut_bytes = encode(std::slice::from_ref(&cut));
-    for at in [
-        1,
-        10,
-        HEADER_LEN - 1,
-        HEADER_LEN,
-        HEADER_LEN + 4,
-        HEADER_LEN + 60,
-    ] {
-        let (client, server) = setup.pair().await;
-        let (mut ctx, crx) = client.split(LIMIT);
-        let (_stx, mut srx) = server.split(LIMIT);
-        let mut bytes = encode(std::slice::from_ref(&first));
-        bytes.extend_from_slice(&cut_bytes[..at]);
-        ctx.send(&bytes).await.expect("send");
-        drop((ctx, crx));
-        let mut out = Vec::new();
-        let result = loop {
-            match srx.recv(&mut out).await {
-                Ok(true) => {}
-                other => break other,
-            }
-        };
+    let first = [frame(Kind::Request, 1, 0, 10)];
+    let cut = encode(&[frame(Kind::Request, 2, 8, 100)]);
+    let h = HEADER_LEN;
+    for at in [1, 10, h - 1, h, h + 4, h + 60] {
+        let mut bytes = encode(&first);
+        bytes.extend_from_slice(&cut[..at]);
+        let (got, end) = setup.send_and_hang_up(&bytes, false, LIMIT).await;
         assert!(
-            matches!(result, Err(LinkError::TruncatedFrame { buffered }) if buffered == at),
-            "cut after {at} bytes: {result:?}"
+            matches!(end, Err(LinkError::TruncatedFrame { buffered }) if buffered == at),
+            "cut after {at} bytes: {end:?}"
         );
-        assert_frames(&out, std::slice::from_ref(&first));
+        assert_frames(&got, &first);
     }
     // Closing while the receiver skips an oversized body is truncation too.
-    let (client, server) = setup.pair().await;
-    let (mut ctx, crx) = client.split(LIMIT);
-    let (_stx, mut srx) = server.split(64);
     let big = frame(Kind::Request, 3, 0, 1000);
-    ctx.send(&encode(std::slice::from_ref(&big))[..HEADER_LEN + 500])
-        .await
-        .expect("send");
-    drop((ctx, crx));
-    let mut out = Vec::new();
-    let result = loop {
-        match srx.recv(&mut out).await {
-            Ok(true) => {}
-            other => break other,
-        }
-    };
+    let bytes = encode(std::slice::from_ref(&big));
+    let (got, end) = setup
+        .send_and_hang_up(&bytes[..HEADER_LEN + 500], true, 64)
+        .await;
     assert!(
-        matches!(result, Err(LinkError::TruncatedFrame { .. })),
-        "{result:?}"
+        matches!(end, Err(LinkError::TruncatedFrame { .. })),
+        "{end:?}"
     );
-    assert_eq!(out, [Decoded::Oversized(big.header)]);
+    assert_eq!(got, [Decoded::Oversized(big.header)]);
 }
 
+/// Case 8: `transport()`, peer address scheme, kernel-vouched credentials.
 async fn transport_and_peer_info<H: Harness>() {
     let mut setup = Setup::<H>::new().await;
     let local_url = setup.listener.local_url();
@@ -415,38 +406,23 @@ async fn transport_and_peer_info<H: Harness>() {
     for (side, link) in [("client", &client), ("server", &server)] {
         assert_eq!(link.transport(), H::TRANSPORT, "{side} transport");
         let peer = link.peer();
-        assert!(
-            peer.addr.starts_with(H::SCHEME),
-            "{side} peer addr {}",
-            peer.addr
-        );
+        assert!(peer.addr.starts_with(H::SCHEME), "{side}: {peer:?}");
         if H::CREDENTIALS {
             assert_eq!(peer.pid, Some(std::process::id()), "{side} peer pid");
             assert_eq!(peer.uid, Some(switchyard::sys::uid()), "{side} peer uid");
         } else {
-            assert_eq!(
-                (peer.pid, peer.uid),
-                (None, None),
-                "{side}: unverifiable credentials"
-            );
+            assert_eq!((peer.pid, peer.uid), (None, None), "{side}: unverifiable");
         }
     }
-    assert_eq!(
-        client.peer().addr,
-        local_url,
-        "a client's peer is the listener"
-    );
+    assert_eq!(client.peer().addr, local_url, "client's peer");
 }
 
+/// Case 9: clients that connect and vanish do not break the listener.
 async fn listener_survives_dropped_clients<H: Harness>() {
     let mut setup = Setup::<H>::new().await;
     for attempt in 0..3 {
         drop(H::connect(&setup.dial).await.expect("connect"));
-        let server = setup
-            .listener
-            .accept()
-            .await
-            .expect("accept after a dropped client");
+        let server = setup.listener.accept().await.expect("accept");
         let (_stx, mut srx) = server.split(LIMIT);
         let got = recv_all(&mut srx).await;
         assert!(got.is_empty(), "attempt {attempt}: {got:?}");
@@ -461,6 +437,7 @@ async fn listener_survives_dropped_clients<H: Harness>() {
     let _tx = sending.await.unwrap();
 }
 
+/// Case 10: cancelling `recv` while a frame trickles in loses no bytes.
 async fn recv_is_cancel_safe<H: Harness>() {
     let mut setup = Setup::<H>::new().await;
     let (client, server) = setup.pair().await;
@@ -471,14 +448,9 @@ async fn recv_is_cancel_safe<H: Harness>() {
         frame(Kind::Request, 2, 0, 3),
     ];
     let bytes = encode(&frames);
+    let (h, n) = (HEADER_LEN, bytes.len());
     // Pieces end mid-header, mid-metadata, mid-payload and mid-second-frame.
-    let cuts = [
-        7,
-        HEADER_LEN + 3,
-        HEADER_LEN + 2000,
-        bytes.len() - 20,
-        bytes.len(),
-    ];
+    let cuts = [7, h + 3, h + 2000, n - 20, n];
     let sending = tokio::spawn(async move {
         let mut from = 0;
         for to in cuts {
@@ -501,10 +473,7 @@ async fn recv_is_cancel_safe<H: Harness>() {
             }
         }
     }
-    assert!(
-        cancelled > 0,
-        "no recv was ever cancelled; the test proves nothing"
-    );
+    assert!(cancelled > 0, "no recv was cancelled: proves nothing");
     assert_frames(&out, &frames);
     let _tx = sending.await.unwrap();
 }

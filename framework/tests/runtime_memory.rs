@@ -62,7 +62,10 @@ async fn two_services_share_one_server_and_one_connection() {
     assert_eq!(channel.selection().transport, Transport::Memory);
     let greeter = GreeterClient::new(channel.clone());
     let counter = CounterClient::new(channel.clone());
-    assert_eq!(greeter.hello("ada".into()).await.unwrap(), "hello, ada (over memory)");
+    assert_eq!(
+        greeter.hello("ada".into()).await.unwrap(),
+        "hello, ada (over memory)"
+    );
     assert_eq!(counter.bump(2).await.unwrap(), 2);
     assert_eq!(counter.bump(3).await.unwrap(), 5);
     assert!(channel.serves(&GREETER_DESCRIPTOR) && channel.serves(&COUNTER_DESCRIPTOR));
@@ -108,5 +111,11 @@ async fn call_futures_are_send() {
     assert_send(&call);
     drop(call);
     let spawned = tokio::spawn(async move { greeter.hello("spawned".into()).await });
-    assert!(spawned.await.unwrap().unwrap().starts_with("hello, spawned"));
+    assert!(
+        spawned
+            .await
+            .unwrap()
+            .unwrap()
+            .starts_with("hello, spawned")
+    );
 }

@@ -110,8 +110,13 @@ async fn metadata_and_the_remaining_deadline_reach_the_handler() {
     let server = ServerProcess::start(&[]);
     within(LIMIT, async {
         let client = TestingClient::new(server.channel().await);
-        let tagged = client.with_metadata("x-user", "ada").with_metadata("x-bin", vec![0u8, 255]);
-        assert_eq!(tagged.metadata("x-user".into()).await.unwrap().as_deref(), Some("ada"));
+        let tagged = client
+            .with_metadata("x-user", "ada")
+            .with_metadata("x-bin", vec![0u8, 255]);
+        assert_eq!(
+            tagged.metadata("x-user".into()).await.unwrap().as_deref(),
+            Some("ada")
+        );
         assert_eq!(tagged.metadata("missing".into()).await.unwrap(), None);
         assert_eq!(client.deadline_left().await.unwrap(), None);
         let left = client
@@ -121,7 +126,11 @@ async fn metadata_and_the_remaining_deadline_reach_the_handler() {
             .unwrap()
             .expect("a deadline was set");
         assert!(left > 5_000 && left <= 10_000, "{left} ms left");
-        let bad = client.with_metadata("bad key", "x").add(1, 1).await.unwrap_err();
+        let bad = client
+            .with_metadata("bad key", "x")
+            .add(1, 1)
+            .await
+            .unwrap_err();
         assert_eq!(bad.code(), Code::InvalidArgument);
         assert!(bad.message().contains("metadata key"), "{bad}");
     })

@@ -16,7 +16,10 @@ async fn a_name_in_the_registry_selects_unix_with_a_reason() {
         let selection = client.selection();
         assert_eq!(selection.transport, Transport::Unix);
         assert!(selection.reason.starts_with("same host"), "{selection}");
-        assert!(selection.reason.contains(&format!("pid {}", server.pid())), "{selection}");
+        assert!(
+            selection.reason.contains(&format!("pid {}", server.pid())),
+            "{selection}"
+        );
         assert!(
             selection.rejected.iter().any(|(t, _)| *t == Transport::Tcp),
             "{selection}"
@@ -38,7 +41,10 @@ async fn prefer_forces_tcp_and_the_handshake_notes_the_same_host() {
             .unwrap();
         let selection = channel.selection();
         assert_eq!(selection.transport, Transport::Tcp);
-        assert!(selection.reason.contains("boot id and IPC namespace match"), "{selection}");
+        assert!(
+            selection.reason.contains("boot id and IPC namespace match"),
+            "{selection}"
+        );
         assert_eq!(TestingClient::new(channel).add(2, 2).await.unwrap(), 4);
     })
     .await;
@@ -92,9 +98,16 @@ async fn a_dead_servers_entry_is_ignored_and_pruned() {
     let mut server = ServerProcess::start(&[]);
     within(LIMIT, async {
         let registry = Registry::open(server.dir()).unwrap();
-        assert_eq!(registry.lookup("testing").unwrap().unwrap().pid, server.pid());
+        assert_eq!(
+            registry.lookup("testing").unwrap().unwrap().pid,
+            server.pid()
+        );
         server.kill();
-        let entries = || std::fs::read_dir(server.dir().join("registry")).unwrap().count();
+        let entries = || {
+            std::fs::read_dir(server.dir().join("registry"))
+                .unwrap()
+                .count()
+        };
         assert_eq!(entries(), 1, "SIGKILL leaves the entry behind");
         let err = Channel::builder()
             .runtime_dir(server.dir())
@@ -124,7 +137,12 @@ async fn a_restarted_server_is_found_again_by_the_same_channel() {
             result = client.add(2, 2).await;
         }
         assert_eq!(result.unwrap(), 4);
-        assert!(client.selection().reason.contains(&format!("pid {}", restarted.pid())));
+        assert!(
+            client
+                .selection()
+                .reason
+                .contains(&format!("pid {}", restarted.pid()))
+        );
     })
     .await;
 }

@@ -93,7 +93,10 @@ async fn a_malformed_frame_gets_goaway_and_the_server_keeps_accepting() {
         assert_eq!(Code::from_u16(goaway.header.status), Code::InvalidArgument);
         let message = String::from_utf8_lossy(&goaway.payload);
         assert!(message.contains("bad magic"), "{message}");
-        assert!(read_frame(&mut stream).await.is_none(), "then the server closes");
+        assert!(
+            read_frame(&mut stream).await.is_none(),
+            "then the server closes"
+        );
         still_serves(&server).await;
     })
     .await;
@@ -120,7 +123,12 @@ async fn a_length_of_u32_max_is_refused_without_allocating_and_the_connection_li
     let server = ServerProcess::start(&[]);
     within(LIMIT, async {
         let (mut stream, hello) = raw(&server).await;
-        let add = hello.services[0].methods.iter().find(|m| m.name == "add").unwrap().id;
+        let add = hello.services[0]
+            .methods
+            .iter()
+            .find(|m| m.name == "add")
+            .unwrap()
+            .id;
         let mut header = Header::new(Kind::Request, 7);
         header.method_id = add;
         header.payload_len = u32::MAX;
@@ -145,9 +153,16 @@ async fn an_oversized_request_from_a_client_fails_before_sending() {
         let client = TestingClient::new(server.channel().await);
         let err = client.echo(vec![0; 4096]).await.unwrap_err();
         assert_eq!(err.code(), Code::ResourceExhausted);
-        assert!(err.message().contains("over the server's limit of 1024"), "{err}");
+        assert!(
+            err.message().contains("over the server's limit of 1024"),
+            "{err}"
+        );
         assert_eq!(client.echo(vec![1; 500]).await.unwrap(), vec![1; 500]);
-        assert_eq!(client.requests_seen().await.unwrap(), 1, "the big one never arrived");
+        assert_eq!(
+            client.requests_seen().await.unwrap(),
+            1,
+            "the big one never arrived"
+        );
     })
     .await;
 }
@@ -157,7 +172,10 @@ async fn an_unknown_method_id_is_unimplemented_and_named() {
     let server = ServerProcess::start(&[]);
     within(LIMIT, async {
         let (mut stream, _) = raw(&server).await;
-        stream.write_all(&request(3, 0x0bad_cafe, b"")).await.unwrap();
+        stream
+            .write_all(&request(3, 0x0bad_cafe, b""))
+            .await
+            .unwrap();
         let (call_id, code, message) = response_status(read_frame(&mut stream).await);
         assert_eq!((call_id, code), (3, Code::Unimplemented));
         assert!(message.contains("0x0badcafe"), "{message}");
@@ -190,7 +208,11 @@ async fn a_deadline_already_past_fails_without_sending() {
     let server = ServerProcess::start(&[]);
     within(LIMIT, async {
         let client = TestingClient::new(server.channel().await);
-        let err = client.with_timeout(Duration::ZERO).add(1, 1).await.unwrap_err();
+        let err = client
+            .with_timeout(Duration::ZERO)
+            .add(1, 1)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::DeadlineExceeded);
         assert!(err.message().contains("nothing was sent"), "{err}");
         assert_eq!(client.requests_seen().await.unwrap(), 0);
@@ -254,7 +276,10 @@ async fn a_killed_server_fails_calls_in_flight_with_unavailable() {
         assert!(err.message().contains("closed the connection"), "{err}");
         // The next call tries to reconnect and finds nobody.
         let err = client.add(1, 1).await.unwrap_err();
-        assert!(matches!(err.code(), Code::NotFound | Code::Unavailable), "{err}");
+        assert!(
+            matches!(err.code(), Code::NotFound | Code::Unavailable),
+            "{err}"
+        );
     })
     .await;
 }
@@ -295,7 +320,11 @@ async fn a_panicking_handler_is_internal_and_the_server_lives() {
         let err = client.panic().await.unwrap_err();
         assert_eq!(err.code(), Code::Internal);
         assert!(err.message().contains("panicked"), "{err}");
-        assert_eq!(client.add(1, 1).await.unwrap(), 2, "same connection still works");
+        assert_eq!(
+            client.add(1, 1).await.unwrap(),
+            2,
+            "same connection still works"
+        );
     })
     .await;
 }
@@ -316,12 +345,18 @@ async fn graceful_shutdown_finishes_calls_in_flight() {
             let status = server.terminate(Duration::from_secs(10));
             (status, server)
         });
-        let slept = pending.await.unwrap().expect("the call in flight completes");
+        let slept = pending
+            .await
+            .unwrap()
+            .expect("the call in flight completes");
         assert!(slept >= 300);
         let (exit, server) = status.await.unwrap();
         assert!(exit.expect("the server exits").success());
         assert!(
-            std::fs::read_dir(server.dir().join("registry")).unwrap().next().is_none(),
+            std::fs::read_dir(server.dir().join("registry"))
+                .unwrap()
+                .next()
+                .is_none(),
             "the registry entry is removed"
         );
     })

@@ -54,18 +54,27 @@ async fn call(args: &[String]) -> Result<(), String> {
         [flag, target, rest @ ..] if flag == "--to" => (target.as_str(), rest),
         rest => ("calculator", rest),
     };
-    let client = CalculatorClient::connect(target).await.map_err(|s| s.to_string())?;
+    let client = CalculatorClient::connect(target)
+        .await
+        .map_err(|s| s.to_string())?;
     let number = |text: &String| {
         text.parse::<i64>()
             .map_err(|_| format!("{text:?} is not a whole number\n{USAGE}"))
     };
     match args {
         [op, a, b] if op == "add" => {
-            let sum = client.add(number(a)?, number(b)?).await.map_err(|s| s.to_string())?;
+            let sum = client
+                .add(number(a)?, number(b)?)
+                .await
+                .map_err(|s| s.to_string())?;
             println!("{sum}");
         }
         [op, a, b] if op == "div" => {
-            match client.div(number(a)?, number(b)?).await.map_err(|s| s.to_string())? {
+            match client
+                .div(number(a)?, number(b)?)
+                .await
+                .map_err(|s| s.to_string())?
+            {
                 Ok(quotient) => println!("{quotient}"),
                 Err(err) => return Err(format!("error: {err}")),
             }

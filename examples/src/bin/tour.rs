@@ -53,7 +53,10 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let pid = rustix_pid(&self.child);
         // SIGTERM asks for a graceful shutdown; give it a moment, then kill.
-        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -93,7 +96,9 @@ async fn tour() -> Result<(), String> {
     line(&by_name, "add(2, 3)", &sum.to_string());
     let quotient = calc.div(7, 0).await.map_err(|s| s.to_string())?;
     line(&by_name, "div(7, 0)", &format!("{quotient:?}"));
-    calc.log("hello from the tour".into()).await.map_err(|s| s.to_string())?;
+    calc.log("hello from the tour".into())
+        .await
+        .map_err(|s| s.to_string())?;
     line(&by_name, "log(\"hello from the tour\")", "sent (one-way)");
 
     let tcp = connect_when_published(&server.runtime_dir, Some(Transport::Tcp)).await?;

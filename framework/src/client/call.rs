@@ -44,7 +44,10 @@ impl ClientCore {
     }
 
     /// Connects to `target` and checks that the server serves `service`.
-    pub async fn connect(target: &str, service: &'static ServiceDescriptor) -> Result<Self, Status> {
+    pub async fn connect(
+        target: &str,
+        service: &'static ServiceDescriptor,
+    ) -> Result<Self, Status> {
         let channel = Channel::connect(target).await?;
         let conn = channel.current();
         if conn.peer_hello.service(service.name).is_none() {
@@ -165,6 +168,7 @@ impl ClientCore {
             conn: &conn,
             call_id: started.call_id,
             armed: true,
+            sent: false,
         };
         let mut header = Header::new(Kind::Request, started.call_id);
         header.method_id = method.id;
@@ -174,22 +178,21 @@ impl ClientCore {
             conn.unusable_reason()
                 .unwrap_or_else(|| Status::unavailable("the connection's writer has stopped"))
         })?;
+        guard.sent = true;
         let received = match deadline {
             None => response.await,
-            Some(deadline) => {
-                match tokio::time::timeout_at(deadline.into(), response).await {
-                    Ok(received) => received,
-                    Err(_) => {
-                        return Err(Status::deadline_exceeded(format!(
-                            "{} did not complete within its deadline of {:?} ({}); the call was \
+            Some(deadline) => match tokio::time::timeout_at(deadline.into(), response).await {
+                Ok(received) => received,
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "{} did not complete within its deadline of {:?} ({}); the call was \
                              cancelled — raise the timeout if the work needs longer",
-                            method.full_name,
-                            deadline.saturating_duration_since(now),
-                            conn.url
-                        )));
-                    }
+                        method.full_name,
+                        deadline.saturating_duration_since(now),
+                        conn.url
+                    )));
                 }
-            }
+            },
         };
         guard.armed = false;
         let frame = match received {
@@ -282,7 +285,10 @@ impl ClientCore {
 struct PendingGuard<'a> {
     conn: &'a Connection,
     call_id: u64,
+    /// The call still waits for its response.
     armed: bool,
+    /// The request was queued, so the server may be running the handler.
+    sent: bool,
 }
 
 impl Drop for PendingGuard<'_> {
@@ -296,7 +302,7 @@ impl Drop for PendingGuard<'_> {
             .lock()
             .map(|mut calls| calls.abandon(self.call_id))
             .unwrap_or(false);
-        if abandoned {
+        if abandoned && self.sent {
             let status = Status::cancelled("the caller dropped the call");
             // A full queue drops the cancel: the server then finishes the
             // handler and its response is ignored.

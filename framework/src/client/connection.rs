@@ -15,7 +15,8 @@ use crate::protocol::hello::{Hello, MethodInfo, Role};
 use crate::protocol::status::Status;
 use crate::select::Selection;
 use crate::session::{
-    OUTGOING_QUEUE, Outgoing, frame_status, hello_frame, local_hello, read_hello, status_frame, write_loop,
+    OUTGOING_QUEUE, Outgoing, frame_status, hello_frame, local_hello, pong_frame, read_hello,
+    status_frame, write_loop,
 };
 use crate::transport::{Link, LinkRx, PeerInfo};
 
@@ -41,6 +42,8 @@ pub(crate) struct Connection {
     methods: HashMap<u32, MethodInfo>,
     /// Largest request body the peer accepts.
     pub(crate) peer_frame_limit: u32,
+    /// Largest response body this side accepts.
+    frame_limit: u32,
     pub(crate) outgoing: mpsc::Sender<Outgoing>,
     pub(crate) calls: Mutex<ClientCalls<Waiter>>,
     closed: OnceLock<Status>,
@@ -78,6 +81,7 @@ impl Connection {
             selection,
             peer,
             peer_frame_limit: peer_hello.max_frame,
+            frame_limit: config.frame_limit,
             peer_hello,
             url,
             methods,
@@ -151,8 +155,12 @@ impl Connection {
         );
         match (self.peer_hello.service(service.name), method) {
             (None, _) => {
-                let served: Vec<&str> =
-                    self.peer_hello.services.iter().map(|s| s.name.as_str()).collect();
+                let served: Vec<&str> = self
+                    .peer_hello
+                    .services
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect();
                 Status::unimplemented(format!(
                     "{process} does not serve {}; it serves [{}] — is the name or address right?",
                     service.name,
@@ -197,7 +205,7 @@ impl Connection {
                         "the response of {} bytes exceeds this client's limit of {} bytes; \
                          raise it with ChannelBuilder::max_frame or ask for less per call",
                         header.body_len(),
-                        self.peer_frame_limit.max(1)
+                        self.frame_limit
                     ))));
                 }
                 return;
@@ -214,18 +222,13 @@ impl Connection {
                 tracing::debug!(url = %self.url, status = %frame_status(&frame), "server sent goaway");
             }
             Kind::Ping => {
-                let mut pong = frame.header;
-                pong.kind = Kind::Pong;
-                let mut buf = vec![0; crate::protocol::frame::HEADER_LEN];
-                pong.metadata_len = 0;
-                pong.payload_len = 0;
-                pong.write_to(&mut buf);
-                let _ = self.outgoing.try_send(buf.into());
+                let _ = self
+                    .outgoing
+                    .try_send(pong_frame(frame.header.call_id).into());
             }
             Kind::Request => {
-                let status = Status::unimplemented(
-                    "this process serves nothing on its client connections",
-                );
+                let status =
+                    Status::unimplemented("this process serves nothing on its client connections");
                 let _ = self
                     .outgoing
                     .try_send(status_frame(Kind::Response, frame.header.call_id, &status).into());
@@ -245,22 +248,26 @@ async fn read_loop<R: LinkRx>(
     mut frames: Vec<Decoded>,
     mut stopped: oneshot::Receiver<()>,
 ) {
+    let mut received = Ok(true);
     loop {
+        // Frames decoded before an error or the end still count.
         if !frames.is_empty() {
             let Some(conn) = conn.upgrade() else { return };
             for decoded in frames.drain(..) {
                 conn.handle(decoded);
             }
         }
-        let received = tokio::select! {
-            received = rx.recv(&mut frames) => received,
-            _ = &mut stopped => return,
-        };
         let end = match received {
-            Ok(true) => continue,
+            Ok(true) => {
+                received = tokio::select! {
+                    received = rx.recv(&mut frames) => received,
+                    _ = &mut stopped => return,
+                };
+                continue;
+            }
             Ok(false) => Status::unavailable(
-                "the server closed the connection while calls were in flight; it may have \
-                 exited or restarted — calls made now reconnect",
+                "the server closed the connection; it may have exited or restarted — calls in \
+                 flight fail, calls made now reconnect",
             ),
             Err(err) => Status::unavailable(format!(
                 "the connection failed ({err}); calls made now reconnect"

@@ -24,7 +24,9 @@ pub enum RegistryError {
         source: std::io::Error,
     },
     /// The runtime directory is not safe to use.
-    #[error("runtime directory {path} is not safe to use: {reason}; fix its owner and mode (0700) or point SWITCHYARD_RUNTIME_DIR elsewhere")]
+    #[error(
+        "runtime directory {path} is not safe to use: {reason}; fix its owner and mode (0700) or point SWITCHYARD_RUNTIME_DIR elsewhere"
+    )]
     Insecure {
         /// The directory.
         path: PathBuf,
@@ -32,7 +34,9 @@ pub enum RegistryError {
         reason: String,
     },
     /// A name has characters that cannot be a file name.
-    #[error("service name {name:?} is invalid: use 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-'")]
+    #[error(
+        "service name {name:?} is invalid: use 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-'"
+    )]
     InvalidName {
         /// The name.
         name: String,
@@ -60,17 +64,21 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Whether the publishing process still runs.
+    /// Whether the publishing process still runs: same boot (a runtime
+    /// directory in /tmp can outlive a reboot), and a process with this pid
+    /// and start time.
     pub fn is_alive(&self) -> bool {
-        crate::sys::process_alive(self.pid, self.start_time)
+        let boot = crate::sys::host_identity().boot_id;
+        let same_boot = self.boot_id.is_empty() || boot.is_empty() || self.boot_id == boot;
+        same_boot && crate::sys::process_alive(self.pid, self.start_time)
     }
 
     /// The first endpoint whose URL starts with `scheme://`.
     pub fn endpoint(&self, scheme: &str) -> Option<&str> {
-        self.endpoints
-            .iter()
-            .map(String::as_str)
-            .find(|url| url.strip_prefix(scheme).is_some_and(|rest| rest.starts_with("://")))
+        self.endpoints.iter().map(String::as_str).find(|url| {
+            url.strip_prefix(scheme)
+                .is_some_and(|rest| rest.starts_with("://"))
+        })
     }
 }
 
@@ -109,7 +117,9 @@ impl Registry {
     }
 
     fn entry_path(&self, name: &str, pid: u32) -> PathBuf {
-        self.root.join("registry").join(format!("{name}@{pid}.json"))
+        self.root
+            .join("registry")
+            .join(format!("{name}@{pid}.json"))
     }
 
     /// Publishes `entry` (its name is normalised to lower case). The entry is
@@ -152,21 +162,16 @@ impl Registry {
     /// Removes entries (and socket files) of dead processes; returns how
     /// many entries went.
     pub fn prune(&self) -> Result<usize, RegistryError> {
-        let before = self.count_files()?;
-        let live = self.scan()?;
-        Ok(before.saturating_sub(live.len()))
-    }
-
-    fn count_files(&self) -> Result<usize, RegistryError> {
-        let dir = self.root.join("registry");
-        let read = std::fs::read_dir(&dir).map_err(|source| RegistryError::Io { path: dir, source })?;
-        Ok(read
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .count())
+        let mut pruned = 0;
+        self.scan_counting(&mut pruned)?;
+        Ok(pruned)
     }
 
     fn scan(&self) -> Result<Vec<Entry>, RegistryError> {
+        self.scan_counting(&mut 0)
+    }
+
+    fn scan_counting(&self, pruned: &mut usize) -> Result<Vec<Entry>, RegistryError> {
         let dir = self.root.join("registry");
         let read = std::fs::read_dir(&dir).map_err(|source| RegistryError::Io {
             path: dir.clone(),
@@ -185,9 +190,15 @@ impl Registry {
                 Some(entry) if entry.is_alive() => live.push(entry),
                 Some(entry) => {
                     tracing::debug!(name = %entry.name, pid = entry.pid, "pruning entry of a dead process");
-                    let _ = std::fs::remove_file(&path);
+                    if std::fs::remove_file(&path).is_ok() {
+                        *pruned += 1;
+                    }
+                    // Only sockets this registry handed out are removed.
+                    let sockets = self.root.join("sockets");
                     for url in &entry.endpoints {
-                        if let Some(socket) = url.strip_prefix("unix://") {
+                        if let Some(socket) = url.strip_prefix("unix://").map(Path::new)
+                            && socket.parent() == Some(sockets.as_path())
+                        {
                             let _ = std::fs::remove_file(socket);
                         }
                     }
@@ -266,13 +277,16 @@ mod tests {
         let me = std::process::id();
         let start = crate::sys::process_start_time(me);
         // A pid that cannot exist, and our pid with a wrong start time (reuse).
-        let dead = registry.publish(entry("svc", u32::MAX - 7, None, 5)).unwrap();
+        let dead = registry
+            .publish(entry("svc", u32::MAX - 7, None, 5))
+            .unwrap();
         let reused = registry
             .publish(entry("svc", me, start.map(|s| s + 1), 6))
             .unwrap();
         std::mem::forget((dead, reused));
+        assert_eq!(registry.prune().unwrap(), 2);
         assert_eq!(registry.lookup("svc").unwrap(), None);
-        assert_eq!(registry.prune().unwrap(), 0, "lookup already pruned both");
+        assert_eq!(registry.prune().unwrap(), 0, "nothing left to prune");
         assert!(registry.list().unwrap().is_empty());
     }
 

@@ -162,7 +162,12 @@ impl<H> ServerCalls<H> {
     /// Admits a request. ResourceExhausted beyond the limit, InvalidArgument
     /// for a call id already in flight; the call is then not registered and
     /// the error is the response to send.
-    pub fn admit(&mut self, now: Instant, header: &Header, handle: H) -> Result<AdmittedCall, Status> {
+    pub fn admit(
+        &mut self,
+        now: Instant,
+        header: &Header,
+        handle: H,
+    ) -> Result<AdmittedCall, Status> {
         if self.in_flight.len() >= self.limit {
             return Err(Status::resource_exhausted(format!(
                 "this connection already has {} calls in flight, the server's limit; \

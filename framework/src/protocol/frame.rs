@@ -249,13 +249,17 @@ pub fn len_u32(len: usize) -> u32 {
 #[non_exhaustive]
 pub enum FrameError {
     /// The first two bytes are not `"SY"`: the peer does not speak switchyard.
-    #[error("bad magic {found:#06x} (expected {MAGIC:#06x}): the peer does not speak the switchyard protocol")]
+    #[error(
+        "bad magic {found:#06x} (expected {MAGIC:#06x}): the peer does not speak the switchyard protocol"
+    )]
     BadMagic {
         /// What was found.
         found: u16,
     },
     /// The version byte is not one this implementation speaks.
-    #[error("unsupported protocol version {found} (this side speaks {VERSION}): upgrade the older side")]
+    #[error(
+        "unsupported protocol version {found} (this side speaks {VERSION}): upgrade the older side"
+    )]
     UnsupportedVersion {
         /// What was found.
         found: u8,
@@ -408,7 +412,11 @@ mod tests {
         let mut header = Header::new(Kind::Request, call_id);
         header.method_id = 0xdead_beef;
         header.deadline_us = 1_500_000;
-        Frame::new(header, Bytes::from_static(b"k"), Bytes::from_static(payload))
+        Frame::new(
+            header,
+            Bytes::from_static(b"k"),
+            Bytes::from_static(payload),
+        )
     }
 
     #[test]
@@ -486,7 +494,10 @@ mod tests {
             Some(Decoded::Oversized(header))
         );
         assert!(buf.is_empty(), "the skipped body is dropped as it arrives");
-        assert!(buf.capacity() <= before, "nothing was reserved for the body");
+        assert!(
+            buf.capacity() <= before,
+            "nothing was reserved for the body"
+        );
         // The rest of the claimed body is skipped, then the stream goes on.
         let remaining = u64::from(u32::MAX) - 100;
         assert_eq!(decoder.wanted(&buf) as u64, remaining);

@@ -233,8 +233,7 @@ impl Hello {
             let name = r.str("service name")?;
             let fingerprint = r.u64("service fingerprint")?;
             let method_count = r.u16("method count")?;
-            let mut methods =
-                Vec::with_capacity(usize::from(method_count).min(r.remaining() / 17));
+            let mut methods = Vec::with_capacity(usize::from(method_count).min(r.remaining() / 17));
             for _ in 0..method_count {
                 let id = r.u32("method id")?;
                 let oneway = r.u8("method flags")? & 1 == 1;
@@ -295,7 +294,10 @@ impl Reader<'_> {
     }
 
     fn take(&mut self, n: usize, field: &'static str) -> Result<&[u8], HelloError> {
-        let end = self.at.checked_add(n).filter(|&end| end <= self.bytes.len());
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len());
         let Some(end) = end else {
             return Err(HelloError::Truncated { field, at: self.at });
         };

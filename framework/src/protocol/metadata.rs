@@ -86,7 +86,10 @@ impl Metadata {
 
     /// Bytes the wire form takes.
     pub fn encoded_len(&self) -> usize {
-        self.entries.iter().map(|(k, v)| 6 + k.len() + v.len()).sum()
+        self.entries
+            .iter()
+            .map(|(k, v)| 6 + k.len() + v.len())
+            .sum()
     }
 
     /// Appends the wire form to `out`.

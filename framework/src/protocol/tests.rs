@@ -62,7 +62,12 @@ impl Pair {
     }
 
     /// The client encodes a request and "sends" it to the server.
-    fn send_request(&mut self, tag: u32, deadline: Option<Instant>, payload: &[u8]) -> Result<u64, Status> {
+    fn send_request(
+        &mut self,
+        tag: u32,
+        deadline: Option<Instant>,
+        payload: &[u8],
+    ) -> Result<u64, Status> {
         let started = self
             .calls
             .start(self.now, deadline, "Calc.add", tag)
@@ -88,7 +93,10 @@ impl Pair {
         for decoded in self.server.frames() {
             let (header, reply) = match decoded {
                 Decoded::Frame(frame) => {
-                    assert_eq!(Metadata::decode(&frame.metadata).unwrap().get_str("who"), Some("test"));
+                    assert_eq!(
+                        Metadata::decode(&frame.metadata).unwrap().get_str("who"),
+                        Some("test")
+                    );
                     match self.in_flight.admit(self.now, &frame.header, ()) {
                         Ok(admitted) => {
                             deadlines.push(admitted.deadline);
@@ -99,7 +107,9 @@ impl Pair {
                 }
                 Decoded::Oversized(header) => (
                     header,
-                    Err(Status::resource_exhausted("request exceeds the frame limit")),
+                    Err(Status::resource_exhausted(
+                        "request exceeds the frame limit",
+                    )),
                 ),
             };
             let mut response = Header::new(Kind::Response, header.call_id);

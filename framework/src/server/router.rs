@@ -27,7 +27,11 @@ impl Router {
     /// Adds a service; fails if its name or a method id is taken.
     pub(crate) fn add(&mut self, service: Arc<dyn Service>) -> Result<(), Status> {
         let descriptor = service.descriptor();
-        if self.services.iter().any(|s| s.descriptor().name == descriptor.name) {
+        if self
+            .services
+            .iter()
+            .any(|s| s.descriptor().name == descriptor.name)
+        {
             return Err(Status::already_exists(format!(
                 "service {} was added twice; add each service once",
                 descriptor.name
@@ -42,7 +46,8 @@ impl Router {
             }
         }
         for method in descriptor.methods {
-            self.routes.insert(method.id, (Arc::clone(&service), method));
+            self.routes
+                .insert(method.id, (Arc::clone(&service), method));
         }
         self.services.push(service);
         Ok(())

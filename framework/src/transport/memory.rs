@@ -70,7 +70,10 @@ impl MemoryConnector {
     pub fn connect(&self) -> io::Result<MemoryLink> {
         let (ours, theirs) = pair();
         self.outgoing.send(theirs).map_err(|_| {
-            io::Error::new(io::ErrorKind::ConnectionRefused, "the in-memory listener is gone")
+            io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "the in-memory listener is gone",
+            )
         })?;
         Ok(ours)
     }
@@ -81,7 +84,10 @@ impl Listener for MemoryListener {
 
     async fn accept(&mut self) -> io::Result<MemoryLink> {
         self.incoming.recv().await.ok_or_else(|| {
-            io::Error::new(io::ErrorKind::BrokenPipe, "every in-memory connector is gone")
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "every in-memory connector is gone",
+            )
         })
     }
 

@@ -112,7 +112,9 @@ pub enum LinkError {
     #[error("malformed frame from peer: {0}")]
     Frame(#[from] FrameError),
     /// The peer closed the link in the middle of a frame.
-    #[error("the peer closed the connection in the middle of a frame ({buffered} bytes of it received)")]
+    #[error(
+        "the peer closed the connection in the middle of a frame ({buffered} bytes of it received)"
+    )]
     TruncatedFrame {
         /// Bytes of the partial frame that had arrived.
         buffered: usize,
@@ -135,7 +137,10 @@ pub trait LinkRx: Send + 'static {
     /// Waits for at least one frame and appends every frame already received
     /// to `out`. Returns `Ok(false)` when the peer closed the link cleanly
     /// between frames. Cancel-safe: dropping the future loses no bytes.
-    fn recv(&mut self, out: &mut Vec<Decoded>) -> impl Future<Output = Result<bool, LinkError>> + Send;
+    fn recv(
+        &mut self,
+        out: &mut Vec<Decoded>,
+    ) -> impl Future<Output = Result<bool, LinkError>> + Send;
 }
 
 /// One established connection.

@@ -66,7 +66,10 @@ impl<R: AsyncRead + Unpin + Send + 'static> LinkRx for StreamRx<R> {
             if out.len() > before {
                 return Ok(true);
             }
-            let want = self.decoder.wanted(&self.buf).clamp(READ_CHUNK, 4 * READ_CHUNK);
+            let want = self
+                .decoder
+                .wanted(&self.buf)
+                .clamp(READ_CHUNK, 4 * READ_CHUNK);
             self.buf.reserve(want);
             if self.reader.read_buf(&mut self.buf).await? == 0 {
                 return if self.buf.is_empty() && self.decoder.at_frame_boundary() {

@@ -23,7 +23,10 @@ impl UnixLink {
         let cred = stream.peer_cred().ok();
         let peer = PeerInfo {
             addr: url(path),
-            pid: cred.as_ref().and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok()),
+            pid: cred
+                .as_ref()
+                .and_then(|c| c.pid())
+                .and_then(|p| u32::try_from(p).ok()),
             uid: cred.as_ref().map(|c| c.uid()),
         };
         Self { stream, peer }
@@ -69,9 +72,17 @@ pub struct UnixListener {
 
 impl UnixListener {
     /// Binds `path`. A stale socket file left by a dead process is replaced;
-    /// a socket someone is still listening on is an `AddrInUse` error.
+    /// a socket someone is still listening on is an `AddrInUse` error, and a
+    /// path that is not a socket is never removed (`AlreadyExists`).
     pub fn bind(path: &Path) -> io::Result<Self> {
-        if path.exists() {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            use std::os::unix::fs::FileTypeExt;
+            if !meta.file_type().is_socket() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a socket", path.display()),
+                ));
+            }
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
