@@ -51,12 +51,10 @@ struct ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let pid = rustix_pid(&self.child);
         // SIGTERM asks for a graceful shutdown; give it a moment, then kill.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status();
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -68,10 +66,6 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.runtime_dir);
     }
-}
-
-fn rustix_pid(child: &Child) -> u32 {
-    child.id()
 }
 
 async fn tour() -> Result<(), String> {
@@ -122,8 +116,10 @@ async fn tour() -> Result<(), String> {
 fn line(channel: &Channel, call: &str, result: &str) {
     let selection = channel.selection();
     println!(
-        "{:<7} {call} = {result}\n        why: {}",
-        selection.transport, selection.reason
+        "{:<7} {:<44} {}",
+        selection.transport,
+        format!("{call} = {result}"),
+        selection.reason
     );
 }
 
