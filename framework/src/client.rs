@@ -255,6 +255,13 @@ impl Channel {
             )
         })?;
         tracing::debug!(%target, "reconnected");
+        fresh.stats.event(
+            "reconnected",
+            format!("replaces connection #{}: {}", conn.stats.id(), conn
+                .unusable_reason()
+                .map(|s| s.to_string())
+                .unwrap_or_default()),
+        );
         match self.shared.current.lock() {
             Ok(mut guard) => *guard = Arc::clone(&fresh),
             Err(poisoned) => *poisoned.into_inner() = Arc::clone(&fresh),

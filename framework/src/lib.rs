@@ -47,6 +47,11 @@
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// Lets `#[switchyard::service]` expansions inside this crate name
+// `::switchyard::__private`, as they do everywhere else.
+#[cfg(feature = "rt")]
+extern crate self as switchyard;
+
 #[doc(hidden)]
 #[cfg(feature = "rt")]
 pub mod __private;
@@ -59,6 +64,8 @@ pub mod protocol;
 pub mod client;
 #[cfg(feature = "rt")]
 pub mod context;
+#[cfg(feature = "rt")]
+pub mod debug;
 #[cfg(feature = "rt")]
 pub mod discovery;
 #[cfg(feature = "rt")]

@@ -63,6 +63,7 @@ pub struct ServerBuilder {
     config: ServerConfig,
     grace: Duration,
     runtime_dir: Option<PathBuf>,
+    introspection: bool,
 }
 
 /// Entry point: `Server::builder()`.
@@ -88,6 +89,7 @@ impl Server {
             },
             grace: Duration::from_secs(30),
             runtime_dir: None,
+            introspection: true,
         }
     }
 }
@@ -154,6 +156,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Whether to serve the
+    /// [`Introspection`](crate::debug::Introspection) service (on by
+    /// default), which `switchyard inspect` calls. It shows this process's
+    /// connections, peers and counters to any client that can connect.
+    pub fn introspection(mut self, enabled: bool) -> Self {
+        self.introspection = enabled;
+        self
+    }
+
     /// The runtime directory for the registry and the default socket.
     pub fn runtime_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.runtime_dir = Some(dir.into());
@@ -161,9 +172,17 @@ impl ServerBuilder {
     }
 
     /// Binds the listeners, publishes the services, and starts serving.
-    pub async fn start(self) -> Result<ServerHandle, Status> {
+    pub async fn start(mut self) -> Result<ServerHandle, Status> {
         if let Some(status) = self.errors.into_iter().next() {
             return Err(status);
+        }
+        // Published names are the user's services, not the introspection one.
+        let service_names = self.router.names();
+        let service_infos = self.router.infos();
+        if self.introspection {
+            self.router.add(Arc::new(
+                crate::debug::IntrospectionServer::new(crate::debug::ProcessIntrospection),
+            ))?;
         }
         let needs_registry = self.publish || matches!(self.unix, UnixSetting::Auto);
         let registry = if needs_registry {
@@ -226,7 +245,7 @@ impl ServerBuilder {
         }
         let mut published = Vec::new();
         if let (true, Some(registry)) = (self.publish, &registry) {
-            let mut names: Vec<String> = shared.router.names();
+            let mut names: Vec<String> = service_names.clone();
             names.extend(self.names);
             let mut seen = std::collections::HashSet::new();
             let published_ms = SystemTime::now()
@@ -245,7 +264,7 @@ impl ServerBuilder {
                     start_time: crate::sys::process_start_time(crate::sys::pid()),
                     boot_id: crate::sys::host_identity().boot_id,
                     endpoints: endpoints.clone(),
-                    services: shared.router.names(),
+                    services: service_names.clone(),
                     published_ms,
                 };
                 published.push(
@@ -256,6 +275,31 @@ impl ServerBuilder {
             }
         }
         tracing::info!(endpoints = ?endpoints, services = %shared.router.summary(), "serving");
+        let registration = crate::debug::recorder::recorder().server(
+            service_infos
+                .iter()
+                .map(|s| crate::debug::ServiceInfo {
+                    name: s.name.clone(),
+                    methods: s
+                        .methods
+                        .iter()
+                        .map(|m| crate::debug::MethodInfo {
+                            name: m.name.clone(),
+                            id: m.id,
+                            oneway: m.oneway,
+                            signature: m.signature.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            endpoints
+                .iter()
+                .map(|url| crate::debug::ListenerInfo {
+                    url: url.clone(),
+                    transport: url.split("://").next().unwrap_or_default().to_owned(),
+                })
+                .collect(),
+        );
         Ok(ServerHandle {
             shared,
             phase,
@@ -267,6 +311,7 @@ impl ServerBuilder {
             published,
             tasks,
             grace: self.grace,
+            _registration: registration,
         })
     }
 }
@@ -319,6 +364,7 @@ pub struct ServerHandle {
     published: Vec<PublishGuard>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     grace: Duration,
+    _registration: crate::debug::recorder::ServerRegistration,
 }
 
 impl ServerHandle {

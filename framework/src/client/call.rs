@@ -12,7 +12,8 @@ use super::connection::Connection;
 use crate::codec::Codec;
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::protocol::call::deadline_budget;
-use crate::protocol::frame::{Header, Kind, finish_frame, start_frame};
+use crate::debug::recorder::MethodCounters;
+use crate::protocol::frame::{HEADER_LEN, Header, Kind, finish_frame, start_frame};
 use crate::protocol::metadata::Metadata;
 use crate::protocol::status::{Code, Status};
 use crate::select::Selection;
@@ -130,7 +131,7 @@ impl ClientCore {
                 "the request to {} is {} bytes, over the server's limit of {} bytes; nothing \
                  was sent — send less per call or raise the server's ServerBuilder::max_frame",
                 method.full_name,
-                buf.len() - crate::protocol::frame::HEADER_LEN,
+                buf.len() - HEADER_LEN,
                 conn.peer_frame_limit
             ))
         })
@@ -151,7 +152,7 @@ impl ClientCore {
         // A deadline already past fails before anything else happens.
         deadline_budget(now, deadline, method.full_name)?;
         let conn = self.channel.connection().await?;
-        conn.check_method(self.service, method)?;
+        let counters = Arc::clone(conn.check_method(self.service, method)?);
         let (mut buf, metadata_len) = self.encode::<C, Req>(method, &request)?;
         drop(request);
         let (waiter, response) = oneshot::channel();
@@ -166,54 +167,68 @@ impl ClientCore {
         };
         let mut guard = PendingGuard {
             conn: &conn,
+            counters: &counters,
             call_id: started.call_id,
+            started: now,
             armed: true,
-            sent: false,
+            sent: 0,
+            code: Code::Cancelled,
+            received: 0,
         };
         let mut header = Header::new(Kind::Request, started.call_id);
         header.method_id = method.id;
         header.deadline_us = started.deadline_us;
         Self::seal(&conn, method, &mut buf, header, metadata_len)?;
+        let len = buf.len();
         conn.outgoing.send(buf.into()).await.map_err(|_| {
             conn.unusable_reason()
                 .unwrap_or_else(|| Status::unavailable("the connection's writer has stopped"))
         })?;
-        guard.sent = true;
+        guard.sent = len;
+        conn.stats.started();
         let received = match deadline {
             None => response.await,
-            Some(deadline) => match tokio::time::timeout_at(deadline.into(), response).await {
-                Ok(received) => received,
-                Err(_) => {
-                    return Err(Status::deadline_exceeded(format!(
-                        "{} did not complete within its deadline of {:?} ({}); the call was \
+            Some(deadline) => {
+                match tokio::time::timeout_at(deadline.into(), response).await {
+                    Ok(received) => received,
+                    Err(_) => {
+                        guard.code = Code::DeadlineExceeded;
+                        return Err(Status::deadline_exceeded(format!(
+                            "{} did not complete within its deadline of {:?} ({}); the call was \
                              cancelled — raise the timeout if the work needs longer",
-                        method.full_name,
-                        deadline.saturating_duration_since(now),
-                        conn.url
-                    )));
+                            method.full_name,
+                            deadline.saturating_duration_since(now),
+                            conn.url
+                        )));
+                    }
                 }
-            },
+            }
         };
         guard.armed = false;
         let frame = match received {
             Ok(Ok(frame)) => frame,
             Ok(Err(status)) => {
+                guard.code = status.code();
                 return Err(Status::new(
                     status.code(),
                     format!("{}: {}", method.full_name, status.message()),
                 ));
             }
             Err(_) => {
+                guard.code = Code::Unavailable;
                 return Err(Status::unavailable(format!(
                     "{}: the connection to {} closed before the response arrived",
                     method.full_name, conn.url
                 )));
             }
         };
-        if frame.header.status != Code::Ok.as_u16() {
+        guard.received = HEADER_LEN + frame.payload.len() + frame.metadata.len();
+        guard.code = Code::from_u16(frame.header.status);
+        if guard.code != Code::Ok {
             return Err(frame_status(&frame));
         }
         C::decode(&frame.payload).map_err(|err| {
+            guard.code = Code::Internal;
             Status::internal(format!(
                 "the response of {} could not be decoded ({err}); do client and server use \
                  the same version of the trait?",
@@ -235,7 +250,7 @@ impl ClientCore {
         let deadline = self.deadline(now);
         let deadline_us = deadline_budget(now, deadline, method.full_name)?;
         let conn = self.channel.connection().await?;
-        conn.check_method(self.service, method)?;
+        let counters = Arc::clone(conn.check_method(self.service, method)?);
         let (mut buf, metadata_len) = self.encode::<C, Req>(method, &request)?;
         drop(request);
         let call_id = conn
@@ -247,6 +262,8 @@ impl ClientCore {
         header.method_id = method.id;
         header.deadline_us = deadline_us;
         Self::seal(&conn, method, &mut buf, header, metadata_len)?;
+        let len = buf.len();
+        conn.stats.started();
         let (done, written) = oneshot::channel();
         let send = async {
             let queued = conn.outgoing.send(Outgoing {
@@ -267,6 +284,9 @@ impl ClientCore {
                     ))
                 })?,
         };
+        let code = if sent { Code::Ok } else { Code::Unavailable };
+        conn.stats
+            .finished(&counters, code, Some(now.elapsed()), len, 0);
         if sent {
             Ok(())
         } else {
@@ -280,19 +300,36 @@ impl ClientCore {
     }
 }
 
-/// Cancels a call that is dropped (or times out) before its response: the
-/// call leaves the table and the server is told to stop the handler.
+/// Ends a call's bookkeeping however the call ends: records it in the
+/// debug counters, and if it is dropped (or times out) before its response,
+/// takes it out of the table and tells the server to stop the handler.
 struct PendingGuard<'a> {
     conn: &'a Connection,
+    counters: &'a MethodCounters,
     call_id: u64,
+    started: Instant,
     /// The call still waits for its response.
     armed: bool,
-    /// The request was queued, so the server may be running the handler.
-    sent: bool,
+    /// Bytes of the request handed to the writer; 0 while not sent, in which
+    /// case the server never saw the call.
+    sent: usize,
+    /// How the call ended (Cancelled unless a path says otherwise).
+    code: Code,
+    /// Bytes of the response.
+    received: usize,
 }
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
+        if self.sent > 0 {
+            self.conn.stats.finished(
+                self.counters,
+                self.code,
+                Some(self.started.elapsed()),
+                self.sent,
+                self.received,
+            );
+        }
         if !self.armed {
             return;
         }
@@ -302,14 +339,13 @@ impl Drop for PendingGuard<'_> {
             .lock()
             .map(|mut calls| calls.abandon(self.call_id))
             .unwrap_or(false);
-        if abandoned && self.sent {
+        if abandoned && self.sent > 0 {
             let status = Status::cancelled("the caller dropped the call");
+            let cancel = status_frame(Kind::Cancel, self.call_id, &status);
+            self.conn.stats.sent(cancel.len());
             // A full queue drops the cancel: the server then finishes the
             // handler and its response is ignored.
-            let _ = self
-                .conn
-                .outgoing
-                .try_send(status_frame(Kind::Cancel, self.call_id, &status).into());
+            let _ = self.conn.outgoing.try_send(cancel.into());
         }
     }
 }

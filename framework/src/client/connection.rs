@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::debug::model::PeerInfo as PeerModel;
+use crate::debug::recorder::{ConnectionStats, MethodCounters, Side, recorder};
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::protocol::call::ClientCalls;
 use crate::protocol::frame::{Decoded, Frame, Kind};
@@ -38,8 +40,10 @@ pub(crate) struct Connection {
     pub(crate) peer: PeerInfo,
     pub(crate) peer_hello: Hello,
     pub(crate) url: String,
-    /// The peer's methods by id.
-    methods: HashMap<u32, MethodInfo>,
+    /// The peer's methods by id, with this connection's counters for each.
+    methods: HashMap<u32, (MethodInfo, Arc<MethodCounters>)>,
+    /// What the debug views show of this connection.
+    pub(crate) stats: Arc<ConnectionStats>,
     /// Largest request body the peer accepts.
     pub(crate) peer_frame_limit: u32,
     /// Largest response body this side accepts.
@@ -70,11 +74,30 @@ impl Connection {
             .await
             .map_err(|s| Status::new(s.code(), format!("handshake with {url}: {}", s.message())))?;
         crate::select::note_locality(&mut selection, &hello.host, &peer_hello.host);
+        let transport = selection.transport;
         let methods = peer_hello
             .services
             .iter()
-            .flat_map(|s| s.methods.iter().map(|m| (m.id, m.clone())))
+            .flat_map(|s| {
+                s.methods.iter().map(move |m| {
+                    let counters = recorder().method(&s.name, &m.name, transport, Side::Client);
+                    (m.id, (m.clone(), counters))
+                })
+            })
             .collect();
+        let stats = recorder().connection(
+            Side::Client,
+            &selection,
+            PeerModel {
+                addr: peer.addr.clone(),
+                pid: peer.pid.or(Some(peer_hello.pid)),
+                uid: peer.uid,
+                process: peer_hello.process_name.clone(),
+                hostname: peer_hello.host.hostname.clone(),
+                locality: hello.host.locality(&peer_hello.host).describe().to_owned(),
+            },
+        );
+        stats.event("connected", format!("{transport} to {url}: {}", selection.reason));
         let (outgoing, queue) = mpsc::channel(OUTGOING_QUEUE);
         let (stop_reader, stopped) = oneshot::channel();
         let conn = Arc::new(Self {
@@ -85,6 +108,7 @@ impl Connection {
             peer_hello,
             url,
             methods,
+            stats,
             outgoing,
             calls: Mutex::new(ClientCalls::new(config.max_pending)),
             closed: OnceLock::new(),
@@ -126,15 +150,16 @@ impl Connection {
         })
     }
 
-    /// Checks that the peer serves `method` with the same signature.
+    /// Checks that the peer serves `method` with the same signature; returns
+    /// the method's counters on this connection.
     pub(crate) fn check_method(
         &self,
         service: &ServiceDescriptor,
         method: &MethodDescriptor,
-    ) -> Result<(), Status> {
+    ) -> Result<&Arc<MethodCounters>, Status> {
         match self.methods.get(&method.id) {
-            Some(theirs) if theirs.fingerprint == method.fingerprint => Ok(()),
-            Some(theirs) => Err(Status::failed_precondition(format!(
+            Some((theirs, counters)) if theirs.fingerprint == method.fingerprint => Ok(counters),
+            Some((theirs, _)) => Err(Status::failed_precondition(format!(
                 "{} has a different signature on each side: this client has `{}`, the server \
                  (pid {}) has `{}`; rebuild both against the same version of the trait",
                 method.full_name, method.signature, self.peer_hello.pid, theirs.signature
@@ -184,6 +209,10 @@ impl Connection {
     /// Fails every pending call with `status` and refuses new ones.
     pub(crate) fn close(&self, status: Status) {
         let first = self.closed.set(status.clone()).is_ok();
+        if first {
+            self.stats.closed();
+            self.stats.event("closed", status.message());
+        }
         let waiters: Vec<Waiter> = match self.calls.lock() {
             Ok(mut calls) => calls.drain().collect(),
             Err(_) => Vec::new(),
@@ -219,6 +248,8 @@ impl Connection {
             }
             Kind::GoAway => {
                 self.draining.store(true, Ordering::Release);
+                self.stats.draining();
+                self.stats.event("goaway", frame_status(&frame).to_string());
                 tracing::debug!(url = %self.url, status = %frame_status(&frame), "server sent goaway");
             }
             Kind::Ping => {

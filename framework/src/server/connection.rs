@@ -2,6 +2,7 @@
 //! (no hand-off to another task on the hot path), responses are batched by
 //! a writer task, cancellation and deadlines stop handlers.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +14,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::{Phase, ServerShared};
 use crate::context::{ConnectionInfo, Context};
+use crate::debug::model::PeerInfo as PeerModel;
+use crate::debug::recorder::{ConnectionStats, MethodCounters, Side, counters_by_id, recorder};
+use crate::protocol::status::Code;
+use crate::select::Selection;
 use crate::protocol::call::ServerCalls;
 use crate::protocol::frame::{Decoded, Frame, HEADER_LEN, Header, Kind};
 use crate::protocol::hello::Role;
@@ -75,6 +80,28 @@ pub(crate) async fn serve<L: Link>(
         peer_claimed_pid: client.pid,
     });
     tracing::debug!(peer = %info.peer.addr, %transport, client = %client.process_name, "accepted");
+    let selection = Selection {
+        transport,
+        reason: format!("the client connected to this server's {transport} listener"),
+        rejected: Vec::new(),
+    };
+    let stats = recorder().connection(
+        Side::Server,
+        &selection,
+        PeerModel {
+            addr: info.peer.addr.clone(),
+            pid: info.peer.pid.or(Some(client.pid)),
+            uid: info.peer.uid,
+            process: client.process_name.clone(),
+            hostname: client.host.hostname.clone(),
+            locality: hello.host.locality(&client.host).describe().to_owned(),
+        },
+    );
+    stats.event(
+        "accepted",
+        format!("{} (pid {}) over {transport}", client.process_name, client.pid),
+    );
+    let counters = counters_by_id(shared.router.methods(), transport, Side::Server);
     let max_in_flight = shared.config.max_in_flight;
     let mut conn = ServerConnection {
         shared,
@@ -85,8 +112,15 @@ pub(crate) async fn serve<L: Link>(
         client_frame_limit: client.max_frame,
         draining: false,
         reading: true,
+        stats,
+        counters,
     };
     conn.run(&mut rx, frames, &mut phase).await;
+    conn.stats.closed();
+    conn.stats.event(
+        "closed",
+        format!("{} calls still running were cancelled", conn.calls.len()),
+    );
     // Dropping the handlers cancels whatever still runs; dropping the sender
     // lets the writer flush and close.
     drop(conn);
@@ -97,7 +131,7 @@ struct ServerConnection {
     shared: Arc<ServerShared>,
     info: Arc<ConnectionInfo>,
     outgoing: mpsc::Sender<Outgoing>,
-    calls: ServerCalls<AbortHandle>,
+    calls: ServerCalls<InFlight>,
     handlers: FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>>>,
     client_frame_limit: u32,
     /// No new calls are admitted; the connection ends when the last
@@ -105,6 +139,18 @@ struct ServerConnection {
     draining: bool,
     /// Frames are still read (false after a protocol error).
     reading: bool,
+    /// What the debug views show of this connection.
+    stats: Arc<ConnectionStats>,
+    /// Per-method counters, by method id.
+    counters: HashMap<u32, Arc<MethodCounters>>,
+}
+
+/// A call being handled.
+struct InFlight {
+    abort: AbortHandle,
+    started: Instant,
+    received: usize,
+    counters: Arc<MethodCounters>,
 }
 
 impl ServerConnection {
@@ -132,7 +178,10 @@ impl ServerConnection {
                 received = rx.recv(&mut frames), if self.reading => match received {
                     Ok(true) => {}
                     // The client is gone: nobody waits for the handlers.
-                    Ok(false) => return,
+                    Ok(false) => {
+                        self.stats.event("peer closed", "the client closed the connection");
+                        return;
+                    }
                     Err(err) => {
                         // Frames decoded before the bad bytes are still served.
                         for decoded in std::mem::take(&mut frames) {
@@ -153,6 +202,8 @@ impl ServerConnection {
                     }
                     if now == Phase::Draining && !self.draining {
                         self.draining = true;
+                        self.stats.draining();
+                        self.stats.event("goaway", "the server is shutting down");
                         let status = Status::unavailable(
                             "the server is shutting down; calls in flight finish, new calls go elsewhere",
                         );
@@ -167,6 +218,8 @@ impl ServerConnection {
     /// in flight finish, then close.
     async fn protocol_error(&mut self, status: Status) {
         tracing::warn!(peer = %self.info.peer.addr, %status, "closing connection");
+        self.stats.draining();
+        self.stats.event("protocol error", status.to_string());
         self.send(status_frame(Kind::GoAway, 0, &status)).await;
         self.reading = false;
         self.draining = true;
@@ -199,8 +252,15 @@ impl ServerConnection {
         match frame.header.kind {
             Kind::Request | Kind::OneWay => self.start(frame).await,
             Kind::Cancel => {
-                if let Some(handle) = self.calls.cancel(frame.header.call_id) {
-                    handle.abort();
+                if let Some(call) = self.calls.cancel(frame.header.call_id) {
+                    call.abort.abort();
+                    self.stats.finished(
+                        &call.counters,
+                        Code::Cancelled,
+                        Some(call.started.elapsed()),
+                        0,
+                        call.received,
+                    );
                 }
             }
             Kind::Ping => self.send(pong_frame(frame.header.call_id)).await,
@@ -215,54 +275,58 @@ impl ServerConnection {
     async fn start(&mut self, frame: Frame) {
         let oneway = frame.header.kind == Kind::OneWay;
         let call_id = frame.header.call_id;
-        let refuse =
-            |status: Status| (!oneway).then(|| status_frame(Kind::Response, call_id, &status));
-        if self.draining {
-            let status = Status::unavailable(
-                "the server is shutting down; retry on another instance or after it restarts",
-            );
-            if let Some(f) = refuse(status) {
-                self.send(f).await;
-            }
-            return;
-        }
+        let started = Instant::now();
+        let received = HEADER_LEN + frame.metadata.len() + frame.payload.len();
+        self.stats.started();
+        let counters = self.counters.get(&frame.header.method_id).cloned();
         let Some((service, method)) = self.shared.router.route(frame.header.method_id).cloned()
         else {
             let status = self.shared.router.unknown(frame.header.method_id);
             tracing::debug!(%status, "unknown method");
-            if let Some(f) = refuse(status) {
-                self.send(f).await;
-            }
+            self.refused(None, started, received, oneway, call_id, status)
+                .await;
             return;
         };
+        // The router and the counters are built from the same routes.
+        let Some(counters) = counters else { return };
+        if self.draining {
+            let status = Status::unavailable(
+                "the server is shutting down; retry on another instance or after it restarts",
+            );
+            self.refused(Some(&counters), started, received, oneway, call_id, status)
+                .await;
+            return;
+        }
         let metadata = match Metadata::decode(&frame.metadata) {
             Ok(metadata) => metadata,
             Err(err) => {
-                if let Some(f) = refuse(Status::invalid_argument(format!(
-                    "{}: {err}",
-                    method.full_name
-                ))) {
-                    self.send(f).await;
-                }
+                let status = Status::invalid_argument(format!("{}: {err}", method.full_name));
+                self.refused(Some(&counters), started, received, oneway, call_id, status)
+                    .await;
                 return;
             }
         };
         let (abort, registration) = AbortHandle::new_pair();
-        let admitted = match self.calls.admit(Instant::now(), &frame.header, abort) {
+        let in_flight = InFlight {
+            abort,
+            started,
+            received,
+            counters: Arc::clone(&counters),
+        };
+        let admitted = match self.calls.admit(started, &frame.header, in_flight) {
             Ok(admitted) => admitted,
             Err(status) => {
-                if let Some(f) = refuse(status) {
-                    self.send(f).await;
-                }
+                self.refused(Some(&counters), started, received, oneway, call_id, status)
+                    .await;
                 return;
             }
         };
         // The router found the method, so the service has it.
         let Some(handler) = service.call(method.id, Request::new(frame.payload)) else {
             self.calls.finish(call_id);
-            if let Some(f) = refuse(self.shared.router.unknown(method.id)) {
-                self.send(f).await;
-            }
+            let status = self.shared.router.unknown(method.id);
+            self.refused(Some(&counters), started, received, oneway, call_id, status)
+                .await;
             return;
         };
         let ctx = Context::new(
@@ -309,39 +373,78 @@ impl ServerConnection {
         self.handlers.push(Box::pin(abortable));
     }
 
+    /// Answers a call that was not started (unless it is one-way) and
+    /// counts it.
+    async fn refused(
+        &mut self,
+        counters: Option<&Arc<MethodCounters>>,
+        started: Instant,
+        received: usize,
+        oneway: bool,
+        call_id: u64,
+        status: Status,
+    ) {
+        let mut sent = 0;
+        if !oneway {
+            let frame = status_frame(Kind::Response, call_id, &status);
+            sent = frame.len();
+            self.send(frame).await;
+        }
+        if let Some(counters) = counters {
+            self.stats
+                .finished(counters, status.code(), Some(started.elapsed()), sent, received);
+        }
+    }
+
     async fn finish(&mut self, call_id: u64, oneway: bool, result: Result<Reply, Status>) {
-        if self.calls.finish(call_id).is_none() || oneway {
-            // Cancelled meanwhile, or nobody waits for an answer.
-            if let Err(status) = &result
-                && oneway
-            {
-                tracing::warn!(call_id, %status, "one-way call failed");
-            }
+        // None: cancelled meanwhile (already counted).
+        let Some(call) = self.calls.finish(call_id) else {
+            return;
+        };
+        if oneway {
+            let code = match &result {
+                Ok(_) => Code::Ok,
+                Err(status) => {
+                    tracing::warn!(call_id, %status, "one-way call failed");
+                    status.code()
+                }
+            };
+            self.stats.finished(
+                &call.counters,
+                code,
+                Some(call.started.elapsed()),
+                0,
+                call.received,
+            );
             return;
         }
-        let frame = match result {
+        let (code, frame) = match result {
             Ok(reply) => {
                 let mut buf = reply.into_framed_buf();
                 let body = buf.len() - HEADER_LEN;
                 if body > self.client_frame_limit as usize {
-                    status_frame(
-                        Kind::Response,
-                        call_id,
-                        &Status::resource_exhausted(format!(
-                            "the response is {body} bytes, over the client's limit of {} bytes; ask \
+                    let status = Status::resource_exhausted(format!(
+                        "the response is {body} bytes, over the client's limit of {} bytes; ask \
                          for less per call or raise the client's ChannelBuilder::max_frame",
-                            self.client_frame_limit
-                        )),
-                    )
+                        self.client_frame_limit
+                    ));
+                    (status.code(), status_frame(Kind::Response, call_id, &status))
                 } else {
                     let mut header = Header::new(Kind::Response, call_id);
                     header.payload_len = crate::protocol::frame::len_u32(body);
                     header.write_to(&mut buf);
-                    buf
+                    (Code::Ok, buf)
                 }
             }
-            Err(status) => status_frame(Kind::Response, call_id, &status),
+            Err(status) => (status.code(), status_frame(Kind::Response, call_id, &status)),
         };
+        self.stats.finished(
+            &call.counters,
+            code,
+            Some(call.started.elapsed()),
+            frame.len(),
+            call.received,
+        );
         self.send(frame).await;
     }
 }

@@ -80,6 +80,13 @@ impl Router {
             .join(", ")
     }
 
+    /// Every routed method: (id, service name, method name).
+    pub(crate) fn methods(&self) -> impl Iterator<Item = (u32, &'static str, &'static str)> + '_ {
+        self.routes
+            .iter()
+            .map(|(id, (_, m))| (*id, m.service, m.name))
+    }
+
     /// Service names.
     pub(crate) fn names(&self) -> Vec<String> {
         self.services

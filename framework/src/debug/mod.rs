@@ -1,0 +1,52 @@
+//! Introspection: what this process serves and every connection it has,
+//! with the transport each chose and why, counters and latency.
+//!
+//! The runtime records into a process-wide model as calls happen (relaxed
+//! atomic counters; nothing on the call path takes a lock). [`snapshot`]
+//! reads it; the debug endpoint, `/metrics`, the `Introspection` service and
+//! `switchyard inspect` all render that one [`Snapshot`].
+
+mod histogram;
+pub mod model;
+pub(crate) mod recorder;
+pub mod service;
+
+pub use model::{
+    ConnectionInfo, Event, Latency, ListenerInfo, MethodInfo, MethodStats, PeerInfo,
+    ProcessInfo, Rejected, ServiceInfo, Snapshot,
+};
+
+pub use service::{
+    INTROSPECTION_DESCRIPTOR, Introspection, IntrospectionClient, IntrospectionServer,
+    ProcessIntrospection,
+};
+
+/// The version of the [`Snapshot`] schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The model as it stands now.
+pub fn snapshot() -> Snapshot {
+    let recorder = recorder::recorder();
+    let host = crate::sys::host_identity();
+    let (services, listeners) = recorder.services_and_listeners();
+    Snapshot {
+        schema: SCHEMA_VERSION,
+        taken_unix_ms: recorder::now_unix_ms(),
+        process: ProcessInfo {
+            name: crate::sys::process_name(),
+            pid: crate::sys::pid(),
+            uid: crate::sys::uid(),
+            hostname: host.hostname,
+            boot_id: host.boot_id,
+            machine_id: host.machine_id,
+            ipc_ns: host.ipc_ns,
+            net_ns: host.net_ns,
+            started_unix_ms: recorder.started_unix_ms,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        },
+        services,
+        listeners,
+        connections: recorder.connections(),
+        methods: recorder.method_stats(),
+    }
+}

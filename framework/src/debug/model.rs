@@ -1,0 +1,201 @@
+//! The introspection model: what a process serves, where it listens, and
+//! every connection with the transport it chose and why.
+//!
+//! One model serves every view: the HTML page, the JSON endpoint, the
+//! Prometheus text, the `Introspection` RPC service and `switchyard
+//! inspect`. Field names are stable; `docs/debug-endpoint.md` documents the
+//! schema. Transports appear by their lower-case names (`pipe`, `shm`,
+//! `mmap`, `mqueue`, `unix`, `tcp`, `quic`, `memory`), so a transport added
+//! later shows up without a change here.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the debug views show, taken at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Schema version of this model.
+    pub schema: u32,
+    /// When the snapshot was taken, milliseconds since the Unix epoch.
+    pub taken_unix_ms: u64,
+    /// The process.
+    pub process: ProcessInfo,
+    /// Services this process serves.
+    pub services: Vec<ServiceInfo>,
+    /// Addresses this process listens on.
+    pub listeners: Vec<ListenerInfo>,
+    /// Open connections, then recently closed ones (newest first).
+    pub connections: Vec<ConnectionInfo>,
+    /// Per service, method, transport and role: counters and latency.
+    pub methods: Vec<MethodStats>,
+}
+
+/// The process the snapshot describes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// Process name.
+    pub name: String,
+    /// Process id.
+    pub pid: u32,
+    /// User id.
+    pub uid: u32,
+    /// Host name.
+    pub hostname: String,
+    /// Kernel boot id.
+    pub boot_id: String,
+    /// Machine id (empty if unknown).
+    pub machine_id: String,
+    /// IPC namespace inode.
+    pub ipc_ns: u64,
+    /// Network namespace inode.
+    pub net_ns: u64,
+    /// When switchyard started recording in this process, ms since the epoch.
+    pub started_unix_ms: u64,
+    /// The switchyard version.
+    pub version: String,
+}
+
+/// A service and its methods.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    /// Service name.
+    pub name: String,
+    /// Methods in declaration order.
+    pub methods: Vec<MethodInfo>,
+}
+
+/// A method of a served service.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MethodInfo {
+    /// Method name.
+    pub name: String,
+    /// Method id (FNV-1a 32 of `Service.method`).
+    pub id: u32,
+    /// Whether it is one-way.
+    pub oneway: bool,
+    /// Signature text.
+    pub signature: String,
+}
+
+/// An address the process listens on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerInfo {
+    /// The URL (`unix:///...`, `tcp://...`).
+    pub url: String,
+    /// The transport.
+    pub transport: String,
+}
+
+/// One connection, from this process's side.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionInfo {
+    /// Process-unique id.
+    pub id: u64,
+    /// `client` (this process connected) or `server` (it accepted).
+    pub role: String,
+    /// `open`, `draining` or `closed`.
+    pub state: String,
+    /// The transport (lower-case name).
+    pub transport: String,
+    /// Why the transport was chosen.
+    pub reason: String,
+    /// Alternatives rejected, and why.
+    pub rejected: Vec<Rejected>,
+    /// The other end.
+    pub peer: PeerInfo,
+    /// When it opened, ms since the epoch.
+    pub opened_unix_ms: u64,
+    /// When it closed, if it did.
+    pub closed_unix_ms: Option<u64>,
+    /// Calls started.
+    pub calls_started: u64,
+    /// Calls that succeeded.
+    pub calls_succeeded: u64,
+    /// Calls that failed (any status but OK).
+    pub calls_failed: u64,
+    /// Bytes this side sent.
+    pub bytes_sent: u64,
+    /// Bytes this side received.
+    pub bytes_received: u64,
+    /// Call latency on this connection.
+    pub latency: Latency,
+    /// The most recent events, oldest first (bounded).
+    pub events: Vec<Event>,
+}
+
+/// A transport not chosen, and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// The transport.
+    pub transport: String,
+    /// Why not.
+    pub why: String,
+}
+
+/// The other end of a connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// Its address as a URL.
+    pub addr: String,
+    /// Its pid: the kernel's word where available, else what it announced.
+    pub pid: Option<u32>,
+    /// Its uid, where the kernel vouches for it.
+    pub uid: Option<u32>,
+    /// Its process name, as announced in its hello.
+    pub process: String,
+    /// Its host name, as announced.
+    pub hostname: String,
+    /// How it relates to this host: `same host, same IPC namespace`, ...
+    pub locality: String,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Calls measured.
+    pub count: u64,
+    /// Median, µs.
+    pub p50_us: f64,
+    /// 99th percentile, µs.
+    pub p99_us: f64,
+}
+
+/// Something that happened to a connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When, ms since the epoch.
+    pub at_unix_ms: u64,
+    /// What: `connected`, `accepted`, `goaway`, `closed`, `peer died`,
+    /// `protocol error`, `upgraded`, `fell back`.
+    pub kind: String,
+    /// Details.
+    pub detail: String,
+}
+
+/// Counters and latency of one method over one transport in one role.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MethodStats {
+    /// Service name.
+    pub service: String,
+    /// Method name.
+    pub method: String,
+    /// Transport (lower-case name).
+    pub transport: String,
+    /// `client` or `server`.
+    pub role: String,
+    /// Calls finished (succeeded or failed).
+    pub calls: u64,
+    /// Calls that ended with each non-OK status, by gRPC code name.
+    pub errors: BTreeMap<String, u64>,
+    /// Latency percentiles.
+    pub latency: Latency,
+    /// Cumulative histogram: (upper bound in seconds, calls at or below).
+    pub histogram: Vec<(f64, u64)>,
+    /// Sum of latencies, seconds.
+    pub latency_sum_seconds: f64,
+    /// Bytes sent by this side for these calls.
+    pub bytes_sent: u64,
+    /// Bytes received by this side for these calls.
+    pub bytes_received: u64,
+}
