@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::descriptor::MethodDescriptor;
 use crate::protocol::metadata::Metadata;
+use crate::trace::{TRACEPARENT, TraceContext};
 use crate::transport::{PeerInfo, Transport};
 
 tokio::task_local! {
@@ -40,6 +41,7 @@ pub struct Context {
     call_id: u64,
     deadline: Option<Instant>,
     metadata: Metadata,
+    trace: Option<TraceContext>,
 }
 
 impl Context {
@@ -50,13 +52,23 @@ impl Context {
         deadline: Option<Instant>,
         metadata: Metadata,
     ) -> Self {
+        let trace = metadata.get_str(TRACEPARENT).and_then(TraceContext::parse);
         Self {
             conn,
             method,
             call_id,
             deadline,
             metadata,
+            trace,
         }
+    }
+
+    /// The deadline and trace of the call the current task is handling,
+    /// without cloning the context: what calls made from a handler inherit.
+    pub(crate) fn inherited() -> (Option<Instant>, Option<TraceContext>) {
+        CURRENT
+            .try_with(|ctx| (ctx.deadline, ctx.trace))
+            .unwrap_or((None, None))
     }
 
     /// The context of the call being handled by the current task, or `None`
@@ -78,6 +90,12 @@ impl Context {
     pub fn remaining(&self) -> Option<Duration> {
         self.deadline
             .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// The caller's trace context (from the `traceparent` metadata entry).
+    /// Calls made while handling this call continue the same trace.
+    pub fn trace(&self) -> Option<TraceContext> {
+        self.trace
     }
 
     /// The metadata the caller sent.

@@ -77,6 +77,7 @@ pub mod service;
 #[cfg(feature = "rt")]
 mod session;
 pub mod sys;
+pub mod trace;
 #[cfg(feature = "rt")]
 pub mod transport;
 

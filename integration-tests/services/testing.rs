@@ -32,4 +32,10 @@ pub trait Testing {
     async fn record(&self, path: String, line: String);
     /// Returns a payload of `len` bytes.
     async fn payload(&self, len: u64) -> Vec<u8>;
+    /// The trace id of this call, as the handler sees it.
+    async fn trace_id(&self) -> Option<String>;
+    /// Calls `trace_id` and `deadline_left` on the server at `target` from
+    /// inside this handler: (this call's trace id, the downstream call's
+    /// trace id, the downstream call's remaining deadline in ms).
+    async fn forward(&self, target: String) -> (Option<String>, Option<String>, Option<u64>);
 }

@@ -107,6 +107,27 @@ impl Testing for TestingImpl {
         }
     }
 
+    async fn trace_id(&self) -> Option<String> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        switchyard::Context::current()?
+            .trace()
+            .map(|trace| trace.trace_id_hex())
+    }
+
+    async fn forward(&self, target: String) -> (Option<String>, Option<String>, Option<u64>) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let own = switchyard::Context::current()
+            .and_then(|ctx| ctx.trace())
+            .map(|trace| trace.trace_id_hex());
+        let Ok(channel) = switchyard::Channel::connect(&target).await else {
+            return (own, None, None);
+        };
+        let downstream = TestingClient::new(channel);
+        let seen = downstream.trace_id().await.ok().flatten();
+        let left = downstream.deadline_left().await.ok().flatten();
+        (own, seen, left)
+    }
+
     async fn payload(&self, len: u64) -> Vec<u8> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         (0..len).map(|i| (i % 251) as u8).collect()

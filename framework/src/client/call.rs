@@ -6,10 +6,13 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::Channel;
 use super::connection::Connection;
 use crate::codec::Codec;
+use crate::context::Context;
+use crate::trace::{TRACEPARENT, TraceContext};
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::protocol::call::deadline_budget;
 use crate::debug::recorder::MethodCounters;
@@ -95,19 +98,38 @@ impl ClientCore {
         }
     }
 
-    fn deadline(&self, now: Instant) -> Option<Instant> {
-        self.timeout.map(|timeout| now + timeout)
+    /// The deadline and trace of a call starting `now`: this client's
+    /// timeout, capped by the deadline of the call being handled when this
+    /// runs inside a handler, whose trace it also continues (else a new
+    /// trace starts).
+    fn call_context(&self, now: Instant) -> (Option<Instant>, TraceContext) {
+        let (inherited, parent) = Context::inherited();
+        let own = self.timeout.map(|timeout| now + timeout);
+        let deadline = match (own, inherited) {
+            (Some(own), Some(inherited)) => Some(own.min(inherited)),
+            (own, inherited) => own.or(inherited),
+        };
+        let trace = parent.map_or_else(TraceContext::root, |parent| parent.child());
+        (deadline, trace)
     }
 
-    /// Encodes a request frame (header room, metadata, arguments).
+    /// Encodes a request frame (header room, metadata with the trace
+    /// context, arguments).
     fn encode<C: Codec, Req: Serialize>(
         &self,
         method: &'static MethodDescriptor,
         request: &Req,
+        trace: &TraceContext,
     ) -> Result<(Vec<u8>, usize), Status> {
-        let mut buf = Vec::with_capacity(128);
+        let mut buf = Vec::with_capacity(192);
         let start = start_frame(&mut buf);
         self.metadata.encode_into(&mut buf);
+        let mut metadata_len = self.metadata.encoded_len();
+        if self.metadata.get(TRACEPARENT).is_none() {
+            let traceparent = trace.to_string();
+            Metadata::encode_entry(TRACEPARENT, traceparent.as_bytes(), &mut buf);
+            metadata_len += Metadata::entry_len(TRACEPARENT, traceparent.as_bytes());
+        }
         C::encode(request, &mut buf).map_err(|err| {
             Status::invalid_argument(format!(
                 "the arguments of {} could not be encoded: {err}",
@@ -115,7 +137,7 @@ impl ClientCore {
             ))
         })?;
         debug_assert_eq!(start, 0);
-        Ok((buf, self.metadata.encoded_len()))
+        Ok((buf, metadata_len))
     }
 
     /// Seals the frame header, checking the body against the peer's limit.
@@ -148,12 +170,32 @@ impl ClientCore {
             return Err(invalid.clone());
         }
         let now = Instant::now();
-        let deadline = self.deadline(now);
+        let (deadline, trace) = self.call_context(now);
+        let span = tracing::debug_span!(
+            "switchyard.call",
+            method = method.full_name,
+            transport = tracing::field::Empty,
+            trace_id = %format_args!("{:032x}", trace.trace_id),
+        );
+        self.call_traced::<C, Req, Resp>(method, request, now, deadline, trace)
+            .instrument(span)
+            .await
+    }
+
+    async fn call_traced<C: Codec, Req: Serialize + Send, Resp: DeserializeOwned>(
+        &self,
+        method: &'static MethodDescriptor,
+        request: Req,
+        now: Instant,
+        deadline: Option<Instant>,
+        trace: TraceContext,
+    ) -> Result<Resp, Status> {
         // A deadline already past fails before anything else happens.
         deadline_budget(now, deadline, method.full_name)?;
         let conn = self.channel.connection().await?;
+        tracing::Span::current().record("transport", conn.selection.transport.as_str());
         let counters = Arc::clone(conn.check_method(self.service, method)?);
-        let (mut buf, metadata_len) = self.encode::<C, Req>(method, &request)?;
+        let (mut buf, metadata_len) = self.encode::<C, Req>(method, &request, &trace)?;
         drop(request);
         let (waiter, response) = oneshot::channel();
         let started = {
@@ -247,11 +289,11 @@ impl ClientCore {
             return Err(invalid.clone());
         }
         let now = Instant::now();
-        let deadline = self.deadline(now);
+        let (deadline, trace) = self.call_context(now);
         let deadline_us = deadline_budget(now, deadline, method.full_name)?;
         let conn = self.channel.connection().await?;
         let counters = Arc::clone(conn.check_method(self.service, method)?);
-        let (mut buf, metadata_len) = self.encode::<C, Req>(method, &request)?;
+        let (mut buf, metadata_len) = self.encode::<C, Req>(method, &request, &trace)?;
         drop(request);
         let call_id = conn
             .calls

@@ -104,6 +104,21 @@ impl Metadata {
         }
     }
 
+    /// Appends one entry's wire form to `out` without building a
+    /// [`Metadata`]; `key` must be a valid key.
+    pub fn encode_entry(key: &str, value: &[u8], out: &mut Vec<u8>) {
+        debug_assert!(validate_key(key.as_bytes()).is_ok());
+        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+
+    /// Bytes one entry's wire form takes.
+    pub fn entry_len(key: &str, value: &[u8]) -> usize {
+        6 + key.len() + value.len()
+    }
+
     /// Parses the wire form.
     pub fn decode(bytes: &[u8]) -> Result<Self, MetadataError> {
         let mut entries = Vec::new();

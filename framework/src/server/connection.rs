@@ -11,6 +11,7 @@ use futures_util::future::{AbortHandle, Abortable};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use super::{Phase, ServerShared};
 use crate::context::{ConnectionInfo, Context};
@@ -337,8 +338,15 @@ impl ServerConnection {
             metadata,
         );
         let deadline = admitted.deadline;
+        let span = tracing::debug_span!(
+            "switchyard.handle",
+            method = method.full_name,
+            transport = self.info.transport.as_str(),
+            call_id,
+            trace_id = %ctx.trace().map(|t| t.trace_id_hex()).unwrap_or_default(),
+        );
         let guarded = async move {
-            let run = AssertUnwindSafe(ctx.scope(handler)).catch_unwind();
+            let run = AssertUnwindSafe(ctx.scope(handler).instrument(span)).catch_unwind();
             let result = match deadline {
                 None => run.await,
                 Some(deadline) => match tokio::time::timeout_at(deadline.into(), run).await {
