@@ -2,7 +2,7 @@
 //! breaks) and [`ClientCore`], which the generated `FooClient` types wrap.
 
 mod call;
-mod connection;
+pub(crate) mod connection;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -17,7 +17,7 @@ use crate::select::{self, Endpoint, Forced, Selection, Target, Transport};
 use crate::transport::{Link, PeerInfo, tcp, unix};
 
 pub use call::ClientCore;
-use connection::{Connection, ConnectionConfig};
+pub(crate) use connection::{Connection, ConnectionConfig};
 
 /// Configures and opens a [`Channel`].
 #[derive(Clone, Debug)]
@@ -92,6 +92,30 @@ impl ChannelBuilder {
     /// (`"calculator"`), `unix:///path/to.sock` or `tcp://host:port`.
     pub async fn connect(self, target: &str) -> Result<Channel, Status> {
         let parsed = Target::parse(target)?;
+        if let Target::Name(name) = &parsed {
+            let forced = self.forced()?;
+            if forced.is_none_or(|f| f.transport == Transport::Pipe)
+                && let Some(conn) = crate::process::parent_connection_for(name).await?
+            {
+                return Ok(Channel::from_connection(conn, self));
+            }
+            if let Some(f) = forced.filter(|f| f.transport == Transport::Pipe) {
+                let parent = crate::process::parent().map_or_else(
+                    || "this process was not started by a switchyard parent".to_owned(),
+                    |p| {
+                        format!(
+                            "its parent (pid {}) serves [{}]",
+                            p.pid,
+                            p.services.join(", ")
+                        )
+                    },
+                );
+                return Err(Status::failed_precondition(format!(
+                    "{}=pipe cannot work for {name:?}: pipes reach only a parent or child                      process, and {parent}",
+                    f.source
+                )));
+            }
+        }
         let conn = open(&self, &parsed).await?;
         Ok(Channel {
             shared: Arc::new(Shared {
@@ -124,7 +148,7 @@ impl ChannelBuilder {
         })
     }
 
-    fn connection_config(&self) -> ConnectionConfig {
+    pub(crate) fn connection_config(&self) -> ConnectionConfig {
         ConnectionConfig {
             frame_limit: self.frame_limit,
             max_pending: self.max_pending,
@@ -212,6 +236,19 @@ struct Shared {
 }
 
 impl Channel {
+    /// A channel over an established connection that something else drives
+    /// (a peer link); it does not reconnect.
+    pub(crate) fn from_connection(conn: Arc<Connection>, builder: ChannelBuilder) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                target: None,
+                builder,
+                current: Mutex::new(conn),
+                reconnect: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
     /// Connects with default settings; see [`ChannelBuilder::connect`].
     pub async fn connect(target: &str) -> Result<Self, Status> {
         ChannelBuilder::new().connect(target).await
@@ -257,10 +294,13 @@ impl Channel {
         tracing::debug!(%target, "reconnected");
         fresh.stats.event(
             "reconnected",
-            format!("replaces connection #{}: {}", conn.stats.id(), conn
-                .unusable_reason()
-                .map(|s| s.to_string())
-                .unwrap_or_default()),
+            format!(
+                "replaces connection #{}: {}",
+                conn.stats.id(),
+                conn.unusable_reason()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            ),
         );
         match self.shared.current.lock() {
             Ok(mut guard) => *guard = Arc::clone(&fresh),

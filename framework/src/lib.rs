@@ -68,6 +68,8 @@ pub mod context;
 pub mod debug;
 #[cfg(feature = "rt")]
 pub mod discovery;
+#[cfg(all(unix, feature = "rt"))]
+pub mod process;
 #[cfg(feature = "rt")]
 pub mod select;
 #[cfg(feature = "rt")]

@@ -142,14 +142,17 @@ pub struct Plan {
     pub selection: Selection,
 }
 
-fn not_implemented() -> [(Transport, String); 5] {
+fn unusable_here() -> [(Transport, String); 5] {
     [
         (Transport::Shm, "not implemented in this version"),
         (
             Transport::Mmap,
             "for payloads over the bulk threshold; not implemented in this version",
         ),
-        (Transport::Pipe, "not implemented in this version"),
+        (
+            Transport::Pipe,
+            "the server is not this process's parent (pipes reach only a parent or child)",
+        ),
         (
             Transport::MessageQueue,
             "for one-way calls; not implemented in this version",
@@ -268,7 +271,7 @@ fn plan_for_entry(name: &str, entry: &Entry, forced: Option<Forced>) -> Result<P
             },
         });
     }
-    let mut rejected = not_implemented().to_vec();
+    let mut rejected = unusable_here().to_vec();
     if let Some(path) = unix {
         if tcp.is_some() {
             rejected.push((

@@ -3,7 +3,8 @@
 //! shuts down gracefully.
 
 mod connection;
-mod router;
+pub(crate) mod peer;
+pub(crate) mod router;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use crate::transport::tcp::TcpListener;
 use crate::transport::unix::UnixListener;
 use crate::transport::{Link, Listener};
 
-use router::Router;
+pub(crate) use router::Router;
 
 /// Where a server is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +37,16 @@ pub(crate) struct ServerConfig {
     pub(crate) frame_limit: u32,
     pub(crate) max_in_flight: usize,
     pub(crate) handshake_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            frame_limit: DEFAULT_FRAME_LIMIT,
+            max_in_flight: 1024,
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -64,6 +75,7 @@ pub struct ServerBuilder {
     grace: Duration,
     runtime_dir: Option<PathBuf>,
     introspection: bool,
+    debug_addr: Option<String>,
 }
 
 /// Entry point: `Server::builder()`.
@@ -82,14 +94,11 @@ impl Server {
             publish: true,
             unix: UnixSetting::Auto,
             tcp: None,
-            config: ServerConfig {
-                frame_limit: DEFAULT_FRAME_LIMIT,
-                max_in_flight: 1024,
-                handshake_timeout: Duration::from_secs(5),
-            },
+            config: ServerConfig::default(),
             grace: Duration::from_secs(30),
             runtime_dir: None,
             introspection: true,
+            debug_addr: None,
         }
     }
 }
@@ -165,6 +174,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves the debug endpoint (HTML page, JSON, `/metrics`) at `addr`
+    /// for the rest of the process's life: a port alone (`9901`) binds
+    /// 127.0.0.1, otherwise `host:port`. If it cannot bind, `start` logs a
+    /// warning and serves anyway. `SWITCHYARD_DEBUG_ADDR` does the same
+    /// without code; see `docs/debug-endpoint.md`.
+    pub fn debug_addr(mut self, addr: impl Into<String>) -> Self {
+        self.debug_addr = Some(addr.into());
+        self
+    }
+
     /// The runtime directory for the registry and the default socket.
     pub fn runtime_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.runtime_dir = Some(dir.into());
@@ -176,13 +195,18 @@ impl ServerBuilder {
         if let Some(status) = self.errors.into_iter().next() {
             return Err(status);
         }
+        crate::debug::ensure_from_env();
+        if let Some(addr) = &self.debug_addr {
+            crate::debug::start_or_warn(addr, "ServerBuilder::debug_addr");
+        }
         // Published names are the user's services, not the introspection one.
         let service_names = self.router.names();
         let service_infos = self.router.infos();
         if self.introspection {
-            self.router.add(Arc::new(
-                crate::debug::IntrospectionServer::new(crate::debug::ProcessIntrospection),
-            ))?;
+            self.router
+                .add(Arc::new(crate::debug::IntrospectionServer::new(
+                    crate::debug::ProcessIntrospection,
+                )))?;
         }
         let needs_registry = self.publish || matches!(self.unix, UnixSetting::Auto);
         let registry = if needs_registry {

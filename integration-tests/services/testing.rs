@@ -32,6 +32,8 @@ pub trait Testing {
     async fn record(&self, path: String, line: String);
     /// Returns a payload of `len` bytes.
     async fn payload(&self, len: u64) -> Vec<u8>;
+    /// The serving process's id.
+    async fn pid(&self) -> u32;
     /// The trace id of this call, as the handler sees it.
     async fn trace_id(&self) -> Option<String>;
     /// Calls `trace_id` and `deadline_left` on the server at `target` from

@@ -107,6 +107,10 @@ impl Testing for TestingImpl {
         }
     }
 
+    async fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
     async fn trace_id(&self) -> Option<String> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         switchyard::Context::current()?

@@ -143,17 +143,28 @@ async fn trace_context_and_deadlines_follow_a_call_chain_across_processes() {
     let back = ServerProcess::start(&["--tcp"]);
     within(LIMIT, async {
         let client = TestingClient::new(front.channel().await);
-        let first = client.trace_id().await.unwrap().expect("every call carries a trace");
+        let first = client
+            .trace_id()
+            .await
+            .unwrap()
+            .expect("every call carries a trace");
         let second = client.trace_id().await.unwrap().unwrap();
         assert_eq!(first.len(), 32);
-        assert_ne!(first, second, "calls from outside a handler start new traces");
+        assert_ne!(
+            first, second,
+            "calls from outside a handler start new traces"
+        );
         let (own, downstream, left) = client
             .with_timeout(Duration::from_secs(10))
             .forward(back.endpoint("tcp"))
             .await
             .unwrap();
         let own = own.expect("the front handler sees a trace");
-        assert_eq!(downstream.as_deref(), Some(own.as_str()), "the chain keeps one trace id");
+        assert_eq!(
+            downstream.as_deref(),
+            Some(own.as_str()),
+            "the chain keeps one trace id"
+        );
         let left = left.expect("the downstream call inherits the deadline");
         assert!(left > 5_000 && left <= 10_000, "{left} ms left downstream");
     })

@@ -12,15 +12,15 @@ use super::Channel;
 use super::connection::Connection;
 use crate::codec::Codec;
 use crate::context::Context;
-use crate::trace::{TRACEPARENT, TraceContext};
+use crate::debug::recorder::MethodCounters;
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::protocol::call::deadline_budget;
-use crate::debug::recorder::MethodCounters;
 use crate::protocol::frame::{HEADER_LEN, Header, Kind, finish_frame, start_frame};
 use crate::protocol::metadata::Metadata;
 use crate::protocol::status::{Code, Status};
 use crate::select::Selection;
 use crate::session::{Outgoing, frame_status, status_frame};
+use crate::trace::{TRACEPARENT, TraceContext};
 
 /// The untyped client that generated `FooClient`s wrap: a [`Channel`], the
 /// service it calls, and per-client call options (deadline, metadata).
@@ -230,21 +230,19 @@ impl ClientCore {
         conn.stats.started();
         let received = match deadline {
             None => response.await,
-            Some(deadline) => {
-                match tokio::time::timeout_at(deadline.into(), response).await {
-                    Ok(received) => received,
-                    Err(_) => {
-                        guard.code = Code::DeadlineExceeded;
-                        return Err(Status::deadline_exceeded(format!(
-                            "{} did not complete within its deadline of {:?} ({}); the call was \
+            Some(deadline) => match tokio::time::timeout_at(deadline.into(), response).await {
+                Ok(received) => received,
+                Err(_) => {
+                    guard.code = Code::DeadlineExceeded;
+                    return Err(Status::deadline_exceeded(format!(
+                        "{} did not complete within its deadline of {:?} ({}); the call was \
                              cancelled — raise the timeout if the work needs longer",
-                            method.full_name,
-                            deadline.saturating_duration_since(now),
-                            conn.url
-                        )));
-                    }
+                        method.full_name,
+                        deadline.saturating_duration_since(now),
+                        conn.url
+                    )));
                 }
-            }
+            },
         };
         guard.armed = false;
         let frame = match received {

@@ -52,14 +52,14 @@ pub(crate) struct Connection {
     pub(crate) calls: Mutex<ClientCalls<Waiter>>,
     closed: OnceLock<Status>,
     draining: AtomicBool,
-    _stop_reader: oneshot::Sender<()>,
+    _stop_reader: Option<oneshot::Sender<()>>,
 }
 
 impl Connection {
     /// Runs the handshake on `link` and starts the connection's tasks.
     pub(crate) async fn open<L: Link>(
         link: L,
-        mut selection: Selection,
+        selection: Selection,
         config: &ConnectionConfig,
     ) -> Result<Arc<Self>, Status> {
         let peer = link.peer();
@@ -73,8 +73,50 @@ impl Connection {
         let peer_hello = read_hello(&mut rx, Role::Server, config.handshake_timeout, &mut rest)
             .await
             .map_err(|s| Status::new(s.code(), format!("handshake with {url}: {}", s.message())))?;
+        let (outgoing, queue) = mpsc::channel(OUTGOING_QUEUE);
+        let (stop_reader, stopped) = oneshot::channel();
+        let conn = Self::established(
+            selection,
+            peer,
+            &hello,
+            peer_hello,
+            outgoing,
+            config,
+            Some(stop_reader),
+        );
+        let weak = Arc::downgrade(&conn);
+        let writer_weak = weak.clone();
+        tokio::spawn(async move {
+            if let Err(err) = write_loop(tx, queue).await
+                && let Some(conn) = writer_weak.upgrade()
+            {
+                conn.close(Status::unavailable(format!(
+                    "writing to {} failed: {err}",
+                    conn.url
+                )));
+            }
+        });
+        tokio::spawn(read_loop(weak, rx, rest, stopped));
+        tracing::debug!(url = %conn.url, transport = %conn.selection.transport, "connected");
+        Ok(conn)
+    }
+
+    /// A connection whose handshake is done, for calls over a link that
+    /// something else reads (a peer link such as a pipe, where one driver
+    /// serves the other side's calls and hands this connection the
+    /// responses through [`handle`](Self::handle)).
+    pub(crate) fn established(
+        mut selection: Selection,
+        peer: PeerInfo,
+        hello: &Hello,
+        peer_hello: Hello,
+        outgoing: mpsc::Sender<Outgoing>,
+        config: &ConnectionConfig,
+        stop_reader: Option<oneshot::Sender<()>>,
+    ) -> Arc<Self> {
         crate::select::note_locality(&mut selection, &hello.host, &peer_hello.host);
         let transport = selection.transport;
+        let url = peer.addr.clone();
         let methods = peer_hello
             .services
             .iter()
@@ -97,10 +139,11 @@ impl Connection {
                 locality: hello.host.locality(&peer_hello.host).describe().to_owned(),
             },
         );
-        stats.event("connected", format!("{transport} to {url}: {}", selection.reason));
-        let (outgoing, queue) = mpsc::channel(OUTGOING_QUEUE);
-        let (stop_reader, stopped) = oneshot::channel();
-        let conn = Arc::new(Self {
+        stats.event(
+            "connected",
+            format!("{transport} to {url}: {}", selection.reason),
+        );
+        Arc::new(Self {
             selection,
             peer,
             peer_frame_limit: peer_hello.max_frame,
@@ -114,22 +157,7 @@ impl Connection {
             closed: OnceLock::new(),
             draining: AtomicBool::new(false),
             _stop_reader: stop_reader,
-        });
-        let weak = Arc::downgrade(&conn);
-        let writer_weak = weak.clone();
-        tokio::spawn(async move {
-            if let Err(err) = write_loop(tx, queue).await
-                && let Some(conn) = writer_weak.upgrade()
-            {
-                conn.close(Status::unavailable(format!(
-                    "writing to {} failed: {err}",
-                    conn.url
-                )));
-            }
-        });
-        tokio::spawn(read_loop(weak, rx, rest, stopped));
-        tracing::debug!(url = %conn.url, transport = %conn.selection.transport, "connected");
-        Ok(conn)
+        })
     }
 
     /// Whether new calls may use this connection.
@@ -225,7 +253,9 @@ impl Connection {
         }
     }
 
-    fn handle(&self, decoded: Decoded) {
+    /// Takes a frame the peer sent this side as a caller: a response, a
+    /// goaway, a ping.
+    pub(crate) fn handle(&self, decoded: Decoded) {
         let frame = match decoded {
             Decoded::Frame(frame) => frame,
             Decoded::Oversized(header) => {

@@ -118,7 +118,11 @@ mod tests {
             last = b;
             if us > 0 && b < BUCKETS - 1 {
                 assert!(upper_us(b) > us as f64, "{us} -> {}", upper_us(b));
-                assert!(upper_us(b) <= us as f64 * 1.25 + 1.0, "{us} -> {}", upper_us(b));
+                assert!(
+                    upper_us(b) <= us as f64 * 1.25 + 1.0,
+                    "{us} -> {}",
+                    upper_us(b)
+                );
             }
         }
     }
@@ -137,8 +141,15 @@ mod tests {
         assert!((10_000.0..=12_500.0).contains(&p99), "{p99}");
         let (cumulative, sum) = h.cumulative();
         assert_eq!(cumulative.last().unwrap().1, 100);
-        assert!(cumulative.windows(2).all(|w| w[0].1 <= w[1].1 && w[0].0 < w[1].0));
-        let at_64us = cumulative.iter().find(|(le, _)| (*le - 64e-6).abs() < 1e-12).unwrap();
+        assert!(
+            cumulative
+                .windows(2)
+                .all(|w| w[0].1 <= w[1].1 && w[0].0 < w[1].0)
+        );
+        let at_64us = cumulative
+            .iter()
+            .find(|(le, _)| (*le - 64e-6).abs() < 1e-12)
+            .unwrap();
         assert_eq!(at_64us.1, 98);
         assert!((sum - (98.0 * 50e-6 + 0.02)).abs() < 1e-6);
     }

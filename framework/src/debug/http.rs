@@ -105,73 +105,81 @@ impl Drop for DebugEndpoint {
     }
 }
 
-/// An endpoint that lives as long as the process, on a thread of its own.
-#[derive(Debug)]
-struct ProcessEndpoint {
-    local_addr: SocketAddr,
+impl DebugEndpoint {
+    /// Starts an endpoint at `addr` that serves for the rest of the
+    /// process's life on a thread of its own (independent of any tokio
+    /// runtime), and returns the address it listens on. Asking again for
+    /// the same `addr` returns the endpoint already running.
+    ///
+    /// `addr` is read as [`bind`](Self::bind) reads it.
+    pub fn for_process(addr: &str) -> io::Result<SocketAddr> {
+        let key = addr.trim().to_owned();
+        let mut started = match process_endpoints().lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(local_addr) = started.get(&key) {
+            return Ok(*local_addr);
+        }
+        let local_addr = start_process_endpoint(&key)?;
+        tracing::info!(
+            json = %format!("http://{local_addr}{JSON_PATH}"),
+            metrics = %format!("http://{local_addr}{METRICS_PATH}"),
+            "switchyard debug endpoint: http://{local_addr}{HTML_PATH}"
+        );
+        started.insert(key, local_addr);
+        Ok(local_addr)
+    }
+
+    /// Starts the process's endpoint at `SWITCHYARD_DEBUG_ADDR`, if the
+    /// variable is set, and returns its address. The variable is read once
+    /// per process; a value that cannot be bound is logged as a warning
+    /// that says what to do, and the process goes on without the endpoint.
+    pub fn from_env() -> Option<SocketAddr> {
+        static FROM_ENV: OnceLock<Option<SocketAddr>> = OnceLock::new();
+        *FROM_ENV.get_or_init(|| match std::env::var(ENV_VAR) {
+            Ok(value) if value.trim().is_empty() => None,
+            Ok(value) => start_or_warn(&value, ENV_VAR),
+            Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(raw)) => {
+                tracing::warn!(
+                    value = ?raw,
+                    "{ENV_VAR} is not valid UTF-8, so the switchyard debug endpoint is off; \
+                     set it to a port (9901, which binds 127.0.0.1) or host:port \
+                     (127.0.0.1:9901)"
+                );
+                None
+            }
+        })
+    }
 }
 
-/// Endpoints started for the process, by the address they were asked for.
-fn process_endpoints() -> &'static Mutex<BTreeMap<String, Option<ProcessEndpoint>>> {
-    static ENDPOINTS: OnceLock<Mutex<BTreeMap<String, Option<ProcessEndpoint>>>> =
-        OnceLock::new();
+/// Process-lifetime endpoints, by the address they were asked for.
+fn process_endpoints() -> &'static Mutex<BTreeMap<String, SocketAddr>> {
+    static ENDPOINTS: OnceLock<Mutex<BTreeMap<String, SocketAddr>>> = OnceLock::new();
     ENDPOINTS.get_or_init(|| Mutex::new(BTreeMap::new()))
 }
 
-/// Starts the endpoint named by `SWITCHYARD_DEBUG_ADDR`, once per process,
-/// if the variable is set. An unusable value is logged, never fatal.
+/// What the runtime calls when a server starts or a channel connects:
+/// [`DebugEndpoint::from_env`], once per process.
 pub(crate) fn ensure_from_env() {
-    static CHECKED: OnceLock<()> = OnceLock::new();
-    CHECKED.get_or_init(|| match std::env::var(ENV_VAR) {
-        Ok(value) if value.trim().is_empty() => {}
-        Ok(value) => {
-            let _ = ensure_at(&value, ENV_VAR);
-        }
-        Err(std::env::VarError::NotPresent) => {}
-        Err(std::env::VarError::NotUnicode(raw)) => tracing::warn!(
-            value = ?raw,
-            "{ENV_VAR} is not valid UTF-8; the debug endpoint is off. Set it to a port \
-             (9901) or a loopback address (127.0.0.1:9901)"
-        ),
-    });
+    let _ = DebugEndpoint::from_env();
 }
 
-/// Starts a process-lifetime endpoint at `addr` unless one was already
-/// started for that same value; `source` names where the value came from
-/// (for the log). Returns the bound address, or `None` if it could not bind
-/// (logged as a warning that says what to do).
-pub(crate) fn ensure_at(addr: &str, source: &str) -> Option<SocketAddr> {
-    let key = addr.trim().to_owned();
-    let mut endpoints = match process_endpoints().lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    if let Some(started) = endpoints.get(&key) {
-        return started.as_ref().map(|e| e.local_addr);
-    }
-    let started = match start_process_endpoint(&key) {
-        Ok(local_addr) => {
-            tracing::info!(
-                url = %format!("http://{local_addr}{HTML_PATH}"),
-                json = %format!("http://{local_addr}{JSON_PATH}"),
-                metrics = %format!("http://{local_addr}{METRICS_PATH}"),
-                "switchyard debug endpoint listening ({source})"
-            );
-            Some(ProcessEndpoint { local_addr })
-        }
+/// [`DebugEndpoint::for_process`] for a configured value (a builder
+/// option); `source` names the setting in the warning if it cannot bind.
+pub(crate) fn start_or_warn(addr: &str, source: &str) -> Option<SocketAddr> {
+    match DebugEndpoint::for_process(addr) {
+        Ok(local_addr) => Some(local_addr),
         Err(err) => {
             tracing::warn!(
-                value = %key,
-                "the switchyard debug endpoint is off: {source}={key:?}: {err}. Set it to a \
-                 free port (9901, which binds 127.0.0.1) or host:port (127.0.0.1:9901), or \
-                 unset it"
+                "the switchyard debug endpoint is off: {source}={:?}: {err}; set it to a free \
+                 port (9901, which binds 127.0.0.1) or host:port (127.0.0.1:9901)",
+                addr.trim()
             );
             None
         }
-    };
-    let local_addr = started.as_ref().map(|e| e.local_addr);
-    endpoints.insert(key, started);
-    local_addr
+    }
 }
 
 /// Binds synchronously (so errors are reported to the caller) and serves on
@@ -237,7 +245,9 @@ fn parse_addr(addr: &str) -> io::Result<BindAddr> {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
             Ok(BindAddr::Host(addr.to_owned()))
         }
-        _ => Err(invalid("expected a port (9901) or host:port (127.0.0.1:9901)")),
+        _ => Err(invalid(
+            "expected a port (9901) or host:port (127.0.0.1:9901)",
+        )),
     }
 }
 
@@ -437,15 +447,12 @@ fn answer(request: &Request<'_>, loopback: bool) -> Response {
             allow: false,
             head_only: false,
         },
-        Page::Json => match serde_json::to_vec_pretty(&snapshot) {
-            Ok(body) => Response {
-                status: 200,
-                content_type: "application/json",
-                body,
-                allow: false,
-                head_only: false,
-            },
-            Err(err) => Response::text(500, format!("could not encode the model: {err}\n")),
+        Page::Json => Response {
+            status: 200,
+            content_type: "application/json",
+            body: super::render_json(&snapshot).into_bytes(),
+            allow: false,
+            head_only: false,
         },
         Page::Metrics => Response {
             status: 200,
@@ -656,7 +663,12 @@ mod tests {
         ] {
             assert!(host_is_local(good), "{good}");
         }
-        for bad in ["evil.example", "evil.example:9901", "[evil]:1", "localhost.evil"] {
+        for bad in [
+            "evil.example",
+            "evil.example:9901",
+            "[evil]:1",
+            "localhost.evil",
+        ] {
             assert!(!host_is_local(bad), "{bad}");
         }
         let request = Request {

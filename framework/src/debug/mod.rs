@@ -7,14 +7,21 @@
 //! `switchyard inspect` all render that one [`Snapshot`].
 
 mod histogram;
+mod html;
+mod http;
 pub mod model;
+mod prometheus;
 pub(crate) mod recorder;
 pub mod service;
+pub mod table;
 
 pub use model::{
-    ConnectionInfo, Event, Latency, ListenerInfo, MethodInfo, MethodStats, PeerInfo,
-    ProcessInfo, Rejected, ServiceInfo, Snapshot,
+    ConnectionInfo, Event, Latency, ListenerInfo, MethodInfo, MethodStats, PeerInfo, ProcessInfo,
+    Rejected, ServiceInfo, Snapshot,
 };
+
+pub use http::{DebugEndpoint, ENV_VAR as DEBUG_ADDR_ENV, HTML_PATH, JSON_PATH, METRICS_PATH};
+pub(crate) use http::{ensure_from_env, start_or_warn};
 
 pub use service::{
     INTROSPECTION_DESCRIPTOR, Introspection, IntrospectionClient, IntrospectionServer,
@@ -49,4 +56,20 @@ pub fn snapshot() -> Snapshot {
         connections: recorder.connections(),
         methods: recorder.method_stats(),
     }
+}
+
+/// `snapshot` as the HTML page the debug endpoint serves.
+pub fn render_html(snapshot: &Snapshot) -> String {
+    html::render(snapshot)
+}
+
+/// `snapshot` as the JSON the debug endpoint serves.
+pub fn render_json(snapshot: &Snapshot) -> String {
+    // A Snapshot holds only strings, numbers and maps with string keys.
+    serde_json::to_string_pretty(snapshot).unwrap_or_default()
+}
+
+/// `snapshot` as the Prometheus text `/metrics` serves.
+pub fn render_prometheus(snapshot: &Snapshot) -> String {
+    prometheus::render(snapshot)
 }

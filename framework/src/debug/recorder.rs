@@ -30,7 +30,9 @@ pub(crate) fn now_unix_ms() -> u64 {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every critical section here only copies data; a poisoned lock still
     // holds consistent data.
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Which side of a connection this process is.
@@ -347,7 +349,13 @@ impl MethodCounters {
             .fetch_add(received as u64, Ordering::Relaxed);
     }
 
-    fn snapshot(&self, service: &str, method: &str, transport: Transport, side: Side) -> MethodStats {
+    fn snapshot(
+        &self,
+        service: &str,
+        method: &str,
+        transport: Transport,
+        side: Side,
+    ) -> MethodStats {
         let (count, p50_us, p99_us) = self.latency.percentiles();
         let (histogram, latency_sum_seconds) = self.latency.cumulative();
         let errors = Code::ALL

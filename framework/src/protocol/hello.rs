@@ -5,7 +5,7 @@
 //! then UTF-8 bytes:
 //!
 //! ```text
-//! u8  role (0 client, 1 server)
+//! u8  role (0 client, 1 server, 2 peer)
 //! str boot id        str machine id      str hostname
 //! u64 IPC namespace inode                u64 network namespace inode
 //! u32 pid            u32 uid             str process name
@@ -26,6 +26,9 @@ pub enum Role {
     Client,
     /// The side that accepted.
     Server,
+    /// Either side of a link on which both ends serve and call (a pipe
+    /// between a parent and its child).
+    Peer,
 }
 
 /// Facts that tell whether two processes share a host, and how closely.
@@ -166,7 +169,7 @@ pub enum HelloError {
         field: &'static str,
     },
     /// The role byte is neither 0 nor 1.
-    #[error("hello role {found} is neither 0 (client) nor 1 (server)")]
+    #[error("hello role {found} is not 0 (client), 1 (server) or 2 (peer)")]
     BadRole {
         /// What was found.
         found: u8,
@@ -179,6 +182,7 @@ impl Hello {
         out.push(match self.role {
             Role::Client => 0,
             Role::Server => 1,
+            Role::Peer => 2,
         });
         put_str(out, &self.host.boot_id);
         put_str(out, &self.host.machine_id);
@@ -211,6 +215,7 @@ impl Hello {
         let role = match r.u8("role")? {
             0 => Role::Client,
             1 => Role::Server,
+            2 => Role::Peer,
             found => return Err(HelloError::BadRole { found }),
         };
         let host = HostIdentity {

@@ -14,22 +14,23 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use super::{Phase, ServerShared};
+use crate::client::Connection;
 use crate::context::{ConnectionInfo, Context};
 use crate::debug::model::PeerInfo as PeerModel;
 use crate::debug::recorder::{ConnectionStats, MethodCounters, Side, counters_by_id, recorder};
-use crate::protocol::status::Code;
-use crate::select::Selection;
 use crate::protocol::call::ServerCalls;
 use crate::protocol::frame::{Decoded, Frame, HEADER_LEN, Header, Kind};
-use crate::protocol::hello::Role;
+use crate::protocol::hello::{Hello, Role};
 use crate::protocol::metadata::Metadata;
+use crate::protocol::status::Code;
 use crate::protocol::status::Status;
+use crate::select::Selection;
 use crate::service::{Reply, Request};
 use crate::session::{
     OUTGOING_QUEUE, Outgoing, hello_frame, local_hello, pong_frame, read_hello, status_frame,
     write_loop,
 };
-use crate::transport::{Link, LinkRx};
+use crate::transport::{Link, LinkRx, PeerInfo};
 
 type Outcome = (u64, bool, Result<Reply, Status>);
 
@@ -60,12 +61,7 @@ pub(crate) async fn serve<L: Link>(
             return;
         }
     };
-    let hello = local_hello(
-        Role::Server,
-        shared.router.infos(),
-        shared.config.frame_limit,
-        u32::try_from(shared.config.max_in_flight).unwrap_or(u32::MAX),
-    );
+    let hello = server_hello(&shared, Role::Server);
     if crate::transport::LinkTx::send(&mut tx, &hello_frame(&hello))
         .await
         .is_err()
@@ -74,49 +70,118 @@ pub(crate) async fn serve<L: Link>(
     }
     let (outgoing, queue) = mpsc::channel(OUTGOING_QUEUE);
     let writer = tokio::spawn(write_loop(tx, queue));
-    let info = Arc::new(ConnectionInfo {
-        transport,
-        peer,
-        peer_process: client.process_name.clone(),
-        peer_claimed_pid: client.pid,
-    });
-    tracing::debug!(peer = %info.peer.addr, %transport, client = %client.process_name, "accepted");
     let selection = Selection {
         transport,
         reason: format!("the client connected to this server's {transport} listener"),
         rejected: Vec::new(),
     };
+    let link = Established {
+        peer,
+        hello,
+        peer_hello: client,
+        selection,
+        frames,
+        outgoing,
+        client: None,
+    };
+    drive(shared, link, &mut rx, &mut phase).await;
+    let _ = writer.await;
+}
+
+/// This server's hello in `role`.
+pub(crate) fn server_hello(shared: &ServerShared, role: Role) -> Hello {
+    local_hello(
+        role,
+        shared.router.infos(),
+        shared.config.frame_limit,
+        u32::try_from(shared.config.max_in_flight).unwrap_or(u32::MAX),
+    )
+}
+
+/// A link whose handshake is done, ready for [`drive`].
+pub(crate) struct Established {
+    pub(crate) peer: PeerInfo,
+    pub(crate) hello: Hello,
+    pub(crate) peer_hello: Hello,
+    pub(crate) selection: Selection,
+    /// Frames that arrived right behind the peer's hello.
+    pub(crate) frames: Vec<Decoded>,
+    /// The queue of the link's writer task.
+    pub(crate) outgoing: mpsc::Sender<Outgoing>,
+    /// On a peer link, this side's calls to the other side: responses are
+    /// handed to it.
+    pub(crate) client: Option<Arc<Connection>>,
+}
+
+/// Why [`drive`] returned.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// The peer closed the link.
+    PeerClosed,
+    /// The peer broke the protocol or the link failed.
+    Failed(String),
+    /// The server stopped.
+    Stopped,
+}
+
+/// Serves requests arriving on `rx` (and, on a peer link, passes responses
+/// to this side's caller) until the link ends or the server stops.
+pub(crate) async fn drive<R: LinkRx>(
+    shared: Arc<ServerShared>,
+    link: Established,
+    rx: &mut R,
+    phase: &mut watch::Receiver<Phase>,
+) -> End {
+    let transport = link.selection.transport;
+    let peer_hello = &link.peer_hello;
+    let info = Arc::new(ConnectionInfo {
+        transport,
+        peer: link.peer,
+        peer_process: peer_hello.process_name.clone(),
+        peer_claimed_pid: peer_hello.pid,
+    });
+    tracing::debug!(peer = %info.peer.addr, %transport, client = %peer_hello.process_name, "accepted");
     let stats = recorder().connection(
         Side::Server,
-        &selection,
+        &link.selection,
         PeerModel {
             addr: info.peer.addr.clone(),
-            pid: info.peer.pid.or(Some(client.pid)),
+            pid: info.peer.pid.or(Some(peer_hello.pid)),
             uid: info.peer.uid,
-            process: client.process_name.clone(),
-            hostname: client.host.hostname.clone(),
-            locality: hello.host.locality(&client.host).describe().to_owned(),
+            process: peer_hello.process_name.clone(),
+            hostname: peer_hello.host.hostname.clone(),
+            locality: link
+                .hello
+                .host
+                .locality(&peer_hello.host)
+                .describe()
+                .to_owned(),
         },
     );
     stats.event(
         "accepted",
-        format!("{} (pid {}) over {transport}", client.process_name, client.pid),
+        format!(
+            "{} (pid {}) over {transport}",
+            peer_hello.process_name, peer_hello.pid
+        ),
     );
     let counters = counters_by_id(shared.router.methods(), transport, Side::Server);
     let max_in_flight = shared.config.max_in_flight;
     let mut conn = ServerConnection {
         shared,
         info,
-        outgoing,
+        outgoing: link.outgoing,
         calls: ServerCalls::new(max_in_flight),
         handlers: FuturesUnordered::new(),
-        client_frame_limit: client.max_frame,
+        client_frame_limit: peer_hello.max_frame,
         draining: false,
         reading: true,
         stats,
         counters,
+        client: link.client,
+        end: End::Stopped,
     };
-    conn.run(&mut rx, frames, &mut phase).await;
+    conn.run(rx, link.frames, phase).await;
     conn.stats.closed();
     conn.stats.event(
         "closed",
@@ -124,8 +189,7 @@ pub(crate) async fn serve<L: Link>(
     );
     // Dropping the handlers cancels whatever still runs; dropping the sender
     // lets the writer flush and close.
-    drop(conn);
-    let _ = writer.await;
+    std::mem::replace(&mut conn.end, End::Stopped)
 }
 
 struct ServerConnection {
@@ -144,6 +208,10 @@ struct ServerConnection {
     stats: Arc<ConnectionStats>,
     /// Per-method counters, by method id.
     counters: HashMap<u32, Arc<MethodCounters>>,
+    /// This side's calls over the same link (peer links only).
+    client: Option<Arc<Connection>>,
+    /// Why the connection ended.
+    end: End,
 }
 
 /// A call being handled.
@@ -181,9 +249,11 @@ impl ServerConnection {
                     // The client is gone: nobody waits for the handlers.
                     Ok(false) => {
                         self.stats.event("peer closed", "the client closed the connection");
+                        self.end = End::PeerClosed;
                         return;
                     }
                     Err(err) => {
+                        self.end = End::Failed(err.to_string());
                         // Frames decoded before the bad bytes are still served.
                         for decoded in std::mem::take(&mut frames) {
                             if self.handle(decoded).await.is_err() {
@@ -244,6 +314,8 @@ impl ServerConnection {
                     ));
                     self.send(status_frame(Kind::Response, header.call_id, &status))
                         .await;
+                } else if let (Kind::Response, Some(client)) = (header.kind, &self.client) {
+                    client.handle(Decoded::Oversized(header));
                 } else {
                     tracing::warn!(kind = ?header.kind, len = header.body_len(), "dropped an oversized frame");
                 }
@@ -268,7 +340,11 @@ impl ServerConnection {
             Kind::Hello => {
                 return Err(Status::invalid_argument("a second hello on one connection"));
             }
-            Kind::Response | Kind::Pong | Kind::GoAway => {}
+            Kind::Response | Kind::Pong | Kind::GoAway => {
+                if let Some(client) = &self.client {
+                    client.handle(Decoded::Frame(frame));
+                }
+            }
         }
         Ok(())
     }
@@ -399,8 +475,13 @@ impl ServerConnection {
             self.send(frame).await;
         }
         if let Some(counters) = counters {
-            self.stats
-                .finished(counters, status.code(), Some(started.elapsed()), sent, received);
+            self.stats.finished(
+                counters,
+                status.code(),
+                Some(started.elapsed()),
+                sent,
+                received,
+            );
         }
     }
 
@@ -436,7 +517,10 @@ impl ServerConnection {
                          for less per call or raise the client's ChannelBuilder::max_frame",
                         self.client_frame_limit
                     ));
-                    (status.code(), status_frame(Kind::Response, call_id, &status))
+                    (
+                        status.code(),
+                        status_frame(Kind::Response, call_id, &status),
+                    )
                 } else {
                     let mut header = Header::new(Kind::Response, call_id);
                     header.payload_len = crate::protocol::frame::len_u32(body);
@@ -444,7 +528,10 @@ impl ServerConnection {
                     (Code::Ok, buf)
                 }
             }
-            Err(status) => (status.code(), status_frame(Kind::Response, call_id, &status)),
+            Err(status) => (
+                status.code(),
+                status_frame(Kind::Response, call_id, &status),
+            ),
         };
         self.stats.finished(
             &call.counters,

@@ -14,6 +14,11 @@ mod imp;
 
 pub use imp::{host_identity, process_alive, process_name, process_start_time};
 
+#[cfg(all(unix, feature = "rt"))]
+pub mod inherit;
+#[cfg(target_os = "linux")]
+pub mod mqueue;
+
 /// The calling process's id.
 pub fn pid() -> u32 {
     std::process::id()

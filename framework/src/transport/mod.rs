@@ -15,6 +15,9 @@ use std::io;
 use crate::protocol::frame::{Decoded, FrameError};
 
 pub mod memory;
+#[cfg(target_os = "linux")]
+pub mod mqueue;
+pub mod pipe;
 pub mod stream;
 pub mod tcp;
 pub mod unix;
@@ -80,7 +83,7 @@ impl Transport {
 
     /// Whether this build can open connections over the transport.
     pub fn is_available(self) -> bool {
-        matches!(self, Self::Unix | Self::Tcp | Self::Memory)
+        matches!(self, Self::Unix | Self::Tcp | Self::Memory | Self::Pipe)
     }
 }
 

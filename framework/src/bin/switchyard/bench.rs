@@ -1,0 +1,714 @@
+//! The transport matrix: for every transport this build can use between
+//! processes, a round trip over the raw OS path and over switchyard,
+//! measured in the same run, in one table.
+//!
+//! `switchyard bench` runs it, and so does `cargo bench -p switchyard --bench
+//! unary`, which compiles this file into the bench with `#[path]`. The
+//! server side (a switchyard `Server` with an `echo` service, or a raw echo
+//! loop) runs in a child process: the binary re-executes itself with
+//! `SWITCHYARD_BENCH_CHILD` naming the child's role. Client and child are
+//! pinned to CPUs 0 and 1 when the machine has two or more
+//! (`SWITCHYARD_BENCH_PIN=0` turns that off).
+//!
+//! Per path: p50/p99 of a 64-byte round trip (one call at a time), calls/s
+//! with 32 calls in flight on one connection, the ratios to the raw path of
+//! the same kind, and the CPU time each side spent per call in both phases.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use switchyard::{Channel, Server, Transport};
+
+/// The benchmarked service.
+#[switchyard::service]
+pub(crate) trait Bench {
+    /// Returns its argument.
+    async fn echo(&self, data: Vec<u8>) -> Vec<u8>;
+}
+
+struct Echo;
+
+impl Bench for Echo {
+    async fn echo(&self, data: Vec<u8>) -> Vec<u8> {
+        data
+    }
+}
+
+/// Payload size of every round trip, bytes.
+pub(crate) const MESSAGE: usize = 64;
+/// Calls in flight in the throughput phase.
+pub(crate) const CONCURRENCY: usize = 32;
+/// Set in a child process: its role (`raw-unix`, `raw-tcp`, `switchyard`).
+const CHILD_ENV: &str = "SWITCHYARD_BENCH_CHILD";
+/// Set in a child process: the scratch directory.
+const DIR_ENV: &str = "SWITCHYARD_RUNTIME_DIR";
+
+/// How long to measure.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Settings {
+    /// Measured round trips, one at a time.
+    pub(crate) iterations: u64,
+    /// Round trips before measuring.
+    pub(crate) warmup: u64,
+    /// How long the throughput phase runs.
+    pub(crate) throughput_for: Duration,
+}
+
+impl Settings {
+    /// The full run: 100 000 round trips after 10 000, 3 s of throughput.
+    pub(crate) fn full() -> Self {
+        Self {
+            iterations: 100_000,
+            warmup: 10_000,
+            throughput_for: Duration::from_secs(3),
+        }
+    }
+
+    /// A short run for a quick look (noisier).
+    pub(crate) fn quick() -> Self {
+        Self {
+            iterations: 5_000,
+            warmup: 500,
+            throughput_for: Duration::from_millis(500),
+        }
+    }
+
+    /// One sentence on what is measured.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{MESSAGE}-byte round trips: {} measured one at a time after {} warm-up; \
+             calls/s over {:.1} s with {CONCURRENCY} calls in flight on one connection",
+            self.iterations,
+            self.warmup,
+            self.throughput_for.as_secs_f64()
+        )
+    }
+}
+
+/// CPU time per call, µs, of each side (None where /proc could not tell).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Cpu {
+    /// The calling process.
+    pub(crate) client_us: Option<f64>,
+    /// The serving child.
+    pub(crate) server_us: Option<f64>,
+}
+
+impl Cpu {
+    /// `client+server`, e.g. `4.1+4.3`.
+    pub(crate) fn text(&self) -> String {
+        let one = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.1}"));
+        format!("{}+{}", one(self.client_us), one(self.server_us))
+    }
+}
+
+/// What one path measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Figures {
+    /// Median round trip, µs.
+    pub(crate) p50_us: f64,
+    /// 99th percentile round trip, µs.
+    pub(crate) p99_us: f64,
+    /// Calls per second with [`CONCURRENCY`] in flight.
+    pub(crate) calls_per_s: f64,
+    /// CPU per call, one call at a time.
+    pub(crate) cpu_one: Cpu,
+    /// CPU per call, [`CONCURRENCY`] in flight.
+    pub(crate) cpu_many: Cpu,
+}
+
+/// One line of the table.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Row {
+    /// `raw unix socket`, `switchyard unix`, ...
+    pub(crate) path: String,
+    /// The transport's lower-case name.
+    pub(crate) transport: &'static str,
+    /// The figures.
+    pub(crate) figures: Figures,
+    /// The raw path of the same kind, for switchyard rows.
+    pub(crate) base: Option<Figures>,
+}
+
+impl Row {
+    /// Whether this is a raw OS path.
+    pub(crate) fn is_raw(&self) -> bool {
+        self.base.is_none()
+    }
+
+    /// p50, p99 and calls/s, each over the raw path's.
+    pub(crate) fn ratios(&self) -> Option<[f64; 3]> {
+        let (f, b) = (&self.figures, self.base.as_ref()?);
+        Some([
+            f.p50_us / b.p50_us,
+            f.p99_us / b.p99_us,
+            f.calls_per_s / b.calls_per_s,
+        ])
+    }
+}
+
+/// A whole run.
+#[derive(Clone, Debug)]
+pub(crate) struct Outcome {
+    /// What was measured.
+    pub(crate) settings: Settings,
+    /// Whether client and server were pinned to CPUs 0 and 1.
+    pub(crate) pinned: bool,
+    /// Raw, then switchyard, per transport.
+    pub(crate) rows: Vec<Row>,
+    /// Transports not measured, and why.
+    pub(crate) skipped: Vec<(Transport, &'static str)>,
+}
+
+/// In a child process (the environment names its role): serves, and returns
+/// true once done. In the parent: returns false at once.
+pub(crate) fn run_child_if_asked() -> bool {
+    let Ok(role) = std::env::var(CHILD_ENV) else {
+        return false;
+    };
+    // The parent holds our stdin open; when it goes (even killed), so do we.
+    std::thread::spawn(|| {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        std::process::exit(0);
+    });
+    pin(1);
+    if let Err(err) = child(&role) {
+        eprintln!("switchyard bench child {role}: {err}");
+        std::process::exit(1);
+    }
+    true
+}
+
+/// The transports measured, in table order, and those skipped with why.
+fn matrix() -> (Vec<Transport>, Vec<(Transport, &'static str)>) {
+    let mut measured = Vec::new();
+    let mut skipped = Vec::new();
+    for transport in Transport::ALL {
+        match transport {
+            // In-process only: there is no OS path between processes to compare.
+            Transport::Memory => {}
+            Transport::Unix | Transport::Tcp if transport.is_available() => {
+                measured.push(transport);
+            }
+            _ if transport.is_available() => {
+                skipped.push((transport, "the bench has no raw baseline for it yet"));
+            }
+            _ => skipped.push((transport, "not implemented in this version")),
+        }
+    }
+    (measured, skipped)
+}
+
+/// Runs the matrix, printing each row as it is measured.
+pub(crate) fn run(settings: Settings) -> Result<Outcome, String> {
+    let pinned = pinning();
+    pin(0);
+    let dir = ScratchDir::new()?;
+    let (measured, skipped) = matrix();
+    println!(
+        "{}; pinned to CPUs 0 and 1: {}",
+        settings.describe(),
+        if pinned { "yes" } else { "no" }
+    );
+    println!(
+        "cpu µs/call: CPU time per call of client+server, one call at a time (@1) \
+         and with {CONCURRENCY} in flight (@{CONCURRENCY})"
+    );
+    println!("{}", text_header());
+    let mut rows = Vec::new();
+    for transport in measured {
+        let kind = transport.as_str();
+        let raw = raw_figures(kind, dir.path(), &settings)?;
+        let raw_row = Row {
+            path: format!("raw {kind} socket"),
+            transport: kind,
+            figures: raw,
+            base: None,
+        };
+        println!("{}", text_row(&raw_row));
+        let ours = switchyard_figures(kind, dir.path(), &settings)?;
+        let row = Row {
+            path: format!("switchyard {kind}"),
+            transport: kind,
+            figures: ours,
+            base: Some(raw),
+        };
+        println!("{}", text_row(&row));
+        rows.push(raw_row);
+        rows.push(row);
+    }
+    if !skipped.is_empty() {
+        let names: Vec<&str> = skipped.iter().map(|(t, _)| t.as_str()).collect();
+        println!(
+            "not measured: {} (not implemented in this version)",
+            names.join(", ")
+        );
+    }
+    Ok(Outcome {
+        settings,
+        pinned,
+        rows,
+        skipped,
+    })
+}
+
+const TEXT_WIDTHS: [usize; 9] = [22, 9, 9, 12, 10, 10, 10, 12, 12];
+
+fn text_line(cells: [&str; 9]) -> String {
+    let mut line = String::new();
+    for (i, (cell, width)) in cells.iter().zip(TEXT_WIDTHS).enumerate() {
+        if i == 0 {
+            let _ = write!(line, "{cell:<width$}");
+        } else {
+            let _ = write!(line, " {cell:>width$}");
+        }
+    }
+    line.trim_end().to_owned()
+}
+
+fn text_header() -> String {
+    let many = format!("cpu@{CONCURRENCY}");
+    text_line([
+        "path",
+        "p50 µs",
+        "p99 µs",
+        "calls/s",
+        "p50 ratio",
+        "p99 ratio",
+        "tput ratio",
+        "cpu@1",
+        &many,
+    ])
+}
+
+fn text_row(row: &Row) -> String {
+    let f = &row.figures;
+    let ratios = row
+        .ratios()
+        .map(|r| r.map(|x| format!("{x:.2}x")))
+        .unwrap_or_default();
+    text_line([
+        &row.path,
+        &format!("{:.1}", f.p50_us),
+        &format!("{:.1}", f.p99_us),
+        &format!("{:.0}", f.calls_per_s),
+        &ratios[0],
+        &ratios[1],
+        &ratios[2],
+        &f.cpu_one.text(),
+        &f.cpu_many.text(),
+    ])
+}
+
+fn pinning() -> bool {
+    // The machine's CPU count, not this process's affinity mask (which
+    // pinning itself narrows to one CPU).
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    let several = online.trim().contains(['-', ',']);
+    std::env::var("SWITCHYARD_BENCH_PIN").as_deref() != Ok("0") && several
+}
+
+fn pin(cpu: usize) {
+    if !pinning() {
+        return;
+    }
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    let _ = rustix::thread::sched_setaffinity(None, &set);
+}
+
+/// A private directory for the children's sockets and registry, removed on
+/// drop.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new() -> Result<Self, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path =
+            std::env::temp_dir().join(format!("switchyard-bench-{}-{nanos}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|err| {
+                format!(
+                    "creating a scratch directory {}: {err}; set TMPDIR to a writable directory",
+                    path.display()
+                )
+            })?;
+        Ok(Self(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process, killed and reaped on drop.
+struct ChildGuard(Child);
+
+impl ChildGuard {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts this binary as a child in `role`; it prints its address first.
+fn spawn_child(role: &str, dir: &Path) -> Result<(ChildGuard, String), String> {
+    let exe = std::env::current_exe().map_err(|err| format!("finding this binary: {err}"))?;
+    let mut child = Command::new(exe)
+        .env(CHILD_ENV, role)
+        .env(DIR_ENV, dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map(ChildGuard)
+        .map_err(|err| format!("starting the {role} child: {err}"))?;
+    let mut line = String::new();
+    let stdout = child
+        .0
+        .stdout
+        .take()
+        .ok_or("the child's stdout is not piped")?;
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    let addr = line.trim().to_owned();
+    if addr.is_empty() {
+        return Err(format!(
+            "the {role} child exited before printing its address; its error is above"
+        ));
+    }
+    Ok((child, addr))
+}
+
+fn child(role: &str) -> Result<(), String> {
+    let dir = PathBuf::from(std::env::var_os(DIR_ENV).ok_or("SWITCHYARD_RUNTIME_DIR is not set")?);
+    let announce = |addr: &str| {
+        println!("{addr}");
+        let _ = std::io::stdout().flush();
+    };
+    match role {
+        "raw-unix" => {
+            let path = dir.join("raw.sock");
+            let _ = std::fs::remove_file(&path);
+            let listener = UnixListener::bind(&path).map_err(|e| format!("bind: {e}"))?;
+            announce(&path.display().to_string());
+            let (stream, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+            raw_echo(stream);
+        }
+        "raw-tcp" => {
+            let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+            let addr = listener.local_addr().map_err(|e| format!("address: {e}"))?;
+            announce(&addr.to_string());
+            let (stream, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+            stream
+                .set_nodelay(true)
+                .map_err(|e| format!("nodelay: {e}"))?;
+            raw_echo(stream);
+        }
+        "switchyard" => {
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
+            runtime.block_on(async {
+                let server = Server::builder()
+                    .add_service(BenchServer::new(Echo))
+                    .tcp("127.0.0.1:0")
+                    .runtime_dir(&dir)
+                    .start()
+                    .await
+                    .map_err(|e| format!("server: {e}"))?;
+                announce(&server.endpoints().join(" "));
+                // Runs until the parent kills it or closes our stdin.
+                std::future::pending::<()>().await;
+                Ok::<(), String>(())
+            })?;
+        }
+        other => return Err(format!("unknown child role {other}")),
+    }
+    Ok(())
+}
+
+/// Echoes fixed-size messages until the peer closes.
+fn raw_echo<S: Read + Write>(mut stream: S) {
+    let mut buf = [0u8; MESSAGE];
+    while stream.read_exact(&mut buf).is_ok() {
+        if stream.write_all(&buf).is_err() {
+            return;
+        }
+    }
+}
+
+/// CPU time a process has used, ns: the sum of its threads' run time from
+/// `/proc/<pid>/task/*/schedstat` (ns resolution), else utime+stime from
+/// `/proc/<pid>/stat` (clock ticks). The threads of both sides live through
+/// a whole phase, so differences between two readings are exact.
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let from_schedstat = || -> Option<u64> {
+        let mut total = 0u64;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+        {
+            let text = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+        Some(total)
+    };
+    from_schedstat().or_else(|| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the parenthesised name, which may hold spaces; utime
+        // and stime are fields 14 and 15 of the whole line.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let per_s = rustix::param::clock_ticks_per_second().max(1);
+        Some(ticks * 1_000_000_000 / per_s)
+    })
+}
+
+/// CPU readings of both sides at one moment.
+#[derive(Clone, Copy)]
+struct CpuMark {
+    client: Option<u64>,
+    server: Option<u64>,
+}
+
+impl CpuMark {
+    fn now(child: u32) -> Self {
+        Self {
+            client: cpu_ns(std::process::id()),
+            server: cpu_ns(child),
+        }
+    }
+
+    /// CPU per call since `self`.
+    fn per_call(self, later: Self, calls: u64) -> Cpu {
+        let per = |a: Option<u64>, b: Option<u64>| {
+            let (a, b) = (a?, b?);
+            (calls > 0).then(|| b.saturating_sub(a) as f64 / 1000.0 / calls as f64)
+        };
+        Cpu {
+            client_us: per(self.client, later.client),
+            server_us: per(self.server, later.server),
+        }
+    }
+}
+
+fn histogram() -> Result<Histogram<u64>, String> {
+    Histogram::<u64>::new(3).map_err(|e| format!("histogram: {e}"))
+}
+
+fn micros(hist: &Histogram<u64>, q: f64) -> f64 {
+    hist.value_at_quantile(q) as f64 / 1000.0
+}
+
+fn raw_figures(kind: &str, dir: &Path, s: &Settings) -> Result<Figures, String> {
+    let (child, addr) = spawn_child(&format!("raw-{kind}"), dir)?;
+    let connect_err =
+        |e: std::io::Error| format!("connecting to the raw {kind} child at {addr}: {e}");
+    match kind {
+        "unix" => raw_run(UnixStream::connect(&addr).map_err(connect_err)?, &child, s),
+        _ => {
+            let stream = TcpStream::connect(&addr).map_err(connect_err)?;
+            stream
+                .set_nodelay(true)
+                .map_err(|e| format!("nodelay: {e}"))?;
+            raw_run(stream, &child, s)
+        }
+    }
+}
+
+fn raw_run<S: Read + Write>(
+    mut stream: S,
+    child: &ChildGuard,
+    s: &Settings,
+) -> Result<Figures, String> {
+    let io = |e: std::io::Error| format!("raw round trip: {e}");
+    let mut hist = histogram()?;
+    let out = [7u8; MESSAGE];
+    let mut back = [0u8; MESSAGE];
+    let before = CpuMark::now(child.pid());
+    for i in 0..s.warmup + s.iterations {
+        let start = Instant::now();
+        stream.write_all(&out).map_err(io)?;
+        stream.read_exact(&mut back).map_err(io)?;
+        if i >= s.warmup {
+            let _ = hist.record(start.elapsed().as_nanos() as u64);
+        }
+    }
+    let cpu_one = before.per_call(CpuMark::now(child.pid()), s.warmup + s.iterations);
+    // Throughput with CONCURRENCY messages in flight.
+    for _ in 0..CONCURRENCY {
+        stream.write_all(&out).map_err(io)?;
+    }
+    let before = CpuMark::now(child.pid());
+    let start = Instant::now();
+    let mut done = 0u64;
+    while start.elapsed() < s.throughput_for {
+        stream.read_exact(&mut back).map_err(io)?;
+        stream.write_all(&out).map_err(io)?;
+        done += 1;
+    }
+    let elapsed = start.elapsed();
+    let cpu_many = before.per_call(CpuMark::now(child.pid()), done);
+    for _ in 0..CONCURRENCY {
+        stream.read_exact(&mut back).map_err(io)?;
+    }
+    Ok(Figures {
+        p50_us: micros(&hist, 0.5),
+        p99_us: micros(&hist, 0.99),
+        calls_per_s: done as f64 / elapsed.as_secs_f64(),
+        cpu_one,
+        cpu_many,
+    })
+}
+
+fn switchyard_figures(kind: &str, dir: &Path, s: &Settings) -> Result<Figures, String> {
+    let (child, endpoints) = spawn_child("switchyard", dir)?;
+    let target = endpoints
+        .split(' ')
+        .find(|e| e.starts_with(&format!("{kind}://")))
+        .ok_or_else(|| format!("the switchyard child offers no {kind} endpoint: {endpoints}"))?
+        .to_owned();
+    let child_pid = child.pid();
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
+    let s = *s;
+    runtime.block_on(async move {
+        let call_err = |e: switchyard::Status| format!("echo over {target}: {e}");
+        let channel = Channel::connect(&target).await.map_err(call_err)?;
+        let client = BenchClient::new(channel);
+        let payload = vec![7u8; MESSAGE];
+        let mut hist = histogram()?;
+        let before = CpuMark::now(child_pid);
+        for i in 0..s.warmup + s.iterations {
+            let start = Instant::now();
+            let back = client.echo(payload.clone()).await.map_err(call_err)?;
+            if i >= s.warmup {
+                let _ = hist.record(start.elapsed().as_nanos() as u64);
+            }
+            debug_assert_eq!(back.len(), MESSAGE);
+        }
+        let cpu_one = before.per_call(CpuMark::now(child_pid), s.warmup + s.iterations);
+        let before = CpuMark::now(child_pid);
+        let start = Instant::now();
+        let until = start + s.throughput_for;
+        let mut tasks = Vec::new();
+        for _ in 0..CONCURRENCY {
+            let client = client.clone();
+            let payload = payload.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut done = 0u64;
+                while Instant::now() < until {
+                    client.echo(payload.clone()).await?;
+                    done += 1;
+                }
+                Ok::<u64, switchyard::Status>(done)
+            }));
+        }
+        let mut done = 0;
+        for task in tasks {
+            done += task
+                .await
+                .map_err(|e| format!("a calling task failed: {e}"))?
+                .map_err(call_err)?;
+        }
+        let elapsed = start.elapsed();
+        let cpu_many = before.per_call(CpuMark::now(child_pid), done);
+        drop(child);
+        Ok(Figures {
+            p50_us: micros(&hist, 0.5),
+            p99_us: micros(&hist, 0.99),
+            calls_per_s: done as f64 / elapsed.as_secs_f64(),
+            cpu_one,
+            cpu_many,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    // No `use super::*`: `cargo clippy --all-targets` also compiles this file
+    // into the `unary` bench with cfg(test) but without the test harness,
+    // where the tests vanish and the import would be unused.
+
+    #[test]
+    fn the_matrix_measures_unix_and_tcp_and_names_the_rest() {
+        let (measured, skipped) = super::matrix();
+        assert_eq!(
+            measured,
+            [switchyard::Transport::Unix, switchyard::Transport::Tcp]
+        );
+        assert!(
+            skipped
+                .iter()
+                .any(|(t, _)| *t == switchyard::Transport::Shm)
+        );
+        assert!(
+            !skipped
+                .iter()
+                .any(|(t, _)| *t == switchyard::Transport::Memory)
+        );
+    }
+
+    #[test]
+    fn this_process_has_used_some_cpu() {
+        let a = super::cpu_ns(std::process::id()).expect("/proc readable");
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let b = super::cpu_ns(std::process::id()).expect("/proc readable");
+        assert!(b >= a);
+    }
+
+    #[test]
+    fn rows_compute_ratios_against_raw() {
+        let raw = super::Figures {
+            p50_us: 50.0,
+            p99_us: 100.0,
+            calls_per_s: 1000.0,
+            ..super::Figures::default()
+        };
+        let ours = super::Figures {
+            p50_us: 60.0,
+            p99_us: 100.0,
+            calls_per_s: 500.0,
+            cpu_one: super::Cpu {
+                client_us: Some(4.0),
+                server_us: None,
+            },
+            ..super::Figures::default()
+        };
+        let row = super::Row {
+            path: "switchyard unix".into(),
+            transport: "unix",
+            figures: ours,
+            base: Some(raw),
+        };
+        assert_eq!(row.ratios(), Some([1.2, 1.0, 0.5]));
+        assert!(!row.is_raw());
+        let line = super::text_row(&row);
+        assert!(line.contains("1.20x") && line.contains("4.0+?"), "{line}");
+    }
+}

@@ -1,0 +1,242 @@
+//! `/metrics`: the [`Snapshot`] in the Prometheus text exposition format
+//! (version 0.0.4).
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+
+use super::model::{MethodStats, Snapshot};
+
+/// A label value escaped as the text format requires (`\\`, `\"`, `\n`).
+struct Label<'a>(&'a str);
+
+impl fmt::Display for Label<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '"' => f.write_str("\\\"")?,
+                '\n' => f.write_str("\\n")?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A sample value: integers as integers, floats in Go-compatible notation.
+struct Value(f64);
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.0;
+        if v.is_nan() {
+            f.write_str("NaN")
+        } else if v.is_infinite() {
+            f.write_str(if v > 0.0 { "+Inf" } else { "-Inf" })
+        } else {
+            write!(f, "{v}")
+        }
+    }
+}
+
+/// `service="..",method="..",transport="..",role=".."`
+struct MethodLabels<'a>(&'a MethodStats);
+
+impl fmt::Display for MethodLabels<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "service=\"{}\",method=\"{}\",transport=\"{}\",role=\"{}\"",
+            Label(&m.service),
+            Label(&m.method),
+            Label(&m.transport),
+            Label(&m.role)
+        )
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) -> fmt::Result {
+    writeln!(out, "# HELP {name} {help}")?;
+    writeln!(out, "# TYPE {name} {kind}")
+}
+
+/// The metrics page.
+pub(super) fn render(snapshot: &Snapshot) -> String {
+    let mut out = String::with_capacity(4096 + snapshot.methods.len() * 4096);
+    // Writing into a String cannot fail.
+    let _ = write_metrics(&mut out, snapshot);
+    out
+}
+
+fn write_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
+    let methods = &s.methods;
+
+    family(
+        out,
+        "switchyard_calls_total",
+        "counter",
+        "Calls finished (succeeded or failed), by service, method, transport and role.",
+    )?;
+    for m in methods {
+        writeln!(
+            out,
+            "switchyard_calls_total{{{}}} {}",
+            MethodLabels(m),
+            m.calls
+        )?;
+    }
+
+    family(
+        out,
+        "switchyard_call_errors_total",
+        "counter",
+        "Calls that ended with a status other than OK, by status code.",
+    )?;
+    for m in methods {
+        for (code, n) in &m.errors {
+            writeln!(
+                out,
+                "switchyard_call_errors_total{{{},code=\"{}\"}} {n}",
+                MethodLabels(m),
+                Label(code)
+            )?;
+        }
+    }
+
+    family(
+        out,
+        "switchyard_call_duration_seconds",
+        "histogram",
+        "Call latency as this side measured it, in seconds.",
+    )?;
+    for m in methods {
+        let labels = MethodLabels(m);
+        let mut last = 0;
+        for &(le, count) in &m.histogram {
+            // The recorder's counts are cumulative; keep them monotonic even
+            // if a snapshot raced with a recording.
+            last = last.max(count);
+            writeln!(
+                out,
+                "switchyard_call_duration_seconds_bucket{{{labels},le=\"{}\"}} {last}",
+                Value(le)
+            )?;
+        }
+        writeln!(
+            out,
+            "switchyard_call_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {last}"
+        )?;
+        writeln!(
+            out,
+            "switchyard_call_duration_seconds_sum{{{labels}}} {}",
+            Value(m.latency_sum_seconds)
+        )?;
+        writeln!(
+            out,
+            "switchyard_call_duration_seconds_count{{{labels}}} {last}"
+        )?;
+    }
+
+    family(
+        out,
+        "switchyard_sent_bytes_total",
+        "counter",
+        "Bytes this side sent for calls (requests as a client, responses as a server).",
+    )?;
+    for m in methods {
+        writeln!(
+            out,
+            "switchyard_sent_bytes_total{{{}}} {}",
+            MethodLabels(m),
+            m.bytes_sent
+        )?;
+    }
+
+    family(
+        out,
+        "switchyard_received_bytes_total",
+        "counter",
+        "Bytes this side received for calls.",
+    )?;
+    for m in methods {
+        writeln!(
+            out,
+            "switchyard_received_bytes_total{{{}}} {}",
+            MethodLabels(m),
+            m.bytes_received
+        )?;
+    }
+
+    family(
+        out,
+        "switchyard_connections",
+        "gauge",
+        "Connections not yet closed, by transport, role and state (open or draining).",
+    )?;
+    let mut connections: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
+    for c in s.connections.iter().filter(|c| c.state != "closed") {
+        *connections
+            .entry((&c.transport, &c.role, &c.state))
+            .or_default() += 1;
+    }
+    for ((transport, role, state), n) in connections {
+        writeln!(
+            out,
+            "switchyard_connections{{transport=\"{}\",role=\"{}\",state=\"{}\"}} {n}",
+            Label(transport),
+            Label(role),
+            Label(state)
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::ConnectionInfo;
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped_and_histograms_complete() {
+        let mut s = Snapshot::default();
+        s.methods.push(MethodStats {
+            service: "Svc\"\\\n".into(),
+            method: "m".into(),
+            transport: "unix".into(),
+            role: "client".into(),
+            calls: 3,
+            errors: [("DEADLINE_EXCEEDED".to_owned(), 1)].into_iter().collect(),
+            histogram: vec![(1e-6, 0), (2e-6, 2), (4e-6, 3)],
+            latency_sum_seconds: 5e-6,
+            ..MethodStats::default()
+        });
+        s.connections.push(ConnectionInfo {
+            transport: "tcp".into(),
+            role: "server".into(),
+            state: "open".into(),
+            ..ConnectionInfo::default()
+        });
+        s.connections.push(ConnectionInfo {
+            transport: "tcp".into(),
+            role: "server".into(),
+            state: "closed".into(),
+            ..ConnectionInfo::default()
+        });
+        let text = render(&s);
+        let labels = r#"service="Svc\"\\\n",method="m",transport="unix",role="client""#;
+        for line in [
+            format!("switchyard_calls_total{{{labels}}} 3"),
+            format!("switchyard_call_errors_total{{{labels},code=\"DEADLINE_EXCEEDED\"}} 1"),
+            format!("switchyard_call_duration_seconds_bucket{{{labels},le=\"0.000002\"}} 2"),
+            format!("switchyard_call_duration_seconds_bucket{{{labels},le=\"+Inf\"}} 3"),
+            format!("switchyard_call_duration_seconds_count{{{labels}}} 3"),
+            format!("switchyard_call_duration_seconds_sum{{{labels}}} 0.000005"),
+            "switchyard_connections{transport=\"tcp\",role=\"server\",state=\"open\"} 1".into(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        assert!(!text.contains("state=\"closed\""));
+        assert_eq!(text.matches("# TYPE ").count(), 6);
+    }
+}

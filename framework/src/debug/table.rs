@@ -1,0 +1,393 @@
+//! Plain-text views for terminals: the connections of a [`Snapshot`] and the
+//! entries of the local registry, as column-aligned tables.
+//!
+//! `switchyard inspect`, `switchyard services` and the tour print these. The
+//! text has no colours and no trailing spaces; the last column (the reason a
+//! transport was chosen, or the endpoints) is not padded, so long values do
+//! not widen the table.
+
+use std::fmt::Write as _;
+
+use super::model::{ConnectionInfo, PeerInfo, Snapshot};
+use crate::discovery::Entry;
+
+/// The process header line, then one row per connection (id, role, state,
+/// transport, peer, calls ok/failed, bytes sent/received, p50/p99 and the
+/// reason the transport was chosen), each followed by the transports it
+/// rejected and why, indented.
+///
+/// ```text
+/// tour (pid 4242) on host box, switchyard 0.1.0
+/// serves: Calculator; listens: unix:///run/user/1000/switchyard/sockets/4242-0.sock
+///
+/// id  role    state  transport  peer        calls ok/failed  bytes sent/recv  p50/p99 µs  reason
+/// 1   client  open   unix       tour/4242   3/0              312 B/188 B      41.0/97.0   same host: ...
+///     rejected tcp: a Unix socket is faster on the same host
+/// ```
+pub fn connections_table(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    let p = &snapshot.process;
+    let host = if p.hostname.is_empty() {
+        "unknown host"
+    } else {
+        &p.hostname
+    };
+    let _ = writeln!(
+        out,
+        "{} (pid {}) on host {}, switchyard {}",
+        if p.name.is_empty() { "?" } else { &p.name },
+        p.pid,
+        host,
+        if p.version.is_empty() {
+            "?"
+        } else {
+            &p.version
+        },
+    );
+    let services: Vec<&str> = snapshot.services.iter().map(|s| s.name.as_str()).collect();
+    let listeners: Vec<&str> = snapshot.listeners.iter().map(|l| l.url.as_str()).collect();
+    let _ = writeln!(
+        out,
+        "serves: {}; listens: {}",
+        list_or_none(&services),
+        list_or_none(&listeners)
+    );
+    out.push('\n');
+    if snapshot.connections.is_empty() {
+        out.push_str("no connections\n");
+        return out;
+    }
+    let mut table = Table::new(&[
+        "id",
+        "role",
+        "state",
+        "transport",
+        "peer",
+        "calls ok/failed",
+        "bytes sent/recv",
+        "p50/p99 µs",
+        "reason",
+    ]);
+    for conn in &snapshot.connections {
+        table.row(
+            connection_cells(conn, &p.hostname),
+            conn.rejected
+                .iter()
+                .map(|r| format!("rejected {}: {}", r.transport, r.why))
+                .collect(),
+        );
+    }
+    table.render(&mut out);
+    out
+}
+
+/// One row per live registry entry: name, pid, services and endpoints
+/// (fastest first).
+///
+/// ```text
+/// name        pid   services    endpoints
+/// calculator  4242  Calculator  unix:///run/user/1000/switchyard/sockets/4242-0.sock tcp://127.0.0.1:7000
+/// ```
+pub fn services_table(entries: &[Entry]) -> String {
+    let mut out = String::new();
+    if entries.is_empty() {
+        out.push_str("no live entries\n");
+        return out;
+    }
+    let mut table = Table::new(&["name", "pid", "services", "endpoints"]);
+    for entry in entries {
+        table.row(
+            vec![
+                entry.name.clone(),
+                entry.pid.to_string(),
+                list_or_none(&entry.services),
+                if entry.endpoints.is_empty() {
+                    "none".to_owned()
+                } else {
+                    entry.endpoints.join(" ")
+                },
+            ],
+            Vec::new(),
+        );
+    }
+    table.render(&mut out);
+    out
+}
+
+fn connection_cells(conn: &ConnectionInfo, our_host: &str) -> Vec<String> {
+    let latency = if conn.latency.count == 0 {
+        "-".to_owned()
+    } else {
+        format!(
+            "{}/{}",
+            micros(conn.latency.p50_us),
+            micros(conn.latency.p99_us)
+        )
+    };
+    vec![
+        conn.id.to_string(),
+        conn.role.clone(),
+        conn.state.clone(),
+        conn.transport.clone(),
+        peer(&conn.peer, our_host),
+        format!("{}/{}", conn.calls_succeeded, conn.calls_failed),
+        format!("{}/{}", bytes(conn.bytes_sent), bytes(conn.bytes_received)),
+        latency,
+        conn.reason.clone(),
+    ]
+}
+
+/// `process/pid`, plus `@host` when the peer is on another host; else its
+/// address.
+fn peer(peer: &PeerInfo, our_host: &str) -> String {
+    let mut text = match (peer.process.is_empty(), peer.pid) {
+        (false, Some(pid)) => format!("{}/{pid}", peer.process),
+        (false, None) => peer.process.clone(),
+        (true, Some(pid)) => format!("pid {pid}"),
+        (true, None) if !peer.addr.is_empty() => return peer.addr.clone(),
+        (true, None) => return "-".to_owned(),
+    };
+    if !peer.hostname.is_empty() && peer.hostname != our_host {
+        text.push('@');
+        text.push_str(&peer.hostname);
+    }
+    text
+}
+
+fn list_or_none<S: AsRef<str>>(items: &[S]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn micros(us: f64) -> String {
+    if us < 100.0 {
+        format!("{us:.1}")
+    } else {
+        format!("{us:.0}")
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// Columns padded to their widest cell, two spaces apart; the last column is
+/// not padded. Each row may carry lines printed indented below it.
+struct Table {
+    header: Vec<String>,
+    rows: Vec<(Vec<String>, Vec<String>)>,
+}
+
+impl Table {
+    fn new(header: &[&str]) -> Self {
+        Self {
+            header: header.iter().map(|h| (*h).to_owned()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>, below: Vec<String>) {
+        debug_assert_eq!(cells.len(), self.header.len());
+        self.rows.push((cells, below));
+    }
+
+    fn render(&self, out: &mut String) {
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for (cells, _) in &self.rows {
+            for (width, cell) in widths.iter_mut().zip(cells) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let line = |out: &mut String, cells: &[String]| {
+            let mut text = String::new();
+            for (i, cell) in cells.iter().enumerate() {
+                // Tabs or newlines in a reason would break the columns.
+                let cell = cell.replace(['\n', '\t'], " ");
+                text.push_str(&cell);
+                if i + 1 < cells.len() {
+                    let pad = widths[i] - cell.chars().count() + 2;
+                    text.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            out.push_str(text.trim_end());
+            out.push('\n');
+        };
+        line(out, &self.header);
+        for (cells, below) in &self.rows {
+            line(out, cells);
+            for extra in below {
+                let _ = writeln!(out, "    {}", extra.replace(['\n', '\t'], " ").trim_end());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::debug::model::{Latency, ListenerInfo, ProcessInfo, Rejected, ServiceInfo};
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            schema: 1,
+            taken_unix_ms: 1,
+            process: ProcessInfo {
+                name: "tour".into(),
+                pid: 4242,
+                hostname: "box".into(),
+                version: "0.1.0".into(),
+                ..ProcessInfo::default()
+            },
+            services: vec![ServiceInfo {
+                name: "Calculator".into(),
+                methods: Vec::new(),
+            }],
+            listeners: vec![ListenerInfo {
+                url: "unix:///run/x.sock".into(),
+                transport: "unix".into(),
+            }],
+            connections: vec![
+                ConnectionInfo {
+                    id: 1,
+                    role: "client".into(),
+                    state: "open".into(),
+                    transport: "unix".into(),
+                    reason: "same host: a Unix socket is the fastest track it offers".into(),
+                    rejected: vec![
+                        Rejected {
+                            transport: "tcp".into(),
+                            why: "a Unix socket is faster on the same host".into(),
+                        },
+                        Rejected {
+                            transport: "shm".into(),
+                            why: "not implemented in this version".into(),
+                        },
+                    ],
+                    peer: PeerInfo {
+                        addr: "unix:///run/x.sock".into(),
+                        pid: Some(4242),
+                        process: "tour".into(),
+                        hostname: "box".into(),
+                        ..PeerInfo::default()
+                    },
+                    calls_succeeded: 3,
+                    calls_failed: 1,
+                    bytes_sent: 312,
+                    bytes_received: 3 * 1024 * 1024 / 2,
+                    latency: Latency {
+                        count: 4,
+                        p50_us: 41.04,
+                        p99_us: 1234.0,
+                    },
+                    ..ConnectionInfo::default()
+                },
+                ConnectionInfo {
+                    id: 12,
+                    role: "server".into(),
+                    state: "closed".into(),
+                    transport: "tcp".into(),
+                    reason: "the client connected to this server's tcp listener".into(),
+                    peer: PeerInfo {
+                        addr: "tcp://10.0.0.2:5555".into(),
+                        pid: Some(7),
+                        process: "calc".into(),
+                        hostname: "other".into(),
+                        ..PeerInfo::default()
+                    },
+                    ..ConnectionInfo::default()
+                },
+            ],
+            methods: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn connections_table_aligns_columns_and_lists_rejected_below() {
+        let text = connections_table(&snapshot());
+        let expected = "\
+tour (pid 4242) on host box, switchyard 0.1.0
+serves: Calculator; listens: unix:///run/x.sock
+
+id  role    state   transport  peer          calls ok/failed  bytes sent/recv  p50/p99 µs  reason
+1   client  open    unix       tour/4242     3/1              312 B/1.5 MiB    41.0/1234   same host: a Unix socket is the fastest track it offers
+    rejected tcp: a Unix socket is faster on the same host
+    rejected shm: not implemented in this version
+12  server  closed  tcp        calc/7@other  0/0              0 B/0 B          -           the client connected to this server's tcp listener
+";
+        assert_eq!(text, expected, "\n{text}");
+        assert!(
+            text.lines().all(|l| l == l.trim_end()),
+            "no trailing spaces"
+        );
+    }
+
+    #[test]
+    fn an_empty_snapshot_says_so() {
+        let text = connections_table(&Snapshot::default());
+        assert_eq!(
+            text,
+            "? (pid 0) on host unknown host, switchyard ?\nserves: none; listens: none\n\nno connections\n"
+        );
+    }
+
+    #[test]
+    fn peers_without_a_process_name_show_pid_or_address() {
+        let mut p = PeerInfo {
+            addr: "tcp://1.2.3.4:5".into(),
+            ..PeerInfo::default()
+        };
+        assert_eq!(peer(&p, "box"), "tcp://1.2.3.4:5");
+        p.pid = Some(9);
+        assert_eq!(peer(&p, "box"), "pid 9");
+        p.addr.clear();
+        p.pid = None;
+        assert_eq!(peer(&p, "box"), "-");
+    }
+
+    #[test]
+    fn byte_counts_are_human_readable() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1024), "1.0 KiB");
+        assert_eq!(bytes(5 << 30), "5.0 GiB");
+        assert_eq!(bytes(u64::MAX), "16777216.0 TiB");
+    }
+
+    #[test]
+    fn services_table_lists_entries() {
+        let entries = vec![Entry {
+            name: "calculator".into(),
+            pid: 4242,
+            start_time: None,
+            boot_id: String::new(),
+            endpoints: vec!["unix:///run/x.sock".into(), "tcp://127.0.0.1:7000".into()],
+            services: vec!["Calculator".into(), "Extra".into()],
+            published_ms: 0,
+        }];
+        assert_eq!(
+            services_table(&entries),
+            "\
+name        pid   services           endpoints
+calculator  4242  Calculator, Extra  unix:///run/x.sock tcp://127.0.0.1:7000
+"
+        );
+        assert_eq!(services_table(&[]), "no live entries\n");
+    }
+}

@@ -1,0 +1,98 @@
+//! Peer links: both ends serve and call over one link (a pipe between a
+//! parent and its child). One driver reads the link: requests go to this
+//! side's services, responses to this side's pending calls.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+pub(crate) use super::connection::End;
+use super::connection::{Established, drive, server_hello};
+use super::{Phase, ServerShared};
+use crate::client::{Connection, ConnectionConfig};
+use crate::protocol::frame::Kind;
+use crate::protocol::hello::Role;
+use crate::protocol::status::Status;
+use crate::select::Selection;
+use crate::session::{OUTGOING_QUEUE, hello_frame, read_hello, status_frame, write_loop};
+use crate::transport::{Link, LinkTx};
+
+/// An open peer link.
+#[derive(Debug)]
+pub(crate) struct PeerLink {
+    /// This side's calls to the other side.
+    pub(crate) conn: Arc<Connection>,
+    /// Becomes `true` when the link has ended.
+    pub(crate) ended: watch::Receiver<bool>,
+}
+
+/// Exchanges hellos on `link` (both sides send theirs at once), then serves
+/// `shared`'s services and this side's calls over it until it ends. When it
+/// ends, pending calls fail with the status `describe_end` makes.
+pub(crate) async fn open_peer<L, D, F>(
+    shared: Arc<ServerShared>,
+    link: L,
+    selection: Selection,
+    config: &ConnectionConfig,
+    describe_end: D,
+) -> Result<PeerLink, Status>
+where
+    L: Link,
+    D: FnOnce(End) -> F + Send + 'static,
+    F: Future<Output = Status> + Send,
+{
+    let peer = link.peer();
+    let url = peer.addr.clone();
+    let (mut tx, mut rx) = link.split(shared.config.frame_limit);
+    let hello = server_hello(&shared, Role::Peer);
+    tx.send(&hello_frame(&hello))
+        .await
+        .map_err(|err| Status::unavailable(format!("could not send hello to {url}: {err}")))?;
+    let mut frames = Vec::new();
+    let peer_hello =
+        match read_hello(&mut rx, Role::Peer, config.handshake_timeout, &mut frames).await {
+            Ok(hello) => hello,
+            Err(status) => {
+                let _ = tx.send(&status_frame(Kind::GoAway, 0, &status)).await;
+                return Err(Status::new(
+                    status.code(),
+                    format!("handshake with {url}: {}", status.message()),
+                ));
+            }
+        };
+    let (outgoing, queue) = mpsc::channel(OUTGOING_QUEUE);
+    let writer = tokio::spawn(write_loop(tx, queue));
+    let conn = Connection::established(
+        selection.clone(),
+        peer.clone(),
+        &hello,
+        peer_hello.clone(),
+        outgoing.clone(),
+        config,
+        None,
+    );
+    let (ended_tx, ended) = watch::channel(false);
+    let established = Established {
+        peer,
+        hello,
+        peer_hello,
+        selection,
+        frames,
+        outgoing,
+        client: Some(Arc::clone(&conn)),
+    };
+    let caller = Arc::clone(&conn);
+    tokio::spawn(async move {
+        // Nothing stops a peer link but its end: keep the phase sender.
+        let (_serving, mut phase) = watch::channel(Phase::Serving);
+        let end = drive(shared, established, &mut rx, &mut phase).await;
+        let status = describe_end(end).await;
+        caller.close(status);
+        // Close our ends now, even while callers still hold the channel.
+        writer.abort();
+        drop(rx);
+        let _ = ended_tx.send(true);
+    });
+    Ok(PeerLink { conn, ended })
+}

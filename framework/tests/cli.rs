@@ -1,0 +1,249 @@
+//! The `switchyard` command-line tool, run as a process against servers
+//! started in this test process, each test in its own runtime directory.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use switchyard::{Channel, Server};
+
+/// A small service for the registry and the connection table.
+#[switchyard::service]
+pub trait Greeter {
+    /// Greets.
+    async fn hello(&self, name: String) -> String;
+}
+
+struct English;
+
+impl Greeter for English {
+    async fn hello(&self, name: String) -> String {
+        format!("hello, {name}")
+    }
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// Runs the tool with `args`; killed if it takes more than 30 s.
+async fn switchyard(args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("SWITCHYARD_BENCH_CHILD")
+        .env_remove("SWITCHYARD_TRANSPORT")
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("switchyard {args:?} took over 30 s"))
+        .expect("the switchyard binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Checks the exit code; returns stdout.
+fn expect_code(out: &Output, code: i32, args: &str) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "switchyard {args}\nstdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn dir_arg(dir: &Path) -> &str {
+    dir.to_str().expect("utf-8 temp path")
+}
+
+#[tokio::test]
+async fn help_and_usage_errors() {
+    let out = switchyard(&["--help"]).await;
+    let stdout = expect_code(&out, 0, "--help");
+    for command in ["inspect", "services", "bench"] {
+        assert!(
+            stdout.contains(&format!("switchyard {command}")),
+            "{stdout}"
+        );
+    }
+    let out = switchyard(&["inspect", "--help"]).await;
+    assert!(expect_code(&out, 0, "inspect --help").contains("--runtime-dir"));
+    let out = switchyard(&["help", "bench"]).await;
+    assert!(expect_code(&out, 0, "help bench").contains("--report"));
+
+    let out = switchyard(&[]).await;
+    expect_code(&out, 2, "");
+    assert!(text(&out.stderr).contains("no command given"));
+    let out = switchyard(&["frobnicate"]).await;
+    expect_code(&out, 2, "frobnicate");
+    assert!(text(&out.stderr).contains("unknown command \"frobnicate\""));
+    let out = switchyard(&["services", "--nope"]).await;
+    expect_code(&out, 2, "services --nope");
+    assert!(text(&out.stderr).contains("unknown option --nope"));
+    let out = switchyard(&["inspect"]).await;
+    expect_code(&out, 2, "inspect");
+    let out = switchyard(&["bench", "--report"]).await;
+    expect_code(&out, 2, "bench --report");
+    assert!(text(&out.stderr).contains("--report needs a value"));
+}
+
+#[tokio::test]
+async fn services_lists_and_prunes_the_registry() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let rt = temp.path().join("rt");
+    let dir = dir_arg(&rt);
+
+    // Nothing published yet: said plainly, and the directory is not created.
+    let out = switchyard(&["services", "--runtime-dir", dir]).await;
+    assert!(expect_code(&out, 0, "services").contains("no registry in"));
+    assert!(!rt.exists());
+
+    let server = Server::builder()
+        .add_service(GreeterServer::new(English))
+        .runtime_dir(&rt)
+        .start()
+        .await
+        .expect("server starts");
+    let me = std::process::id().to_string();
+
+    let out = switchyard(&["services", "--runtime-dir", dir]).await;
+    let stdout = expect_code(&out, 0, "services");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("greeter "))
+        .unwrap_or_else(|| panic!("greeter listed:\n{stdout}"));
+    assert!(
+        line.contains(&me) && line.contains("Greeter") && line.contains("unix://"),
+        "{line}"
+    );
+
+    let out = switchyard(&["services", "--json", "--runtime-dir", dir]).await;
+    let entries: Vec<switchyard::discovery::Entry> =
+        serde_json::from_str(&expect_code(&out, 0, "services --json")).expect("a JSON array");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].name, "greeter");
+    assert_eq!(entries[0].pid, std::process::id());
+
+    // An entry left behind by a process that died.
+    let dead = rt.join("registry").join("x@4000000.json");
+    std::fs::write(
+        &dead,
+        r#"{"name":"x","pid":4000000,"start_time":null,"boot_id":"","endpoints":[],"services":["X"],"published_ms":1}"#,
+    )
+    .expect("write the dead entry");
+    let out = switchyard(&["services", "--prune", "--runtime-dir", dir]).await;
+    let stdout = expect_code(&out, 0, "services --prune");
+    assert!(
+        stdout.contains("pruned 1 entry of dead processes"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("greeter "),
+        "the live entry stays:\n{stdout}"
+    );
+    assert!(!dead.exists(), "the dead entry is removed");
+    let out = switchyard(&["services", "--prune", "--runtime-dir", dir]).await;
+    assert!(expect_code(&out, 0, "services --prune").contains("pruned 0 entries"));
+
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn inspect_prints_the_connections_table() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let rt = temp.path().join("rt");
+    let dir = dir_arg(&rt);
+    let server = Server::builder()
+        .add_service(GreeterServer::new(English))
+        .runtime_dir(&rt)
+        .start()
+        .await
+        .expect("server starts");
+    // A client connection in this process, chosen by name.
+    let channel = Channel::builder()
+        .runtime_dir(&rt)
+        .connect("greeter")
+        .await
+        .expect("connect");
+    let client = GreeterClient::new(channel);
+    assert_eq!(
+        client.hello("ada".into()).await.expect("call"),
+        "hello, ada"
+    );
+    let me = std::process::id();
+
+    let out = switchyard(&["inspect", "greeter", "--runtime-dir", dir]).await;
+    let stdout = expect_code(&out, 0, "inspect greeter");
+    let mut lines = stdout.lines();
+    let header = lines.next().expect("header");
+    assert!(header.contains(&format!("(pid {me})")), "{header}");
+    let columns = stdout
+        .lines()
+        .find(|l| l.starts_with("id "))
+        .unwrap_or_else(|| panic!("column header:\n{stdout}"));
+    assert!(columns.ends_with("reason"), "{columns}");
+    let client_row = stdout
+        .lines()
+        .find(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.get(1) == Some(&"client") && cells.get(3) == Some(&"unix")
+        })
+        .unwrap_or_else(|| panic!("the client connection:\n{stdout}"));
+    assert!(client_row.contains("same host"), "{client_row}");
+    assert!(
+        client_row.contains(" 1/0 "),
+        "one call succeeded: {client_row}"
+    );
+    // The transports not chosen follow the row, indented.
+    let below = stdout
+        .lines()
+        .skip_while(|l| *l != client_row)
+        .nth(1)
+        .unwrap_or_default();
+    assert!(below.starts_with("    rejected "), "{stdout}");
+    assert!(
+        stdout.contains("the client connected to this server's unix listener"),
+        "{stdout}"
+    );
+
+    // By address, as JSON.
+    let url = format!(
+        "unix://{}",
+        server.unix_path().expect("unix listener").display()
+    );
+    let out = switchyard(&["inspect", &url, "--json"]).await;
+    let snapshot: switchyard::debug::Snapshot =
+        serde_json::from_str(&expect_code(&out, 0, "inspect --json")).expect("a snapshot");
+    assert_eq!(snapshot.process.pid, me);
+    assert!(snapshot.connections.iter().any(|c| c.transport == "unix"));
+
+    // A name nobody publishes.
+    let out = switchyard(&["inspect", "missing", "--runtime-dir", dir]).await;
+    expect_code(&out, 1, "inspect missing");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("could not reach missing") && stderr.contains("start the server"),
+        "{stderr}"
+    );
+
+    // A server without the introspection service, by address.
+    let quiet = Server::builder()
+        .add_service(GreeterServer::new(English))
+        .unpublished()
+        .unix_path(temp.path().join("quiet.sock"))
+        .introspection(false)
+        .start()
+        .await
+        .expect("second server starts");
+    let url = format!("unix://{}", temp.path().join("quiet.sock").display());
+    let out = switchyard(&["inspect", &url]).await;
+    expect_code(&out, 1, "inspect quiet");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("introspection(false)"), "{stderr}");
+
+    drop(client);
+    quiet.shutdown().await;
+    server.shutdown().await;
+}
