@@ -263,6 +263,18 @@ impl ChildProcess {
         let _ = self.link.ended.wait_for(|ended| *ended).await;
     }
 
+    /// Closes the pipes to the child (its `parent_gone()` resolves, so a
+    /// well-behaved child exits), waits up to `grace` for it to exit, then
+    /// kills it. Returns how it exited.
+    pub async fn shutdown(mut self, grace: Duration) -> ExitStatus {
+        self.link.stop.abort();
+        if let Ok(status) = tokio::time::timeout(grace, self.wait()).await {
+            return status;
+        }
+        self.kill();
+        self.wait().await
+    }
+
     /// Sends SIGKILL.
     pub fn kill(&self) {
         if self.exit_status().is_none() {

@@ -9,18 +9,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use switchyard::process::{self, Services, Spawner};
 use switchyard::{Channel, Server, Status, Transport};
 use switchyard_examples::{Arithmetic, CalculatorClient, CalculatorServer};
 
 const SERVE_FLAG: &str = "--serve";
+const PIPE_WORKER_FLAG: &str = "--pipe-worker";
 
 fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
-    let serving = std::env::args().nth(1).as_deref() == Some(SERVE_FLAG);
-    let result = if serving {
-        runtime.block_on(serve())
-    } else {
-        runtime.block_on(tour())
+    let result = match std::env::args().nth(1).as_deref() {
+        Some(SERVE_FLAG) => runtime.block_on(serve()),
+        Some(PIPE_WORKER_FLAG) => runtime.block_on(pipe_worker()),
+        _ => runtime.block_on(tour()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -40,6 +41,17 @@ async fn serve() -> Result<(), String> {
         .await
         .map_err(|s| s.to_string())?;
     server.run_until_signal().await;
+    Ok(())
+}
+
+/// The pipe child: serves the calculator to its parent until the parent is
+/// gone.
+async fn pipe_worker() -> Result<(), String> {
+    let services = Services::new().add_service(CalculatorServer::new(Arithmetic));
+    process::serve_parent(services)
+        .await
+        .map_err(|s| s.to_string())?;
+    process::parent_gone().await;
     Ok(())
 }
 
@@ -107,6 +119,17 @@ async fn tour() -> Result<(), String> {
         .map(|v| v.to_string())
         .unwrap_or_else(|status| status.code().to_string());
     line(&by_name, "add(1, 1) with a deadline already past", &late);
+
+    let mut command = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
+    command.arg(PIPE_WORKER_FLAG);
+    let worker = Spawner::new(command)
+        .spawn()
+        .await
+        .map_err(|s| s.to_string())?;
+    let piped = CalculatorClient::new(worker.channel());
+    let sum = piped.add(20, 22).await.map_err(|s| s.to_string())?;
+    line(&worker.channel(), "add(20, 22) in a child process", &sum.to_string());
+    worker.shutdown(Duration::from_secs(5)).await;
 
     println!("tour: done; stopping the server");
     drop(server);

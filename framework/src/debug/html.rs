@@ -45,6 +45,8 @@ code, .mono { font-family: ui-monospace, monospace; font-size: .92em; }
 .state-closed { opacity: .6; }
 ul.plain { margin: 0; padding-left: 1.1em; }
 ol.events { margin: 0; padding-left: 1.4em; font-size: .92em; }
+tbody.conn { border-top: 3px solid var(--line); }
+tr.connection-events td { border-top: none; }
 dl.process { display: grid; grid-template-columns: max-content auto; gap: .1em 1em; margin: .5em 0; }
 dl.process dt { color: var(--muted); }
 dl.process dd { margin: 0; }
@@ -191,19 +193,20 @@ fn write_connections(out: &mut String, s: &Snapshot) -> fmt::Result {
         "<table>\n<thead><tr><th>id</th><th>role</th><th>state</th><th>transport</th>\
          <th>why</th><th>rejected</th><th>peer</th><th>calls<br>started / ok / failed</th>\
          <th>bytes<br>sent / received</th><th>latency<br>p50 / p99</th><th>opened</th>\
-         <th>events</th></tr></thead>\n<tbody>\n",
+         </tr></thead>\n",
     );
+    // One tbody per connection: its row, then its event log beneath.
     for c in &s.connections {
         write_connection(out, c, s.taken_unix_ms)?;
     }
-    out.push_str("</tbody>\n</table>\n</section>\n");
+    out.push_str("</table>\n</section>\n");
     Ok(())
 }
 
 fn write_connection(out: &mut String, c: &ConnectionInfo, now: u64) -> fmt::Result {
     writeln!(
         out,
-        "<tr class=\"connection state-{state}\" id=\"connection-{id}\" data-id=\"{id}\" \
+        "<tbody class=\"conn\">\n<tr class=\"connection state-{state}\" id=\"connection-{id}\" data-id=\"{id}\" \
          data-transport=\"{transport}\" data-role=\"{role}\" data-state=\"{state}\">",
         id = c.id,
         transport = Esc(&c.transport),
@@ -292,14 +295,18 @@ fn write_connection(out: &mut String, c: &ConnectionInfo, now: u64) -> fmt::Resu
             Ago(now.saturating_sub(closed))
         )?;
     }
-    out.push_str("</td>\n");
+    out.push_str("</td>\n</tr>\n");
     write_events(out, &c.events, now)?;
-    out.push_str("</tr>\n");
+    out.push_str("</tbody>\n");
     Ok(())
 }
 
+/// The event log, in a row of its own beneath the connection's.
 fn write_events(out: &mut String, events: &[Event], now: u64) -> fmt::Result {
-    out.push_str("<td class=\"events\">");
+    out.push_str(
+        "<tr class=\"connection-events\"><td class=\"muted\">events</td>\
+         <td colspan=\"10\" class=\"events\">",
+    );
     if events.is_empty() {
         out.push_str("<span class=\"muted\">none</span>");
     } else {
@@ -320,7 +327,7 @@ fn write_events(out: &mut String, events: &[Event], now: u64) -> fmt::Result {
         }
         out.push_str("</ol>");
     }
-    out.push_str("</td>\n");
+    out.push_str("</td></tr>\n");
     Ok(())
 }
 
@@ -529,7 +536,8 @@ mod tests {
         );
         assert!(page.contains("&lt;script&gt;") && page.contains("a &amp; b"));
         assert!(page.contains("data-transport=\"unix&quot;&gt;&lt;b&gt;\""));
-        assert_eq!(page.matches("<tr class=\"connection").count(), 1);
+        assert_eq!(page.matches("<tr class=\"connection ").count(), 1);
+        assert_eq!(page.matches("<tr class=\"connection-events\"").count(), 1);
     }
 
     #[test]

@@ -25,6 +25,28 @@ pub(crate) struct PeerLink {
     pub(crate) conn: Arc<Connection>,
     /// Becomes `true` when the link has ended.
     pub(crate) ended: watch::Receiver<bool>,
+    /// Stops the link (closing this side's pipe ends).
+    pub(crate) stop: tokio::task::AbortHandle,
+}
+
+/// Aborts a task when dropped, so a stopped driver takes its writer along.
+struct AbortOnDrop(tokio::task::JoinHandle<std::io::Result<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs a closure when dropped.
+struct OnExit(Option<Box<dyn FnOnce() + Send>>);
+
+impl Drop for OnExit {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
 }
 
 /// Exchanges hellos on `link` (both sides send theirs at once), then serves
@@ -62,7 +84,7 @@ where
             }
         };
     let (outgoing, queue) = mpsc::channel(OUTGOING_QUEUE);
-    let writer = tokio::spawn(write_loop(tx, queue));
+    let writer = AbortOnDrop(tokio::spawn(write_loop(tx, queue)));
     let conn = Connection::established(
         selection.clone(),
         peer.clone(),
@@ -83,16 +105,29 @@ where
         client: Some(Arc::clone(&conn)),
     };
     let caller = Arc::clone(&conn);
-    tokio::spawn(async move {
+    let stopped_caller = Arc::clone(&conn);
+    let ended_on_stop = ended_tx.clone();
+    let driver = tokio::spawn(async move {
+        // Runs on every way out, abort included.
+        let _on_exit = OnExit(Some(Box::new(move || {
+            stopped_caller.close(Status::unavailable(
+                "this side closed the pipe link; calls on it fail",
+            ));
+            let _ = ended_on_stop.send(true);
+        })));
         // Nothing stops a peer link but its end: keep the phase sender.
         let (_serving, mut phase) = watch::channel(Phase::Serving);
         let end = drive(shared, established, &mut rx, &mut phase).await;
         let status = describe_end(end).await;
         caller.close(status);
         // Close our ends now, even while callers still hold the channel.
-        writer.abort();
+        drop(writer);
         drop(rx);
         let _ = ended_tx.send(true);
     });
-    Ok(PeerLink { conn, ended })
+    Ok(PeerLink {
+        conn,
+        ended,
+        stop: driver.abort_handle(),
+    })
 }
