@@ -27,6 +27,7 @@ use switchyard::protocol::frame::{
     start_frame,
 };
 use switchyard::transport::memory::{MemoryConnector, MemoryListener};
+use switchyard::transport::pipe::{PipeLink, PipePair};
 use switchyard::transport::tcp::TcpListener;
 use switchyard::transport::unix::UnixListener;
 use switchyard::transport::{self, Link, LinkError, LinkRx, LinkTx, Listener, Transport};
@@ -103,6 +104,57 @@ impl Harness for Tcp {
     }
     async fn connect(dial: &Self::Dial) -> io::Result<LinkOf<Self>> {
         transport::tcp::connect(dial).await
+    }
+}
+
+/// Pipes have no listener of their own (a parent hands them to the child it
+/// spawns); this one hands out the parent's end of each pair the "dial"
+/// makes, so the same cases run over real kernel pipes.
+struct PipeListener {
+    incoming: tokio::sync::mpsc::UnboundedReceiver<PipeLink>,
+}
+
+impl Listener for PipeListener {
+    type Link = PipeLink;
+    async fn accept(&mut self) -> io::Result<PipeLink> {
+        self.incoming
+            .recv()
+            .await
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "no more pipes"))
+    }
+    fn local_url(&self) -> String {
+        PIPE_URL.to_owned()
+    }
+}
+
+const PIPE_URL: &str = "pipe://conformance";
+
+fn pipe_peer() -> transport::PeerInfo {
+    transport::PeerInfo {
+        addr: PIPE_URL.to_owned(),
+        pid: Some(std::process::id()),
+        uid: Some(switchyard::sys::uid()),
+    }
+}
+
+struct Pipe;
+impl Harness for Pipe {
+    type L = PipeListener;
+    type Dial = tokio::sync::mpsc::UnboundedSender<PipeLink>;
+    const TRANSPORT: Transport = Transport::Pipe;
+    const SCHEME: &'static str = "pipe://";
+    const CREDENTIALS: bool = true;
+    async fn listen(_: &Path) -> (Self::L, Self::Dial) {
+        let (dial, incoming) = tokio::sync::mpsc::unbounded_channel();
+        (PipeListener { incoming }, dial)
+    }
+    async fn connect(dial: &Self::Dial) -> io::Result<LinkOf<Self>> {
+        let pair = PipePair::new()?;
+        let parent = PipeLink::from_fds(pair.parent_read, pair.parent_write, pipe_peer())?;
+        let child = PipeLink::from_fds(pair.child_read, pair.child_write, pipe_peer())?;
+        dial.send(parent)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "listener gone"))?;
+        Ok(child)
     }
 }
 
@@ -517,6 +569,7 @@ macro_rules! conformance {
 
 conformance! {
     memory => Memory,
+    pipe => Pipe,
     unix => Unix,
     tcp => Tcp,
 }

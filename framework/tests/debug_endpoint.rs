@@ -762,7 +762,6 @@ async fn html_page_in_headless_chromium_has_a_row_per_connection() {
         );
         let html = page.text();
         assert!(!html.contains("<script"), "the page needs no JavaScript");
-        std::fs::write("/tmp/sy-page.html", &html).unwrap(); // TEMP
         assert!(
             html.contains("href=\"/debug/switchyard\""),
             "a refresh link"
@@ -1206,4 +1205,138 @@ async fn env_var_turns_it_on() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Unary round trips over unix, one at a time: (p50, calls per second).
+async fn unary_round(client: &DebugProbeClient, calls: usize) -> (Duration, f64) {
+    let mut times = Vec::with_capacity(calls);
+    let started = std::time::Instant::now();
+    for _ in 0..calls {
+        let t = std::time::Instant::now();
+        client.echo(String::new()).await.unwrap();
+        times.push(t.elapsed());
+    }
+    let rate = calls as f64 / started.elapsed().as_secs_f64();
+    times.sort();
+    (times[times.len() / 2], rate)
+}
+
+/// Fetches the three pages every `every` from a thread of its own (as a
+/// scraper in another process would) until `stop`; returns how many
+/// rounds it made and the mean time of one round.
+fn scraper(
+    addr: SocketAddr,
+    every: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u32, Duration)> {
+    use std::io::{Read as _, Write as _};
+    std::thread::spawn(move || {
+        let mut rounds = 0;
+        let mut busy = Duration::ZERO;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let started = std::time::Instant::now();
+            for path in ["/metrics", "/debug/switchyard.json", "/debug/switchyard"] {
+                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+                let mut out = Vec::new();
+                stream.read_to_end(&mut out).unwrap();
+                assert!(out.starts_with(b"HTTP/1.1 200 "));
+            }
+            busy += started.elapsed();
+            rounds += 1;
+            std::thread::sleep(every);
+        }
+        (rounds, busy / rounds.max(1))
+    })
+}
+
+/// The figure in docs/debug-endpoint.md: unary p50 and calls/s over unix
+/// with the endpoint off, on and idle, and on and scraped (all three pages)
+/// every second and every 100 ms, interleaved in one run. Run with `cargo
+/// test --release -p switchyard --test debug_endpoint -- --ignored
+/// endpoint_cost --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand in release mode"]
+async fn endpoint_cost_on_the_fastest_transport() {
+    let _serial = FIXTURE_LOCK.lock().await;
+    const CALLS: usize = 50_000;
+    const ROUNDS: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::builder()
+        .add_service(DebugProbeServer::new(Probe))
+        .publish("probe")
+        .runtime_dir(dir.path())
+        .start()
+        .await
+        .unwrap();
+    let channel = Channel::builder()
+        .runtime_dir(dir.path())
+        .connect("probe")
+        .await
+        .unwrap();
+    assert_eq!(channel.selection().transport, Transport::Unix);
+    let client = DebugProbeClient::new(channel);
+    unary_round(&client, CALLS).await; // warm up
+
+    let mut results: BTreeMap<&str, Vec<(Duration, f64)>> = BTreeMap::new();
+    let mut scrapes: BTreeMap<&str, (u32, Duration)> = BTreeMap::new();
+    for _ in 0..ROUNDS {
+        results
+            .entry("a: off")
+            .or_default()
+            .push(unary_round(&client, CALLS).await);
+        let endpoint = DebugEndpoint::bind("0").await.unwrap();
+        results
+            .entry("b: on, idle")
+            .or_default()
+            .push(unary_round(&client, CALLS).await);
+        for (name, every) in [
+            ("c: on, scraped every 1 s", Duration::from_secs(1)),
+            ("d: on, scraped every 100 ms", Duration::from_millis(100)),
+        ] {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let thread = scraper(endpoint.local_addr(), every, stop.clone());
+            results
+                .entry(name)
+                .or_default()
+                .push(unary_round(&client, CALLS).await);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let (n, mean) = tokio::task::spawn_blocking(move || thread.join().unwrap())
+                .await
+                .unwrap();
+            let total = scrapes.entry(name).or_default();
+            total.0 += n;
+            total.1 = mean;
+        }
+        drop(endpoint);
+    }
+    let median = |v: &[(Duration, f64)]| {
+        let mut p50: Vec<Duration> = v.iter().map(|r| r.0).collect();
+        let mut rate: Vec<f64> = v.iter().map(|r| r.1).collect();
+        p50.sort();
+        rate.sort_by(f64::total_cmp);
+        (p50[p50.len() / 2], rate[rate.len() / 2])
+    };
+    let (base_p50, base_rate) = median(&results["a: off"]);
+    println!("unary over unix, {CALLS} calls x {ROUNDS} rounds each, medians of rounds:");
+    for (name, runs) in &results {
+        let (p50, rate) = median(runs);
+        let scraped = scrapes
+            .get(name)
+            .map(|(n, mean)| {
+                format!(
+                    "  ({n} scrapes of 3 pages, {:.2} ms each)",
+                    mean.as_secs_f64() * 1e3
+                )
+            })
+            .unwrap_or_default();
+        println!(
+            "  {name:<28} p50 {:>6.1} µs ({:+.1} %)  {:>8.0} calls/s ({:+.1} %){scraped}",
+            p50.as_secs_f64() * 1e6,
+            (p50.as_secs_f64() / base_p50.as_secs_f64() - 1.0) * 100.0,
+            rate,
+            (rate / base_rate - 1.0) * 100.0
+        );
+    }
+    drop(server);
 }

@@ -16,23 +16,37 @@ const READ_CHUNK: usize = 64 * 1024;
 /// The sending half of a byte-stream link.
 #[derive(Debug)]
 pub struct StreamTx<W> {
-    writer: W,
+    /// `None` once closed: dropping the writer is what ends the stream for
+    /// transports whose shutdown is a no-op (pipes).
+    writer: Option<W>,
 }
 
 impl<W> StreamTx<W> {
     /// Wraps a writer.
     pub fn new(writer: W) -> Self {
-        Self { writer }
+        Self {
+            writer: Some(writer),
+        }
     }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "this side closed the link")
 }
 
 impl<W: AsyncWrite + Unpin + Send + 'static> LinkTx for StreamTx<W> {
     async fn send(&mut self, frames: &[u8]) -> io::Result<()> {
-        self.writer.write_all(frames).await
+        match &mut self.writer {
+            Some(writer) => writer.write_all(frames).await,
+            None => Err(closed()),
+        }
     }
 
     async fn close(&mut self) -> io::Result<()> {
-        self.writer.shutdown().await
+        match self.writer.take() {
+            Some(mut writer) => writer.shutdown().await,
+            None => Ok(()),
+        }
     }
 }
 

@@ -15,8 +15,10 @@
 //! the same kind, and the CPU time each side spent per call in both phases.
 
 use std::fmt::Write as _;
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -172,11 +174,15 @@ pub(crate) fn run_child_if_asked() -> bool {
     let Ok(role) = std::env::var(CHILD_ENV) else {
         return false;
     };
-    // The parent holds our stdin open; when it goes (even killed), so do we.
-    std::thread::spawn(|| {
-        let _ = std::io::stdin().read_to_end(&mut Vec::new());
-        std::process::exit(0);
-    });
+    // Children that announce an address get a stdin the parent holds open:
+    // when it goes (even killed), so do they. The pipe children end with
+    // their pipes.
+    if !role.ends_with("pipe") {
+        std::thread::spawn(|| {
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            std::process::exit(0);
+        });
+    }
     pin(1);
     if let Err(err) = child(&role) {
         eprintln!("switchyard bench child {role}: {err}");
@@ -193,7 +199,7 @@ fn matrix() -> (Vec<Transport>, Vec<(Transport, &'static str)>) {
         match transport {
             // In-process only: there is no OS path between processes to compare.
             Transport::Memory => {}
-            Transport::Unix | Transport::Tcp if transport.is_available() => {
+            Transport::Pipe | Transport::Unix | Transport::Tcp if transport.is_available() => {
                 measured.push(transport);
             }
             _ if transport.is_available() => {
@@ -226,7 +232,11 @@ pub(crate) fn run(settings: Settings) -> Result<Outcome, String> {
         let kind = transport.as_str();
         let raw = raw_figures(kind, dir.path(), &settings)?;
         let raw_row = Row {
-            path: format!("raw {kind} socket"),
+            path: if transport == Transport::Pipe {
+                "raw pipe pair".to_owned()
+            } else {
+                format!("raw {kind} socket")
+            },
             transport: kind,
             figures: raw,
             base: None,
@@ -243,12 +253,9 @@ pub(crate) fn run(settings: Settings) -> Result<Outcome, String> {
         rows.push(raw_row);
         rows.push(row);
     }
-    if !skipped.is_empty() {
-        let names: Vec<&str> = skipped.iter().map(|(t, _)| t.as_str()).collect();
-        println!(
-            "not measured: {} (not implemented in this version)",
-            names.join(", ")
-        );
+    let not_measured = skipped_text(&skipped);
+    if !not_measured.is_empty() {
+        println!("not measured: {}", not_measured.join("; "));
     }
     Ok(Outcome {
         settings,
@@ -256,6 +263,25 @@ pub(crate) fn run(settings: Settings) -> Result<Outcome, String> {
         rows,
         skipped,
     })
+}
+
+/// The skipped transports grouped by reason: `shm, quic (not implemented in
+/// this version)`.
+pub(crate) fn skipped_text(skipped: &[(Transport, &'static str)]) -> Vec<String> {
+    let mut reasons: Vec<&str> = skipped.iter().map(|(_, why)| *why).collect();
+    reasons.sort_unstable();
+    reasons.dedup();
+    reasons
+        .into_iter()
+        .map(|why| {
+            let names: Vec<&str> = skipped
+                .iter()
+                .filter(|(_, w)| *w == why)
+                .map(|(t, _)| t.as_str())
+                .collect();
+            format!("{} ({why})", names.join(", "))
+        })
+        .collect()
 }
 
 const TEXT_WIDTHS: [usize; 9] = [22, 9, 9, 12, 10, 10, 10, 12, 12];
@@ -403,14 +429,18 @@ fn spawn_child(role: &str, dir: &Path) -> Result<(ChildGuard, String), String> {
 }
 
 fn child(role: &str) -> Result<(), String> {
-    let dir = PathBuf::from(std::env::var_os(DIR_ENV).ok_or("SWITCHYARD_RUNTIME_DIR is not set")?);
+    let dir = || {
+        std::env::var_os(DIR_ENV)
+            .map(PathBuf::from)
+            .ok_or("SWITCHYARD_RUNTIME_DIR is not set")
+    };
     let announce = |addr: &str| {
         println!("{addr}");
         let _ = std::io::stdout().flush();
     };
     match role {
         "raw-unix" => {
-            let path = dir.join("raw.sock");
+            let path = dir()?.join("raw.sock");
             let _ = std::fs::remove_file(&path);
             let listener = UnixListener::bind(&path).map_err(|e| format!("bind: {e}"))?;
             announce(&path.display().to_string());
@@ -427,13 +457,37 @@ fn child(role: &str) -> Result<(), String> {
                 .map_err(|e| format!("nodelay: {e}"))?;
             raw_echo(stream);
         }
+        "raw-pipe" => {
+            // Unbuffered copies of stdin and stdout (std's are buffered).
+            let input = std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| format!("stdin: {e}"))?;
+            let output = std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| format!("stdout: {e}"))?;
+            raw_echo(Duplex(File::from(input), File::from(output)));
+        }
+        "switchyard-pipe" => {
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
+            runtime.block_on(async {
+                switchyard::process::serve_parent(
+                    switchyard::process::Services::new().add_service(BenchServer::new(Echo)),
+                )
+                .await
+                .map_err(|e| format!("serving the parent: {e}"))?;
+                switchyard::process::parent_gone().await;
+                Ok::<(), String>(())
+            })?;
+        }
         "switchyard" => {
             let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
             runtime.block_on(async {
                 let server = Server::builder()
                     .add_service(BenchServer::new(Echo))
                     .tcp("127.0.0.1:0")
-                    .runtime_dir(&dir)
+                    .runtime_dir(dir()?)
                     .start()
                     .await
                     .map_err(|e| format!("server: {e}"))?;
@@ -446,6 +500,25 @@ fn child(role: &str) -> Result<(), String> {
         other => return Err(format!("unknown child role {other}")),
     }
     Ok(())
+}
+
+/// A reading half and a writing half as one stream.
+struct Duplex<R, W>(R, W);
+
+impl<R: Read, W> Read for Duplex<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R, W: Write> Write for Duplex<R, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.1.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.1.flush()
+    }
 }
 
 /// Echoes fixed-size messages until the peer closes.
@@ -523,6 +596,28 @@ fn micros(hist: &Histogram<u64>, q: f64) -> f64 {
 }
 
 fn raw_figures(kind: &str, dir: &Path, s: &Settings) -> Result<Figures, String> {
+    if kind == "pipe" {
+        // The child echoes its stdin to its stdout.
+        let exe = std::env::current_exe().map_err(|err| format!("finding this binary: {err}"))?;
+        let mut child = Command::new(exe)
+            .env(CHILD_ENV, "raw-pipe")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map(ChildGuard)
+            .map_err(|err| format!("starting the raw-pipe child: {err}"))?;
+        let input = child
+            .0
+            .stdin
+            .take()
+            .ok_or("the child's stdin is not piped")?;
+        let output = child
+            .0
+            .stdout
+            .take()
+            .ok_or("the child's stdout is not piped")?;
+        return raw_run(Duplex(output, input), &child, s);
+    }
     let (child, addr) = spawn_child(&format!("raw-{kind}"), dir)?;
     let connect_err =
         |e: std::io::Error| format!("connecting to the raw {kind} child at {addr}: {e}");
@@ -583,19 +678,50 @@ fn raw_run<S: Read + Write>(
     })
 }
 
+/// Keeps the serving child alive while measuring; kills it on drop.
+enum Serving {
+    /// Started by `spawn_child`, reached by address.
+    Addressed(ChildGuard),
+    /// Started by `process::Spawner`, reached over inherited pipes.
+    Piped(switchyard::process::ChildProcess),
+}
+
 fn switchyard_figures(kind: &str, dir: &Path, s: &Settings) -> Result<Figures, String> {
-    let (child, endpoints) = spawn_child("switchyard", dir)?;
-    let target = endpoints
-        .split(' ')
-        .find(|e| e.starts_with(&format!("{kind}://")))
-        .ok_or_else(|| format!("the switchyard child offers no {kind} endpoint: {endpoints}"))?
-        .to_owned();
-    let child_pid = child.pid();
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
     let s = *s;
     runtime.block_on(async move {
+        let (serving, channel, target) = if kind == "pipe" {
+            let exe =
+                std::env::current_exe().map_err(|err| format!("finding this binary: {err}"))?;
+            let mut command = Command::new(exe);
+            command
+                .env(CHILD_ENV, "switchyard-pipe")
+                .stdin(Stdio::null());
+            let child = switchyard::process::Spawner::new(command)
+                .spawn()
+                .await
+                .map_err(|e| format!("starting the switchyard-pipe child: {e}"))?;
+            let channel = child.channel();
+            (Serving::Piped(child), channel, "the pipes".to_owned())
+        } else {
+            let (child, endpoints) = spawn_child("switchyard", dir)?;
+            let target = endpoints
+                .split(' ')
+                .find(|e| e.starts_with(&format!("{kind}://")))
+                .ok_or_else(|| {
+                    format!("the switchyard child offers no {kind} endpoint: {endpoints}")
+                })?
+                .to_owned();
+            let channel = Channel::connect(&target)
+                .await
+                .map_err(|e| format!("connecting to {target}: {e}"))?;
+            (Serving::Addressed(child), channel, target)
+        };
+        let child_pid = match &serving {
+            Serving::Addressed(child) => child.pid(),
+            Serving::Piped(child) => child.id(),
+        };
         let call_err = |e: switchyard::Status| format!("echo over {target}: {e}");
-        let channel = Channel::connect(&target).await.map_err(call_err)?;
         let client = BenchClient::new(channel);
         let payload = vec![7u8; MESSAGE];
         let mut hist = histogram()?;
@@ -634,7 +760,7 @@ fn switchyard_figures(kind: &str, dir: &Path, s: &Settings) -> Result<Figures, S
         }
         let elapsed = start.elapsed();
         let cpu_many = before.per_call(CpuMark::now(child_pid), done);
-        drop(child);
+        drop(serving);
         Ok(Figures {
             p50_us: micros(&hist, 0.5),
             p99_us: micros(&hist, 0.99),

@@ -76,7 +76,7 @@ switchyard bench: measure every transport beside the raw OS path
 
 Usage: switchyard bench [--quick] [--report FILE]
 
-For each transport this build can use between processes (unix, tcp): p50 and
+For each transport this build can use between processes (pipe, unix, tcp):
 p99 of a 64-byte round trip (one call at a time), calls/s with 32 calls in
 flight on one connection, the ratios to a raw socket echo measured in the same
 run, and the CPU time client and server spent per call. The server side runs

@@ -163,18 +163,14 @@ fn section(outcome: &Outcome, command: &str, date: &str, machine: &Machine, svg:
     let _ = writeln!(out, "{}.", outcome.settings.describe());
     let _ = writeln!(
         out,
-        "CPU is the CPU time each side spent per call (client+server, µs), from /proc."
+        "CPU µs/call is the CPU time client and server each spent per call, shown as \
+         client+server (from /proc)."
     );
     out.push('\n');
     out.push_str(&markdown_table(&outcome.rows));
-    if !outcome.skipped.is_empty() {
-        let names: Vec<&str> = outcome.skipped.iter().map(|(t, _)| t.as_str()).collect();
-        let _ = writeln!(
-            out,
-            "\nNot measured: {} ({}).",
-            names.join(", "),
-            outcome.skipped[0].1
-        );
+    let skipped = crate::bench::skipped_text(&outcome.skipped);
+    if !skipped.is_empty() {
+        let _ = writeln!(out, "\nNot measured: {}.", skipped.join("; "));
     }
     let _ = writeln!(
         out,
@@ -247,14 +243,15 @@ fn xml(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A step of 1, 2 or 5 times a power of ten giving about four grid lines.
+/// A step of 1, 2, 2.5 or 5 times a power of ten giving about four grid
+/// lines.
 fn tick_step(max: f64) -> f64 {
     if max <= 0.0 || !max.is_finite() {
         return 1.0;
     }
     let rough = max / 4.0;
     let power = 10f64.powf(rough.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
+    [1.0, 2.0, 2.5, 5.0, 10.0]
         .into_iter()
         .map(|m| m * power)
         .find(|step| *step >= rough)
@@ -547,6 +544,7 @@ mod tests {
     fn ticks_are_round_numbers() {
         assert_eq!(tick_step(80.0), 20.0);
         assert_eq!(tick_step(7.0), 2.0);
+        assert_eq!(tick_step(85.0), 25.0);
         assert_eq!(tick_step(0.0), 1.0);
         assert_eq!(thousands(613_794.4), "613 794");
         assert_eq!(thousands(999.0), "999");
