@@ -1,5 +1,5 @@
-//! Unary round trips over Unix sockets and TCP, each beside the raw socket
-//! measured in the same run.
+//! Unary round trips over pipes, Unix sockets and TCP, each beside the raw
+//! OS path measured in the same run.
 //!
 //! `cargo bench -p switchyard --bench unary` (add `-- --quick` for a short
 //! run). The code is `switchyard bench`'s (`src/bin/switchyard/bench.rs`):

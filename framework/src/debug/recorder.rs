@@ -59,10 +59,13 @@ pub(crate) struct Recorder {
     open: Mutex<BTreeMap<u64, Weak<ConnectionStats>>>,
     closed: Mutex<VecDeque<ConnectionInfo>>,
     methods: Mutex<BTreeMap<MethodKey, Arc<MethodCounters>>>,
-    servers: Mutex<BTreeMap<u64, (Vec<ServiceInfo>, Vec<ListenerInfo>)>>,
+    servers: Mutex<BTreeMap<u64, ServerEntry>>,
 }
 
 type MethodKey = (String, String, Transport, Side);
+
+/// What one running server serves and where it listens.
+type ServerEntry = (Vec<ServiceInfo>, Vec<ListenerInfo>);
 
 /// The recorder of this process.
 pub(crate) fn recorder() -> &'static Recorder {

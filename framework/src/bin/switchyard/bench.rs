@@ -4,8 +4,10 @@
 //!
 //! `switchyard bench` runs it, and so does `cargo bench -p switchyard --bench
 //! unary`, which compiles this file into the bench with `#[path]`. The
-//! server side (a switchyard `Server` with an `echo` service, or a raw echo
-//! loop) runs in a child process: the binary re-executes itself with
+//! server side runs in a child process: a switchyard `Server` with an `echo`
+//! service (for pipes: `process::serve_parent` in a child started by
+//! `process::Spawner`), or a raw echo loop over a socket or the child's
+//! stdin/stdout. The binary re-executes itself with
 //! `SWITCHYARD_BENCH_CHILD` naming the child's role. Client and child are
 //! pinned to CPUs 0 and 1 when the machine has two or more
 //! (`SWITCHYARD_BENCH_PIN=0` turns that off).
