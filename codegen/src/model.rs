@@ -65,6 +65,9 @@ pub struct Method {
     pub output: Option<syn::Type>,
     /// Whether the method is `#[switchyard(oneway)]`: no reply is sent.
     pub oneway: bool,
+    /// `#[switchyard(oneway, priority = N)]`: the message-queue priority of
+    /// a one-way call (higher is delivered first); 0 by default.
+    pub priority: u32,
     /// The method id, [`method_id`](crate::ids::method_id).
     pub id: u32,
     /// The signature text, [`signature`](crate::ids::signature).
@@ -89,6 +92,8 @@ pub struct MethodSyntax {
     pub default_body: Option<syn::Block>,
     /// The span of `oneway` in `#[switchyard(oneway)]`.
     pub oneway_span: Option<Span>,
+    /// The span of `priority` in `#[switchyard(priority = N)]`.
+    pub priority_span: Option<Span>,
     /// Options that could not be understood: keys and malformed values.
     pub errors: Vec<syn::Error>,
 }

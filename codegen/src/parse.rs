@@ -162,6 +162,7 @@ fn service_option(meta: Meta, args: &mut ServiceArgs) {
 fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
     let (switchyard_attrs, attrs) = split_attrs(&function.attrs);
     let mut oneway_span = None;
+    let mut priority = None;
     let mut errors = Vec::new();
     for attr in switchyard_attrs {
         let metas = match attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated) {
@@ -174,6 +175,21 @@ fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
         for meta in metas {
             match &meta {
                 Meta::Path(path) if path.is_ident("oneway") => oneway_span = Some(path.span()),
+                Meta::NameValue(nv) if nv.path.is_ident("priority") => match &nv.value {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Int(int), ..
+                    }) => match int.base10_parse::<u32>() {
+                        Ok(value) => priority = Some((value, nv.path.span())),
+                        Err(_) => errors.push(syn::Error::new_spanned(
+                            int,
+                            "the priority must be a whole number from 0 to 32767",
+                        )),
+                    },
+                    other => errors.push(syn::Error::new_spanned(
+                        other,
+                        "write `priority = N` with N a whole number from 0 to 32767",
+                    )),
+                },
                 _ if meta.path().is_ident("oneway") => {
                     errors.push(syn::Error::new_spanned(
                         meta,
@@ -183,8 +199,8 @@ fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
                 _ => errors.push(syn::Error::new_spanned(
                     meta.path(),
                     format!(
-                        "unknown method option `{}`: the only method option is \
-                         `#[switchyard(oneway)]`",
+                        "unknown method option `{}`: the method options are `oneway` and \
+                         `priority = N` (for one-way methods)",
                         ids::type_text(meta.path())
                     ),
                 )),
@@ -234,6 +250,7 @@ fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
         args,
         output,
         oneway,
+        priority: priority.map_or(0, |(value, _)| value),
         id: ids::method_id(service, &name),
         fingerprint: ids::fnv1a64(&signature),
         signature,
@@ -243,6 +260,7 @@ fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
             receiver,
             default_body: function.default.clone(),
             oneway_span,
+            priority_span: priority.map(|(_, span)| span),
             errors,
         },
     }

@@ -239,6 +239,28 @@ fn check_method(service: &Service, method: &Method, errors: &mut Vec<syn::Error>
         }
         check_owned(&arg.ty, "arguments", errors);
     }
+    if let Some(span) = method.syntax.priority_span {
+        if !method.oneway {
+            at(
+                errors,
+                span,
+                format!(
+                    "`priority` orders one-way calls in a message queue, so it needs `oneway`: \
+                     write `#[switchyard(oneway, priority = {})]` or remove the priority",
+                    method.priority
+                ),
+            );
+        } else if method.priority > 32767 {
+            at(
+                errors,
+                span,
+                format!(
+                    "priority {} is out of range: POSIX message queues take 0 to 32767",
+                    method.priority
+                ),
+            );
+        }
+    }
     if let Some(output) = &method.output {
         check_owned(output, "return types", errors);
         if method.oneway {

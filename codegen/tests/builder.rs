@@ -94,7 +94,7 @@ fn describe_gives_the_model_as_json() {
             pub trait Calculator {
                 async fn add(&self, a: i64, b: i64) -> i64;
                 async fn div(&self, a: i64, b: i64) -> Result<i64, MathError>;
-                #[switchyard(oneway)]
+                #[switchyard(oneway, priority = 7)]
                 async fn log(&self, line: String);
             }
         },
@@ -122,6 +122,7 @@ fn describe_gives_the_model_as_json() {
                     "args": [{"name": "a", "ty": "i64"}, {"name": "b", "ty": "i64"}],
                     "output": "i64",
                     "oneway": false,
+                    "priority": 0,
                     "id": ids::fnv1a32("Calc.add"),
                     "signature": signatures[0],
                     "fingerprint": ids::fnv1a64(signatures[0]),
@@ -132,6 +133,7 @@ fn describe_gives_the_model_as_json() {
                     "args": [{"name": "a", "ty": "i64"}, {"name": "b", "ty": "i64"}],
                     "output": "Result<i64,MathError>",
                     "oneway": false,
+                    "priority": 0,
                     "id": ids::fnv1a32("Calc.div"),
                     "signature": signatures[1],
                     "fingerprint": ids::fnv1a64(signatures[1]),
@@ -142,6 +144,7 @@ fn describe_gives_the_model_as_json() {
                     "args": [{"name": "line", "ty": "String"}],
                     "output": null,
                     "oneway": true,
+                    "priority": 7,
                     "id": ids::fnv1a32("Calc.log"),
                     "signature": signatures[2],
                     "fingerprint": ids::fnv1a64(signatures[2]),

@@ -18,6 +18,9 @@ pub struct MethodDescriptor {
     /// Whether the method is one-way (`#[switchyard(oneway)]`): no response
     /// is sent and the caller returns once the transport has the call.
     pub oneway: bool,
+    /// For one-way methods, the message-queue priority
+    /// (`#[switchyard(oneway, priority = N)]`, 0 to 32767; higher first).
+    pub priority: u32,
     /// The signature as text, e.g. `add(i64, i64) -> i64`; shown in errors
     /// when client and server disagree.
     pub signature: &'static str,

@@ -34,7 +34,10 @@ async fn the_parent_calls_a_child_over_pipes() {
         let big: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
         assert!(client.echo(big.clone()).await.unwrap() == big);
         let status = child.shutdown(Duration::from_secs(5)).await;
-        assert!(status.success(), "closing the pipes lets the worker exit: {status}");
+        assert!(
+            status.success(),
+            "closing the pipes lets the worker exit: {status}"
+        );
     })
     .await;
 }

@@ -37,6 +37,23 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
         } else {
             quote!(self.core.call::<#codec, #request, #output>(#method_ref, (#(#arg_names,)*)).await)
         };
+        let try_form = method.oneway.then(|| {
+            let try_name = quote::format_ident!("try_{}", method.name_str());
+            let arg_types = method.args.iter().map(|arg| &arg.ty);
+            let try_doc = format!(
+                " Sends `{service_name}.{}` only if it can go at once: a full message queue \
+                 is `RESOURCE_EXHAUSTED` instead of a wait.",
+                method.name_str()
+            );
+            quote! {
+                #[doc = #try_doc]
+                #vis async fn #try_name(&self, #(#arg_names: #arg_types),*)
+                    -> ::core::result::Result<(), #private::Status>
+                {
+                    self.core.try_oneway::<#codec, #request>(#method_ref, (#(#arg_names,)*)).await
+                }
+            }
+        });
         quote! {
             #docs
             #vis async fn #name(&self, #(#arg_names: #arg_types),*)
@@ -44,6 +61,7 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
             {
                 #call
             }
+            #try_form
         }
     });
     quote! {

@@ -22,6 +22,7 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
         let full_name = ids::full_name(service_name, &name);
         let id = hex_u32(method.id);
         let oneway = method.oneway;
+        let priority = method.priority;
         let signature = &method.signature;
         let fingerprint = hex_u64(method.fingerprint);
         quote! {
@@ -31,6 +32,7 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
                 full_name: #full_name,
                 id: #id,
                 oneway: #oneway,
+                priority: #priority,
                 signature: #signature,
                 fingerprint: #fingerprint,
             }

@@ -24,7 +24,9 @@ impl Greetings for Printer {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if process::parent().is_some() {
         let parent = GreetingsClient::connect("greetings").await?;
-        parent.greet(format!("hello from child {}", std::process::id())).await?;
+        parent
+            .greet(format!("hello from child {}", std::process::id()))
+            .await?;
         return Ok(());
     }
     let mut child = Spawner::new(std::process::Command::new(std::env::current_exe()?))

@@ -128,7 +128,11 @@ async fn tour() -> Result<(), String> {
         .map_err(|s| s.to_string())?;
     let piped = CalculatorClient::new(worker.channel());
     let sum = piped.add(20, 22).await.map_err(|s| s.to_string())?;
-    line(&worker.channel(), "add(20, 22) in a child process", &sum.to_string());
+    line(
+        &worker.channel(),
+        "add(20, 22) in a child process",
+        &sum.to_string(),
+    );
     worker.shutdown(Duration::from_secs(5)).await;
 
     println!("tour: done; stopping the server");

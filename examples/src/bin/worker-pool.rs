@@ -48,7 +48,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let exe = std::env::current_exe()?;
     let mut children: Vec<ChildProcess> = Vec::new();
     for _ in 0..workers {
-        children.push(Spawner::new(std::process::Command::new(&exe)).spawn().await?);
+        children.push(
+            Spawner::new(std::process::Command::new(&exe))
+                .spawn()
+                .await?,
+        );
     }
     let clients: Vec<WorkerClient> = children
         .iter()
@@ -83,7 +87,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut overall = (0u64, 0u32);
     for task in tasks {
         let (pid, best) = task.await??;
-        println!("worker {pid}: longest chain starts at {} ({} steps)", best.0, best.1);
+        println!(
+            "worker {pid}: longest chain starts at {} ({} steps)",
+            best.0, best.1
+        );
         if best.1 > overall.1 {
             overall = best;
         }

@@ -277,11 +277,31 @@ impl ClientCore {
         })
     }
 
-    /// Sends a one-way call: returns once the transport has it.
+    /// Sends a one-way call: returns once the transport has it. When the
+    /// transport is backed up, waits (up to the call's deadline).
     pub async fn oneway<C: Codec, Req: Serialize + Send>(
         &self,
         method: &'static MethodDescriptor,
         request: Req,
+    ) -> Result<(), Status> {
+        self.send_oneway::<C, Req>(method, request, true).await
+    }
+
+    /// Sends a one-way call only if the transport takes it at once: a full
+    /// queue is ResourceExhausted instead of a wait.
+    pub async fn try_oneway<C: Codec, Req: Serialize + Send>(
+        &self,
+        method: &'static MethodDescriptor,
+        request: Req,
+    ) -> Result<(), Status> {
+        self.send_oneway::<C, Req>(method, request, false).await
+    }
+
+    async fn send_oneway<C: Codec, Req: Serialize + Send>(
+        &self,
+        method: &'static MethodDescriptor,
+        request: Req,
+        wait: bool,
     ) -> Result<(), Status> {
         if let Some(invalid) = &self.invalid {
             return Err(invalid.clone());
@@ -305,12 +325,36 @@ impl ClientCore {
         let len = buf.len();
         conn.stats.started();
         let (done, written) = oneshot::channel();
+        let outgoing = Outgoing {
+            bytes: buf,
+            written: Some(done),
+        };
+        let mut pending = Some(outgoing);
+        if !wait {
+            match conn.outgoing.try_send(pending.take().expect("set above")) {
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                    conn.stats.finished(
+                        &counters,
+                        Code::ResourceExhausted,
+                        Some(now.elapsed()),
+                        0,
+                        0,
+                    );
+                    return Err(Status::resource_exhausted(format!(
+                        "{}: the connection's send queue is full; nothing was sent — retry \
+                         later or use the waiting form",
+                        method.full_name
+                    )));
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) | Ok(()) => {}
+            }
+        }
         let send = async {
-            let queued = conn.outgoing.send(Outgoing {
-                bytes: buf,
-                written: Some(done),
-            });
-            queued.await.is_ok() && written.await.is_ok()
+            let queued = match pending {
+                Some(outgoing) => conn.outgoing.send(outgoing).await.is_ok(),
+                None => true,
+            };
+            queued && written.await.is_ok()
         };
         let sent = match deadline {
             None => send.await,
