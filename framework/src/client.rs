@@ -3,6 +3,7 @@
 
 mod call;
 pub(crate) mod connection;
+mod oneway;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -91,6 +92,7 @@ impl ChannelBuilder {
     /// Connects to `target`: a service name published in the local registry
     /// (`"calculator"`), `unix:///path/to.sock` or `tcp://host:port`.
     pub async fn connect(self, target: &str) -> Result<Channel, Status> {
+        crate::debug::ensure_from_env();
         let parsed = Target::parse(target)?;
         if let Target::Name(name) = &parsed {
             let forced = self.forced()?;
@@ -116,13 +118,20 @@ impl ChannelBuilder {
                 )));
             }
         }
-        let conn = open(&self, &parsed).await?;
+        let conn = match open(&self, &parsed).await {
+            Ok(conn) => conn,
+            Err(status) => match self.queue_standin(&parsed, &status) {
+                Some(conn) => conn,
+                None => return Err(status),
+            },
+        };
         Ok(Channel {
             shared: Arc::new(Shared {
                 target: Some((target.to_owned(), parsed)),
                 builder: self,
                 current: Mutex::new(conn),
                 reconnect: tokio::sync::Mutex::new(()),
+                queue_only: oneway::OnewayRoutes::default(),
             }),
         })
     }
@@ -131,6 +140,7 @@ impl ChannelBuilder {
     /// end of [`memory::pair`](crate::transport::memory::pair)). Such a
     /// channel does not reconnect.
     pub async fn connect_link<L: Link>(self, link: L) -> Result<Channel, Status> {
+        crate::debug::ensure_from_env();
         let transport = link.transport();
         let selection = Selection {
             transport,
@@ -144,8 +154,46 @@ impl ChannelBuilder {
                 builder: self,
                 current: Mutex::new(conn),
                 reconnect: tokio::sync::Mutex::new(()),
+                queue_only: oneway::OnewayRoutes::default(),
             }),
         })
+    }
+
+    /// When no live server publishes `target` but its message queue is
+    /// there, a stand-in connection: one-way calls wait in the queue, other
+    /// calls try to reconnect.
+    fn queue_standin(&self, target: &Target, status: &Status) -> Option<Arc<Connection>> {
+        let Target::Name(name) = target else {
+            return None;
+        };
+        if status.code() != crate::Code::NotFound
+            || self
+                .forced()
+                .ok()
+                .flatten()
+                .is_some_and(|f| f.transport != Transport::MessageQueue)
+        {
+            return None;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let root = self
+                .runtime_dir
+                .clone()
+                .unwrap_or_else(crate::discovery::runtime_dir);
+            let queue = crate::server::queue::queue_name(&root, name);
+            crate::transport::mqueue::MqSender::open(&queue).ok()?;
+            Some(Connection::placeholder(
+                name,
+                &queue,
+                &self.connection_config(),
+            ))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = name;
+            None
+        }
     }
 
     pub(crate) fn connection_config(&self) -> ConnectionConfig {
@@ -233,6 +281,8 @@ struct Shared {
     builder: ChannelBuilder,
     current: Mutex<Arc<Connection>>,
     reconnect: tokio::sync::Mutex<()>,
+    /// One-way routes used while no server is connected.
+    queue_only: oneway::OnewayRoutes,
 }
 
 impl Channel {
@@ -245,6 +295,7 @@ impl Channel {
                 builder,
                 current: Mutex::new(conn),
                 reconnect: tokio::sync::Mutex::new(()),
+                queue_only: oneway::OnewayRoutes::default(),
             }),
         }
     }
@@ -327,6 +378,68 @@ impl Channel {
     /// Whether the server serves `service`.
     pub fn serves(&self, service: &ServiceDescriptor) -> bool {
         self.current().peer_hello.service(service.name).is_some()
+    }
+
+    /// The override in force for this channel, if any.
+    pub(crate) fn forced(&self) -> Option<Forced> {
+        self.shared.builder.forced().ok().flatten()
+    }
+
+    /// How one-way calls of `service` leave this process, and why: through
+    /// the server's message queue on the same host, else over the
+    /// connection.
+    pub fn oneway_selection(&self, service: &'static ServiceDescriptor) -> Selection {
+        let (route, transport) = self.oneway_route(service);
+        oneway::selection(&route, transport)
+    }
+
+    /// The one-way route for `service`: the current connection's, or, when
+    /// no server is connected, the queue alone.
+    pub(crate) fn oneway_route(
+        &self,
+        service: &'static ServiceDescriptor,
+    ) -> (oneway::OnewayRoute, Option<Transport>) {
+        let conn = self.current();
+        if conn.is_usable() {
+            let facts = || conn.server_facts(service.name);
+            let route = conn.oneway.route(service, facts, self.forced());
+            return (route, Some(conn.selection.transport));
+        }
+        let facts = || oneway::ServerFacts {
+            locality: None,
+            uid: None,
+            queue: self.standin_queue(service.name),
+        };
+        (
+            self.shared.queue_only.route(service, facts, self.forced()),
+            None,
+        )
+    }
+
+    /// The queue a server of this channel's runtime directory would drain
+    /// for `service`.
+    fn standin_queue(&self, service: &str) -> Option<String> {
+        #[cfg(target_os = "linux")]
+        {
+            let root = self
+                .shared
+                .builder
+                .runtime_dir
+                .clone()
+                .unwrap_or_else(crate::discovery::runtime_dir);
+            Some(crate::server::queue::queue_name(&root, service))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = service;
+            None
+        }
+    }
+
+    /// Forgets a route whose queue went away.
+    pub(crate) fn forget_oneway_route(&self, service: &'static ServiceDescriptor) {
+        self.current().oneway.forget(service);
+        self.shared.queue_only.forget(service);
     }
 
     /// The default call deadline.

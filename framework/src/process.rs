@@ -68,6 +68,7 @@ impl Services {
         Ok(Arc::new(ServerShared {
             router: self.router,
             config: ServerConfig::default(),
+            queues: Vec::new(),
         }))
     }
 }

@@ -4,6 +4,8 @@
 
 mod connection;
 pub(crate) mod peer;
+#[cfg(target_os = "linux")]
+pub(crate) mod queue;
 pub(crate) mod router;
 
 use std::net::SocketAddr;
@@ -53,6 +55,8 @@ impl Default for ServerConfig {
 pub(crate) struct ServerShared {
     pub(crate) router: Router,
     pub(crate) config: ServerConfig,
+    /// (service, queue name) of the message queues this server drains.
+    pub(crate) queues: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -75,6 +79,7 @@ pub struct ServerBuilder {
     grace: Duration,
     runtime_dir: Option<PathBuf>,
     introspection: bool,
+    message_queues: bool,
     debug_addr: Option<String>,
 }
 
@@ -98,6 +103,7 @@ impl Server {
             grace: Duration::from_secs(30),
             runtime_dir: None,
             introspection: true,
+            message_queues: true,
             debug_addr: None,
         }
     }
@@ -184,6 +190,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Whether services with one-way methods receive them through a POSIX
+    /// message queue (on by default, where the system has them): one-way
+    /// calls then wait in the kernel while the server restarts.
+    pub fn message_queues(mut self, enabled: bool) -> Self {
+        self.message_queues = enabled;
+        self
+    }
+
     /// The runtime directory for the registry and the default socket.
     pub fn runtime_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.runtime_dir = Some(dir.into());
@@ -218,9 +232,31 @@ impl ServerBuilder {
         } else {
             None
         };
+        #[cfg(target_os = "linux")]
+        let opened = if self.message_queues {
+            let root = self
+                .runtime_dir
+                .clone()
+                .unwrap_or_else(crate::discovery::runtime_dir);
+            let with_oneway: Vec<(String, bool)> = service_infos
+                .iter()
+                .map(|s| (s.name.clone(), s.methods.iter().any(|m| m.oneway)))
+                .collect();
+            queue::open(&root, &with_oneway)
+        } else {
+            Vec::new()
+        };
+        #[cfg(target_os = "linux")]
+        let queue_names = opened
+            .iter()
+            .map(|q| (q.service.clone(), q.name.clone()))
+            .collect();
+        #[cfg(not(target_os = "linux"))]
+        let queue_names = Vec::new();
         let shared = Arc::new(ServerShared {
             router: self.router,
             config: self.config,
+            queues: queue_names,
         });
         let (phase, _) = watch::channel(Phase::Serving);
         let (alive, connections_done) = mpsc::channel::<()>(1);
@@ -234,6 +270,8 @@ impl ServerBuilder {
             _ => None,
         };
         let mut tasks = Vec::new();
+        #[cfg(target_os = "linux")]
+        let queues = queue::spawn(&shared, opened, &phase);
         if let Some(path) = unix_path_wanted {
             let listener = UnixListener::bind(&path).map_err(|err| {
                 Status::unavailable(format!(
@@ -336,6 +374,8 @@ impl ServerBuilder {
             tasks,
             grace: self.grace,
             _registration: registration,
+            #[cfg(target_os = "linux")]
+            queues,
         })
     }
 }
@@ -389,9 +429,17 @@ pub struct ServerHandle {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     grace: Duration,
     _registration: crate::debug::recorder::ServerRegistration,
+    #[cfg(target_os = "linux")]
+    queues: Vec<queue::QueueHandle>,
 }
 
 impl ServerHandle {
+    /// The POSIX message queues one-way calls reach this server through.
+    #[cfg(target_os = "linux")]
+    pub fn queues(&self) -> Vec<String> {
+        self.queues.iter().map(|q| q.name.clone()).collect()
+    }
+
     /// The URLs the server listens on.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
@@ -431,6 +479,12 @@ impl ServerHandle {
         }
         let _ = self.phase.send(Phase::Stopped);
         let _ = self.connections_done.recv().await;
+        // Queues stop after the call in hand; an empty queue goes, one with
+        // calls waiting stays for the next start.
+        #[cfg(target_os = "linux")]
+        for queue in std::mem::take(&mut self.queues) {
+            queue.close().await;
+        }
         tracing::info!("server stopped");
     }
 

@@ -31,6 +31,7 @@ pub(crate) fn local_hello(
         max_frame,
         max_in_flight,
         services,
+        queues: Vec::new(),
     }
 }
 

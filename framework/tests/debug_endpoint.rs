@@ -1261,7 +1261,7 @@ fn scraper(
 #[ignore = "a measurement; run by hand in release mode"]
 async fn endpoint_cost_on_the_fastest_transport() {
     let _serial = FIXTURE_LOCK.lock().await;
-    const CALLS: usize = 50_000;
+    const CALLS: usize = 200_000;
     const ROUNDS: usize = 5;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::builder()

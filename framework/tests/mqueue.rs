@@ -240,11 +240,23 @@ async fn a_frame_over_the_message_size_is_refused_without_sending() {
     }
     assert_eq!(rx.queue().attributes().unwrap().current_messages, 1);
 
-    // Sizes beyond the system's limits are refused, for root as well.
-    let err = sys::create_exclusive(&queues.name(), lim.msg_max + 1, SMALL).unwrap_err();
+    // Sizes beyond the kernel's hard caps (65536 messages, 16 MiB) are
+    // refused for everyone.
+    let err = sys::create_exclusive(&queues.name(), 100_000, SMALL).unwrap_err();
     assert!(matches!(err, MqError::ExceedsLimits { .. }), "{err}");
-    let err = sys::create_exclusive(&queues.name(), 1, lim.msgsize_max + 1).unwrap_err();
+    let err = sys::create_exclusive(&queues.name(), 1, 32 << 20).unwrap_err();
     assert!(err.to_string().contains("msgsize_max"), "{err}");
+    // Between the system limits and those caps only a process with
+    // CAP_SYS_RESOURCE may go; without it the kernel says EINVAL.
+    let above = sys::create_exclusive(&queues.name(), lim.msg_max + 1, SMALL);
+    match above {
+        Ok(queue) => {
+            assert_eq!(queue.max_messages(), lim.msg_max + 1);
+            drop(queue);
+            sys::unlink(&queues.name()).unwrap();
+        }
+        Err(err) => assert!(matches!(err, MqError::ExceedsLimits { .. }), "{err}"),
+    }
 
     // Priorities above the maximum are refused.
     let err = tx

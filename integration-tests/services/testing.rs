@@ -30,6 +30,10 @@ pub trait Testing {
     /// Appends `line` to the file named `path` (one-way).
     #[switchyard(oneway)]
     async fn record(&self, path: String, line: String);
+    /// Appends `line` to `path`, ahead of queued `record` calls (one-way,
+    /// priority 5).
+    #[switchyard(oneway, priority = 5)]
+    async fn record_urgent(&self, path: String, line: String);
     /// Returns a payload of `len` bytes.
     async fn payload(&self, len: u64) -> Vec<u8>;
     /// The serving process's id.

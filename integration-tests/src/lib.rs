@@ -132,6 +132,10 @@ impl Testing for TestingImpl {
         (own, seen, left)
     }
 
+    async fn record_urgent(&self, path: String, line: String) {
+        self.record(path, line).await;
+    }
+
     async fn payload(&self, len: u64) -> Vec<u8> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         (0..len).map(|i| (i % 251) as u8).collect()
@@ -161,7 +165,12 @@ impl ServerProcess {
 
     /// Starts `test-server` in an existing runtime directory.
     pub fn start_in(runtime_dir: tempfile::TempDir, args: &[&str]) -> Self {
-        let mut child = Command::new(test_server_exe())
+        Self::start_exe(&test_server_exe(), runtime_dir, args)
+    }
+
+    /// Starts the test server at `exe` in an existing runtime directory.
+    pub fn start_exe(exe: &Path, runtime_dir: tempfile::TempDir, args: &[&str]) -> Self {
+        let mut child = Command::new(exe)
             .args(args)
             .env("SWITCHYARD_RUNTIME_DIR", runtime_dir.path())
             .stdout(Stdio::piped())
@@ -240,6 +249,10 @@ impl ServerProcess {
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
+        // A killed server leaves its queue (that is the point of queues);
+        // the test that started it removes it.
+        let queue = switchyard::transport::mqueue::service_queue_name(self.dir(), "Testing");
+        let _ = switchyard::sys::mqueue::unlink(&queue);
     }
 }
 

@@ -29,6 +29,7 @@ async fn raw(server: &ServerProcess) -> (UnixStream, Hello) {
         max_frame: 1 << 20,
         max_in_flight: 0,
         services: Vec::new(),
+        queues: Vec::new(),
     };
     let mut buf = Vec::new();
     let start = start_frame(&mut buf);

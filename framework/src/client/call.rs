@@ -1,6 +1,8 @@
 //! Making calls: [`ClientCore`], what every generated client wraps.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -10,6 +12,7 @@ use tracing::Instrument;
 
 use super::Channel;
 use super::connection::Connection;
+use super::oneway::{OnewayRoute, QueueRoute};
 use crate::codec::Codec;
 use crate::context::Context;
 use crate::debug::recorder::MethodCounters;
@@ -54,7 +57,9 @@ impl ClientCore {
     ) -> Result<Self, Status> {
         let channel = Channel::connect(target).await?;
         let conn = channel.current();
-        if conn.peer_hello.service(service.name).is_none() {
+        // A stand-in for a server that is down (its queue is there) knows no
+        // services yet; calls check when they reconnect.
+        if conn.is_usable() && conn.peer_hello.service(service.name).is_none() {
             return Err(conn.missing(service, None));
         }
         Ok(Self::new(channel, service))
@@ -309,10 +314,34 @@ impl ClientCore {
         let now = Instant::now();
         let (deadline, trace) = self.call_context(now);
         let deadline_us = deadline_budget(now, deadline, method.full_name)?;
-        let conn = self.channel.connection().await?;
-        let counters = Arc::clone(conn.check_method(self.service, method)?);
         let (mut buf, metadata_len) = self.encode::<C, Req>(method, &request, &trace)?;
         drop(request);
+        // A queue takes the call even while no server is connected.
+        let (route, _) = self.channel.oneway_route(self.service);
+        if let OnewayRoute::Queue(queue) = route {
+            if self.channel.current().is_usable() {
+                self.channel.current().check_method(self.service, method)?;
+            }
+            let mut header = Header::new(Kind::OneWay, QUEUE_CALL_IDS.fetch_add(1, Relaxed));
+            header.method_id = method.id;
+            header.deadline_us = deadline_us;
+            let limit = u32::try_from(queue.max_message()).unwrap_or(u32::MAX);
+            if finish_frame(&mut buf, 0, header, metadata_len, limit).is_ok()
+                && buf.len() <= queue.max_message()
+            {
+                return self
+                    .send_queued(&queue, method, &buf, wait, deadline, now)
+                    .await;
+            }
+            tracing::debug!(
+                method = method.full_name,
+                len = buf.len(),
+                max = queue.max_message(),
+                "one-way call larger than the queue's message size: sent over the connection"
+            );
+        }
+        let conn = self.channel.connection().await?;
+        let counters = Arc::clone(conn.check_method(self.service, method)?);
         let call_id = conn
             .calls
             .lock()
@@ -331,22 +360,23 @@ impl ClientCore {
         };
         let mut pending = Some(outgoing);
         if !wait {
-            match conn.outgoing.try_send(pending.take().expect("set above")) {
-                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-                    conn.stats.finished(
-                        &counters,
-                        Code::ResourceExhausted,
-                        Some(now.elapsed()),
-                        0,
-                        0,
-                    );
-                    return Err(Status::resource_exhausted(format!(
-                        "{}: the connection's send queue is full; nothing was sent — retry \
-                         later or use the waiting form",
-                        method.full_name
-                    )));
-                }
-                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) | Ok(()) => {}
+            // `pending` was set just above.
+            let outgoing = pending.take().expect("set above");
+            if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) =
+                conn.outgoing.try_send(outgoing)
+            {
+                conn.stats.finished(
+                    &counters,
+                    Code::ResourceExhausted,
+                    Some(now.elapsed()),
+                    0,
+                    0,
+                );
+                return Err(Status::resource_exhausted(format!(
+                    "{}: the connection's send queue is full; nothing was sent — retry later \
+                     or use the waiting form",
+                    method.full_name
+                )));
             }
         }
         let send = async {
@@ -382,7 +412,59 @@ impl ClientCore {
             }))
         }
     }
+
+    /// Puts an encoded one-way frame in the server's queue.
+    #[cfg(target_os = "linux")]
+    async fn send_queued(
+        &self,
+        queue: &QueueRoute,
+        method: &'static MethodDescriptor,
+        frame: &[u8],
+        wait: bool,
+        deadline: Option<Instant>,
+        started: Instant,
+    ) -> Result<(), Status> {
+        use crate::transport::mqueue::MqSendError;
+        let result = if wait {
+            queue.sender.send(frame, method.priority, deadline).await
+        } else {
+            queue.sender.try_send(frame, method.priority)
+        };
+        let code = match &result {
+            Ok(()) => Code::Ok,
+            Err(err) => err.code(),
+        };
+        if let Some(counters) = queue.counters(method.id) {
+            counters.finished(code, Some(started.elapsed()), frame.len(), 0);
+        }
+        result.map_err(|err| {
+            if matches!(err, MqSendError::Removed { .. }) {
+                self.channel.forget_oneway_route(self.service);
+            }
+            Status::new(err.code(), format!("{}: {err}", method.full_name))
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    async fn send_queued(
+        &self,
+        _queue: &QueueRoute,
+        method: &'static MethodDescriptor,
+        _frame: &[u8],
+        _wait: bool,
+        _deadline: Option<Instant>,
+        _started: Instant,
+    ) -> Result<(), Status> {
+        Err(Status::unavailable(format!(
+            "{}: message queues are not available on this platform",
+            method.full_name
+        )))
+    }
 }
+
+/// Call ids of one-way frames sent through queues (the server ignores them;
+/// they tell frames apart in logs).
+static QUEUE_CALL_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// Ends a call's bookkeeping however the call ends: records it in the
 /// debug counters, and if it is dropped (or times out) before its response,

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::oneway::{OnewayRoutes, ServerFacts};
 use crate::debug::model::PeerInfo as PeerModel;
 use crate::debug::recorder::{ConnectionStats, MethodCounters, Side, recorder};
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::protocol::call::ClientCalls;
 use crate::protocol::frame::{Decoded, Frame, Kind};
-use crate::protocol::hello::{Hello, MethodInfo, Role};
+use crate::protocol::hello::{Hello, Locality, MethodInfo, Role};
 use crate::protocol::status::Status;
 use crate::select::Selection;
 use crate::session::{
@@ -53,6 +54,10 @@ pub(crate) struct Connection {
     closed: OnceLock<Status>,
     draining: AtomicBool,
     _stop_reader: Option<oneshot::Sender<()>>,
+    /// Where the server runs relative to this process.
+    pub(crate) locality: Locality,
+    /// How one-way calls to each service leave this process.
+    pub(crate) oneway: OnewayRoutes,
 }
 
 impl Connection {
@@ -143,7 +148,10 @@ impl Connection {
             "connected",
             format!("{transport} to {url}: {}", selection.reason),
         );
+        let locality = hello.host.locality(&peer_hello.host);
         Arc::new(Self {
+            locality,
+            oneway: OnewayRoutes::default(),
             selection,
             peer,
             peer_frame_limit: peer_hello.max_frame,
@@ -158,6 +166,45 @@ impl Connection {
             draining: AtomicBool::new(false),
             _stop_reader: stop_reader,
         })
+    }
+
+    /// A stand-in for a server that is down but whose message queue is
+    /// there: it takes no calls (every call reconnects first), and its
+    /// selection says that one-way calls wait in the queue.
+    pub(crate) fn placeholder(target: &str, queue: &str, config: &ConnectionConfig) -> Arc<Self> {
+        let selection = Selection {
+            transport: crate::select::Transport::MessageQueue,
+            reason: format!(
+                "no live process publishes {target:?}, but its queue {queue} is there: one-way \
+                 calls wait in the kernel until the server is back; other calls reconnect"
+            ),
+            rejected: Vec::new(),
+        };
+        let hello = local_hello(Role::Client, Vec::new(), config.frame_limit, 0);
+        let peer_hello = Hello {
+            role: Role::Server,
+            ..hello.clone()
+        };
+        let (outgoing, _closed) = mpsc::channel(1);
+        let peer = PeerInfo {
+            addr: format!("mqueue://{queue}"),
+            pid: None,
+            uid: Some(crate::sys::uid()),
+        };
+        let conn = Self::established(selection, peer, &hello, peer_hello, outgoing, config, None);
+        conn.close(Status::unavailable(format!(
+            "no live server for {target:?} yet; one-way calls wait in its queue {queue}"
+        )));
+        conn
+    }
+
+    /// What one-way routing needs to know of this connection's server.
+    pub(crate) fn server_facts(&self, service: &str) -> ServerFacts {
+        ServerFacts {
+            locality: Some(self.locality),
+            uid: Some(self.peer_hello.uid),
+            queue: self.peer_hello.queue(service).map(str::to_owned),
+        }
     }
 
     /// Whether new calls may use this connection.

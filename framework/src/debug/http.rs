@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 /// The environment variable that turns the endpoint on.
-pub const ENV_VAR: &str = "SWITCHYARD_DEBUG_ADDR";
+pub const DEBUG_ADDR_ENV: &str = "SWITCHYARD_DEBUG_ADDR";
 
 /// The HTML page.
 pub const HTML_PATH: &str = "/debug/switchyard";
@@ -137,14 +137,14 @@ impl DebugEndpoint {
     /// that says what to do, and the process goes on without the endpoint.
     pub fn from_env() -> Option<SocketAddr> {
         static FROM_ENV: OnceLock<Option<SocketAddr>> = OnceLock::new();
-        *FROM_ENV.get_or_init(|| match std::env::var(ENV_VAR) {
+        *FROM_ENV.get_or_init(|| match std::env::var(DEBUG_ADDR_ENV) {
             Ok(value) if value.trim().is_empty() => None,
-            Ok(value) => start_or_warn(&value, ENV_VAR),
+            Ok(value) => start_or_warn(&value, DEBUG_ADDR_ENV),
             Err(std::env::VarError::NotPresent) => None,
             Err(std::env::VarError::NotUnicode(raw)) => {
                 tracing::warn!(
                     value = ?raw,
-                    "{ENV_VAR} is not valid UTF-8, so the switchyard debug endpoint is off; \
+                    "{DEBUG_ADDR_ENV} is not valid UTF-8, so the switchyard debug endpoint is off; \
                      set it to a port (9901, which binds 127.0.0.1) or host:port \
                      (127.0.0.1:9901)"
                 );

@@ -20,7 +20,7 @@ pub use model::{
     Rejected, ServiceInfo, Snapshot,
 };
 
-pub use http::{DebugEndpoint, ENV_VAR as DEBUG_ADDR_ENV, HTML_PATH, JSON_PATH, METRICS_PATH};
+pub use http::{DEBUG_ADDR_ENV, DebugEndpoint, HTML_PATH, JSON_PATH, METRICS_PATH};
 pub(crate) use http::{ensure_from_env, start_or_warn};
 
 pub use service::{

@@ -339,7 +339,13 @@ pub(crate) struct MethodCounters {
 }
 
 impl MethodCounters {
-    fn finished(&self, code: Code, elapsed: Option<Duration>, sent: usize, received: usize) {
+    pub(crate) fn finished(
+        &self,
+        code: Code,
+        elapsed: Option<Duration>,
+        sent: usize,
+        received: usize,
+    ) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         if code != Code::Ok {
             self.errors[usize::from(code.as_u16())].fetch_add(1, Ordering::Relaxed);

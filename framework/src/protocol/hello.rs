@@ -13,6 +13,8 @@
 //! u16 service count, then per service:
 //!     str name  u64 fingerprint  u16 method count, then per method:
 //!         u32 id  u8 flags (bit 0: one-way)  str name  str signature  u64 fingerprint
+//! u16 queue count (optional: absent in older hellos), then per queue:
+//!     str service name  str POSIX message queue name
 //! ```
 //!
 //! Unknown trailing bytes are ignored, so later versions may append fields.
@@ -148,6 +150,8 @@ pub struct Hello {
     pub max_in_flight: u32,
     /// What the sender serves.
     pub services: Vec<ServiceInfo>,
+    /// POSIX message queues that take one-way calls: (service, queue name).
+    pub queues: Vec<(String, String)>,
 }
 
 /// Why a hello could not be decoded.
@@ -207,6 +211,11 @@ impl Hello {
                 out.extend_from_slice(&method.fingerprint.to_le_bytes());
             }
         }
+        put_u16_len(out, self.queues.len());
+        for (service, queue) in &self.queues {
+            put_str(out, service);
+            put_str(out, queue);
+        }
     }
 
     /// Parses the wire form.
@@ -256,6 +265,13 @@ impl Hello {
                 methods,
             });
         }
+        let mut queues = Vec::new();
+        if r.remaining() >= 2 {
+            let count = r.u16("queue count")?;
+            for _ in 0..count {
+                queues.push((r.str("queue service")?, r.str("queue name")?));
+            }
+        }
         Ok(Self {
             role,
             host,
@@ -265,7 +281,16 @@ impl Hello {
             max_frame,
             max_in_flight,
             services,
+            queues,
         })
+    }
+
+    /// The message queue that takes one-way calls of `service`, if any.
+    pub fn queue(&self, service: &str) -> Option<&str> {
+        self.queues
+            .iter()
+            .find(|(s, _)| s == service)
+            .map(|(_, q)| q.as_str())
     }
 
     /// The service named `name`, if the sender serves it.
@@ -368,6 +393,7 @@ mod tests {
                     fingerprint: 9,
                 }],
             }],
+            queues: vec![("Calculator".into(), "/sy-1000-calculator".into())],
         }
     }
 
@@ -377,17 +403,30 @@ mod tests {
         let mut wire = Vec::new();
         hello.encode_into(&mut wire);
         assert_eq!(Hello::decode(&wire).unwrap(), hello);
+        assert_eq!(hello.queue("Calculator"), Some("/sy-1000-calculator"));
         wire.extend_from_slice(b"future fields");
         assert_eq!(Hello::decode(&wire).unwrap(), hello);
     }
 
     #[test]
     fn every_truncation_is_an_error_not_a_panic() {
+        let mut hello = sample();
         let mut wire = Vec::new();
-        sample().encode_into(&mut wire);
+        hello.encode_into(&mut wire);
         for cut in 0..wire.len() {
-            assert!(Hello::decode(&wire[..cut]).is_err(), "cut at {cut}");
+            // A hello cut exactly before the optional queue list is an older
+            // hello without queues.
+            if let Ok(decoded) = Hello::decode(&wire[..cut]) {
+                hello.queues.clear();
+                assert_eq!(decoded, hello, "cut at {cut}");
+            }
         }
+        hello.queues.clear();
+        let mut older = Vec::new();
+        hello.encode_into(&mut older);
+        older.truncate(older.len() - 2);
+        assert_eq!(Hello::decode(&older).unwrap(), hello);
+        assert!(Hello::decode(&older[..older.len() - 1]).is_err());
     }
 
     #[test]
@@ -395,9 +434,11 @@ mod tests {
         let mut wire = Vec::new();
         let mut hello = sample();
         hello.services.clear();
+        hello.queues.clear();
         hello.encode_into(&mut wire);
-        let n = wire.len();
-        wire[n - 2..].copy_from_slice(&u16::MAX.to_le_bytes());
+        // The service count sits before the (empty) queue list.
+        let n = wire.len() - 2;
+        wire[n - 2..n].copy_from_slice(&u16::MAX.to_le_bytes());
         assert!(matches!(
             Hello::decode(&wire),
             Err(HelloError::Truncated { .. })

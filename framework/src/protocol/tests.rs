@@ -236,6 +236,7 @@ fn hellos_cross_and_reveal_locality() {
         max_frame: DEFAULT_FRAME_LIMIT,
         max_in_flight: 8,
         services: Vec::new(),
+        queues: Vec::new(),
     };
     let mut pair = Pair::new(8, DEFAULT_FRAME_LIMIT);
     for (role, inbox) in [(Role::Client, 0), (Role::Server, 1)] {

@@ -90,12 +90,14 @@ pub(crate) async fn serve<L: Link>(
 
 /// This server's hello in `role`.
 pub(crate) fn server_hello(shared: &ServerShared, role: Role) -> Hello {
-    local_hello(
+    let mut hello = local_hello(
         role,
         shared.router.infos(),
         shared.config.frame_limit,
         u32::try_from(shared.config.max_in_flight).unwrap_or(u32::MAX),
-    )
+    );
+    hello.queues = shared.queues.clone();
+    hello
 }
 
 /// A link whose handshake is done, ready for [`drive`].

@@ -431,8 +431,9 @@ pub struct OwnedQueue {
 /// Anything else is refused with [`MqError::Foreign`] or
 /// [`MqError::PermissionDenied`].
 ///
-/// The sizes are checked against [`limits`] for every user, root included,
-/// so that a queue works the same whoever created it.
+/// Sizes above [`limits`] work only for a privileged process
+/// (CAP_SYS_RESOURCE); for others the kernel refuses them
+/// ([`MqError::ExceedsLimits`]).
 pub fn create_exclusive(
     name: &str,
     max_messages: usize,
@@ -440,11 +441,9 @@ pub fn create_exclusive(
 ) -> Result<OwnedQueue, MqError> {
     check_name(name)?;
     let limits = limits()?;
-    if max_messages == 0
-        || message_size == 0
-        || max_messages > limits.msg_max
-        || message_size > limits.msgsize_max
-    {
+    // Above the system limits only a privileged process (CAP_SYS_RESOURCE)
+    // may go; the kernel decides (EINVAL otherwise).
+    if max_messages == 0 || message_size == 0 {
         return Err(MqError::ExceedsLimits {
             max_messages,
             message_size,

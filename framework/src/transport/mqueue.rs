@@ -66,6 +66,18 @@ pub use crate::sys::mqueue::{
     MAX_PRIORITY, MqAttributes, MqError, MqLimits, limits, list_own_queues, queue_name,
 };
 
+/// The queue a server drains for `service`, among the servers that share
+/// the runtime directory `root` (servers with other runtime directories,
+/// such as parallel tests, get other queues): `/sy-<uid>-<scope>-<service>`
+/// with `scope` the FNV-1a 32 hash of the directory.
+pub fn service_queue_name(root: &std::path::Path, service: &str) -> String {
+    let scope = crate::descriptor::method_id(&root.to_string_lossy());
+    queue_name(
+        &format!("{scope:08x}-{}", service.to_ascii_lowercase()),
+        crate::sys::uid(),
+    )
+}
+
 /// Why a one-way call could not be put in the queue.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

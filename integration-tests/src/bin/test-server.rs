@@ -2,7 +2,8 @@
 //! (and TCP with `--tcp`), prints `listening <endpoints>` on its first line,
 //! and shuts down gracefully on SIGTERM.
 //!
-//! Flags: `--tcp`, `--max-in-flight N`, `--max-frame BYTES`, `--grace-ms MS`.
+//! Flags: `--tcp`, `--queues` (a message queue for one-way calls),
+//! `--max-in-flight N`, `--max-frame BYTES`, `--grace-ms MS`.
 //! With `call TARGET` it is a client instead: it calls `add(2, 3)` on TARGET
 //! and prints `<transport> <result>` (for tests of SWITCHYARD_TRANSPORT).
 
@@ -38,7 +39,11 @@ async fn main() -> ExitCode {
             }
         };
     }
-    let mut builder = Server::builder().add_service(TestingServer::new(TestingImpl::default()));
+    // Queues are opt-in here (`--queues`): every queue counts against the
+    // user's RLIMIT_MSGQUEUE, and the tests start many servers at once.
+    let mut builder = Server::builder()
+        .add_service(TestingServer::new(TestingImpl::default()))
+        .message_queues(false);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || -> u64 {
@@ -48,6 +53,7 @@ async fn main() -> ExitCode {
         };
         builder = match flag.as_str() {
             "--tcp" => builder.tcp("127.0.0.1:0"),
+            "--queues" => builder.message_queues(true),
             "--max-in-flight" => builder.max_in_flight(value() as usize),
             "--max-frame" => builder.max_frame(value() as u32),
             "--grace-ms" => builder.grace_period(Duration::from_millis(value())),
@@ -61,8 +67,22 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Handlers first, then the line tests wait for: a SIGTERM sent right
+    // after it must reach the graceful path.
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        eprintln!("test-server: cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
     println!("listening {}", server.endpoints().join(" "));
     let _ = std::io::stdout().flush();
-    server.run_until_signal().await;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    server.shutdown().await;
     ExitCode::SUCCESS
 }

@@ -1,0 +1,268 @@
+//! The server's end of one-way calls through POSIX message queues: one queue
+//! per service that has one-way methods, named `/sy-<uid>-<service>`,
+//! created (or reopened, keeping what waits in it) at start and drained
+//! highest priority first, FIFO within a priority.
+//!
+//! Lifecycle rule: a queue outlives its server, so one-way calls sent while
+//! the server restarts wait in the kernel. Graceful shutdown removes a queue
+//! only when it is empty; `switchyard services --prune` removes queues whose
+//! service no live process publishes. Durability wins over tidiness.
+//!
+//! Handlers of one queue run one at a time, in the order the kernel hands
+//! the messages out, so the order of priorities is the order of handling.
+//! A queued call's deadline budget is not enforced: the message may have
+//! waited in the kernel for any length of time.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::FutureExt;
+use tokio::sync::watch;
+
+use super::{Phase, ServerShared};
+use crate::context::{ConnectionInfo, Context};
+use crate::debug::model::PeerInfo as PeerModel;
+use crate::debug::recorder::{ConnectionStats, MethodCounters, Side, counters_by_id, recorder};
+use crate::protocol::frame::{Frame, HEADER_LEN};
+use crate::protocol::metadata::Metadata;
+use crate::protocol::status::Code;
+use crate::select::{Selection, Transport};
+use crate::service::Request;
+use crate::transport::PeerInfo;
+use crate::transport::mqueue::{self, MqReceiver, Removal};
+
+/// A queue being drained.
+#[derive(Debug)]
+pub(crate) struct QueueHandle {
+    pub(crate) name: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl QueueHandle {
+    /// Waits for the drain task to stop (after the phase left Serving), then
+    /// removes the queue if nothing waits in it.
+    pub(crate) async fn close(mut self) {
+        let _ = (&mut self.task).await;
+        match mqueue::remove_if_empty(&self.name) {
+            Ok(Removal::Kept { messages }) => tracing::info!(
+                queue = %self.name,
+                messages,
+                "kept the queue: one-way calls wait in it for the next start"
+            ),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(queue = %self.name, %err, "could not remove the queue"),
+        }
+    }
+}
+
+impl Drop for QueueHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub(crate) use crate::transport::mqueue::service_queue_name as queue_name;
+
+/// A queue opened for a service, not yet drained.
+pub(crate) struct Opened {
+    pub(crate) service: String,
+    pub(crate) name: String,
+    receiver: MqReceiver,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened").field("name", &self.name).finish()
+    }
+}
+
+/// Creates (or reopens, keeping what waits in it) a queue for every service
+/// with one-way methods. A queue that cannot be made is logged; one-way
+/// calls to that service then travel over connections.
+pub(crate) fn open(root: &std::path::Path, services: &[(String, bool)]) -> Vec<Opened> {
+    let limits = match mqueue::limits() {
+        Ok(limits) => limits,
+        Err(err) => {
+            tracing::info!(%err, "no POSIX message queues: one-way calls use connections");
+            return Vec::new();
+        }
+    };
+    let mut opened = Vec::new();
+    for (service, has_oneway) in services {
+        if !has_oneway {
+            continue;
+        }
+        let name = queue_name(root, service);
+        match MqReceiver::create(&name, limits.msg_max, limits.msgsize_max) {
+            Ok(receiver) => {
+                if receiver.queue().reopened() {
+                    let waiting = receiver
+                        .queue()
+                        .attributes()
+                        .map(|a| a.current_messages)
+                        .unwrap_or(0);
+                    tracing::info!(queue = %name, waiting, "reopened the queue of a previous run");
+                }
+                opened.push(Opened {
+                    service: service.clone(),
+                    name,
+                    receiver,
+                });
+            }
+            Err(err) => tracing::warn!(
+                queue = %name,
+                %err,
+                "could not open the message queue; one-way calls to {service} use connections"
+            ),
+        }
+    }
+    opened
+}
+
+/// Starts draining the opened queues.
+pub(crate) fn spawn(
+    shared: &Arc<ServerShared>,
+    opened: Vec<Opened>,
+    phase: &watch::Sender<Phase>,
+) -> Vec<QueueHandle> {
+    opened
+        .into_iter()
+        .map(|queue| {
+            let task = tokio::spawn(drain(
+                Arc::clone(shared),
+                queue.receiver,
+                queue.name.clone(),
+                phase.subscribe(),
+            ));
+            QueueHandle {
+                name: queue.name,
+                task,
+            }
+        })
+        .collect()
+}
+
+async fn drain(
+    shared: Arc<ServerShared>,
+    mut receiver: MqReceiver,
+    name: String,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let url = format!("mqueue://{name}");
+    let selection = Selection {
+        transport: Transport::MessageQueue,
+        reason: format!("one-way calls queued in {name}, owned by this server"),
+        rejected: Vec::new(),
+    };
+    let peer = PeerInfo {
+        addr: url.clone(),
+        pid: None,
+        uid: Some(crate::sys::uid()),
+    };
+    let stats = recorder().connection(
+        Side::Server,
+        &selection,
+        PeerModel {
+            addr: url.clone(),
+            pid: None,
+            uid: peer.uid,
+            process: "any sender".into(),
+            hostname: String::new(),
+            locality: "same host, same IPC namespace".into(),
+        },
+    );
+    stats.event("accepted", format!("draining {name}"));
+    let counters = counters_by_id(
+        shared.router.methods(),
+        Transport::MessageQueue,
+        Side::Server,
+    );
+    let info = Arc::new(ConnectionInfo {
+        transport: Transport::MessageQueue,
+        peer,
+        peer_process: String::new(),
+        peer_claimed_pid: 0,
+    });
+    let mut malformed = 0;
+    loop {
+        let received = tokio::select! {
+            received = receiver.recv_frame() => received,
+            _ = phase.wait_for(|p| *p != Phase::Serving) => break,
+        };
+        match received {
+            Ok((frame, _priority)) => {
+                if receiver.malformed() > malformed {
+                    malformed = receiver.malformed();
+                    stats.event(
+                        "dropped",
+                        format!("{malformed} malformed messages dropped from {name} so far"),
+                    );
+                }
+                handle(&shared, &info, &stats, &counters, frame).await;
+            }
+            Err(err) => {
+                tracing::error!(queue = %name, %err, "stopped draining the queue");
+                stats.event("closed", err.to_string());
+                return;
+            }
+        }
+    }
+    stats.event(
+        "closed",
+        format!(
+            "the server is stopping; {} malformed messages were dropped",
+            receiver.malformed()
+        ),
+    );
+}
+
+async fn handle(
+    shared: &ServerShared,
+    info: &Arc<ConnectionInfo>,
+    stats: &ConnectionStats,
+    counters: &HashMap<u32, Arc<MethodCounters>>,
+    frame: Frame,
+) {
+    let started = Instant::now();
+    let received = HEADER_LEN + frame.metadata.len() + frame.payload.len();
+    stats.started();
+    let Some((service, method)) = shared.router.route(frame.header.method_id).cloned() else {
+        tracing::error!(
+            method_id = frame.header.method_id,
+            "dropped a queued call to an unknown method"
+        );
+        return;
+    };
+    let Some(counters) = counters.get(&method.id) else {
+        return;
+    };
+    let metadata = Metadata::decode(&frame.metadata).unwrap_or_default();
+    let Some(handler) = service.call(method.id, Request::new(frame.payload)) else {
+        return;
+    };
+    let ctx = Context::new(
+        Arc::clone(info),
+        method,
+        frame.header.call_id,
+        None,
+        metadata,
+    );
+    let result = AssertUnwindSafe(ctx.scope(handler)).catch_unwind().await;
+    let code = match result {
+        Ok(Ok(_)) => Code::Ok,
+        Ok(Err(status)) => {
+            tracing::warn!(method = method.full_name, %status, "queued one-way call failed");
+            status.code()
+        }
+        Err(_) => {
+            tracing::error!(
+                method = method.full_name,
+                "a queued one-way call's handler panicked"
+            );
+            Code::Internal
+        }
+    };
+    stats.finished(counters, code, Some(started.elapsed()), 0, received);
+}
