@@ -155,7 +155,7 @@ fn unusable_here() -> [(Transport, String); 5] {
         ),
         (
             Transport::MessageQueue,
-            "for one-way calls; not implemented in this version",
+            "carries only one-way calls (see Channel::oneway_selection)",
         ),
         (Transport::Quic, "not implemented in this version"),
     ]
@@ -238,6 +238,21 @@ fn plan_for_entry(name: &str, entry: &Entry, forced: Option<Forced>) -> Result<P
         let endpoint = match f.transport {
             Transport::Unix => unix.map(Endpoint::Unix),
             Transport::Tcp => tcp.map(Endpoint::Tcp),
+            Transport::MessageQueue => {
+                return Err(Status::failed_precondition(format!(
+                    "{}=mqueue cannot work for a connection: message queues carry only one-way \
+                     calls, and those take the server's queue by themselves on the same host; \
+                     drop the override",
+                    f.source
+                )));
+            }
+            Transport::Pipe => {
+                return Err(Status::failed_precondition(format!(
+                    "{}=pipe cannot work: {published}, and pipes reach only a parent or child \
+                     process",
+                    f.source
+                )));
+            }
             other if !other.is_available() => {
                 return Err(Status::failed_precondition(format!(
                     "{}={other} cannot work: the {other} transport is not implemented in this \

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use switchyard::process::{self, Services, Spawner};
 use switchyard::{Channel, Server, Status, Transport};
-use switchyard_examples::{Arithmetic, CalculatorClient, CalculatorServer};
+use switchyard_examples::{Arithmetic, CALCULATOR_DESCRIPTOR, CalculatorClient, CalculatorServer};
 
 const SERVE_FLAG: &str = "--serve";
 const PIPE_WORKER_FLAG: &str = "--pipe-worker";
@@ -96,6 +96,12 @@ async fn tour() -> Result<(), String> {
         server.child.id()
     );
 
+    // This process's own debug endpoint (loopback, any free port).
+    let debug = switchyard::debug::DebugEndpoint::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("debug endpoint: {e}"))?;
+    let debug_url = debug.url();
+
     let by_name = connect_when_published(&server.runtime_dir, None).await?;
     let calc = CalculatorClient::new(by_name.clone());
     let sum = calc.add(2, 3).await.map_err(|s| s.to_string())?;
@@ -105,7 +111,11 @@ async fn tour() -> Result<(), String> {
     calc.log("hello from the tour".into())
         .await
         .map_err(|s| s.to_string())?;
-    line(&by_name, "log(\"hello from the tour\")", "sent (one-way)");
+    let oneway = by_name.oneway_selection(&CALCULATOR_DESCRIPTOR);
+    println!(
+        "{:<7} {:<44} {}",
+        oneway.transport, "log(\"hello from the tour\") = sent (one-way)", oneway.reason
+    );
 
     let tcp = connect_when_published(&server.runtime_dir, Some(Transport::Tcp)).await?;
     let calc_tcp = CalculatorClient::new(tcp.clone());
@@ -135,6 +145,11 @@ async fn tour() -> Result<(), String> {
     );
     worker.shutdown(Duration::from_secs(5)).await;
 
+    println!("\nthis process's connections, as its debug endpoint {debug_url} shows them:");
+    print!(
+        "{}",
+        switchyard::debug::table::connections_table(&switchyard::debug::snapshot())
+    );
     println!("tour: done; stopping the server");
     drop(server);
     Ok(())

@@ -162,16 +162,21 @@ impl Registry {
     /// Removes entries (and socket files) of dead processes; returns how
     /// many entries went.
     pub fn prune(&self) -> Result<usize, RegistryError> {
-        let mut pruned = 0;
-        self.scan_counting(&mut pruned)?;
+        Ok(self.prune_dead()?.len())
+    }
+
+    /// Removes entries (and socket files) of dead processes; returns them.
+    pub fn prune_dead(&self) -> Result<Vec<Entry>, RegistryError> {
+        let mut pruned = Vec::new();
+        self.scan_pruning(&mut pruned)?;
         Ok(pruned)
     }
 
     fn scan(&self) -> Result<Vec<Entry>, RegistryError> {
-        self.scan_counting(&mut 0)
+        self.scan_pruning(&mut Vec::new())
     }
 
-    fn scan_counting(&self, pruned: &mut usize) -> Result<Vec<Entry>, RegistryError> {
+    fn scan_pruning(&self, pruned: &mut Vec<Entry>) -> Result<Vec<Entry>, RegistryError> {
         let dir = self.root.join("registry");
         let read = std::fs::read_dir(&dir).map_err(|source| RegistryError::Io {
             path: dir.clone(),
@@ -190,9 +195,7 @@ impl Registry {
                 Some(entry) if entry.is_alive() => live.push(entry),
                 Some(entry) => {
                     tracing::debug!(name = %entry.name, pid = entry.pid, "pruning entry of a dead process");
-                    if std::fs::remove_file(&path).is_ok() {
-                        *pruned += 1;
-                    }
+                    let removed = std::fs::remove_file(&path).is_ok();
                     // Only sockets this registry handed out are removed.
                     let sockets = self.root.join("sockets");
                     for url in &entry.endpoints {
@@ -201,6 +204,9 @@ impl Registry {
                         {
                             let _ = std::fs::remove_file(socket);
                         }
+                    }
+                    if removed {
+                        pruned.push(entry);
                     }
                 }
                 None => {

@@ -27,14 +27,11 @@ pub(crate) fn run(prune: bool, json: bool, dir: Option<PathBuf>) -> Result<(), S
     }
     let registry = Registry::open(&dir).map_err(|err| err.to_string())?;
     if prune {
-        // POSIX message queues of dead processes belong here too, but no
-        // server creates queues yet and registry entries do not name them:
-        // without that, `transport::mqueue::prune` could not tell a live
-        // owner's queue from a dead one's. Wire it in when entries list
-        // their queues.
-        let pruned = registry.prune().map_err(|err| err.to_string())?;
+        let dead = registry.prune_dead().map_err(|err| err.to_string())?;
+        let pruned = dead.len();
+        let queues = prune_queues(&dir, &registry, &dead)?;
         let message = format!(
-            "pruned {pruned} {} of dead processes",
+            "pruned {pruned} {} of dead processes{queues}",
             if pruned == 1 { "entry" } else { "entries" }
         );
         // Keep stdout parseable with --json.
@@ -54,4 +51,52 @@ pub(crate) fn run(prune: bool, json: bool, dir: Option<PathBuf>) -> Result<(), S
         print!("{}", table::services_table(&entries));
     }
     Ok(())
+}
+
+/// Removes the message queues of services that a dead process served and no
+/// live one does: the explicit step that discards one-way calls still
+/// waiting for a server that will not come back.
+#[cfg(target_os = "linux")]
+fn prune_queues(
+    dir: &std::path::Path,
+    registry: &Registry,
+    dead: &[switchyard::discovery::Entry],
+) -> Result<String, String> {
+    use switchyard::transport::mqueue::{self, service_queue_name};
+    let live = registry.list().map_err(|err| err.to_string())?;
+    let served = |service: &str| {
+        live.iter()
+            .any(|e| e.services.iter().any(|s| s.eq_ignore_ascii_case(service)))
+    };
+    let mut removed = Vec::new();
+    for service in dead.iter().flat_map(|e| e.services.iter()) {
+        if served(service) {
+            continue;
+        }
+        let name = service_queue_name(dir, service);
+        let waiting = switchyard::sys::mqueue::open_existing(&name)
+            .ok()
+            .and_then(|q| q.attributes().ok())
+            .map(|a| a.current_messages);
+        if let Some(waiting) = waiting
+            && mqueue::limits().is_ok()
+            && switchyard::sys::mqueue::unlink(&name).is_ok()
+        {
+            removed.push(format!("{name} ({waiting} calls discarded)"));
+        }
+    }
+    Ok(if removed.is_empty() {
+        String::new()
+    } else {
+        format!(" and their queues {}", removed.join(", "))
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn prune_queues(
+    _dir: &std::path::Path,
+    _registry: &Registry,
+    _dead: &[switchyard::discovery::Entry],
+) -> Result<String, String> {
+    Ok(String::new())
 }
