@@ -225,6 +225,16 @@ impl ServerProcess {
             .expect("connect by name")
     }
 
+    /// Starts a new server in this (killed) server's runtime directory, so
+    /// it finds what the old one left: its registry name, its queue. The
+    /// returned process owns the directory from now on.
+    pub fn restart(&mut self, args: &[&str]) -> Self {
+        self.kill();
+        let fresh = tempfile::tempdir().expect("a temp dir");
+        let dir = std::mem::replace(&mut self.runtime_dir, fresh);
+        Self::start_in(dir, args)
+    }
+
     /// Sends SIGKILL and reaps the process.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

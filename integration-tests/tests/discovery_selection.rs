@@ -128,8 +128,7 @@ async fn a_restarted_server_is_found_again_by_the_same_channel() {
         let client = TestingClient::new(server.channel().await);
         assert_eq!(client.add(1, 1).await.unwrap(), 2);
         server.kill();
-        let dir = std::mem::replace(&mut server.runtime_dir, tempfile::tempdir().unwrap());
-        let restarted = ServerProcess::start_in(dir, &[]);
+        let restarted = server.restart(&[]);
         // The first call may still see the dead connection; the next one
         // reconnects through the registry.
         let mut result = client.add(2, 2).await;

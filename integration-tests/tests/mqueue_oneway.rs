@@ -128,8 +128,7 @@ async fn calls_sent_while_the_server_is_down_arrive_after_it_restarts_by_priorit
             matches!(err.code(), Code::NotFound | Code::Unavailable),
             "{err}"
         );
-        let dir = std::mem::replace(&mut server.runtime_dir, tempfile::tempdir().unwrap());
-        let _restarted = ServerProcess::start_in(dir, &["--queues"]);
+        let _restarted = server.restart(&["--queues"]);
         let got = wait_for_lines(&out, n).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(lines(&out).len(), n, "each call arrives once");
@@ -213,8 +212,7 @@ async fn a_full_queue_waits_until_the_deadline_and_try_returns_resource_exhauste
         assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
         assert!(start.elapsed() >= Duration::from_millis(100));
         // A restarted server drains what waited; nothing extra was queued.
-        let dir = std::mem::replace(&mut server.runtime_dir, tempfile::tempdir().unwrap());
-        let _restarted = ServerProcess::start_in(dir, &["--queues"]);
+        let _restarted = server.restart(&["--queues"]);
         assert_eq!(wait_for_lines(&out, capacity).await.len(), capacity);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(lines(&out).len(), capacity);
