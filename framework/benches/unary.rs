@@ -9,17 +9,22 @@
 // The CLI's report reads fields this bench does not.
 #[allow(dead_code)]
 mod bench;
+#[path = "../src/bin/switchyard/bench_extra.rs"]
+// The report writing is the CLI's.
+#[allow(dead_code)]
+mod bench_extra;
 
 fn main() -> std::process::ExitCode {
     if bench::run_child_if_asked() {
         return std::process::ExitCode::SUCCESS;
     }
-    let settings = if std::env::args().any(|a| a == "--quick") {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let settings = if quick {
         bench::Settings::quick()
     } else {
         bench::Settings::full()
     };
-    match bench::run(settings) {
+    match bench::run(settings).and_then(|_| bench_extra::run(quick)) {
         Ok(_) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("unary bench: {err}");

@@ -239,6 +239,42 @@ async fn open(builder: &ChannelBuilder, target: &Target) -> Result<Arc<Connectio
     };
     let connected = tokio::time::timeout(timeout, async {
         match &plan.endpoint {
+            #[cfg(target_os = "linux")]
+            Endpoint::Shm(path) => {
+                match crate::transport::shm::connect(path, crate::transport::shm::DEFAULT_CAPACITY)
+                    .await
+                {
+                    Ok(link) => Connection::open(link, plan.selection.clone(), &config).await,
+                    Err(err) if forced.is_some() => Err(unreachable(
+                        format!("shm over unix://{}", path.display()),
+                        err,
+                    )),
+                    Err(err) => {
+                        // Not forced: say why and take the Unix socket.
+                        tracing::debug!(%err, "shared memory refused; using the Unix socket");
+                        let mut selection = plan.selection.clone();
+                        selection.transport = Transport::Unix;
+                        selection.rejected.retain(|(t, _)| *t != Transport::Unix);
+                        selection.rejected.push((
+                            Transport::Shm,
+                            format!("the shared-memory set-up failed: {err}"),
+                        ));
+                        selection.reason = selection.reason.replace(
+                            "shared memory is the fastest track",
+                            "the Unix socket, since shared memory could not be set up",
+                        );
+                        let link = unix::connect(path)
+                            .await
+                            .map_err(|err| unreachable(unix::url(path), err))?;
+                        Connection::open(link, selection, &config).await
+                    }
+                }
+            }
+            #[cfg(not(target_os = "linux"))]
+            Endpoint::Shm(path) => Err(Status::unavailable(format!(
+                "shared memory is not available on this platform ({})",
+                path.display()
+            ))),
             Endpoint::Unix(path) => {
                 let link = unix::connect(path)
                     .await

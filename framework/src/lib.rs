@@ -58,6 +58,7 @@ pub mod __private;
 
 pub mod codec;
 pub mod descriptor;
+pub mod payload;
 pub mod protocol;
 
 #[cfg(feature = "rt")]
@@ -78,6 +79,7 @@ pub mod server;
 pub mod service;
 #[cfg(feature = "rt")]
 mod session;
+pub(crate) mod sync;
 pub mod sys;
 pub mod trace;
 #[cfg(feature = "rt")]
@@ -85,6 +87,7 @@ pub mod transport;
 
 pub use codec::{Bincode, Codec, CodecError};
 pub use descriptor::{MethodDescriptor, ServiceDescriptor};
+pub use payload::Bytes;
 pub use protocol::metadata::Metadata;
 pub use protocol::status::{Code, Status};
 

@@ -127,6 +127,8 @@ pub fn forced_from_env() -> Result<Option<Forced>, Status> {
 /// Where to connect, as decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
+    /// Shared memory, set up over the Unix socket at this path.
+    Shm(PathBuf),
     /// A Unix socket path.
     Unix(PathBuf),
     /// A TCP `host:port`.
@@ -237,6 +239,7 @@ fn plan_for_entry(name: &str, entry: &Entry, forced: Option<Forced>) -> Result<P
     if let Some(f) = forced {
         let endpoint = match f.transport {
             Transport::Unix => unix.map(Endpoint::Unix),
+            Transport::Shm => unix.map(Endpoint::Shm),
             Transport::Tcp => tcp.map(Endpoint::Tcp),
             Transport::MessageQueue => {
                 return Err(Status::failed_precondition(format!(
@@ -288,6 +291,44 @@ fn plan_for_entry(name: &str, entry: &Entry, forced: Option<Forced>) -> Result<P
     }
     let mut rejected = unusable_here().to_vec();
     if let Some(path) = unix {
+        let local = crate::sys::host_identity();
+        let same_boot = entry.boot_id.is_empty() || entry.boot_id == local.boot_id;
+        let same_ipc = entry.ipc_ns != 0 && entry.ipc_ns == local.ipc_ns;
+        if Transport::Shm.is_available() {
+            rejected.retain(|(t, _)| *t != Transport::Shm);
+            if same_boot && same_ipc {
+                rejected.push((
+                    Transport::Unix,
+                    "shared memory is faster on the same host; the Unix socket only sets it up"
+                        .into(),
+                ));
+                if tcp.is_some() {
+                    rejected.push((
+                        Transport::Tcp,
+                        "shared memory is faster on the same host".into(),
+                    ));
+                }
+                return Ok(Plan {
+                    endpoint: Endpoint::Shm(path),
+                    selection: Selection {
+                        transport: Transport::Shm,
+                        reason: format!(
+                            "same host: boot id and IPC namespace match; {published}; shared \
+                             memory is the fastest track"
+                        ),
+                        rejected,
+                    },
+                });
+            }
+            rejected.push((
+                Transport::Shm,
+                if entry.ipc_ns == 0 {
+                    "the registry entry does not say which IPC namespace the server is in".into()
+                } else {
+                    "same host (boot id matches) but a different IPC namespace".into()
+                },
+            ));
+        }
         if tcp.is_some() {
             rejected.push((
                 Transport::Tcp,
@@ -353,6 +394,7 @@ mod tests {
             pid: 42,
             start_time: None,
             boot_id: String::new(),
+            ipc_ns: 0,
             endpoints: endpoints.iter().map(|s| s.to_string()).collect(),
             services: vec!["Calculator".into()],
             published_ms: 0,

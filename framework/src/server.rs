@@ -287,6 +287,7 @@ impl ServerBuilder {
                 Arc::clone(&shared),
                 phase.subscribe(),
                 alive.clone(),
+                spawn_local_connection,
             )));
         }
         let mut tcp_addr = None;
@@ -303,6 +304,7 @@ impl ServerBuilder {
                 Arc::clone(&shared),
                 phase.subscribe(),
                 alive.clone(),
+                spawn_connection,
             )));
         }
         let mut published = Vec::new();
@@ -325,6 +327,7 @@ impl ServerBuilder {
                     pid: crate::sys::pid(),
                     start_time: crate::sys::process_start_time(crate::sys::pid()),
                     boot_id: crate::sys::host_identity().boot_id,
+                    ipc_ns: crate::sys::host_identity().ipc_ns,
                     endpoints: endpoints.clone(),
                     services: service_names.clone(),
                     published_ms,
@@ -380,16 +383,20 @@ impl ServerBuilder {
     }
 }
 
+/// Starts serving one accepted link.
+type Spawn<L> = fn(&Arc<ServerShared>, L, watch::Receiver<Phase>, mpsc::Sender<()>);
+
 async fn accept_loop<L: Listener>(
     mut listener: L,
     shared: Arc<ServerShared>,
     mut phase: watch::Receiver<Phase>,
     alive: mpsc::Sender<()>,
+    spawn: Spawn<L::Link>,
 ) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(link) => spawn_connection(&shared, link, phase.clone(), alive.clone()),
+                Ok(link) => spawn(&shared, link, phase.clone(), alive.clone()),
                 Err(err) => {
                     // One failed accept (a peer that vanished, fd pressure)
                     // must not end the loop.
@@ -400,6 +407,41 @@ async fn accept_loop<L: Listener>(
             _ = phase.changed() => return,
         }
     }
+}
+
+/// A connection on the Unix listener: shared memory if it asks for it (see
+/// `transport::shm`), else the socket itself.
+fn spawn_local_connection(
+    shared: &Arc<ServerShared>,
+    link: crate::transport::unix::UnixLink,
+    phase: watch::Receiver<Phase>,
+    alive: mpsc::Sender<()>,
+) {
+    #[cfg(target_os = "linux")]
+    {
+        use crate::transport::shm::{Accepted, accept};
+        let shared = Arc::clone(shared);
+        tokio::spawn(async move {
+            let (stream, peer) = link.into_parts();
+            let timeout = shared.config.handshake_timeout;
+            match tokio::time::timeout(timeout, accept(stream, peer.clone())).await {
+                Ok(Ok(Accepted::Shm(shm))) => connection::serve(shared, shm, phase).await,
+                Ok(Ok(Accepted::Stream(stream, prefix))) => {
+                    let link = crate::transport::unix::UnixLink::from_parts(stream, peer, prefix);
+                    connection::serve(shared, link, phase).await;
+                }
+                Ok(Err(err)) => {
+                    tracing::debug!(peer = %peer.addr, %err, "refused a connection's first bytes");
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %peer.addr, "the client sent nothing within {timeout:?}");
+                }
+            }
+            drop(alive);
+        });
+    }
+    #[cfg(not(target_os = "linux"))]
+    spawn_connection(shared, link, phase, alive);
 }
 
 fn spawn_connection<L: Link>(

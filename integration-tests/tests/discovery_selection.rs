@@ -9,13 +9,25 @@ use switchyard_integration_tests::{ServerProcess, TestingClient, test_server_exe
 const LIMIT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
-async fn a_name_in_the_registry_selects_unix_with_a_reason() {
+async fn a_name_in_the_registry_selects_shared_memory_with_a_reason() {
     let server = ServerProcess::start(&["--tcp"]);
     within(LIMIT, async {
         let client = TestingClient::new(server.channel().await);
         let selection = client.selection();
-        assert_eq!(selection.transport, Transport::Unix);
-        assert!(selection.reason.starts_with("same host"), "{selection}");
+        assert_eq!(selection.transport, Transport::Shm, "{selection}");
+        assert!(
+            selection
+                .reason
+                .starts_with("same host: boot id and IPC namespace match"),
+            "{selection}"
+        );
+        assert!(
+            selection
+                .rejected
+                .iter()
+                .any(|(t, _)| *t == Transport::Unix),
+            "{selection}"
+        );
         assert!(
             selection.reason.contains(&format!("pid {}", server.pid())),
             "{selection}"
@@ -64,7 +76,7 @@ async fn an_override_that_cannot_work_is_an_error_not_a_fallback() {
         assert!(err.message().contains("no tcp endpoint"), "{err}");
         let err = Channel::builder()
             .runtime_dir(server.dir())
-            .prefer(Transport::Shm)
+            .prefer(Transport::Quic)
             .connect("testing")
             .await
             .unwrap_err();
@@ -87,7 +99,8 @@ fn switchyard_transport_in_the_environment_forces_a_transport() {
     };
     assert_eq!(run("tcp"), "tcp 5");
     assert_eq!(run("unix"), "unix 5");
-    assert_eq!(run(""), "unix 5");
+    assert_eq!(run("shm"), "shm 5");
+    assert_eq!(run(""), "shm 5");
     let bogus = run("carrier-pigeon");
     assert!(bogus.starts_with("error INVALID_ARGUMENT"), "{bogus}");
     assert!(bogus.contains("use one of"), "{bogus}");

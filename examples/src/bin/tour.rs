@@ -117,6 +117,13 @@ async fn tour() -> Result<(), String> {
         oneway.transport, "log(\"hello from the tour\") = sent (one-way)", oneway.reason
     );
 
+    let unix = connect_when_published(&server.runtime_dir, Some(Transport::Unix)).await?;
+    let sum = CalculatorClient::new(unix.clone())
+        .add(10, 20)
+        .await
+        .map_err(|s| s.to_string())?;
+    line(&unix, "add(10, 20)", &sum.to_string());
+
     let tcp = connect_when_published(&server.runtime_dir, Some(Transport::Tcp)).await?;
     let calc_tcp = CalculatorClient::new(tcp.clone());
     let sum = calc_tcp.add(40, 2).await.map_err(|s| s.to_string())?;

@@ -377,6 +377,7 @@ id  role    state   transport  peer          calls ok/failed  bytes sent/recv  p
             pid: 4242,
             start_time: None,
             boot_id: String::new(),
+            ipc_ns: 0,
             endpoints: vec!["unix:///run/x.sock".into(), "tcp://127.0.0.1:7000".into()],
             services: vec!["Calculator".into(), "Extra".into()],
             published_ms: 0,

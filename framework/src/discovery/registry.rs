@@ -55,6 +55,10 @@ pub struct Entry {
     pub start_time: Option<u64>,
     /// The host's boot id when published.
     pub boot_id: String,
+    /// The inode of the publisher's IPC namespace (0: unknown): equal to a
+    /// client's means the two can share memory.
+    #[serde(default)]
+    pub ipc_ns: u64,
     /// Endpoints as URLs, fastest first (`unix:///...`, `tcp://...`).
     pub endpoints: Vec<String>,
     /// Services the process serves.
@@ -255,6 +259,7 @@ mod tests {
             pid,
             start_time,
             boot_id: String::new(),
+            ipc_ns: 0,
             endpoints: vec!["unix:///x.sock".into(), "tcp://127.0.0.1:1".into()],
             services: vec!["Calculator".into()],
             published_ms,

@@ -18,6 +18,10 @@ pub use imp::{host_identity, process_alive, process_name, process_start_time};
 pub mod inherit;
 #[cfg(target_os = "linux")]
 pub mod mqueue;
+#[cfg(all(unix, feature = "rt"))]
+pub mod reactor;
+#[cfg(all(target_os = "linux", feature = "rt"))]
+pub mod shm;
 
 /// The calling process's id.
 pub fn pid() -> u32 {

@@ -18,6 +18,8 @@ pub mod memory;
 #[cfg(target_os = "linux")]
 pub mod mqueue;
 pub mod pipe;
+#[cfg(target_os = "linux")]
+pub mod shm;
 pub mod stream;
 pub mod tcp;
 pub mod unix;
@@ -83,7 +85,11 @@ impl Transport {
 
     /// Whether this build can open connections over the transport.
     pub fn is_available(self) -> bool {
-        matches!(self, Self::Unix | Self::Tcp | Self::Memory | Self::Pipe)
+        match self {
+            Self::Unix | Self::Tcp | Self::Memory | Self::Pipe => true,
+            Self::Shm | Self::MessageQueue => cfg!(target_os = "linux"),
+            Self::Mmap | Self::Quic => false,
+        }
     }
 }
 

@@ -62,9 +62,17 @@ impl<R> StreamRx<R> {
     /// Wraps a reader; bodies over `frame_limit` bytes are skipped and
     /// reported as [`Decoded::Oversized`].
     pub fn new(reader: R, frame_limit: u32) -> Self {
+        Self::with_prefix(reader, frame_limit, &[])
+    }
+
+    /// Like [`new`](Self::new), with bytes already read from the stream
+    /// (for example while checking how a connection starts).
+    pub fn with_prefix(reader: R, frame_limit: u32, prefix: &[u8]) -> Self {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK.max(prefix.len()));
+        buf.extend_from_slice(prefix);
         Self {
             reader,
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            buf,
             decoder: FrameDecoder::new(frame_limit),
         }
     }

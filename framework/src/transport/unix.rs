@@ -15,6 +15,8 @@ use super::{Link, Listener, PeerInfo, Transport};
 pub struct UnixLink {
     stream: UnixStream,
     peer: PeerInfo,
+    /// Bytes already read from the stream (while looking at how it starts).
+    prefix: Vec<u8>,
 }
 
 impl UnixLink {
@@ -29,7 +31,25 @@ impl UnixLink {
                 .and_then(|p| u32::try_from(p).ok()),
             uid: cred.as_ref().map(|c| c.uid()),
         };
-        Self { stream, peer }
+        Self {
+            stream,
+            peer,
+            prefix: Vec::new(),
+        }
+    }
+
+    /// The socket and what is known of the peer.
+    pub fn into_parts(self) -> (UnixStream, PeerInfo) {
+        (self.stream, self.peer)
+    }
+
+    /// A link over a socket whose first bytes (`prefix`) were already read.
+    pub fn from_parts(stream: UnixStream, peer: PeerInfo, prefix: Vec<u8>) -> Self {
+        Self {
+            stream,
+            peer,
+            prefix,
+        }
     }
 }
 
@@ -47,7 +67,10 @@ impl Link for UnixLink {
 
     fn split(self, frame_limit: u32) -> (Self::Tx, Self::Rx) {
         let (read, write) = self.stream.into_split();
-        (StreamTx::new(write), StreamRx::new(read, frame_limit))
+        (
+            StreamTx::new(write),
+            StreamRx::with_prefix(read, frame_limit, &self.prefix),
+        )
     }
 }
 

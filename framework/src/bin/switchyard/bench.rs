@@ -24,6 +24,8 @@ use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -33,23 +35,79 @@ use switchyard::{Channel, Server, Transport};
 #[switchyard::service]
 pub(crate) trait Bench {
     /// Returns its argument.
-    async fn echo(&self, data: Vec<u8>) -> Vec<u8>;
+    async fn echo(&self, data: switchyard::Bytes) -> switchyard::Bytes;
+    /// Records how long the call took to arrive: now minus `sent_at_ns`
+    /// (both [`clock_ns`]).
+    #[switchyard(oneway)]
+    async fn sink(&self, sent_at_ns: u64, data: Vec<u8>);
+    /// `sink` calls received so far, and the p50 and p99 of their one-way
+    /// latency, ns.
+    async fn sunk(&self) -> (u64, u64, u64);
 }
 
-struct Echo;
+/// The server side: echoes, and keeps the one-way latencies of `sink`.
+struct Echo {
+    sunk: AtomicU64,
+    latency: Mutex<Histogram<u64>>,
+}
+
+impl Echo {
+    fn new() -> Result<Self, String> {
+        Ok(Self {
+            sunk: AtomicU64::new(0),
+            latency: Mutex::new(histogram()?),
+        })
+    }
+}
 
 impl Bench for Echo {
-    async fn echo(&self, data: Vec<u8>) -> Vec<u8> {
+    async fn echo(&self, data: switchyard::Bytes) -> switchyard::Bytes {
         data
     }
+
+    async fn sink(&self, sent_at_ns: u64, data: Vec<u8>) {
+        let latency = clock_ns().saturating_sub(sent_at_ns);
+        drop(data);
+        if let Ok(mut hist) = self.latency.lock() {
+            let _ = hist.record(latency);
+        }
+        // After recording: a count that includes this call means its latency
+        // is in the histogram.
+        self.sunk.fetch_add(1, Ordering::Release);
+    }
+
+    async fn sunk(&self) -> (u64, u64, u64) {
+        let count = self.sunk.load(Ordering::Acquire);
+        match self.latency.lock() {
+            Ok(hist) => (
+                count,
+                hist.value_at_quantile(0.5),
+                hist.value_at_quantile(0.99),
+            ),
+            Err(_) => (count, 0, 0),
+        }
+    }
+}
+
+/// Wall-clock time, ns since the Unix epoch: `CLOCK_REALTIME`, one clock for
+/// every process of the machine, so a time taken in one process can be
+/// subtracted from one taken in another (one-way latency). `CLOCK_MONOTONIC`
+/// would be immune to clock steps, but rustix's `time` feature, which reads
+/// it, is not enabled in this crate.
+pub(crate) fn clock_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Payload size of every round trip, bytes.
 pub(crate) const MESSAGE: usize = 64;
 /// Calls in flight in the throughput phase.
 pub(crate) const CONCURRENCY: usize = 32;
-/// Set in a child process: its role (`raw-unix`, `raw-tcp`, `switchyard`).
-const CHILD_ENV: &str = "SWITCHYARD_BENCH_CHILD";
+/// Set in a child process: its role (`raw-unix`, `raw-tcp`, `switchyard`,
+/// and those of [`crate::bench_extra`]). Roles ending in `pipe` talk over
+/// their stdin and stdout.
+pub(crate) const CHILD_ENV: &str = "SWITCHYARD_BENCH_CHILD";
 /// Set in a child process: the scratch directory.
 const DIR_ENV: &str = "SWITCHYARD_RUNTIME_DIR";
 
@@ -352,11 +410,11 @@ fn pin(cpu: usize) {
 }
 
 /// A private directory for the children's sockets and registry, removed on
-/// drop.
-struct ScratchDir(PathBuf);
+/// drop, with the message queue the `switchyard` children made for it.
+pub(crate) struct ScratchDir(PathBuf);
 
 impl ScratchDir {
-    fn new() -> Result<Self, String> {
+    pub(crate) fn new() -> Result<Self, String> {
         use std::os::unix::fs::DirBuilderExt;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -376,22 +434,28 @@ impl ScratchDir {
         Ok(Self(path))
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
+        // The servers are killed, so they leave their queue behind (queues
+        // outlive their server by design).
+        #[cfg(target_os = "linux")]
+        let _ = switchyard::sys::mqueue::unlink(
+            &switchyard::transport::mqueue::service_queue_name(&self.0, BENCH_DESCRIPTOR.name),
+        );
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
 /// A child process, killed and reaped on drop.
-struct ChildGuard(Child);
+pub(crate) struct ChildGuard(pub(crate) Child);
 
 impl ChildGuard {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.0.id()
     }
 }
@@ -404,7 +468,7 @@ impl Drop for ChildGuard {
 }
 
 /// Starts this binary as a child in `role`; it prints its address first.
-fn spawn_child(role: &str, dir: &Path) -> Result<(ChildGuard, String), String> {
+pub(crate) fn spawn_child(role: &str, dir: &Path) -> Result<(ChildGuard, String), String> {
     let exe = std::env::current_exe().map_err(|err| format!("finding this binary: {err}"))?;
     let mut child = Command::new(exe)
         .env(CHILD_ENV, role)
@@ -475,7 +539,8 @@ fn child(role: &str) -> Result<(), String> {
             let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
             runtime.block_on(async {
                 switchyard::process::serve_parent(
-                    switchyard::process::Services::new().add_service(BenchServer::new(Echo)),
+                    switchyard::process::Services::new()
+                        .add_service(BenchServer::new(Echo::new()?)),
                 )
                 .await
                 .map_err(|e| format!("serving the parent: {e}"))?;
@@ -487,7 +552,7 @@ fn child(role: &str) -> Result<(), String> {
             let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
             runtime.block_on(async {
                 let server = Server::builder()
-                    .add_service(BenchServer::new(Echo))
+                    .add_service(BenchServer::new(Echo::new()?))
                     .tcp("127.0.0.1:0")
                     .runtime_dir(dir()?)
                     .start()
@@ -499,7 +564,7 @@ fn child(role: &str) -> Result<(), String> {
                 Ok::<(), String>(())
             })?;
         }
-        other => return Err(format!("unknown child role {other}")),
+        other => return crate::bench_extra::child(other),
     }
     Ok(())
 }
@@ -589,11 +654,11 @@ impl CpuMark {
     }
 }
 
-fn histogram() -> Result<Histogram<u64>, String> {
+pub(crate) fn histogram() -> Result<Histogram<u64>, String> {
     Histogram::<u64>::new(3).map_err(|e| format!("histogram: {e}"))
 }
 
-fn micros(hist: &Histogram<u64>, q: f64) -> f64 {
+pub(crate) fn micros(hist: &Histogram<u64>, q: f64) -> f64 {
     hist.value_at_quantile(q) as f64 / 1000.0
 }
 
@@ -725,7 +790,7 @@ fn switchyard_figures(kind: &str, dir: &Path, s: &Settings) -> Result<Figures, S
         };
         let call_err = |e: switchyard::Status| format!("echo over {target}: {e}");
         let client = BenchClient::new(channel);
-        let payload = vec![7u8; MESSAGE];
+        let payload = switchyard::Bytes::from(vec![7u8; MESSAGE]);
         let mut hist = histogram()?;
         let before = CpuMark::now(child_pid);
         for i in 0..s.warmup + s.iterations {

@@ -10,6 +10,7 @@
 //! Exit status: 0 on success, 1 when the command failed, 2 on a usage error.
 
 mod bench;
+mod bench_extra;
 mod inspect;
 mod report;
 mod services;
@@ -274,6 +275,7 @@ fn dispatch(args: &[String]) -> Result<(), Failure> {
                 bench::Settings::full()
             };
             let outcome = bench::run(settings).map_err(Failure::Failed)?;
+            let extras = bench_extra::run(parsed.has("--quick")).map_err(Failure::Failed)?;
             if let Some(report) = parsed.value("--report") {
                 let command = std::iter::once("switchyard".to_owned())
                     .chain(args.iter().cloned())
@@ -281,6 +283,7 @@ fn dispatch(args: &[String]) -> Result<(), Failure> {
                     .join(" ");
                 let svg =
                     report::write(report.as_ref(), &outcome, &command).map_err(Failure::Failed)?;
+                bench_extra::write_report(report.as_ref(), &extras).map_err(Failure::Failed)?;
                 println!(
                     "wrote the run into {report} and the chart to {}",
                     svg.display()
