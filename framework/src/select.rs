@@ -475,18 +475,31 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);
         assert!(err.message().contains("no tcp endpoint"), "{err}");
-        let shm = Some(Forced {
-            transport: Transport::Shm,
+        let quic = Some(Forced {
+            transport: Transport::Quic,
             source: "SWITCHYARD_TRANSPORT",
         });
         let err = super::plan(
             &Target::Name("calculator".into()),
             Some(&e),
             "/rt".as_ref(),
-            shm,
+            quic,
         )
         .unwrap_err();
         assert!(err.message().contains("not implemented"), "{err}");
+        // Shared memory is set up over the Unix socket the entry lists.
+        let shm = Some(Forced {
+            transport: Transport::Shm,
+            source: "SWITCHYARD_TRANSPORT",
+        });
+        let plan = super::plan(
+            &Target::Name("calculator".into()),
+            Some(&e),
+            "/rt".as_ref(),
+            shm,
+        )
+        .unwrap();
+        assert_eq!(plan.endpoint, Endpoint::Shm("/s.sock".into()));
         let err =
             super::plan(&Target::Unix("/x".into()), None, "/rt".as_ref(), forced).unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);

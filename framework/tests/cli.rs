@@ -188,7 +188,7 @@ async fn inspect_prints_the_connections_table() {
         .lines()
         .find(|l| {
             let cells: Vec<&str> = l.split_whitespace().collect();
-            cells.get(1) == Some(&"client") && cells.get(3) == Some(&"unix")
+            cells.get(1) == Some(&"client") && cells.get(3) == Some(&"shm")
         })
         .unwrap_or_else(|| panic!("the client connection:\n{stdout}"));
     assert!(client_row.contains("same host"), "{client_row}");
@@ -204,7 +204,7 @@ async fn inspect_prints_the_connections_table() {
         .unwrap_or_default();
     assert!(below.starts_with("    rejected "), "{stdout}");
     assert!(
-        stdout.contains("the client connected to this server's unix listener"),
+        stdout.contains("the client set up shared memory over this server's Unix socket"),
         "{stdout}"
     );
 
@@ -217,7 +217,7 @@ async fn inspect_prints_the_connections_table() {
     let snapshot: switchyard::debug::Snapshot =
         serde_json::from_str(&expect_code(&out, 0, "inspect --json")).expect("a snapshot");
     assert_eq!(snapshot.process.pid, me);
-    assert!(snapshot.connections.iter().any(|c| c.transport == "unix"));
+    assert!(snapshot.connections.iter().any(|c| c.transport == "shm"));
 
     // A name nobody publishes.
     let out = switchyard(&["inspect", "missing", "--runtime-dir", dir]).await;

@@ -158,6 +158,7 @@ async fn fixture() -> Fixture {
     let endpoint = DebugEndpoint::for_process("127.0.0.1:0").expect("endpoint is up");
     let unix = Channel::builder()
         .runtime_dir(dir.path())
+        .prefer(Transport::Unix)
         .connect("probe")
         .await
         .expect("connects over unix");
@@ -1273,6 +1274,7 @@ async fn endpoint_cost_on_the_fastest_transport() {
         .unwrap();
     let channel = Channel::builder()
         .runtime_dir(dir.path())
+        .prefer(Transport::Unix)
         .connect("probe")
         .await
         .unwrap();

@@ -72,7 +72,11 @@ pub(crate) async fn serve<L: Link>(
     let writer = tokio::spawn(write_loop(tx, queue));
     let selection = Selection {
         transport,
-        reason: format!("the client connected to this server's {transport} listener"),
+        reason: if transport == crate::select::Transport::Shm {
+            "the client set up shared memory over this server's Unix socket".to_owned()
+        } else {
+            format!("the client connected to this server's {transport} listener")
+        },
         rejected: Vec::new(),
     };
     let link = Established {
