@@ -262,6 +262,12 @@ fn matrix() -> (Vec<Transport>, Vec<(Transport, &'static str)>) {
             Transport::Pipe | Transport::Unix | Transport::Tcp if transport.is_available() => {
                 measured.push(transport);
             }
+            Transport::MessageQueue if transport.is_available() => {
+                skipped.push((transport, "one-way only: see the message-queue table"));
+            }
+            Transport::Shm if transport.is_available() => {
+                skipped.push((transport, "no raw spin-ring baseline in the bench yet"));
+            }
             _ if transport.is_available() => {
                 skipped.push((transport, "the bench has no raw baseline for it yet"));
             }
