@@ -158,6 +158,52 @@ impl Harness for Pipe {
     }
 }
 
+/// Shared memory is set up over a Unix socket: this listener accepts on
+/// one and runs the server's side of the set-up.
+#[cfg(target_os = "linux")]
+struct ShmListener {
+    unix: UnixListener,
+}
+
+#[cfg(target_os = "linux")]
+impl Listener for ShmListener {
+    type Link = transport::shm::ShmLink;
+    async fn accept(&mut self) -> io::Result<Self::Link> {
+        use switchyard::transport::shm::{Accepted, accept};
+        let (stream, peer) = self.unix.accept().await?.into_parts();
+        match accept(stream, peer).await? {
+            Accepted::Shm(link) => Ok(link),
+            Accepted::Stream(..) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the client did not offer shared memory",
+            )),
+        }
+    }
+    fn local_url(&self) -> String {
+        self.unix.local_url().replacen("unix://", "shm://", 1)
+    }
+}
+
+#[cfg(target_os = "linux")]
+struct Shm;
+#[cfg(target_os = "linux")]
+impl Harness for Shm {
+    type L = ShmListener;
+    type Dial = PathBuf;
+    const TRANSPORT: Transport = Transport::Shm;
+    const SCHEME: &'static str = "shm://";
+    const CREDENTIALS: bool = true;
+    async fn listen(dir: &Path) -> (Self::L, Self::Dial) {
+        let path = dir.join("conformance-shm.sock");
+        let unix = UnixListener::bind(&path).expect("bind unix socket");
+        (ShmListener { unix }, path)
+    }
+    async fn connect(dial: &Self::Dial) -> io::Result<LinkOf<Self>> {
+        // A small ring, so large frames wrap and wait for the reader.
+        transport::shm::connect(dial, 64 * 1024).await
+    }
+}
+
 // ---------------------------------------------------------------- helpers
 
 /// A listener in a fresh directory (kept alive by the returned guard).
@@ -473,8 +519,10 @@ async fn transport_and_peer_info<H: Harness>() {
 async fn listener_survives_dropped_clients<H: Harness>() {
     let mut setup = Setup::<H>::new().await;
     for attempt in 0..3 {
-        drop(H::connect(&setup.dial).await.expect("connect"));
-        let server = setup.listener.accept().await.expect("accept");
+        // Connect and accept together: setting up shared memory needs the
+        // server's side of the handshake before `connect` returns.
+        let (client, server) = setup.pair().await;
+        drop(client);
         let (_stx, mut srx) = server.split(LIMIT);
         let got = recv_all(&mut srx).await;
         assert!(got.is_empty(), "attempt {attempt}: {got:?}");
@@ -572,4 +620,9 @@ conformance! {
     pipe => Pipe,
     unix => Unix,
     tcp => Tcp,
+}
+
+#[cfg(target_os = "linux")]
+conformance! {
+    shm => Shm,
 }

@@ -66,7 +66,13 @@ struct Wake {
     control: UnixStream,
     /// The current spin budget in nanoseconds.
     spin_ns: AtomicU64,
+    /// The peer said it sends no more ([`END`] on the control socket).
+    peer_done: std::sync::atomic::AtomicBool,
 }
+
+/// The byte a side sends on the control socket when it will send no more
+/// frames (its half-close); the socket's end-of-file means the peer is gone.
+const END: u8 = b'E';
 
 impl Wake {
     fn wake_peer(&self) {
@@ -118,7 +124,8 @@ impl Wake {
         woken.unwrap_or(Ok(()))
     }
 
-    /// Resolves with an error when the control socket reaches end-of-file.
+    /// Resolves with an error when the control socket reaches end-of-file
+    /// (the peer is gone); notes the peer's half-close ([`END`]) on the way.
     async fn peer_gone(&self) -> io::Result<()> {
         loop {
             self.control.readable().await?;
@@ -129,6 +136,11 @@ impl Wake {
                         io::ErrorKind::UnexpectedEof,
                         "the peer closed the shared-memory link",
                     ));
+                }
+                Ok(_) if byte[0] == END => {
+                    self.peer_done.store(true, Ordering::Release);
+                    // The receiving half looks at the flag when it wakes.
+                    return Ok(());
                 }
                 Ok(_) => {
                     return Err(io::Error::new(
@@ -180,6 +192,7 @@ impl ShmLink {
                 theirs,
                 control,
                 spin_ns: AtomicU64::new(MAX_SPIN.as_nanos() as u64 / 2),
+                peer_done: std::sync::atomic::AtomicBool::new(false),
             }),
             peer,
         })
@@ -386,11 +399,21 @@ impl LinkTx for ShmTx {
     }
 
     async fn close(&mut self) -> io::Result<()> {
-        self.closed = true;
-        // The peer sees end-of-file on the control socket once we are gone;
-        // half-closing it says so now.
-        let fd = self.wake.control.as_fd();
-        rustix::net::shutdown(fd, rustix::net::Shutdown::Write).map_err(io::Error::from)
+        if std::mem::replace(&mut self.closed, true) {
+            return Ok(());
+        }
+        // Everything written is in the ring before the END byte goes, and
+        // the peer drains the ring before it believes it.
+        loop {
+            self.wake.control.writable().await?;
+            match self.wake.control.try_write(&[END]) {
+                Ok(_) => break,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        self.wake.wake_peer();
+        Ok(())
     }
 }
 
@@ -435,6 +458,13 @@ impl LinkRx for ShmRx {
             if self.wake.spin(|| consumer.available().is_ok_and(|n| n > 0)) {
                 continue;
             }
+            if self.wake.peer_done.load(Ordering::Acquire) {
+                // The peer sends no more: whatever it wrote is drained.
+                if self.drain_ring()? > 0 {
+                    continue;
+                }
+                return self.ended();
+            }
             if !self.consumer.prepare_to_wait() {
                 continue;
             }
@@ -448,14 +478,21 @@ impl LinkRx for ShmRx {
                 if err.kind() != io::ErrorKind::UnexpectedEof {
                     return Err(LinkError::Io(err));
                 }
-                return if self.buf.is_empty() && self.decoder.at_frame_boundary() {
-                    Ok(false)
-                } else {
-                    Err(LinkError::TruncatedFrame {
-                        buffered: self.buf.len(),
-                    })
-                };
+                return self.ended();
             }
+        }
+    }
+}
+
+impl ShmRx {
+    /// The stream ended: cleanly between frames, or in the middle of one.
+    fn ended(&self) -> Result<bool, LinkError> {
+        if self.buf.is_empty() && self.decoder.at_frame_boundary() {
+            Ok(false)
+        } else {
+            Err(LinkError::TruncatedFrame {
+                buffered: self.buf.len(),
+            })
         }
     }
 }
