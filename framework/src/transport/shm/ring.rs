@@ -152,6 +152,10 @@ impl From<RingError> for io::Error {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegionError {
+    /// A build with `cfg(loom)` cannot put a ring in shared memory: the
+    /// model tests use [`Ring::in_heap`].
+    #[error("loom builds cannot model shared memory; use Ring::in_heap in loom tests")]
+    ModelOnly,
     /// The region does not start on a [`RING_ALIGN`] boundary.
     #[error(
         "ring region at {addr:#x} is not {RING_ALIGN}-byte aligned; place rings at page offsets or at multiples of region_len()"
@@ -318,10 +322,11 @@ impl Ring {
     ///
     /// # Safety
     ///
-    /// As without loom; this version only panics.
+    /// As without loom; this version touches nothing and returns
+    /// [`RegionError::ModelOnly`].
     #[cfg(loom)]
     pub unsafe fn from_raw(_ptr: *mut u8, _len: usize, _role: Role) -> Result<Self, RegionError> {
-        unimplemented!("loom cannot model shared memory; use Ring::in_heap")
+        Err(RegionError::ModelOnly)
     }
 
     /// Under loom, see [`from_raw`](Self::from_raw).
@@ -332,7 +337,7 @@ impl Ring {
         _len: usize,
         _role: Role,
     ) -> Result<Self, RegionError> {
-        unimplemented!("loom cannot model shared memory; use Ring::in_heap")
+        Err(RegionError::ModelOnly)
     }
 
     /// A ring over a fresh, zeroed heap buffer of `region_len(capacity)`
