@@ -78,14 +78,36 @@ impl<R> StreamRx<R> {
     }
 }
 
+/// Appends every whole frame in `buf` to `out`; whether there was one.
+/// Shared by every transport that carries the byte stream of frames.
+pub(crate) fn decode_available(
+    decoder: &mut FrameDecoder,
+    buf: &mut BytesMut,
+    out: &mut Vec<Decoded>,
+) -> Result<bool, LinkError> {
+    let before = out.len();
+    while let Some(decoded) = decoder.decode(buf)? {
+        out.push(decoded);
+    }
+    Ok(out.len() > before)
+}
+
+/// How a byte stream that ended with `buf` undecoded ended: cleanly between
+/// frames (`Ok(false)`), or in the middle of one.
+pub(crate) fn end_of_stream(decoder: &FrameDecoder, buf: &BytesMut) -> Result<bool, LinkError> {
+    if buf.is_empty() && decoder.at_frame_boundary() {
+        Ok(false)
+    } else {
+        Err(LinkError::TruncatedFrame {
+            buffered: buf.len(),
+        })
+    }
+}
+
 impl<R: AsyncRead + Unpin + Send + 'static> LinkRx for StreamRx<R> {
     async fn recv(&mut self, out: &mut Vec<Decoded>) -> Result<bool, LinkError> {
         loop {
-            let before = out.len();
-            while let Some(decoded) = self.decoder.decode(&mut self.buf)? {
-                out.push(decoded);
-            }
-            if out.len() > before {
+            if decode_available(&mut self.decoder, &mut self.buf, out)? {
                 return Ok(true);
             }
             let want = self
@@ -94,13 +116,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> LinkRx for StreamRx<R> {
                 .clamp(READ_CHUNK, 4 * READ_CHUNK);
             self.buf.reserve(want);
             if self.reader.read_buf(&mut self.buf).await? == 0 {
-                return if self.buf.is_empty() && self.decoder.at_frame_boundary() {
-                    Ok(false)
-                } else {
-                    Err(LinkError::TruncatedFrame {
-                        buffered: self.buf.len(),
-                    })
-                };
+                return end_of_stream(&self.decoder, &self.buf);
             }
         }
     }

@@ -31,6 +31,7 @@ use tokio::net::UnixStream;
 use super::ring::{Consumer, Producer, Ring, RingError, Role, region_len};
 use crate::protocol::frame::{Decoded, FrameDecoder};
 use crate::sys::shm as sys;
+use crate::transport::stream::{decode_available, end_of_stream};
 use crate::transport::{Link, LinkError, LinkRx, LinkTx, PeerInfo, Transport};
 
 /// What a client sends first to ask for shared memory: `SYSHM`, version 1,
@@ -444,11 +445,7 @@ impl ShmRx {
 impl LinkRx for ShmRx {
     async fn recv(&mut self, out: &mut Vec<Decoded>) -> Result<bool, LinkError> {
         loop {
-            let before = out.len();
-            while let Some(decoded) = self.decoder.decode(&mut self.buf)? {
-                out.push(decoded);
-            }
-            if out.len() > before {
+            if decode_available(&mut self.decoder, &mut self.buf, out)? {
                 return Ok(true);
             }
             if self.drain_ring()? > 0 {
@@ -463,7 +460,7 @@ impl LinkRx for ShmRx {
                 if self.drain_ring()? > 0 {
                     continue;
                 }
-                return self.ended();
+                return end_of_stream(&self.decoder, &self.buf);
             }
             if !self.consumer.prepare_to_wait() {
                 continue;
@@ -478,21 +475,8 @@ impl LinkRx for ShmRx {
                 if err.kind() != io::ErrorKind::UnexpectedEof {
                     return Err(LinkError::Io(err));
                 }
-                return self.ended();
+                return end_of_stream(&self.decoder, &self.buf);
             }
-        }
-    }
-}
-
-impl ShmRx {
-    /// The stream ended: cleanly between frames, or in the middle of one.
-    fn ended(&self) -> Result<bool, LinkError> {
-        if self.buf.is_empty() && self.decoder.at_frame_boundary() {
-            Ok(false)
-        } else {
-            Err(LinkError::TruncatedFrame {
-                buffered: self.buf.len(),
-            })
         }
     }
 }
