@@ -1,5 +1,5 @@
-//! Unary round trips over pipes, Unix sockets and TCP, each beside the raw
-//! OS path measured in the same run.
+//! Unary round trips over pipes, shared memory, Unix sockets and TCP, each
+//! beside the raw path measured in the same run.
 //!
 //! `cargo bench -p switchyard --bench unary` (add `-- --quick` for a short
 //! run). The code is `switchyard bench`'s (`src/bin/switchyard/bench.rs`):
@@ -13,6 +13,9 @@ mod bench;
 // The report writing is the CLI's.
 #[allow(dead_code)]
 mod bench_extra;
+#[path = "../src/bin/switchyard/bench_shm.rs"]
+#[cfg(target_os = "linux")]
+mod bench_shm;
 
 fn main() -> std::process::ExitCode {
     if bench::run_child_if_asked() {

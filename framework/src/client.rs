@@ -3,7 +3,10 @@
 
 mod call;
 pub(crate) mod connection;
+mod driver;
 mod oneway;
+#[cfg(target_os = "linux")]
+mod shm;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -29,6 +32,7 @@ pub struct ChannelBuilder {
     frame_limit: u32,
     max_pending: usize,
     runtime_dir: Option<PathBuf>,
+    shm_spin: Option<Duration>,
 }
 
 impl Default for ChannelBuilder {
@@ -40,6 +44,7 @@ impl Default for ChannelBuilder {
             frame_limit: DEFAULT_FRAME_LIMIT,
             max_pending: 1 << 16,
             runtime_dir: None,
+            shm_spin: None,
         }
     }
 }
@@ -79,6 +84,15 @@ impl ChannelBuilder {
     /// How many calls may wait for responses at once.
     pub fn max_pending(mut self, calls: usize) -> Self {
         self.max_pending = calls.max(1);
+        self
+    }
+
+    /// On shared memory, the longest a caller polls the ring for its
+    /// response before it parks (default 50 µs; the budget adapts below it
+    /// to how long responses take). Zero never polls: the least CPU, and a
+    /// thread wake-up (tens of µs) on every call.
+    pub fn shm_spin(mut self, max: Duration) -> Self {
+        self.shm_spin = Some(max);
         self
     }
 
@@ -147,8 +161,26 @@ impl ChannelBuilder {
             reason: format!("the caller supplied a {transport} link"),
             rejected: Vec::new(),
         };
-        let conn = Connection::open(link, selection, &self.connection_config()).await?;
-        Ok(Channel {
+        let config = self.connection_config();
+        // Shared memory gets its caller-driven reading, whoever made the link.
+        let mut slot = Some(link);
+        #[cfg(target_os = "linux")]
+        if let Some(shm) = (&mut slot as &mut dyn std::any::Any)
+            .downcast_mut::<Option<crate::transport::shm::ShmLink>>()
+            .and_then(Option::take)
+        {
+            let conn = Connection::open_shm(shm, selection, &config).await?;
+            return Ok(self.channel_over(conn));
+        }
+        let Some(link) = slot else {
+            return Err(Status::internal("the link was taken twice"));
+        };
+        let conn = Connection::open(link, selection, &config).await?;
+        Ok(self.channel_over(conn))
+    }
+
+    fn channel_over(self, conn: Arc<Connection>) -> Channel {
+        Channel {
             shared: Arc::new(Shared {
                 target: None,
                 builder: self,
@@ -156,7 +188,7 @@ impl ChannelBuilder {
                 reconnect: tokio::sync::Mutex::new(()),
                 queue_only: oneway::OnewayRoutes::default(),
             }),
-        })
+        }
     }
 
     /// When no live server publishes `target` but its message queue is
@@ -201,6 +233,7 @@ impl ChannelBuilder {
             frame_limit: self.frame_limit,
             max_pending: self.max_pending,
             handshake_timeout: self.connect_timeout,
+            shm_spin: self.shm_spin,
         }
     }
 
@@ -244,7 +277,7 @@ async fn open(builder: &ChannelBuilder, target: &Target) -> Result<Arc<Connectio
                 match crate::transport::shm::connect(path, crate::transport::shm::DEFAULT_CAPACITY)
                     .await
                 {
-                    Ok(link) => Connection::open(link, plan.selection.clone(), &config).await,
+                    Ok(link) => Connection::open_shm(link, plan.selection.clone(), &config).await,
                     Err(err) if forced.is_some() => Err(unreachable(
                         format!("shm over unix://{}", path.display()),
                         err,

@@ -1,14 +1,17 @@
 //! What client and server connections share: the hello exchange, status
 //! frames, and the task that writes queued frames to a link in batches.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tokio::sync::mpsc::error::{SendError, TrySendError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::protocol::frame::{Decoded, Frame, Header, Kind, finish_frame, start_frame};
 use crate::protocol::hello::{Hello, Role, ServiceInfo};
 use crate::protocol::status::Status;
-use crate::transport::{LinkRx, LinkTx};
+use crate::transport::{DirectWrite, LinkRx, LinkTx};
 
 /// Frames queued for the writer task before senders wait.
 pub(crate) const OUTGOING_QUEUE: usize = 4096;
@@ -146,15 +149,97 @@ pub(crate) async fn read_hello<R: LinkRx>(
     Ok(hello)
 }
 
+/// Where a connection's frames go: straight into the link when it can
+/// take whole frames without waiting ([`LinkTx::direct`]) and nothing is
+/// queued ahead of them, else the queue of the link's writer task. Frames
+/// keep their order either way.
+#[derive(Clone, Debug)]
+pub(crate) struct Outbound {
+    queue: mpsc::Sender<Outgoing>,
+    direct: Option<Arc<dyn DirectWrite>>,
+    /// Frames handed to the writer task and not yet written.
+    queued: Arc<AtomicUsize>,
+}
+
+impl Outbound {
+    /// An outbound path to `tx`, and the writer task to spawn for it
+    /// (it half-closes the link once every `Outbound` is dropped).
+    pub(crate) fn new<T: LinkTx>(
+        tx: T,
+    ) -> (
+        Self,
+        impl Future<Output = std::io::Result<()>> + Send + 'static,
+    ) {
+        let (queue, receiver) = mpsc::channel(OUTGOING_QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let outbound = Self {
+            queue,
+            direct: tx.direct(),
+            queued: Arc::clone(&queued),
+        };
+        (outbound, write_loop(tx, receiver, queued))
+    }
+
+    /// An outbound path that takes nothing (its writer is gone).
+    pub(crate) fn closed() -> Self {
+        let (queue, _) = mpsc::channel(1);
+        Self {
+            queue,
+            direct: None,
+            queued: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Writes directly if possible; gives the frame back otherwise.
+    fn try_direct(&self, outgoing: Outgoing) -> Result<(), Outgoing> {
+        match &self.direct {
+            Some(direct)
+                if self.queued.load(Ordering::Acquire) == 0
+                    && direct.try_write(&outgoing.bytes) =>
+            {
+                if let Some(written) = outgoing.written {
+                    let _ = written.send(());
+                }
+                Ok(())
+            }
+            _ => Err(outgoing),
+        }
+    }
+
+    /// Sends a frame, waiting for room in the writer's queue if need be.
+    pub(crate) async fn send(&self, outgoing: Outgoing) -> Result<(), SendError<Outgoing>> {
+        let Err(outgoing) = self.try_direct(outgoing) else {
+            return Ok(());
+        };
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.queue.send(outgoing).await.inspect_err(|_| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        })
+    }
+
+    /// Sends a frame if that needs no wait.
+    pub(crate) fn try_send(&self, outgoing: Outgoing) -> Result<(), TrySendError<Outgoing>> {
+        let Err(outgoing) = self.try_direct(outgoing) else {
+            return Ok(());
+        };
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.queue.try_send(outgoing).inspect_err(|_| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        })
+    }
+}
+
 /// Writes queued frames to `tx` in batches until every sender is dropped,
 /// then half-closes the link. Returns the error that stopped it, if any.
-pub(crate) async fn write_loop<T: LinkTx>(
+async fn write_loop<T: LinkTx>(
     mut tx: T,
     mut queue: mpsc::Receiver<Outgoing>,
+    queued: Arc<AtomicUsize>,
 ) -> std::io::Result<()> {
     let mut batch = Vec::new();
     let mut notify = Vec::new();
     while let Some(first) = queue.recv().await {
+        let mut frames = 1;
         notify.extend(first.written);
         match queue.try_recv() {
             Err(_) => tx.send(&first.bytes).await?,
@@ -163,11 +248,13 @@ pub(crate) async fn write_loop<T: LinkTx>(
                 batch.extend_from_slice(&first.bytes);
                 batch.extend_from_slice(&second.bytes);
                 notify.extend(second.written);
+                frames += 1;
                 while batch.len() < BATCH_BYTES {
                     match queue.try_recv() {
                         Ok(more) => {
                             batch.extend_from_slice(&more.bytes);
                             notify.extend(more.written);
+                            frames += 1;
                         }
                         Err(_) => break,
                     }
@@ -178,6 +265,7 @@ pub(crate) async fn write_loop<T: LinkTx>(
                 }
             }
         }
+        queued.fetch_sub(frames, Ordering::AcqRel);
         for written in notify.drain(..) {
             let _ = written.send(());
         }

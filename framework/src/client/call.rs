@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::Channel;
 use super::connection::Connection;
+use super::driver::{Waited, wait_response};
 use super::oneway::{OnewayRoute, QueueRoute};
 use crate::codec::Codec;
 use crate::context::Context;
@@ -233,37 +234,35 @@ impl ClientCore {
         })?;
         guard.sent = len;
         conn.stats.started();
-        let received = match deadline {
-            None => response.await,
-            Some(deadline) => match tokio::time::timeout_at(deadline.into(), response).await {
-                Ok(received) => received,
-                Err(_) => {
-                    guard.code = Code::DeadlineExceeded;
-                    return Err(Status::deadline_exceeded(format!(
-                        "{} did not complete within its deadline of {:?} ({}); the call was \
-                             cancelled — raise the timeout if the work needs longer",
-                        method.full_name,
-                        deadline.saturating_duration_since(now),
-                        conn.url
-                    )));
-                }
-            },
-        };
-        guard.armed = false;
-        let frame = match received {
-            Ok(Ok(frame)) => frame,
-            Ok(Err(status)) => {
+        let frame = match wait_response(&conn, response, now, deadline).await {
+            Waited::Response(Ok(frame)) => {
+                guard.armed = false;
+                frame
+            }
+            Waited::Response(Err(status)) => {
+                guard.armed = false;
                 guard.code = status.code();
                 return Err(Status::new(
                     status.code(),
                     format!("{}: {}", method.full_name, status.message()),
                 ));
             }
-            Err(_) => {
+            Waited::Dropped => {
+                guard.armed = false;
                 guard.code = Code::Unavailable;
                 return Err(Status::unavailable(format!(
                     "{}: the connection to {} closed before the response arrived",
                     method.full_name, conn.url
+                )));
+            }
+            Waited::Deadline => {
+                guard.code = Code::DeadlineExceeded;
+                return Err(Status::deadline_exceeded(format!(
+                    "{} did not complete within its deadline of {:?} ({}); the call was \
+                     cancelled — raise the timeout if the work needs longer",
+                    method.full_name,
+                    deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(now)),
+                    conn.url
                 )));
             }
         };

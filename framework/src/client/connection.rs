@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
+use super::driver::ResponseDriver;
 use super::oneway::{OnewayRoutes, ServerFacts};
 use crate::debug::model::PeerInfo as PeerModel;
 use crate::debug::recorder::{ConnectionStats, MethodCounters, Side, recorder};
@@ -18,10 +19,9 @@ use crate::protocol::hello::{Hello, Locality, MethodInfo, Role};
 use crate::protocol::status::Status;
 use crate::select::Selection;
 use crate::session::{
-    OUTGOING_QUEUE, Outgoing, frame_status, hello_frame, local_hello, pong_frame, read_hello,
-    status_frame, write_loop,
+    Outbound, frame_status, hello_frame, local_hello, pong_frame, read_hello, status_frame,
 };
-use crate::transport::{Link, LinkRx, PeerInfo};
+use crate::transport::{Link, LinkError, LinkRx, PeerInfo};
 
 /// What a waiting call receives: the response frame, or why there is none.
 pub(crate) type Waiter = oneshot::Sender<Result<Frame, Status>>;
@@ -32,6 +32,8 @@ pub(crate) struct ConnectionConfig {
     pub(crate) frame_limit: u32,
     pub(crate) max_pending: usize,
     pub(crate) handshake_timeout: Duration,
+    /// The longest a caller polls a shared-memory ring (None: the default).
+    pub(crate) shm_spin: Option<Duration>,
 }
 
 /// One established connection.
@@ -49,11 +51,13 @@ pub(crate) struct Connection {
     pub(crate) peer_frame_limit: u32,
     /// Largest response body this side accepts.
     frame_limit: u32,
-    pub(crate) outgoing: mpsc::Sender<Outgoing>,
+    pub(crate) outgoing: Outbound,
     pub(crate) calls: Mutex<ClientCalls<Waiter>>,
     closed: OnceLock<Status>,
     draining: AtomicBool,
     _stop_reader: Option<oneshot::Sender<()>>,
+    /// Set on links the waiting caller reads itself (shared memory).
+    driver: OnceLock<Arc<dyn ResponseDriver>>,
     /// Where the server runs relative to this process.
     pub(crate) locality: Locality,
     /// How one-way calls to each service leave this process.
@@ -67,6 +71,48 @@ impl Connection {
         selection: Selection,
         config: &ConnectionConfig,
     ) -> Result<Arc<Self>, Status> {
+        let (conn, rx, rest, stopped) = Self::handshake(link, selection, config).await?;
+        tokio::spawn(read_loop(Arc::downgrade(&conn), rx, rest, stopped));
+        Ok(conn)
+    }
+
+    /// [`open`](Self::open) for shared memory: callers read their responses
+    /// from the ring themselves, polling for at most `spin`.
+    #[cfg(target_os = "linux")]
+    pub(crate) async fn open_shm(
+        link: crate::transport::shm::ShmLink,
+        selection: Selection,
+        config: &ConnectionConfig,
+    ) -> Result<Arc<Self>, Status> {
+        let spin = config.shm_spin;
+        let link = match spin {
+            Some(spin) => link.with_spin(spin),
+            None => link,
+        };
+        let (conn, rx, rest, stopped) = Self::handshake(link, selection, config).await?;
+        let driver = super::shm::ShmDriver::new(rx, spin);
+        let _ = conn
+            .driver
+            .set(Arc::clone(&driver) as Arc<dyn ResponseDriver>);
+        for decoded in rest {
+            conn.handle(decoded);
+        }
+        tokio::spawn(super::shm::read_loop(
+            Arc::downgrade(&conn),
+            driver,
+            stopped,
+        ));
+        Ok(conn)
+    }
+
+    /// Exchanges hellos and starts the writer; the caller starts a reader
+    /// on the receiving half (frames that came behind the hello included)
+    /// that stops when the connection is dropped.
+    async fn handshake<L: Link>(
+        link: L,
+        selection: Selection,
+        config: &ConnectionConfig,
+    ) -> Result<(Arc<Self>, L::Rx, Vec<Decoded>, oneshot::Receiver<()>), Status> {
         let peer = link.peer();
         let url = peer.addr.clone();
         let (mut tx, mut rx) = link.split(config.frame_limit);
@@ -78,7 +124,7 @@ impl Connection {
         let peer_hello = read_hello(&mut rx, Role::Server, config.handshake_timeout, &mut rest)
             .await
             .map_err(|s| Status::new(s.code(), format!("handshake with {url}: {}", s.message())))?;
-        let (outgoing, queue) = mpsc::channel(OUTGOING_QUEUE);
+        let (outgoing, writer) = Outbound::new(tx);
         let (stop_reader, stopped) = oneshot::channel();
         let conn = Self::established(
             selection,
@@ -90,10 +136,9 @@ impl Connection {
             Some(stop_reader),
         );
         let weak = Arc::downgrade(&conn);
-        let writer_weak = weak.clone();
         tokio::spawn(async move {
-            if let Err(err) = write_loop(tx, queue).await
-                && let Some(conn) = writer_weak.upgrade()
+            if let Err(err) = writer.await
+                && let Some(conn) = weak.upgrade()
             {
                 conn.close(Status::unavailable(format!(
                     "writing to {} failed: {err}",
@@ -101,9 +146,8 @@ impl Connection {
                 )));
             }
         });
-        tokio::spawn(read_loop(weak, rx, rest, stopped));
         tracing::debug!(url = %conn.url, transport = %conn.selection.transport, "connected");
-        Ok(conn)
+        Ok((conn, rx, rest, stopped))
     }
 
     /// A connection whose handshake is done, for calls over a link that
@@ -115,7 +159,7 @@ impl Connection {
         peer: PeerInfo,
         hello: &Hello,
         peer_hello: Hello,
-        outgoing: mpsc::Sender<Outgoing>,
+        outgoing: Outbound,
         config: &ConnectionConfig,
         stop_reader: Option<oneshot::Sender<()>>,
     ) -> Arc<Self> {
@@ -165,6 +209,7 @@ impl Connection {
             closed: OnceLock::new(),
             draining: AtomicBool::new(false),
             _stop_reader: stop_reader,
+            driver: OnceLock::new(),
         })
     }
 
@@ -185,7 +230,7 @@ impl Connection {
             role: Role::Server,
             ..hello.clone()
         };
-        let (outgoing, _closed) = mpsc::channel(1);
+        let outgoing = Outbound::closed();
         let peer = PeerInfo {
             addr: format!("mqueue://{queue}"),
             pid: None,
@@ -205,6 +250,11 @@ impl Connection {
             uid: Some(self.peer_hello.uid),
             queue: self.peer_hello.queue(service).map(str::to_owned),
         }
+    }
+
+    /// The driver callers poll while waiting, on links that have one.
+    pub(crate) fn driver(&self) -> Option<&dyn ResponseDriver> {
+        self.driver.get().map(|driver| &**driver)
     }
 
     /// Whether new calls may use this connection.
@@ -365,28 +415,28 @@ async fn read_loop<R: LinkRx>(
                 conn.handle(decoded);
             }
         }
-        let end = match received {
-            Ok(true) => {
-                received = tokio::select! {
-                    received = rx.recv(&mut frames) => received,
-                    _ = &mut stopped => return,
-                };
-                continue;
-            }
-            Ok(false) => Status::unavailable(
-                "the server closed the connection; it may have exited or restarted — calls in \
-                 flight fail, calls made now reconnect",
-            ),
-            Err(err) => Status::unavailable(format!(
-                "the connection failed ({err}); calls made now reconnect"
-            )),
-        };
+        if let Ok(true) = received {
+            received = tokio::select! {
+                received = rx.recv(&mut frames) => received,
+                _ = &mut stopped => return,
+            };
+            continue;
+        }
         if let Some(conn) = conn.upgrade() {
-            conn.close(Status::new(
-                end.code(),
-                format!("{}: {}", conn.url, end.message()),
-            ));
+            conn.close(ended_status(&conn.url, received));
         }
         return;
     }
+}
+
+/// The status calls in flight get when the link to `url` ended: cleanly
+/// (`Ok(false)`) or with an error.
+pub(crate) fn ended_status(url: &str, end: Result<bool, LinkError>) -> Status {
+    let why = match end {
+        Ok(_) => "the server closed the connection; it may have exited or restarted — calls in \
+                  flight fail, calls made now reconnect"
+            .to_owned(),
+        Err(err) => format!("the connection failed ({err}); calls made now reconnect"),
+    };
+    Status::unavailable(format!("{url}: {why}"))
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use futures_util::future::{AbortHandle, Abortable};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::{Phase, ServerShared};
@@ -26,10 +26,7 @@ use crate::protocol::status::Code;
 use crate::protocol::status::Status;
 use crate::select::Selection;
 use crate::service::{Reply, Request};
-use crate::session::{
-    OUTGOING_QUEUE, Outgoing, hello_frame, local_hello, pong_frame, read_hello, status_frame,
-    write_loop,
-};
+use crate::session::{Outbound, hello_frame, local_hello, pong_frame, read_hello, status_frame};
 use crate::transport::{Link, LinkRx, PeerInfo};
 
 type Outcome = (u64, bool, Result<Reply, Status>);
@@ -68,8 +65,8 @@ pub(crate) async fn serve<L: Link>(
     {
         return;
     }
-    let (outgoing, queue) = mpsc::channel(OUTGOING_QUEUE);
-    let writer = tokio::spawn(write_loop(tx, queue));
+    let (outgoing, writer) = Outbound::new(tx);
+    let writer = tokio::spawn(writer);
     let selection = Selection {
         transport,
         reason: if transport == crate::select::Transport::Shm {
@@ -113,7 +110,7 @@ pub(crate) struct Established {
     /// Frames that arrived right behind the peer's hello.
     pub(crate) frames: Vec<Decoded>,
     /// The queue of the link's writer task.
-    pub(crate) outgoing: mpsc::Sender<Outgoing>,
+    pub(crate) outgoing: Outbound,
     /// On a peer link, this side's calls to the other side: responses are
     /// handed to it.
     pub(crate) client: Option<Arc<Connection>>,
@@ -201,7 +198,7 @@ pub(crate) async fn drive<R: LinkRx>(
 struct ServerConnection {
     shared: Arc<ServerShared>,
     info: Arc<ConnectionInfo>,
-    outgoing: mpsc::Sender<Outgoing>,
+    outgoing: Outbound,
     calls: ServerCalls<InFlight>,
     handlers: FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>>>,
     client_frame_limit: u32,

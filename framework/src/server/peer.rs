@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 pub(crate) use super::connection::End;
 use super::connection::{Established, drive, server_hello};
@@ -15,7 +15,7 @@ use crate::protocol::frame::Kind;
 use crate::protocol::hello::Role;
 use crate::protocol::status::Status;
 use crate::select::Selection;
-use crate::session::{OUTGOING_QUEUE, hello_frame, read_hello, status_frame, write_loop};
+use crate::session::{Outbound, hello_frame, read_hello, status_frame};
 use crate::transport::{Link, LinkTx};
 
 /// An open peer link.
@@ -83,8 +83,8 @@ where
                 ));
             }
         };
-    let (outgoing, queue) = mpsc::channel(OUTGOING_QUEUE);
-    let writer = AbortOnDrop(tokio::spawn(write_loop(tx, queue)));
+    let (outgoing, writer) = Outbound::new(tx);
+    let writer = AbortOnDrop(tokio::spawn(writer));
     let conn = Connection::established(
         selection.clone(),
         peer.clone(),

@@ -11,6 +11,7 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 
 use crate::protocol::frame::{Decoded, FrameError};
 
@@ -139,6 +140,23 @@ pub trait LinkTx: Send + 'static {
     /// Tells the peer no more frames will follow (half-close where the
     /// transport has one).
     fn close(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// A handle through which any task writes whole frames at once, in
+    /// order with this half, when they fit without waiting (shared memory
+    /// has one: a caller's request goes into the ring from the caller's own
+    /// thread). `None` for transports where every write goes through this
+    /// half.
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        None
+    }
+}
+
+/// Writes frames without waiting, from any task (see [`LinkTx::direct`]).
+pub trait DirectWrite: Send + Sync + fmt::Debug {
+    /// Writes all of `frames` now and returns `true`, or writes nothing and
+    /// returns `false` (no room, another writer busy, the link closed or
+    /// broken): then send them through the link's sending half.
+    fn try_write(&self, frames: &[u8]) -> bool;
 }
 
 /// The receiving half of a link.

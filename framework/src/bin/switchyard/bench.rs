@@ -6,16 +6,18 @@
 //! unary`, which compiles this file into the bench with `#[path]`. The
 //! server side runs in a child process: a switchyard `Server` with an `echo`
 //! service (for pipes: `process::serve_parent` in a child started by
-//! `process::Spawner`), or a raw echo loop over a socket or the child's
-//! stdin/stdout. The binary re-executes itself with
-//! `SWITCHYARD_BENCH_CHILD` naming the child's role. Client and child are
-//! pinned to CPUs 0 and 1 when the machine has two or more
-//! (`SWITCHYARD_BENCH_PIN=0` turns that off).
+//! `process::Spawner`; for shared memory the same server, reached by name),
+//! or a raw echo loop over a socket, the child's stdin/stdout, or two
+//! busy-polled shared-memory rings ([`crate::bench_shm`]). The binary
+//! re-executes itself with `SWITCHYARD_BENCH_CHILD` naming the child's role.
+//! Client and child are pinned to CPUs 0 and 1 when the machine has two or
+//! more (`SWITCHYARD_BENCH_PIN=0` turns that off).
 //!
 //! Per path: p50/p99 of a 64-byte round trip (one call at a time), calls/s
 //! with 32 calls in flight on one connection, the ratios to the raw path of
 //! the same kind, and the CPU time each side spent per call in both phases.
 
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -23,7 +25,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -104,12 +106,18 @@ pub(crate) fn clock_ns() -> u64 {
 pub(crate) const MESSAGE: usize = 64;
 /// Calls in flight in the throughput phase.
 pub(crate) const CONCURRENCY: usize = 32;
-/// Set in a child process: its role (`raw-unix`, `raw-tcp`, `switchyard`,
-/// and those of [`crate::bench_extra`]). Roles ending in `pipe` talk over
+/// Set in a child process: its role (`raw-unix`, `raw-tcp`, `raw-pipe`,
+/// `raw-shm`, `switchyard`, `switchyard-pipe`, and those of
+/// [`crate::bench_extra`]). Roles ending in `pipe` talk over
 /// their stdin and stdout.
 pub(crate) const CHILD_ENV: &str = "SWITCHYARD_BENCH_CHILD";
 /// Set in a child process: the scratch directory.
 const DIR_ENV: &str = "SWITCHYARD_RUNTIME_DIR";
+
+/// What the raw baseline of shm is, printed and reported with its row.
+pub(crate) const SPIN_RING_NOTE: &str = "raw spin ring: two shared-memory rings (switchyard's \
+     own ring code), one each way, that both processes busy-poll with no system call per \
+     message, each using a whole CPU: the floor for same-host IPC, not an OS facility";
 
 /// How long to measure.
 #[derive(Clone, Copy, Debug)]
@@ -183,6 +191,26 @@ pub(crate) struct Figures {
     pub(crate) cpu_one: Cpu,
     /// CPU per call, [`CONCURRENCY`] in flight.
     pub(crate) cpu_many: Cpu,
+}
+
+impl Figures {
+    /// The figures of a run: round trips in `hist` (ns), `done` calls in
+    /// `elapsed` with [`CONCURRENCY`] in flight, and the CPU per call.
+    fn measured(
+        hist: &Histogram<u64>,
+        done: u64,
+        elapsed: Duration,
+        cpu_one: Cpu,
+        cpu_many: Cpu,
+    ) -> Self {
+        Self {
+            p50_us: micros(hist, 0.5),
+            p99_us: micros(hist, 0.99),
+            calls_per_s: done as f64 / elapsed.as_secs_f64(),
+            cpu_one,
+            cpu_many,
+        }
+    }
 }
 
 /// One line of the table.
@@ -259,14 +287,13 @@ fn matrix() -> (Vec<Transport>, Vec<(Transport, &'static str)>) {
         match transport {
             // In-process only: there is no OS path between processes to compare.
             Transport::Memory => {}
-            Transport::Pipe | Transport::Unix | Transport::Tcp if transport.is_available() => {
+            Transport::Pipe | Transport::Shm | Transport::Unix | Transport::Tcp
+                if transport.is_available() =>
+            {
                 measured.push(transport);
             }
             Transport::MessageQueue if transport.is_available() => {
                 skipped.push((transport, "one-way only: see the message-queue table"));
-            }
-            Transport::Shm if transport.is_available() => {
-                skipped.push((transport, "no raw spin-ring baseline in the bench yet"));
             }
             _ if transport.is_available() => {
                 skipped.push((transport, "the bench has no raw baseline for it yet"));
@@ -292,17 +319,16 @@ pub(crate) fn run(settings: Settings) -> Result<Outcome, String> {
         "cpu µs/call: CPU time per call of client+server, one call at a time (@1) \
          and with {CONCURRENCY} in flight (@{CONCURRENCY})"
     );
+    if measured.contains(&Transport::Shm) {
+        println!("{SPIN_RING_NOTE}");
+    }
     println!("{}", text_header());
     let mut rows = Vec::new();
     for transport in measured {
         let kind = transport.as_str();
         let raw = raw_figures(kind, dir.path(), &settings)?;
         let raw_row = Row {
-            path: if transport == Transport::Pipe {
-                "raw pipe pair".to_owned()
-            } else {
-                format!("raw {kind} socket")
-            },
+            path: raw_path(transport),
             transport: kind,
             figures: raw,
             base: None,
@@ -329,6 +355,17 @@ pub(crate) fn run(settings: Settings) -> Result<Outcome, String> {
         rows,
         skipped,
     })
+}
+
+/// The name of the raw path a transport is compared with: the same OS
+/// mechanism without switchyard, or for shared memory the best a same-host
+/// IPC can do (two busy-polled rings).
+fn raw_path(transport: Transport) -> String {
+    match transport {
+        Transport::Pipe => "raw pipe pair".to_owned(),
+        Transport::Shm => "raw spin ring".to_owned(),
+        other => format!("raw {other} socket"),
+    }
 }
 
 /// The skipped transports grouped by reason: `shm, quic (not implemented in
@@ -464,6 +501,14 @@ impl ChildGuard {
     pub(crate) fn pid(&self) -> u32 {
         self.0.id()
     }
+
+    /// The child's stdin, to write to it; closing it ends the child.
+    pub(crate) fn take_stdin(&mut self) -> Result<ChildStdin, String> {
+        self.0
+            .stdin
+            .take()
+            .ok_or_else(|| "the child's stdin is not piped".to_owned())
+    }
 }
 
 impl Drop for ChildGuard {
@@ -473,31 +518,82 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Starts this binary as a child in `role`; it prints its address first.
-pub(crate) fn spawn_child(role: &str, dir: &Path) -> Result<(ChildGuard, String), String> {
+/// This binary, set up to run as a child in `role`.
+pub(crate) fn child_command(role: &str) -> Result<Command, String> {
     let exe = std::env::current_exe().map_err(|err| format!("finding this binary: {err}"))?;
-    let mut child = Command::new(exe)
-        .env(CHILD_ENV, role)
-        .env(DIR_ENV, dir)
+    let mut command = Command::new(exe);
+    command.env(CHILD_ENV, role);
+    Ok(command)
+}
+
+/// Starts this binary as a child in `role` with `env` added, its stdin and
+/// stdout piped; returns it (holding its stdin: see
+/// [`ChildGuard::take_stdin`]) and its stdout.
+pub(crate) fn spawn_role(
+    role: &str,
+    env: &[(&str, &OsStr)],
+) -> Result<(ChildGuard, ChildStdout), String> {
+    let mut command = child_command(role)?;
+    command.envs(env.iter().copied());
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .map(ChildGuard)
         .map_err(|err| format!("starting the {role} child: {err}"))?;
-    let mut line = String::new();
     let stdout = child
         .0
         .stdout
         .take()
         .ok_or("the child's stdout is not piped")?;
-    let _ = BufReader::new(stdout).read_line(&mut line);
-    let addr = line.trim().to_owned();
-    if addr.is_empty() {
+    Ok((child, stdout))
+}
+
+/// Starts this binary as a child in `role` with `env` added, and waits for
+/// the first line it prints (`what`: its address, its queue...). Its stdin
+/// stays open in the guard: when that closes (even killed), the child exits.
+pub(crate) fn spawn_announcing(
+    role: &str,
+    env: &[(&str, &OsStr)],
+    what: &str,
+) -> Result<(ChildGuard, BufReader<ChildStdout>, String), String> {
+    let (child, stdout) = spawn_role(role, env)?;
+    let mut stdout = BufReader::new(stdout);
+    let mut line = String::new();
+    let _ = stdout.read_line(&mut line);
+    let line = line.trim().to_owned();
+    if line.is_empty() {
         return Err(format!(
-            "the {role} child exited before printing its address; its error is above"
+            "the {role} child exited before printing {what}; its error is above"
         ));
     }
+    Ok((child, stdout, line))
+}
+
+/// Starts this binary as a child in `role` serving in the scratch
+/// directory `dir`; it prints its address first.
+pub(crate) fn spawn_child(role: &str, dir: &Path) -> Result<(ChildGuard, String), String> {
+    let (child, _stdout, addr) =
+        spawn_announcing(role, &[(DIR_ENV, dir.as_os_str())], "its address")?;
     Ok((child, addr))
+}
+
+/// Starts this binary as a `process::Spawner` child serving `echo` to its
+/// parent over inherited pipes.
+pub(crate) async fn spawn_switchyard_pipe() -> Result<switchyard::process::ChildProcess, String> {
+    let mut command = child_command("switchyard-pipe")?;
+    command.stdin(Stdio::null());
+    switchyard::process::Spawner::new(command)
+        .spawn()
+        .await
+        .map_err(|e| format!("starting the switchyard-pipe child: {e}"))
+}
+
+/// Prints a line for the parent, which reads it (see [`spawn_announcing`]),
+/// and flushes it.
+pub(crate) fn announce(line: &str) {
+    println!("{line}");
+    let _ = std::io::stdout().flush();
 }
 
 fn child(role: &str) -> Result<(), String> {
@@ -505,10 +601,6 @@ fn child(role: &str) -> Result<(), String> {
         std::env::var_os(DIR_ENV)
             .map(PathBuf::from)
             .ok_or("SWITCHYARD_RUNTIME_DIR is not set")
-    };
-    let announce = |addr: &str| {
-        println!("{addr}");
-        let _ = std::io::stdout().flush();
     };
     match role {
         "raw-unix" => {
@@ -540,6 +632,12 @@ fn child(role: &str) -> Result<(), String> {
                 .try_clone_to_owned()
                 .map_err(|e| format!("stdout: {e}"))?;
             raw_echo(Duplex(File::from(input), File::from(output)));
+        }
+        #[cfg(target_os = "linux")]
+        "raw-shm" => {
+            let rings = crate::bench_shm::attach()?;
+            announce("attached");
+            raw_echo(rings);
         }
         "switchyard-pipe" => {
             let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
@@ -595,7 +693,7 @@ impl<R, W: Write> Write for Duplex<R, W> {
 }
 
 /// Echoes fixed-size messages until the peer closes.
-fn raw_echo<S: Read + Write>(mut stream: S) {
+pub(crate) fn raw_echo<S: Read + Write>(mut stream: S) {
     let mut buf = [0u8; MESSAGE];
     while stream.read_exact(&mut buf).is_ok() {
         if stream.write_all(&buf).is_err() {
@@ -671,25 +769,13 @@ pub(crate) fn micros(hist: &Histogram<u64>, q: f64) -> f64 {
 fn raw_figures(kind: &str, dir: &Path, s: &Settings) -> Result<Figures, String> {
     if kind == "pipe" {
         // The child echoes its stdin to its stdout.
-        let exe = std::env::current_exe().map_err(|err| format!("finding this binary: {err}"))?;
-        let mut child = Command::new(exe)
-            .env(CHILD_ENV, "raw-pipe")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map(ChildGuard)
-            .map_err(|err| format!("starting the raw-pipe child: {err}"))?;
-        let input = child
-            .0
-            .stdin
-            .take()
-            .ok_or("the child's stdin is not piped")?;
-        let output = child
-            .0
-            .stdout
-            .take()
-            .ok_or("the child's stdout is not piped")?;
+        let (mut child, output) = spawn_role("raw-pipe", &[])?;
+        let input = child.take_stdin()?;
         return raw_run(Duplex(output, input), &child, s);
+    }
+    #[cfg(target_os = "linux")]
+    if kind == "shm" {
+        return crate::bench_shm::raw_figures(s);
     }
     let (child, addr) = spawn_child(&format!("raw-{kind}"), dir)?;
     let connect_err =
@@ -706,7 +792,9 @@ fn raw_figures(kind: &str, dir: &Path, s: &Settings) -> Result<Figures, String> 
     }
 }
 
-fn raw_run<S: Read + Write>(
+/// Round trips of [`MESSAGE`] bytes over `stream` to `child`, which echoes
+/// them: one at a time, then [`CONCURRENCY`] in flight.
+pub(crate) fn raw_run<S: Read + Write>(
     mut stream: S,
     child: &ChildGuard,
     s: &Settings,
@@ -742,58 +830,81 @@ fn raw_run<S: Read + Write>(
     for _ in 0..CONCURRENCY {
         stream.read_exact(&mut back).map_err(io)?;
     }
-    Ok(Figures {
-        p50_us: micros(&hist, 0.5),
-        p99_us: micros(&hist, 0.99),
-        calls_per_s: done as f64 / elapsed.as_secs_f64(),
-        cpu_one,
-        cpu_many,
-    })
+    Ok(Figures::measured(&hist, done, elapsed, cpu_one, cpu_many))
 }
 
 /// Keeps the serving child alive while measuring; kills it on drop.
 enum Serving {
-    /// Started by `spawn_child`, reached by address.
+    /// Started by `spawn_child`, reached by address or name.
     Addressed(ChildGuard),
     /// Started by `process::Spawner`, reached over inherited pipes.
     Piped(switchyard::process::ChildProcess),
+}
+
+impl Serving {
+    fn pid(&self) -> u32 {
+        match self {
+            Self::Addressed(child) => child.pid(),
+            Self::Piped(child) => child.id(),
+        }
+    }
+}
+
+/// Starts the serving child for `kind` and connects to it: the child, the
+/// channel, and what it was reached at (for messages).
+async fn connect_switchyard(kind: &str, dir: &Path) -> Result<(Serving, Channel, String), String> {
+    if kind == "pipe" {
+        let child = spawn_switchyard_pipe().await?;
+        let channel = child.channel();
+        return Ok((Serving::Piped(child), channel, "the pipes".to_owned()));
+    }
+    let (child, endpoints) = spawn_child("switchyard", dir)?;
+    let (channel, target) = if kind == "shm" {
+        connect_shm(dir).await?
+    } else {
+        connect_endpoint(kind, &endpoints).await?
+    };
+    Ok((Serving::Addressed(child), channel, target))
+}
+
+/// Connects to the `kind` endpoint among the child's `endpoints`.
+async fn connect_endpoint(kind: &str, endpoints: &str) -> Result<(Channel, String), String> {
+    let target = endpoints
+        .split(' ')
+        .find(|e| e.starts_with(&format!("{kind}://")))
+        .ok_or_else(|| format!("the switchyard child offers no {kind} endpoint: {endpoints}"))?
+        .to_owned();
+    let channel = Channel::connect(&target)
+        .await
+        .map_err(|e| format!("connecting to {target}: {e}"))?;
+    Ok((channel, target))
+}
+
+/// Connects to the child by the name it published in `dir`'s registry,
+/// which on the same host selects shared memory; an error if it did not.
+async fn connect_shm(dir: &Path) -> Result<(Channel, String), String> {
+    let name = BENCH_DESCRIPTOR.name;
+    let channel = Channel::builder()
+        .runtime_dir(dir)
+        .connect(name)
+        .await
+        .map_err(|e| format!("connecting to {name} by name: {e}"))?;
+    let selection = channel.selection();
+    if selection.transport != Transport::Shm {
+        return Err(format!(
+            "the switchyard shm row needs shared memory, but connecting to {name} by name \
+             selected {selection}"
+        ));
+    }
+    Ok((channel, format!("shm (by name {name})")))
 }
 
 fn switchyard_figures(kind: &str, dir: &Path, s: &Settings) -> Result<Figures, String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
     let s = *s;
     runtime.block_on(async move {
-        let (serving, channel, target) = if kind == "pipe" {
-            let exe =
-                std::env::current_exe().map_err(|err| format!("finding this binary: {err}"))?;
-            let mut command = Command::new(exe);
-            command
-                .env(CHILD_ENV, "switchyard-pipe")
-                .stdin(Stdio::null());
-            let child = switchyard::process::Spawner::new(command)
-                .spawn()
-                .await
-                .map_err(|e| format!("starting the switchyard-pipe child: {e}"))?;
-            let channel = child.channel();
-            (Serving::Piped(child), channel, "the pipes".to_owned())
-        } else {
-            let (child, endpoints) = spawn_child("switchyard", dir)?;
-            let target = endpoints
-                .split(' ')
-                .find(|e| e.starts_with(&format!("{kind}://")))
-                .ok_or_else(|| {
-                    format!("the switchyard child offers no {kind} endpoint: {endpoints}")
-                })?
-                .to_owned();
-            let channel = Channel::connect(&target)
-                .await
-                .map_err(|e| format!("connecting to {target}: {e}"))?;
-            (Serving::Addressed(child), channel, target)
-        };
-        let child_pid = match &serving {
-            Serving::Addressed(child) => child.pid(),
-            Serving::Piped(child) => child.id(),
-        };
+        let (serving, channel, target) = connect_switchyard(kind, dir).await?;
+        let child_pid = serving.pid();
         let call_err = |e: switchyard::Status| format!("echo over {target}: {e}");
         let client = BenchClient::new(channel);
         let payload = switchyard::Bytes::from(vec![7u8; MESSAGE]);
@@ -834,13 +945,7 @@ fn switchyard_figures(kind: &str, dir: &Path, s: &Settings) -> Result<Figures, S
         let elapsed = start.elapsed();
         let cpu_many = before.per_call(CpuMark::now(child_pid), done);
         drop(serving);
-        Ok(Figures {
-            p50_us: micros(&hist, 0.5),
-            p99_us: micros(&hist, 0.99),
-            calls_per_s: done as f64 / elapsed.as_secs_f64(),
-            cpu_one,
-            cpu_many,
-        })
+        Ok(Figures::measured(&hist, done, elapsed, cpu_one, cpu_many))
     })
 }
 
@@ -854,13 +959,25 @@ mod tests {
     fn the_matrix_measures_what_is_available_and_names_the_rest() {
         use switchyard::Transport;
         let (measured, skipped) = super::matrix();
-        let expected: Vec<Transport> = [Transport::Pipe, Transport::Unix, Transport::Tcp]
-            .into_iter()
-            .filter(|t| t.is_available())
-            .collect();
+        let expected: Vec<Transport> = [
+            Transport::Pipe,
+            Transport::Shm,
+            Transport::Unix,
+            Transport::Tcp,
+        ]
+        .into_iter()
+        .filter(|t| t.is_available())
+        .collect();
         assert_eq!(measured, expected);
-        assert!(skipped.iter().any(|(t, _)| *t == Transport::Shm));
+        assert_eq!(
+            measured.contains(&Transport::Shm),
+            cfg!(target_os = "linux")
+        );
+        assert!(!skipped.iter().any(|(t, _)| measured.contains(t)));
         assert!(!skipped.iter().any(|(t, _)| *t == Transport::Memory));
+        assert_eq!(super::raw_path(Transport::Shm), "raw spin ring");
+        assert_eq!(super::raw_path(Transport::Unix), "raw unix socket");
+        assert_eq!(super::raw_path(Transport::Pipe), "raw pipe pair");
         assert_eq!(
             super::skipped_text(&[
                 (Transport::Shm, "not implemented in this version"),

@@ -17,12 +17,11 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use switchyard::Status;
 
-use crate::bench::{BenchClient, CHILD_ENV, ChildGuard, MESSAGE, histogram, micros};
+use crate::bench::{BenchClient, MESSAGE, histogram, micros, spawn_role, spawn_switchyard_pipe};
 
 /// Payload of a bulk round trip, bytes (1 MiB), and the pipe buffer asked.
 const BULK: usize = 1 << 20;
@@ -298,27 +297,10 @@ fn finish_bulk(hist: &hdrhistogram::Histogram<u64>, n: u64, elapsed: Duration) -
     }
 }
 
-/// Starts this binary as a child in `role` (with `COUNT_ENV` = `count`),
-/// and returns it with its stdin and stdout.
-fn spawn_piped(role: &str, count: u64) -> Result<(ChildGuard, ChildStdin, ChildStdout), String> {
-    let exe = std::env::current_exe().map_err(|err| format!("finding this binary: {err}"))?;
-    let mut child = Command::new(exe)
-        .env(CHILD_ENV, role)
-        .env(COUNT_ENV, count.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map(ChildGuard)
-        .map_err(|err| format!("starting the {role} child: {err}"))?;
-    match (child.0.stdin.take(), child.0.stdout.take()) {
-        (Some(stdin), Some(stdout)) => Ok((child, stdin, stdout)),
-        _ => Err(format!("the {role} child's stdin and stdout are not piped")),
-    }
-}
-
 /// The raw pipe pair, and the pipe buffer the kernel granted.
 fn raw_bulk(sizes: &Sizes) -> Result<(BulkFigures, usize), String> {
-    let (child, mut input, mut output) = spawn_piped("raw-bulk-pipe", 0)?;
+    let (mut child, mut output) = spawn_role("raw-bulk-pipe", &[])?;
+    let mut input = child.take_stdin()?;
     let resize = |fd: std::os::fd::BorrowedFd<'_>| {
         rustix::pipe::fcntl_setpipe_size(fd, BULK)
             .map_err(|e| format!("setting the raw pipe's buffer to 1 MiB: {e}"))
@@ -352,15 +334,7 @@ fn switchyard_bulk(sizes: &Sizes) -> Result<BulkFigures, String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
     let sizes = *sizes;
     runtime.block_on(async move {
-        let exe = std::env::current_exe().map_err(|err| format!("finding this binary: {err}"))?;
-        let mut command = Command::new(exe);
-        command
-            .env(CHILD_ENV, "switchyard-pipe")
-            .stdin(Stdio::null());
-        let child = switchyard::process::Spawner::new(command)
-            .spawn()
-            .await
-            .map_err(|e| format!("starting the switchyard-pipe child: {e}"))?;
+        let child = spawn_switchyard_pipe().await?;
         let client = BenchClient::new(child.channel());
         let call_err = |e: Status| format!("1 MiB echo over the pipes: {e}");
         // The echoed buffer is sent again: no copy beside the call's own.
@@ -401,17 +375,17 @@ use mq::oneway;
 /// One-way calls through POSIX message queues (Linux).
 #[cfg(target_os = "linux")]
 mod mq {
-    use std::io::{BufRead, BufReader, Write};
-    use std::process::{ChildStdin, ChildStdout};
+    use std::ffi::OsStr;
+    use std::io::BufRead;
     use std::time::{Duration, Instant};
 
     use switchyard::sys::mqueue::{self as sys, MqError};
     use switchyard::{Channel, Transport};
 
-    use super::{COUNT_ENV, Oneway, OnewayFigures, Sizes, spawn_piped};
+    use super::{COUNT_ENV, Oneway, OnewayFigures, Sizes};
     use crate::bench::{
-        BENCH_DESCRIPTOR, BenchClient, ChildGuard, MESSAGE, ScratchDir, clock_ns, histogram,
-        spawn_child,
+        BENCH_DESCRIPTOR, BenchClient, MESSAGE, ScratchDir, announce, clock_ns, histogram,
+        spawn_announcing, spawn_child,
     };
 
     /// How long the one-way calls may take to arrive once all are sent.
@@ -441,30 +415,15 @@ mod mq {
         }
     }
 
-    /// Starts this binary as a child in `role` with `COUNT_ENV` = `count`;
-    /// returns it, its stdout and the first line it printed (its stdin stays
-    /// open: the child exits when it closes).
-    fn spawn_counted(
-        role: &str,
-        count: u64,
-    ) -> Result<(ChildGuard, ChildStdin, BufReader<ChildStdout>, String), String> {
-        let (child, stdin, stdout) = spawn_piped(role, count)?;
-        let mut stdout = BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = stdout.read_line(&mut line);
-        let line = line.trim().to_owned();
-        if line.is_empty() {
-            return Err(format!(
-                "the {role} child exited before printing its queue; its error is above"
-            ));
-        }
-        Ok((child, stdin, stdout, line))
-    }
-
     /// The raw path: this process sends `count` 64-byte messages, each starting
     /// with its send time, into a queue a child drains.
     fn raw_oneway(count: u64) -> Result<OnewayFigures, String> {
-        let (child, _stdin, mut stdout, name) = spawn_counted("raw-mqueue", count)?;
+        let count_text = count.to_string();
+        let (child, mut stdout, name) = spawn_announcing(
+            "raw-mqueue",
+            &[(COUNT_ENV, OsStr::new(&count_text))],
+            "its queue",
+        )?;
         let _unlink = UnlinkQueue(name.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -549,8 +508,7 @@ mod mq {
             let queue = queue
                 .into_async()
                 .map_err(|e| format!("polling the raw queue: {e}"))?;
-            println!("{name}");
-            let _ = std::io::stdout().flush();
+            announce(&name);
             let mut received = 0;
             while received < count {
                 let mut guard = queue
@@ -574,13 +532,12 @@ mod mq {
             }
             Ok::<(), String>(())
         })?;
-        println!(
+        announce(&format!(
             "{} {} {}",
             hist.len(),
             hist.value_at_quantile(0.5),
             hist.value_at_quantile(0.99)
-        );
-        let _ = std::io::stdout().flush();
+        ));
         Ok(())
     }
 

@@ -11,6 +11,8 @@
 
 mod bench;
 mod bench_extra;
+#[cfg(target_os = "linux")]
+mod bench_shm;
 mod inspect;
 mod report;
 mod services;
@@ -77,13 +79,14 @@ switchyard bench: measure every transport beside the raw OS path
 
 Usage: switchyard bench [--quick] [--report FILE]
 
-For each transport this build can use between processes (pipe, unix, tcp):
-p50 and p99 of a 64-byte round trip (one call at a time), calls/s with 32
-calls in flight on one connection, the ratios to the raw OS path (a pipe pair
-or socket echo) measured in the same run, and the CPU time client and server
-spent per call. The server side runs in a child process (this binary,
-re-executed). Client and child are pinned to CPUs 0 and 1 when there are two
-or more; SWITCHYARD_BENCH_PIN=0 turns that off.
+For each transport this build can use between processes (pipe, shm, unix,
+tcp): p50 and p99 of a 64-byte round trip (one call at a time), calls/s with
+32 calls in flight on one connection, the ratios to the raw path (a pipe pair
+or socket echo; for shm, two shared-memory rings both sides busy-poll)
+measured in the same run, and the CPU time client and server spent per call.
+The server side runs in a child process (this binary, re-executed). Client
+and child are pinned to CPUs 0 and 1 when there are two or more;
+SWITCHYARD_BENCH_PIN=0 turns that off.
 
 Options:
   --quick        A short run (5 000 round trips, 0.5 s of throughput): noisier.

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::bench::{CONCURRENCY, MESSAGE, Outcome, Row};
+use crate::bench::{CONCURRENCY, MESSAGE, Outcome, Row, SPIN_RING_NOTE};
 
 /// Opens the generated section.
 pub(crate) const START: &str = "<!-- bench:start -->";
@@ -166,6 +166,9 @@ fn section(outcome: &Outcome, command: &str, date: &str, machine: &Machine, svg:
         "CPU µs/call is the CPU time client and server each spent per call, shown as \
          client+server (from /proc)."
     );
+    if outcome.rows.iter().any(|row| row.transport == "shm") {
+        let _ = writeln!(out, "The {SPIN_RING_NOTE}.");
+    }
     out.push('\n');
     out.push_str(&markdown_table(&outcome.rows));
     let skipped = crate::bench::skipped_text(&outcome.skipped);
@@ -174,7 +177,7 @@ fn section(outcome: &Outcome, command: &str, date: &str, machine: &Machine, svg:
     }
     let _ = writeln!(
         out,
-        "\n![p50 of a {MESSAGE}-byte round trip per path, raw OS path beside switchyard]({svg})"
+        "\n![p50 of a {MESSAGE}-byte round trip per path, raw baseline beside switchyard]({svg})"
     );
     out
 }
@@ -258,16 +261,15 @@ fn tick_step(max: f64) -> f64 {
         .unwrap_or(10.0 * power)
 }
 
+/// The least width of a transport's pair of bars, px.
+const GROUP_WIDTH: f64 = 200.0;
 const RAW_COLOUR: &str = "#9e9e9e";
 const SWITCHYARD_COLOUR: &str = "#2b6cb0";
 
 /// Grouped bars: per transport, p50 of the raw path beside switchyard's,
 /// each labelled with its value (and switchyard's ratio to raw).
 fn svg(outcome: &Outcome) -> String {
-    let (width, height) = (720.0, 400.0);
     let (left, right, top, bottom) = (64.0, 24.0, 64.0, 56.0);
-    let plot_w = width - left - right;
-    let plot_h = height - top - bottom;
     let mut groups: Vec<(&str, Vec<&Row>)> = Vec::new();
     for row in &outcome.rows {
         match groups.iter_mut().find(|(t, _)| *t == row.transport) {
@@ -275,6 +277,11 @@ fn svg(outcome: &Outcome) -> String {
             None => groups.push((row.transport, vec![row])),
         }
     }
+    // Wide enough that the labels of neighbouring bars do not overlap.
+    let width = f64::max(720.0, left + right + GROUP_WIDTH * groups.len() as f64);
+    let height = 400.0;
+    let plot_w = width - left - right;
+    let plot_h = height - top - bottom;
     let max = outcome
         .rows
         .iter()
@@ -381,7 +388,7 @@ fn svg(outcome: &Outcome) -> String {
     // Legend.
     let legend_x = width - right - 250.0;
     for (i, (colour, name)) in [
-        (RAW_COLOUR, "raw OS path"),
+        (RAW_COLOUR, "raw baseline"),
         (SWITCHYARD_COLOUR, "switchyard"),
     ]
     .into_iter()
@@ -538,6 +545,77 @@ mod tests {
         assert!(svg.contains(">67.0 (1.05x)</text>"));
         assert!(svg.contains(">unix</text>"));
         assert!(svg.contains(RAW_COLOUR) && svg.contains(SWITCHYARD_COLOUR));
+    }
+
+    /// [`outcome`] with the shared-memory pair before the unix one, as the
+    /// matrix orders them.
+    fn outcome_with_shm() -> Outcome {
+        let mut outcome = outcome();
+        let ring = Figures {
+            p50_us: 0.4,
+            p99_us: 3.7,
+            calls_per_s: 1_799_431.0,
+            ..Figures::default()
+        };
+        let ours = Figures {
+            p50_us: 68.0,
+            p99_us: 136.2,
+            calls_per_s: 136_796.0,
+            ..Figures::default()
+        };
+        let shm = [
+            Row {
+                path: "raw spin ring".into(),
+                transport: "shm",
+                figures: ring,
+                base: None,
+            },
+            Row {
+                path: "switchyard shm".into(),
+                transport: "shm",
+                figures: ours,
+                base: Some(ring),
+            },
+        ];
+        outcome.rows.splice(0..0, shm);
+        outcome.skipped.clear();
+        outcome
+    }
+
+    #[test]
+    fn the_shm_pair_is_in_the_table_and_the_chart() {
+        let text = section(
+            &outcome_with_shm(),
+            "switchyard bench --quick",
+            "2026-11-24",
+            &Machine::default(),
+            "performance-bench.svg",
+        );
+        assert!(
+            text.contains("The raw spin ring: two shared-memory rings"),
+            "{text}"
+        );
+        let ring = text.find("| raw spin ring | 0.4 | 3.7 | 1 799 431 |  |  |  |");
+        let ours =
+            text.find("| switchyard shm | 68.0 | 136.2 | 136 796 | 170.00x | 36.81x | 0.08x |");
+        let unix = text.find("| raw unix socket |");
+        assert!(ring.is_some() && ours.is_some(), "{text}");
+        assert!(ring < ours && ours < unix, "{text}");
+        let chart = svg(&outcome_with_shm());
+        assert_eq!(chart.matches("<title>").count(), 4);
+        assert!(chart.contains(">shm</text>") && chart.contains(">unix</text>"));
+        assert!(chart.contains(">0.4</text>"));
+        assert!(chart.contains(">68.0 (170.00x)</text>"));
+        // Two groups fit the narrowest chart; each further one widens it.
+        assert!(chart.contains(r#"width="720""#), "{chart}");
+        let mut more = outcome_with_shm();
+        for transport in ["tcp", "pipe"] {
+            more.rows.push(Row {
+                transport,
+                ..more.rows[0].clone()
+            });
+        }
+        assert!(svg(&more).contains(r#"width="888""#));
     }
 
     #[test]

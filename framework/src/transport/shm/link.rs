@@ -10,29 +10,38 @@
 //! anything else first treats those bytes as the start of an ordinary frame
 //! stream, so plain Unix clients are served as before.
 //!
+//! The hot path has no hand-off between threads: any task may write whole
+//! frames straight into the ring ([`ShmTx::direct`]), and a receiver can be
+//! polled without waiting ([`ShmRx::try_recv`]), so the task that waits for
+//! a frame reads it itself.
+//!
 //! Waiting: a side that finds its ring empty (or full) spins for a budget
-//! that adapts (doubling after a spin that found data, halving after one
-//! that did not; bounded, zero allowed), then announces it sleeps (the
-//! ring's waiter flag) and waits on its eventfd through tokio; the peer
-//! writes that eventfd only when the flag is set. A missed wake-up cannot
-//! hang a side: sleeps are bounded and the ring is checked again after each.
+//! that adapts to how long data took to come (bounded by
+//! [`ShmLink::with_spin`], zero allowed), then announces it sleeps (the
+//! ring's waiter word) and waits on its eventfd through tokio; the peer
+//! writes that eventfd only when the word says it sleeps. A missed wake-up
+//! cannot hang a side: sleeps are bounded and the ring is checked again
+//! after each.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 use super::ring::{Consumer, Producer, Ring, RingError, Role, region_len};
 use crate::protocol::frame::{Decoded, FrameDecoder};
 use crate::sys::shm as sys;
 use crate::transport::stream::{decode_available, end_of_stream};
-use crate::transport::{Link, LinkError, LinkRx, LinkTx, PeerInfo, Transport};
+use crate::transport::{DirectWrite, Link, LinkError, LinkRx, LinkTx, PeerInfo, Transport};
 
 /// What a client sends first to ask for shared memory: `SYSHM`, version 1,
 /// then the ring capacity as u32 little endian.
@@ -41,11 +50,13 @@ pub const OFFER: &[u8; 6] = b"SYSHM\x01";
 pub const ACCEPT: &[u8; 6] = b"SYSHM+";
 /// Bytes of data each ring holds by default.
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
-/// The longest a side spins before it sleeps.
-const MAX_SPIN: Duration = Duration::from_micros(50);
+/// The longest a side spins before it sleeps, unless configured otherwise.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+/// The shortest spin while spinning is on at all.
+const MIN_SPIN: Duration = Duration::from_micros(1);
 /// A sleep is re-checked at least this often (a lost wake-up costs this
 /// much latency, never a hang).
-const MAX_SLEEP: Duration = Duration::from_millis(20);
+const MAX_SLEEP: Duration = Duration::from_millis(100);
 
 /// A shared-memory link.
 #[derive(Debug)]
@@ -56,19 +67,89 @@ pub struct ShmLink {
     peer: PeerInfo,
 }
 
+/// How long to spin before sleeping: adapts to how long data took to come,
+/// within a configured maximum (zero: never spin).
+#[derive(Debug)]
+pub(crate) struct SpinBudget {
+    ns: AtomicU64,
+    max_ns: AtomicU64,
+}
+
+impl SpinBudget {
+    /// A budget of at most `max`, starting at half of it.
+    pub(crate) fn new(max: Duration) -> Self {
+        let max_ns = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+        Self {
+            ns: AtomicU64::new(max_ns / 2),
+            max_ns: AtomicU64::new(max_ns),
+        }
+    }
+
+    /// Sets the maximum (zero turns spinning off).
+    pub(crate) fn set_max(&self, max: Duration) {
+        let max_ns = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+        self.max_ns.store(max_ns, Ordering::Relaxed);
+        self.ns.store(max_ns / 2, Ordering::Relaxed);
+    }
+
+    /// The budget now.
+    pub(crate) fn current(&self) -> Duration {
+        Duration::from_nanos(self.ns.load(Ordering::Relaxed))
+    }
+
+    /// Data came `waited` after a side began to wait: a spin that long
+    /// would have caught it, so grow the budget to cover it (twice over);
+    /// data slower than the maximum shrinks it, as spinning was wasted.
+    pub(crate) fn found_after(&self, waited: Duration) {
+        let max = self.max_ns.load(Ordering::Relaxed);
+        if max == 0 {
+            return;
+        }
+        let now = self.ns.load(Ordering::Relaxed);
+        let waited = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        let next = if waited <= max {
+            now.saturating_mul(2).max(waited.saturating_mul(2)).min(max)
+        } else {
+            (now / 2).max(MIN_SPIN.as_nanos() as u64)
+        };
+        self.ns.store(next, Ordering::Relaxed);
+    }
+
+    /// Spins until `ready` holds or the budget is spent.
+    pub(crate) fn spin(&self, ready: impl Fn() -> bool) -> bool {
+        let budget = self.current();
+        if budget.is_zero() {
+            return ready();
+        }
+        let start = Instant::now();
+        loop {
+            if ready() {
+                return true;
+            }
+            if start.elapsed() >= budget {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// The wake-up lines and the control socket, shared by both halves.
 #[derive(Debug)]
-struct Wake {
+pub(crate) struct Wake {
     /// Our eventfd: the peer writes it to wake us.
     mine: AsyncFd<OwnedFd>,
     /// The peer's eventfd.
     theirs: OwnedFd,
     /// The socket the link was set up over; end-of-file means the peer left.
     control: UnixStream,
-    /// The current spin budget in nanoseconds.
-    spin_ns: AtomicU64,
+    /// How long the receiving side spins.
+    pub(crate) budget: SpinBudget,
     /// The peer said it sends no more ([`END`] on the control socket).
-    peer_done: std::sync::atomic::AtomicBool,
+    peer_done: AtomicBool,
+    /// Tells every sleeper of this side when one of them saw the eventfd
+    /// (a reader waiting for data and a writer waiting for space share it).
+    woken: Notify,
 }
 
 /// The byte a side sends on the control socket when it will send no more
@@ -80,33 +161,19 @@ impl Wake {
         let _ = sys::eventfd_write(self.theirs.as_fd(), 1);
     }
 
-    /// Spins up to the budget for `ready` to hold; adapts the budget.
-    fn spin(&self, ready: impl Fn() -> bool) -> bool {
-        let budget = Duration::from_nanos(self.spin_ns.load(Ordering::Relaxed));
-        if budget.is_zero() {
-            return ready();
-        }
-        let start = Instant::now();
-        loop {
-            if ready() {
-                let doubled = (budget * 2).min(MAX_SPIN);
-                self.spin_ns
-                    .store(doubled.as_nanos() as u64, Ordering::Relaxed);
-                return true;
-            }
-            if start.elapsed() >= budget {
-                let halved = budget / 2;
-                self.spin_ns
-                    .store(halved.as_nanos().max(1_000) as u64, Ordering::Relaxed);
-                return false;
-            }
-            std::hint::spin_loop();
-        }
+    /// A ticket for [`sleep`](Self::sleep), taken before announcing the
+    /// sleep in the ring so that no wake-up between the two is lost.
+    pub(crate) fn ticket(&self) -> Pin<Box<Notified<'_>>> {
+        // Sleeping is the slow path; the box keeps the ticket movable.
+        let mut notified = Box::pin(self.woken.notified());
+        notified.as_mut().enable();
+        notified
     }
 
-    /// Sleeps until our eventfd is written, the control socket says the
-    /// peer left (`Err`), or [`MAX_SLEEP`] passes.
-    async fn sleep(&self) -> io::Result<()> {
+    /// Sleeps until our eventfd is written, another sleeper of this side
+    /// saw it (`ticket`), the control socket says the peer left (`Err`) or
+    /// sent [`END`], or [`MAX_SLEEP`] passes.
+    pub(crate) async fn sleep(&self, ticket: Pin<Box<Notified<'_>>>) -> io::Result<()> {
         let woken = tokio::time::timeout(MAX_SLEEP, async {
             tokio::select! {
                 guard = self.mine.readable() => {
@@ -116,9 +183,14 @@ impl Wake {
                     if sys::eventfd_read(self.mine.get_ref().as_fd())? == 0 {
                         guard.clear_ready();
                     }
+                    self.woken.notify_waiters();
                     Ok(())
                 }
-                gone = self.peer_gone() => gone,
+                () = ticket => Ok(()),
+                gone = self.peer_gone() => {
+                    self.woken.notify_waiters();
+                    gone
+                }
             }
         })
         .await;
@@ -159,7 +231,7 @@ impl Wake {
 fn corrupt(err: RingError) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
-        format!("the peer corrupted shared memory ({err}); closing the connection"),
+        format!("the peer corrupted shared memory ({err})"),
     )
 }
 
@@ -192,11 +264,20 @@ impl ShmLink {
                 mine: crate::sys::reactor::register_readable(mine)?,
                 theirs,
                 control,
-                spin_ns: AtomicU64::new(MAX_SPIN.as_nanos() as u64 / 2),
-                peer_done: std::sync::atomic::AtomicBool::new(false),
+                budget: SpinBudget::new(DEFAULT_SPIN),
+                peer_done: AtomicBool::new(false),
+                woken: Notify::new(),
             }),
             peer,
         })
+    }
+
+    /// Sets the longest this side spins on an empty ring before it sleeps
+    /// (default [`DEFAULT_SPIN`]; zero: sleep at once, the least CPU and
+    /// the most latency). The budget adapts below it.
+    pub fn with_spin(self, max: Duration) -> Self {
+        self.wake.budget.set_max(max);
+        self
     }
 }
 
@@ -342,9 +423,14 @@ impl Link for ShmLink {
     fn split(self, frame_limit: u32) -> (ShmTx, ShmRx) {
         (
             ShmTx {
-                producer: self.producer,
-                wake: Arc::clone(&self.wake),
-                closed: false,
+                shared: Arc::new(TxShared {
+                    side: Mutex::new(TxSide {
+                        producer: self.producer,
+                        partial: false,
+                        closed: false,
+                    }),
+                    wake: Arc::clone(&self.wake),
+                }),
             },
             ShmRx {
                 consumer: self.consumer,
@@ -356,66 +442,150 @@ impl Link for ShmLink {
     }
 }
 
+/// The producer, shared by the sending half and its direct writers.
+#[derive(Debug)]
+struct TxShared {
+    side: Mutex<TxSide>,
+    wake: Arc<Wake>,
+}
+
+#[derive(Debug)]
+struct TxSide {
+    producer: Producer,
+    /// A frame is half written (the ring filled up): nobody else may write
+    /// until the sending half finishes it.
+    partial: bool,
+    /// This side half-closed the link.
+    closed: bool,
+}
+
+impl TxShared {
+    fn lock(&self) -> MutexGuard<'_, TxSide> {
+        // Nothing panics while holding it; a poisoned lock is still sound.
+        self.side.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// The sending half.
 #[derive(Debug)]
 pub struct ShmTx {
-    producer: Producer,
-    wake: Arc<Wake>,
-    closed: bool,
+    shared: Arc<TxShared>,
 }
 
 impl LinkTx for ShmTx {
     async fn send(&mut self, frames: &[u8]) -> io::Result<()> {
-        if self.closed {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "this side closed the link",
-            ));
-        }
         let mut rest = frames;
-        while !rest.is_empty() {
-            let outcome = self.producer.write(rest).map_err(corrupt)?;
-            if outcome.wake_peer {
-                self.wake.wake_peer();
+        loop {
+            let written = {
+                let mut side = self.shared.lock();
+                if side.closed {
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "this side closed the link",
+                    ));
+                }
+                let outcome = side.producer.write(rest).map_err(corrupt)?;
+                if outcome.wake_peer {
+                    self.shared.wake.wake_peer();
+                }
+                rest = &rest[outcome.written..];
+                side.partial = !rest.is_empty();
+                outcome.written
+            };
+            if rest.is_empty() {
+                return Ok(());
             }
-            rest = &rest[outcome.written..];
-            if rest.is_empty() || outcome.written > 0 {
+            if written > 0 {
                 continue;
             }
             // Full: spin for space, then sleep until the consumer frees some.
-            let producer = &self.producer;
-            if self
-                .wake
-                .spin(|| producer.free_space().is_ok_and(|f| f > 0))
-            {
+            let wake = &self.shared.wake;
+            if wake.budget.spin(|| {
+                self.shared
+                    .lock()
+                    .producer
+                    .free_space()
+                    .is_ok_and(|f| f > 0)
+            }) {
                 continue;
             }
-            if self.producer.prepare_to_wait() {
-                let slept = self.wake.sleep().await;
-                self.producer.cancel_wait();
+            let ticket = wake.ticket();
+            if self.shared.lock().producer.prepare_to_wait() {
+                let slept = wake.sleep(ticket).await;
+                self.shared.lock().producer.cancel_wait();
                 slept?;
             }
         }
-        Ok(())
     }
 
     async fn close(&mut self) -> io::Result<()> {
-        if std::mem::replace(&mut self.closed, true) {
+        if std::mem::replace(&mut self.shared.lock().closed, true) {
             return Ok(());
         }
         // Everything written is in the ring before the END byte goes, and
         // the peer drains the ring before it believes it.
+        let control = &self.shared.wake.control;
         loop {
-            self.wake.control.writable().await?;
-            match self.wake.control.try_write(&[END]) {
+            control.writable().await?;
+            match control.try_write(&[END]) {
                 Ok(_) => break,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(err) => return Err(err),
             }
         }
-        self.wake.wake_peer();
+        self.shared.wake.wake_peer();
         Ok(())
     }
+
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        Some(Arc::new(ShmDirect {
+            shared: Arc::clone(&self.shared),
+        }))
+    }
+}
+
+/// Writes whole frames into the ring from any task, when they fit now.
+#[derive(Debug)]
+struct ShmDirect {
+    shared: Arc<TxShared>,
+}
+
+impl DirectWrite for ShmDirect {
+    fn try_write(&self, frames: &[u8]) -> bool {
+        let Ok(mut side) = self.shared.side.try_lock() else {
+            return false;
+        };
+        if side.partial || side.closed {
+            return false;
+        }
+        // A corrupt ring is reported by the sending half's next write.
+        if !side.producer.free_space().is_ok_and(|f| f >= frames.len()) {
+            return false;
+        }
+        match side.producer.write(frames) {
+            Ok(outcome) => {
+                if outcome.wake_peer {
+                    self.shared.wake.wake_peer();
+                }
+                // `free_space` just re-read the consumer's index, so all fit.
+                debug_assert_eq!(outcome.written, frames.len());
+                side.partial = outcome.written < frames.len();
+                outcome.written == frames.len()
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// What a poll of a receiving half found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Polled {
+    /// Frames were appended.
+    Frames,
+    /// Nothing has arrived.
+    Empty,
+    /// The peer closed the link cleanly between frames; all it sent is out.
+    Closed,
 }
 
 /// The receiving half.
@@ -440,32 +610,76 @@ impl ShmRx {
         }
         Ok(outcome.read)
     }
-}
 
-impl LinkRx for ShmRx {
-    async fn recv(&mut self, out: &mut Vec<Decoded>) -> Result<bool, LinkError> {
+    /// Appends the frames that have arrived to `out`, without waiting.
+    pub fn try_recv(&mut self, out: &mut Vec<Decoded>) -> Result<Polled, LinkError> {
         loop {
             if decode_available(&mut self.decoder, &mut self.buf, out)? {
-                return Ok(true);
+                return Ok(Polled::Frames);
             }
             if self.drain_ring()? > 0 {
                 continue;
             }
-            let consumer = &self.consumer;
-            if self.wake.spin(|| consumer.available().is_ok_and(|n| n > 0)) {
+            if !self.wake.peer_done.load(Ordering::Acquire) {
+                return Ok(Polled::Empty);
+            }
+            // The peer sends no more: drain what it wrote before it said so.
+            if self.drain_ring()? > 0 {
                 continue;
             }
-            if self.wake.peer_done.load(Ordering::Acquire) {
-                // The peer sends no more: whatever it wrote is drained.
-                if self.drain_ring()? > 0 {
-                    continue;
+            // Ends cleanly between frames, or it is an error.
+            end_of_stream(&self.decoder, &self.buf)?;
+            return Ok(Polled::Closed);
+        }
+    }
+
+    /// Announces that this side sleeps until data arrives (the producer
+    /// then wakes it). `false`: data is there already, poll again.
+    pub(crate) fn arm(&mut self) -> bool {
+        self.consumer.prepare_to_wait()
+    }
+
+    /// Withdraws [`arm`](Self::arm): a task is polling, the producer need
+    /// not wake anyone.
+    pub(crate) fn disarm(&mut self) {
+        self.consumer.cancel_wait();
+    }
+
+    /// The wake-up lines, to sleep on without holding this half.
+    pub(crate) fn wake(&self) -> Arc<Wake> {
+        Arc::clone(&self.wake)
+    }
+}
+
+impl LinkRx for ShmRx {
+    async fn recv(&mut self, out: &mut Vec<Decoded>) -> Result<bool, LinkError> {
+        let mut waiting_since: Option<Instant> = None;
+        loop {
+            match self.try_recv(out)? {
+                Polled::Frames => {
+                    if let Some(since) = waiting_since {
+                        self.wake.budget.found_after(since.elapsed());
+                    }
+                    return Ok(true);
                 }
-                return end_of_stream(&self.decoder, &self.buf);
+                Polled::Closed => return Ok(false),
+                Polled::Empty => {}
             }
+            waiting_since.get_or_insert_with(Instant::now);
+            let consumer = &self.consumer;
+            if self
+                .wake
+                .budget
+                .spin(|| consumer.available().is_ok_and(|n| n > 0))
+            {
+                continue;
+            }
+            let wake = Arc::clone(&self.wake);
+            let ticket = wake.ticket();
             if !self.consumer.prepare_to_wait() {
                 continue;
             }
-            let slept = self.wake.sleep().await;
+            let slept = wake.sleep(ticket).await;
             self.consumer.cancel_wait();
             if let Err(err) = slept {
                 // The peer left: deliver what it wrote before it did.

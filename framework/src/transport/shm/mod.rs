@@ -8,4 +8,7 @@ pub mod link;
 pub mod ring;
 
 #[cfg(target_os = "linux")]
-pub use link::{ACCEPT, Accepted, DEFAULT_CAPACITY, OFFER, ShmLink, ShmRx, ShmTx, accept, connect};
+pub use link::{
+    ACCEPT, Accepted, DEFAULT_CAPACITY, DEFAULT_SPIN, OFFER, Polled, ShmLink, ShmRx, ShmTx, accept,
+    connect,
+};
