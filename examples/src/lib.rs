@@ -30,6 +30,10 @@ pub trait Calculator {
     /// Logs a line on the server; returns as soon as the call is sent.
     #[switchyard(oneway)]
     async fn log(&self, line: String);
+    /// The sum of `data`'s bytes and its length. A large `data` travels
+    /// through a memory-mapped region on shared memory, and the server
+    /// reads it there without a copy.
+    async fn checksum(&self, data: switchyard::Bytes) -> (u64, u64);
 }
 
 /// The calculator the examples serve.
@@ -50,5 +54,10 @@ impl Calculator for Arithmetic {
 
     async fn log(&self, line: String) {
         println!("[calculator pid {}] log: {line}", std::process::id());
+    }
+
+    async fn checksum(&self, data: switchyard::Bytes) -> (u64, u64) {
+        let sum = data.iter().map(|&b| u64::from(b)).sum();
+        (sum, data.len() as u64)
     }
 }

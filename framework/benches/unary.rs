@@ -9,6 +9,9 @@
 // The CLI's report reads fields this bench does not.
 #[allow(dead_code)]
 mod bench;
+#[path = "../src/bin/switchyard/bench_bulk.rs"]
+#[allow(dead_code)]
+mod bench_bulk;
 #[path = "../src/bin/switchyard/bench_extra.rs"]
 // The report writing is the CLI's.
 #[allow(dead_code)]

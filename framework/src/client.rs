@@ -7,6 +7,8 @@ mod driver;
 mod oneway;
 #[cfg(target_os = "linux")]
 mod shm;
+#[cfg(target_os = "linux")]
+mod upgrade;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -33,6 +35,7 @@ pub struct ChannelBuilder {
     max_pending: usize,
     runtime_dir: Option<PathBuf>,
     shm_spin: Option<Duration>,
+    bulk_threshold: Option<usize>,
 }
 
 impl Default for ChannelBuilder {
@@ -45,6 +48,7 @@ impl Default for ChannelBuilder {
             max_pending: 1 << 16,
             runtime_dir: None,
             shm_spin: None,
+            bulk_threshold: None,
         }
     }
 }
@@ -93,6 +97,14 @@ impl ChannelBuilder {
     /// thread wake-up (tens of µs) on every call.
     pub fn shm_spin(mut self, max: Duration) -> Self {
         self.shm_spin = Some(max);
+        self
+    }
+
+    /// On shared memory, the request body size above which the body
+    /// travels as a memory-mapped bulk region (a sealed memfd, mapped by the
+    /// server) instead of through the ring (default 256 KiB).
+    pub fn bulk_threshold(mut self, bytes: usize) -> Self {
+        self.bulk_threshold = Some(bytes);
         self
     }
 
@@ -234,6 +246,7 @@ impl ChannelBuilder {
             max_pending: self.max_pending,
             handshake_timeout: self.connect_timeout,
             shm_spin: self.shm_spin,
+            bulk_threshold: self.bulk_threshold,
         }
     }
 
@@ -318,7 +331,14 @@ async fn open(builder: &ChannelBuilder, target: &Target) -> Result<Arc<Connectio
                 let link = tcp::connect(host_port)
                     .await
                     .map_err(|err| unreachable(format!("tcp://{host_port}"), err))?;
-                Connection::open(link, plan.selection.clone(), &config).await
+                let conn = Connection::open(link, plan.selection.clone(), &config).await?;
+                #[cfg(target_os = "linux")]
+                if forced.is_none()
+                    && let Some(upgraded) = upgrade::to_shm(&conn, &config).await
+                {
+                    return Ok(upgraded);
+                }
+                Ok(conn)
             }
         }
     })

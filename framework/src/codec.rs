@@ -57,8 +57,23 @@ pub trait Codec: Send + Sync + 'static {
     /// Appends the encoding of `value` to `out`.
     fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError>;
 
+    /// Writes the encoding of `value` to `out` (the runtime passes a writer
+    /// that moves large bodies into shared memory as they are written).
+    fn encode_to<T: Serialize + ?Sized, W: std::io::Write>(
+        value: &T,
+        out: &mut W,
+    ) -> Result<(), CodecError>;
+
     /// Decodes a `T` that must use all of `bytes`.
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>;
+
+    /// [`decode`](Self::decode) from a shared buffer: large
+    /// [`Bytes`](crate::Bytes) values in `T` share `bytes` instead of
+    /// copying out of it (when the codec hands serde borrowed byte strings,
+    /// as [`Bincode`] does).
+    fn decode_shared<T: DeserializeOwned>(bytes: &bytes::Bytes) -> Result<T, CodecError> {
+        crate::payload::sharing(bytes, || Self::decode(bytes))
+    }
 }
 
 /// bincode 2 (`=2.0.1`) through its serde layer, standard configuration
@@ -83,9 +98,23 @@ impl Codec for Bincode {
             })
     }
 
+    fn encode_to<T: Serialize + ?Sized, W: std::io::Write>(
+        value: &T,
+        out: &mut W,
+    ) -> Result<(), CodecError> {
+        bincode::serde::encode_into_std_write(value, out, bincode_config())
+            .map(|_| ())
+            .map_err(|err| CodecError::Encode {
+                type_name: std::any::type_name::<T>(),
+                reason: err.to_string(),
+            })
+    }
+
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         let (value, used) =
-            bincode::serde::decode_from_slice(bytes, bincode_config()).map_err(|err| {
+            // Borrowing: byte strings reach serde as slices of `bytes`, so
+            // `Bytes` can share them (see `decode_shared`).
+            bincode::serde::borrow_decode_from_slice(bytes, bincode_config()).map_err(|err| {
                 CodecError::Decode {
                     type_name: std::any::type_name::<T>(),
                     len: bytes.len(),

@@ -31,6 +31,11 @@ pub(crate) struct ConnectionInfo {
     pub(crate) peer: PeerInfo,
     pub(crate) peer_process: String,
     pub(crate) peer_claimed_pid: u32,
+    /// Result bodies above this go into a bulk region (links that have
+    /// them), and bodies over `peer_frame_limit` are refused as written.
+    pub(crate) bulk_threshold: Option<usize>,
+    /// The largest response body the client accepts.
+    pub(crate) peer_frame_limit: u32,
 }
 
 /// The call a handler is serving.
@@ -75,6 +80,19 @@ impl Context {
     /// outside a handler.
     pub fn current() -> Option<Self> {
         CURRENT.try_with(Clone::clone).ok()
+    }
+
+    /// Where a result encoded by the current task should go: the bulk
+    /// threshold and the client's frame limit of its connection.
+    pub(crate) fn reply_limits() -> (Option<usize>, Option<usize>) {
+        CURRENT
+            .try_with(|ctx| {
+                (
+                    ctx.conn.bulk_threshold,
+                    Some(ctx.conn.peer_frame_limit as usize),
+                )
+            })
+            .unwrap_or((None, None))
     }
 
     pub(crate) async fn scope<F: Future>(self, future: F) -> F::Output {

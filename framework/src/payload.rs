@@ -3,9 +3,11 @@
 //! A `Vec<u8>` goes through serde one element at a time (bincode writes the
 //! bytes right, but one call per byte): fine for a few hundred bytes, slow
 //! for megabytes. `Bytes` serializes as one byte string — a length and a
-//! single copy — and decodes straight into a buffer, so large payloads move
-//! at memory speed.
+//! single copy — and decodes without a copy when it is large: it shares the
+//! buffer the frame arrived in (on shared memory's bulk path, the mapped
+//! region the sender wrote), see [`Codec::decode_shared`](crate::codec::Codec::decode_shared).
 
+use std::cell::RefCell;
 use std::fmt;
 use std::ops::Deref;
 
@@ -91,8 +93,49 @@ impl Serialize for Bytes {
 
 impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_byte_buf(BytesVisitor)
+        deserializer.deserialize_bytes(BytesVisitor)
     }
+}
+
+/// Byte strings shorter than this are copied even when they could be
+/// shared: a copy is cheap, and sharing would keep the whole buffer they
+/// came in alive for as long as the small value lives.
+pub const SHARE_AT_LEAST: usize = 4096;
+
+thread_local! {
+    /// The buffer being decoded, when the decoder was given one to share.
+    static SOURCE: RefCell<Option<bytes::Bytes>> = const { RefCell::new(None) };
+}
+
+/// Runs `decode` with `source` as the buffer that [`Bytes`] values decoded
+/// meanwhile (on this thread) share instead of copying.
+pub(crate) fn sharing<R>(source: &bytes::Bytes, decode: impl FnOnce() -> R) -> R {
+    struct Restore(Option<bytes::Bytes>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            SOURCE.with(|slot| *slot.borrow_mut() = previous);
+        }
+    }
+    let previous = SOURCE.with(|slot| slot.replace(Some(source.clone())));
+    let _restore = Restore(previous);
+    decode()
+}
+
+/// `part` as a share of the buffer being decoded, if it lies inside it and
+/// is worth sharing.
+fn shared(part: &[u8]) -> Option<bytes::Bytes> {
+    if part.len() < SHARE_AT_LEAST {
+        return None;
+    }
+    SOURCE.with(|slot| {
+        let slot = slot.borrow();
+        let source = slot.as_ref()?;
+        let base = source.as_ptr() as usize;
+        let start = part.as_ptr() as usize;
+        let inside = start >= base && start + part.len() <= base + source.len();
+        inside.then(|| source.slice_ref(part))
+    })
 }
 
 struct BytesVisitor;
@@ -110,6 +153,10 @@ impl<'de> Visitor<'de> for BytesVisitor {
 
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
         Ok(Bytes::from(v.to_vec()))
+    }
+
+    fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Bytes, E> {
+        Ok(shared(v).map_or_else(|| Bytes::from(v.to_vec()), Bytes))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
@@ -143,6 +190,29 @@ mod tests {
         let mut vec_wire = Vec::new();
         Bincode::encode(&payload.to_vec(), &mut vec_wire).unwrap();
         assert_eq!(vec_wire, wire);
+    }
+
+    #[test]
+    fn large_byte_strings_share_the_buffer_they_were_decoded_from() {
+        let payload = Bytes::from(vec![9u8; 64 * 1024]);
+        let mut wire = Vec::new();
+        Bincode::encode(&(7u32, payload.clone()), &mut wire).unwrap();
+        let wire = bytes::Bytes::from(wire);
+        let (n, back): (u32, Bytes) = Bincode::decode_shared(&wire).unwrap();
+        assert_eq!((n, &back), (7, &payload));
+        let inside = wire.as_ptr_range();
+        assert!(
+            inside.contains(&back.as_ptr()),
+            "the decoded Bytes points into the wire buffer (no copy)"
+        );
+        // Small ones, and decoding without a source, copy.
+        let mut small = Vec::new();
+        Bincode::encode(&Bytes::from(vec![1u8; 100]), &mut small).unwrap();
+        let small = bytes::Bytes::from(small);
+        let back: Bytes = Bincode::decode_shared(&small).unwrap();
+        assert!(!small.as_ptr_range().contains(&back.as_ptr()));
+        let (_, copied): (u32, Bytes) = Bincode::decode(&wire).unwrap();
+        assert!(!inside.contains(&copied.as_ptr()));
     }
 
     #[test]

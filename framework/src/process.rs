@@ -69,6 +69,7 @@ impl Services {
             router: self.router,
             config: ServerConfig::default(),
             queues: Vec::new(),
+            endpoints: std::sync::OnceLock::new(),
         }))
     }
 }

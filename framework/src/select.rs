@@ -146,10 +146,11 @@ pub struct Plan {
 
 fn unusable_here() -> [(Transport, String); 5] {
     [
-        (Transport::Shm, "not implemented in this version"),
+        (Transport::Shm, "shared memory needs Linux memfds"),
         (
             Transport::Mmap,
-            "for payloads over the bulk threshold; not implemented in this version",
+            "not a connection of its own: bodies over the bulk threshold travel as mapped \
+             regions inside a shm connection",
         ),
         (
             Transport::Pipe,
@@ -253,6 +254,13 @@ fn plan_for_entry(name: &str, entry: &Entry, forced: Option<Forced>) -> Result<P
                 return Err(Status::failed_precondition(format!(
                     "{}=pipe cannot work: {published}, and pipes reach only a parent or child \
                      process",
+                    f.source
+                )));
+            }
+            Transport::Mmap => {
+                return Err(Status::failed_precondition(format!(
+                    "{}=mmap cannot work for a connection: mapped regions carry large bodies \
+                     inside a shm connection; demand shm instead",
                     f.source
                 )));
             }

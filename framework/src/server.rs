@@ -39,6 +39,10 @@ pub(crate) struct ServerConfig {
     pub(crate) frame_limit: u32,
     pub(crate) max_in_flight: usize,
     pub(crate) handshake_timeout: Duration,
+    /// Shared memory: the longest the server spins on an empty ring.
+    pub(crate) shm_spin: Option<Duration>,
+    /// Shared memory: bodies above this go as bulk regions.
+    pub(crate) bulk_threshold: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +51,8 @@ impl Default for ServerConfig {
             frame_limit: DEFAULT_FRAME_LIMIT,
             max_in_flight: 1024,
             handshake_timeout: Duration::from_secs(5),
+            shm_spin: None,
+            bulk_threshold: None,
         }
     }
 }
@@ -57,6 +63,8 @@ pub(crate) struct ServerShared {
     pub(crate) config: ServerConfig,
     /// (service, queue name) of the message queues this server drains.
     pub(crate) queues: Vec<(String, String)>,
+    /// Where it listens, once every listener is bound (told in the hello).
+    pub(crate) endpoints: std::sync::OnceLock<Vec<String>>,
 }
 
 #[derive(Clone, Debug)]
@@ -165,6 +173,22 @@ impl ServerBuilder {
         self
     }
 
+    /// On shared memory, the longest a connection spins on an empty ring
+    /// before it sleeps (default 50 µs; the budget adapts below it; zero
+    /// sleeps at once: the least CPU, a thread wake-up per call).
+    pub fn shm_spin(mut self, max: Duration) -> Self {
+        self.config.shm_spin = Some(max);
+        self
+    }
+
+    /// On shared memory, the response body size above which the body
+    /// travels as a memory-mapped bulk region instead of through the ring
+    /// (default 256 KiB).
+    pub fn bulk_threshold(mut self, bytes: usize) -> Self {
+        self.config.bulk_threshold = Some(bytes);
+        self
+    }
+
     /// How long [`ServerHandle::shutdown`] waits for calls in flight.
     pub fn grace_period(mut self, grace: Duration) -> Self {
         self.grace = grace;
@@ -257,6 +281,7 @@ impl ServerBuilder {
             router: self.router,
             config: self.config,
             queues: queue_names,
+            endpoints: std::sync::OnceLock::new(),
         });
         let (phase, _) = watch::channel(Phase::Serving);
         let (alive, connections_done) = mpsc::channel::<()>(1);
@@ -307,6 +332,8 @@ impl ServerBuilder {
                 spawn_connection,
             )));
         }
+        // Before the registry names this server, so every hello lists them.
+        let _ = shared.endpoints.set(endpoints.clone());
         let mut published = Vec::new();
         if let (true, Some(registry)) = (self.publish, &registry) {
             let mut names: Vec<String> = service_names.clone();
@@ -425,7 +452,15 @@ fn spawn_local_connection(
             let (stream, peer) = link.into_parts();
             let timeout = shared.config.handshake_timeout;
             match tokio::time::timeout(timeout, accept(stream, peer.clone())).await {
-                Ok(Ok(Accepted::Shm(shm))) => connection::serve(shared, shm, phase).await,
+                Ok(Ok(Accepted::Shm(mut shm))) => {
+                    if let Some(spin) = shared.config.shm_spin {
+                        shm = shm.with_spin(spin);
+                    }
+                    if let Some(bytes) = shared.config.bulk_threshold {
+                        shm = shm.with_bulk_threshold(bytes);
+                    }
+                    connection::serve(shared, shm, phase).await;
+                }
                 Ok(Ok(Accepted::Stream(stream, prefix))) => {
                     let link = crate::transport::unix::UnixLink::from_parts(stream, peer, prefix);
                     connection::serve(shared, link, phase).await;

@@ -12,6 +12,7 @@ use crate::codec::Codec;
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::protocol::frame::HEADER_LEN;
 use crate::protocol::status::Status;
+use crate::transport::bulk::{BulkBody, SpillWriter};
 
 /// The future a handler returns: the encoded reply, or a status.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, Status>> + Send + 'static>>;
@@ -53,7 +54,7 @@ impl Request {
         &self,
         method: &'static MethodDescriptor,
     ) -> Result<T, Status> {
-        C::decode(&self.payload).map_err(|err| {
+        C::decode_shared(&self.payload).map_err(|err| {
             Status::invalid_argument(format!(
                 "the arguments of {} could not be decoded ({err}); \
                  do client and server use the same version of the trait?",
@@ -64,36 +65,66 @@ impl Request {
 }
 
 /// An encoded reply, with room reserved in front for the frame header so the
-/// runtime writes the header in place instead of copying the payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// runtime writes the header in place instead of copying the payload. On a
+/// link with a bulk path (shared memory) a large result is encoded straight
+/// into a bulk region instead.
+#[derive(Debug)]
 pub struct Reply {
     buf: Vec<u8>,
+    bulk: Option<BulkBody>,
 }
 
 impl Reply {
-    /// Encodes `value` as the reply of `method`.
+    /// Encodes `value` as the reply of `method`. Inside a handler, a result
+    /// over the client's frame limit is refused (ResourceExhausted) before
+    /// its bytes are copied.
     pub fn encode<C: Codec, T: Serialize + ?Sized>(
         value: &T,
         method: &'static MethodDescriptor,
     ) -> Result<Self, Status> {
+        let (threshold, limit) = crate::context::Context::reply_limits();
         let mut buf = Vec::with_capacity(HEADER_LEN + 64);
         buf.resize(HEADER_LEN, 0);
-        C::encode(value, &mut buf).map_err(|err| {
+        let mut writer = SpillWriter::new(&mut buf, HEADER_LEN, threshold).with_limit(limit);
+        let encoded = C::encode_to(value, &mut writer);
+        let over_limit = writer.over_limit();
+        let bulk = writer.finish();
+        if let (Some(len), Some(limit)) = (over_limit, limit) {
+            return Err(Status::resource_exhausted(format!(
+                "the response of {} is {len} bytes or more, over the client's limit of {limit} \
+                 bytes; ask for less per call or raise the client's ChannelBuilder::max_frame",
+                method.full_name
+            )));
+        }
+        encoded.map_err(|err| {
             Status::internal(format!(
                 "the result of {} could not be encoded: {err}",
                 method.full_name
             ))
         })?;
-        Ok(Self { buf })
+        let bulk = bulk.map_err(|err| {
+            Status::resource_exhausted(format!(
+                "the result of {} could not be written to shared memory: {err}",
+                method.full_name
+            ))
+        })?;
+        Ok(Self { buf, bulk })
     }
 
-    /// The encoded payload, without the reserved header room.
+    /// The encoded payload, without the reserved header room; empty when
+    /// it went into a bulk region ([`is_bulk`](Self::is_bulk)).
     pub fn payload(&self) -> &[u8] {
         &self.buf[HEADER_LEN..]
     }
 
-    /// The whole buffer: [`HEADER_LEN`] reserved bytes, then the payload.
-    pub(crate) fn into_framed_buf(self) -> Vec<u8> {
-        self.buf
+    /// Whether the payload went into a bulk region.
+    pub fn is_bulk(&self) -> bool {
+        self.bulk.is_some()
+    }
+
+    /// The buffer ([`HEADER_LEN`] reserved bytes, then the payload unless
+    /// it is bulk) and the bulk body.
+    pub(crate) fn into_parts(self) -> (Vec<u8>, Option<BulkBody>) {
+        (self.buf, self.bulk)
     }
 }

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::protocol::frame::{Decoded, Frame, Header, Kind, finish_frame, start_frame};
 use crate::protocol::hello::{Hello, Role, ServiceInfo};
 use crate::protocol::status::Status;
+use crate::transport::bulk::BulkBody;
 use crate::transport::{DirectWrite, LinkRx, LinkTx};
 
 /// Frames queued for the writer task before senders wait.
@@ -35,6 +36,7 @@ pub(crate) fn local_hello(
         max_in_flight,
         services,
         queues: Vec::new(),
+        endpoints: Vec::new(),
     }
 }
 
@@ -46,6 +48,9 @@ pub(crate) struct Outgoing {
     /// Told once the transport has taken the bytes (one-way calls wait on
     /// this so that "sent" means sent, not queued).
     pub(crate) written: Option<oneshot::Sender<()>>,
+    /// The body of a single frame whose header is `bytes`, when it was
+    /// encoded into a bulk region (see [`Outbound::bulk_threshold`]).
+    pub(crate) bulk: Option<BulkBody>,
 }
 
 impl From<Vec<u8>> for Outgoing {
@@ -53,6 +58,7 @@ impl From<Vec<u8>> for Outgoing {
         Self {
             bytes,
             written: None,
+            bulk: None,
         }
     }
 }
@@ -159,6 +165,9 @@ pub(crate) struct Outbound {
     direct: Option<Arc<dyn DirectWrite>>,
     /// Frames handed to the writer task and not yet written.
     queued: Arc<AtomicUsize>,
+    /// Bodies above this are encoded into bulk regions (links that have
+    /// them).
+    bulk_threshold: Option<usize>,
 }
 
 impl Outbound {
@@ -176,6 +185,7 @@ impl Outbound {
             queue,
             direct: tx.direct(),
             queued: Arc::clone(&queued),
+            bulk_threshold: tx.bulk_threshold(),
         };
         (outbound, write_loop(tx, receiver, queued))
     }
@@ -187,14 +197,23 @@ impl Outbound {
             queue,
             direct: None,
             queued: Arc::new(AtomicUsize::new(0)),
+            bulk_threshold: None,
         }
+    }
+
+    /// Frame bodies above this size should be encoded into a bulk region
+    /// ([`SpillWriter`](crate::transport::bulk::SpillWriter)); `None`: the
+    /// link has no bulk path.
+    pub(crate) fn bulk_threshold(&self) -> Option<usize> {
+        self.bulk_threshold
     }
 
     /// Writes directly if possible; gives the frame back otherwise.
     fn try_direct(&self, outgoing: Outgoing) -> Result<(), Outgoing> {
         match &self.direct {
             Some(direct)
-                if self.queued.load(Ordering::Acquire) == 0
+                if outgoing.bulk.is_none()
+                    && self.queued.load(Ordering::Acquire) == 0
                     && direct.try_write(&outgoing.bytes) =>
             {
                 if let Some(written) = outgoing.written {
@@ -238,30 +257,47 @@ async fn write_loop<T: LinkTx>(
 ) -> std::io::Result<()> {
     let mut batch = Vec::new();
     let mut notify = Vec::new();
-    while let Some(first) = queue.recv().await {
+    let mut held = None;
+    while let Some(first) = match held.take() {
+        Some(next) => Some(next),
+        None => queue.recv().await,
+    } {
         let mut frames = 1;
         notify.extend(first.written);
-        match queue.try_recv() {
-            Err(_) => tx.send(&first.bytes).await?,
-            Ok(second) => {
-                batch.clear();
-                batch.extend_from_slice(&first.bytes);
-                batch.extend_from_slice(&second.bytes);
-                notify.extend(second.written);
-                frames += 1;
-                while batch.len() < BATCH_BYTES {
-                    match queue.try_recv() {
-                        Ok(more) => {
-                            batch.extend_from_slice(&more.bytes);
-                            notify.extend(more.written);
-                            frames += 1;
-                        }
-                        Err(_) => break,
-                    }
+        if let Some(body) = first.bulk {
+            tx.send_bulk(&first.bytes, body).await?;
+        } else {
+            match queue.try_recv() {
+                Err(_) => tx.send(&first.bytes).await?,
+                Ok(second) if second.bulk.is_some() => {
+                    // A bulk frame goes on its own, after this one.
+                    tx.send(&first.bytes).await?;
+                    held = Some(second);
                 }
-                tx.send(&batch).await?;
-                if batch.capacity() > 4 * BATCH_BYTES {
-                    batch = Vec::new();
+                Ok(second) => {
+                    batch.clear();
+                    batch.extend_from_slice(&first.bytes);
+                    batch.extend_from_slice(&second.bytes);
+                    notify.extend(second.written);
+                    frames += 1;
+                    while batch.len() < BATCH_BYTES {
+                        match queue.try_recv() {
+                            Ok(more) if more.bulk.is_some() => {
+                                held = Some(more);
+                                break;
+                            }
+                            Ok(more) => {
+                                batch.extend_from_slice(&more.bytes);
+                                notify.extend(more.written);
+                                frames += 1;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    tx.send(&batch).await?;
+                    if batch.capacity() > 4 * BATCH_BYTES {
+                        batch = Vec::new();
+                    }
                 }
             }
         }

@@ -10,7 +10,13 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 async fn clients(server: &ServerProcess) -> Vec<(Transport, TestingClient)> {
     let unix = Channel::connect(&server.endpoint("unix")).await.unwrap();
-    let tcp = Channel::connect(&server.endpoint("tcp")).await.unwrap();
+    // The server is on this host: without `prefer` the connection would
+    // move to shared memory after the handshake.
+    let tcp = Channel::builder()
+        .prefer(Transport::Tcp)
+        .connect(&server.endpoint("tcp"))
+        .await
+        .unwrap();
     vec![
         (Transport::Unix, TestingClient::new(unix)),
         (Transport::Tcp, TestingClient::new(tcp)),

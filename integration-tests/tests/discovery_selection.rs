@@ -63,6 +63,43 @@ async fn prefer_forces_tcp_and_the_handshake_notes_the_same_host() {
 }
 
 #[tokio::test]
+async fn a_tcp_address_of_a_same_host_server_moves_to_shared_memory() {
+    let server = ServerProcess::start(&["--tcp"]);
+    within(LIMIT, async {
+        let tcp = server.endpoint("tcp");
+        let channel = Channel::connect(&tcp).await.unwrap();
+        let selection = channel.selection();
+        assert_eq!(selection.transport, Transport::Shm, "{selection}");
+        assert!(
+            selection.reason.starts_with("upgraded: reached tcp://")
+                && selection.reason.contains("same boot id and IPC namespace")
+                && selection.reason.contains("Unix socket"),
+            "{selection}"
+        );
+        assert!(
+            selection.rejected.iter().any(|(t, _)| *t == Transport::Tcp),
+            "{selection}"
+        );
+        let client = TestingClient::new(channel.clone());
+        assert_eq!(client.add(20, 22).await.unwrap(), 42);
+        assert!(
+            channel.peer().addr.starts_with("shm://"),
+            "{:?}",
+            channel.peer()
+        );
+        // Demanding TCP keeps it.
+        let kept = Channel::builder()
+            .prefer(Transport::Tcp)
+            .connect(&tcp)
+            .await
+            .unwrap();
+        assert_eq!(kept.selection().transport, Transport::Tcp);
+        assert_eq!(TestingClient::new(kept).add(1, 1).await.unwrap(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_override_that_cannot_work_is_an_error_not_a_fallback() {
     let server = ServerProcess::start(&[]);
     within(LIMIT, async {

@@ -30,6 +30,7 @@ async fn raw(server: &ServerProcess) -> (UnixStream, Hello) {
         max_in_flight: 0,
         services: Vec::new(),
         queues: Vec::new(),
+        endpoints: Vec::new(),
     };
     let mut buf = Vec::new();
     let start = start_frame(&mut buf);

@@ -533,7 +533,14 @@ impl HostileClient {
         let mine = shm::eventfd().unwrap();
         let mut offer = OFFER.to_vec();
         offer.extend_from_slice(&(Self::CAPACITY as u32).to_le_bytes());
-        shm::send_fds(control.as_fd(), &offer, &[memfd.as_fd(), mine.as_fd()]).unwrap();
+        // The third fd: one end of the bulk-region socket pair.
+        let (_regions, their_regions) = switchyard::sys::bulk::region_socketpair().unwrap();
+        shm::send_fds(
+            control.as_fd(),
+            &offer,
+            &[memfd.as_fd(), mine.as_fd(), their_regions.as_fd()],
+        )
+        .unwrap();
         let mut reply = [0u8; 16];
         let (n, mut fds) = shm::recv_fds(control.as_fd(), &mut reply, 1).unwrap();
         assert_eq!(&reply[..n], ACCEPT, "the server accepts shared memory");
@@ -558,6 +565,7 @@ impl HostileClient {
             max_in_flight: 0,
             services: Vec::new(),
             queues: Vec::new(),
+            endpoints: Vec::new(),
         };
         let mut buf = Vec::new();
         let start = start_frame(&mut buf);

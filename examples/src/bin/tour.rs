@@ -117,6 +117,8 @@ async fn tour() -> Result<(), String> {
         oneway.transport, "log(\"hello from the tour\") = sent (one-way)", oneway.reason
     );
 
+    bulk_line(&by_name, &calc).await?;
+
     let unix = connect_when_published(&server.runtime_dir, Some(Transport::Unix)).await?;
     let sum = CalculatorClient::new(unix.clone())
         .add(10, 20)
@@ -170,6 +172,42 @@ fn line(channel: &Channel, call: &str, result: &str) {
         format!("{call} = {result}"),
         selection.reason
     );
+}
+
+/// A call whose argument is over the shared-memory bulk threshold: it goes
+/// as a sealed memfd the server maps (the `mmap` track), which this
+/// process's bulk counters confirm.
+async fn bulk_line(channel: &Channel, calc: &CalculatorClient) -> Result<(), String> {
+    let data = switchyard::Bytes::from(vec![1u8; 8 << 20]);
+    #[cfg(target_os = "linux")]
+    let before = switchyard::transport::shm::bulk_transfers();
+    let started = Instant::now();
+    let (sum, len) = calc.checksum(data).await.map_err(|s| s.to_string())?;
+    let took = started.elapsed();
+    let call = format!("checksum(8 MiB) = {sum} over {len} bytes");
+    #[cfg(target_os = "linux")]
+    {
+        let after = switchyard::transport::shm::bulk_transfers();
+        if after.sent > before.sent {
+            println!(
+                "{:<7} {:<44} the 8 MiB argument went as a sealed memfd the server mapped \
+                 and read in place ({} MiB, {took:.1?}), over the {} KiB bulk threshold of the \
+                 shm connection",
+                Transport::Mmap,
+                call,
+                (after.bytes_sent - before.bytes_sent) >> 20,
+                switchyard::transport::shm::DEFAULT_BULK_THRESHOLD >> 10
+            );
+            return Ok(());
+        }
+    }
+    let _ = took;
+    line(
+        channel,
+        "checksum(8 MiB)",
+        &format!("{sum} over {len} bytes"),
+    );
+    Ok(())
 }
 
 /// Waits until the child has published itself, then connects by name.

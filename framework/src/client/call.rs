@@ -19,12 +19,21 @@ use crate::context::Context;
 use crate::debug::recorder::MethodCounters;
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::protocol::call::deadline_budget;
-use crate::protocol::frame::{HEADER_LEN, Header, Kind, finish_frame, start_frame};
+use crate::protocol::frame::{HEADER_LEN, Header, Kind, finish_frame, len_u32, start_frame};
 use crate::protocol::metadata::Metadata;
 use crate::protocol::status::{Code, Status};
 use crate::select::Selection;
 use crate::session::{Outgoing, frame_status, status_frame};
 use crate::trace::{TRACEPARENT, TraceContext};
+use crate::transport::bulk::{BulkBody, SpillWriter};
+
+/// An encoded request: the frame (or, with `bulk`, its header room), the
+/// metadata's length, and the body when it went into a bulk region.
+struct Encoded {
+    buf: Vec<u8>,
+    metadata_len: usize,
+    bulk: Option<BulkBody>,
+}
 
 /// The untyped client that generated `FooClient`s wrap: a [`Channel`], the
 /// service it calls, and per-client call options (deadline, metadata).
@@ -127,6 +136,21 @@ impl ClientCore {
         request: &Req,
         trace: &TraceContext,
     ) -> Result<(Vec<u8>, usize), Status> {
+        let encoded = self.encode_spilling::<C, Req>(method, request, trace, None)?;
+        Ok((encoded.buf, encoded.metadata_len))
+    }
+
+    /// [`encode`](Self::encode) into `conn`'s bulk path when the body
+    /// passes its threshold (the arguments are then copied once, into the
+    /// region the server maps); a body over the server's limit is refused
+    /// before its bytes are copied.
+    fn encode_spilling<C: Codec, Req: Serialize>(
+        &self,
+        method: &'static MethodDescriptor,
+        request: &Req,
+        trace: &TraceContext,
+        conn: Option<&Connection>,
+    ) -> Result<Encoded, Status> {
         let mut buf = Vec::with_capacity(192);
         let start = start_frame(&mut buf);
         self.metadata.encode_into(&mut buf);
@@ -136,14 +160,42 @@ impl ClientCore {
             Metadata::encode_entry(TRACEPARENT, traceparent.as_bytes(), &mut buf);
             metadata_len += Metadata::entry_len(TRACEPARENT, traceparent.as_bytes());
         }
-        C::encode(request, &mut buf).map_err(|err| {
+        debug_assert_eq!(start, 0);
+        let threshold = conn.and_then(|conn| conn.outgoing.bulk_threshold());
+        let limit = conn.map(|conn| conn.peer_frame_limit as usize);
+        let mut writer = SpillWriter::new(&mut buf, HEADER_LEN, threshold).with_limit(limit);
+        let encoded = C::encode_to(request, &mut writer);
+        let too_large = writer.over_limit();
+        let bulk = writer.finish();
+        if let (Some(len), Some(conn)) = (too_large, conn) {
+            return Err(Self::too_large(conn, method, len));
+        }
+        encoded.map_err(|err| {
             Status::invalid_argument(format!(
                 "the arguments of {} could not be encoded: {err}",
                 method.full_name
             ))
         })?;
-        debug_assert_eq!(start, 0);
-        Ok((buf, metadata_len))
+        let bulk = bulk.map_err(|err| {
+            Status::resource_exhausted(format!(
+                "the arguments of {} could not be written to shared memory: {err}",
+                method.full_name
+            ))
+        })?;
+        Ok(Encoded {
+            buf,
+            metadata_len,
+            bulk,
+        })
+    }
+
+    /// The status of a request over the server's limit.
+    fn too_large(conn: &Connection, method: &'static MethodDescriptor, len: usize) -> Status {
+        Status::resource_exhausted(format!(
+            "the request to {} is {len} bytes or more, over the server's limit of {} bytes; \
+             nothing was sent — send less per call or raise the server's ServerBuilder::max_frame",
+            method.full_name, conn.peer_frame_limit
+        ))
     }
 
     /// Seals the frame header, checking the body against the peer's limit.
@@ -154,15 +206,8 @@ impl ClientCore {
         header: Header,
         metadata_len: usize,
     ) -> Result<(), Status> {
-        finish_frame(buf, 0, header, metadata_len, conn.peer_frame_limit).map_err(|_| {
-            Status::resource_exhausted(format!(
-                "the request to {} is {} bytes, over the server's limit of {} bytes; nothing \
-                 was sent — send less per call or raise the server's ServerBuilder::max_frame",
-                method.full_name,
-                buf.len() - HEADER_LEN,
-                conn.peer_frame_limit
-            ))
-        })
+        finish_frame(buf, 0, header, metadata_len, conn.peer_frame_limit)
+            .map_err(|_| Self::too_large(conn, method, buf.len() - HEADER_LEN))
     }
 
     /// Calls `method` with `request` (a tuple of the arguments) and decodes
@@ -201,7 +246,7 @@ impl ClientCore {
         let conn = self.channel.connection().await?;
         tracing::Span::current().record("transport", conn.selection.transport.as_str());
         let counters = Arc::clone(conn.check_method(self.service, method)?);
-        let (mut buf, metadata_len) = self.encode::<C, Req>(method, &request, &trace)?;
+        let encoded = self.encode_spilling::<C, Req>(method, &request, &trace, Some(&conn))?;
         drop(request);
         let (waiter, response) = oneshot::channel();
         let started = {
@@ -226,9 +271,30 @@ impl ClientCore {
         let mut header = Header::new(Kind::Request, started.call_id);
         header.method_id = method.id;
         header.deadline_us = started.deadline_us;
-        Self::seal(&conn, method, &mut buf, header, metadata_len)?;
-        let len = buf.len();
-        conn.outgoing.send(buf.into()).await.map_err(|_| {
+        let Encoded {
+            mut buf,
+            metadata_len,
+            bulk,
+        } = encoded;
+        let len = match &bulk {
+            None => {
+                Self::seal(&conn, method, &mut buf, header, metadata_len)?;
+                buf.len()
+            }
+            Some(body) => {
+                // The limit was checked while the body was written.
+                header.metadata_len = len_u32(metadata_len);
+                header.payload_len = len_u32(body.len() - metadata_len);
+                header.write_to(&mut buf);
+                HEADER_LEN + body.len()
+            }
+        };
+        let outgoing = Outgoing {
+            bytes: buf,
+            written: None,
+            bulk,
+        };
+        conn.outgoing.send(outgoing).await.map_err(|_| {
             conn.unusable_reason()
                 .unwrap_or_else(|| Status::unavailable("the connection's writer has stopped"))
         })?;
@@ -271,7 +337,7 @@ impl ClientCore {
         if guard.code != Code::Ok {
             return Err(frame_status(&frame));
         }
-        C::decode(&frame.payload).map_err(|err| {
+        C::decode_shared(&frame.payload).map_err(|err| {
             guard.code = Code::Internal;
             Status::internal(format!(
                 "the response of {} could not be decoded ({err}); do client and server use \
@@ -356,6 +422,7 @@ impl ClientCore {
         let outgoing = Outgoing {
             bytes: buf,
             written: Some(done),
+            bulk: None,
         };
         let mut pending = Some(outgoing);
         if !wait {

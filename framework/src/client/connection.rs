@@ -34,6 +34,8 @@ pub(crate) struct ConnectionConfig {
     pub(crate) handshake_timeout: Duration,
     /// The longest a caller polls a shared-memory ring (None: the default).
     pub(crate) shm_spin: Option<Duration>,
+    /// Request bodies above this go as bulk regions (None: the default).
+    pub(crate) bulk_threshold: Option<usize>,
 }
 
 /// One established connection.
@@ -87,6 +89,10 @@ impl Connection {
         let spin = config.shm_spin;
         let link = match spin {
             Some(spin) => link.with_spin(spin),
+            None => link,
+        };
+        let link = match config.bulk_threshold {
+            Some(bytes) => link.with_bulk_threshold(bytes),
             None => link,
         };
         let (conn, rx, rest, stopped) = Self::handshake(link, selection, config).await?;

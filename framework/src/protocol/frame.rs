@@ -28,6 +28,8 @@ pub const MAGIC: u16 = 0x5953;
 pub const VERSION: u8 = 1;
 /// Default limit on `metadata len + payload len`: 16 MiB.
 pub const DEFAULT_FRAME_LIMIT: u32 = 16 << 20;
+/// The largest hello accepted, whatever the frame limit (1 MiB).
+pub const HELLO_LIMIT: u32 = 1 << 20;
 /// The largest limit that may be configured: 1 GiB.
 pub const MAX_FRAME_LIMIT: u32 = 1 << 30;
 
@@ -162,6 +164,61 @@ impl Header {
             payload_len: u32_at(24),
             deadline_us: u64_at(32),
         })
+    }
+}
+
+/// Header flag: the body is not in the stream but in a bulk region the
+/// transport passed beside it (shared memory's mmap path); the frame's
+/// payload is a [`BulkDescriptor`] and its metadata is empty. Transports
+/// resolve such frames before anyone else sees them.
+pub const FLAG_BULK: u16 = 1;
+
+/// Where the body of a [`FLAG_BULK`] frame is: the sequence number of the
+/// region the transport passed (regions go in order) and the lengths of
+/// the metadata and payload the region holds, back to back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BulkDescriptor {
+    /// The region's sequence number on this link, counting from 0.
+    pub seq: u64,
+    /// Bytes of metadata at the start of the region.
+    pub metadata_len: u32,
+    /// Bytes of payload after them.
+    pub payload_len: u32,
+}
+
+impl BulkDescriptor {
+    /// The encoded length.
+    pub const LEN: usize = 16;
+
+    /// The encoding: three little-endian integers.
+    pub fn to_bytes(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[0..8].copy_from_slice(&self.seq.to_le_bytes());
+        out[8..12].copy_from_slice(&self.metadata_len.to_le_bytes());
+        out[12..16].copy_from_slice(&self.payload_len.to_le_bytes());
+        out
+    }
+
+    /// Parses a descriptor; `None` unless `bytes` is exactly one.
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        let bytes: &[u8; Self::LEN] = bytes.try_into().ok()?;
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&bytes[0..8]);
+        Some(Self {
+            seq: u64::from_le_bytes(seq),
+            metadata_len: u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]),
+            payload_len: u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]),
+        })
+    }
+
+    /// The header of the frame that stands for `header`'s frame.
+    pub fn stand_in(header: &Header) -> Header {
+        Header {
+            flags: header.flags | FLAG_BULK,
+            metadata_len: 0,
+            payload_len: Self::LEN as u32,
+            ..*header
+        }
     }
 }
 
@@ -360,13 +417,20 @@ impl FrameDecoder {
                 let mut bytes = [0u8; HEADER_LEN];
                 bytes.copy_from_slice(head);
                 let header = Header::parse(&bytes)?;
-                if header.body_len() > u64::from(self.limit) {
+                // A hello is read whatever the configured limit (a client
+                // that takes tiny responses still has to learn who it
+                // talks to), up to its own cap.
+                let limit = match header.kind {
+                    Kind::Hello => self.limit.max(HELLO_LIMIT),
+                    _ => self.limit,
+                };
+                if header.body_len() > u64::from(limit) {
                     buf.advance(HEADER_LEN);
                     self.skip = header.body_len();
                     if header.kind == Kind::Hello {
                         return Err(FrameError::TooLarge {
                             len: header.body_len(),
-                            limit: self.limit,
+                            limit,
                         });
                     }
                     self.skip_buffered(buf);
@@ -407,6 +471,28 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bulk_descriptors_round_trip_and_reject_other_lengths() {
+        let descriptor = BulkDescriptor {
+            seq: 7,
+            metadata_len: 12,
+            payload_len: 271_828,
+        };
+        assert_eq!(
+            BulkDescriptor::parse(&descriptor.to_bytes()),
+            Some(descriptor)
+        );
+        assert_eq!(BulkDescriptor::parse(&[0; 15]), None);
+        assert_eq!(BulkDescriptor::parse(&[0; 17]), None);
+        let mut header = Header::new(Kind::Request, 3);
+        header.metadata_len = 12;
+        header.payload_len = 271_828;
+        let stand_in = BulkDescriptor::stand_in(&header);
+        assert_eq!(stand_in.flags & FLAG_BULK, FLAG_BULK);
+        assert_eq!(stand_in.body_len(), BulkDescriptor::LEN as u64);
+        assert_eq!(stand_in.call_id, 3);
+    }
 
     fn request(call_id: u64, payload: &'static [u8]) -> Frame {
         let mut header = Header::new(Kind::Request, call_id);
@@ -526,13 +612,28 @@ mod tests {
     #[test]
     fn an_oversized_hello_is_fatal() {
         let mut header = Header::new(Kind::Hello, 0);
-        header.payload_len = 1 << 20;
+        header.payload_len = HELLO_LIMIT + 1;
         let mut wire = vec![0u8; HEADER_LEN];
         header.write_to(&mut wire);
         let err = FrameDecoder::new(1024)
             .decode(&mut BytesMut::from(&wire[..]))
             .unwrap_err();
         assert!(matches!(err, FrameError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_hello_over_a_small_frame_limit_is_still_read() {
+        let hello = Frame::new(
+            Header::new(Kind::Hello, 0),
+            Bytes::new(),
+            Bytes::from(vec![1u8; 4000]),
+        );
+        let mut wire = Vec::new();
+        hello.encode_into(&mut wire);
+        let decoded = FrameDecoder::new(1024)
+            .decode(&mut BytesMut::from(&wire[..]))
+            .unwrap();
+        assert_eq!(decoded, Some(Decoded::Frame(hello)));
     }
 
     #[test]

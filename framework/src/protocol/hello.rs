@@ -152,6 +152,10 @@ pub struct Hello {
     pub services: Vec<ServiceInfo>,
     /// POSIX message queues that take one-way calls: (service, queue name).
     pub queues: Vec<(String, String)>,
+    /// Where the sender listens (`unix:///…`, `tcp://…`): a client that
+    /// reached a server on its own host over TCP moves to shared memory
+    /// through its Unix socket.
+    pub endpoints: Vec<String>,
 }
 
 /// Why a hello could not be decoded.
@@ -216,6 +220,10 @@ impl Hello {
             put_str(out, service);
             put_str(out, queue);
         }
+        put_u16_len(out, self.endpoints.len());
+        for endpoint in &self.endpoints {
+            put_str(out, endpoint);
+        }
     }
 
     /// Parses the wire form.
@@ -265,11 +273,19 @@ impl Hello {
                 methods,
             });
         }
+        // Optional trailing lists: an older peer ends before them.
         let mut queues = Vec::new();
         if r.remaining() >= 2 {
             let count = r.u16("queue count")?;
             for _ in 0..count {
                 queues.push((r.str("queue service")?, r.str("queue name")?));
+            }
+        }
+        let mut endpoints = Vec::new();
+        if r.remaining() >= 2 {
+            let count = r.u16("endpoint count")?;
+            for _ in 0..count {
+                endpoints.push(r.str("endpoint")?);
             }
         }
         Ok(Self {
@@ -282,6 +298,7 @@ impl Hello {
             max_in_flight,
             services,
             queues,
+            endpoints,
         })
     }
 
@@ -394,6 +411,10 @@ mod tests {
                 }],
             }],
             queues: vec![("Calculator".into(), "/sy-1000-calculator".into())],
+            endpoints: vec![
+                "unix:///run/calculator.sock".into(),
+                "tcp://127.0.0.1:7000".into(),
+            ],
         }
     }
 
@@ -414,17 +435,29 @@ mod tests {
         let mut wire = Vec::new();
         hello.encode_into(&mut wire);
         for cut in 0..wire.len() {
-            // A hello cut exactly before the optional queue list is an older
-            // hello without queues.
+            // A hello cut exactly before an optional list is an older hello
+            // without it (and without the lists after it).
             if let Ok(decoded) = Hello::decode(&wire[..cut]) {
-                hello.queues.clear();
-                assert_eq!(decoded, hello, "cut at {cut}");
+                let without_endpoints = Hello {
+                    endpoints: Vec::new(),
+                    ..hello.clone()
+                };
+                let without_both = Hello {
+                    queues: Vec::new(),
+                    ..without_endpoints.clone()
+                };
+                assert!(
+                    decoded == without_endpoints || decoded == without_both,
+                    "cut at {cut}: {decoded:?}"
+                );
             }
         }
         hello.queues.clear();
+        hello.endpoints.clear();
+        // An older hello ends before both lists (two empty counts).
         let mut older = Vec::new();
         hello.encode_into(&mut older);
-        older.truncate(older.len() - 2);
+        older.truncate(older.len() - 4);
         assert_eq!(Hello::decode(&older).unwrap(), hello);
         assert!(Hello::decode(&older[..older.len() - 1]).is_err());
     }
@@ -435,9 +468,10 @@ mod tests {
         let mut hello = sample();
         hello.services.clear();
         hello.queues.clear();
+        hello.endpoints.clear();
         hello.encode_into(&mut wire);
-        // The service count sits before the (empty) queue list.
-        let n = wire.len() - 2;
+        // The service count sits before the (empty) queue and endpoint lists.
+        let n = wire.len() - 4;
         wire[n - 2..n].copy_from_slice(&u16::MAX.to_le_bytes());
         assert!(matches!(
             Hello::decode(&wire),

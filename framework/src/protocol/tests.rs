@@ -237,6 +237,7 @@ fn hellos_cross_and_reveal_locality() {
         max_in_flight: 8,
         services: Vec::new(),
         queues: Vec::new(),
+        endpoints: Vec::new(),
     };
     let mut pair = Pair::new(8, DEFAULT_FRAME_LIMIT);
     for (role, inbox) in [(Role::Client, 0), (Role::Server, 1)] {

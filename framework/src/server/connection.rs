@@ -26,7 +26,10 @@ use crate::protocol::status::Code;
 use crate::protocol::status::Status;
 use crate::select::Selection;
 use crate::service::{Reply, Request};
-use crate::session::{Outbound, hello_frame, local_hello, pong_frame, read_hello, status_frame};
+use crate::session::{
+    Outbound, Outgoing, hello_frame, local_hello, pong_frame, read_hello, status_frame,
+};
+use crate::transport::bulk::BulkBody;
 use crate::transport::{Link, LinkRx, PeerInfo};
 
 type Outcome = (u64, bool, Result<Reply, Status>);
@@ -98,6 +101,7 @@ pub(crate) fn server_hello(shared: &ServerShared, role: Role) -> Hello {
         u32::try_from(shared.config.max_in_flight).unwrap_or(u32::MAX),
     );
     hello.queues = shared.queues.clone();
+    hello.endpoints = shared.endpoints.get().cloned().unwrap_or_default();
     hello
 }
 
@@ -142,6 +146,8 @@ pub(crate) async fn drive<R: LinkRx>(
         peer: link.peer,
         peer_process: peer_hello.process_name.clone(),
         peer_claimed_pid: peer_hello.pid,
+        bulk_threshold: link.outgoing.bulk_threshold(),
+        peer_frame_limit: peer_hello.max_frame,
     });
     tracing::debug!(peer = %info.peer.addr, %transport, client = %peer_hello.process_name, "accepted");
     let stats = recorder().connection(
@@ -510,10 +516,11 @@ impl ServerConnection {
             );
             return;
         }
+        let mut bulk_body = None;
         let (code, frame) = match result {
             Ok(reply) => {
-                let mut buf = reply.into_framed_buf();
-                let body = buf.len() - HEADER_LEN;
+                let (mut buf, bulk) = reply.into_parts();
+                let body = buf.len() - HEADER_LEN + bulk.as_ref().map_or(0, BulkBody::len);
                 if body > self.client_frame_limit as usize {
                     let status = Status::resource_exhausted(format!(
                         "the response is {body} bytes, over the client's limit of {} bytes; ask \
@@ -528,6 +535,7 @@ impl ServerConnection {
                     let mut header = Header::new(Kind::Response, call_id);
                     header.payload_len = crate::protocol::frame::len_u32(body);
                     header.write_to(&mut buf);
+                    bulk_body = bulk;
                     (Code::Ok, buf)
                 }
             }
@@ -536,13 +544,21 @@ impl ServerConnection {
                 status_frame(Kind::Response, call_id, &status),
             ),
         };
+        let sent = frame.len() + bulk_body.as_ref().map_or(0, BulkBody::len);
         self.stats.finished(
             &call.counters,
             code,
             Some(call.started.elapsed()),
-            frame.len(),
+            sent,
             call.received,
         );
-        self.send(frame).await;
+        let _ = self
+            .outgoing
+            .send(Outgoing {
+                bytes: frame,
+                written: None,
+                bulk: bulk_body,
+            })
+            .await;
     }
 }

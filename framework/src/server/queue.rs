@@ -184,6 +184,8 @@ async fn drain(
         peer,
         peer_process: String::new(),
         peer_claimed_pid: 0,
+        bulk_threshold: None,
+        peer_frame_limit: u32::MAX,
     });
     let mut malformed = 0;
     loop {

@@ -14,6 +14,8 @@ mod imp;
 
 pub use imp::{host_identity, process_alive, process_name, process_start_time};
 
+#[cfg(all(target_os = "linux", feature = "rt"))]
+pub mod bulk;
 #[cfg(all(unix, feature = "rt"))]
 pub mod inherit;
 #[cfg(target_os = "linux")]

@@ -13,8 +13,11 @@ use std::future::Future;
 use std::io;
 use std::sync::Arc;
 
+#[cfg(doc)]
+use crate::protocol::frame::HEADER_LEN;
 use crate::protocol::frame::{Decoded, FrameError};
 
+pub mod bulk;
 pub mod memory;
 #[cfg(target_os = "linux")]
 pub mod mqueue;
@@ -88,8 +91,8 @@ impl Transport {
     pub fn is_available(self) -> bool {
         match self {
             Self::Unix | Self::Tcp | Self::Memory | Self::Pipe => true,
-            Self::Shm | Self::MessageQueue => cfg!(target_os = "linux"),
-            Self::Mmap | Self::Quic => false,
+            Self::Shm | Self::Mmap | Self::MessageQueue => cfg!(target_os = "linux"),
+            Self::Quic => false,
         }
     }
 }
@@ -148,6 +151,28 @@ pub trait LinkTx: Send + 'static {
     /// half.
     fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
         None
+    }
+
+    /// Frame bodies larger than this should be encoded into a
+    /// [`BulkBody`](bulk::BulkBody) and sent with
+    /// [`send_bulk`](Self::send_bulk). `None` (the default): this link
+    /// has no bulk path.
+    fn bulk_threshold(&self) -> Option<usize> {
+        None
+    }
+
+    /// Sends one frame whose header is `header` (the [`HEADER_LEN`]
+    /// bytes, lengths included) and whose body is `body`.
+    fn send_bulk(
+        &mut self,
+        header: &[u8],
+        body: bulk::BulkBody,
+    ) -> impl Future<Output = io::Result<()>> + Send {
+        let _ = (header, body);
+        std::future::ready(Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this link has no bulk path; encode the body into the frame",
+        )))
     }
 }
 

@@ -102,6 +102,10 @@ pub(crate) fn clock_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// The largest frame the `switchyard` child accepts (the shm bulk rows of
+/// `bench_bulk` echo 64 MiB).
+const BULK_MAX_FRAME: u32 = 128 << 20;
+
 /// Payload size of every round trip, bytes.
 pub(crate) const MESSAGE: usize = 64;
 /// Calls in flight in the throughput phase.
@@ -294,6 +298,9 @@ fn matrix() -> (Vec<Transport>, Vec<(Transport, &'static str)>) {
             }
             Transport::MessageQueue if transport.is_available() => {
                 skipped.push((transport, "one-way only: see the message-queue table"));
+            }
+            Transport::Mmap if transport.is_available() => {
+                skipped.push((transport, "large bodies only: see the shm bulk table"));
             }
             _ if transport.is_available() => {
                 skipped.push((transport, "the bench has no raw baseline for it yet"));
@@ -659,6 +666,8 @@ fn child(role: &str) -> Result<(), String> {
                     .add_service(BenchServer::new(Echo::new()?))
                     .tcp("127.0.0.1:0")
                     .runtime_dir(dir()?)
+                    // The shm bulk rows echo 64 MiB.
+                    .max_frame(BULK_MAX_FRAME)
                     .start()
                     .await
                     .map_err(|e| format!("server: {e}"))?;

@@ -107,6 +107,8 @@ pub(crate) struct Extras {
     pub(crate) pipe_size: usize,
     /// One-way calls.
     pub(crate) oneway: Oneway,
+    /// Shared memory's bulk path, or why it was not measured.
+    pub(crate) shm_bulk: Result<Vec<crate::bench_bulk::BulkRow>, String>,
 }
 
 /// Measures both, printing a small table each.
@@ -136,13 +138,30 @@ pub(crate) fn run(quick: bool) -> Result<Extras, String> {
             print!("{}", oneway_table(raw, ours).text());
         }
     }
+    println!("\nshm bulk (mmap): {}", crate::bench_bulk::intro());
+    let shm_bulk = shm_bulk(quick);
+    match &shm_bulk {
+        Ok(rows) => print!("{}", crate::bench_bulk::text(rows)),
+        Err(why) => println!("not measured: {why}"),
+    }
     Ok(Extras {
         sizes,
         bulk_raw,
         bulk_ours,
         pipe_size,
         oneway,
+        shm_bulk,
     })
+}
+
+#[cfg(target_os = "linux")]
+fn shm_bulk(quick: bool) -> Result<Vec<crate::bench_bulk::BulkRow>, String> {
+    crate::bench_bulk::run(quick)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn shm_bulk(_quick: bool) -> Result<Vec<crate::bench_bulk::BulkRow>, String> {
+    Err("shared memory is Linux-only".to_owned())
 }
 
 fn bulk_intro(sizes: &Sizes) -> String {
@@ -651,6 +670,19 @@ fn markdown(extras: &Extras) -> String {
             );
         }
     }
+    let _ = write!(
+        out,
+        "\n**Shm bulk (mmap)**: {}.",
+        crate::bench_bulk::intro()
+    );
+    match &extras.shm_bulk {
+        Ok(rows) => {
+            let _ = write!(out, "\n\n{}", crate::bench_bulk::markdown(rows));
+        }
+        Err(why) => {
+            let _ = writeln!(out, " Not measured: {why}.");
+        }
+    }
     out
 }
 
@@ -698,16 +730,28 @@ mod tests {
                 selection: "mqueue: same host".into(),
                 queue_messages: 10,
             },
+            shm_bulk: Ok(vec![crate::bench_bulk::BulkRow {
+                size: 64 << 20,
+                round_trips: 20,
+                echo_gb_per_s: 6.0,
+                echo_p50_us: 22_000.0,
+                memcpy_gb_per_s: 12.0,
+                regions_per_call: 2.0,
+            }]),
         };
         super::write_report(&path, &extras).expect("written");
         let text = std::fs::read_to_string(&path).expect("readable");
         let table = text.find("| switchyard pipe | 3.00 | 700 | 0.75x |");
         let oneway =
             text.find("| switchyard mqueue | 150000 | 10.0 | 20.0 | 0.75x | 1.00x | 1.00x |");
+        let bulk = text.find("| 64 MiB | 20 | 6.00 | 22000 | 12.00 | 0.50x | 2.0 |");
         let end = text.find(crate::report::END);
         assert!(text.contains("matrix\n\n**Pipe bulk**"), "{text}");
-        assert!(table.is_some() && oneway.is_some(), "{text}");
-        assert!(table < oneway && oneway < end, "{text}");
+        assert!(
+            table.is_some() && oneway.is_some() && bulk.is_some(),
+            "{text}"
+        );
+        assert!(table < oneway && oneway < bulk && bulk < end, "{text}");
         assert!(text.ends_with("|\n<!-- bench:end -->\nafter\n"), "{text}");
     }
 }

@@ -10,6 +10,7 @@
 //! Exit status: 0 on success, 1 when the command failed, 2 on a usage error.
 
 mod bench;
+mod bench_bulk;
 mod bench_extra;
 #[cfg(target_os = "linux")]
 mod bench_shm;

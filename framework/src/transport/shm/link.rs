@@ -31,25 +31,35 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
 use super::ring::{Consumer, Producer, Ring, RingError, Role, region_len};
-use crate::protocol::frame::{Decoded, FrameDecoder};
+use crate::protocol::frame::{
+    BulkDescriptor, Decoded, FLAG_BULK, Frame, FrameDecoder, HEADER_LEN, Header,
+};
 use crate::sys::shm as sys;
+use crate::transport::bulk::BulkBody;
 use crate::transport::stream::{decode_available, end_of_stream};
 use crate::transport::{DirectWrite, Link, LinkError, LinkRx, LinkTx, PeerInfo, Transport};
 
-/// What a client sends first to ask for shared memory: `SYSHM`, version 1,
-/// then the ring capacity as u32 little endian.
-pub const OFFER: &[u8; 6] = b"SYSHM\x01";
+/// What a client sends first to ask for shared memory: `SYSHM`, version 2,
+/// then the ring capacity as u32 little endian; attached: the memfd, the
+/// client's eventfd and one end of the bulk-region socket pair.
+pub const OFFER: &[u8; 6] = b"SYSHM\x02";
 /// The server's answer.
 pub const ACCEPT: &[u8; 6] = b"SYSHM+";
 /// Bytes of data each ring holds by default.
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
+/// Frame bodies larger than this travel as bulk regions (a sealed memfd of
+/// their own, mapped by the receiver) instead of through the ring, unless
+/// configured otherwise.
+pub const DEFAULT_BULK_THRESHOLD: usize = 256 * 1024;
+/// How long a sender waits for the peer to take a bulk region.
+const REGION_SEND_LIMIT: Duration = Duration::from_secs(10);
 /// The longest a side spins before it sleeps, unless configured otherwise.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 /// The shortest spin while spinning is on at all.
@@ -65,6 +75,35 @@ pub struct ShmLink {
     consumer: Consumer,
     wake: Arc<Wake>,
     peer: PeerInfo,
+    bulk_threshold: usize,
+}
+
+/// Bulk regions this process sent and received over shared memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BulkTransfers {
+    /// Frames whose body went out as a bulk region.
+    pub sent: u64,
+    /// Frames whose body came in as a bulk region.
+    pub received: u64,
+    /// Body bytes sent that way.
+    pub bytes_sent: u64,
+    /// Body bytes received that way.
+    pub bytes_received: u64,
+}
+
+static BULK_SENT: AtomicU64 = AtomicU64::new(0);
+static BULK_RECEIVED: AtomicU64 = AtomicU64::new(0);
+static BULK_BYTES_SENT: AtomicU64 = AtomicU64::new(0);
+static BULK_BYTES_RECEIVED: AtomicU64 = AtomicU64::new(0);
+
+/// The bulk regions this process has moved so far (the `mmap` path).
+pub fn bulk_transfers() -> BulkTransfers {
+    BulkTransfers {
+        sent: BULK_SENT.load(Ordering::Relaxed),
+        received: BULK_RECEIVED.load(Ordering::Relaxed),
+        bytes_sent: BULK_BYTES_SENT.load(Ordering::Relaxed),
+        bytes_received: BULK_BYTES_RECEIVED.load(Ordering::Relaxed),
+    }
 }
 
 /// How long to spin before sleeping: adapts to how long data took to come,
@@ -143,6 +182,8 @@ pub(crate) struct Wake {
     theirs: OwnedFd,
     /// The socket the link was set up over; end-of-file means the peer left.
     control: UnixStream,
+    /// Our end of the bulk-region socket pair (regions go both ways).
+    regions: OwnedFd,
     /// How long the receiving side spins.
     pub(crate) budget: SpinBudget,
     /// The peer said it sends no more ([`END`] on the control socket).
@@ -247,8 +288,7 @@ impl ShmLink {
     fn new(
         (to_server, to_client): (Ring, Ring),
         client: bool,
-        mine: OwnedFd,
-        theirs: OwnedFd,
+        (mine, theirs, regions): (OwnedFd, OwnedFd, OwnedFd),
         control: UnixStream,
         peer: PeerInfo,
     ) -> io::Result<Self> {
@@ -264,12 +304,21 @@ impl ShmLink {
                 mine: crate::sys::reactor::register_readable(mine)?,
                 theirs,
                 control,
+                regions,
                 budget: SpinBudget::new(DEFAULT_SPIN),
                 peer_done: AtomicBool::new(false),
                 woken: Notify::new(),
             }),
             peer,
+            bulk_threshold: DEFAULT_BULK_THRESHOLD,
         })
+    }
+
+    /// Sets the body size above which a frame travels as a bulk region
+    /// rather than through the ring (default [`DEFAULT_BULK_THRESHOLD`]).
+    pub fn with_bulk_threshold(mut self, bytes: usize) -> Self {
+        self.bulk_threshold = bytes;
+        self
     }
 
     /// Sets the longest this side spins on an empty ring before it sleeps
@@ -297,12 +346,18 @@ pub async fn connect(path: &Path, capacity: usize) -> io::Result<ShmLink> {
     let memfd = sys::create_memfd("switchyard-shm", len as u64)?;
     let map = Arc::new(sys::map_sealed(memfd.as_fd(), len)?);
     let mine = sys::eventfd()?;
+    let (regions, their_regions) = crate::sys::bulk::region_socketpair()?;
     let mut offer = OFFER.to_vec();
     offer.extend_from_slice(&u32::try_from(capacity).unwrap_or(u32::MAX).to_le_bytes());
     // Initialise the rings before the server can attach to them.
     let rings = rings(map, capacity, Role::Init { capacity })?;
-    send_with_fds(&control, &offer, &[memfd.as_fd(), mine.as_fd()]).await?;
-    drop(memfd);
+    send_with_fds(
+        &control,
+        &offer,
+        &[memfd.as_fd(), mine.as_fd(), their_regions.as_fd()],
+    )
+    .await?;
+    drop((memfd, their_regions));
     let (reply, mut fds) = recv_with_fds(&control, 16, 1).await?;
     if reply.as_slice() != ACCEPT || fds.len() != 1 {
         return Err(io::Error::new(
@@ -311,7 +366,7 @@ pub async fn connect(path: &Path, capacity: usize) -> io::Result<ShmLink> {
         ));
     }
     let theirs = fds.remove(0);
-    ShmLink::new(rings, true, mine, theirs, control, peer)
+    ShmLink::new(rings, true, (mine, theirs, regions), control, peer)
 }
 
 /// How a connection on the server's Unix listener starts.
@@ -327,16 +382,16 @@ pub enum Accepted {
 /// an [`OFFER`] with a memfd and an eventfd becomes a shared-memory link;
 /// anything else stays a stream (the bytes read are handed back).
 pub async fn accept(stream: UnixStream, peer: PeerInfo) -> io::Result<Accepted> {
-    let (bytes, fds) = recv_with_fds(&stream, 64, 2).await?;
+    let (bytes, fds) = recv_with_fds(&stream, 64, 3).await?;
     if !bytes.starts_with(OFFER) {
         // Any fds that came with ordinary bytes are closed here.
         drop(fds);
         return Ok(Accepted::Stream(stream, bytes));
     }
-    let [memfd, theirs]: [OwnedFd; 2] = fds.try_into().map_err(|_| {
+    let [memfd, theirs, regions]: [OwnedFd; 3] = fds.try_into().map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            "a shm offer without its two fds",
+            "a shm offer without its three fds (memfd, eventfd, region socket)",
         )
     })?;
     let capacity = bytes
@@ -358,7 +413,7 @@ pub async fn accept(stream: UnixStream, peer: PeerInfo) -> io::Result<Accepted> 
         ..peer
     };
     let rings = rings(map, capacity, Role::Attach)?;
-    let link = ShmLink::new(rings, false, mine, theirs, stream, peer)?;
+    let link = ShmLink::new(rings, false, (mine, theirs, regions), stream, peer)?;
     send_with_fds(
         &link.wake.control,
         ACCEPT,
@@ -430,13 +485,16 @@ impl Link for ShmLink {
                         closed: false,
                     }),
                     wake: Arc::clone(&self.wake),
+                    bulk_threshold: self.bulk_threshold,
                 }),
+                next_region: 0,
             },
             ShmRx {
                 consumer: self.consumer,
                 wake: self.wake,
                 buf: BytesMut::with_capacity(64 * 1024),
                 decoder: FrameDecoder::new(frame_limit),
+                next_region: 0,
             },
         )
     }
@@ -447,6 +505,8 @@ impl Link for ShmLink {
 struct TxShared {
     side: Mutex<TxSide>,
     wake: Arc<Wake>,
+    /// Bodies larger than this go as bulk regions.
+    bulk_threshold: usize,
 }
 
 #[derive(Debug)]
@@ -470,11 +530,17 @@ impl TxShared {
 #[derive(Debug)]
 pub struct ShmTx {
     shared: Arc<TxShared>,
+    /// The sequence number of the next bulk region.
+    next_region: u64,
 }
 
-impl LinkTx for ShmTx {
-    async fn send(&mut self, frames: &[u8]) -> io::Result<()> {
-        let mut rest = frames;
+impl ShmTx {
+    /// Writes `bytes` into the ring, waiting for room as needed.
+    async fn write_ring(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let mut rest = bytes;
         loop {
             let written = {
                 let mut side = self.shared.lock();
@@ -518,6 +584,77 @@ impl LinkTx for ShmTx {
         }
     }
 
+    /// Sends the frame `header` heads, whose body is `body`, as a bulk
+    /// region (for bodies that reached the link already encoded).
+    async fn send_bulk_copy(&mut self, header: &Header, body: &[u8]) -> io::Result<()> {
+        let region = crate::sys::bulk::create_region(&[body])?;
+        self.pass_region(header, region, body.len() as u64).await
+    }
+
+    /// Passes a sealed region holding the body of the frame `header` heads:
+    /// the memfd goes over the region socket, then a descriptor through the
+    /// ring.
+    async fn pass_region(&mut self, header: &Header, region: OwnedFd, len: u64) -> io::Result<()> {
+        let seq = self.next_region;
+        let socket = self.shared.wake.regions.as_fd();
+        let started = Instant::now();
+        while !crate::sys::bulk::send_region(socket, seq, region.as_fd())? {
+            if started.elapsed() > REGION_SEND_LIMIT {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the peer took no bulk region for {REGION_SEND_LIMIT:?}; it is stuck or \
+                         not reading"
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        drop(region);
+        self.next_region += 1;
+        let descriptor = BulkDescriptor {
+            seq,
+            metadata_len: header.metadata_len,
+            payload_len: header.payload_len,
+        };
+        let mut stand_in = [0u8; HEADER_LEN + BulkDescriptor::LEN];
+        BulkDescriptor::stand_in(header).write_to(&mut stand_in);
+        stand_in[HEADER_LEN..].copy_from_slice(&descriptor.to_bytes());
+        BULK_SENT.fetch_add(1, Ordering::Relaxed);
+        BULK_BYTES_SENT.fetch_add(len, Ordering::Relaxed);
+        self.write_ring(&stand_in).await
+    }
+}
+
+impl LinkTx for ShmTx {
+    async fn send(&mut self, frames: &[u8]) -> io::Result<()> {
+        let threshold = self.shared.bulk_threshold;
+        if frames.len() <= HEADER_LEN + threshold {
+            return self.write_ring(frames).await;
+        }
+        // Frames with large bodies go as bulk regions, the rest (in order
+        // with them) through the ring.
+        let (mut start, mut pos) = (0, 0);
+        while let Some(head) = frames.get(pos..pos + HEADER_LEN) {
+            let mut bytes = [0u8; HEADER_LEN];
+            bytes.copy_from_slice(head);
+            let Ok(header) = Header::parse(&bytes) else {
+                break;
+            };
+            let end = pos + HEADER_LEN + usize::try_from(header.body_len()).unwrap_or(usize::MAX);
+            let Some(body) = frames.get(pos + HEADER_LEN..end) else {
+                break;
+            };
+            if body.len() > threshold && header.flags & FLAG_BULK == 0 {
+                self.write_ring(&frames[start..pos]).await?;
+                self.send_bulk_copy(&header, body).await?;
+                start = end;
+            }
+            pos = end;
+        }
+        self.write_ring(&frames[start..]).await
+    }
+
     async fn close(&mut self) -> io::Result<()> {
         if std::mem::replace(&mut self.shared.lock().closed, true) {
             return Ok(());
@@ -535,6 +672,36 @@ impl LinkTx for ShmTx {
         }
         self.shared.wake.wake_peer();
         Ok(())
+    }
+
+    fn bulk_threshold(&self) -> Option<usize> {
+        Some(self.shared.bulk_threshold)
+    }
+
+    async fn send_bulk(&mut self, header: &[u8], body: BulkBody) -> io::Result<()> {
+        let parsed = header
+            .get(..HEADER_LEN)
+            .and_then(|h| <&[u8; HEADER_LEN]>::try_from(h).ok())
+            .map(Header::parse)
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "send_bulk needs a frame header",
+                )
+            })?;
+        let (fd, len) = body.into_parts();
+        if parsed.body_len() != len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the header gives a body of {} bytes, the bulk body has {len}",
+                    parsed.body_len()
+                ),
+            ));
+        }
+        crate::sys::bulk::seal_body(fd.as_fd(), len)?;
+        self.pass_region(&parsed, fd, len).await
     }
 
     fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
@@ -555,7 +722,8 @@ impl DirectWrite for ShmDirect {
         let Ok(mut side) = self.shared.side.try_lock() else {
             return false;
         };
-        if side.partial || side.closed {
+        // Large frames may need the bulk path: the sending half decides.
+        if side.partial || side.closed || frames.len() > HEADER_LEN + self.shared.bulk_threshold {
             return false;
         }
         // A corrupt ring is reported by the sending half's next write.
@@ -595,6 +763,8 @@ pub struct ShmRx {
     wake: Arc<Wake>,
     buf: BytesMut,
     decoder: FrameDecoder,
+    /// The sequence number the next bulk region must have.
+    next_region: u64,
 }
 
 impl ShmRx {
@@ -611,10 +781,64 @@ impl ShmRx {
         Ok(outcome.read)
     }
 
+    /// Replaces a bulk frame's stand-in by the frame: takes the next region
+    /// from the region socket (the peer sent it before the stand-in),
+    /// checks it, maps it, and lends the body out of the mapping.
+    fn resolve_bulk(&mut self, stand_in: &Frame) -> io::Result<Decoded> {
+        let bad = |what: String| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the peer sent a bad bulk region: {what}"),
+            )
+        };
+        let descriptor = BulkDescriptor::parse(&stand_in.payload)
+            .filter(|_| stand_in.metadata.is_empty())
+            .ok_or_else(|| bad("its descriptor is malformed".into()))?;
+        let (seq, fd) = crate::sys::bulk::recv_region(self.wake.regions.as_fd())?
+            .ok_or_else(|| bad("the descriptor came without its region".into()))?;
+        if seq != self.next_region || descriptor.seq != seq {
+            return Err(bad(format!(
+                "region {seq} with descriptor {} arrived where {} was due",
+                descriptor.seq, self.next_region
+            )));
+        }
+        self.next_region += 1;
+        let header = Header {
+            flags: stand_in.header.flags & !FLAG_BULK,
+            metadata_len: descriptor.metadata_len,
+            payload_len: descriptor.payload_len,
+            ..stand_in.header
+        };
+        if header.body_len() > u64::from(self.decoder.limit()) {
+            return Ok(Decoded::Oversized(header));
+        }
+        let len = usize::try_from(header.body_len()).map_err(|_| bad("too long".into()))?;
+        let region = crate::sys::bulk::Region::map(&fd, len).map_err(|err| bad(err.to_string()))?;
+        drop(fd);
+        BULK_RECEIVED.fetch_add(1, Ordering::Relaxed);
+        BULK_BYTES_RECEIVED.fetch_add(len as u64, Ordering::Relaxed);
+        let body = Bytes::from_owner(region);
+        let metadata = body.slice(..descriptor.metadata_len as usize);
+        let payload = body.slice(descriptor.metadata_len as usize..);
+        Ok(Decoded::Frame(Frame {
+            header,
+            metadata,
+            payload,
+        }))
+    }
+
     /// Appends the frames that have arrived to `out`, without waiting.
     pub fn try_recv(&mut self, out: &mut Vec<Decoded>) -> Result<Polled, LinkError> {
         loop {
+            let before = out.len();
             if decode_available(&mut self.decoder, &mut self.buf, out)? {
+                for decoded in &mut out[before..] {
+                    if let Decoded::Frame(frame) = decoded
+                        && frame.header.flags & FLAG_BULK != 0
+                    {
+                        *decoded = self.resolve_bulk(frame).map_err(LinkError::Io)?;
+                    }
+                }
                 return Ok(Polled::Frames);
             }
             if self.drain_ring()? > 0 {

@@ -9,6 +9,6 @@ pub mod ring;
 
 #[cfg(target_os = "linux")]
 pub use link::{
-    ACCEPT, Accepted, DEFAULT_CAPACITY, DEFAULT_SPIN, OFFER, Polled, ShmLink, ShmRx, ShmTx, accept,
-    connect,
+    ACCEPT, Accepted, BulkTransfers, DEFAULT_BULK_THRESHOLD, DEFAULT_CAPACITY, DEFAULT_SPIN, OFFER,
+    Polled, ShmLink, ShmRx, ShmTx, accept, bulk_transfers, connect,
 };

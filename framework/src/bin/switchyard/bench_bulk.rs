@@ -1,0 +1,177 @@
+//! Shared memory's bulk path (`mmap`): `echo` round trips of 1 MiB and
+//! 64 MiB [`Bytes`](switchyard::Bytes) over a shm connection, whose bodies
+//! travel as sealed memfds mapped by the receiver rather than through the
+//! ring, beside a raw `memcpy` of the same size in this process.
+//! GB/s of an echo counts both directions (2 × size × round trips /
+//! elapsed), as the pipe bulk table does; a memcpy moves the size once.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use switchyard::transport::shm::bulk_transfers;
+use switchyard::{Channel, Transport};
+
+use crate::bench::{BENCH_DESCRIPTOR, BenchClient, ScratchDir, histogram, micros, spawn_child};
+
+/// The payload sizes measured.
+pub(crate) const SIZES: [usize; 2] = [1 << 20, 64 << 20];
+/// The largest frame either side of the bench accepts.
+pub(crate) const MAX_FRAME: u32 = 128 << 20;
+
+/// One size.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct BulkRow {
+    /// Payload bytes.
+    pub(crate) size: usize,
+    /// Measured round trips.
+    pub(crate) round_trips: u64,
+    /// switchyard shm echo, 10^9 bytes per second, both directions.
+    pub(crate) echo_gb_per_s: f64,
+    /// Median echo round trip, µs.
+    pub(crate) echo_p50_us: f64,
+    /// In-process memcpy of the same size, 10^9 bytes per second.
+    pub(crate) memcpy_gb_per_s: f64,
+    /// Bulk regions sent per round trip (1: the request went as one).
+    pub(crate) regions_per_call: f64,
+}
+
+/// What one run measured.
+pub(crate) fn intro() -> String {
+    "echo of a `switchyard::Bytes` over shared memory, request and response bodies each \
+     moved as a sealed memfd mapped by the receiver; GB/s = 2 × size × round trips / \
+     elapsed; beside a memcpy of the same size in one process (size × copies / elapsed)"
+        .to_owned()
+}
+
+/// Measures every size.
+pub(crate) fn run(quick: bool) -> Result<Vec<BulkRow>, String> {
+    let dir = ScratchDir::new()?;
+    let (child, _endpoints) = spawn_child("switchyard", dir.path())?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
+    let rows = runtime.block_on(async {
+        let client = BenchClient::new(connect(dir.path()).await?);
+        let mut rows = Vec::new();
+        for size in SIZES {
+            let round_trips = match (quick, size > 8 << 20) {
+                (true, true) => 3,
+                (true, false) => 20,
+                (false, true) => 20,
+                (false, false) => 200,
+            };
+            rows.push(echo(&client, size, round_trips).await?);
+        }
+        Ok::<_, String>(rows)
+    })?;
+    drop(child);
+    Ok(rows)
+}
+
+async fn connect(dir: &Path) -> Result<Channel, String> {
+    let name = BENCH_DESCRIPTOR.name;
+    let channel = Channel::builder()
+        .runtime_dir(dir)
+        .max_frame(MAX_FRAME)
+        .connect(name)
+        .await
+        .map_err(|e| format!("connecting to {name} by name: {e}"))?;
+    let selection = channel.selection();
+    if selection.transport != Transport::Shm {
+        return Err(format!(
+            "the shm bulk rows need shared memory, but connecting by name selected {selection}"
+        ));
+    }
+    Ok(channel)
+}
+
+async fn echo(client: &BenchClient, size: usize, round_trips: u64) -> Result<BulkRow, String> {
+    let payload = switchyard::Bytes::from(vec![7u8; size]);
+    let call_err = |e: switchyard::Status| format!("{size}-byte echo over shm: {e}");
+    // Warm-up: the first regions fault in pages on both sides.
+    for _ in 0..2 {
+        client.echo(payload.clone()).await.map_err(call_err)?;
+    }
+    let before = bulk_transfers();
+    let mut hist = histogram()?;
+    let start = Instant::now();
+    for _ in 0..round_trips {
+        let one = Instant::now();
+        let back = client.echo(payload.clone()).await.map_err(call_err)?;
+        let _ = hist.record(one.elapsed().as_nanos() as u64);
+        if back.len() != size {
+            return Err(format!(
+                "a {size}-byte echo came back with {} bytes",
+                back.len()
+            ));
+        }
+    }
+    let elapsed = start.elapsed();
+    let regions = bulk_transfers().sent - before.sent;
+    Ok(BulkRow {
+        size,
+        round_trips,
+        echo_gb_per_s: 2.0 * size as f64 * round_trips as f64 / elapsed.as_secs_f64() / 1e9,
+        echo_p50_us: micros(&hist, 0.5),
+        memcpy_gb_per_s: memcpy_gb_per_s(size),
+        regions_per_call: regions as f64 / round_trips as f64,
+    })
+}
+
+/// Copies `size` bytes between two warm buffers for about 200 ms.
+fn memcpy_gb_per_s(size: usize) -> f64 {
+    let from = vec![7u8; size];
+    let mut to = vec![0u8; size];
+    to.copy_from_slice(&from);
+    let start = Instant::now();
+    let mut copies = 0u64;
+    while start.elapsed() < Duration::from_millis(200) || copies < 3 {
+        to.copy_from_slice(std::hint::black_box(&from));
+        std::hint::black_box(&mut to);
+        copies += 1;
+    }
+    size as f64 * copies as f64 / start.elapsed().as_secs_f64() / 1e9
+}
+
+fn size_name(size: usize) -> String {
+    format!("{} MiB", size >> 20)
+}
+
+/// The rows as a text table.
+pub(crate) fn text(rows: &[BulkRow]) -> String {
+    let mut out = format!(
+        "{:<8} {:>10} {:>12} {:>12} {:>12} {:>14}\n",
+        "size", "echo GB/s", "p50 µs", "memcpy GB/s", "vs memcpy", "regions/call"
+    );
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "{:<8} {:>10.2} {:>12.0} {:>12.2} {:>11.2}x {:>14.1}",
+            size_name(row.size),
+            row.echo_gb_per_s,
+            row.echo_p50_us,
+            row.memcpy_gb_per_s,
+            row.echo_gb_per_s / row.memcpy_gb_per_s,
+            row.regions_per_call
+        );
+    }
+    out
+}
+
+/// The rows as a markdown table.
+pub(crate) fn markdown(rows: &[BulkRow]) -> String {
+    let mut out = "| size | round trips | echo GB/s | p50 µs/round trip | memcpy GB/s | echo vs memcpy | bulk regions sent per call |\n|---|---|---|---|---|---|---|\n".to_owned();
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.2} | {:.0} | {:.2} | {:.2}x | {:.1} |",
+            size_name(row.size),
+            row.round_trips,
+            row.echo_gb_per_s,
+            row.echo_p50_us,
+            row.memcpy_gb_per_s,
+            row.echo_gb_per_s / row.memcpy_gb_per_s,
+            row.regions_per_call
+        );
+    }
+    out
+}

@@ -1,0 +1,254 @@
+//! Bulk bodies: a frame body too large for the shared-memory ring is
+//! written, as it is encoded, straight into a memfd of its own
+//! ([`SpillWriter`]): the bytes are copied once, from the caller's value
+//! into the region the receiver maps. Only links that pass such regions
+//! (shared memory) enable the spill; elsewhere the writer is a plain `Vec`.
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+/// A frame body written into a memfd of its own, not yet sealed: the link
+/// seals it and passes it to the peer.
+#[derive(Debug)]
+pub struct BulkBody {
+    fd: OwnedFd,
+    len: u64,
+}
+
+impl BulkBody {
+    /// Bytes written.
+    pub fn len(&self) -> usize {
+        usize::try_from(self.len).unwrap_or(usize::MAX)
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The memfd and its length.
+    pub fn into_parts(self) -> (OwnedFd, u64) {
+        (self.fd, self.len)
+    }
+}
+
+/// Bytes staged before a write to the memfd (encoders write small pieces).
+const STAGING: usize = 64 * 1024;
+
+/// An encoder's output: bytes go into `vec` until the frame body (what
+/// follows `body_start`) would pass `threshold`; then the body so far and
+/// everything after it go into a [`BulkBody`].
+pub(crate) struct SpillWriter<'a> {
+    vec: &'a mut Vec<u8>,
+    body_start: usize,
+    threshold: Option<usize>,
+    spill: Option<Spill>,
+    /// The body may not pass this; a write that would is refused.
+    limit: Option<usize>,
+    /// The body length a refused write would have reached.
+    over_limit: Option<usize>,
+}
+
+struct Spill {
+    fd: OwnedFd,
+    written: u64,
+    staging: Vec<u8>,
+}
+
+impl<'a> SpillWriter<'a> {
+    /// Writes after `vec`'s current contents; the body starts at
+    /// `body_start`; `threshold: None` never spills.
+    pub(crate) fn new(vec: &'a mut Vec<u8>, body_start: usize, threshold: Option<usize>) -> Self {
+        Self {
+            vec,
+            body_start,
+            threshold,
+            spill: None,
+            limit: None,
+            over_limit: None,
+        }
+    }
+
+    /// Refuses (with an error, before copying them) bytes that would take
+    /// the body past `limit`.
+    pub(crate) fn with_limit(mut self, limit: Option<usize>) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The body length a refused write would have reached, if one was
+    /// refused.
+    pub(crate) fn over_limit(&self) -> Option<usize> {
+        self.over_limit
+    }
+
+    /// Body bytes written so far.
+    fn body_len(&self) -> usize {
+        match &self.spill {
+            Some(spill) => spill.written as usize + spill.staging.len(),
+            None => self.vec.len() - self.body_start,
+        }
+    }
+
+    /// The body, if it spilled (`vec` then holds only what precedes the
+    /// body).
+    pub(crate) fn finish(self) -> io::Result<Option<BulkBody>> {
+        let Some(mut spill) = self.spill else {
+            return Ok(None);
+        };
+        spill.flush()?;
+        Ok(Some(BulkBody {
+            fd: spill.fd,
+            len: spill.written,
+        }))
+    }
+
+    fn start_spill(&mut self) -> io::Result<Spill> {
+        let mut spill = Spill {
+            fd: new_body()?,
+            written: 0,
+            staging: Vec::with_capacity(STAGING),
+        };
+        spill.write_direct(&self.vec[self.body_start..])?;
+        self.vec.truncate(self.body_start);
+        Ok(spill)
+    }
+}
+
+impl io::Write for SpillWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let after = self.body_len() + buf.len();
+        if self.limit.is_some_and(|limit| after > limit) {
+            self.over_limit = Some(after);
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("the body would reach {after} bytes, over the limit"),
+            ));
+        }
+        if self.spill.is_none() {
+            let body = self.vec.len() - self.body_start + buf.len();
+            if self.threshold.is_none_or(|threshold| body <= threshold) {
+                self.vec.extend_from_slice(buf);
+                return Ok(buf.len());
+            }
+            self.spill = Some(self.start_spill()?);
+        }
+        if let Some(spill) = &mut self.spill {
+            spill.write(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Spill {
+    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        if buf.len() >= STAGING {
+            self.flush()?;
+            return self.write_direct(buf);
+        }
+        if self.staging.len() + buf.len() > STAGING {
+            self.flush()?;
+        }
+        self.staging.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let staged = std::mem::take(&mut self.staging);
+        self.write_direct(&staged)?;
+        self.staging = staged;
+        self.staging.clear();
+        Ok(())
+    }
+
+    fn write_direct(&mut self, bytes: &[u8]) -> io::Result<()> {
+        write_at(&self.fd, bytes, self.written)?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn new_body() -> io::Result<OwnedFd> {
+    Ok(crate::sys::bulk::new_body()?)
+}
+
+#[cfg(target_os = "linux")]
+fn write_at(fd: &OwnedFd, bytes: &[u8], offset: u64) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    crate::sys::bulk::write_at(fd.as_fd(), bytes, offset)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn new_body() -> io::Result<OwnedFd> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "bulk regions need Linux memfds",
+    ))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn write_at(_fd: &OwnedFd, _bytes: &[u8], _offset: u64) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "bulk regions need Linux memfds",
+    ))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    fn read_all(body: BulkBody) -> Vec<u8> {
+        let (fd, len) = body.into_parts();
+        let mut out = vec![0u8; len as usize];
+        let n = rustix::io::pread(fd.as_fd(), &mut out, 0).unwrap();
+        assert_eq!(n as u64, len);
+        out
+    }
+
+    #[test]
+    fn small_bodies_stay_in_the_vec() {
+        let mut vec = vec![0u8; 4];
+        let mut writer = SpillWriter::new(&mut vec, 4, Some(10));
+        writer.write_all(b"0123456789").unwrap();
+        assert!(writer.finish().unwrap().is_none());
+        assert_eq!(&vec[4..], b"0123456789");
+    }
+
+    #[test]
+    fn large_bodies_spill_whole_and_in_order() {
+        let mut vec = vec![9u8; 4];
+        vec.extend_from_slice(b"meta");
+        let big = vec![5u8; 300_000];
+        let mut writer = SpillWriter::new(&mut vec, 4, Some(1000));
+        writer.write_all(b"ab").unwrap();
+        writer.write_all(&big).unwrap();
+        for byte in 0..100u8 {
+            writer.write_all(&[byte]).unwrap();
+        }
+        let body = writer.finish().unwrap().expect("spilled");
+        assert_eq!(vec, [9u8; 4], "the vec keeps what precedes the body");
+        let bytes = read_all(body);
+        assert_eq!(bytes.len(), 4 + 2 + 300_000 + 100);
+        assert_eq!(&bytes[..6], b"metaab");
+        assert!(bytes[6..300_006].iter().all(|&b| b == 5));
+        assert_eq!(bytes[300_006..], (0..100u8).collect::<Vec<_>>()[..]);
+    }
+
+    #[test]
+    fn no_threshold_never_spills() {
+        let mut vec = Vec::new();
+        let mut writer = SpillWriter::new(&mut vec, 0, None);
+        writer.write_all(&vec![1u8; 1 << 20]).unwrap();
+        assert!(writer.finish().unwrap().is_none());
+        assert_eq!(vec.len(), 1 << 20);
+    }
+}

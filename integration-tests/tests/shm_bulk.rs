@@ -1,0 +1,141 @@
+//! The shared-memory bulk path (mmap) across real processes: frame bodies
+//! over the bulk threshold travel as sealed memfds the receiver maps, both
+//! ways, byte-exact, including gRPC's odd sizes; limits are enforced
+//! before a body is copied; a connection stays usable after a refusal.
+#![cfg(target_os = "linux")]
+
+use std::time::Duration;
+
+use switchyard::transport::shm::{DEFAULT_BULK_THRESHOLD, bulk_transfers};
+use switchyard::{Channel, Code, Transport};
+use switchyard_integration_tests::{ServerProcess, TestingClient, within};
+
+/// The watchdog of every test.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A client to `server` by name with `builder`'s settings, checked to run
+/// over shared memory.
+async fn shm_client(server: &ServerProcess, builder: switchyard::ChannelBuilder) -> TestingClient {
+    let channel: Channel = builder
+        .runtime_dir(server.dir())
+        .connect("testing")
+        .await
+        .expect("connect by name");
+    let selection = channel.selection();
+    assert_eq!(
+        selection.transport,
+        Transport::Shm,
+        "this test is about shm, but the connection took another transport: {selection}"
+    );
+    TestingClient::new(channel)
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[tokio::test]
+async fn bodies_over_the_threshold_travel_as_mapped_regions_both_ways() {
+    within(LIMIT, async {
+        let server = ServerProcess::start(&[]);
+        let client = shm_client(&server, Channel::builder()).await;
+        // gRPC's large_unary sizes straddle nothing here: both are over the
+        // default threshold of 256 KiB; 100 KiB stays in the ring.
+        for (len, seed) in [(271_828, 1), (314_159, 2), (4 << 20, 3), (100 * 1024, 4)] {
+            let before = bulk_transfers();
+            let sent = pattern(len, seed);
+            let back = client.echo(sent.clone()).await.expect("echo");
+            assert!(back == sent, "a {len}-byte echo came back changed");
+            let after = bulk_transfers();
+            // Other tests run beside this one, so counters are only checked
+            // to grow where this test must have made them grow.
+            if len > DEFAULT_BULK_THRESHOLD {
+                assert!(
+                    after.sent > before.sent,
+                    "the {len}-byte request went as a region"
+                );
+                assert!(
+                    after.received > before.received,
+                    "the {len}-byte response came back as a region"
+                );
+                assert!(after.bytes_sent - before.bytes_sent >= len as u64);
+            }
+        }
+        // A result produced by the server (not an echo) over the threshold.
+        let before = bulk_transfers();
+        let got = client.payload(1 << 20).await.expect("payload");
+        assert_eq!(got.len(), 1 << 20);
+        assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+        assert!(bulk_transfers().received > before.received);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_smaller_threshold_sends_smaller_bodies_as_regions() {
+    within(LIMIT, async {
+        let server = ServerProcess::start(&[]);
+        let client = shm_client(&server, Channel::builder().bulk_threshold(8 * 1024)).await;
+        let before = bulk_transfers();
+        let sent = pattern(20_000, 9);
+        assert!(client.echo(sent.clone()).await.expect("echo") == sent);
+        assert!(
+            bulk_transfers().sent > before.sent,
+            "a 20 000-byte request over an 8 KiB threshold went as a region"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_oversized_bulk_request_is_refused_before_it_is_copied() {
+    within(LIMIT, async {
+        let limit = 2 << 20;
+        let server = ServerProcess::start(&["--max-frame", &limit.to_string()]);
+        let client = shm_client(&server, Channel::builder()).await;
+        let seen = client.requests_seen().await.unwrap();
+        let status = client
+            .echo(vec![7u8; 3 << 20])
+            .await
+            .expect_err("over the server's limit");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+        assert!(
+            status.message().contains(&limit.to_string())
+                && status.message().contains("nothing was sent"),
+            "{status}"
+        );
+        // The server never saw it, and the connection still works.
+        assert_eq!(client.requests_seen().await.unwrap(), seen);
+        let sent = pattern(1 << 20, 5);
+        assert!(
+            client
+                .echo(sent.clone())
+                .await
+                .expect("echo after the refusal")
+                == sent
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_oversized_bulk_response_is_refused_and_the_connection_goes_on() {
+    within(LIMIT, async {
+        let server = ServerProcess::start(&[]);
+        let client = shm_client(&server, Channel::builder().max_frame(1 << 20)).await;
+        let status = client
+            .payload(2 << 20)
+            .await
+            .expect_err("over the client's limit");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+        assert!(status.message().contains("client's limit"), "{status}");
+        let got = client
+            .payload(512 * 1024)
+            .await
+            .expect("a response under the limit");
+        assert_eq!(got.len(), 512 * 1024);
+    })
+    .await;
+}
