@@ -7,7 +7,9 @@
 //!
 //! The receiver's mapping can be lent out as `&[u8]` (and as zero-copy
 //! [`Bytes`](crate::Bytes)) because the seals make the memory immutable:
-//! that is the one `unsafe` block here.
+//! that is the one `unsafe` block here. (The sender writes with `pwrite`,
+//! never through a mapping: sealing against writes waits while pages a
+//! mapping used are still referenced, tens of milliseconds.)
 
 #![allow(unsafe_code)]
 
@@ -15,7 +17,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use memmap2::{Mmap, MmapOptions};
-use rustix::fs::{MemfdFlags, SealFlags};
+use rustix::fs::{FallocateFlags, MemfdFlags, SealFlags};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
@@ -95,6 +97,45 @@ pub fn create_region(parts: &[&[u8]]) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// A memfd with its pages allocated ahead (`fallocate`), not yet shared
+/// with anyone: writing a bulk body into it skips the page allocation,
+/// which costs about as much as the copy itself for fresh shared memory.
+#[derive(Debug)]
+pub struct PreparedRegion {
+    fd: OwnedFd,
+    capacity: usize,
+}
+
+impl PreparedRegion {
+    /// A fresh memfd of `capacity` bytes (at least 1), allocated.
+    pub fn new(capacity: usize) -> Result<Self, CreateError> {
+        let capacity = capacity.max(1);
+        let fd = new_body()?;
+        rustix::fs::fallocate(&fd, FallocateFlags::empty(), 0, capacity as u64).map_err(|e| {
+            CreateError::Resize {
+                len: capacity as u64,
+                source: e.into(),
+            }
+        })?;
+        Ok(Self { fd, capacity })
+    }
+
+    /// Bytes allocated.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The memfd, to write the body into.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The memfd.
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+}
+
 /// Sends region `seq` over the region socket. `Ok(false)`: the socket is
 /// full, try again shortly.
 pub fn send_region(socket: BorrowedFd<'_>, seq: u64, region: BorrowedFd<'_>) -> io::Result<bool> {
@@ -124,10 +165,56 @@ pub fn recv_region(socket: BorrowedFd<'_>) -> io::Result<Option<(u64, OwnedFd)>>
     }
 }
 
-/// A bulk region mapped read-only; derefs to its bytes.
+/// A bulk region mapped read-only; derefs to its bytes. A large mapping is
+/// unmapped on a background thread (unmapping, and freeing the pages when
+/// this was the last user, takes milliseconds for tens of MiB).
 #[derive(Debug)]
 pub struct Region {
     map: Option<Mmap>,
+}
+
+/// Mappings at least this large are unmapped off the caller's thread.
+const REAP_AT_LEAST: usize = 1 << 20;
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        if let Some(map) = self.map.take()
+            && map.len() >= REAP_AT_LEAST
+        {
+            reaper::unmap_later(map);
+        }
+    }
+}
+
+mod reaper {
+    //! One thread per process that drops large mappings handed to it.
+
+    use std::sync::Mutex;
+    use std::sync::mpsc::{Sender, channel};
+
+    use memmap2::Mmap;
+
+    static REAPER: Mutex<Option<Sender<Mmap>>> = Mutex::new(None);
+
+    /// Drops `map` on the reaper thread (here, if it cannot be started).
+    pub(super) fn unmap_later(map: Mmap) {
+        let Ok(mut slot) = REAPER.lock() else { return };
+        if slot.is_none() {
+            let (sender, receiver) = channel::<Mmap>();
+            let started = std::thread::Builder::new()
+                .name("switchyard-unmap".into())
+                .spawn(move || receiver.into_iter().for_each(drop));
+            if started.is_err() {
+                return;
+            }
+            *slot = Some(sender);
+        }
+        if let Some(sender) = slot.as_ref()
+            && let Err(returned) = sender.send(map)
+        {
+            drop(returned);
+        }
+    }
 }
 
 impl Region {

@@ -3,9 +3,14 @@
 //! ([`SpillWriter`]): the bytes are copied once, from the caller's value
 //! into the region the receiver maps. Only links that pass such regions
 //! (shared memory) enable the spill; elsewhere the writer is a plain `Vec`.
+//!
+//! Allocating the pages of a fresh memfd costs about as much as copying
+//! into them, so a background thread keeps one region ready (its pages
+//! allocated), sized like the largest body that spilled lately; the spare
+//! is dropped after a few idle seconds.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// A frame body written into a memfd of its own, not yet sealed: the link
 /// seals it and passes it to the peer.
@@ -50,9 +55,18 @@ pub(crate) struct SpillWriter<'a> {
 }
 
 struct Spill {
-    fd: OwnedFd,
+    target: Target,
     written: u64,
     staging: Vec<u8>,
+}
+
+/// Where a spilled body goes.
+enum Target {
+    /// A prepared region: its pages are allocated already.
+    #[cfg(target_os = "linux")]
+    Mapped(crate::sys::bulk::PreparedRegion),
+    /// A plain memfd: `pwrite`.
+    File(OwnedFd),
 }
 
 impl<'a> SpillWriter<'a> {
@@ -97,15 +111,26 @@ impl<'a> SpillWriter<'a> {
             return Ok(None);
         };
         spill.flush()?;
+        let fd = match spill.target {
+            #[cfg(target_os = "linux")]
+            Target::Mapped(region) => region.into_fd(),
+            Target::File(fd) => fd,
+        };
+        pool::expect(spill.written as usize);
         Ok(Some(BulkBody {
-            fd: spill.fd,
+            fd,
             len: spill.written,
         }))
     }
 
-    fn start_spill(&mut self) -> io::Result<Spill> {
+    fn start_spill(&mut self, next: usize) -> io::Result<Spill> {
+        let so_far = self.vec.len() - self.body_start;
+        let target = match pool::take(so_far + next) {
+            Some(region) => region,
+            None => Target::File(new_body()?),
+        };
         let mut spill = Spill {
-            fd: new_body()?,
+            target,
             written: 0,
             staging: Vec::with_capacity(STAGING),
         };
@@ -131,7 +156,7 @@ impl io::Write for SpillWriter<'_> {
                 self.vec.extend_from_slice(buf);
                 return Ok(buf.len());
             }
-            self.spill = Some(self.start_spill()?);
+            self.spill = Some(self.start_spill(buf.len())?);
         }
         if let Some(spill) = &mut self.spill {
             spill.write(buf)?;
@@ -166,7 +191,15 @@ impl Spill {
     }
 
     fn write_direct(&mut self, bytes: &[u8]) -> io::Result<()> {
-        write_at(&self.fd, bytes, self.written)?;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let fd = match &self.target {
+            #[cfg(target_os = "linux")]
+            Target::Mapped(region) => region.fd(),
+            Target::File(fd) => fd.as_fd(),
+        };
+        write_at(fd, bytes, self.written)?;
         self.written += bytes.len() as u64;
         Ok(())
     }
@@ -178,9 +211,8 @@ fn new_body() -> io::Result<OwnedFd> {
 }
 
 #[cfg(target_os = "linux")]
-fn write_at(fd: &OwnedFd, bytes: &[u8], offset: u64) -> io::Result<()> {
-    use std::os::fd::AsFd;
-    crate::sys::bulk::write_at(fd.as_fd(), bytes, offset)
+fn write_at(fd: BorrowedFd<'_>, bytes: &[u8], offset: u64) -> io::Result<()> {
+    crate::sys::bulk::write_at(fd, bytes, offset)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -192,11 +224,138 @@ fn new_body() -> io::Result<OwnedFd> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn write_at(_fd: &OwnedFd, _bytes: &[u8], _offset: u64) -> io::Result<()> {
+fn write_at(_fd: BorrowedFd<'_>, _bytes: &[u8], _offset: u64) -> io::Result<()> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "bulk regions need Linux memfds",
     ))
+}
+
+/// The spare region kept ready by a background thread.
+#[cfg(target_os = "linux")]
+mod pool {
+    use std::sync::{Condvar, Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+
+    use super::Target;
+    use crate::sys::bulk::PreparedRegion;
+
+    /// A spare unused this long is dropped (its memory given back).
+    const IDLE: Duration = Duration::from_secs(3);
+    /// Spares are sized in steps of this.
+    const STEP: usize = 1 << 20;
+    /// Smaller bodies are not worth a spare: allocating their pages costs
+    /// little, and a spare's pages (fresh from another thread) can make
+    /// the seal wait for them.
+    const MIN_SPARE: usize = 4 << 20;
+    /// No spare larger than this is kept ready.
+    const MAX_SPARE: usize = 256 << 20;
+
+    #[derive(Default)]
+    struct State {
+        spare: Option<PreparedRegion>,
+        /// The capacity the next spare should have (0: none wanted).
+        wanted: usize,
+        last_used: Option<Instant>,
+        started: bool,
+    }
+
+    struct Pool {
+        state: Mutex<State>,
+        changed: Condvar,
+    }
+
+    fn pool() -> &'static Pool {
+        static POOL: OnceLock<Pool> = OnceLock::new();
+        POOL.get_or_init(|| Pool {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        })
+    }
+
+    /// The spare, if it holds at least `len` bytes.
+    pub(super) fn take(len: usize) -> Option<Target> {
+        if len < MIN_SPARE {
+            return None;
+        }
+        let mut state = pool().state.lock().ok()?;
+        state.last_used = Some(Instant::now());
+        if state.spare.as_ref()?.capacity() < len {
+            return None;
+        }
+        let spare = state.spare.take()?;
+        pool().changed.notify_one();
+        Some(Target::Mapped(spare))
+    }
+
+    /// A body of `len` bytes spilled: keep a spare that size ready.
+    pub(super) fn expect(len: usize) {
+        let wanted = len.div_ceil(STEP).saturating_mul(STEP);
+        if !(MIN_SPARE..=MAX_SPARE).contains(&wanted) {
+            return;
+        }
+        let Ok(mut state) = pool().state.lock() else {
+            return;
+        };
+        state.wanted = state.wanted.max(wanted);
+        state.last_used = Some(Instant::now());
+        if !state.started {
+            let started = std::thread::Builder::new()
+                .name("switchyard-bulk".into())
+                .spawn(prepare_loop);
+            state.started = started.is_ok();
+        }
+        pool().changed.notify_one();
+    }
+
+    /// Prepares a spare whenever one is wanted and missing; drops it after
+    /// [`IDLE`] without use.
+    fn prepare_loop() {
+        let pool = pool();
+        let Ok(mut state) = pool.state.lock() else {
+            return;
+        };
+        loop {
+            let idle = state.last_used.is_some_and(|t| t.elapsed() >= IDLE);
+            if idle {
+                state.spare = None;
+                state.wanted = 0;
+                state.last_used = None;
+            }
+            let missing = state
+                .spare
+                .as_ref()
+                .is_none_or(|s| s.capacity() < state.wanted);
+            if missing && state.wanted > 0 {
+                let wanted = state.wanted;
+                drop(state);
+                let prepared = PreparedRegion::new(wanted).ok();
+                let Ok(relocked) = pool.state.lock() else {
+                    return;
+                };
+                state = relocked;
+                if prepared.is_some() {
+                    state.spare = prepared;
+                }
+                continue;
+            }
+            state = match pool.changed.wait_timeout(state, IDLE) {
+                Ok((state, _)) => state,
+                Err(_) => return,
+            };
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod pool {
+    use super::Target;
+
+    pub(super) fn take(_len: usize) -> Option<Target> {
+        None
+    }
+
+    pub(super) fn expect(_len: usize) {}
 }
 
 #[cfg(all(test, target_os = "linux"))]

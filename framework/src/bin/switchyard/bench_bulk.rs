@@ -1,9 +1,13 @@
 //! Shared memory's bulk path (`mmap`): `echo` round trips of 1 MiB and
 //! 64 MiB [`Bytes`](switchyard::Bytes) over a shm connection, whose bodies
 //! travel as sealed memfds mapped by the receiver rather than through the
-//! ring, beside a raw `memcpy` of the same size in this process.
+//! ring, beside a raw `memcpy` of the same size in this process and the raw
+//! cost of one such hand-off done by hand (a fresh memfd written with
+//! `pwrite`, sealed, mapped read-only with its pages populated, unmapped):
+//! the floor of this design, which an echo (two hand-offs) cannot beat.
 //! GB/s of an echo counts both directions (2 × size × round trips /
-//! elapsed), as the pipe bulk table does; a memcpy moves the size once.
+//! elapsed), as the pipe bulk table does; a memcpy or a hand-off moves the
+//! size once.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -32,6 +36,8 @@ pub(crate) struct BulkRow {
     pub(crate) echo_p50_us: f64,
     /// In-process memcpy of the same size, 10^9 bytes per second.
     pub(crate) memcpy_gb_per_s: f64,
+    /// One raw sealed-memfd hand-off of the same size, in process.
+    pub(crate) handoff_gb_per_s: f64,
     /// Bulk regions sent per round trip (1: the request went as one).
     pub(crate) regions_per_call: f64,
 }
@@ -113,6 +119,7 @@ async fn echo(client: &BenchClient, size: usize, round_trips: u64) -> Result<Bul
         echo_gb_per_s: 2.0 * size as f64 * round_trips as f64 / elapsed.as_secs_f64() / 1e9,
         echo_p50_us: micros(&hist, 0.5),
         memcpy_gb_per_s: memcpy_gb_per_s(size),
+        handoff_gb_per_s: handoff_gb_per_s(size)?,
         regions_per_call: regions as f64 / round_trips as f64,
     })
 }
@@ -132,6 +139,23 @@ fn memcpy_gb_per_s(size: usize) -> f64 {
     size as f64 * copies as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
+/// Hands `size` bytes over through a fresh sealed memfd, as the bulk path
+/// does (write, seal, map read-only and populated, unmap), for about 200 ms.
+fn handoff_gb_per_s(size: usize) -> Result<f64, String> {
+    use switchyard::sys::bulk::{Region, create_region};
+    let data = vec![7u8; size];
+    let start = Instant::now();
+    let mut handoffs = 0u64;
+    while start.elapsed() < Duration::from_millis(200) || handoffs < 3 {
+        let fd = create_region(&[&data]).map_err(|e| format!("raw hand-off: {e}"))?;
+        let region = Region::map(&fd, size).map_err(|e| format!("raw hand-off: {e}"))?;
+        std::hint::black_box(region.as_ref().last());
+        drop((region, fd));
+        handoffs += 1;
+    }
+    Ok(size as f64 * handoffs as f64 / start.elapsed().as_secs_f64() / 1e9)
+}
+
 fn size_name(size: usize) -> String {
     format!("{} MiB", size >> 20)
 }
@@ -139,18 +163,27 @@ fn size_name(size: usize) -> String {
 /// The rows as a text table.
 pub(crate) fn text(rows: &[BulkRow]) -> String {
     let mut out = format!(
-        "{:<8} {:>10} {:>12} {:>12} {:>12} {:>14}\n",
-        "size", "echo GB/s", "p50 µs", "memcpy GB/s", "vs memcpy", "regions/call"
+        "{:<8} {:>10} {:>10} {:>12} {:>10} {:>13} {:>12} {:>13}\n",
+        "size",
+        "echo GB/s",
+        "p50 µs",
+        "memcpy GB/s",
+        "vs memcpy",
+        "handoff GB/s",
+        "vs handoff",
+        "regions/call"
     );
     for row in rows {
         let _ = writeln!(
             out,
-            "{:<8} {:>10.2} {:>12.0} {:>12.2} {:>11.2}x {:>14.1}",
+            "{:<8} {:>10.2} {:>10.0} {:>12.2} {:>9.2}x {:>13.2} {:>11.2}x {:>13.1}",
             size_name(row.size),
             row.echo_gb_per_s,
             row.echo_p50_us,
             row.memcpy_gb_per_s,
             row.echo_gb_per_s / row.memcpy_gb_per_s,
+            row.handoff_gb_per_s,
+            row.echo_gb_per_s / row.handoff_gb_per_s,
             row.regions_per_call
         );
     }
@@ -159,17 +192,19 @@ pub(crate) fn text(rows: &[BulkRow]) -> String {
 
 /// The rows as a markdown table.
 pub(crate) fn markdown(rows: &[BulkRow]) -> String {
-    let mut out = "| size | round trips | echo GB/s | p50 µs/round trip | memcpy GB/s | echo vs memcpy | bulk regions sent per call |\n|---|---|---|---|---|---|---|\n".to_owned();
+    let mut out = "| size | round trips | echo GB/s | p50 µs/round trip | memcpy GB/s | echo vs memcpy | raw hand-off GB/s | echo vs hand-off | bulk regions sent per call |\n|---|---|---|---|---|---|---|---|---|\n".to_owned();
     for row in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {:.2} | {:.0} | {:.2} | {:.2}x | {:.1} |",
+            "| {} | {} | {:.2} | {:.0} | {:.2} | {:.2}x | {:.2} | {:.2}x | {:.1} |",
             size_name(row.size),
             row.round_trips,
             row.echo_gb_per_s,
             row.echo_p50_us,
             row.memcpy_gb_per_s,
             row.echo_gb_per_s / row.memcpy_gb_per_s,
+            row.handoff_gb_per_s,
+            row.echo_gb_per_s / row.handoff_gb_per_s,
             row.regions_per_call
         );
     }
