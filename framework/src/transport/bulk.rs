@@ -1,6 +1,6 @@
 //! Bulk bodies: a frame body too large for the shared-memory ring is
 //! written, as it is encoded, straight into a memfd of its own
-//! ([`SpillWriter`]): the bytes are copied once, from the caller's value
+//! (`SpillWriter`): the bytes are copied once, from the caller's value
 //! into the region the receiver maps. Only links that pass such regions
 //! (shared memory) enable the spill; elsewhere the writer is a plain `Vec`.
 //!
