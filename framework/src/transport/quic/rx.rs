@@ -132,14 +132,14 @@ impl QuicRx {
             while let Poll::Ready(Some(opened)) = self.opened.poll_recv(cx) {
                 self.read(opened.recv, Role::Ours(opened.call_id));
             }
-            if let Some(accept) = &mut self.accept_uni {
-                if let Poll::Ready(accepted) = accept.as_mut().poll(cx) {
-                    self.accept_uni = None;
-                    progress = true;
-                    match accepted {
-                        Ok(recv) => self.read(recv, Role::Control),
-                        Err(err) => self.connection_ended(&err),
-                    }
+            if let Some(accept) = &mut self.accept_uni
+                && let Poll::Ready(accepted) = accept.as_mut().poll(cx)
+            {
+                self.accept_uni = None;
+                progress = true;
+                match accepted {
+                    Ok(recv) => self.read(recv, Role::Control),
+                    Err(err) => self.connection_ended(&err),
                 }
             }
             if let Some(accept) = &mut self.accept_bi {
@@ -295,11 +295,13 @@ impl Reader {
             };
             match &mut self.role {
                 Role::Theirs(send) => {
-                    if let Some(send) = send.take() {
-                        if header.kind == Kind::Request {
-                            self.calls.expect_response(header.call_id, send);
-                        }
-                        // Else dropping it finishes it: nothing goes back.
+                    // The first frame decides; unless it is a Request,
+                    // the sending side is dropped, which finishes it:
+                    // nothing goes back on this stream.
+                    if let Some(send) = send.take()
+                        && header.kind == Kind::Request
+                    {
+                        self.calls.expect_response(header.call_id, send);
                     }
                     if header.kind == Kind::Cancel {
                         self.calls.cancelled(header.call_id);
