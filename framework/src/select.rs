@@ -79,6 +79,14 @@ impl Target {
             }
             return Ok(Self::Tcp(host_port.trim_end_matches('/').to_owned()));
         }
+        if target.starts_with("quic://") {
+            return Err(Status::invalid_argument(format!(
+                "cannot connect to {target}: quic:// addresses are not implemented in \
+                 Channel::connect in this version (a QUIC connection needs the server's \
+                 certificate fingerprint); open the link with transport::quic::connect and pass \
+                 it to ChannelBuilder::connect_link"
+            )));
+        }
         if let Some((scheme, _)) = target.split_once("://") {
             let known = Transport::from_name(scheme).filter(|t| !t.is_available());
             let hint = match known {
@@ -160,7 +168,11 @@ fn unusable_here() -> [(Transport, String); 5] {
             Transport::MessageQueue,
             "carries only one-way calls (see Channel::oneway_selection)",
         ),
-        (Transport::Quic, "not implemented in this version"),
+        (
+            Transport::Quic,
+            "not implemented for connections by name in this version (servers publish no \
+             quic endpoint yet)",
+        ),
     ]
     .map(|(t, why)| (t, why.to_owned()))
 }
@@ -261,6 +273,15 @@ fn plan_for_entry(name: &str, entry: &Entry, forced: Option<Forced>) -> Result<P
                 return Err(Status::failed_precondition(format!(
                     "{}=mmap cannot work for a connection: mapped regions carry large bodies \
                      inside a shm connection; demand shm instead",
+                    f.source
+                )));
+            }
+            Transport::Quic => {
+                return Err(Status::failed_precondition(format!(
+                    "{}=quic cannot work: connecting to a service by name over quic is not \
+                     implemented in this version (servers publish no quic endpoint yet); use \
+                     unix or tcp, or open a link with transport::quic::connect and pass it to \
+                     ChannelBuilder::connect_link",
                     f.source
                 )));
             }
@@ -429,6 +450,7 @@ mod tests {
         );
         let quic = Target::parse("quic://h:1").unwrap_err();
         assert!(quic.message().contains("not implemented"), "{quic}");
+        assert!(quic.message().contains("quic::connect"), "{quic}");
         assert!(Target::parse("ftp://x").is_err());
     }
 

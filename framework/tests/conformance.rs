@@ -16,6 +16,20 @@
 //! 2. Add one line `name => Struct,` to the `conformance!` invocation at the
 //!    bottom of this file.
 //!
+//! # Order across calls
+//!
+//! A byte-stream transport delivers frames in the order they were sent. A
+//! transport that gives each call a stream of its own (QUIC) keeps that
+//! order only among the frames of one call: a small frame overtakes a large
+//! one of another call sent before it, which is the point. Such a harness
+//! sets [`Harness::ORDERED`] to `false`, and the cases that send frames of
+//! several calls at once (`frames_round_trip`, `many_frames_in_one_send`,
+//! `large_frames_both_ways`, `both_directions_at_once_do_not_deadlock`,
+//! `oversized_frames_are_skipped`, `clean_close_between_frames`,
+//! `recv_is_cancel_safe`) then compare what arrived with what was sent
+//! after a stable sort of both by call id: every frame must still arrive,
+//! exactly once and intact, and the frames of one call in their order.
+//!
 //! Every test body runs under a [`TIME_LIMIT`] timeout, so a hang is a failure.
 
 use std::io;
@@ -51,6 +65,10 @@ trait Harness: 'static {
     const SCHEME: &'static str;
     /// Whether the peer's pid and uid are known (and must be ours).
     const CREDENTIALS: bool;
+    /// Whether frames of different calls arrive in the order they were
+    /// sent (see "Order across calls" above); `false` checks the order
+    /// within each call only.
+    const ORDERED: bool = true;
     /// Starts listening; `dir` is a fresh directory for socket files.
     async fn listen(dir: &Path) -> (Self::L, Self::Dial);
     /// Opens a link to the listener.
@@ -181,6 +199,29 @@ impl Listener for ShmListener {
     }
     fn local_url(&self) -> String {
         self.unix.local_url().replacen("unix://", "shm://", 1)
+    }
+}
+
+#[cfg(feature = "quic")]
+struct Quic;
+#[cfg(feature = "quic")]
+impl Harness for Quic {
+    type L = transport::quic::QuicListener;
+    type Dial = (String, transport::quic::Fingerprint);
+    const TRANSPORT: Transport = Transport::Quic;
+    const SCHEME: &'static str = "quic://";
+    const CREDENTIALS: bool = false;
+    // One stream per call.
+    const ORDERED: bool = false;
+    async fn listen(_: &Path) -> (Self::L, Self::Dial) {
+        let listener = transport::quic::QuicListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind quic");
+        let dial = (listener.local_addr().to_string(), listener.fingerprint());
+        (listener, dial)
+    }
+    async fn connect(dial: &Self::Dial) -> io::Result<LinkOf<Self>> {
+        Ok(transport::quic::connect(&dial.0, &dial.1).await?)
     }
 }
 
@@ -340,6 +381,32 @@ fn assert_frames(got: &[Decoded], want: &[Frame]) {
     assert_eq!(got.len(), want.len(), "number of frames received");
 }
 
+/// `frames` in the order the suite compares them for transport `H`: as
+/// they are, or sorted by call id (stably) where calls overtake each other.
+fn call_order<H: Harness, T: Clone>(frames: &[T], call_id: impl Fn(&T) -> u64) -> Vec<T> {
+    let mut frames = frames.to_vec();
+    if !H::ORDERED {
+        frames.sort_by_key(call_id);
+    }
+    frames
+}
+
+/// The call id of what arrived.
+fn decoded_call(decoded: &Decoded) -> u64 {
+    match decoded {
+        Decoded::Frame(frame) => frame.header.call_id,
+        Decoded::Oversized(header) => header.call_id,
+    }
+}
+
+/// Asserts `got` is `want`, in the order [`call_order`] gives both.
+fn assert_calls<H: Harness>(got: &[Decoded], want: &[Frame]) {
+    assert_frames(
+        &call_order::<H, _>(got, decoded_call),
+        &call_order::<H, _>(want, |f| f.header.call_id),
+    );
+}
+
 /// Sends `c2s` from client to server and `s2c` back at the same time, each
 /// chunk in one `send`, and checks both sides receive exactly those frames.
 async fn exchange<H: Harness>(c2s: &[Frame], s2c: &[Frame], chunk: usize) {
@@ -350,8 +417,8 @@ async fn exchange<H: Harness>(c2s: &[Frame], s2c: &[Frame], chunk: usize) {
     let chunks = |frames: &[Frame]| frames.chunks(chunk).map(encode).collect();
     let sending = (spawn_send(ctx, chunks(c2s)), spawn_send(stx, chunks(s2c)));
     let (at_client, at_server) = tokio::join!(recv_all(&mut crx), recv_all(&mut srx));
-    assert_frames(&at_server, c2s);
-    assert_frames(&at_client, s2c);
+    assert_calls::<H>(&at_server, c2s);
+    assert_calls::<H>(&at_client, s2c);
     let _halves = (sending.0.await.unwrap(), sending.1.await.unwrap());
 }
 
@@ -428,7 +495,7 @@ async fn oversized_frames_are_skipped<H: Harness>() {
         frame(Kind::Request, 5, 24, 1000), // exactly at the limit
     ];
     let sending = spawn_send(ctx, vec![encode(&frames)]);
-    let got = recv_all(&mut srx).await;
+    let got = call_order::<H, _>(&recv_all(&mut srx).await, decoded_call);
     assert_eq!(got.len(), 5, "{got:?}");
     assert_eq!(got[0], Decoded::Oversized(frames[0].header));
     assert_frames(&got[1..2], &frames[1..2]);
@@ -462,7 +529,7 @@ async fn clean_close_between_frames<H: Harness>() {
     for close in [true, false] {
         let (got, end) = setup.send_and_hang_up(&encode(&frames), close, LIMIT).await;
         assert!(matches!(end, Ok(false)), "close: {close}: {end:?}");
-        assert_frames(&got, &frames);
+        assert_calls::<H>(&got, &frames);
     }
 }
 
@@ -574,7 +641,7 @@ async fn recv_is_cancel_safe<H: Harness>() {
         }
     }
     assert!(cancelled > 0, "no recv was cancelled: proves nothing");
-    assert_frames(&out, &frames);
+    assert_calls::<H>(&out, &frames);
     let _tx = sending.await.unwrap();
 }
 
@@ -625,4 +692,9 @@ conformance! {
 #[cfg(target_os = "linux")]
 conformance! {
     shm => Shm,
+}
+
+#[cfg(feature = "quic")]
+conformance! {
+    quic => Quic,
 }

@@ -22,6 +22,8 @@ pub mod memory;
 #[cfg(target_os = "linux")]
 pub mod mqueue;
 pub mod pipe;
+#[cfg(feature = "quic")]
+pub mod quic;
 #[cfg(target_os = "linux")]
 pub mod shm;
 pub mod stream;
@@ -92,7 +94,7 @@ impl Transport {
         match self {
             Self::Unix | Self::Tcp | Self::Memory | Self::Pipe => true,
             Self::Shm | Self::Mmap | Self::MessageQueue => cfg!(target_os = "linux"),
-            Self::Quic => false,
+            Self::Quic => cfg!(feature = "quic"),
         }
     }
 }

@@ -1,0 +1,454 @@
+//! QUIC (quinn, rustls with the ring provider): across machines, always
+//! encrypted, with one stream per call so that calls do not wait for each
+//! other.
+//!
+//! # Streams
+//!
+//! Upward the link is like every other: whole frames in, whole frames out.
+//! Underneath, the sending half splits what it is given at frame boundaries
+//! and puts each frame on a stream of its own call:
+//!
+//! | frame | stream |
+//! |-------|--------|
+//! | Request | a new bidirectional stream, opened by the caller; it stays open for the call's Cancel |
+//! | OneWay | a new bidirectional stream, finished after the frame |
+//! | Cancel | the stream of its Request, which is then finished |
+//! | Response | the stream its Request came on, which is then finished |
+//! | Hello, Ping, Pong, GoAway | the sender's control stream |
+//!
+//! Each side has one control stream, a unidirectional stream it opens with
+//! its first connection-level frame; a Cancel or Response whose call has no
+//! open stream any more goes there too. Both sides may start calls. A side
+//! sends its calls only after the peer's hello has arrived, and the peer
+//! sends its hello before anything else, so each side still receives the
+//! hello first.
+//!
+//! The receiving half reads every stream, each through its own
+//! [`FrameDecoder`](crate::protocol::frame::FrameDecoder) with the frame
+//! limit, and hands over frames as they complete. Frames of one call
+//! arrive in the order they were sent; frames of different calls need not:
+//! a small response overtakes a large one sent before it, and a lost packet
+//! holds up only the streams whose data it carried. Streams are flow
+//! controlled one by one ([`QuicConfig::stream_window`]), and a peer may
+//! have at most [`QuicConfig::max_streams`] calls' streams open at once;
+//! opening one more waits until a call ends.
+//!
+//! # Ends
+//!
+//! Closing the sending half finishes every stream it writes, waits until
+//! the peer has acknowledged the streams it opened, then finishes the
+//! control stream: so the receiver, when its peer's control stream ends,
+//! knows every stream there will be and ends cleanly (`Ok(false)`) once
+//! they have all ended. Dropping the half does the same in the background.
+//! The connection itself closes when both halves are gone. A stream that
+//! ends inside a frame is reported as
+//! [`TruncatedFrame`](crate::transport::LinkError::TruncatedFrame) once the
+//! others have ended; bytes that are not frames, at once.
+//!
+//! # TLS
+//!
+//! TLS 1.3 with the ALPN protocol `switchyard/1`. A listener presents an
+//! [`Identity`]: a self-signed certificate made when it starts
+//! ([`QuicListener::bind`]) or one loaded from PEM files
+//! ([`Identity::from_pem_files`]). Clients trust the server by pinning the
+//! SHA-256 [`Fingerprint`] of its certificate
+//! ([`QuicListener::fingerprint`]); a mismatch fails [`connect`] with
+//! [`ConnectError::FingerprintMismatch`], naming both fingerprints.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use quinn::{Connection, ConnectionError, Endpoint, VarInt};
+use tokio::sync::mpsc;
+
+use super::{Link, Listener, PeerInfo, Transport};
+
+mod calls;
+mod config;
+mod rx;
+mod tls;
+mod tx;
+
+pub use config::{ConfigError, QuicConfig};
+pub use rx::QuicRx;
+pub use tls::{ALPN, Fingerprint, FingerprintParseError, Identity, IdentityError};
+pub use tx::QuicTx;
+
+/// The `quic://` URL of an address.
+pub fn url(addr: SocketAddr) -> String {
+    format!("quic://{addr}")
+}
+
+/// Why a [`QuicListener`] could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// The address did not resolve.
+    #[error("cannot listen on {addr}: {source}")]
+    Resolve {
+        /// The address asked for.
+        addr: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The UDP socket could not be bound.
+    #[error("cannot bind a UDP socket on {addr}: {source}")]
+    Socket {
+        /// The address.
+        addr: SocketAddr,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// The settings are unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The certificate or key is unusable.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+}
+
+impl From<BindError> for io::Error {
+    fn from(err: BindError) -> Self {
+        let kind = match &err {
+            BindError::Resolve { source, .. } | BindError::Socket { source, .. } => source.kind(),
+            BindError::Config(_) | BindError::Identity(_) => io::ErrorKind::InvalidInput,
+        };
+        Self::new(kind, err)
+    }
+}
+
+/// A QUIC endpoint accepting connections.
+pub struct QuicListener {
+    endpoint: Endpoint,
+    addr: SocketAddr,
+    /// How long a closed link's streams may take to drain.
+    linger: Duration,
+    fingerprint: Fingerprint,
+    /// Handshakes under way, so that a slow client holds up no other.
+    handshakes: FuturesUnordered<BoxFuture<'static, io::Result<Connection>>>,
+}
+
+impl std::fmt::Debug for QuicListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicListener")
+            .field("addr", &self.addr)
+            .field("fingerprint", &self.fingerprint)
+            .field("handshakes", &self.handshakes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuicListener {
+    /// Binds `addr` (`host:port`; port 0 picks a free port) with a fresh
+    /// self-signed certificate and the default settings. Clients need
+    /// [`fingerprint`](Self::fingerprint) to connect.
+    pub async fn bind(addr: &str) -> Result<Self, BindError> {
+        let identity = Identity::self_signed(&["localhost"])?;
+        Self::bind_with(addr, &identity, &QuicConfig::default()).await
+    }
+
+    /// Binds `addr` presenting `identity`, with `config`.
+    pub async fn bind_with(
+        addr: &str,
+        identity: &Identity,
+        config: &QuicConfig,
+    ) -> Result<Self, BindError> {
+        let resolve = |source| BindError::Resolve {
+            addr: addr.to_owned(),
+            source,
+        };
+        let wanted = tokio::net::lookup_host(addr)
+            .await
+            .map_err(resolve)?
+            .next()
+            .ok_or_else(|| {
+                resolve(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the name resolved to no address",
+                ))
+            })?;
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
+            .map_err(|err| {
+            IdentityError::Rejected(rustls::Error::General(format!(
+                "no TLS 1.3 cipher suite QUIC can use: {err}"
+            )))
+        })?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(Arc::new(config.transport()?));
+        let socket = |source| BindError::Socket {
+            addr: wanted,
+            source,
+        };
+        let endpoint = Endpoint::server(server, wanted).map_err(socket)?;
+        let addr = endpoint.local_addr().map_err(socket)?;
+        tracing::debug!(%addr, fingerprint = %identity.fingerprint(), "QUIC listener bound");
+        Ok(Self {
+            endpoint,
+            addr,
+            linger: config.idle_timeout,
+            fingerprint: identity.fingerprint(),
+            handshakes: FuturesUnordered::new(),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The SHA-256 fingerprint of the certificate this listener presents:
+    /// what clients pin (hex when printed).
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+}
+
+impl Listener for QuicListener {
+    type Link = QuicLink;
+
+    async fn accept(&mut self) -> io::Result<QuicLink> {
+        loop {
+            tokio::select! {
+                incoming = self.endpoint.accept() => {
+                    let Some(incoming) = incoming else {
+                        return Err(io::Error::new(
+                            io::ErrorKind::NotConnected,
+                            "the QUIC endpoint was closed",
+                        ));
+                    };
+                    let from = incoming.remote_address();
+                    self.handshakes.push(Box::pin(async move {
+                        incoming.await.map_err(|err| {
+                            io::Error::new(
+                                io::ErrorKind::ConnectionAborted,
+                                format!("QUIC handshake with {from} failed: {err}"),
+                            )
+                        })
+                    }));
+                }
+                Some(handshake) = self.handshakes.next(), if !self.handshakes.is_empty() => {
+                    return handshake.map(|conn| QuicLink::new(conn, None, self.linger));
+                }
+            }
+        }
+    }
+
+    fn local_url(&self) -> String {
+        url(self.addr)
+    }
+}
+
+/// Why [`connect`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The target is not `host:port` or did not resolve.
+    #[error("cannot resolve {target}: {source}; give host:port, e.g. 10.0.0.5:7000")]
+    Resolve {
+        /// The target as given.
+        target: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// No local UDP socket could be opened.
+    #[error("cannot open a UDP socket for QUIC: {0}")]
+    Socket(io::Error),
+    /// The settings are unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The server presented a certificate other than the pinned one.
+    #[error(
+        "the server at {addr} presented a certificate whose SHA-256 fingerprint did not match \
+         the pin: expected {expected}, seen {seen}; pin the server's current fingerprint (a \
+         server with a self-signed certificate gets a new one each time it starts) or check \
+         that this address is the server you mean"
+    )]
+    FingerprintMismatch {
+        /// The server's address.
+        addr: SocketAddr,
+        /// The pinned fingerprint.
+        expected: Fingerprint,
+        /// What the server presented.
+        seen: Fingerprint,
+    },
+    /// The connection could not be started or the handshake failed.
+    #[error("the QUIC handshake with {addr} failed: {reason}")]
+    Handshake {
+        /// The server's address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl From<ConnectError> for io::Error {
+    fn from(err: ConnectError) -> Self {
+        let kind = match &err {
+            ConnectError::Resolve { source, .. } | ConnectError::Socket(source) => source.kind(),
+            ConnectError::Config(_) => io::ErrorKind::InvalidInput,
+            ConnectError::FingerprintMismatch { .. } => io::ErrorKind::PermissionDenied,
+            ConnectError::Handshake { .. } => io::ErrorKind::ConnectionRefused,
+        };
+        Self::new(kind, err)
+    }
+}
+
+/// Connects to `host_port` (names are resolved; each address is tried in
+/// turn) with the default settings, trusting only the server whose
+/// certificate has the fingerprint `pin`.
+pub async fn connect(host_port: &str, pin: &Fingerprint) -> Result<QuicLink, ConnectError> {
+    connect_with(host_port, pin, &QuicConfig::default()).await
+}
+
+/// Connects as [`connect`] does, with `config`.
+pub async fn connect_with(
+    host_port: &str,
+    pin: &Fingerprint,
+    config: &QuicConfig,
+) -> Result<QuicLink, ConnectError> {
+    let resolve = |source| ConnectError::Resolve {
+        target: host_port.to_owned(),
+        source,
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(host_port)
+        .await
+        .map_err(resolve)?
+        .collect();
+    let transport = Arc::new(config.transport()?);
+    // The name the server is asked for; the pin, not the name, decides.
+    let host = host_port
+        .rsplit_once(':')
+        .map_or(host_port, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let server_name = if host.parse::<IpAddr>().is_ok() || host.is_empty() {
+        "switchyard"
+    } else {
+        host
+    };
+    let mut last = resolve(io::Error::new(
+        io::ErrorKind::NotFound,
+        "the name resolved to no address",
+    ));
+    for addr in addrs {
+        match connect_addr(addr, server_name, *pin, &transport, config.idle_timeout).await {
+            Ok(link) => return Ok(link),
+            Err(err @ ConnectError::FingerprintMismatch { .. }) => return Err(err),
+            Err(err) => last = err,
+        }
+    }
+    Err(last)
+}
+
+async fn connect_addr(
+    addr: SocketAddr,
+    server_name: &str,
+    pin: Fingerprint,
+    transport: &Arc<quinn::TransportConfig>,
+    linger: Duration,
+) -> Result<QuicLink, ConnectError> {
+    let handshake = |reason: String| ConnectError::Handshake { addr, reason };
+    let (crypto, verifier) = tls::client_config(pin).map_err(|err| handshake(err.to_string()))?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
+        .map_err(|err| handshake(err.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(Arc::clone(transport));
+    let local = match addr {
+        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+    };
+    let endpoint = Endpoint::client(local).map_err(ConnectError::Socket)?;
+    let connecting = endpoint
+        .connect_with(client, addr, server_name)
+        .map_err(|err| handshake(err.to_string()))?;
+    match connecting.await {
+        Ok(conn) => Ok(QuicLink::new(conn, Some(endpoint), linger)),
+        Err(err) => Err(match verifier.mismatch() {
+            Some(seen) => ConnectError::FingerprintMismatch {
+                addr,
+                expected: pin,
+                seen,
+            },
+            None => handshake(err.to_string()),
+        }),
+    }
+}
+
+/// An established QUIC connection.
+#[derive(Debug)]
+pub struct QuicLink {
+    conn: Connection,
+    /// A client's own endpoint, kept as long as the connection.
+    endpoint: Option<Endpoint>,
+    peer: PeerInfo,
+    linger: Duration,
+}
+
+impl QuicLink {
+    fn new(conn: Connection, endpoint: Option<Endpoint>, linger: Duration) -> Self {
+        let peer = PeerInfo {
+            addr: url(conn.remote_address()),
+            pid: None,
+            uid: None,
+        };
+        Self {
+            conn,
+            endpoint,
+            peer,
+            linger,
+        }
+    }
+}
+
+impl Link for QuicLink {
+    type Tx = QuicTx;
+    type Rx = QuicRx;
+
+    fn transport(&self) -> Transport {
+        Transport::Quic
+    }
+
+    fn peer(&self) -> PeerInfo {
+        self.peer.clone()
+    }
+
+    fn split(self, frame_limit: u32) -> (QuicTx, QuicRx) {
+        let calls = Arc::default();
+        let (opened, incoming) = mpsc::unbounded_channel();
+        let tx = QuicTx::new(
+            self.conn.clone(),
+            Arc::clone(&calls),
+            opened,
+            self.linger,
+            self.endpoint.clone(),
+        );
+        let rx = QuicRx::new(self.conn, calls, incoming, frame_limit, self.endpoint);
+        (tx, rx)
+    }
+}
+
+/// Whether the connection ended the way a link does when its peer is done
+/// with it (every handle dropped), rather than by a failure.
+fn clean_close(err: &ConnectionError) -> bool {
+    match err {
+        ConnectionError::ApplicationClosed(close) => close.error_code == VarInt::from_u32(0),
+        ConnectionError::LocallyClosed => true,
+        _ => false,
+    }
+}
+
+/// What a lost connection means for a caller.
+fn connection_error(err: &ConnectionError) -> io::Error {
+    let kind = match err {
+        ConnectionError::TimedOut => io::ErrorKind::TimedOut,
+        ConnectionError::Reset => io::ErrorKind::ConnectionReset,
+        ConnectionError::LocallyClosed => io::ErrorKind::NotConnected,
+        _ => io::ErrorKind::ConnectionAborted,
+    };
+    io::Error::new(kind, format!("the QUIC connection ended: {err}"))
+}
