@@ -1,0 +1,1498 @@
+//! What the fuzz targets check, one function per target, and the seed
+//! inputs they start from.
+//!
+//! This file is the fuzz package's library and is also compiled into
+//! `framework/tests/fuzz_regressions.rs`, which runs the committed seed
+//! corpus and every input that once failed through the same functions: a
+//! check fails by panicking, which libFuzzer reports as a crash.
+//!
+//! Input formats (the first bytes steer, the rest is what is fuzzed):
+//!
+//! - `frame_decoder`: `[limit selector, chunking seed, stream...]`;
+//!   see [`FRAME_LIMITS`] and [`chunk_sizes`].
+//! - `hello`: the hello payload itself.
+//! - `codec`: `[type selector, bincode bytes...]`; see [`codec`].
+//! - `shm_ring`: `[mode, ops...]`; see [`shm_ring`].
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use switchyard::codec::{Bincode, Codec, CodecError};
+use switchyard::payload::SHARE_AT_LEAST;
+use switchyard::protocol::call::deadline_from_budget;
+use switchyard::protocol::frame::{
+    Decoded, Frame, FrameDecoder, FrameError, HEADER_LEN, HELLO_LIMIT, Header, Kind,
+};
+use switchyard::protocol::hello::{Hello, HostIdentity, MethodInfo, Role, ServiceInfo};
+use switchyard::protocol::metadata::Metadata;
+use switchyard::sys::shm;
+use switchyard::transport::shm::ring::{
+    Consumer, Producer, RING_MAGIC, RING_VERSION, ReadOutcome, RegionError, Ring, RingError,
+    Role as RingRole, WriteOutcome, layout, region_len,
+};
+
+// ------------------------------------------------------------ allocations
+
+/// A global allocator that counts the bytes each thread has allocated and
+/// not freed, so a check can bound what decoding one input allocates. A
+/// binary opts in with `#[global_allocator]`; without it [`peak_during`]
+/// reports 0 and the bounds hold trivially.
+#[derive(Debug)]
+pub struct CountingAlloc;
+
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note(delta: isize) {
+    // Const-initialised thread locals without destructors never allocate
+    // and are never torn down, so this cannot recurse or fail.
+    if delta > 0 {
+        let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(delta as usize)));
+    }
+    let _ = LIVE.try_with(|live| {
+        let now = live.get().wrapping_add(delta);
+        live.set(now);
+        let _ = PEAK.try_with(|peak| {
+            if now > peak.get() {
+                peak.set(now);
+            }
+        });
+    });
+}
+
+fn signed(n: usize) -> isize {
+    isize::try_from(n).unwrap_or(isize::MAX)
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments,
+// which uphold `GlobalAlloc`'s contract; the counting touches only
+// thread-local integers and never allocates.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded; the caller upholds `alloc`'s contract.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            note(signed(layout.size()));
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded; the caller upholds `alloc_zeroed`'s contract.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            note(signed(layout.size()));
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded; `ptr` came from this allocator with `layout`.
+        unsafe { System.dealloc(ptr, layout) };
+        note(-signed(layout.size()));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded; the caller upholds `realloc`'s contract.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            // A moving realloc briefly holds both blocks: count the new one
+            // in full before releasing the old.
+            note(signed(new_size));
+            note(-signed(layout.size()));
+        }
+        new
+    }
+}
+
+/// Runs `f` and returns its result with the most bytes this thread had
+/// allocated at once meanwhile, above what was live when it started.
+pub fn peak_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    let (result, usage) = usage_during(f);
+    (result, usage.peak)
+}
+
+/// What a piece of code allocated.
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    /// The most bytes allocated at once, above what was live at the start.
+    pub peak: usize,
+    /// The largest single allocation (or growth by `realloc`).
+    pub largest: usize,
+}
+
+/// Runs `f` and returns its result with what this thread allocated
+/// meanwhile.
+pub fn usage_during<R>(f: impl FnOnce() -> R) -> (R, Usage) {
+    let start = LIVE.with(Cell::get);
+    PEAK.with(|peak| peak.set(start));
+    LARGEST.with(|largest| largest.set(0));
+    let result = f();
+    let peak = PEAK.with(Cell::get);
+    let usage = Usage {
+        peak: usize::try_from(peak.wrapping_sub(start)).unwrap_or(0),
+        largest: LARGEST.with(Cell::get),
+    };
+    (result, usage)
+}
+
+/// A little reader over the steering bytes of an input: past the end
+/// every read is zero (so short inputs still mean something).
+#[derive(Debug)]
+pub struct Cursor<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    /// A cursor at the start of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes }
+    }
+
+    /// The next byte, `None` at the end.
+    pub fn byte(&mut self) -> Option<u8> {
+        let (&first, rest) = self.bytes.split_first()?;
+        self.bytes = rest;
+        Some(first)
+    }
+
+    /// The next byte, 0 at the end.
+    pub fn u8(&mut self) -> u8 {
+        self.byte().unwrap_or(0)
+    }
+
+    /// The next `n` bytes (fewer at the end).
+    pub fn take(&mut self, n: usize) -> &'a [u8] {
+        let (head, rest) = self.bytes.split_at(n.min(self.bytes.len()));
+        self.bytes = rest;
+        head
+    }
+
+    /// A little-endian `u32` (zero-padded at the end).
+    pub fn u32(&mut self) -> u32 {
+        let mut word = [0u8; 4];
+        let head = self.take(4);
+        word[..head.len()].copy_from_slice(head);
+        u32::from_le_bytes(word)
+    }
+
+    /// A little-endian `u64` (zero-padded at the end).
+    pub fn u64(&mut self) -> u64 {
+        let mut word = [0u8; 8];
+        let head = self.take(8);
+        word[..head.len()].copy_from_slice(head);
+        u64::from_le_bytes(word)
+    }
+}
+
+// ------------------------------------------------------------ frame_decoder
+
+/// The decoder limits the first input byte selects (`& 7`): tiny ones so
+/// that most lengths exceed them, one (40) equal to the header, the rest
+/// realistic.
+pub const FRAME_LIMITS: [u32; 8] = [0, 1, 16, 40, 100, 1024, 4096, 65536];
+
+/// The chunk lengths the second input byte selects: its low nibble picks
+/// the largest chunk, the high nibble seeds a xorshift that draws each
+/// chunk's length from 1 to that.
+pub fn chunk_sizes(seed: u8) -> impl Iterator<Item = usize> {
+    const LARGEST: [usize; 16] = [
+        1,
+        1,
+        2,
+        3,
+        5,
+        8,
+        13,
+        39,
+        40,
+        41,
+        64,
+        100,
+        255,
+        1000,
+        4096,
+        1 << 20,
+    ];
+    let largest = LARGEST[usize::from(seed & 15)];
+    let mut state = 0x9e37_79b9 ^ u32::from(seed >> 4).wrapping_mul(0x0100_0193);
+    std::iter::repeat_with(move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        1 + state as usize % largest
+    })
+}
+
+/// How a stream ended.
+#[derive(Debug, PartialEq)]
+enum End {
+    /// The decoder failed (the connection would be closed).
+    Error(FrameError),
+    /// All bytes were fed; the decoder waits for more.
+    Waiting {
+        buffered: usize,
+        at_boundary: bool,
+        wanted: usize,
+    },
+}
+
+/// What a decoder made of a stream.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    items: Vec<Decoded>,
+    end: End,
+}
+
+/// The most a body may be for a frame of this kind under `limit`.
+fn body_cap(limit: u32, hello: bool) -> u64 {
+    if hello {
+        u64::from(limit.max(HELLO_LIMIT))
+    } else {
+        u64::from(limit)
+    }
+}
+
+/// Feeds `stream` to a fresh decoder in chunks of the given lengths,
+/// decoding after each, and checks every decoded item and every call's
+/// allocations.
+fn decode_stream(limit: u32, stream: &[u8], chunks: impl Iterator<Item = usize>) -> Outcome {
+    let limit = limit.min(switchyard::protocol::frame::MAX_FRAME_LIMIT);
+    let mut decoder = FrameDecoder::new(limit);
+    assert_eq!(decoder.limit(), limit);
+    let mut buf = BytesMut::new();
+    let mut items = Vec::new();
+    let mut rest = stream;
+    let mut chunks = chunks;
+    // Whether the frame being assembled is a hello (which may be larger
+    // than the limit), as known from its header.
+    let mut hello_pending = false;
+    loop {
+        let n = chunks.next().unwrap_or(rest.len()).min(rest.len());
+        let (chunk, tail) = rest.split_at(n);
+        buf.extend_from_slice(chunk);
+        rest = tail;
+        loop {
+            if decoder.at_frame_boundary() {
+                hello_pending = buf.len() >= HEADER_LEN && buf[3] == Kind::Hello as u8;
+            }
+            let cap = body_cap(limit, hello_pending) as usize;
+            let (result, peak) = peak_during(|| decoder.decode(&mut buf));
+            // The decoder reserves room for at most one whole frame it has
+            // accepted the header of; growth can double what is there.
+            let bound = 2 * (stream.len() + HEADER_LEN + cap) + (128 << 10);
+            assert!(
+                peak <= bound,
+                "one decode call allocated {peak} bytes (bound {bound}, limit {limit}, stream {} bytes)",
+                stream.len()
+            );
+            match result {
+                Err(error) => {
+                    if let FrameError::TooLarge { len, limit: said } = &error {
+                        assert!(
+                            *len > u64::from(*said),
+                            "TooLarge for a body within the limit"
+                        );
+                    }
+                    return Outcome {
+                        items,
+                        end: End::Error(error),
+                    };
+                }
+                Ok(None) => break,
+                Ok(Some(item)) => {
+                    check_item(limit, &item);
+                    items.push(item);
+                }
+            }
+        }
+        if rest.is_empty() {
+            return Outcome {
+                items,
+                end: End::Waiting {
+                    buffered: buf.len(),
+                    at_boundary: decoder.at_frame_boundary(),
+                    wanted: decoder.wanted(&buf),
+                },
+            };
+        }
+    }
+}
+
+/// What holds for every item a decoder yields, and what the runtime does
+/// next with a frame's parts must not panic.
+fn check_item(limit: u32, item: &Decoded) {
+    match item {
+        Decoded::Frame(frame) => {
+            let header = &frame.header;
+            assert_eq!(frame.metadata.len(), header.metadata_len as usize);
+            assert_eq!(frame.payload.len(), header.payload_len as usize);
+            assert!(header.body_len() <= body_cap(limit, header.kind == Kind::Hello));
+            // The server derives a deadline from the peer's budget.
+            let _ = deadline_from_budget(Instant::now(), header.deadline_us);
+            if let Ok(metadata) = Metadata::decode(&frame.metadata) {
+                let mut wire = Vec::new();
+                metadata.encode_into(&mut wire);
+                assert_eq!(wire.len(), metadata.encoded_len());
+                assert_eq!(Metadata::decode(&wire).as_ref(), Ok(&metadata));
+            }
+            if header.kind == Kind::Hello {
+                hello(&frame.payload);
+            }
+        }
+        Decoded::Oversized(header) => {
+            assert_ne!(
+                header.kind,
+                Kind::Hello,
+                "an oversized hello must be an error"
+            );
+            assert!(header.body_len() > u64::from(limit));
+        }
+    }
+}
+
+/// `frame_decoder`: the decoder never panics, allocates no more than the
+/// limit allows, yields the same items and ending however the stream is
+/// chunked, and every frame it yields encodes back to bytes that decode
+/// to the same frame (alone, and all of them back to back).
+pub fn frame_decoder(data: &[u8]) {
+    let [selector, seed, stream @ ..] = data else {
+        return;
+    };
+    let limit = FRAME_LIMITS[usize::from(selector & 7)];
+    let whole = decode_stream(limit, stream, std::iter::empty());
+    let chunked = decode_stream(limit, stream, chunk_sizes(*seed));
+    assert_eq!(whole, chunked, "chunking changed what was decoded");
+
+    let frames: Vec<&Frame> = whole
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            Decoded::Frame(frame) => Some(frame),
+            Decoded::Oversized(_) => None,
+        })
+        .collect();
+    let mut all = Vec::new();
+    for frame in &frames {
+        let mut wire = Vec::new();
+        frame.encode_into(&mut wire);
+        assert_eq!(
+            wire.len() as u64,
+            HEADER_LEN as u64 + frame.header.body_len()
+        );
+        let again = decode_stream(limit, &wire, std::iter::empty());
+        assert_eq!(again.items, [Decoded::Frame((*frame).clone())]);
+        assert!(matches!(
+            again.end,
+            End::Waiting {
+                buffered: 0,
+                at_boundary: true,
+                ..
+            }
+        ));
+        all.extend_from_slice(&wire);
+    }
+    let again = decode_stream(limit, &all, chunk_sizes(seed.rotate_left(4)));
+    let again: Vec<&Frame> = again
+        .items
+        .iter()
+        .map(|item| match item {
+            Decoded::Frame(frame) => frame,
+            Decoded::Oversized(header) => {
+                panic!("re-encoded frame came back oversized: {header:?}")
+            }
+        })
+        .collect();
+    assert_eq!(again, frames);
+}
+
+// ------------------------------------------------------------ hello
+
+/// `hello`: decoding never panics and allocates at most a fixed multiple
+/// of the input; a decoded hello encodes to bytes that decode to the same
+/// hello and encode to the same bytes again, and unknown bytes appended
+/// to that encoding are ignored.
+pub fn hello(data: &[u8]) {
+    let (decoded, peak) = peak_during(|| Hello::decode(data));
+    let bound = 32 * data.len() + 4096;
+    assert!(
+        peak <= bound,
+        "decoding a {}-byte hello allocated {peak} bytes (bound {bound})",
+        data.len()
+    );
+    let Ok(hello) = decoded else {
+        return;
+    };
+    let mut wire = Vec::new();
+    hello.encode_into(&mut wire);
+    let again = Hello::decode(&wire).expect("a re-encoded hello decodes");
+    assert_eq!(again, hello);
+    let mut wire2 = Vec::new();
+    again.encode_into(&mut wire2);
+    assert_eq!(wire2, wire, "encoding is not stable");
+    // Only the two optional lists can add bytes (their counts).
+    assert!(wire.len() <= data.len() + 4, "re-encoding grew the hello");
+    // A later version may append fields: they are ignored.
+    let mut longer = wire.clone();
+    longer.extend_from_slice(data);
+    assert_eq!(Hello::decode(&longer).as_ref(), Ok(&hello));
+}
+
+// ------------------------------------------------------------ codec
+
+/// A line of an [`Order`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderLine {
+    /// Stock-keeping unit.
+    pub sku: String,
+    /// How many.
+    pub quantity: u32,
+    /// Price per unit.
+    pub price_cents: i64,
+}
+
+/// Where an [`Order`] is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum OrderState {
+    /// Just placed.
+    New,
+    /// Paid at a time.
+    Paid {
+        /// Unix seconds.
+        at: u64,
+    },
+    /// Shipped with a carrier and parcel count.
+    Shipped(String, u16),
+    /// Cancelled, maybe with a reason.
+    Cancelled {
+        /// Why.
+        reason: Option<String>,
+    },
+}
+
+/// A response type of the kind a service returns: nested vectors, a map,
+/// an enum, options and a byte buffer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    /// Order id.
+    pub id: u64,
+    /// Who ordered.
+    pub customer: String,
+    /// What.
+    pub lines: Vec<OrderLine>,
+    /// Labels with numeric values.
+    pub tags: HashMap<String, Vec<u32>>,
+    /// Where it is.
+    pub state: OrderState,
+    /// A note.
+    pub note: Option<String>,
+    /// An attachment.
+    pub attachment: Option<switchyard::Bytes>,
+}
+
+/// A float compared by its bits, so NaN equals itself after a round trip.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Bits(pub f64);
+
+impl PartialEq for Bits {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+/// Scalars whose decoding validates (bool, char) or is wide (u128).
+pub type Scalars = (bool, char, u128, i8, Bits, Option<()>);
+/// Arguments of `fn mixed(n: u32, order: Order, blobs: Vec<Bytes>)`.
+pub type Mixed = (u32, Order, Vec<switchyard::Bytes>);
+
+/// The [`switchyard::Bytes`] values inside a decoded value, to check
+/// where they point.
+pub trait ByteStrings {
+    /// Calls `f` on each.
+    fn byte_strings(&self, _f: &mut dyn FnMut(&switchyard::Bytes)) {}
+}
+
+impl ByteStrings for (i64, i64) {}
+impl ByteStrings for (String, Vec<u8>) {}
+impl ByteStrings for Option<String> {}
+impl ByteStrings for () {}
+impl ByteStrings for Scalars {}
+
+impl ByteStrings for (switchyard::Bytes,) {
+    fn byte_strings(&self, f: &mut dyn FnMut(&switchyard::Bytes)) {
+        f(&self.0);
+    }
+}
+
+impl ByteStrings for Order {
+    fn byte_strings(&self, f: &mut dyn FnMut(&switchyard::Bytes)) {
+        if let Some(attachment) = &self.attachment {
+            f(attachment);
+        }
+    }
+}
+
+impl ByteStrings for Mixed {
+    fn byte_strings(&self, f: &mut dyn FnMut(&switchyard::Bytes)) {
+        self.1.byte_strings(f);
+        self.2.iter().for_each(f);
+    }
+}
+
+/// The types the `codec` target decodes, by the first input byte (`% 8`).
+pub const CODEC_TYPES: [&str; 8] = [
+    "(i64, i64)",
+    "(String, Vec<u8>)",
+    "(Bytes,)",
+    "Option<String>",
+    "()",
+    "Order",
+    "Mixed",
+    "Scalars",
+];
+
+/// `codec`: bincode decoding of argument and result types never panics
+/// and allocates a bounded amount; `decode_shared` agrees with `decode`
+/// (and shares only large byte strings, only from its buffer); a decoded
+/// value encodes to bytes no longer than the input that decode to an equal
+/// value.
+pub fn codec(data: &[u8]) {
+    let [selector, body @ ..] = data else {
+        return;
+    };
+    match selector % 8 {
+        0 => codec_round_trip::<(i64, i64)>(body),
+        1 => codec_round_trip::<(String, Vec<u8>)>(body),
+        2 => codec_round_trip::<(switchyard::Bytes,)>(body),
+        3 => codec_round_trip::<Option<String>>(body),
+        4 => codec_round_trip::<()>(body),
+        5 => codec_round_trip::<Order>(body),
+        6 => codec_round_trip::<Mixed>(body),
+        _ => codec_round_trip::<Scalars>(body),
+    }
+}
+
+/// serde preallocates at most 1 MiB per collection, and the types above
+/// nest collections at most three deep; beyond that, what decoding
+/// allocates must be proportional to the input.
+pub fn codec_alloc_bound(len: usize) -> usize {
+    (8 << 20) + 128 * len
+}
+
+/// Known bug (docs/fuzzing.md, "Findings"): bincode 2.0.1 decodes an owned
+/// `String` (and any serde byte buffer) by allocating the length the input
+/// claims, up to the codec's byte limit (`codec::DECODE_LIMIT`, 1 GiB),
+/// before it checks that the input holds that many bytes. Until
+/// `Bincode::decode` bounds claims by the input, the check tolerates one
+/// allocation that size, and only one: everything else is still held to
+/// [`codec_alloc_bound`]. Set `SWITCHYARD_FUZZ_STRICT=1` to tolerate none
+/// (the ignored test `codec_string_claim_allocates_at_most_the_input`
+/// does).
+pub fn tolerate_string_claims() -> bool {
+    static STRICT: OnceLock<bool> = OnceLock::new();
+    !*STRICT.get_or_init(|| std::env::var_os("SWITCHYARD_FUZZ_STRICT").is_some_and(|v| v == "1"))
+}
+
+fn codec_round_trip<T>(body: &[u8])
+where
+    T: Serialize + DeserializeOwned + PartialEq + Debug + ByteStrings,
+{
+    let (plain, usage) = usage_during(|| Bincode::decode::<T>(body));
+    let bound = codec_alloc_bound(body.len());
+    let mut peak = usage.peak;
+    if tolerate_string_claims() && usage.largest <= switchyard::codec::DECODE_LIMIT {
+        peak = peak.saturating_sub(usage.largest);
+    }
+    assert!(
+        peak <= bound,
+        "decoding {} from {} bytes allocated {} bytes at once, {} in one block (bound {bound})",
+        std::any::type_name::<T>(),
+        body.len(),
+        usage.peak,
+        usage.largest,
+    );
+    let source = bytes::Bytes::copy_from_slice(body);
+    let shared = Bincode::decode_shared::<T>(&source);
+    let value = match (plain, shared) {
+        (Ok(plain), Ok(shared)) => {
+            assert_eq!(plain, shared, "decode and decode_shared disagree");
+            plain.byte_strings(&mut |b| assert!(!inside(b, body), "decode shared its input"));
+            shared.byte_strings(&mut |b| {
+                assert_eq!(
+                    inside(b, &source),
+                    b.len() >= SHARE_AT_LEAST,
+                    "decode_shared shares exactly the byte strings of at least {SHARE_AT_LEAST} bytes"
+                );
+            });
+            plain
+        }
+        (Err(plain), Err(shared)) => {
+            assert_eq!(
+                error_kind(&plain),
+                error_kind(&shared),
+                "decode and decode_shared fail differently: {plain} / {shared}"
+            );
+            assert_eq!(plain.to_string(), shared.to_string());
+            return;
+        }
+        (plain, shared) => panic!("decode and decode_shared disagree: {plain:?} / {shared:?}"),
+    };
+    let mut wire = Vec::new();
+    Bincode::encode(&value, &mut wire).expect("a decoded value encodes");
+    assert!(
+        wire.len() <= body.len(),
+        "re-encoding grew {} from {} to {} bytes",
+        std::any::type_name::<T>(),
+        body.len(),
+        wire.len()
+    );
+    let again: T = Bincode::decode(&wire).expect("a re-encoded value decodes");
+    assert_eq!(again, value);
+}
+
+fn inside(part: &[u8], whole: &[u8]) -> bool {
+    let start = part.as_ptr() as usize;
+    let base = whole.as_ptr() as usize;
+    !part.is_empty() && start >= base && start + part.len() <= base + whole.len()
+}
+
+fn error_kind(error: &CodecError) -> &'static str {
+    match error {
+        CodecError::Encode { .. } => "encode",
+        CodecError::Decode { .. } => "decode",
+        CodecError::TrailingBytes { .. } => "trailing",
+        _ => "other",
+    }
+}
+
+// ------------------------------------------------------------ shm_ring
+
+/// Bytes of the memfd the `shm_ring` target maps: two pages. Each input's
+/// ring is placed at its end, so a read past the ring's region runs off
+/// the mapping; the bytes before the ring hold [`SENTINEL`].
+pub const SHM_MAP_LEN: usize = 8192;
+/// What fills the mapping before the ring; it must still be there after
+/// every input.
+pub const SENTINEL: u8 = 0xA5;
+
+struct Shm {
+    file: File,
+    map: Arc<memmap2::MmapRaw>,
+}
+
+/// One memfd and mapping for the whole process: rings over it are opened
+/// and dropped one input at a time (the lock serialises tests).
+fn shm_region() -> &'static Mutex<Shm> {
+    static SHM: OnceLock<Mutex<Shm>> = OnceLock::new();
+    SHM.get_or_init(|| {
+        let fd = shm::create_memfd("switchyard-fuzz-ring", SHM_MAP_LEN as u64)
+            .expect("create a sealed memfd");
+        let map =
+            shm::map_sealed(std::os::fd::AsFd::as_fd(&fd), SHM_MAP_LEN).expect("map the memfd");
+        Mutex::new(Shm {
+            file: File::from(fd),
+            map: Arc::new(map),
+        })
+    })
+}
+
+/// The peer's view of the ring: what every shared word and data byte
+/// holds, and what each end keeps privately. Each operation on the real
+/// ring is first predicted here; the two must agree exactly.
+#[derive(Debug)]
+struct Model {
+    /// The ring's capacity (as attached).
+    capacity: usize,
+    /// The whole data area of the region (the ring may use a prefix).
+    data: Vec<u8>,
+    tail_word: u64,
+    head_word: u64,
+    consumer_waiting: u32,
+    producer_waiting: u32,
+    p_tail: u64,
+    p_head: u64,
+    p_seq: u32,
+    p_woken: u32,
+    c_head: u64,
+    c_seq: u32,
+    c_woken: u32,
+}
+
+fn must_wake(word: u32, woken: &mut u32) -> bool {
+    if word & 1 == 1 && word != *woken {
+        *woken = word;
+        true
+    } else {
+        false
+    }
+}
+
+fn sleep_begin(seq: &mut u32, word: &mut u32) {
+    *seq = seq.wrapping_add(if *seq & 1 == 1 { 2 } else { 1 });
+    *word = *seq;
+}
+
+fn sleep_end(seq: &mut u32, word: &mut u32) {
+    if *seq & 1 == 1 {
+        *seq = seq.wrapping_add(1);
+        *word = *seq;
+    }
+}
+
+impl Model {
+    fn new(capacity: usize, area: usize, tail: u64, head: u64, cw: u32, pw: u32) -> Self {
+        Self {
+            capacity,
+            data: vec![0; area],
+            tail_word: tail,
+            head_word: head,
+            consumer_waiting: cw,
+            producer_waiting: pw,
+            p_tail: tail,
+            p_head: tail.wrapping_sub(capacity as u64),
+            p_seq: pw,
+            p_woken: 0,
+            c_head: head,
+            c_seq: cw,
+            c_woken: 0,
+        }
+    }
+
+    fn at(&self, pos: u64) -> usize {
+        (pos % self.capacity as u64) as usize
+    }
+
+    /// `Consumer::readable`: `Some(available)` or `None` for corrupt.
+    fn readable(&self) -> Option<usize> {
+        let available = self.tail_word.wrapping_sub(self.c_head);
+        (available <= self.capacity as u64).then_some(available as usize)
+    }
+
+    /// `Producer::reload_head`: `Some(in use)` or `None` for corrupt.
+    fn reload_head(&mut self) -> Option<usize> {
+        let in_use = self.p_tail.wrapping_sub(self.head_word);
+        if in_use > self.capacity as u64 {
+            return None;
+        }
+        self.p_head = self.head_word;
+        Some(in_use as usize)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Option<WriteOutcome> {
+        let used = self.p_tail.wrapping_sub(self.p_head).min(usize::MAX as u64) as usize;
+        let mut free = self.capacity.saturating_sub(used);
+        if free < bytes.len() {
+            free = self.capacity - self.reload_head()?;
+        }
+        let n = free.min(bytes.len());
+        if n == 0 {
+            return Some(WriteOutcome::default());
+        }
+        for (i, &byte) in bytes[..n].iter().enumerate() {
+            let at = self.at(self.p_tail.wrapping_add(i as u64));
+            self.data[at] = byte;
+        }
+        self.p_tail = self.p_tail.wrapping_add(n as u64);
+        self.tail_word = self.p_tail;
+        Some(WriteOutcome {
+            written: n,
+            wake_peer: must_wake(self.consumer_waiting, &mut self.p_woken),
+        })
+    }
+
+    /// `Consumer::read` of at most `max` bytes: the outcome and the bytes.
+    fn read(&mut self, max: usize) -> Option<(ReadOutcome, Vec<u8>)> {
+        let n = self.readable()?.min(max);
+        if n == 0 {
+            return Some((ReadOutcome::default(), Vec::new()));
+        }
+        let bytes = (0..n)
+            .map(|i| self.data[self.at(self.c_head.wrapping_add(i as u64))])
+            .collect();
+        self.c_head = self.c_head.wrapping_add(n as u64);
+        self.head_word = self.c_head;
+        let outcome = ReadOutcome {
+            read: n,
+            wake_peer: must_wake(self.producer_waiting, &mut self.c_woken),
+        };
+        Some((outcome, bytes))
+    }
+}
+
+/// A header word the fuzzer may overwrite.
+#[derive(Clone, Copy, Debug)]
+enum Word {
+    Magic,
+    Version,
+    Capacity,
+    Tail,
+    Head,
+    ConsumerWaiting,
+    ProducerWaiting,
+}
+
+impl Word {
+    fn pick(byte: u8) -> Self {
+        match byte % 7 {
+            0 => Self::Magic,
+            1 => Self::Version,
+            2 => Self::Capacity,
+            3 => Self::Tail,
+            4 => Self::Head,
+            5 => Self::ConsumerWaiting,
+            _ => Self::ProducerWaiting,
+        }
+    }
+
+    fn offset(self) -> usize {
+        match self {
+            Self::Magic => layout::MAGIC,
+            Self::Version => layout::VERSION,
+            Self::Capacity => layout::CAPACITY,
+            Self::Tail => layout::TAIL,
+            Self::Head => layout::HEAD,
+            Self::ConsumerWaiting => layout::CONSUMER_WAITING,
+            Self::ProducerWaiting => layout::PRODUCER_WAITING,
+        }
+    }
+
+    fn is_u32(self) -> bool {
+        matches!(
+            self,
+            Self::Version | Self::ConsumerWaiting | Self::ProducerWaiting
+        )
+    }
+}
+
+/// The hostile peer: writes through the memfd (`pwrite`), as another
+/// process would through its own mapping.
+struct Peer<'a> {
+    file: &'a File,
+    offset: usize,
+}
+
+impl Peer<'_> {
+    fn write(&self, at: usize, bytes: &[u8]) {
+        self.file
+            .write_all_at(bytes, (self.offset + at) as u64)
+            .expect("pwrite to the memfd");
+    }
+
+    fn read(&self, at: usize, len: usize) -> Vec<u8> {
+        let mut out = vec![0; len];
+        self.file
+            .read_exact_at(&mut out, (self.offset + at) as u64)
+            .expect("pread from the memfd");
+        out
+    }
+
+    fn word(&self, word: Word) -> u64 {
+        let bytes = self.read(word.offset(), if word.is_u32() { 4 } else { 8 });
+        let mut le = [0u8; 8];
+        le[..bytes.len()].copy_from_slice(&bytes);
+        u64::from_le_bytes(le)
+    }
+
+    /// Writes `value` (truncated for 32-bit words); returns what was written.
+    fn set(&self, word: Word, value: u64) -> u64 {
+        if word.is_u32() {
+            self.write(word.offset(), &(value as u32).to_le_bytes());
+            u64::from(value as u32)
+        } else {
+            self.write(word.offset(), &value.to_le_bytes());
+            value
+        }
+    }
+}
+
+/// A value for a header word: absolute, or near an index the ring holds
+/// (where off-by-one and just-past-capacity bugs live).
+fn scribble_value(input: &mut Cursor<'_>, model: &Model) -> u64 {
+    let near = |base: u64, delta: u8| base.wrapping_add(i64::from(delta as i8) as u64);
+    let cap = model.capacity as u64;
+    match input.u8() % 6 {
+        0 => input.u64(),
+        1 => near(model.tail_word, input.u8()),
+        2 => near(model.c_head.wrapping_add(cap), input.u8()),
+        3 => near(model.p_tail.wrapping_sub(cap), input.u8()),
+        4 => near(model.head_word, input.u8()),
+        _ => u64::from(input.u32()),
+    }
+}
+
+/// `shm_ring`: a ring in a real memfd mapping whose peer is the fuzzer.
+/// Between operations on the two ends the fuzzer overwrites header words
+/// (indices, sleep words, magic/version/capacity) and data bytes through
+/// the memfd. Every operation's result must be exactly what a model of
+/// the protocol predicts (corruption is reported as `RingError::Corrupt`,
+/// never a panic), reads return the bytes the model says are there, and
+/// nothing outside the ring's words and data area changes.
+///
+/// Input: `mode` (`& 7`: capacity `8 << n`; `& 0x80`: attach to a header
+/// the fuzzer edits first, after `mode >> 3 & 3` edits), then operations,
+/// one byte each plus arguments, until the input ends (see `ring_op`).
+pub fn shm_ring(data: &[u8]) {
+    let region = shm_region().lock().unwrap_or_else(|e| e.into_inner());
+    let mut input = Cursor::new(data);
+    let mode = input.u8();
+    let init_capacity = 8usize << (mode & 7);
+    let len = region_len(init_capacity);
+    let offset = SHM_MAP_LEN - len;
+    let peer = Peer {
+        file: &region.file,
+        offset,
+    };
+    // An attached ring may claim a larger capacity than the one it was
+    // made with, as long as it fits the region (whose end is padded).
+    let area = len - layout::DATA;
+    let mut fresh = vec![SENTINEL; SHM_MAP_LEN];
+    fresh[offset..].fill(0);
+    region
+        .file
+        .write_all_at(&fresh, 0)
+        .expect("reset the memfd");
+
+    let init = Ring::from_mmap(
+        region.map.clone(),
+        offset,
+        len,
+        RingRole::Init {
+            capacity: init_capacity,
+        },
+    )
+    .expect("a ring fits the mapping");
+    assert_eq!(init.capacity(), init_capacity);
+    let ring = if mode & 0x80 == 0 {
+        init
+    } else {
+        drop(init);
+        for _ in 0..(mode >> 3 & 3) {
+            let word = Word::pick(input.u8());
+            let value = match input.u8() % 3 {
+                0 => input.u64(),
+                1 => 1u64 << (input.u8() % 64),
+                _ => u64::from(input.u8()),
+            };
+            peer.set(word, value);
+        }
+        let expected = attach_verdict(&peer, len);
+        match Ring::from_mmap(region.map.clone(), offset, len, RingRole::Attach) {
+            Ok(ring) => {
+                assert_eq!(
+                    expected,
+                    Ok(ring.capacity()),
+                    "attach accepted a bad header"
+                );
+                ring
+            }
+            Err(error) => {
+                let expected =
+                    expected.expect_err(&format!("attach refused a good header: {error}"));
+                assert_eq!(expected, region_error_kind(&error), "{error}");
+                return;
+            }
+        }
+    };
+    let capacity = ring.capacity();
+    let mut model = Model::new(
+        capacity,
+        area,
+        peer.word(Word::Tail),
+        peer.word(Word::Head),
+        peer.word(Word::ConsumerWaiting) as u32,
+        peer.word(Word::ProducerWaiting) as u32,
+    );
+    let (producer, consumer) = ring.split();
+    let mut counter = 0u8;
+    while let Some(op) = input.byte() {
+        ring_op(
+            op,
+            &mut input,
+            &mut model,
+            &peer,
+            &producer,
+            &consumer,
+            &mut counter,
+        );
+    }
+    drop((producer, consumer));
+
+    // Nothing but the ring's words and data may have changed.
+    let after = peer.read(0, len);
+    let mut expected = fresh[offset..].to_vec();
+    for (word, value) in [
+        (Word::Tail, model.tail_word),
+        (Word::Head, model.head_word),
+        (Word::ConsumerWaiting, u64::from(model.consumer_waiting)),
+        (Word::ProducerWaiting, u64::from(model.producer_waiting)),
+    ] {
+        let at = word.offset();
+        let width = if word.is_u32() { 4 } else { 8 };
+        expected[at..at + width].copy_from_slice(&value.to_le_bytes()[..width]);
+    }
+    expected[layout::DATA..layout::DATA + area].copy_from_slice(&model.data);
+    // The constant words hold whatever was last written there; compare the
+    // rest of the region.
+    for word in [Word::Magic, Word::Version, Word::Capacity] {
+        let at = word.offset();
+        let width = if word.is_u32() { 4 } else { 8 };
+        expected[at..at + width].copy_from_slice(&after[at..at + width]);
+    }
+    assert!(after == expected, "the region differs from the model");
+    let before = peer_read_absolute(&region.file, 0, offset);
+    assert!(
+        before.iter().all(|&b| b == SENTINEL),
+        "bytes before the ring changed"
+    );
+}
+
+fn peer_read_absolute(file: &File, at: usize, len: usize) -> Vec<u8> {
+    let mut out = vec![0; len];
+    file.read_exact_at(&mut out, at as u64)
+        .expect("pread from the memfd");
+    out
+}
+
+/// What `Ring::from_mmap(.., Role::Attach)` must say about the header
+/// the peer left: the capacity, or which error.
+fn attach_verdict(peer: &Peer<'_>, len: usize) -> Result<usize, &'static str> {
+    if peer.word(Word::Magic) != RING_MAGIC {
+        return Err("magic");
+    }
+    if peer.word(Word::Version) != u64::from(RING_VERSION) {
+        return Err("version");
+    }
+    let capacity = peer.word(Word::Capacity);
+    if !capacity.is_power_of_two() || !(8..=1 << 30).contains(&capacity) {
+        return Err("capacity");
+    }
+    if region_len(capacity as usize) > len {
+        return Err("short");
+    }
+    Ok(capacity as usize)
+}
+
+fn region_error_kind(error: &RegionError) -> &'static str {
+    match error {
+        RegionError::BadMagic { .. } => "magic",
+        RegionError::BadVersion { .. } => "version",
+        RegionError::BadCapacity { .. } => "capacity",
+        RegionError::TooShort { .. } => "short",
+        _ => "other",
+    }
+}
+
+fn corrupt<T: Debug>(result: Result<T, RingError>) {
+    match result {
+        Err(RingError::Corrupt { .. }) => {}
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ring_op(
+    op: u8,
+    input: &mut Cursor<'_>,
+    model: &mut Model,
+    peer: &Peer<'_>,
+    producer: &Producer,
+    consumer: &Consumer,
+    counter: &mut u8,
+) {
+    let cap = model.capacity;
+    match (op & 0x7f) % 12 {
+        // Produce up to twice the capacity: bytes from the input when the
+        // op's top bit is set, else (and when the input runs out) a pattern.
+        0 | 1 => {
+            let n = usize::from(input.u8()) % (2 * cap + 1);
+            let mut bytes = if op & 0x80 != 0 {
+                input.take(n).to_vec()
+            } else {
+                Vec::new()
+            };
+            while bytes.len() < n {
+                *counter = counter.wrapping_add(1);
+                bytes.push(*counter);
+            }
+            match model.write(&bytes) {
+                Some(expected) => assert_eq!(producer.write(&bytes), Ok(expected)),
+                None => corrupt(producer.write(&bytes)),
+            }
+        }
+        // Consume into a slice; bytes past what was read stay untouched.
+        2 | 3 => {
+            let n = usize::from(input.u8()) % (2 * cap + 1);
+            let mut out = vec![0x5A; n];
+            match model.read(n) {
+                Some((expected, bytes)) => {
+                    assert_eq!(consumer.read(&mut out), Ok(expected));
+                    assert_eq!(&out[..expected.read], &bytes[..], "read the wrong bytes");
+                    assert!(out[expected.read..].iter().all(|&b| b == 0x5A));
+                }
+                None => corrupt(consumer.read(&mut out)),
+            }
+        }
+        // Consume into a buffer that already holds something.
+        4 => {
+            let max = usize::from(input.u8()) % (2 * cap + 1);
+            let mut buf = BytesMut::from(&b"kept"[..]);
+            match model.read(max) {
+                Some((expected, bytes)) => {
+                    assert_eq!(consumer.read_buf(&mut buf, max), Ok(expected));
+                    assert_eq!(&buf[..4], b"kept");
+                    assert_eq!(&buf[4..], &bytes[..], "read_buf read the wrong bytes");
+                }
+                None => corrupt(consumer.read_buf(&mut buf, max)),
+            }
+        }
+        5 => match model.readable() {
+            Some(available) => assert_eq!(consumer.available(), Ok(available)),
+            None => corrupt(consumer.available()),
+        },
+        6 => {
+            if input.u8() & 1 == 0 {
+                sleep_begin(&mut model.c_seq, &mut model.consumer_waiting);
+                let empty = model.readable() == Some(0);
+                if !empty {
+                    sleep_end(&mut model.c_seq, &mut model.consumer_waiting);
+                }
+                assert_eq!(consumer.prepare_to_wait(), empty);
+            } else {
+                sleep_end(&mut model.c_seq, &mut model.consumer_waiting);
+                consumer.cancel_wait();
+            }
+        }
+        7 => match input.u8() % 3 {
+            0 => {
+                sleep_begin(&mut model.p_seq, &mut model.producer_waiting);
+                let full = model.reload_head() == Some(cap);
+                if !full {
+                    sleep_end(&mut model.p_seq, &mut model.producer_waiting);
+                }
+                assert_eq!(producer.prepare_to_wait(), full);
+            }
+            1 => {
+                sleep_end(&mut model.p_seq, &mut model.producer_waiting);
+                producer.cancel_wait();
+            }
+            _ => match model.reload_head() {
+                Some(in_use) => assert_eq!(producer.free_space(), Ok(cap - in_use)),
+                None => corrupt(producer.free_space()),
+            },
+        },
+        // The peer rewrites a header word.
+        8 | 9 => {
+            let word = Word::pick(input.u8());
+            let value = scribble_value(input, model);
+            let value = peer.set(word, value);
+            match word {
+                Word::Tail => model.tail_word = value,
+                Word::Head => model.head_word = value,
+                Word::ConsumerWaiting => model.consumer_waiting = value as u32,
+                Word::ProducerWaiting => model.producer_waiting = value as u32,
+                // Read once at attach: rewriting them must change nothing.
+                Word::Magic | Word::Version | Word::Capacity => {}
+            }
+        }
+        // The peer rewrites data bytes (anywhere in the data area).
+        _ => {
+            let at = usize::from(input.u8()) * 257 % model.data.len();
+            let n = usize::from(input.u8() % 16).min(model.data.len() - at);
+            let mut bytes = input.take(n).to_vec();
+            bytes.resize(n, 0xEE);
+            peer.write(layout::DATA + at, &bytes);
+            model.data[at..at + n].copy_from_slice(&bytes);
+        }
+    }
+}
+
+// ------------------------------------------------------------ seeds
+
+/// A request frame with metadata, for seeds.
+fn request(call_id: u64, metadata: &Metadata, payload: &[u8]) -> Frame {
+    let mut header = Header::new(Kind::Request, call_id);
+    header.method_id = 0x1234_5678;
+    header.deadline_us = 250_000;
+    let mut wire = Vec::new();
+    metadata.encode_into(&mut wire);
+    Frame::new(
+        header,
+        bytes::Bytes::from(wire),
+        bytes::Bytes::copy_from_slice(payload),
+    )
+}
+
+/// A hello like a server sends, for seeds.
+pub fn sample_hello() -> Hello {
+    Hello {
+        role: Role::Server,
+        host: HostIdentity {
+            boot_id: "6f1c2a0e-boot".into(),
+            machine_id: "machine".into(),
+            hostname: "host-a".into(),
+            ipc_ns: 4_026_531_839,
+            net_ns: 4_026_531_840,
+        },
+        pid: 4242,
+        uid: 1000,
+        process_name: "calc".into(),
+        max_frame: 16 << 20,
+        max_in_flight: 1024,
+        services: vec![ServiceInfo {
+            name: "Calc".into(),
+            fingerprint: 0xfeed_beef_dead_f00d,
+            methods: vec![
+                MethodInfo {
+                    id: 0x0a0b_0c0d,
+                    oneway: false,
+                    name: "add".into(),
+                    signature: "add(i64,i64) -> i64".into(),
+                    fingerprint: 77,
+                },
+                MethodInfo {
+                    id: 9,
+                    oneway: true,
+                    name: "log".into(),
+                    signature: "log(String)".into(),
+                    fingerprint: 78,
+                },
+            ],
+        }],
+        queues: vec![("Calc".into(), "/switchyard-calc".into())],
+        endpoints: vec![
+            "unix:///run/calc.sock".into(),
+            "tcp://127.0.0.1:4000".into(),
+        ],
+    }
+}
+
+fn sample_order() -> Order {
+    Order {
+        id: 7,
+        customer: "Ada".into(),
+        lines: vec![
+            OrderLine {
+                sku: "A-1".into(),
+                quantity: 2,
+                price_cents: 1999,
+            },
+            OrderLine {
+                sku: "B-2".into(),
+                quantity: 1,
+                price_cents: -5,
+            },
+        ],
+        tags: HashMap::from([("prio".to_string(), vec![1, 2, 300])]),
+        state: OrderState::Shipped("post".into(), 2),
+        note: Some("ring twice".into()),
+        attachment: Some(switchyard::Bytes::from(vec![1u8, 2, 3])),
+    }
+}
+
+fn encoded<T: Serialize>(selector: u8, value: &T) -> Vec<u8> {
+    let mut out = vec![selector];
+    Bincode::encode(value, &mut out).expect("seed encodes");
+    out
+}
+
+/// The seed corpus: `(target, file name, bytes)`. Committed under
+/// `framework/fuzz/corpus/<target>/`; `fuzz_regressions.rs` checks that
+/// the files are these bytes (and rewrites them when asked).
+pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let mut seeds = Vec::new();
+
+    let mut metadata = Metadata::new();
+    metadata
+        .insert("trace-id", b"abc123".to_vec())
+        .expect("valid key");
+    metadata
+        .insert("x-bin", vec![0, 255, 7])
+        .expect("valid key");
+    let mut hello_wire = Vec::new();
+    sample_hello().encode_into(&mut hello_wire);
+    let hello_frame = Frame::new(
+        Header::new(Kind::Hello, 0),
+        bytes::Bytes::new(),
+        bytes::Bytes::from(hello_wire.clone()),
+    );
+    let mut response = Header::new(Kind::Response, 1);
+    response.status = 0;
+    let response = Frame::new(
+        response,
+        bytes::Bytes::new(),
+        bytes::Bytes::from_static(b"\x0e"),
+    );
+    let mut goaway = Header::new(Kind::GoAway, 0);
+    goaway.status = 14;
+    let goaway = Frame::new(
+        goaway,
+        bytes::Bytes::new(),
+        bytes::Bytes::from_static(b"shutting down"),
+    );
+    let frames = |list: &[&Frame]| {
+        let mut out = Vec::new();
+        for frame in list {
+            frame.encode_into(&mut out);
+        }
+        out
+    };
+    let with = |selector: u8, seed: u8, stream: Vec<u8>| {
+        let mut out = vec![selector, seed];
+        out.extend(stream);
+        out
+    };
+    let req = request(1, &metadata, &[2, 4, 6]);
+    let ping = Frame::new(
+        Header::new(Kind::Ping, 5),
+        bytes::Bytes::new(),
+        bytes::Bytes::new(),
+    );
+    let mut oversized = Header::new(Kind::Request, 9);
+    oversized.payload_len = 200;
+    let mut skipped = vec![0u8; HEADER_LEN];
+    oversized.write_to(&mut skipped);
+    skipped.extend(std::iter::repeat_n(0xAB, 200));
+    skipped.extend(frames(&[&ping]));
+    seeds.push(("frame_decoder", "request", with(5, 0x31, frames(&[&req]))));
+    seeds.push((
+        "frame_decoder",
+        "hello-frame",
+        with(2, 0x07, frames(&[&hello_frame])),
+    ));
+    seeds.push((
+        "frame_decoder",
+        "three-frames",
+        with(6, 0x4a, frames(&[&req, &response, &goaway])),
+    ));
+    seeds.push((
+        "frame_decoder",
+        "oversized-then-ping",
+        with(2, 0x13, skipped),
+    ));
+    seeds.push((
+        "frame_decoder",
+        "foreign",
+        with(5, 0x00, b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+    ));
+
+    seeds.push(("hello", "server", hello_wire.clone()));
+    let mut old = sample_hello();
+    old.queues.clear();
+    old.endpoints.clear();
+    let mut old_wire = Vec::new();
+    old.encode_into(&mut old_wire);
+    old_wire.truncate(old_wire.len() - 4); // an older peer sends no lists
+    seeds.push(("hello", "old-without-lists", old_wire));
+    let mut client = sample_hello();
+    client.role = Role::Client;
+    client.services.clear();
+    let mut client_wire = Vec::new();
+    client.encode_into(&mut client_wire);
+    seeds.push(("hello", "client", client_wire));
+
+    seeds.push(("codec", "i64-pair", encoded(0, &(-3i64, 1i64 << 40))));
+    seeds.push((
+        "codec",
+        "string-vec",
+        encoded(1, &("héllo".to_string(), vec![0u8, 1, 255])),
+    ));
+    seeds.push((
+        "codec",
+        "bytes-small",
+        encoded(2, &(switchyard::Bytes::from(vec![7u8; 10]),)),
+    ));
+    seeds.push((
+        "codec",
+        "bytes-shared",
+        encoded(
+            2,
+            &(switchyard::Bytes::from(vec![9u8; SHARE_AT_LEAST + 10]),),
+        ),
+    ));
+    seeds.push(("codec", "option-string", encoded(3, &Some("x".to_string()))));
+    seeds.push(("codec", "unit", encoded(4, &())));
+    seeds.push(("codec", "order", encoded(5, &sample_order())));
+    seeds.push((
+        "codec",
+        "mixed",
+        encoded(
+            6,
+            &(
+                3u32,
+                sample_order(),
+                vec![switchyard::Bytes::from(vec![5u8; 3])],
+            ),
+        ),
+    ));
+    seeds.push((
+        "codec",
+        "scalars",
+        encoded(7, &(true, 'λ', u128::MAX, -1i8, Bits(f64::NAN), Some(()))),
+    ));
+
+    // shm_ring: capacity 16, write 11 / read 11 four times (wraps), then
+    // the peer moves tail past the capacity and the consumer reads.
+    let mut wraps = vec![1u8];
+    for _ in 0..4 {
+        wraps.extend([0x80, 11]);
+        wraps.extend(b"hello ring!");
+        wraps.extend([2, 11]);
+    }
+    wraps.extend([8, 3, 2, 40]); // tail := c_head + capacity + 40
+    wraps.extend([2, 8]);
+    seeds.push(("shm_ring", "wrap-then-corrupt-tail", wraps));
+    // capacity 64: fill, producer sleeps, consumer reads and must wake it;
+    // consumer sleeps, producer writes and must wake it.
+    seeds.push((
+        "shm_ring",
+        "sleep-and-wake",
+        vec![3, 0, 64, 7, 0, 3, 10, 6, 1, 3, 60, 6, 0, 0, 5, 4, 9],
+    ));
+    // attach after two edits: capacity := 1 << 5, magic kept; then use it.
+    seeds.push((
+        "shm_ring",
+        "attach-smaller-capacity",
+        vec![
+            0x80 | (2 << 3) | 4,
+            2,
+            1,
+            5,
+            3,
+            2,
+            0,
+            0,
+            20,
+            2,
+            20,
+            11,
+            50,
+            4,
+            1,
+            2,
+            3,
+            4,
+        ],
+    ));
+    // The peer scribbles data and head between reads.
+    seeds.push((
+        "shm_ring",
+        "scribble-data-and-head",
+        vec![
+            2, 0, 30, 11, 3, 4, 9, 9, 9, 9, 2, 10, 9, 4, 4, 7, 2, 2, 31, 5,
+        ],
+    ));
+    seeds
+}
