@@ -77,8 +77,11 @@ pub trait Codec: Send + Sync + 'static {
 }
 
 /// bincode 2 (`=2.0.1`) through its serde layer, standard configuration
-/// (little endian, variable-length integers), decoding with a byte limit of
-/// [`DECODE_LIMIT`] and rejecting trailing bytes.
+/// (little endian, variable-length integers), rejecting trailing bytes.
+/// Decoding claims at most a memory limit that grows with the input (8 MiB
+/// for inputs up to 64 KiB, up to [`DECODE_LIMIT`] for the largest), so a
+/// length prefix cannot make the receiver allocate more than the input can
+/// justify.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bincode;
 
@@ -111,16 +114,27 @@ impl Codec for Bincode {
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-        let (value, used) =
-            // Borrowing: byte strings reach serde as slices of `bytes`, so
-            // `Bytes` can share them (see `decode_shared`).
-            bincode::serde::borrow_decode_from_slice(bytes, bincode_config()).map_err(|err| {
-                CodecError::Decode {
-                    type_name: std::any::type_name::<T>(),
-                    len: bytes.len(),
-                    reason: err.to_string(),
-                }
-            })?;
+        let limit = memory_limit(bytes.len());
+        let decoded = match limit {
+            MEMORY_LIMITS_0 => decode_within::<T, MEMORY_LIMITS_0>(bytes),
+            MEMORY_LIMITS_1 => decode_within::<T, MEMORY_LIMITS_1>(bytes),
+            MEMORY_LIMITS_2 => decode_within::<T, MEMORY_LIMITS_2>(bytes),
+            MEMORY_LIMITS_3 => decode_within::<T, MEMORY_LIMITS_3>(bytes),
+            _ => decode_within::<T, DECODE_LIMIT>(bytes),
+        };
+        let (value, used) = decoded.map_err(|err| CodecError::Decode {
+            type_name: std::any::type_name::<T>(),
+            len: bytes.len(),
+            reason: match err {
+                bincode::error::DecodeError::LimitExceeded => format!(
+                    "decoding would take more than {limit} bytes of memory for {} bytes of \
+                     input (a length the input cannot hold, or a value that expands more than \
+                     16-fold); refused before allocating",
+                    bytes.len()
+                ),
+                other => other.to_string(),
+            },
+        })?;
         if used != bytes.len() {
             return Err(CodecError::TrailingBytes {
                 type_name: std::any::type_name::<T>(),
@@ -130,6 +144,38 @@ impl Codec for Bincode {
         }
         Ok(value)
     }
+}
+
+/// The memory a decode may claim (bincode checks every claimed length
+/// against it before allocating) for inputs up to each size: a few bytes
+/// cannot make the receiver allocate a gigabyte, while a value may still
+/// take 16 times (small inputs: 128 times) its encoded size in memory.
+const MEMORY_LIMITS_0: usize = 8 << 20; // inputs up to 64 KiB
+const MEMORY_LIMITS_1: usize = 16 << 20; // up to 512 KiB
+const MEMORY_LIMITS_2: usize = 64 << 20; // up to 4 MiB
+const MEMORY_LIMITS_3: usize = 512 << 20; // up to 32 MiB; beyond: DECODE_LIMIT
+
+/// The memory limit for decoding `len` bytes.
+fn memory_limit(len: usize) -> usize {
+    match len {
+        n if n <= 64 << 10 => MEMORY_LIMITS_0,
+        n if n <= 512 << 10 => MEMORY_LIMITS_1,
+        n if n <= 4 << 20 => MEMORY_LIMITS_2,
+        n if n <= 32 << 20 => MEMORY_LIMITS_3,
+        _ => DECODE_LIMIT,
+    }
+}
+
+/// Decodes borrowing from `bytes` (byte strings reach serde as slices of
+/// it, so `Bytes` can share them: see `decode_shared`), claiming at most
+/// `LIMIT` bytes of memory.
+fn decode_within<T: DeserializeOwned, const LIMIT: usize>(
+    bytes: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    bincode::serde::borrow_decode_from_slice(
+        bytes,
+        bincode::config::standard().with_limit::<LIMIT>(),
+    )
 }
 
 #[cfg(test)]
@@ -153,6 +199,26 @@ mod tests {
         let mut buf = Vec::new();
         Bincode::encode(&point, &mut buf).unwrap();
         assert_eq!(Bincode::decode::<Point>(&buf).unwrap(), point);
+    }
+
+    #[test]
+    fn a_small_input_cannot_claim_a_large_allocation() {
+        // A string claiming 50 MB in a few bytes: refused as over the limit.
+        let mut claim = vec![0xfc_u8];
+        claim.extend_from_slice(&50_000_000u32.to_le_bytes());
+        let err = Bincode::decode::<String>(&claim).unwrap_err();
+        assert!(
+            err.to_string().contains("refused before allocating"),
+            "{err}"
+        );
+        // A value that expands (u64s take 1 byte encoded, 8 in memory) of a
+        // realistic size still decodes.
+        let many: Vec<u64> = (0..100_000).map(|i| i % 100).collect();
+        let mut buf = Vec::new();
+        Bincode::encode(&many, &mut buf).unwrap();
+        assert_eq!(Bincode::decode::<Vec<u64>>(&buf).unwrap(), many);
+        assert_eq!(memory_limit(0), MEMORY_LIMITS_0);
+        assert_eq!(memory_limit(40 << 20), DECODE_LIMIT);
     }
 
     #[test]

@@ -93,10 +93,9 @@ fn past_failures_pass() {
 /// `bincode_config`). So a payload of a few bytes makes the receiver
 /// allocate up to 1 GiB per string field; with strict overcommit or an
 /// address-space limit that allocation fails and the process aborts.
-/// Ignored until `Bincode::decode` bounds claims by the input (see
-/// docs/fuzzing.md).
+/// Fixed: `Bincode::decode` bounds the memory a decode may claim by the
+/// input's size (see `codec::memory_limit`).
 #[test]
-#[ignore = "known bug: bincode allocates a String's claimed length (up to 1 GiB) before reading it"]
 fn codec_string_claim_allocates_at_most_the_input() {
     let minimised = std::fs::read(fuzz_dir().join("regressions/codec/string-claim-50mb")).unwrap();
     // The same with the largest claim the limit lets through: (String, Vec<u8>).
