@@ -78,10 +78,10 @@ pub trait Codec: Send + Sync + 'static {
 
 /// bincode 2 (`=2.0.1`) through its serde layer, standard configuration
 /// (little endian, variable-length integers), rejecting trailing bytes.
-/// Decoding claims at most a memory limit that grows with the input (8 MiB
-/// for inputs up to 64 KiB, up to [`DECODE_LIMIT`] for the largest), so a
-/// length prefix cannot make the receiver allocate more than the input can
-/// justify.
+/// Each allocation of a decode claims at most a memory limit that grows
+/// with the input (512 KiB for inputs up to 4 KiB, up to [`DECODE_LIMIT`]
+/// for the largest), so a length prefix cannot make the receiver allocate
+/// more than the input can justify.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bincode;
 
@@ -114,12 +114,14 @@ impl Codec for Bincode {
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-        let limit = memory_limit(bytes.len());
-        let decoded = match limit {
-            MEMORY_LIMITS_0 => decode_within::<T, MEMORY_LIMITS_0>(bytes),
-            MEMORY_LIMITS_1 => decode_within::<T, MEMORY_LIMITS_1>(bytes),
-            MEMORY_LIMITS_2 => decode_within::<T, MEMORY_LIMITS_2>(bytes),
-            MEMORY_LIMITS_3 => decode_within::<T, MEMORY_LIMITS_3>(bytes),
+        let class = size_class(bytes.len());
+        let limit = class.map_or(DECODE_LIMIT, |class| MEMORY_LIMITS[class]);
+        let decoded = match class {
+            Some(0) => decode_within::<T, { MEMORY_LIMITS[0] }>(bytes),
+            Some(1) => decode_within::<T, { MEMORY_LIMITS[1] }>(bytes),
+            Some(2) => decode_within::<T, { MEMORY_LIMITS[2] }>(bytes),
+            Some(3) => decode_within::<T, { MEMORY_LIMITS[3] }>(bytes),
+            Some(4) => decode_within::<T, { MEMORY_LIMITS[4] }>(bytes),
             _ => decode_within::<T, DECODE_LIMIT>(bytes),
         };
         let (value, used) = decoded.map_err(|err| CodecError::Decode {
@@ -129,7 +131,7 @@ impl Codec for Bincode {
                 bincode::error::DecodeError::LimitExceeded => format!(
                     "decoding would take more than {limit} bytes of memory for {} bytes of \
                      input (a length the input cannot hold, or a value that expands more than \
-                     16-fold); refused before allocating",
+                     32-fold); refused before allocating",
                     bytes.len()
                 ),
                 other => other.to_string(),
@@ -146,24 +148,24 @@ impl Codec for Bincode {
     }
 }
 
-/// The memory a decode may claim (bincode checks every claimed length
-/// against it before allocating) for inputs up to each size: a few bytes
-/// cannot make the receiver allocate a gigabyte, while a value may still
-/// take 16 times (small inputs: 128 times) its encoded size in memory.
-const MEMORY_LIMITS_0: usize = 8 << 20; // inputs up to 64 KiB
-const MEMORY_LIMITS_1: usize = 16 << 20; // up to 512 KiB
-const MEMORY_LIMITS_2: usize = 64 << 20; // up to 4 MiB
-const MEMORY_LIMITS_3: usize = 512 << 20; // up to 32 MiB; beyond: DECODE_LIMIT
+/// The memory one allocation of a decode may claim (bincode checks every
+/// claimed length against it before allocating), for inputs up to each of
+/// [`INPUT_SIZES`]; larger inputs get [`DECODE_LIMIT`]. A few bytes cannot
+/// make the receiver allocate a gigabyte, while a value may still take 32
+/// times (small inputs: 128 times) its encoded size in memory.
+const MEMORY_LIMITS: [usize; 5] = [512 << 10, 4 << 20, 8 << 20, 64 << 20, 512 << 20];
+/// The input sizes [`MEMORY_LIMITS`] apply up to.
+const INPUT_SIZES: [usize; 5] = [4 << 10, 32 << 10, 256 << 10, 2 << 20, 16 << 20];
+
+/// Which of [`INPUT_SIZES`] `len` bytes fall under (`None`: larger).
+fn size_class(len: usize) -> Option<usize> {
+    INPUT_SIZES.iter().position(|size| len <= *size)
+}
 
 /// The memory limit for decoding `len` bytes.
+#[cfg(test)]
 fn memory_limit(len: usize) -> usize {
-    match len {
-        n if n <= 64 << 10 => MEMORY_LIMITS_0,
-        n if n <= 512 << 10 => MEMORY_LIMITS_1,
-        n if n <= 4 << 20 => MEMORY_LIMITS_2,
-        n if n <= 32 << 20 => MEMORY_LIMITS_3,
-        _ => DECODE_LIMIT,
-    }
+    size_class(len).map_or(DECODE_LIMIT, |class| MEMORY_LIMITS[class])
 }
 
 /// Decodes borrowing from `bytes` (byte strings reach serde as slices of
@@ -217,7 +219,9 @@ mod tests {
         let mut buf = Vec::new();
         Bincode::encode(&many, &mut buf).unwrap();
         assert_eq!(Bincode::decode::<Vec<u64>>(&buf).unwrap(), many);
-        assert_eq!(memory_limit(0), MEMORY_LIMITS_0);
+        assert_eq!(memory_limit(0), MEMORY_LIMITS[0]);
+        assert_eq!(memory_limit(4 << 10), MEMORY_LIMITS[0]);
+        assert_eq!(memory_limit((4 << 10) + 1), MEMORY_LIMITS[1]);
         assert_eq!(memory_limit(40 << 20), DECODE_LIMIT);
     }
 

@@ -94,7 +94,7 @@ fn past_failures_pass() {
 /// allocate up to 1 GiB per string field; with strict overcommit or an
 /// address-space limit that allocation fails and the process aborts.
 /// Fixed: `Bincode::decode` bounds the memory a decode may claim by the
-/// input's size (see `codec::memory_limit`).
+/// input's size (see `codec::MEMORY_LIMITS`).
 #[test]
 fn codec_string_claim_allocates_at_most_the_input() {
     let minimised = std::fs::read(fuzz_dir().join("regressions/codec/string-claim-50mb")).unwrap();
