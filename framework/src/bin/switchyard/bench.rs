@@ -883,9 +883,21 @@ async fn connect_endpoint(kind: &str, endpoints: &str) -> Result<(Channel, Strin
         .find(|e| e.starts_with(&format!("{kind}://")))
         .ok_or_else(|| format!("the switchyard child offers no {kind} endpoint: {endpoints}"))?
         .to_owned();
-    let channel = Channel::connect(&target)
+    // Demanded: a same-host tcp:// connection would otherwise move to
+    // shared memory after the handshake.
+    let transport = Transport::from_name(kind)
+        .ok_or_else(|| format!("{kind} is not a transport"))?;
+    let channel = Channel::builder()
+        .prefer(transport)
+        .connect(&target)
         .await
         .map_err(|e| format!("connecting to {target}: {e}"))?;
+    let selection = channel.selection();
+    if selection.transport != transport {
+        return Err(format!(
+            "the {kind} row needs {kind}, but connecting to {target} selected {selection}"
+        ));
+    }
     Ok((channel, target))
 }
 
