@@ -277,6 +277,18 @@ pub fn test_server_exe() -> PathBuf {
     dir.join("test-server")
 }
 
+/// A client over `channel`, checked to run over shared memory (a test about
+/// shm must not pass silently over another transport).
+pub fn shm_client_on(channel: switchyard::Channel) -> TestingClient {
+    let selection = channel.selection();
+    assert_eq!(
+        selection.transport,
+        switchyard::Transport::Shm,
+        "this test is about shm, but the connection took another transport: {selection}"
+    );
+    TestingClient::new(channel)
+}
+
 /// Runs `future` with a watchdog: a test that hangs fails instead.
 pub async fn within<F: Future>(limit: Duration, future: F) -> F::Output {
     tokio::time::timeout(limit, future)

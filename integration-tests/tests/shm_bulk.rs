@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use switchyard::transport::shm::{DEFAULT_BULK_THRESHOLD, bulk_transfers};
-use switchyard::{Channel, Code, Transport};
-use switchyard_integration_tests::{ServerProcess, TestingClient, within};
+use switchyard::{Channel, Code};
+use switchyard_integration_tests::{ServerProcess, TestingClient, shm_client_on, within};
 
 /// The watchdog of every test.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -16,18 +16,12 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// A client to `server` by name with `builder`'s settings, checked to run
 /// over shared memory.
 async fn shm_client(server: &ServerProcess, builder: switchyard::ChannelBuilder) -> TestingClient {
-    let channel: Channel = builder
+    let channel = builder
         .runtime_dir(server.dir())
         .connect("testing")
         .await
         .expect("connect by name");
-    let selection = channel.selection();
-    assert_eq!(
-        selection.transport,
-        Transport::Shm,
-        "this test is about shm, but the connection took another transport: {selection}"
-    );
-    TestingClient::new(channel)
+    shm_client_on(channel)
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {

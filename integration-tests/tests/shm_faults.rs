@@ -36,7 +36,7 @@ use switchyard::sys::shm;
 use switchyard::transport::shm::ring::{self, Consumer, Producer, Ring, layout, region_len};
 use switchyard::transport::shm::{ACCEPT, OFFER};
 use switchyard::{Channel, Code, Transport};
-use switchyard_integration_tests::{ServerProcess, TestingClient, within};
+use switchyard_integration_tests::{ServerProcess, TestingClient, shm_client_on, within};
 
 /// The watchdog of every test: far above anything a working build needs.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -48,17 +48,6 @@ const CHILD_ENV: &str = "SWITCHYARD_SHM_FAULTS_CHILD";
 /// A client to `server` by name, checked to run over shared memory.
 async fn shm_client(server: &ServerProcess) -> TestingClient {
     shm_client_on(server.channel().await)
-}
-
-/// A client over `channel`, checked to run over shared memory.
-fn shm_client_on(channel: Channel) -> TestingClient {
-    let selection = channel.selection();
-    assert_eq!(
-        selection.transport,
-        Transport::Shm,
-        "this test is about shm, but the connection took another transport: {selection}"
-    );
-    TestingClient::new(channel)
 }
 
 /// Waits until the server has started `n` requests (counted by its

@@ -21,7 +21,7 @@ use rustix::fs::{FallocateFlags, MemfdFlags, SealFlags};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
-use super::shm::{CreateError, MapError, recv_fds, send_fds};
+use super::shm::{CreateError, MapError, check_seals, recv_fds, send_fds};
 
 /// The seals a bulk region must carry: nobody can change its bytes or its
 /// size once it is sent.
@@ -222,19 +222,7 @@ impl Region {
     /// it read-only with its pages populated.
     pub fn map(fd: impl AsFd, len: usize) -> Result<Self, MapError> {
         let fd = fd.as_fd();
-        let found = rustix::fs::fcntl_get_seals(fd).map_err(|e| MapError::NotSealable(e.into()))?;
-        let missing = BULK_SEALS.difference(found);
-        if !missing.is_empty() {
-            return Err(MapError::NotSealed { missing, found });
-        }
-        let stat = rustix::fs::fstat(fd).map_err(|e| MapError::Stat(e.into()))?;
-        let actual = u64::try_from(stat.st_size).unwrap_or(0);
-        if actual != len as u64 {
-            return Err(MapError::WrongSize {
-                expected: len as u64,
-                actual,
-            });
-        }
+        check_seals(fd, len as u64, BULK_SEALS)?;
         if len == 0 {
             // mmap refuses zero lengths; an empty body needs no mapping.
             return Ok(Self { map: None });

@@ -125,8 +125,14 @@ pub fn create_memfd(name: &str, len: u64) -> Result<OwnedFd, CreateError> {
 /// [`REQUIRED_SEALS`] and is exactly `len` bytes. The seals are checked
 /// first, so the size cannot change after it is checked.
 pub fn check_sealed(fd: BorrowedFd<'_>, len: u64) -> Result<(), MapError> {
+    check_seals(fd, len, REQUIRED_SEALS)
+}
+
+/// Checks that `fd` carries at least the seals `required` and is exactly
+/// `len` bytes (seals first, so the size cannot change after the check).
+pub fn check_seals(fd: BorrowedFd<'_>, len: u64, required: SealFlags) -> Result<(), MapError> {
     let found = rustix::fs::fcntl_get_seals(fd).map_err(|e| MapError::NotSealable(e.into()))?;
-    let missing = REQUIRED_SEALS.difference(found);
+    let missing = required.difference(found);
     if !missing.is_empty() {
         return Err(MapError::NotSealed { missing, found });
     }

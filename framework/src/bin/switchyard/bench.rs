@@ -104,7 +104,7 @@ pub(crate) fn clock_ns() -> u64 {
 
 /// The largest frame the `switchyard` child accepts (the shm bulk rows of
 /// `bench_bulk` echo 64 MiB).
-const BULK_MAX_FRAME: u32 = 128 << 20;
+pub(crate) const BULK_MAX_FRAME: u32 = 128 << 20;
 
 /// Payload size of every round trip, bytes.
 pub(crate) const MESSAGE: usize = 64;
@@ -885,8 +885,8 @@ async fn connect_endpoint(kind: &str, endpoints: &str) -> Result<(Channel, Strin
         .to_owned();
     // Demanded: a same-host tcp:// connection would otherwise move to
     // shared memory after the handshake.
-    let transport = Transport::from_name(kind)
-        .ok_or_else(|| format!("{kind} is not a transport"))?;
+    let transport =
+        Transport::from_name(kind).ok_or_else(|| format!("{kind} is not a transport"))?;
     let channel = Channel::builder()
         .prefer(transport)
         .connect(&target)
@@ -903,18 +903,20 @@ async fn connect_endpoint(kind: &str, endpoints: &str) -> Result<(Channel, Strin
 
 /// Connects to the child by the name it published in `dir`'s registry,
 /// which on the same host selects shared memory; an error if it did not.
-async fn connect_shm(dir: &Path) -> Result<(Channel, String), String> {
+pub(crate) async fn connect_shm(dir: &Path) -> Result<(Channel, String), String> {
     let name = BENCH_DESCRIPTOR.name;
     let channel = Channel::builder()
         .runtime_dir(dir)
+        // The shm bulk rows (`bench_bulk`) echo 64 MiB.
+        .max_frame(BULK_MAX_FRAME)
         .connect(name)
         .await
         .map_err(|e| format!("connecting to {name} by name: {e}"))?;
     let selection = channel.selection();
     if selection.transport != Transport::Shm {
         return Err(format!(
-            "the switchyard shm row needs shared memory, but connecting to {name} by name \
-             selected {selection}"
+            "the shm rows need shared memory, but connecting to {name} by name selected \
+             {selection}"
         ));
     }
     Ok((channel, format!("shm (by name {name})")))

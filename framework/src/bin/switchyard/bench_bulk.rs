@@ -10,18 +10,14 @@
 //! size once.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use switchyard::transport::shm::bulk_transfers;
-use switchyard::{Channel, Transport};
 
-use crate::bench::{BENCH_DESCRIPTOR, BenchClient, ScratchDir, histogram, micros, spawn_child};
+use crate::bench::{BenchClient, ScratchDir, connect_shm, histogram, micros, spawn_child};
 
 /// The payload sizes measured.
 pub(crate) const SIZES: [usize; 2] = [1 << 20, 64 << 20];
-/// The largest frame either side of the bench accepts.
-pub(crate) const MAX_FRAME: u32 = 128 << 20;
 
 /// One size.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -56,7 +52,8 @@ pub(crate) fn run(quick: bool) -> Result<Vec<BulkRow>, String> {
     let (child, _endpoints) = spawn_child("switchyard", dir.path())?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
     let rows = runtime.block_on(async {
-        let client = BenchClient::new(connect(dir.path()).await?);
+        let (channel, _) = connect_shm(dir.path()).await?;
+        let client = BenchClient::new(channel);
         let mut rows = Vec::new();
         for size in SIZES {
             let round_trips = match (quick, size > 8 << 20) {
@@ -71,23 +68,6 @@ pub(crate) fn run(quick: bool) -> Result<Vec<BulkRow>, String> {
     })?;
     drop(child);
     Ok(rows)
-}
-
-async fn connect(dir: &Path) -> Result<Channel, String> {
-    let name = BENCH_DESCRIPTOR.name;
-    let channel = Channel::builder()
-        .runtime_dir(dir)
-        .max_frame(MAX_FRAME)
-        .connect(name)
-        .await
-        .map_err(|e| format!("connecting to {name} by name: {e}"))?;
-    let selection = channel.selection();
-    if selection.transport != Transport::Shm {
-        return Err(format!(
-            "the shm bulk rows need shared memory, but connecting by name selected {selection}"
-        ));
-    }
-    Ok(channel)
 }
 
 async fn echo(client: &BenchClient, size: usize, round_trips: u64) -> Result<BulkRow, String> {
