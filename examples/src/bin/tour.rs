@@ -131,6 +131,22 @@ async fn tour() -> Result<(), String> {
     let sum = calc_tcp.add(40, 2).await.map_err(|s| s.to_string())?;
     line(&tcp, "add(40, 2)", &sum.to_string());
 
+    // The same tcp:// address without demanding TCP: the handshake shows
+    // the server on this host, so the connection moves to shared memory.
+    let address = tcp.peer().addr;
+    let upgraded = Channel::connect(&address)
+        .await
+        .map_err(|s| s.to_string())?;
+    let sum = CalculatorClient::new(upgraded.clone())
+        .add(1, 2)
+        .await
+        .map_err(|s| s.to_string())?;
+    line(
+        &upgraded,
+        &format!("add(1, 2) via {address}"),
+        &sum.to_string(),
+    );
+
     let late = calc
         .with_timeout(Duration::ZERO)
         .add(1, 1)
