@@ -28,6 +28,8 @@ pub const MAGIC: u16 = 0x5953;
 pub const VERSION: u8 = 1;
 /// Default limit on `metadata len + payload len`: 16 MiB.
 pub const DEFAULT_FRAME_LIMIT: u32 = 16 << 20;
+/// How far ahead of the bytes buffered a decoder reserves room for a frame.
+const RESERVE_AHEAD: usize = 64 << 10;
 /// The largest hello accepted, whatever the frame limit (1 MiB).
 pub const HELLO_LIMIT: u32 = 1 << 20;
 /// The largest limit that may be configured: 1 GiB.
@@ -443,7 +445,12 @@ impl FrameDecoder {
         // body_len <= limit <= MAX_FRAME_LIMIT, so this fits in usize.
         let total = HEADER_LEN + header.body_len() as usize;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
+            // Grow toward the frame as its bytes come (at most doubling
+            // what is buffered, plus 64 KiB), not by what its header
+            // claims: a peer that sends a header and stops cannot make us
+            // hold a frame's worth of memory.
+            let missing = total - buf.len();
+            buf.reserve(missing.min(buf.len().max(RESERVE_AHEAD)));
             return Ok(None);
         }
         self.pending = None;
