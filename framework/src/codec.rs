@@ -93,12 +93,7 @@ impl Codec for Bincode {
     const NAME: &'static str = "bincode";
 
     fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        bincode::serde::encode_into_std_write(value, out, bincode_config())
-            .map(|_| ())
-            .map_err(|err| CodecError::Encode {
-                type_name: std::any::type_name::<T>(),
-                reason: err.to_string(),
-            })
+        Self::encode_to(value, out)
     }
 
     fn encode_to<T: Serialize + ?Sized, W: std::io::Write>(
@@ -131,7 +126,8 @@ impl Codec for Bincode {
                 bincode::error::DecodeError::LimitExceeded => format!(
                     "decoding would take more than {limit} bytes of memory for {} bytes of \
                      input (a length the input cannot hold, or a value that expands more than \
-                     32-fold); refused before allocating",
+                     32-fold); refused before allocating — if the value is genuine, send it in \
+                     smaller pieces",
                     bytes.len()
                 ),
                 other => other.to_string(),

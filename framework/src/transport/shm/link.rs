@@ -788,7 +788,11 @@ impl ShmRx {
         let bad = |what: String| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("the peer sent a bad bulk region: {what}"),
+                format!(
+                    "the peer sent a bad bulk region: {what}; the connection is closed — if \
+                     the peer is not hostile, check that both sides run the same switchyard \
+                     version"
+                ),
             )
         };
         let descriptor = BulkDescriptor::parse(&stand_in.payload)
