@@ -1,10 +1,14 @@
 //! The client: [`Channel`] (a connection to one server, reconnecting when it
 //! breaks) and [`ClientCore`], which the generated `FooClient` types wrap.
 
+mod backoff;
 mod call;
 pub(crate) mod connection;
 mod driver;
 mod oneway;
+mod open;
+#[cfg(feature = "quic")]
+mod quic;
 #[cfg(target_os = "linux")]
 mod shm;
 #[cfg(target_os = "linux")]
@@ -14,14 +18,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::time::Instant;
+
 use crate::descriptor::ServiceDescriptor;
-use crate::discovery::Registry;
+use crate::discovery::Resolver;
 use crate::protocol::frame::DEFAULT_FRAME_LIMIT;
 use crate::protocol::hello::Hello;
 use crate::protocol::status::Status;
-use crate::select::{self, Endpoint, Forced, Selection, Target, Transport};
-use crate::transport::{Link, PeerInfo, tcp, unix};
+use crate::select::{self, Forced, Selection, Target, Transport};
+use crate::transport::{Link, PeerInfo};
 
+pub use backoff::Backoff;
 pub use call::ClientCore;
 pub(crate) use connection::{Connection, ConnectionConfig};
 
@@ -36,6 +43,12 @@ pub struct ChannelBuilder {
     runtime_dir: Option<PathBuf>,
     shm_spin: Option<Duration>,
     bulk_threshold: Option<usize>,
+    resolver: Option<Arc<dyn Resolver>>,
+    discovery_file: Option<PathBuf>,
+    attempt_timeout: Duration,
+    backoff: Backoff,
+    #[cfg(feature = "quic")]
+    quic: quic::QuicSettings,
 }
 
 impl Default for ChannelBuilder {
@@ -49,6 +62,12 @@ impl Default for ChannelBuilder {
             runtime_dir: None,
             shm_spin: None,
             bulk_threshold: None,
+            resolver: None,
+            discovery_file: None,
+            attempt_timeout: open::DEFAULT_ATTEMPT_TIMEOUT,
+            backoff: Backoff::default(),
+            #[cfg(feature = "quic")]
+            quic: quic::QuicSettings::default(),
         }
     }
 }
@@ -115,8 +134,40 @@ impl ChannelBuilder {
         self
     }
 
-    /// Connects to `target`: a service name published in the local registry
-    /// (`"calculator"`), `unix:///path/to.sock` or `tcp://host:port`.
+    /// Where names the local registry does not know are looked up (default:
+    /// the discovery file, if one is set).
+    pub fn resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// A static discovery file (TOML, see
+    /// [`StaticFile`](crate::discovery::StaticFile)) for names the local
+    /// registry does not know (default: the file named by
+    /// `SWITCHYARD_DISCOVERY`, if set).
+    pub fn discovery_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.discovery_file = Some(path.into());
+        self
+    }
+
+    /// How long one address may take to answer when a name has others
+    /// behind it (default 2 s): e.g. a `quic://` address whose UDP is
+    /// blocked before the `tcp://` one.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// The delays between reconnect attempts after a connection broke
+    /// (default: gRPC's, 1 s × 1.6 per failure up to 120 s, ±20 %).
+    pub fn reconnect_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Connects to `target`: a service name (`"calculator"`: the local
+    /// registry, then the resolver or discovery file), `unix:///path/to.sock`,
+    /// `tcp://host:port` or `quic://host:port[?pin=<fingerprint>]`.
     pub async fn connect(self, target: &str) -> Result<Channel, Status> {
         crate::debug::ensure_from_env();
         let parsed = Target::parse(target)?;
@@ -144,7 +195,7 @@ impl ChannelBuilder {
                 )));
             }
         }
-        let conn = match open(&self, &parsed).await {
+        let conn = match open::open(&self, &parsed, None).await {
             Ok(conn) => conn,
             Err(status) => match self.queue_standin(&parsed, &status) {
                 Some(conn) => conn,
@@ -156,7 +207,7 @@ impl ChannelBuilder {
                 target: Some((target.to_owned(), parsed)),
                 builder: self,
                 current: Mutex::new(conn),
-                reconnect: tokio::sync::Mutex::new(()),
+                reconnect: tokio::sync::Mutex::new(backoff::BackoffState::default()),
                 queue_only: oneway::OnewayRoutes::default(),
             }),
         })
@@ -197,7 +248,7 @@ impl ChannelBuilder {
                 target: None,
                 builder: self,
                 current: Mutex::new(conn),
-                reconnect: tokio::sync::Mutex::new(()),
+                reconnect: tokio::sync::Mutex::new(backoff::BackoffState::default()),
                 queue_only: oneway::OnewayRoutes::default(),
             }),
         }
@@ -261,98 +312,6 @@ impl ChannelBuilder {
     }
 }
 
-/// Resolves, selects and connects.
-async fn open(builder: &ChannelBuilder, target: &Target) -> Result<Arc<Connection>, Status> {
-    let forced = builder.forced()?;
-    let registry_dir = builder
-        .runtime_dir
-        .clone()
-        .unwrap_or_else(crate::discovery::runtime_dir);
-    let entry = match target {
-        Target::Name(name) => Registry::open(&registry_dir)
-            .map_err(|err| Status::unavailable(err.to_string()))?
-            .lookup(name)
-            .map_err(|err| Status::invalid_argument(err.to_string()))?,
-        _ => None,
-    };
-    let plan = select::plan(target, entry.as_ref(), &registry_dir, forced)?;
-    let config = builder.connection_config();
-    let timeout = builder.connect_timeout;
-    let unreachable = |what: String, err: std::io::Error| {
-        Status::unavailable(format!(
-            "could not connect to {what}: {err}; is the server running and listening there?"
-        ))
-    };
-    let connected = tokio::time::timeout(timeout, async {
-        match &plan.endpoint {
-            #[cfg(target_os = "linux")]
-            Endpoint::Shm(path) => {
-                match crate::transport::shm::connect(path, crate::transport::shm::DEFAULT_CAPACITY)
-                    .await
-                {
-                    Ok(link) => Connection::open_shm(link, plan.selection.clone(), &config).await,
-                    Err(err) if forced.is_some() => Err(unreachable(
-                        format!("shm over unix://{}", path.display()),
-                        err,
-                    )),
-                    Err(err) => {
-                        // Not forced: say why and take the Unix socket.
-                        tracing::debug!(%err, "shared memory refused; using the Unix socket");
-                        let mut selection = plan.selection.clone();
-                        selection.transport = Transport::Unix;
-                        selection.rejected.retain(|(t, _)| *t != Transport::Unix);
-                        selection.rejected.push((
-                            Transport::Shm,
-                            format!("the shared-memory set-up failed: {err}"),
-                        ));
-                        selection.reason = selection.reason.replace(
-                            "shared memory is the fastest track",
-                            "the Unix socket, since shared memory could not be set up",
-                        );
-                        let link = unix::connect(path)
-                            .await
-                            .map_err(|err| unreachable(unix::url(path), err))?;
-                        Connection::open(link, selection, &config).await
-                    }
-                }
-            }
-            #[cfg(not(target_os = "linux"))]
-            Endpoint::Shm(path) => Err(Status::unavailable(format!(
-                "shared memory is not available on this platform ({})",
-                path.display()
-            ))),
-            Endpoint::Unix(path) => {
-                let link = unix::connect(path)
-                    .await
-                    .map_err(|err| unreachable(unix::url(path), err))?;
-                Connection::open(link, plan.selection.clone(), &config).await
-            }
-            Endpoint::Tcp(host_port) => {
-                let link = tcp::connect(host_port)
-                    .await
-                    .map_err(|err| unreachable(format!("tcp://{host_port}"), err))?;
-                let conn = Connection::open(link, plan.selection.clone(), &config).await?;
-                #[cfg(target_os = "linux")]
-                if forced.is_none()
-                    && let Some(upgraded) = upgrade::to_shm(&conn, &config).await
-                {
-                    return Ok(upgraded);
-                }
-                Ok(conn)
-            }
-        }
-    })
-    .await
-    .map_err(|_| {
-        Status::unavailable(format!(
-            "connecting to {:?} took longer than {timeout:?}; is the server overloaded or \
-             the network down?",
-            plan.endpoint
-        ))
-    })??;
-    Ok(connected)
-}
-
 /// A connection to one server, shared by every client made from it.
 ///
 /// Cheap to clone; all clones multiplex their calls over one connection.
@@ -369,7 +328,8 @@ struct Shared {
     target: Option<(String, Target)>,
     builder: ChannelBuilder,
     current: Mutex<Arc<Connection>>,
-    reconnect: tokio::sync::Mutex<()>,
+    /// Held while reconnecting; the backoff between failed attempts.
+    reconnect: tokio::sync::Mutex<backoff::BackoffState>,
     /// One-way routes used while no server is connected.
     queue_only: oneway::OnewayRoutes,
 }
@@ -383,7 +343,7 @@ impl Channel {
                 target: None,
                 builder,
                 current: Mutex::new(conn),
-                reconnect: tokio::sync::Mutex::new(()),
+                reconnect: tokio::sync::Mutex::new(backoff::BackoffState::default()),
                 queue_only: oneway::OnewayRoutes::default(),
             }),
         }
@@ -409,8 +369,12 @@ impl Channel {
     }
 
     /// The connection to use for a call: the current one, or a new one if
-    /// it broke.
-    pub(crate) async fn connection(&self) -> Result<Arc<Connection>, Status> {
+    /// it broke. Reconnecting is bounded by `deadline` (the call's) and
+    /// waits out the reconnect backoff after failures by failing at once.
+    pub(crate) async fn connection(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<Connection>, Status> {
         let conn = self.current();
         if conn.is_usable() {
             return Ok(conn);
@@ -420,17 +384,29 @@ impl Channel {
                 .unusable_reason()
                 .unwrap_or_else(|| Status::unavailable("the connection is closed")));
         };
-        let _one_at_a_time = self.shared.reconnect.lock().await;
+        let mut backoff = self.shared.reconnect.lock().await;
         let conn = self.current();
         if conn.is_usable() {
             return Ok(conn);
         }
-        let fresh = open(&self.shared.builder, parsed).await.map_err(|status| {
-            Status::new(
-                status.code(),
-                format!("reconnecting to {target}: {}", status.message()),
-            )
-        })?;
+        backoff.check(target, Instant::now())?;
+        let fresh = match open::open(&self.shared.builder, parsed, deadline).await {
+            Ok(fresh) => fresh,
+            Err(failure) => {
+                let status = Status::new(
+                    failure.code(),
+                    format!("reconnecting to {target}: {}", failure.message()),
+                );
+                let delay = backoff.failed(&self.shared.builder.backoff, failure, Instant::now());
+                tracing::debug!(%target, ?delay, %status, "reconnect failed");
+                conn.stats.event(
+                    "reconnect failed",
+                    format!("{status}; next attempt in {delay:?}"),
+                );
+                return Err(status);
+            }
+        };
+        backoff.succeeded();
         tracing::debug!(%target, "reconnected");
         fresh.stats.event(
             "reconnected",

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crate::descriptor::MethodDescriptor;
 use crate::protocol::metadata::Metadata;
 use crate::trace::{TRACEPARENT, TraceContext};
-use crate::transport::{PeerInfo, Transport};
+use crate::transport::{PeerIdentity, PeerInfo, Transport};
 
 tokio::task_local! {
     static CURRENT: Context;
@@ -29,6 +29,8 @@ tokio::task_local! {
 pub(crate) struct ConnectionInfo {
     pub(crate) transport: Transport,
     pub(crate) peer: PeerInfo,
+    /// The client's verified certificate identity (QUIC with mutual TLS).
+    pub(crate) identity: Option<PeerIdentity>,
     pub(crate) peer_process: String,
     pub(crate) peer_claimed_pid: u32,
     /// Result bodies above this go into a bulk region (links that have
@@ -148,6 +150,13 @@ impl Context {
 
     /// The caller's process name and pid as it announced them in its hello
     /// (not verified; see [`peer`](Self::peer) for what the kernel vouches
+    /// The client's identity as its certificate states it, verified by the
+    /// transport: set on QUIC connections to a server that requires client
+    /// certificates (mutual TLS), `None` elsewhere.
+    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.conn.identity.as_ref()
+    }
+
     /// for).
     pub fn peer_process(&self) -> (&str, u32) {
         (&self.conn.peer_process, self.conn.peer_claimed_pid)

@@ -57,10 +57,19 @@ pub enum Target {
     Unix(PathBuf),
     /// `tcp://host:port`.
     Tcp(String),
+    /// `quic://host:port`, optionally `?pin=<SHA-256 of the server's
+    /// certificate>`.
+    Quic {
+        /// `host:port`.
+        host_port: String,
+        /// The pinned fingerprint, 64 hex digits, if the address carries one.
+        pin: Option<String>,
+    },
 }
 
 impl Target {
-    /// Parses `calculator`, `unix:///path` or `tcp://host:port`.
+    /// Parses `calculator`, `unix:///path`, `tcp://host:port` or
+    /// `quic://host:port[?pin=<fingerprint>]`.
     pub fn parse(target: &str) -> Result<Self, Status> {
         let target = target.trim();
         if let Some(path) = target.strip_prefix("unix://") {
@@ -79,13 +88,8 @@ impl Target {
             }
             return Ok(Self::Tcp(host_port.trim_end_matches('/').to_owned()));
         }
-        if target.starts_with("quic://") {
-            return Err(Status::invalid_argument(format!(
-                "cannot connect to {target}: quic:// addresses are not implemented in \
-                 Channel::connect in this version (a QUIC connection needs the server's \
-                 certificate fingerprint); open the link with transport::quic::connect and pass \
-                 it to ChannelBuilder::connect_link"
-            )));
+        if let Some(rest) = target.strip_prefix("quic://") {
+            return parse_quic(target, rest);
         }
         if let Some((scheme, _)) = target.split_once("://") {
             let known = Transport::from_name(scheme).filter(|t| !t.is_available());
@@ -99,6 +103,43 @@ impl Target {
         }
         Ok(Self::Name(target.to_owned()))
     }
+}
+
+fn parse_quic(target: &str, rest: &str) -> Result<Target, Status> {
+    let (host_port, query) = match rest.split_once('?') {
+        Some((host_port, query)) => (host_port, Some(query)),
+        None => (rest, None),
+    };
+    let host_port = host_port.trim_end_matches('/');
+    if !host_port.contains(':') || host_port.ends_with(':') {
+        return Err(Status::invalid_argument(format!(
+            "{target} needs a port, e.g. quic://10.0.0.5:7443"
+        )));
+    }
+    let mut pin = None;
+    for pair in query.into_iter().flat_map(|q| q.split('&')) {
+        match pair.split_once('=') {
+            Some(("pin", value)) => {
+                let digits = value.bytes().filter(|b| *b != b':').count();
+                if digits != 64 || !value.bytes().all(|b| b == b':' || b.is_ascii_hexdigit()) {
+                    return Err(Status::invalid_argument(format!(
+                        "{target}: pin={value} is not a SHA-256 fingerprint; give the 64 hex \
+                         digits the server prints (ServerHandle::quic_fingerprint)"
+                    )));
+                }
+                pin = Some(value.replace(':', "").to_ascii_lowercase());
+            }
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "{target}: unknown parameter {pair:?}; the only one is pin=<fingerprint>"
+                )));
+            }
+        }
+    }
+    Ok(Target::Quic {
+        host_port: host_port.to_owned(),
+        pin,
+    })
 }
 
 /// An override and where it came from, for messages.
@@ -141,6 +182,35 @@ pub enum Endpoint {
     Unix(PathBuf),
     /// A TCP `host:port`.
     Tcp(String),
+    /// A QUIC `host:port`, with the fingerprint to pin if known.
+    Quic {
+        /// `host:port`.
+        host_port: String,
+        /// The fingerprint to pin (hex), if the address carried one.
+        pin: Option<String>,
+    },
+}
+
+impl Endpoint {
+    /// The endpoint as a URL, for messages.
+    pub fn url(&self) -> String {
+        match self {
+            Self::Shm(path) => format!("shm over unix://{}", path.display()),
+            Self::Unix(path) => format!("unix://{}", path.display()),
+            Self::Tcp(host_port) => format!("tcp://{host_port}"),
+            Self::Quic { host_port, .. } => format!("quic://{host_port}"),
+        }
+    }
+
+    /// The transport it uses.
+    pub fn transport(&self) -> Transport {
+        match self {
+            Self::Shm(_) => Transport::Shm,
+            Self::Unix(_) => Transport::Unix,
+            Self::Tcp(_) => Transport::Tcp,
+            Self::Quic { .. } => Transport::Quic,
+        }
+    }
 }
 
 /// A decision: where to connect and the selection to record.
@@ -152,7 +222,7 @@ pub struct Plan {
     pub selection: Selection,
 }
 
-fn unusable_here() -> [(Transport, String); 5] {
+fn unusable_here() -> [(Transport, String); 4] {
     [
         (Transport::Shm, "shared memory needs Linux memfds"),
         (
@@ -167,11 +237,6 @@ fn unusable_here() -> [(Transport, String); 5] {
         (
             Transport::MessageQueue,
             "carries only one-way calls (see Channel::oneway_selection)",
-        ),
-        (
-            Transport::Quic,
-            "not implemented for connections by name in this version (servers publish no \
-             quic endpoint yet)",
         ),
     ]
     .map(|(t, why)| (t, why.to_owned()))
@@ -217,6 +282,20 @@ pub fn plan(
                 },
             })
         }
+        Target::Quic { host_port, pin } => {
+            check_forced(Transport::Quic, &format!("quic://{host_port}"))?;
+            Ok(Plan {
+                endpoint: Endpoint::Quic {
+                    host_port: host_port.clone(),
+                    pin: pin.clone(),
+                },
+                selection: Selection {
+                    transport: Transport::Quic,
+                    reason: forced_or(forced, "the caller named a quic:// address"),
+                    rejected: Vec::new(),
+                },
+            })
+        }
         Target::Name(name) => {
             let entry = entry.ok_or_else(|| {
                 Status::not_found(format!(
@@ -245,6 +324,12 @@ fn plan_for_entry(name: &str, entry: &Entry, forced: Option<Forced>) -> Result<P
     let tcp = entry
         .endpoint("tcp")
         .map(|url| url["tcp://".len()..].to_owned());
+    let quic = entry
+        .endpoint("quic")
+        .and_then(|url| match Target::parse(url) {
+            Ok(Target::Quic { host_port, pin }) => Some(Endpoint::Quic { host_port, pin }),
+            _ => None,
+        });
     let published = format!(
         "{name:?} is published in the local registry by pid {}",
         entry.pid
@@ -276,15 +361,7 @@ fn plan_for_entry(name: &str, entry: &Entry, forced: Option<Forced>) -> Result<P
                     f.source
                 )));
             }
-            Transport::Quic => {
-                return Err(Status::failed_precondition(format!(
-                    "{}=quic cannot work: connecting to a service by name over quic is not \
-                     implemented in this version (servers publish no quic endpoint yet); use \
-                     unix or tcp, or open a link with transport::quic::connect and pass it to \
-                     ChannelBuilder::connect_link",
-                    f.source
-                )));
-            }
+            Transport::Quic => quic.clone(),
             other if !other.is_available() => {
                 return Err(Status::failed_precondition(format!(
                     "{}={other} cannot work: the {other} transport is not implemented in this \
@@ -319,6 +396,14 @@ fn plan_for_entry(name: &str, entry: &Entry, forced: Option<Forced>) -> Result<P
         });
     }
     let mut rejected = unusable_here().to_vec();
+    if quic.is_some() {
+        rejected.push((
+            Transport::Quic,
+            "the server is on this host: a local transport is faster, and QUIC's encryption \
+             protects nothing here"
+                .into(),
+        ));
+    }
     if let Some(path) = unix {
         let local = crate::sys::host_identity();
         let same_boot = entry.boot_id.is_empty() || entry.boot_id == local.boot_id;
@@ -375,6 +460,21 @@ fn plan_for_entry(name: &str, entry: &Entry, forced: Option<Forced>) -> Result<P
             },
         });
     }
+    if let (None, Some(endpoint)) = (&tcp, quic) {
+        rejected.retain(|(t, _)| *t != Transport::Quic);
+        rejected.push((
+            Transport::Unix,
+            "the server publishes no Unix socket".into(),
+        ));
+        return Ok(Plan {
+            endpoint,
+            selection: Selection {
+                transport: Transport::Quic,
+                reason: format!("{published}; quic is the only endpoint it offers"),
+                rejected,
+            },
+        });
+    }
     if let Some(host_port) = tcp {
         rejected.push((
             Transport::Unix,
@@ -395,6 +495,82 @@ fn plan_for_entry(name: &str, entry: &Entry, forced: Option<Forced>) -> Result<P
     )))
 }
 
+/// Decides how to reach a name a [`Resolver`](crate::discovery::Resolver)
+/// answered for: one plan per usable address, to try in order. Unix
+/// sockets first (a resolver may know local ones), then QUIC, then TCP;
+/// within a transport, in the resolver's order. An override keeps only its
+/// transport's addresses.
+pub fn plan_resolved(
+    name: &str,
+    resolved: &crate::discovery::Resolved,
+    forced: Option<Forced>,
+) -> Result<Vec<Plan>, Status> {
+    let mut endpoints = Vec::new();
+    for address in &resolved.addresses {
+        let endpoint = match Target::parse(address).map_err(|status| {
+            Status::failed_precondition(format!(
+                "{} gives {name:?} the address {address:?}, which is unusable: {}",
+                resolved.source,
+                status.message()
+            ))
+        })? {
+            Target::Unix(path) => Endpoint::Unix(path),
+            Target::Tcp(host_port) => Endpoint::Tcp(host_port),
+            Target::Quic { host_port, pin } => Endpoint::Quic { host_port, pin },
+            Target::Name(_) => continue,
+        };
+        endpoints.push(endpoint);
+    }
+    let rank = |e: &Endpoint| match e.transport() {
+        Transport::Shm | Transport::Unix => 0,
+        Transport::Quic => 1,
+        _ => 2,
+    };
+    endpoints.sort_by_key(rank);
+    if let Some(f) = forced {
+        endpoints.retain(|e| e.transport() == f.transport);
+        if endpoints.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "{}={} cannot work: {} gives {name:?} no {} address (it lists [{}]); add one or \
+                 drop the override",
+                f.source,
+                f.transport,
+                resolved.source,
+                f.transport,
+                resolved.addresses.join(", ")
+            )));
+        }
+    }
+    let listed = format!(
+        "{} gives {name:?} [{}]",
+        resolved.source,
+        resolved.addresses.join(", ")
+    );
+    Ok(endpoints
+        .into_iter()
+        .map(|endpoint| {
+            let transport = endpoint.transport();
+            let why = match (forced, transport) {
+                (Some(f), _) => format!("forced by {}={}", f.source, f.transport),
+                (None, Transport::Quic) => {
+                    "quic is the fastest track across machines (encrypted, one stream per call)"
+                        .to_owned()
+                }
+                (None, Transport::Unix) => "a Unix socket is the fastest track it lists".into(),
+                (None, _) => format!("{transport} is the fastest track it lists"),
+            };
+            Plan {
+                selection: Selection {
+                    transport,
+                    reason: format!("{listed}; {why}"),
+                    rejected: Vec::new(),
+                },
+                endpoint,
+            }
+        })
+        .collect())
+}
+
 /// Adds what the handshake revealed about where the peer runs to the
 /// selection's reason.
 pub fn note_locality(selection: &mut Selection, local: &HostIdentity, peer: &HostIdentity) {
@@ -406,7 +582,15 @@ pub fn note_locality(selection: &mut Selection, local: &HostIdentity, peer: &Hos
                 locality.describe()
             )
         }
-        (Transport::Tcp, Locality::OtherHost) => format!("; {}", locality.describe()),
+        (Transport::Tcp | Transport::Quic, Locality::OtherHost) => {
+            format!("; {}", locality.describe())
+        }
+        (Transport::Quic, Locality::SameHostSameIpc | Locality::SameHostOtherIpc) => {
+            format!(
+                "; the handshake shows the peer is on this host ({})",
+                locality.describe()
+            )
+        }
         _ => return,
     };
     selection.reason.push_str(&note);
@@ -448,9 +632,30 @@ mod tests {
             Target::parse("tcp://host").unwrap_err().code(),
             Code::InvalidArgument
         );
-        let quic = Target::parse("quic://h:1").unwrap_err();
-        assert!(quic.message().contains("not implemented"), "{quic}");
-        assert!(quic.message().contains("quic::connect"), "{quic}");
+        let pin = "ab".repeat(32);
+        assert_eq!(
+            Target::parse(&format!("quic://h:1?pin={}", pin.to_uppercase())).unwrap(),
+            Target::Quic {
+                host_port: "h:1".into(),
+                pin: Some(pin.clone())
+            }
+        );
+        assert_eq!(
+            Target::parse("quic://[::1]:7443").unwrap(),
+            Target::Quic {
+                host_port: "[::1]:7443".into(),
+                pin: None
+            }
+        );
+        for (bad, says) in [
+            ("quic://h", "needs a port"),
+            ("quic://h:1?pin=12", "not a SHA-256 fingerprint"),
+            ("quic://h:1?sni=x", "unknown parameter"),
+        ] {
+            let err = Target::parse(bad).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument);
+            assert!(err.message().contains(says), "{bad}: {err}");
+        }
         assert!(Target::parse("ftp://x").is_err());
     }
 
@@ -516,7 +721,25 @@ mod tests {
             quic,
         )
         .unwrap_err();
-        assert!(err.message().contains("not implemented"), "{err}");
+        assert!(err.message().contains("no quic endpoint"), "{err}");
+        let with_quic = entry(&[
+            "unix:///s.sock",
+            &format!("quic://10.0.0.1:7443?pin={}", "cd".repeat(32)),
+        ]);
+        let plan = super::plan(
+            &Target::Name("calculator".into()),
+            Some(&with_quic),
+            "/rt".as_ref(),
+            quic,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.endpoint,
+            Endpoint::Quic {
+                host_port: "10.0.0.1:7443".into(),
+                pin: Some("cd".repeat(32))
+            }
+        );
         // Shared memory is set up over the Unix socket the entry lists.
         let shm = Some(Forced {
             transport: Transport::Shm,
@@ -560,5 +783,49 @@ mod tests {
             "{}",
             selection.reason
         );
+    }
+
+    #[test]
+    fn resolved_names_try_quic_before_tcp_and_overrides_filter() {
+        let resolved = crate::discovery::Resolved {
+            addresses: vec![
+                "tcp://10.0.0.5:7000".into(),
+                "quic://10.0.0.5:7443".into(),
+                "quic://10.0.0.6:7443".into(),
+            ],
+            source: "the discovery file /d.toml".into(),
+        };
+        let plans = plan_resolved("calc", &resolved, None).unwrap();
+        let order: Vec<String> = plans.iter().map(|p| p.endpoint.url()).collect();
+        assert_eq!(
+            order,
+            [
+                "quic://10.0.0.5:7443",
+                "quic://10.0.0.6:7443",
+                "tcp://10.0.0.5:7000"
+            ]
+        );
+        assert!(
+            plans[0].selection.reason.contains("/d.toml"),
+            "{}",
+            plans[0].selection
+        );
+        let tcp = Some(Forced {
+            transport: Transport::Tcp,
+            source: "SWITCHYARD_TRANSPORT",
+        });
+        let plans = plan_resolved("calc", &resolved, tcp).unwrap();
+        assert_eq!(plans.len(), 1);
+        assert!(
+            plans[0].selection.reason.contains("forced"),
+            "{}",
+            plans[0].selection
+        );
+        let unix = Some(Forced {
+            transport: Transport::Unix,
+            source: "SWITCHYARD_TRANSPORT",
+        });
+        let err = plan_resolved("calc", &resolved, unix).unwrap_err();
+        assert!(err.message().contains("no unix address"), "{err}");
     }
 }

@@ -6,6 +6,8 @@ mod connection;
 pub(crate) mod peer;
 #[cfg(target_os = "linux")]
 pub(crate) mod queue;
+#[cfg(feature = "quic")]
+mod quic;
 pub(crate) mod router;
 
 use std::net::SocketAddr;
@@ -83,6 +85,8 @@ pub struct ServerBuilder {
     publish: bool,
     unix: UnixSetting,
     tcp: Option<String>,
+    #[cfg(feature = "quic")]
+    quic: quic::QuicSetting,
     config: ServerConfig,
     grace: Duration,
     runtime_dir: Option<PathBuf>,
@@ -107,6 +111,8 @@ impl Server {
             publish: true,
             unix: UnixSetting::Auto,
             tcp: None,
+            #[cfg(feature = "quic")]
+            quic: quic::QuicSetting::default(),
             config: ServerConfig::default(),
             grace: Duration::from_secs(30),
             runtime_dir: None,
@@ -332,6 +338,20 @@ impl ServerBuilder {
                 spawn_connection,
             )));
         }
+        #[cfg(feature = "quic")]
+        let mut quic_bound = None;
+        #[cfg(feature = "quic")]
+        if let Some(bound) = self.quic.bind().await? {
+            endpoints.push(bound.url.clone());
+            quic_bound = Some((bound.addr, bound.fingerprint));
+            tasks.push(tokio::spawn(accept_loop(
+                bound.listener,
+                Arc::clone(&shared),
+                phase.subscribe(),
+                alive.clone(),
+                spawn_connection,
+            )));
+        }
         // Before the registry names this server, so every hello lists them.
         let _ = shared.endpoints.set(endpoints.clone());
         let mut published = Vec::new();
@@ -400,6 +420,8 @@ impl ServerBuilder {
             endpoints,
             unix_path,
             tcp_addr,
+            #[cfg(feature = "quic")]
+            quic: quic_bound,
             published,
             tasks,
             grace: self.grace,
@@ -502,6 +524,8 @@ pub struct ServerHandle {
     endpoints: Vec<String>,
     unix_path: Option<PathBuf>,
     tcp_addr: Option<SocketAddr>,
+    #[cfg(feature = "quic")]
+    quic: Option<(SocketAddr, crate::transport::quic::Fingerprint)>,
     published: Vec<PublishGuard>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     grace: Duration,
@@ -530,6 +554,35 @@ impl ServerHandle {
     /// The TCP address, if any.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp_addr
+    }
+
+    /// The QUIC address, if any.
+    #[cfg(feature = "quic")]
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.quic.map(|(addr, _)| addr)
+    }
+
+    /// The SHA-256 fingerprint of the certificate the QUIC listener
+    /// presents: what clients pin.
+    #[cfg(feature = "quic")]
+    pub fn quic_fingerprint(&self) -> Option<crate::transport::quic::Fingerprint> {
+        self.quic.map(|(_, fingerprint)| fingerprint)
+    }
+
+    /// An address clients can connect to:
+    /// `quic://<addr>?pin=<fingerprint>` (an unspecified bind address such
+    /// as 0.0.0.0 is given as loopback).
+    #[cfg(feature = "quic")]
+    pub fn quic_url(&self) -> Option<String> {
+        self.quic.map(|(mut addr, fingerprint)| {
+            if addr.ip().is_unspecified() {
+                addr.set_ip(match addr {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            format!("quic://{addr}?pin={fingerprint}")
+        })
     }
 
     /// Serves an already-established link (for example one end of

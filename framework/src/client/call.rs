@@ -243,7 +243,7 @@ impl ClientCore {
     ) -> Result<Resp, Status> {
         // A deadline already past fails before anything else happens.
         deadline_budget(now, deadline, method.full_name)?;
-        let conn = self.channel.connection().await?;
+        let conn = self.channel.connection(deadline).await?;
         tracing::Span::current().record("transport", conn.selection.transport.as_str());
         let counters = Arc::clone(conn.check_method(self.service, method)?);
         let encoded = self.encode_spilling::<C, Req>(method, &request, &trace, Some(&conn))?;
@@ -405,7 +405,7 @@ impl ClientCore {
                 "one-way call larger than the queue's message size: sent over the connection"
             );
         }
-        let conn = self.channel.connection().await?;
+        let conn = self.channel.connection(deadline).await?;
         let counters = Arc::clone(conn.check_method(self.service, method)?);
         let call_id = conn
             .calls

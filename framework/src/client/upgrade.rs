@@ -1,5 +1,5 @@
 //! Moving a connection onto shared memory after the handshake: a client
-//! that reached a server by a network address (`tcp://`) learns from the
+//! that reached a server by a network address (`tcp://`, `quic://`) learns from the
 //! server's hello that it runs on the same host and in the same IPC
 //! namespace, and where its Unix socket is; it then sets up shared memory
 //! over that socket and uses it instead, saying so in its selection.
@@ -33,19 +33,21 @@ pub(crate) async fn to_shm(
         );
         return None;
     };
+    let via = conn.selection.transport;
     let selection = Selection {
         transport: Transport::Shm,
         reason: format!(
-            "upgraded: reached {} over TCP, whose handshake showed the server on this host (same \
-             boot id and IPC namespace), so the connection moved to shared memory set up over \
-             its Unix socket {path}",
+            "upgraded: reached {} over {via}, whose handshake showed the server on this host \
+             (same boot id and IPC namespace), so the connection moved to shared memory set up \
+             over its Unix socket {path}",
             conn.url
         ),
         rejected: vec![(
-            Transport::Tcp,
-            "the server is on this host: shared memory is faster (TCP only carried the \
-             handshake)"
-                .to_owned(),
+            via,
+            format!(
+                "the server is on this host: shared memory is faster ({via} only carried the \
+                 handshake)"
+            ),
         )],
     };
     let link = tokio::time::timeout(
@@ -69,7 +71,7 @@ pub(crate) async fn to_shm(
         Err(status) => {
             conn.stats.event(
                 "not upgraded",
-                format!("shared memory over {path} failed ({status}); staying on TCP"),
+                format!("shared memory over {path} failed ({status}); staying on {via}"),
             );
             None
         }

@@ -1,11 +1,16 @@
 //! Finding services: where a server publishes its endpoints and where a
 //! client looks them up.
 //!
-//! This scope is one host: the [`registry`] in the runtime
-//! directory. Static files and DNS join it behind the same lookup later.
+//! On one host, the [`registry`] in the runtime directory. Beyond it, a
+//! [`Resolver`]: a [`StaticFile`] (TOML), or one of your own; host names in
+//! the addresses it gives are resolved by DNS when connecting.
 
 pub mod registry;
+pub mod resolver;
 pub mod runtime_dir;
+pub mod static_file;
 
 pub use registry::{Entry, PublishGuard, Registry, RegistryError};
+pub use resolver::{DISCOVERY_ENV, ResolveFuture, Resolved, Resolver};
 pub use runtime_dir::runtime_dir;
+pub use static_file::{StaticFile, StaticFileError};

@@ -30,7 +30,7 @@ use crate::session::{
     Outbound, Outgoing, hello_frame, local_hello, pong_frame, read_hello, status_frame,
 };
 use crate::transport::bulk::BulkBody;
-use crate::transport::{Link, LinkRx, PeerInfo};
+use crate::transport::{Link, LinkRx, PeerIdentity, PeerInfo};
 
 type Outcome = (u64, bool, Result<Reply, Status>);
 
@@ -42,6 +42,7 @@ pub(crate) async fn serve<L: Link>(
 ) {
     let transport = link.transport();
     let peer = link.peer();
+    let identity = link.identity();
     let (mut tx, mut rx) = link.split(shared.config.frame_limit);
     let mut frames = Vec::new();
     let client = match read_hello(
@@ -81,6 +82,7 @@ pub(crate) async fn serve<L: Link>(
     };
     let link = Established {
         peer,
+        identity,
         hello,
         peer_hello: client,
         selection,
@@ -108,6 +110,8 @@ pub(crate) fn server_hello(shared: &ServerShared, role: Role) -> Hello {
 /// A link whose handshake is done, ready for [`drive`].
 pub(crate) struct Established {
     pub(crate) peer: PeerInfo,
+    /// The peer's verified certificate identity, if the link has one.
+    pub(crate) identity: Option<PeerIdentity>,
     pub(crate) hello: Hello,
     pub(crate) peer_hello: Hello,
     pub(crate) selection: Selection,
@@ -144,6 +148,7 @@ pub(crate) async fn drive<R: LinkRx>(
     let info = Arc::new(ConnectionInfo {
         transport,
         peer: link.peer,
+        identity: link.identity,
         peer_process: peer_hello.process_name.clone(),
         peer_claimed_pid: peer_hello.pid,
         bulk_threshold: link.outgoing.bulk_threshold(),

@@ -97,6 +97,7 @@ where
     let (ended_tx, ended) = watch::channel(false);
     let established = Established {
         peer,
+        identity: None,
         hello,
         peer_hello,
         selection,

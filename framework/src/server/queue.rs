@@ -182,6 +182,7 @@ async fn drain(
     let info = Arc::new(ConnectionInfo {
         transport: Transport::MessageQueue,
         peer,
+        identity: None,
         peer_process: String::new(),
         peer_claimed_pid: 0,
         bulk_threshold: None,

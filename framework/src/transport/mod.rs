@@ -116,6 +116,19 @@ pub struct PeerInfo {
     pub uid: Option<u32>,
 }
 
+/// Who the peer is by its certificate, where the transport verified one
+/// (QUIC with mutual TLS): the fingerprint of its own certificate and the
+/// names the certificate holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// SHA-256 of the peer's certificate, 64 hex digits.
+    pub fingerprint: String,
+    /// The DNS names (subject alternative names) of the certificate.
+    pub dns_names: Vec<String>,
+    /// The URI names (e.g. SPIFFE ids) of the certificate.
+    pub uri_names: Vec<String>,
+}
+
 /// Why a link could not deliver frames.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -209,6 +222,12 @@ pub trait Link: Send + 'static {
 
     /// What is known of the peer.
     fn peer(&self) -> PeerInfo;
+
+    /// The peer's verified certificate identity, where the transport has
+    /// one (QUIC with client certificates).
+    fn identity(&self) -> Option<PeerIdentity> {
+        None
+    }
 
     /// Splits into halves that can be driven from different tasks; the
     /// receiver rejects frame bodies over `frame_limit` bytes.

@@ -2,8 +2,9 @@
 //! (and TCP with `--tcp`), prints `listening <endpoints>` on its first line,
 //! and shuts down gracefully on SIGTERM.
 //!
-//! Flags: `--tcp`, `--queues` (a message queue for one-way calls),
-//! `--max-in-flight N`, `--max-frame BYTES`, `--grace-ms MS`.
+//! Flags: `--tcp`, `--tcp-at ADDR`, `--quic ADDR`, `--no-unix`, `--queues`
+//! (a message queue for one-way calls), `--max-in-flight N`,
+//! `--max-frame BYTES`, `--grace-ms MS`.
 //! With `call TARGET` it is a client instead: it calls `add(2, 3)` on TARGET
 //! and prints `<transport> <result>` (for tests of SWITCHYARD_TRANSPORT).
 
@@ -46,6 +47,17 @@ async fn main() -> ExitCode {
         .message_queues(false);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
+        if let Some(addr) = match flag.as_str() {
+            "--tcp-at" | "--quic" => it.next(),
+            _ => None,
+        } {
+            builder = if flag == "--quic" {
+                builder.quic(addr)
+            } else {
+                builder.tcp(addr)
+            };
+            continue;
+        }
         let mut value = || -> u64 {
             it.next()
                 .and_then(|v| v.parse().ok())
@@ -54,6 +66,7 @@ async fn main() -> ExitCode {
         builder = match flag.as_str() {
             "--tcp" => builder.tcp("127.0.0.1:0"),
             "--queues" => builder.message_queues(true),
+            "--no-unix" => builder.no_unix(),
             "--max-in-flight" => builder.max_in_flight(value() as usize),
             "--max-frame" => builder.max_frame(value() as u32),
             "--grace-ms" => builder.grace_period(Duration::from_millis(value())),

@@ -56,7 +56,7 @@
 //! [`ConnectError::FingerprintMismatch`], naming both fingerprints.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,13 +70,19 @@ use super::{Link, Listener, PeerInfo, Transport};
 
 mod calls;
 mod config;
+mod env;
 mod rx;
 mod tls;
+mod trust;
 mod tx;
 
 pub use config::{ConfigError, QuicConfig};
+pub use env::{
+    TLS_CA_ENV, TLS_CERT_ENV, TLS_CLIENT_CA_ENV, TLS_KEY_ENV, identity_from_env, roots_from_env,
+};
 pub use rx::QuicRx;
 pub use tls::{ALPN, Fingerprint, FingerprintParseError, Identity, IdentityError};
+pub use trust::{CaRoots, ClientTls, ServerTls, Trust};
 pub use tx::QuicTx;
 
 /// The `quic://` URL of an address.
@@ -158,6 +164,17 @@ impl QuicListener {
         identity: &Identity,
         config: &QuicConfig,
     ) -> Result<Self, BindError> {
+        Self::bind_tls(addr, &ServerTls::new(identity.clone()), config).await
+    }
+
+    /// Binds `addr` with the TLS settings `tls` (which may require client
+    /// certificates) and `config`.
+    pub async fn bind_tls(
+        addr: &str,
+        tls: &ServerTls,
+        config: &QuicConfig,
+    ) -> Result<Self, BindError> {
+        let identity = &tls.identity;
         let resolve = |source| BindError::Resolve {
             addr: addr.to_owned(),
             source,
@@ -172,8 +189,10 @@ impl QuicListener {
                     "the name resolved to no address",
                 ))
             })?;
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
-            .map_err(|err| {
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(
+            identity.server_config(tls.client_roots.as_ref())?,
+        )
+        .map_err(|err| {
             IdentityError::Rejected(rustls::Error::General(format!(
                 "no TLS 1.3 cipher suite QUIC can use: {err}"
             )))
@@ -276,6 +295,24 @@ pub enum ConnectError {
         /// What the server presented.
         seen: Fingerprint,
     },
+    /// The server's certificate is not issued by the trusted authorities
+    /// for the name connected to.
+    #[error(
+        "the server at {addr} presented a certificate that the certificate authorities in \
+         {roots} do not vouch for ({reason}); check that its certificate is issued by that CA \
+         for the name or address you connected to"
+    )]
+    Untrusted {
+        /// The server's address.
+        addr: SocketAddr,
+        /// Where the trusted roots came from.
+        roots: String,
+        /// What the verifier said.
+        reason: String,
+    },
+    /// This side's TLS settings are unusable.
+    #[error(transparent)]
+    Tls(IdentityError),
     /// The connection could not be started or the handshake failed.
     #[error("the QUIC handshake with {addr} failed: {reason}")]
     Handshake {
@@ -291,7 +328,10 @@ impl From<ConnectError> for io::Error {
         let kind = match &err {
             ConnectError::Resolve { source, .. } | ConnectError::Socket(source) => source.kind(),
             ConnectError::Config(_) => io::ErrorKind::InvalidInput,
-            ConnectError::FingerprintMismatch { .. } => io::ErrorKind::PermissionDenied,
+            ConnectError::FingerprintMismatch { .. } | ConnectError::Untrusted { .. } => {
+                io::ErrorKind::PermissionDenied
+            }
+            ConnectError::Tls(_) => io::ErrorKind::InvalidInput,
             ConnectError::Handshake { .. } => io::ErrorKind::ConnectionRefused,
         };
         Self::new(kind, err)
@@ -311,6 +351,16 @@ pub async fn connect_with(
     pin: &Fingerprint,
     config: &QuicConfig,
 ) -> Result<QuicLink, ConnectError> {
+    connect_tls(host_port, &ClientTls::pinned(*pin), config).await
+}
+
+/// Connects to `host_port` (names are resolved; each address is tried in
+/// turn until one answers) with the TLS settings `tls` and `config`.
+pub async fn connect_tls(
+    host_port: &str,
+    tls: &ClientTls,
+    config: &QuicConfig,
+) -> Result<QuicLink, ConnectError> {
     let resolve = |source| ConnectError::Resolve {
         target: host_port.to_owned(),
         source,
@@ -320,25 +370,26 @@ pub async fn connect_with(
         .map_err(resolve)?
         .collect();
     let transport = Arc::new(config.transport()?);
-    // The name the server is asked for; the pin, not the name, decides.
     let host = host_port
         .rsplit_once(':')
         .map_or(host_port, |(host, _)| host)
         .trim_start_matches('[')
         .trim_end_matches(']');
-    let server_name = if host.parse::<IpAddr>().is_ok() || host.is_empty() {
-        "switchyard"
-    } else {
-        host
-    };
+    // The name the server is asked for. A pin does not look at it; CA trust
+    // checks the certificate against it (an IP address against IP SANs).
+    let server_name = if host.is_empty() { "switchyard" } else { host };
     let mut last = resolve(io::Error::new(
         io::ErrorKind::NotFound,
         "the name resolved to no address",
     ));
     for addr in addrs {
-        match connect_addr(addr, server_name, *pin, &transport, config.idle_timeout).await {
+        match connect_addr(addr, server_name, tls, &transport, config.idle_timeout).await {
             Ok(link) => return Ok(link),
-            Err(err @ ConnectError::FingerprintMismatch { .. }) => return Err(err),
+            Err(
+                err @ (ConnectError::FingerprintMismatch { .. } | ConnectError::Untrusted { .. }),
+            ) => {
+                return Err(err);
+            }
             Err(err) => last = err,
         }
     }
@@ -348,12 +399,12 @@ pub async fn connect_with(
 async fn connect_addr(
     addr: SocketAddr,
     server_name: &str,
-    pin: Fingerprint,
+    tls: &ClientTls,
     transport: &Arc<quinn::TransportConfig>,
     linger: Duration,
 ) -> Result<QuicLink, ConnectError> {
     let handshake = |reason: String| ConnectError::Handshake { addr, reason };
-    let (crypto, verifier) = tls::client_config(pin).map_err(|err| handshake(err.to_string()))?;
+    let (crypto, pinned) = tls::client_config(tls).map_err(ConnectError::Tls)?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
         .map_err(|err| handshake(err.to_string()))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
@@ -368,14 +419,50 @@ async fn connect_addr(
         .map_err(|err| handshake(err.to_string()))?;
     match connecting.await {
         Ok(conn) => Ok(QuicLink::new(conn, Some(endpoint), linger)),
-        Err(err) => Err(match verifier.mismatch() {
-            Some(seen) => ConnectError::FingerprintMismatch {
-                addr,
-                expected: pin,
-                seen,
+        Err(err) => Err(
+            match (pinned.as_ref().and_then(|p| p.mismatch()), &tls.trust) {
+                (Some(seen), Trust::Pin(pin)) => ConnectError::FingerprintMismatch {
+                    addr,
+                    expected: *pin,
+                    seen,
+                },
+                (_, Trust::Roots(roots)) if is_certificate_error(&err) => ConnectError::Untrusted {
+                    addr,
+                    roots: roots.source().to_owned(),
+                    reason: err.to_string(),
+                },
+                _ => handshake(format!("{err}{}", tls_alert_hint(&err))),
             },
-            None => handshake(err.to_string()),
-        }),
+        ),
+    }
+}
+
+/// Whether the handshake failed because this side refused the server's
+/// certificate.
+fn is_certificate_error(err: &ConnectionError) -> bool {
+    matches!(err, ConnectionError::TransportError(e) if e.to_string().contains("certificate"))
+}
+
+/// What a TLS alert from the peer means for the user, if we know.
+fn tls_alert_hint(err: &ConnectionError) -> &'static str {
+    let ConnectionError::ConnectionClosed(close) = err else {
+        return "";
+    };
+    match u64::from(close.error_code) {
+        // certificate_required (116): mutual TLS without a client certificate.
+        0x174 => {
+            "; the server requires a client certificate (mutual TLS): give the client an \
+             identity (ChannelBuilder::tls_identity, or SWITCHYARD_TLS_CERT and \
+             SWITCHYARD_TLS_KEY)"
+        }
+        // bad_certificate (42), unknown_ca (48), certificate_unknown (46).
+        0x12a | 0x130 | 0x12e => {
+            "; the server refused this client's certificate: it must be issued by a CA the \
+             server trusts for clients"
+        }
+        // no_application_protocol (120).
+        0x178 => "; the peer does not speak switchyard/1 (ALPN): is this a switchyard server?",
+        _ => "",
     }
 }
 
@@ -417,6 +504,10 @@ impl Link for QuicLink {
         self.peer.clone()
     }
 
+    fn identity(&self) -> Option<super::PeerIdentity> {
+        trust::peer_identity(&self.conn)
+    }
+
     fn split(self, frame_limit: u32) -> (QuicTx, QuicRx) {
         let calls = Arc::default();
         let (opened, incoming) = mpsc::unbounded_channel();
@@ -450,5 +541,8 @@ fn connection_error(err: &ConnectionError) -> io::Error {
         ConnectionError::LocallyClosed => io::ErrorKind::NotConnected,
         _ => io::ErrorKind::ConnectionAborted,
     };
-    io::Error::new(kind, format!("the QUIC connection ended: {err}"))
+    io::Error::new(
+        kind,
+        format!("the QUIC connection ended: {err}{}", tls_alert_hint(err)),
+    )
 }

@@ -14,6 +14,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
+use super::trust::{CaRoots, ClientTls, Trust, client_verifier, server_verifier};
+
 /// The ALPN protocol both sides insist on: a QUIC endpoint that does not
 /// offer it is not a switchyard peer.
 pub const ALPN: &[u8] = b"switchyard/1";
@@ -144,8 +146,9 @@ impl From<IdentityError> for io::Error {
     }
 }
 
-/// What a server presents in the TLS handshake: its certificate chain (its
-/// own certificate first) and private key.
+/// What a side presents in the TLS handshake: its certificate chain (its
+/// own certificate first) and private key. Every server has one; a client
+/// has one for servers that require client certificates (mutual TLS).
 pub struct Identity {
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -231,12 +234,21 @@ impl Identity {
         self.fingerprint
     }
 
-    /// The rustls configuration of a server with this identity.
-    pub(super) fn server_config(&self) -> Result<rustls::ServerConfig, IdentityError> {
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    /// The rustls configuration of a server with this identity; with
+    /// `client_roots`, clients must present a certificate they issued.
+    pub(super) fn server_config(
+        &self,
+        client_roots: Option<&CaRoots>,
+    ) -> Result<rustls::ServerConfig, IdentityError> {
+        let provider = provider();
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(IdentityError::Rejected)?
-            .with_no_client_auth()
+            .map_err(IdentityError::Rejected)?;
+        let builder = match client_roots {
+            Some(roots) => builder.with_client_cert_verifier(client_verifier(roots, provider)?),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
             .with_single_cert(self.certs.clone(), self.key.clone_key())
             .map_err(IdentityError::Rejected)?;
         config.alpn_protocols = vec![ALPN.to_vec()];
@@ -269,25 +281,37 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The rustls configuration of a client that trusts exactly the server
-/// certificate whose fingerprint is `pin`, and the verifier, which keeps
-/// what the server presented for the error message.
+/// The rustls configuration of a client with `tls`, and, when it pins a
+/// fingerprint, the verifier, which keeps what the server presented for the
+/// error message.
 pub(super) fn client_config(
-    pin: Fingerprint,
-) -> Result<(rustls::ClientConfig, Arc<PinnedServer>), rustls::Error> {
+    tls: &ClientTls,
+) -> Result<(rustls::ClientConfig, Option<Arc<PinnedServer>>), IdentityError> {
     let provider = provider();
-    let verifier = Arc::new(PinnedServer {
-        pin,
-        provider: Arc::clone(&provider),
-        seen: Mutex::new(None),
-    });
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
+    let (verifier, pinned): (Arc<dyn ServerCertVerifier>, _) = match &tls.trust {
+        Trust::Pin(pin) => {
+            let pinned = Arc::new(PinnedServer {
+                pin: *pin,
+                provider: Arc::clone(&provider),
+                seen: Mutex::new(None),
+            });
+            (pinned.clone(), Some(pinned))
+        }
+        Trust::Roots(roots) => (server_verifier(roots, Arc::clone(&provider))?, None),
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(IdentityError::Rejected)?
         .dangerous()
-        .with_custom_certificate_verifier(verifier.clone())
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match &tls.identity {
+        Some(identity) => builder
+            .with_client_auth_cert(identity.certs.clone(), identity.key.clone_key())
+            .map_err(IdentityError::Rejected)?,
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![ALPN.to_vec()];
-    Ok((config, verifier))
+    Ok((config, pinned))
 }
 
 /// Trusts the server whose end-entity certificate has the pinned SHA-256
@@ -405,7 +429,7 @@ mod tests {
             identity.fingerprint(),
             Fingerprint::of(generated.cert.der())
         );
-        identity.server_config().expect("rustls takes it");
+        identity.server_config(None).expect("rustls takes it");
         assert!(format!("{identity:?}").contains("fingerprint"));
 
         // The key file is no certificate, the certificate file no key.
@@ -426,7 +450,7 @@ mod tests {
             other.signing_key.serialize_pem().as_bytes(),
         )
         .unwrap();
-        let err = mismatched.server_config().unwrap_err();
+        let err = mismatched.server_config(None).unwrap_err();
         assert!(err.to_string().contains("key belongs"), "{err}");
     }
 

@@ -1,0 +1,278 @@
+//! Opening a connection: look the target up (local registry, then the
+//! resolver), decide on the candidates in order (`select`), and connect to
+//! the first that answers, recording in its selection why the ones before
+//! it were passed over.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::ChannelBuilder;
+use super::connection::{Connection, ConnectionConfig};
+use crate::discovery::{Registry, Resolved, Resolver, StaticFile};
+use crate::protocol::status::{Code, Status};
+use crate::select::{self, Endpoint, Forced, Plan, Target, Transport};
+use crate::transport::{tcp, unix};
+
+/// Resolves, selects and connects, within the builder's connect timeout
+/// and `deadline`.
+pub(super) async fn open(
+    builder: &ChannelBuilder,
+    target: &Target,
+    deadline: Option<Instant>,
+) -> Result<Arc<Connection>, Status> {
+    let forced = builder.forced()?;
+    let started = Instant::now();
+    let mut end = started + builder.connect_timeout;
+    let mut by_deadline = false;
+    if let Some(deadline) = deadline.filter(|d| *d < end) {
+        end = deadline;
+        by_deadline = true;
+    }
+    let plans = plans(builder, target, forced).await?;
+    let count = plans.len();
+    let mut passed_over: Vec<(Transport, String)> = Vec::new();
+    for (i, mut plan) in plans.into_iter().enumerate() {
+        let last = i + 1 == count;
+        let now = Instant::now();
+        let attempt_end = if last {
+            end
+        } else {
+            end.min(now + builder.attempt_timeout)
+        };
+        if !passed_over.is_empty() {
+            let why: Vec<String> = passed_over.iter().map(|(_, why)| why.clone()).collect();
+            plan.selection.reason = format!(
+                "fell back to {}: {}; {}",
+                plan.selection.transport,
+                why.join("; "),
+                plan.selection.reason
+            );
+            plan.selection.rejected.extend(passed_over.iter().cloned());
+        }
+        let url = plan.endpoint.url();
+        let attempt = tokio::time::timeout_at(attempt_end.into(), connect(builder, &plan, forced));
+        let failure = match attempt.await {
+            Ok(Ok(conn)) => return Ok(conn),
+            // A peer that fails authentication is not passed over for a
+            // weaker transport.
+            Ok(Err(status)) if last || status.code() == Code::Unauthenticated => {
+                return Err(status);
+            }
+            Ok(Err(status)) => format!("{url} failed: {}", status.message()),
+            Err(_) if last => {
+                let waited = attempt_end.saturating_duration_since(started);
+                let why = if by_deadline {
+                    "the call's deadline came first".to_owned()
+                } else {
+                    format!(
+                        "the connect timeout is {:?} (ChannelBuilder::connect_timeout)",
+                        builder.connect_timeout
+                    )
+                };
+                let before: Vec<String> = passed_over.into_iter().map(|(_, w)| w).collect();
+                return Err(Status::unavailable(format!(
+                    "connecting to {url} did not finish within {waited:?}: {why}{}; is the \
+                     server running, and is the network between you up?",
+                    if before.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (before it: {})", before.join("; "))
+                    }
+                )));
+            }
+            Err(_) => format!(
+                "{url} did not answer within {:?}{}",
+                attempt_end.saturating_duration_since(now),
+                if plan.endpoint.transport() == Transport::Quic {
+                    " (is UDP blocked on the way?)"
+                } else {
+                    ""
+                }
+            ),
+        };
+        tracing::debug!(%url, %failure, "passing over a candidate");
+        passed_over.push((plan.endpoint.transport(), failure));
+    }
+    Err(Status::internal("no candidate to connect to"))
+}
+
+/// The candidates for `target`, in order.
+async fn plans(
+    builder: &ChannelBuilder,
+    target: &Target,
+    forced: Option<Forced>,
+) -> Result<Vec<Plan>, Status> {
+    let registry_dir = builder
+        .runtime_dir
+        .clone()
+        .unwrap_or_else(crate::discovery::runtime_dir);
+    let Target::Name(name) = target else {
+        return Ok(vec![select::plan(target, None, &registry_dir, forced)?]);
+    };
+    let entry = Registry::open(&registry_dir)
+        .map_err(|err| Status::unavailable(err.to_string()))?
+        .lookup(name)
+        .map_err(|err| Status::invalid_argument(err.to_string()))?;
+    if let Some(entry) = entry {
+        return Ok(vec![select::plan(
+            target,
+            Some(&entry),
+            &registry_dir,
+            forced,
+        )?]);
+    }
+    let (resolved, consulted) = resolve(builder, name).await?;
+    match resolved {
+        Some(resolved) => select::plan_resolved(name, &resolved, forced),
+        None => Err(Status::not_found(format!(
+            "no live process publishes {name:?} in the local registry ({}), and {consulted}; \
+             start the server, check that both sides use the same SWITCHYARD_RUNTIME_DIR, add \
+             the name to a discovery file, or connect to an address such as \
+             quic://host:port?pin=<fingerprint>",
+            registry_dir.display()
+        ))),
+    }
+}
+
+/// Asks the builder's resolver, or the discovery file; the second value
+/// says whom, for a not-found message.
+async fn resolve(
+    builder: &ChannelBuilder,
+    name: &str,
+) -> Result<(Option<Resolved>, String), Status> {
+    if let Some(resolver) = &builder.resolver {
+        let resolved = resolver.resolve(name).await?;
+        return Ok((
+            resolved,
+            format!("the resolver {resolver:?} does not know it"),
+        ));
+    }
+    let path = match &builder.discovery_file {
+        Some(path) => path.clone(),
+        None => match std::env::var_os(crate::discovery::DISCOVERY_ENV) {
+            Some(path) if !path.is_empty() => path.into(),
+            _ => {
+                return Ok((
+                    None,
+                    format!(
+                        "no discovery file is set (ChannelBuilder::discovery_file or {})",
+                        crate::discovery::DISCOVERY_ENV
+                    ),
+                ));
+            }
+        },
+    };
+    let file =
+        StaticFile::open(&path).map_err(|err| Status::failed_precondition(err.to_string()))?;
+    let resolved = file.resolve(name).await?;
+    Ok((
+        resolved,
+        format!("the discovery file {} does not list it", path.display()),
+    ))
+}
+
+fn unreachable(what: String, err: &std::io::Error) -> Status {
+    Status::unavailable(format!(
+        "could not connect to {what}: {err}; is the server running and listening there?"
+    ))
+}
+
+/// Connects to one candidate.
+async fn connect(
+    builder: &ChannelBuilder,
+    plan: &Plan,
+    forced: Option<Forced>,
+) -> Result<Arc<Connection>, Status> {
+    let config = builder.connection_config();
+    match &plan.endpoint {
+        #[cfg(target_os = "linux")]
+        Endpoint::Shm(path) => connect_shm(path, plan, forced, &config).await,
+        #[cfg(not(target_os = "linux"))]
+        Endpoint::Shm(path) => Err(Status::unavailable(format!(
+            "shared memory is not available on this platform ({})",
+            path.display()
+        ))),
+        Endpoint::Unix(path) => {
+            let link = unix::connect(path)
+                .await
+                .map_err(|err| unreachable(unix::url(path), &err))?;
+            Connection::open(link, plan.selection.clone(), &config).await
+        }
+        Endpoint::Tcp(host_port) => {
+            let link = tcp::connect(host_port)
+                .await
+                .map_err(|err| unreachable(format!("tcp://{host_port}"), &err))?;
+            let conn = Connection::open(link, plan.selection.clone(), &config).await?;
+            Ok(upgraded(conn, forced, &config).await)
+        }
+        #[cfg(feature = "quic")]
+        Endpoint::Quic { host_port, pin } => {
+            let tls = builder.quic.client_tls(host_port, pin.as_deref())?;
+            let link = crate::transport::quic::connect_tls(host_port, &tls, &builder.quic.config)
+                .await
+                .map_err(|err| super::quic::connect_status(host_port, err))?;
+            let conn = Connection::open(link, plan.selection.clone(), &config).await?;
+            Ok(upgraded(conn, forced, &config).await)
+        }
+        #[cfg(not(feature = "quic"))]
+        Endpoint::Quic { host_port, .. } => Err(Status::failed_precondition(format!(
+            "cannot connect to quic://{host_port}: switchyard was built without its `quic` \
+             feature; enable it, or connect over tcp://"
+        ))),
+    }
+}
+
+/// `conn`, or the shared-memory connection it moved to if the server turned
+/// out to be on this host (unless a transport was demanded).
+async fn upgraded(
+    conn: Arc<Connection>,
+    forced: Option<Forced>,
+    config: &ConnectionConfig,
+) -> Arc<Connection> {
+    #[cfg(target_os = "linux")]
+    if forced.is_none()
+        && let Some(upgraded) = super::upgrade::to_shm(&conn, config).await
+    {
+        return upgraded;
+    }
+    let _ = (forced, config);
+    conn
+}
+
+#[cfg(target_os = "linux")]
+async fn connect_shm(
+    path: &std::path::Path,
+    plan: &Plan,
+    forced: Option<Forced>,
+    config: &ConnectionConfig,
+) -> Result<Arc<Connection>, Status> {
+    match crate::transport::shm::connect(path, crate::transport::shm::DEFAULT_CAPACITY).await {
+        Ok(link) => Connection::open_shm(link, plan.selection.clone(), config).await,
+        Err(err) if forced.is_some() => Err(unreachable(
+            format!("shm over unix://{}", path.display()),
+            &err,
+        )),
+        Err(err) => {
+            // Not forced: say why and take the Unix socket.
+            tracing::debug!(%err, "shared memory refused; using the Unix socket");
+            let mut selection = plan.selection.clone();
+            selection.transport = Transport::Unix;
+            selection.rejected.retain(|(t, _)| *t != Transport::Unix);
+            selection.rejected.push((
+                Transport::Shm,
+                format!("the shared-memory set-up failed: {err}"),
+            ));
+            selection.reason = selection.reason.replace(
+                "shared memory is the fastest track",
+                "the Unix socket, since shared memory could not be set up",
+            );
+            let link = unix::connect(path)
+                .await
+                .map_err(|err| unreachable(unix::url(path), &err))?;
+            Connection::open(link, selection, config).await
+        }
+    }
+}
+
+/// How long one candidate may take when others remain behind it.
+pub(super) const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
