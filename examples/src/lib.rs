@@ -61,3 +61,5 @@ impl Calculator for Arithmetic {
         (sum, data.len() as u64)
     }
 }
+
+pub mod cluster;

@@ -5,6 +5,7 @@
 //! switchyard inspect <name | unix:///path | tcp://host:port> [--json] [--runtime-dir DIR]
 //! switchyard services [--prune] [--json] [--runtime-dir DIR]
 //! switchyard bench [--quick] [--report FILE]
+//! switchyard certs --out DIR NAME[,SAN...]...
 //! ```
 //!
 //! Exit status: 0 on success, 1 when the command failed, 2 on a usage error.
@@ -14,6 +15,8 @@ mod bench_bulk;
 mod bench_extra;
 #[cfg(target_os = "linux")]
 mod bench_shm;
+#[cfg(feature = "quic")]
+mod certs;
 mod inspect;
 mod report;
 mod services;
@@ -31,6 +34,8 @@ Usage:
       List the live entries of the local registry; --prune removes dead ones.
   switchyard bench [--quick] [--report FILE]
       Round trips over every transport beside the raw OS path, in one table.
+  switchyard certs --out DIR NAME[,SAN...]...
+      A CA and certificates it issued, for QUIC with CA trust and mutual TLS.
   switchyard help [COMMAND]    Show this text, or a command's.
   switchyard --version
 
@@ -97,6 +102,25 @@ Options:
                  next to it as <FILE stem>-bench.svg.
                  Example: --report docs/performance.md
   -h, --help     Show this text.
+";
+
+const CERTS_HELP: &str = "\
+switchyard certs: make a CA and certificates for QUIC
+
+Usage: switchyard certs --out DIR NAME[,SAN...]...
+
+Writes DIR/ca.pem and DIR/ca-key.pem (a new CA each run), and for each NAME
+DIR/NAME.pem and DIR/NAME-key.pem: a certificate the CA issued for NAME and
+the other SANs listed after it (DNS names or IP addresses), good for serving
+and for calling other services under mutual TLS. Keys are written mode 0600.
+
+Use them with:
+  SWITCHYARD_TLS_CERT=DIR/NAME.pem SWITCHYARD_TLS_KEY=DIR/NAME-key.pem
+  SWITCHYARD_TLS_CA=DIR/ca.pem          (clients trust servers the CA issued)
+  SWITCHYARD_TLS_CLIENT_CA=DIR/ca.pem   (servers require client certificates)
+
+Example:
+  switchyard certs --out certs inventory,inventory.default.svc.cluster.local gateway
 ";
 
 /// How a command ended badly.
@@ -199,9 +223,10 @@ fn dispatch(args: &[String]) -> Result<(), Failure> {
                 Some("inspect") => INSPECT_HELP,
                 Some("services") => SERVICES_HELP,
                 Some("bench") => BENCH_HELP,
+                Some("certs") => CERTS_HELP,
                 Some(other) => {
                     return Err(Failure::Usage(format!(
-                        "no command {other:?}; the commands are inspect, services and bench"
+                        "no command {other:?}; the commands are inspect, services, bench and certs"
                     )));
                 }
             };
@@ -295,8 +320,31 @@ fn dispatch(args: &[String]) -> Result<(), Failure> {
             }
             Ok(())
         }
+        "certs" => {
+            let parsed = parse("certs", rest, &[("--out", true)])?;
+            if parsed.help {
+                print!("{CERTS_HELP}");
+                return Ok(());
+            }
+            let Some(out) = parsed.value("--out") else {
+                return Err(Failure::Usage(
+                    "certs needs --out DIR; see `switchyard certs --help`".into(),
+                ));
+            };
+            if parsed.positionals.is_empty() {
+                return Err(Failure::Usage(
+                    "certs needs at least one NAME[,SAN...]; see `switchyard certs --help`".into(),
+                ));
+            }
+            #[cfg(feature = "quic")]
+            return certs::run(out.as_ref(), &parsed.positionals).map_err(Failure::Failed);
+            #[cfg(not(feature = "quic"))]
+            return Err(Failure::Failed(format!(
+                "this switchyard was built without its quic feature; cannot write {out}"
+            )));
+        }
         other => Err(Failure::Usage(format!(
-            "unknown command {other:?}; the commands are inspect, services and bench \
+            "unknown command {other:?}; the commands are inspect, services, bench and certs \
              (see `switchyard --help`)"
         ))),
     }
