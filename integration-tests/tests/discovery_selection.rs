@@ -117,7 +117,8 @@ async fn an_override_that_cannot_work_is_an_error_not_a_fallback() {
             .connect("testing")
             .await
             .unwrap_err();
-        assert!(err.message().contains("not implemented"), "{err}");
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert!(err.message().contains("no quic endpoint"), "{err}");
     })
     .await;
 }

@@ -37,6 +37,7 @@ async fn serve() -> Result<(), String> {
     let server = Server::builder()
         .add_service(CalculatorServer::new(Arithmetic))
         .tcp("127.0.0.1:0")
+        .quic("127.0.0.1:0")
         .start()
         .await
         .map_err(|s| s.to_string())?;
@@ -130,6 +131,15 @@ async fn tour() -> Result<(), String> {
     let calc_tcp = CalculatorClient::new(tcp.clone());
     let sum = calc_tcp.add(40, 2).await.map_err(|s| s.to_string())?;
     line(&tcp, "add(40, 2)", &sum.to_string());
+
+    // QUIC, the track between machines: TLS 1.3 with the certificate's
+    // fingerprint pinned from the registry entry, one stream per call.
+    let quic = connect_when_published(&server.runtime_dir, Some(Transport::Quic)).await?;
+    let sum = CalculatorClient::new(quic.clone())
+        .add(6, 7)
+        .await
+        .map_err(|s| s.to_string())?;
+    line(&quic, "add(6, 7) over TLS 1.3", &sum.to_string());
 
     // The same tcp:// address without demanding TCP: the handshake shows
     // the server on this host, so the connection moves to shared memory.
