@@ -111,6 +111,32 @@ impl Host {
         }
     }
 
+    /// Drops `percent` of the packets arriving at this host, at random:
+    /// with `tc netem` on what leaves it where the kernel has netem, else
+    /// with an nftables `numgen random` rule on what arrives. Says which.
+    pub fn lose(&self, percent: u32) -> Result<&'static str, String> {
+        let loss = format!("{percent}%");
+        let netem_err = match self.netem(Some(&["loss", &loss])) {
+            Ok(()) => return Ok("tc netem"),
+            Err(err) => err,
+        };
+        let rule = format!(
+            "add table inet switchyard_loss ; add chain inet switchyard_loss input {{ type \
+             filter hook input priority 0 ; }} ; add rule inet switchyard_loss input numgen \
+             random mod 100 < {percent} drop"
+        );
+        match self.exec("nft", &[&rule]) {
+            Ok(_) => Ok("nftables numgen"),
+            Err(nft_err) => Err(format!("{netem_err}; {nft_err}")),
+        }
+    }
+
+    /// Undoes [`lose`](Self::lose).
+    pub fn stop_losing(&self) {
+        let _ = self.netem(None);
+        let _ = self.exec("nft", &["delete", "table", "inet", "switchyard_loss"]);
+    }
+
     /// Shapes what leaves this host with `tc netem` (e.g. `["loss",
     /// "20%"]`, `["delay", "50ms"]`); `None` removes the shaping.
     pub fn netem(&self, params: Option<&[&str]>) -> Result<(), String> {

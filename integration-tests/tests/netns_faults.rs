@@ -1,0 +1,199 @@
+//! Network faults between two hosts (network namespaces), for TCP and QUIC:
+//! packet loss (`tc netem`, or an nftables rule where the kernel has no
+//! netem), delay (`tc netem`), then a partition (the server's
+//! cable pulled for 30 s; `SWITCHYARD_PARTITION_SECS` changes it). Every
+//! call completes or fails by its deadline, never later; calls succeed again
+//! once the partition heals.
+//!
+//! Needs root, iproute2 and (for loss and delay) the netem qdisc; elsewhere
+//! each test prints why it skips, or which part it skipped.
+
+use std::time::{Duration, Instant};
+
+use switchyard::{Channel, Code, Transport};
+use switchyard_integration_tests::netns::{Host, Lan};
+use switchyard_integration_tests::{ServerProcess, TestingClient, test_server_exe};
+
+const DEADLINE: Duration = Duration::from_secs(2);
+/// What a loaded machine may add to a deadline before a call counts as late.
+const SLACK: Duration = Duration::from_millis(1500);
+
+fn serve_on(host: &Host) -> ServerProcess {
+    let dir = tempfile::Builder::new()
+        .prefix("sy-netfault-")
+        .tempdir()
+        .expect("a temp dir");
+    ServerProcess::start_command(
+        host.command(&test_server_exe()),
+        dir,
+        &["--quic", "0.0.0.0:0", "--tcp-at", "0.0.0.0:0", "--no-unix"],
+    )
+}
+
+/// Outcomes of a batch of calls.
+#[derive(Debug, Default)]
+struct Tally {
+    ok: u32,
+    failed: Vec<Code>,
+    slowest: Duration,
+}
+
+/// `count` calls, 8 at a time, each with [`DEADLINE`]; panics if any took
+/// longer than its deadline plus [`SLACK`] or failed other than by deadline
+/// or unavailability.
+async fn batch(client: &TestingClient, count: u32, what: &str) -> Tally {
+    let mut tally = Tally::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let started = Instant::now();
+            let result = client.add(i64::from(i), 1).await;
+            (i, result, started.elapsed())
+        });
+        if tasks.len() >= 8 || i + 1 == count {
+            while let Some(done) = tasks.join_next().await {
+                let (i, result, took) = done.expect("the call task");
+                assert!(
+                    took <= DEADLINE + SLACK,
+                    "{what}: call {i} took {took:?}, past its {DEADLINE:?} deadline: {result:?}"
+                );
+                tally.slowest = tally.slowest.max(took);
+                match result {
+                    Ok(sum) => {
+                        assert_eq!(sum, i64::from(i) + 1);
+                        tally.ok += 1;
+                    }
+                    Err(status) => {
+                        assert!(
+                            matches!(status.code(), Code::DeadlineExceeded | Code::Unavailable),
+                            "{what}: call {i}: {status}"
+                        );
+                        tally.failed.push(status.code());
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{what}: {} ok, {} failed by their deadline ({:?}), slowest {:?}",
+        tally.ok,
+        tally.failed.len(),
+        tally.failed.first(),
+        tally.slowest
+    );
+    tally
+}
+
+fn faults(transport: Transport) {
+    let test = format!("network_faults_over_{transport}");
+    let lan = match Lan::new(2) {
+        Ok(lan) => lan,
+        Err(why) => {
+            eprintln!("skipping {test}: {why}");
+            return;
+        }
+    };
+    let (a, b) = (&lan.hosts[0], &lan.hosts[1]);
+    let server = serve_on(b);
+    let address = server
+        .endpoint(transport.as_str())
+        .replace("0.0.0.0", &b.ip.to_string());
+    let partition = std::env::var("SWITCHYARD_PARTITION_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(30), Duration::from_secs);
+    a.enter(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(async {
+                tokio::time::timeout(partition + Duration::from_secs(120), async {
+                    let channel = Channel::builder()
+                        .prefer(transport)
+                        .timeout(DEADLINE)
+                        .reconnect_backoff(switchyard::Backoff {
+                            max: Duration::from_secs(5),
+                            ..switchyard::Backoff::default()
+                        })
+                        .connect(&address)
+                        .await
+                        .expect("connects");
+                    assert_eq!(channel.selection().transport, transport);
+                    let client = TestingClient::new(channel);
+                    let clean = batch(&client, 40, &format!("{transport} clean")).await;
+                    assert_eq!(clean.ok, 40, "calls failed without any fault");
+
+                    match a.lose(10).and_then(|_| b.lose(10)) {
+                        Ok(how) => {
+                            let what = format!("{transport} with 10% loss each way ({how})");
+                            let tally = batch(&client, 40, &what).await;
+                            // Loss slows calls down; it does not stop them.
+                            assert!(tally.ok > 0, "{what}: no call got through");
+                        }
+                        Err(why) => eprintln!("{test}: skipping loss: {why}"),
+                    }
+                    a.stop_losing();
+                    b.stop_losing();
+                    let delay = a
+                        .netem(Some(&["delay", "100ms", "20ms"]))
+                        .and_then(|()| b.netem(Some(&["delay", "100ms", "20ms"])));
+                    match delay {
+                        Ok(()) => {
+                            let what = format!("{transport} with 100 ms delay each way");
+                            let tally = batch(&client, 40, &what).await;
+                            assert_eq!(tally.ok, 40, "{what}: calls failed");
+                            a.netem(None).and_then(|()| b.netem(None)).expect("unshape");
+                        }
+                        Err(why) => eprintln!(
+                            "{test}: skipping delay: tc netem is unavailable in this kernel ({why})"
+                        ),
+                    }
+
+                    b.unplug();
+                    let started = Instant::now();
+                    let mut during = Tally::default();
+                    while started.elapsed() < partition {
+                        let tally = batch(&client, 4, &format!("{transport} partitioned")).await;
+                        during.ok += tally.ok;
+                        during.failed.extend(tally.failed);
+                    }
+                    assert_eq!(during.ok, 0, "calls succeeded across a partition");
+                    b.plug();
+                    let healed = Instant::now();
+                    loop {
+                        match client.add(1, 1).await {
+                            Ok(2) => break,
+                            Ok(other) => panic!("1 + 1 = {other}?"),
+                            Err(status) if healed.elapsed() < Duration::from_secs(60) => {
+                                let _ = status;
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                            Err(status) => panic!("{transport}: no recovery in 60 s: {status}"),
+                        }
+                    }
+                    eprintln!(
+                        "{transport}: partition of {partition:?} healed; calls succeed again \
+                         {:?} after",
+                        healed.elapsed()
+                    );
+                    let after =
+                        batch(&client, 40, &format!("{transport} after the partition")).await;
+                    assert_eq!(after.ok, 40, "calls still failing after recovery");
+                })
+                .await
+                .expect("a hang: the fault test did not finish");
+            })
+    });
+}
+
+#[test]
+fn network_faults_over_tcp() {
+    faults(Transport::Tcp);
+}
+
+#[test]
+fn network_faults_over_quic() {
+    faults(Transport::Quic);
+}
