@@ -2,6 +2,7 @@
 //! [`ServerHandle`] runs them, publishes them in the local registry, and
 //! shuts down gracefully.
 
+mod cancel_budget;
 mod connection;
 pub(crate) mod peer;
 #[cfg(target_os = "linux")]
@@ -45,6 +46,8 @@ pub(crate) struct ServerConfig {
     pub(crate) shm_spin: Option<Duration>,
     /// Shared memory: bodies above this go as bulk regions.
     pub(crate) bulk_threshold: Option<usize>,
+    /// How fast one connection may cancel calls.
+    pub(crate) cancel_rate: cancel_budget::CancelRate,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +58,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(5),
             shm_spin: None,
             bulk_threshold: None,
+            cancel_rate: cancel_budget::CancelRate::default(),
         }
     }
 }
@@ -170,6 +174,19 @@ impl ServerBuilder {
     /// with ResourceExhausted.
     pub fn max_in_flight(mut self, calls: usize) -> Self {
         self.config.max_in_flight = calls;
+        self
+    }
+
+    /// How many calls one connection may cancel per second on average
+    /// (bursts of twice that pass); a connection that cancels faster is
+    /// closed with ResourceExhausted, the defence against "Rapid Reset"
+    /// floods. Default 1000.
+    pub fn max_cancel_rate(mut self, per_second: u32) -> Self {
+        let per_second = per_second.max(1);
+        self.config.cancel_rate = cancel_budget::CancelRate {
+            per_second,
+            burst: per_second.saturating_mul(2),
+        };
         self
     }
 

@@ -13,6 +13,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use super::cancel_budget::CancelBudget;
 use super::{Phase, ServerShared};
 use crate::client::Connection;
 use crate::context::{ConnectionInfo, Context};
@@ -181,6 +182,7 @@ pub(crate) async fn drive<R: LinkRx>(
     );
     let counters = counters_by_id(shared.router.methods(), transport, Side::Server);
     let max_in_flight = shared.config.max_in_flight;
+    let shared_cancel_rate = shared.config.cancel_rate;
     let mut conn = ServerConnection {
         shared,
         info,
@@ -194,6 +196,7 @@ pub(crate) async fn drive<R: LinkRx>(
         counters,
         client: link.client,
         end: End::Stopped,
+        cancels: CancelBudget::new(shared_cancel_rate, Instant::now()),
     };
     conn.run(rx, link.frames, phase).await;
     conn.stats.closed();
@@ -226,6 +229,8 @@ struct ServerConnection {
     client: Option<Arc<Connection>>,
     /// Why the connection ended.
     end: End,
+    /// How many more cancels the client may send.
+    cancels: CancelBudget,
 }
 
 /// A call being handled.
@@ -339,6 +344,9 @@ impl ServerConnection {
         match frame.header.kind {
             Kind::Request | Kind::OneWay => self.start(frame).await,
             Kind::Cancel => {
+                self.cancels
+                    .take(Instant::now())
+                    .map_err(Status::resource_exhausted)?;
                 if let Some(call) = self.calls.cancel(frame.header.call_id) {
                     call.abort.abort();
                     self.stats.finished(
