@@ -31,7 +31,7 @@ use crate::session::{
     Outbound, Outgoing, hello_frame, local_hello, pong_frame, read_hello, status_frame,
 };
 use crate::transport::bulk::BulkBody;
-use crate::transport::{Link, LinkRx, PeerIdentity, PeerInfo};
+use crate::transport::{Link, LinkError, LinkRx, PeerIdentity, PeerInfo};
 
 type Outcome = (u64, bool, Result<Reply, Status>);
 
@@ -269,6 +269,14 @@ impl ServerConnection {
                     Ok(false) => {
                         self.stats.event("peer closed", "the client closed the connection");
                         self.end = End::PeerClosed;
+                        return;
+                    }
+                    // The link itself failed (reset, timed out, cut mid-frame):
+                    // nobody can receive a response, so the handlers are
+                    // dropped (cancelled) at once.
+                    Err(err @ (LinkError::Io(_) | LinkError::TruncatedFrame { .. })) => {
+                        self.stats.event("peer lost", err.to_string());
+                        self.end = End::Failed(err.to_string());
                         return;
                     }
                     Err(err) => {

@@ -7,6 +7,9 @@
 //! `--max-frame BYTES`, `--grace-ms MS`.
 //! With `call TARGET` it is a client instead: it calls `add(2, 3)` on TARGET
 //! and prints `<transport> <result>` (for tests of SWITCHYARD_TRANSPORT).
+//! With `hold TARGET N DIR` it starts N calls of `sleep_or_mark(60 s)` on
+//! TARGET (call i marks DIR/i if the server cancels it), prints `holding
+//! <transport>` once they are sent, and waits to be killed.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -18,6 +21,36 @@ use switchyard_integration_tests::{TestingClient, TestingImpl, TestingServer};
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("hold") {
+        let target = args.get(1).cloned().unwrap_or_else(|| "testing".into());
+        let count: usize = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(8);
+        let markers = std::path::PathBuf::from(args.get(3).cloned().unwrap_or_else(|| ".".into()));
+        let channel = match Channel::connect(&target).await {
+            Ok(channel) => channel,
+            Err(status) => {
+                println!("error {status}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let client = TestingClient::new(channel.clone());
+        // One round trip first, so the calls below are sent on a live
+        // connection before the line is printed.
+        let _ = client.add(0, 0).await;
+        let calls: Vec<_> = (0..count)
+            .map(|i| {
+                let client = client.clone();
+                let marker = markers.join(i.to_string()).display().to_string();
+                tokio::spawn(async move { client.sleep_or_mark(60_000, marker).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        println!("holding {}", channel.selection().transport);
+        let _ = std::io::stdout().flush();
+        for call in calls {
+            let _ = call.await;
+        }
+        return ExitCode::SUCCESS;
+    }
     if args.first().map(String::as_str) == Some("call") {
         let target = args.get(1).cloned().unwrap_or_else(|| "testing".into());
         return match Channel::connect(&target).await {

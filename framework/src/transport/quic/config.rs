@@ -13,11 +13,15 @@ pub struct QuicConfig {
     pub max_streams: u32,
     /// How long a connection may go without hearing from the peer before it
     /// is considered dead. Also bounds the handshake, and how long a closed
-    /// link waits for the peer to take what it sent. Default 30 s.
+    /// link waits for the peer to take what it sent. This is how a peer that
+    /// died without a word (SIGKILL, a pulled cable) is noticed: UDP has no
+    /// reset, so calls on such a connection fail with Unavailable after this
+    /// long, or by their deadline if that comes first. The smaller of the
+    /// two sides' values applies. Default 10 s.
     pub idle_timeout: Duration,
     /// How often to send a keep-alive on a connection that is otherwise
     /// quiet, so that the idle timeout only catches dead peers; `None`
-    /// sends none. Keep it well under the idle timeout. Default 10 s.
+    /// sends none. Keep it well under the idle timeout. Default 3 s.
     pub keep_alive: Option<Duration>,
     /// How many bytes of one stream may be in flight before the reader has
     /// taken them. A frame up to this size is handed to QUIC at once, so
@@ -30,8 +34,8 @@ impl Default for QuicConfig {
     fn default() -> Self {
         Self {
             max_streams: 1024,
-            idle_timeout: Duration::from_secs(30),
-            keep_alive: Some(Duration::from_secs(10)),
+            idle_timeout: Duration::from_secs(10),
+            keep_alive: Some(Duration::from_secs(3)),
             stream_window: 16 << 20,
         }
     }
