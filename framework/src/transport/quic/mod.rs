@@ -172,14 +172,7 @@ impl QuicListener {
                     "the name resolved to no address",
                 ))
             })?;
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
-            .map_err(|err| {
-            IdentityError::Rejected(rustls::Error::General(format!(
-                "no TLS 1.3 cipher suite QUIC can use: {err}"
-            )))
-        })?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server.transport_config(Arc::new(config.transport()?));
+        let server = quinn_server_config(identity, config)?;
         let socket = |source| BindError::Socket {
             addr: wanted,
             source,
@@ -353,11 +346,7 @@ async fn connect_addr(
     linger: Duration,
 ) -> Result<QuicLink, ConnectError> {
     let handshake = |reason: String| ConnectError::Handshake { addr, reason };
-    let (crypto, verifier) = tls::client_config(pin).map_err(|err| handshake(err.to_string()))?;
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
-        .map_err(|err| handshake(err.to_string()))?;
-    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(Arc::clone(transport));
+    let (client, verifier) = client_config(pin, transport).map_err(handshake)?;
     let local = match addr {
         SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
@@ -377,6 +366,56 @@ async fn connect_addr(
             None => handshake(err.to_string()),
         }),
     }
+}
+
+/// The quinn configuration of a [`QuicListener`] presenting `identity` with
+/// `config`: TLS 1.3 on ring, ALPN [`ALPN`], and the transport parameters
+/// of `config`. For speaking plain quinn with exactly this transport's
+/// settings, as `switchyard bench` does for its raw baseline.
+#[doc(hidden)]
+pub fn quinn_server_config(
+    identity: &Identity,
+    config: &QuicConfig,
+) -> Result<quinn::ServerConfig, BindError> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
+        .map_err(|err| {
+            IdentityError::Rejected(rustls::Error::General(format!(
+                "no TLS 1.3 cipher suite QUIC can use: {err}"
+            )))
+        })?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(config.transport()?));
+    Ok(server)
+}
+
+/// The quinn configuration [`connect_with`] uses with `pin` and `config`
+/// (see [`quinn_server_config`]).
+#[doc(hidden)]
+pub fn quinn_client_config(
+    pin: Fingerprint,
+    config: &QuicConfig,
+) -> Result<quinn::ClientConfig, ConnectError> {
+    let transport = Arc::new(config.transport()?);
+    client_config(pin, &transport)
+        .map(|(client, _)| client)
+        .map_err(|reason| ConnectError::Handshake {
+            addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            reason,
+        })
+}
+
+/// The quinn client configuration trusting `pin`, and the verifier that
+/// keeps what the server presented.
+fn client_config(
+    pin: Fingerprint,
+    transport: &Arc<quinn::TransportConfig>,
+) -> Result<(quinn::ClientConfig, Arc<tls::PinnedServer>), String> {
+    let (crypto, verifier) = tls::client_config(pin).map_err(|err| err.to_string())?;
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(crypto).map_err(|err| err.to_string())?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(Arc::clone(transport));
+    Ok((client, verifier))
 }
 
 /// An established QUIC connection.
