@@ -349,7 +349,7 @@ pub(crate) fn run(settings: Settings, only: &[Transport]) -> Result<Outcome, Str
     }
     println!("{}", text_header());
     let mut rows = Vec::new();
-    for transport in measured {
+    for &transport in &measured {
         let kind = transport.as_str();
         let raw = raw_figures(kind, dir.path(), &settings)?;
         let raw_row = Row {
@@ -369,6 +369,18 @@ pub(crate) fn run(settings: Settings, only: &[Transport]) -> Result<Outcome, Str
         println!("{}", text_row(&row));
         rows.push(raw_row);
         rows.push(row);
+    }
+    #[cfg(all(feature = "quic", target_os = "linux"))]
+    if measured.contains(&Transport::Quic) {
+        match crate::bench_quic::veth_rows(&settings) {
+            Ok(pair) => {
+                for row in pair {
+                    println!("{}", text_row(&row));
+                    rows.push(row);
+                }
+            }
+            Err(why) => println!("quic over veth not measured: {why}"),
+        }
     }
     let not_measured = skipped_text(&skipped);
     if !not_measured.is_empty() {
@@ -559,7 +571,16 @@ pub(crate) fn spawn_role(
     role: &str,
     env: &[(&str, &OsStr)],
 ) -> Result<(ChildGuard, ChildStdout), String> {
-    let mut command = child_command(role)?;
+    spawn_command(child_command(role)?, role, env)
+}
+
+/// [`spawn_role`] with `command` (one that runs this binary as a child in
+/// `role`, perhaps through a wrapper such as `ip netns exec`).
+fn spawn_command(
+    mut command: Command,
+    role: &str,
+    env: &[(&str, &OsStr)],
+) -> Result<(ChildGuard, ChildStdout), String> {
     command.envs(env.iter().copied());
     let mut child = command
         .stdin(Stdio::piped())
@@ -583,7 +604,17 @@ pub(crate) fn spawn_announcing(
     env: &[(&str, &OsStr)],
     what: &str,
 ) -> Result<(ChildGuard, BufReader<ChildStdout>, String), String> {
-    let (child, stdout) = spawn_role(role, env)?;
+    announcing(child_command(role)?, role, env, what)
+}
+
+/// [`spawn_announcing`] with `command` (see [`spawn_command`]).
+pub(crate) fn announcing(
+    command: Command,
+    role: &str,
+    env: &[(&str, &OsStr)],
+    what: &str,
+) -> Result<(ChildGuard, BufReader<ChildStdout>, String), String> {
+    let (child, stdout) = spawn_command(command, role, env)?;
     let mut stdout = BufReader::new(stdout);
     let mut line = String::new();
     let _ = stdout.read_line(&mut line);
@@ -868,7 +899,7 @@ pub(crate) fn raw_run<S: Read + Write>(
 }
 
 /// Keeps the serving child alive while measuring; kills it on drop.
-enum Serving {
+pub(crate) enum Serving {
     /// Started by `spawn_child`, reached by address or name.
     Addressed(ChildGuard),
     /// Started by `process::Spawner`, reached over inherited pipes.
@@ -894,8 +925,7 @@ async fn connect_switchyard(kind: &str, dir: &Path) -> Result<(Serving, Channel,
     }
     #[cfg(feature = "quic")]
     if kind == "quic" {
-        let (child, channel, target) = crate::bench_quic::connect_switchyard().await?;
-        return Ok((Serving::Addressed(child), channel, target));
+        return crate::bench_quic::connect_switchyard(None).await;
     }
     let (child, endpoints) = spawn_child("switchyard", dir)?;
     let (channel, target) = if kind == "shm" {
@@ -953,9 +983,18 @@ pub(crate) async fn connect_shm(dir: &Path) -> Result<(Channel, String), String>
 }
 
 fn switchyard_figures(kind: &str, dir: &Path, s: &Settings) -> Result<Figures, String> {
+    echo_figures(s, connect_switchyard(kind, dir))
+}
+
+/// Round trips of `echo` calls over the channel `connect` opens to its
+/// serving child.
+pub(crate) fn echo_figures(
+    s: &Settings,
+    connect: impl Future<Output = Result<(Serving, Channel, String), String>>,
+) -> Result<Figures, String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
     runtime.block_on(async move {
-        let (serving, channel, target) = connect_switchyard(kind, dir).await?;
+        let (serving, channel, target) = connect.await?;
         let client = BenchClient::new(channel);
         let payload = switchyard::Bytes::from(vec![7u8; MESSAGE]);
         let target = std::sync::Arc::new(target);

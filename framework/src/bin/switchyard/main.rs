@@ -88,7 +88,9 @@ with 32 calls in flight on one connection, the ratios to the raw path (a pipe
 pair or socket echo; for shm, two shared-memory rings both sides busy-poll;
 for quic, plain quinn with a stream per call and the same TLS and transport
 settings) measured in the same run, and the CPU time client and server spent
-per call.
+per call. As root with iproute2 on Linux, the quic pair is measured again
+with the server in a network namespace reached through a veth pair (both
+made for the run and removed after it).
 The server side runs in a child process (this binary, re-executed). Client
 and child are pinned to CPUs 0 and 1 when there are two or more;
 SWITCHYARD_BENCH_PIN=0 turns that off.
