@@ -48,13 +48,13 @@ pub(crate) trait Bench {
 }
 
 /// The server side: echoes, and keeps the one-way latencies of `sink`.
-struct Echo {
+pub(crate) struct Echo {
     sunk: AtomicU64,
     latency: Mutex<Histogram<u64>>,
 }
 
 impl Echo {
-    fn new() -> Result<Self, String> {
+    pub(crate) fn new() -> Result<Self, String> {
         Ok(Self {
             sunk: AtomicU64::new(0),
             latency: Mutex::new(histogram()?),
@@ -112,7 +112,7 @@ pub(crate) const MESSAGE: usize = 64;
 pub(crate) const CONCURRENCY: usize = 32;
 /// Set in a child process: its role (`raw-unix`, `raw-tcp`, `raw-pipe`,
 /// `raw-shm`, `switchyard`, `switchyard-pipe`, and those of
-/// [`crate::bench_extra`]). Roles ending in `pipe` talk over
+/// [`crate::bench_extra`] and `bench_quic`). Roles ending in `pipe` talk over
 /// their stdin and stdout.
 pub(crate) const CHILD_ENV: &str = "SWITCHYARD_BENCH_CHILD";
 /// Set in a child process: the scratch directory.
@@ -122,6 +122,13 @@ const DIR_ENV: &str = "SWITCHYARD_RUNTIME_DIR";
 pub(crate) const SPIN_RING_NOTE: &str = "raw spin ring: two shared-memory rings (switchyard's \
      own ring code), one each way, that both processes busy-poll with no system call per \
      message, each using a whole CPU: the floor for same-host IPC, not an OS facility";
+
+/// What the raw baseline of quic is, printed and reported with its row.
+pub(crate) const RAW_QUINN_NOTE: &str = "raw quinn: plain quinn with switchyard's TLS (1.3, ring, \
+     ALPN switchyard/1, pinned self-signed certificate) and QUIC transport settings; per call the \
+     client opens a bidirectional stream, writes the 64 bytes and finishes it, the server reads \
+     to the end, writes them back and finishes, the client reads to the end; the server spawns \
+     a task per stream";
 
 /// How long to measure.
 #[derive(Clone, Copy, Debug)]
@@ -284,14 +291,21 @@ pub(crate) fn run_child_if_asked() -> bool {
 }
 
 /// The transports measured, in table order, and those skipped with why.
-fn matrix() -> (Vec<Transport>, Vec<(Transport, &'static str)>) {
+/// A non-empty `only` keeps just those transports (the rest are left out
+/// of both lists).
+fn matrix(only: &[Transport]) -> (Vec<Transport>, Vec<(Transport, &'static str)>) {
     let mut measured = Vec::new();
     let mut skipped = Vec::new();
-    for transport in Transport::ALL {
+    let wanted = |t: &Transport| only.is_empty() || only.contains(t);
+    for transport in Transport::ALL.into_iter().filter(wanted) {
         match transport {
             // In-process only: there is no OS path between processes to compare.
             Transport::Memory => {}
-            Transport::Pipe | Transport::Shm | Transport::Unix | Transport::Tcp
+            Transport::Pipe
+            | Transport::Shm
+            | Transport::Unix
+            | Transport::Tcp
+            | Transport::Quic
                 if transport.is_available() =>
             {
                 measured.push(transport);
@@ -311,12 +325,13 @@ fn matrix() -> (Vec<Transport>, Vec<(Transport, &'static str)>) {
     (measured, skipped)
 }
 
-/// Runs the matrix, printing each row as it is measured.
-pub(crate) fn run(settings: Settings) -> Result<Outcome, String> {
+/// Runs the matrix (only the transports in `only`, unless it is empty),
+/// printing each row as it is measured.
+pub(crate) fn run(settings: Settings, only: &[Transport]) -> Result<Outcome, String> {
     let pinned = pinning();
     pin(0);
     let dir = ScratchDir::new()?;
-    let (measured, skipped) = matrix();
+    let (measured, skipped) = matrix(only);
     println!(
         "{}; pinned to CPUs 0 and 1: {}",
         settings.describe(),
@@ -329,9 +344,12 @@ pub(crate) fn run(settings: Settings) -> Result<Outcome, String> {
     if measured.contains(&Transport::Shm) {
         println!("{SPIN_RING_NOTE}");
     }
+    if measured.contains(&Transport::Quic) {
+        println!("{RAW_QUINN_NOTE}");
+    }
     println!("{}", text_header());
     let mut rows = Vec::new();
-    for transport in measured {
+    for &transport in &measured {
         let kind = transport.as_str();
         let raw = raw_figures(kind, dir.path(), &settings)?;
         let raw_row = Row {
@@ -352,6 +370,18 @@ pub(crate) fn run(settings: Settings) -> Result<Outcome, String> {
         rows.push(raw_row);
         rows.push(row);
     }
+    #[cfg(all(feature = "quic", target_os = "linux"))]
+    if measured.contains(&Transport::Quic) {
+        match crate::bench_quic::veth_rows(&settings) {
+            Ok(pair) => {
+                for row in pair {
+                    println!("{}", text_row(&row));
+                    rows.push(row);
+                }
+            }
+            Err(why) => println!("quic over veth not measured: {why}"),
+        }
+    }
     let not_measured = skipped_text(&skipped);
     if !not_measured.is_empty() {
         println!("not measured: {}", not_measured.join("; "));
@@ -371,6 +401,7 @@ fn raw_path(transport: Transport) -> String {
     match transport {
         Transport::Pipe => "raw pipe pair".to_owned(),
         Transport::Shm => "raw spin ring".to_owned(),
+        Transport::Quic => "raw quinn".to_owned(),
         other => format!("raw {other} socket"),
     }
 }
@@ -540,7 +571,16 @@ pub(crate) fn spawn_role(
     role: &str,
     env: &[(&str, &OsStr)],
 ) -> Result<(ChildGuard, ChildStdout), String> {
-    let mut command = child_command(role)?;
+    spawn_command(child_command(role)?, role, env)
+}
+
+/// [`spawn_role`] with `command` (one that runs this binary as a child in
+/// `role`, perhaps through a wrapper such as `ip netns exec`).
+fn spawn_command(
+    mut command: Command,
+    role: &str,
+    env: &[(&str, &OsStr)],
+) -> Result<(ChildGuard, ChildStdout), String> {
     command.envs(env.iter().copied());
     let mut child = command
         .stdin(Stdio::piped())
@@ -564,7 +604,17 @@ pub(crate) fn spawn_announcing(
     env: &[(&str, &OsStr)],
     what: &str,
 ) -> Result<(ChildGuard, BufReader<ChildStdout>, String), String> {
-    let (child, stdout) = spawn_role(role, env)?;
+    announcing(child_command(role)?, role, env, what)
+}
+
+/// [`spawn_announcing`] with `command` (see [`spawn_command`]).
+pub(crate) fn announcing(
+    command: Command,
+    role: &str,
+    env: &[(&str, &OsStr)],
+    what: &str,
+) -> Result<(ChildGuard, BufReader<ChildStdout>, String), String> {
+    let (child, stdout) = spawn_command(command, role, env)?;
     let mut stdout = BufReader::new(stdout);
     let mut line = String::new();
     let _ = stdout.read_line(&mut line);
@@ -677,6 +727,8 @@ fn child(role: &str) -> Result<(), String> {
                 Ok::<(), String>(())
             })?;
         }
+        #[cfg(feature = "quic")]
+        "raw-quic" | "switchyard-quic" => return crate::bench_quic::child(role),
         other => return crate::bench_extra::child(other),
     }
     Ok(())
@@ -786,6 +838,10 @@ fn raw_figures(kind: &str, dir: &Path, s: &Settings) -> Result<Figures, String> 
     if kind == "shm" {
         return crate::bench_shm::raw_figures(s);
     }
+    #[cfg(feature = "quic")]
+    if kind == "quic" {
+        return crate::bench_quic::raw_figures(s);
+    }
     let (child, addr) = spawn_child(&format!("raw-{kind}"), dir)?;
     let connect_err =
         |e: std::io::Error| format!("connecting to the raw {kind} child at {addr}: {e}");
@@ -843,7 +899,7 @@ pub(crate) fn raw_run<S: Read + Write>(
 }
 
 /// Keeps the serving child alive while measuring; kills it on drop.
-enum Serving {
+pub(crate) enum Serving {
     /// Started by `spawn_child`, reached by address or name.
     Addressed(ChildGuard),
     /// Started by `process::Spawner`, reached over inherited pipes.
@@ -866,6 +922,10 @@ async fn connect_switchyard(kind: &str, dir: &Path) -> Result<(Serving, Channel,
         let child = spawn_switchyard_pipe().await?;
         let channel = child.channel();
         return Ok((Serving::Piped(child), channel, "the pipes".to_owned()));
+    }
+    #[cfg(feature = "quic")]
+    if kind == "quic" {
+        return crate::bench_quic::connect_switchyard(None).await;
     }
     let (child, endpoints) = spawn_child("switchyard", dir)?;
     let (channel, target) = if kind == "shm" {
@@ -923,53 +983,84 @@ pub(crate) async fn connect_shm(dir: &Path) -> Result<(Channel, String), String>
 }
 
 fn switchyard_figures(kind: &str, dir: &Path, s: &Settings) -> Result<Figures, String> {
+    echo_figures(s, connect_switchyard(kind, dir))
+}
+
+/// Round trips of `echo` calls over the channel `connect` opens to its
+/// serving child.
+pub(crate) fn echo_figures(
+    s: &Settings,
+    connect: impl Future<Output = Result<(Serving, Channel, String), String>>,
+) -> Result<Figures, String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
-    let s = *s;
     runtime.block_on(async move {
-        let (serving, channel, target) = connect_switchyard(kind, dir).await?;
-        let child_pid = serving.pid();
-        let call_err = |e: switchyard::Status| format!("echo over {target}: {e}");
+        let (serving, channel, target) = connect.await?;
         let client = BenchClient::new(channel);
         let payload = switchyard::Bytes::from(vec![7u8; MESSAGE]);
-        let mut hist = histogram()?;
-        let before = CpuMark::now(child_pid);
-        for i in 0..s.warmup + s.iterations {
-            let start = Instant::now();
-            let back = client.echo(payload.clone()).await.map_err(call_err)?;
-            if i >= s.warmup {
-                let _ = hist.record(start.elapsed().as_nanos() as u64);
+        let target = std::sync::Arc::new(target);
+        let figures = measure_calls(serving.pid(), s, move || {
+            let (client, payload, target) = (client.clone(), payload.clone(), target.clone());
+            async move {
+                let back = client
+                    .echo(payload)
+                    .await
+                    .map_err(|e| format!("echo over {target}: {e}"))?;
+                debug_assert_eq!(back.len(), MESSAGE);
+                Ok(())
             }
-            debug_assert_eq!(back.len(), MESSAGE);
-        }
-        let cpu_one = before.per_call(CpuMark::now(child_pid), s.warmup + s.iterations);
-        let before = CpuMark::now(child_pid);
-        let start = Instant::now();
-        let until = start + s.throughput_for;
-        let mut tasks = Vec::new();
-        for _ in 0..CONCURRENCY {
-            let client = client.clone();
-            let payload = payload.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut done = 0u64;
-                while Instant::now() < until {
-                    client.echo(payload.clone()).await?;
-                    done += 1;
-                }
-                Ok::<u64, switchyard::Status>(done)
-            }));
-        }
-        let mut done = 0;
-        for task in tasks {
-            done += task
-                .await
-                .map_err(|e| format!("a calling task failed: {e}"))?
-                .map_err(call_err)?;
-        }
-        let elapsed = start.elapsed();
-        let cpu_many = before.per_call(CpuMark::now(child_pid), done);
+        })
+        .await;
         drop(serving);
-        Ok(Figures::measured(&hist, done, elapsed, cpu_one, cpu_many))
+        figures
     })
+}
+
+/// Round trips made by `call` (each one whole call) to the child
+/// `child_pid`: one at a time, then [`CONCURRENCY`] tokio tasks calling
+/// in a loop for the throughput phase.
+pub(crate) async fn measure_calls<C, F>(
+    child_pid: u32,
+    s: &Settings,
+    call: C,
+) -> Result<Figures, String>
+where
+    C: Fn() -> F + Clone + Send + 'static,
+    F: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let mut hist = histogram()?;
+    let before = CpuMark::now(child_pid);
+    for i in 0..s.warmup + s.iterations {
+        let start = Instant::now();
+        call().await?;
+        if i >= s.warmup {
+            let _ = hist.record(start.elapsed().as_nanos() as u64);
+        }
+    }
+    let cpu_one = before.per_call(CpuMark::now(child_pid), s.warmup + s.iterations);
+    let before = CpuMark::now(child_pid);
+    let start = Instant::now();
+    let until = start + s.throughput_for;
+    let mut tasks = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            while Instant::now() < until {
+                call().await?;
+                done += 1;
+            }
+            Ok::<u64, String>(done)
+        }));
+    }
+    let mut done = 0;
+    for task in tasks {
+        done += task
+            .await
+            .map_err(|e| format!("a calling task failed: {e}"))??;
+    }
+    let elapsed = start.elapsed();
+    let cpu_many = before.per_call(CpuMark::now(child_pid), done);
+    Ok(Figures::measured(&hist, done, elapsed, cpu_one, cpu_many))
 }
 
 #[cfg(test)]
@@ -981,12 +1072,13 @@ mod tests {
     #[test]
     fn the_matrix_measures_what_is_available_and_names_the_rest() {
         use switchyard::Transport;
-        let (measured, skipped) = super::matrix();
+        let (measured, skipped) = super::matrix(&[]);
         let expected: Vec<Transport> = [
             Transport::Pipe,
             Transport::Shm,
             Transport::Unix,
             Transport::Tcp,
+            Transport::Quic,
         ]
         .into_iter()
         .filter(|t| t.is_available())
@@ -998,9 +1090,12 @@ mod tests {
         );
         assert!(!skipped.iter().any(|(t, _)| measured.contains(t)));
         assert!(!skipped.iter().any(|(t, _)| *t == Transport::Memory));
+        let (only_tcp, none_skipped) = super::matrix(&[Transport::Tcp]);
+        assert_eq!((only_tcp, none_skipped), (vec![Transport::Tcp], vec![]));
         assert_eq!(super::raw_path(Transport::Shm), "raw spin ring");
         assert_eq!(super::raw_path(Transport::Unix), "raw unix socket");
         assert_eq!(super::raw_path(Transport::Pipe), "raw pipe pair");
+        assert_eq!(super::raw_path(Transport::Quic), "raw quinn");
         assert_eq!(
             super::skipped_text(&[
                 (Transport::Shm, "not implemented in this version"),

@@ -4,7 +4,7 @@
 //! ```text
 //! switchyard inspect <name | unix:///path | tcp://host:port> [--json] [--runtime-dir DIR]
 //! switchyard services [--prune] [--json] [--runtime-dir DIR]
-//! switchyard bench [--quick] [--report FILE]
+//! switchyard bench [--quick] [--only T,..] [--report FILE]
 //! switchyard certs --out DIR NAME[,SAN...]...
 //! ```
 //!
@@ -13,6 +13,8 @@
 mod bench;
 mod bench_bulk;
 mod bench_extra;
+#[cfg(feature = "quic")]
+mod bench_quic;
 #[cfg(target_os = "linux")]
 mod bench_shm;
 #[cfg(feature = "quic")]
@@ -32,7 +34,7 @@ Usage:
       Print a process's connections: transport, why it was chosen, peers, counters.
   switchyard services [--prune] [--json] [--runtime-dir DIR]
       List the live entries of the local registry; --prune removes dead ones.
-  switchyard bench [--quick] [--report FILE]
+  switchyard bench [--quick] [--only T,..] [--report FILE]
       Round trips over every transport beside the raw OS path, in one table.
   switchyard certs --out DIR NAME[,SAN...]...
       A CA and certificates it issued, for QUIC with CA trust and mutual TLS.
@@ -83,19 +85,25 @@ Options:
 const BENCH_HELP: &str = "\
 switchyard bench: measure every transport beside the raw OS path
 
-Usage: switchyard bench [--quick] [--report FILE]
+Usage: switchyard bench [--quick] [--only T,..] [--report FILE]
 
 For each transport this build can use between processes (pipe, shm, unix,
-tcp): p50 and p99 of a 64-byte round trip (one call at a time), calls/s with
-32 calls in flight on one connection, the ratios to the raw path (a pipe pair
-or socket echo; for shm, two shared-memory rings both sides busy-poll)
-measured in the same run, and the CPU time client and server spent per call.
+tcp, quic): p50 and p99 of a 64-byte round trip (one call at a time), calls/s
+with 32 calls in flight on one connection, the ratios to the raw path (a pipe
+pair or socket echo; for shm, two shared-memory rings both sides busy-poll;
+for quic, plain quinn with a stream per call and the same TLS and transport
+settings) measured in the same run, and the CPU time client and server spent
+per call. As root with iproute2 on Linux, the quic pair is measured again
+with the server in a network namespace reached through a veth pair (both
+made for the run and removed after it).
 The server side runs in a child process (this binary, re-executed). Client
 and child are pinned to CPUs 0 and 1 when there are two or more;
 SWITCHYARD_BENCH_PIN=0 turns that off.
 
 Options:
   --quick        A short run (5 000 round trips, 0.5 s of throughput): noisier.
+  --only T,..    Only these transports' rows (e.g. --only quic), without the
+                 bulk and one-way tables; not with --report.
   --report FILE  Also write the run into the markdown FILE between
                  <!-- bench:start --> and <!-- bench:end --> (added at the end
                  if missing; the rest of the file is kept), with a bar chart
@@ -292,7 +300,11 @@ fn dispatch(args: &[String]) -> Result<(), Failure> {
             .map_err(Failure::Failed)
         }
         "bench" => {
-            let parsed = parse("bench", rest, &[("--quick", false), ("--report", true)])?;
+            let parsed = parse(
+                "bench",
+                rest,
+                &[("--quick", false), ("--only", true), ("--report", true)],
+            )?;
             if parsed.help {
                 print!("{BENCH_HELP}");
                 return Ok(());
@@ -303,7 +315,19 @@ fn dispatch(args: &[String]) -> Result<(), Failure> {
             } else {
                 bench::Settings::full()
             };
-            let outcome = bench::run(settings).map_err(Failure::Failed)?;
+            let only = parsed.value("--only").map(only_transports).transpose()?;
+            if only.is_some() && parsed.has("--report") {
+                return Err(Failure::Usage(
+                    "--only measures part of the table; --report writes the whole of it, so \
+                     give one or the other"
+                        .into(),
+                ));
+            }
+            let outcome = bench::run(settings, only.as_deref().unwrap_or_default())
+                .map_err(Failure::Failed)?;
+            if only.is_some() {
+                return Ok(());
+            }
             let extras = bench_extra::run(parsed.has("--quick")).map_err(Failure::Failed)?;
             if let Some(report) = parsed.value("--report") {
                 let command = std::iter::once("switchyard".to_owned())
@@ -348,6 +372,19 @@ fn dispatch(args: &[String]) -> Result<(), Failure> {
              (see `switchyard --help`)"
         ))),
     }
+}
+
+/// The transports of `--only quic,tcp`.
+fn only_transports(list: &str) -> Result<Vec<switchyard::Transport>, Failure> {
+    list.split(',')
+        .map(|name| {
+            switchyard::Transport::from_name(name.trim()).ok_or_else(|| {
+                Failure::Usage(format!(
+                    "--only: {name:?} is not a transport; name some of pipe, shm, unix, tcp, quic"
+                ))
+            })
+        })
+        .collect()
 }
 
 fn main() -> ExitCode {
@@ -426,5 +463,14 @@ mod tests {
             dispatch(&strings(&["services", "extra"])),
             Err(Failure::Usage(_))
         ));
+        for args in [
+            &["bench", "--only", "carrier-pigeon"][..],
+            &["bench", "--only", "quic", "--report", "x.md"],
+        ] {
+            assert!(
+                matches!(dispatch(&strings(args)), Err(Failure::Usage(_))),
+                "{args:?}"
+            );
+        }
     }
 }

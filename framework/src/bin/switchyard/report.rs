@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::bench::{CONCURRENCY, MESSAGE, Outcome, Row, SPIN_RING_NOTE};
+use crate::bench::{CONCURRENCY, MESSAGE, Outcome, RAW_QUINN_NOTE, Row, SPIN_RING_NOTE};
 
 /// Opens the generated section.
 pub(crate) const START: &str = "<!-- bench:start -->";
@@ -168,6 +168,9 @@ fn section(outcome: &Outcome, command: &str, date: &str, machine: &Machine, svg:
     );
     if outcome.rows.iter().any(|row| row.transport == "shm") {
         let _ = writeln!(out, "The {SPIN_RING_NOTE}.");
+    }
+    if outcome.rows.iter().any(|row| row.transport == "quic") {
+        let _ = writeln!(out, "The {RAW_QUINN_NOTE}.");
     }
     out.push('\n');
     out.push_str(&markdown_table(&outcome.rows));
@@ -616,6 +619,17 @@ mod tests {
             });
         }
         assert!(svg(&more).contains(r#"width="888""#));
+    }
+
+    #[test]
+    fn a_quic_pair_says_what_raw_quinn_is() {
+        let mut run = outcome();
+        let text = |run: &Outcome| section(run, "b", "2026-11-24", &Machine::default(), "c.svg");
+        assert!(!text(&run).contains("raw quinn"));
+        for row in &mut run.rows {
+            row.transport = "quic";
+        }
+        assert!(text(&run).contains("The raw quinn: plain quinn"));
     }
 
     #[test]

@@ -189,16 +189,7 @@ impl QuicListener {
                     "the name resolved to no address",
                 ))
             })?;
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(
-            identity.server_config(tls.client_roots.as_ref())?,
-        )
-        .map_err(|err| {
-            IdentityError::Rejected(rustls::Error::General(format!(
-                "no TLS 1.3 cipher suite QUIC can use: {err}"
-            )))
-        })?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server.transport_config(Arc::new(config.transport()?));
+        let server = quinn_server_config(tls, config)?;
         let socket = |source| BindError::Socket {
             addr: wanted,
             source,
@@ -404,11 +395,7 @@ async fn connect_addr(
     linger: Duration,
 ) -> Result<QuicLink, ConnectError> {
     let handshake = |reason: String| ConnectError::Handshake { addr, reason };
-    let (crypto, pinned) = tls::client_config(tls).map_err(ConnectError::Tls)?;
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
-        .map_err(|err| handshake(err.to_string()))?;
-    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(Arc::clone(transport));
+    let (client, pinned) = client_config(tls, transport)?;
     let local = match addr {
         SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
@@ -464,6 +451,56 @@ fn tls_alert_hint(err: &ConnectionError) -> &'static str {
         0x178 => "; the peer does not speak switchyard/1 (ALPN): is this a switchyard server?",
         _ => "",
     }
+}
+
+/// The quinn configuration of a [`QuicListener`] presenting `identity` with
+/// `config`: TLS 1.3 on ring, ALPN [`ALPN`], and the transport parameters
+/// of `config`. For speaking plain quinn with exactly this transport's
+/// settings, as `switchyard bench` does for its raw baseline.
+#[doc(hidden)]
+pub fn quinn_server_config(
+    tls: &ServerTls,
+    config: &QuicConfig,
+) -> Result<quinn::ServerConfig, BindError> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(
+        tls.identity.server_config(tls.client_roots.as_ref())?,
+    )
+    .map_err(|err| {
+        IdentityError::Rejected(rustls::Error::General(format!(
+            "no TLS 1.3 cipher suite QUIC can use: {err}"
+        )))
+    })?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(config.transport()?));
+    Ok(server)
+}
+
+/// The quinn configuration [`connect_tls`] uses with `tls` and `config`
+/// (see [`quinn_server_config`]).
+#[doc(hidden)]
+pub fn quinn_client_config(
+    tls: &ClientTls,
+    config: &QuicConfig,
+) -> Result<quinn::ClientConfig, ConnectError> {
+    let transport = Arc::new(config.transport()?);
+    client_config(tls, &transport).map(|(client, _)| client)
+}
+
+/// The quinn client configuration for `tls`, and, when it pins, the
+/// verifier that keeps what the server presented.
+fn client_config(
+    tls: &ClientTls,
+    transport: &Arc<quinn::TransportConfig>,
+) -> Result<(quinn::ClientConfig, Option<Arc<tls::PinnedServer>>), ConnectError> {
+    let (crypto, pinned) = tls::client_config(tls).map_err(ConnectError::Tls)?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).map_err(|err| {
+        ConnectError::Tls(IdentityError::Rejected(rustls::Error::General(format!(
+            "no TLS 1.3 cipher suite QUIC can use: {err}"
+        ))))
+    })?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(Arc::clone(transport));
+    Ok((client, pinned))
 }
 
 /// An established QUIC connection.
