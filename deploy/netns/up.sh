@@ -36,8 +36,13 @@ print_client() {
   echo "the cluster is up; run the client on the client host:"
   echo "  $state/client.sh            # or, by hand:"
   echo "  $(cat "$state/client.cmd")"
-  echo "debug endpoints: ip netns exec $(ns_of gateway) $repo/deploy/healthcheck.sh 9090 (and the others)"
-  echo "stop it all:     $repo/deploy/netns/down.sh"
+  echo "debug endpoints (from any of the hosts), e.g.:"
+  echo "  ip netns exec $(ns_of client) curl -s http://$(ip_of gateway):9090/debug/switchyard.json"
+  local settings=
+  [ -z "${SY_NETNS_PREFIX:-}" ] || settings+="SY_NETNS_PREFIX=$SY_NETNS_PREFIX "
+  [ -z "${SY_NETNS_STATE:-}" ] || settings+="SY_NETNS_STATE=$SY_NETNS_STATE "
+  echo "stop it all:"
+  echo "  $settings$repo/deploy/netns/down.sh"
 }
 
 if [ -f "$state/up" ]; then
@@ -69,6 +74,15 @@ done
 mkdir -p "$state"
 rm -rf "$state"/*.log "$state"/*.pid "$state/run"
 mkdir "$state/run"
+
+# From here on a failure leaves hosts behind: say how to remove them.
+on_exit() {
+  local status=$?
+  if [ "$status" -ne 0 ]; then
+    echo "up.sh failed; deploy/netns/down.sh removes what it made (same SY_NETNS_* settings)" >&2
+  fi
+}
+trap on_exit EXIT
 
 # The network: a bridge in the switch namespace, a veth pair per host.
 ip netns add "$switch_ns"
