@@ -49,7 +49,7 @@ if [ -f "$state/up" ]; then
   all=1
   for host in "${servers[@]}"; do alive "$host" || all=; done
   if [ -n "$all" ]; then
-    echo "already up (pids $(cat "$state"/{inventory,pricing,gateway}.pid | tr '\n' ' '))"
+    echo "already up (pids $(cat "$state"/{inventory,pricing,gateway}.pid | paste -sd ' '))"
     print_client
     exit 0
   fi
