@@ -144,6 +144,7 @@ start() {
   ns=$(ns_of "$host")
   log=$state/$host.log
   env_of "$host"
+  : >"$log" # exists before the server opens it, for the wait below
   ip netns exec "$ns" env "${env_args[@]}" \
     SWITCHYARD_TLS_CLIENT_CA="$certs/ca.pem" \
     SWITCHYARD_DEBUG_ADDR=0.0.0.0:9090 \
