@@ -7,7 +7,7 @@
 # It builds the binaries (cargo, when on PATH), makes a CA and certificates
 # (SANs: each host's name, namespace and address), writes a discovery file
 # with the hosts' addresses, starts the three servers in their namespaces in
-# the background (QUIC 7443, TCP 7000, debug endpoint 9090; mutual TLS), and
+# the background (QUIC 7443 with mutual TLS, debug endpoint 9090), and
 # waits until each says `listening`. Then it prints how to run the client;
 # deploy/netns/down.sh stops it all. Running it again while the cluster is
 # up changes nothing; after a failure it starts afresh.
@@ -110,14 +110,14 @@ rm -rf "$certs"
   "gateway,storefront,$(ns_of gateway),$(ip_of gateway)" \
   "client,$(ns_of client),$(ip_of client)" >"$state/certs.log"
 
-# Discovery: every name at its host's address, QUIC first, then TCP.
+# Discovery: every name at its host's address, over QUIC (mutual TLS is on, so
+# the servers listen on no TCP port: TCP carries no TLS).
 discovery=$state/discovery.toml
 {
   echo "# written by deploy/netns/up.sh"
   for pair in inventory:inventory pricing:pricing storefront:gateway; do
     name=${pair%%:*} host=${pair##*:}
-    printf '[services.%s]\naddresses = ["quic://%s:7443", "tcp://%s:7000"]\n\n' \
-      "$name" "$(ip_of "$host")" "$(ip_of "$host")"
+    printf '[services.%s]\naddresses = ["quic://%s:7443"]\n\n' "$name" "$(ip_of "$host")"
   done
 } >"$discovery"
 

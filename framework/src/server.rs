@@ -256,6 +256,8 @@ impl ServerBuilder {
         if let Some(status) = self.errors.into_iter().next() {
             return Err(status);
         }
+        #[cfg(feature = "quic")]
+        self.quic.check_tcp(self.tcp.as_deref())?;
         crate::debug::ensure_from_env();
         if let Some(addr) = &self.debug_addr {
             crate::debug::start_or_warn(addr, "ServerBuilder::debug_addr");

@@ -254,6 +254,36 @@ async fn mutual_tls_shows_the_client_identity_and_refuses_clients_without_one() 
         eprintln!("foreign client certificate: {refused}");
         assert!(refused.message().contains("refused"), "{refused}");
         server.shutdown().await;
+
+        // Plain TCP beside mutual TLS would let any client around it.
+        let err = Server::builder()
+            .add_service(WhoamiServer::new(Answer))
+            .runtime_dir(dir.path())
+            .unpublished()
+            .no_unix()
+            .message_queues(false)
+            .quic("127.0.0.1:0")
+            .tcp("127.0.0.1:0")
+            .require_client_certs(pki.roots())
+            .start()
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+        assert!(err.message().contains("allow_plaintext_tcp"), "{err}");
+        let allowed = Server::builder()
+            .add_service(WhoamiServer::new(Answer))
+            .runtime_dir(dir.path())
+            .unpublished()
+            .no_unix()
+            .message_queues(false)
+            .quic("127.0.0.1:0")
+            .tcp("127.0.0.1:0")
+            .require_client_certs(pki.roots())
+            .allow_plaintext_tcp()
+            .start()
+            .await
+            .expect("allowed explicitly");
+        allowed.shutdown().await;
     })
     .await;
 }

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Servers listen on QUIC at 0.0.0.0:7443 and TCP at 0.0.0.0:7000 unless
-//! told otherwise and stop on SIGTERM or Ctrl-C. Names are found through the
+//! told otherwise (`--tcp none`; with mutual TLS on, TCP only if `--tcp` is
+//! given, since TCP carries no TLS) and stop on SIGTERM or Ctrl-C. Names are found through the
 //! local registry, then the discovery file named by `SWITCHYARD_DISCOVERY`;
 //! TLS comes from `SWITCHYARD_TLS_CERT`/`_KEY`/`_CA`/`_CLIENT_CA` (see
 //! `switchyard certs`), else each server makes a self-signed certificate
@@ -35,6 +36,8 @@ const USAGE: &str = "usage: cluster demo | backend inventory|pricing [--quic ADD
 struct Options {
     quic: String,
     tcp: Option<String>,
+    /// `--tcp` was given.
+    tcp_chosen: bool,
     unix: bool,
     wait: Duration,
     target: String,
@@ -45,6 +48,7 @@ fn options(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
         quic: "0.0.0.0:7443".into(),
         tcp: Some("0.0.0.0:7000".into()),
+        tcp_chosen: false,
         unix: true,
         wait: Duration::from_secs(60),
         target: "storefront".into(),
@@ -59,7 +63,10 @@ fn options(args: &[String]) -> Result<Options, String> {
         };
         match flag.as_str() {
             "--quic" => o.quic = value()?,
-            "--tcp" => o.tcp = Some(value()?).filter(|v| v != "none"),
+            "--tcp" => {
+                o.tcp = Some(value()?).filter(|v| v != "none");
+                o.tcp_chosen = true;
+            }
             "--no-unix" => o.unix = false,
             "--wait" => {
                 o.wait = Duration::from_secs(value()?.parse().map_err(|e| format!("--wait: {e}"))?)
@@ -114,8 +121,15 @@ async fn main() -> ExitCode {
 /// until SIGTERM or Ctrl-C.
 async fn serve(builder: ServerBuilder, o: &Options) -> Result<(), String> {
     let mut builder = builder.quic(o.quic.clone());
-    if let Some(tcp) = &o.tcp {
-        builder = builder.tcp(tcp.clone());
+    // TCP carries no TLS: beside mutual TLS it would let clients without a
+    // certificate in, so it is off then unless asked for.
+    let mutual_tls = std::env::var_os("SWITCHYARD_TLS_CLIENT_CA").is_some_and(|v| !v.is_empty());
+    match (&o.tcp, mutual_tls && !o.tcp_chosen) {
+        (Some(_), true) => {
+            eprintln!("cluster: mutual TLS is on, so no TCP listener (TCP has no TLS)");
+        }
+        (Some(tcp), false) => builder = builder.tcp(tcp.clone()),
+        (None, _) => {}
     }
     if !o.unix {
         builder = builder.no_unix();

@@ -56,7 +56,14 @@ pub(super) async fn open(
             // A peer that fails authentication is not passed over for a
             // weaker transport.
             Ok(Err(status)) if last || status.code() == Code::Unauthenticated => {
-                return Err(status);
+                if passed_over.is_empty() {
+                    return Err(status);
+                }
+                let before: Vec<String> = passed_over.into_iter().map(|(_, w)| w).collect();
+                return Err(Status::new(
+                    status.code(),
+                    format!("{} (before it: {})", status.message(), before.join("; ")),
+                ));
             }
             Ok(Err(status)) => format!("{url} failed: {}", status.message()),
             Err(_) if last => {

@@ -17,6 +17,8 @@ pub(crate) struct QuicSetting {
     pub(crate) identity: Option<Identity>,
     pub(crate) client_roots: Option<CaRoots>,
     pub(crate) config: QuicConfig,
+    /// A plaintext TCP listener may sit beside QUIC with mutual TLS.
+    pub(crate) allow_plaintext_tcp: bool,
 }
 
 /// A bound QUIC listener and what to publish about it.
@@ -34,6 +36,29 @@ impl QuicSetting {
     /// `SWITCHYARD_TLS_KEY`, else a self-signed certificate made now; client
     /// certificates are required if the builder or
     /// `SWITCHYARD_TLS_CLIENT_CA` names a CA.
+    /// Refuses a plaintext TCP listener beside QUIC that requires client
+    /// certificates (unless allowed): checked before anything is bound.
+    pub(crate) fn check_tcp(&self, tcp: Option<&str>) -> Result<(), Status> {
+        let (Some(_), Some(tcp), false) = (&self.addr, tcp, self.allow_plaintext_tcp) else {
+            return Ok(());
+        };
+        let roots = match &self.client_roots {
+            Some(roots) => Some(roots.clone()),
+            None => quic::roots_from_env(quic::TLS_CLIENT_CA_ENV)
+                .map_err(|e| Status::failed_precondition(e.to_string()))?,
+        };
+        match roots {
+            Some(roots) => Err(Status::failed_precondition(format!(
+                "this server requires client certificates on QUIC (CA {}), but its TCP listener \
+                 on {tcp} carries calls without TLS, so any client could go around them; drop \
+                 ServerBuilder::tcp (clients then reach it over QUIC only) or call \
+                 ServerBuilder::allow_plaintext_tcp() if only trusted peers can reach that port",
+                roots.source()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) async fn bind(&self) -> Result<Option<Bound>, Status> {
         let Some(addr) = &self.addr else {
             return Ok(None);
@@ -114,6 +139,15 @@ impl super::ServerBuilder {
     /// QUIC connection parameters (streams, idle timeout, keep-alive).
     pub fn quic_config(mut self, config: QuicConfig) -> Self {
         self.quic.config = config;
+        self
+    }
+
+    /// Allows a TCP listener beside QUIC that requires client certificates.
+    /// TCP carries calls without TLS, so by default such a server refuses to
+    /// start: a client without a certificate would simply call over TCP.
+    /// Allow it only where the TCP port is reachable by trusted peers alone.
+    pub fn allow_plaintext_tcp(mut self) -> Self {
+        self.quic.allow_plaintext_tcp = true;
         self
     }
 }
