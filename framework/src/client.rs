@@ -18,7 +18,7 @@ use crate::descriptor::ServiceDescriptor;
 use crate::discovery::Registry;
 use crate::protocol::frame::DEFAULT_FRAME_LIMIT;
 use crate::protocol::hello::Hello;
-use crate::protocol::status::Status;
+use crate::protocol::status::{Code, Status};
 use crate::select::{self, Endpoint, Forced, Selection, Target, Transport};
 use crate::transport::{Link, PeerInfo, tcp, unix};
 
@@ -210,7 +210,7 @@ impl ChannelBuilder {
         let Target::Name(name) = target else {
             return None;
         };
-        if status.code() != crate::Code::NotFound
+        if status.code() != Code::NotFound
             || self
                 .forced()
                 .ok()
@@ -426,8 +426,16 @@ impl Channel {
             return Ok(conn);
         }
         let fresh = open(&self.shared.builder, parsed).await.map_err(|status| {
+            // This channel reached a server before: one that is gone or
+            // restarting is a transient condition (UNAVAILABLE, as gRPC
+            // reports it, and what retry policies retry), even where a
+            // first connect to the same name says NOT_FOUND.
+            let code = match status.code() {
+                Code::NotFound => Code::Unavailable,
+                code => code,
+            };
             Status::new(
-                status.code(),
+                code,
                 format!("reconnecting to {target}: {}", status.message()),
             )
         })?;
