@@ -24,7 +24,7 @@ use crate::descriptor::ServiceDescriptor;
 use crate::discovery::Resolver;
 use crate::protocol::frame::DEFAULT_FRAME_LIMIT;
 use crate::protocol::hello::Hello;
-use crate::protocol::status::Status;
+use crate::protocol::status::{Code, Status};
 use crate::select::{self, Forced, Selection, Target, Transport};
 use crate::transport::{Link, PeerInfo};
 
@@ -261,7 +261,7 @@ impl ChannelBuilder {
         let Target::Name(name) = target else {
             return None;
         };
-        if status.code() != crate::Code::NotFound
+        if status.code() != Code::NotFound
             || self
                 .forced()
                 .ok()
@@ -393,8 +393,17 @@ impl Channel {
         let fresh = match open::open(&self.shared.builder, parsed, deadline).await {
             Ok(fresh) => fresh,
             Err(failure) => {
+                // This channel reached a server before: one that is gone or
+                // restarting is a transient condition (UNAVAILABLE, as gRPC
+                // reports it, and what retry policies retry), even where a
+                // first connect to the same name says NOT_FOUND.
+                let code = match failure.code() {
+                    Code::NotFound => Code::Unavailable,
+                    code => code,
+                };
+                let failure = Status::new(code, failure.message());
                 let status = Status::new(
-                    failure.code(),
+                    code,
                     format!("reconnecting to {target}: {}", failure.message()),
                 );
                 let delay = backoff.failed(&self.shared.builder.backoff, failure, Instant::now());

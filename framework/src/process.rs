@@ -27,6 +27,7 @@ use std::time::Duration;
 use tokio::sync::{OnceCell, watch};
 
 use crate::client::{Channel, ChannelBuilder, Connection};
+use crate::protocol::frame::DEFAULT_FRAME_LIMIT;
 use crate::protocol::status::Status;
 use crate::select::{Selection, Transport};
 use crate::server::peer::{End, PeerLink, open_peer};
@@ -61,13 +62,19 @@ impl Services {
         self
     }
 
-    fn into_shared(self) -> Result<Arc<ServerShared>, Status> {
+    /// The services, served with `frame_limit` as the largest body this
+    /// side takes on the link (a peer link has one limit for the calls it
+    /// serves and the responses to its own calls).
+    fn into_shared(self, frame_limit: u32) -> Result<Arc<ServerShared>, Status> {
         if let Some(status) = self.error {
             return Err(status);
         }
         Ok(Arc::new(ServerShared {
             router: self.router,
-            config: ServerConfig::default(),
+            config: ServerConfig {
+                frame_limit,
+                ..ServerConfig::default()
+            },
             queues: Vec::new(),
             endpoints: std::sync::OnceLock::new(),
         }))
@@ -100,7 +107,9 @@ impl Spawner {
     }
 
     /// Settings for the channel to the child (call deadline, how long the
-    /// child may take to say hello: its `connect_timeout`, 5 s by default).
+    /// child may take to say hello: its `connect_timeout`, 5 s by default;
+    /// `max_frame`: the largest body the parent takes on the pipe, its
+    /// child's responses and calls alike, 16 MiB by default).
     pub fn channel_settings(mut self, builder: ChannelBuilder) -> Self {
         self.channel = builder;
         self
@@ -117,7 +126,11 @@ impl Spawner {
             .iter()
             .map(|n| n.to_ascii_lowercase())
             .collect();
-        let shared = self.services.into_shared()?;
+        let config = self.channel.connection_config();
+        // The channel's frame limit is this side's on the link: what the
+        // hello announces and the decoder enforces, for the child's
+        // responses and its calls alike.
+        let shared = self.services.into_shared(config.frame_limit)?;
         let pair = PipePair::new().map_err(|err| {
             Status::resource_exhausted(format!("could not create pipes for the child: {err}"))
         })?;
@@ -182,7 +195,6 @@ impl Spawner {
                 "child process {pid} {why}; calls to it fail — see ChildProcess::exit_status"
             ))
         };
-        let config = self.channel.connection_config();
         let opened = open_peer(shared, link, selection, &config, describe_end).await;
         let link = match opened {
             Ok(link) => link,
@@ -368,7 +380,7 @@ async fn open_parent_link() -> Result<PeerLink, Status> {
         .map(|mut s| s.take())
         .unwrap_or_default()
         .unwrap_or_default();
-    let shared = services.into_shared()?;
+    let shared = services.into_shared(DEFAULT_FRAME_LIMIT)?;
     let peer = PeerInfo {
         addr: format!("pipe://parent/{ppid}"),
         pid: Some(ppid),

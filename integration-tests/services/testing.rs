@@ -44,4 +44,15 @@ pub trait Testing {
     /// inside this handler: (this call's trace id, the downstream call's
     /// trace id, the downstream call's remaining deadline in ms).
     async fn forward(&self, target: String) -> (Option<String>, Option<String>, Option<u64>);
+    /// The first value of metadata `key`, as bytes (binary metadata).
+    async fn metadata_bin(&self, key: String) -> Option<Vec<u8>>;
+    /// gRPC's `UnaryCall`: takes a payload and answers with a digest of
+    /// it (length, FNV-1a 64) and a payload of `response_size` bytes (see
+    /// `payload_pattern`).
+    async fn unary_call(&self, payload: switchyard::Bytes, response_size: u64) -> (u64, u64, switchyard::Bytes);
+    /// Fails with the wire status `code` and `message` when served
+    /// through `StatusAware` (how the test binaries serve `Testing`): a
+    /// generated handler cannot return a `Status` itself, so the wrapper
+    /// does it at the `Service` level. The plain implementation returns.
+    async fn status(&self, code: u16, message: String);
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use switchyard::process::{self, Services, Spawner};
 use switchyard::{Channel, Status};
-use switchyard_integration_tests::{TestingClient, TestingImpl, TestingServer};
+use switchyard_integration_tests::{TestingClient, TestingImpl, TestingServer, testing_service};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -48,7 +48,7 @@ async fn main() -> ExitCode {
 }
 
 fn testing() -> Services {
-    Services::new().add_service(TestingServer::new(TestingImpl::default()))
+    Services::new().add_service(testing_service())
 }
 
 async fn worker() -> Result<(), Status> {

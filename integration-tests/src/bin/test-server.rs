@@ -2,9 +2,10 @@
 //! (and TCP with `--tcp`), prints `listening <endpoints>` on its first line,
 //! and shuts down gracefully on SIGTERM.
 //!
-//! Flags: `--tcp`, `--tcp-at ADDR`, `--quic ADDR`, `--no-unix`, `--queues`
-//! (a message queue for one-way calls), `--max-in-flight N`,
-//! `--max-frame BYTES`, `--grace-ms MS`.
+//! Flags: `--tcp`, `--tcp-at ADDR`, `--quic ADDR` (printed as
+//! `quic://ADDR?pin=<hex fingerprint>`), `--no-unix`, `--queues` (a message
+//! queue for one-way calls), `--max-in-flight N`, `--max-frame BYTES`,
+//! `--grace-ms MS`, `--bulk-threshold BYTES`.
 //! With `call TARGET` it is a client instead: it calls `add(2, 3)` on TARGET
 //! and prints `<transport> <result>` (for tests of SWITCHYARD_TRANSPORT).
 //! With `hold TARGET N DIR` it starts N calls of `sleep_or_mark(60 s)` on
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use switchyard::{Channel, Server};
-use switchyard_integration_tests::{TestingClient, TestingImpl, TestingServer};
+use switchyard_integration_tests::{TestingClient, testing_service};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -76,7 +77,7 @@ async fn main() -> ExitCode {
     // Queues are opt-in here (`--queues`): every queue counts against the
     // user's RLIMIT_MSGQUEUE, and the tests start many servers at once.
     let mut builder = Server::builder()
-        .add_service(TestingServer::new(TestingImpl::default()))
+        .add_service(testing_service())
         .message_queues(false);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -98,6 +99,7 @@ async fn main() -> ExitCode {
         };
         builder = match flag.as_str() {
             "--tcp" => builder.tcp("127.0.0.1:0"),
+            "--bulk-threshold" => builder.bulk_threshold(value() as usize),
             "--queues" => builder.message_queues(true),
             "--no-unix" => builder.no_unix(),
             "--max-in-flight" => builder.max_in_flight(value() as usize),

@@ -243,10 +243,12 @@ impl QuicTx {
         }
         let (ours, theirs) = self.calls.close();
         finish.extend(ours);
-        for mut stream in theirs {
-            // The peer opened these: it knows them, nothing to wait for.
-            let _ = stream.finish();
-        }
+        // The peer opened these, so it knows them; but they carry the last
+        // responses, which must be acknowledged before the connection may
+        // go (a server that exits right after its graceful shutdown would
+        // otherwise lose them, and its client would wait out the idle
+        // timeout).
+        finish.extend(theirs);
         Some(Linger {
             conn: self.conn.clone(),
             control: self.control.take(),
@@ -395,9 +397,12 @@ impl LinkTx for QuicTx {
         Ok(())
     }
 
+    /// Finishes every stream and waits (at most the linger time, the idle
+    /// timeout) until the peer has acknowledged them: what was sent has
+    /// arrived when this returns, so a process may exit after it.
     async fn close(&mut self) -> io::Result<()> {
         if let Some(linger) = self.shut() {
-            tokio::spawn(linger.run());
+            linger.run().await;
         }
         Ok(())
     }
