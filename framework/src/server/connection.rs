@@ -95,6 +95,25 @@ pub(crate) async fn serve<L: Link>(
     let _ = writer.await;
 }
 
+/// Whether a receive error means the peer is gone (as opposed to a peer
+/// that broke the protocol, which is told why before the connection ends).
+fn link_lost(err: &LinkError) -> bool {
+    use std::io::ErrorKind;
+    match err {
+        LinkError::TruncatedFrame { .. } => true,
+        LinkError::Io(io) => matches!(
+            io.kind(),
+            ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::TimedOut
+                | ErrorKind::NotConnected
+                | ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
 /// This server's hello in `role`.
 pub(crate) fn server_hello(shared: &ServerShared, role: Role) -> Hello {
     let mut hello = local_hello(
@@ -271,10 +290,10 @@ impl ServerConnection {
                         self.end = End::PeerClosed;
                         return;
                     }
-                    // The link itself failed (reset, timed out, cut mid-frame):
+                    // The link itself is gone (reset, timed out, cut mid-frame):
                     // nobody can receive a response, so the handlers are
                     // dropped (cancelled) at once.
-                    Err(err @ (LinkError::Io(_) | LinkError::TruncatedFrame { .. })) => {
+                    Err(err) if link_lost(&err) => {
                         self.stats.event("peer lost", err.to_string());
                         self.end = End::Failed(err.to_string());
                         return;
