@@ -63,6 +63,14 @@ pub struct Method {
     /// The return type; `None` for `()`.
     #[serde(serialize_with = "opt_type")]
     pub output: Option<syn::Type>,
+    /// When the return type is `Result<T, Status>`: `T` (`None` for `()`).
+    /// Such a method answers with `T`, or with the `Status` as the call's
+    /// own status (its code and message reach the caller as they were set),
+    /// and its client method returns `Result<T, Status>`, not nested.
+    #[serde(serialize_with = "opt_type")]
+    pub status_ok: Option<syn::Type>,
+    /// Whether the return type is `Result<T, Status>` (see `status_ok`).
+    pub returns_status: bool,
     /// Whether the method is `#[switchyard(oneway)]`: no reply is sent.
     pub oneway: bool,
     /// `#[switchyard(oneway, priority = N)]`: the message-queue priority of

@@ -239,6 +239,7 @@ fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
         syn::ReturnType::Type(_, ty) => Some((**ty).clone()),
     };
 
+    let status_result = output.as_ref().and_then(status_result);
     let name = syn::ext::IdentExt::unraw(&sig.ident).to_string();
     let arg_types: Vec<String> = args.iter().map(|arg| ids::type_text(&arg.ty)).collect();
     let output_text = output.as_ref().map(ids::type_text);
@@ -249,6 +250,8 @@ fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
         docs: docs(&attrs),
         args,
         output,
+        returns_status: status_result.is_some(),
+        status_ok: status_result.flatten(),
         oneway,
         priority: priority.map_or(0, |(value, _)| value),
         id: ids::method_id(service, &name),
@@ -312,6 +315,34 @@ fn docs(attrs: &[Attribute]) -> Vec<String> {
         .collect()
 }
 
+/// For `Result<T, Status>` (any path ending in `Result` whose error type's
+/// path ends in `Status`): `Some(Some(T))`, or `Some(None)` when `T` is `()`.
+fn status_result(ty: &syn::Type) -> Option<Option<syn::Type>> {
+    let syn::Type::Path(path) = ty else {
+        return None;
+    };
+    let last = path.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    let mut types = args.args.iter().filter_map(|arg| match arg {
+        syn::GenericArgument::Type(ty) => Some(ty),
+        _ => None,
+    });
+    let (Some(ok), Some(syn::Type::Path(err)), None) = (types.next(), types.next(), types.next())
+    else {
+        return None;
+    };
+    let err = err.path.segments.last()?;
+    if err.ident != "Status" || !err.arguments.is_none() {
+        return None;
+    }
+    Some((!is_unit(ok)).then(|| ok.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use quote::quote;
@@ -321,6 +352,22 @@ mod tests {
 
     fn parse_ok(attr: TokenStream, item: TokenStream) -> Service {
         parse(attr, item, &syn::parse_quote!(::switchyard)).expect("parses")
+    }
+
+    #[test]
+    fn status_results_are_told_from_typed_errors() {
+        let ty = |text: &str| syn::parse_str::<syn::Type>(text).unwrap();
+        let ok = |text: &str| status_result(&ty(text)).map(|t| t.map(|t| ids::type_text(&t)));
+        assert_eq!(ok("Result<u64, Status>"), Some(Some("u64".into())));
+        assert_eq!(
+            ok("std::result::Result<Vec<u8>, switchyard::Status>"),
+            Some(Some("Vec<u8>".into()))
+        );
+        assert_eq!(ok("Result<(), ::switchyard::Status>"), Some(None));
+        assert_eq!(ok("Result<u64, MathError>"), None);
+        assert_eq!(ok("Result<u64, StatusCode>"), None);
+        assert_eq!(ok("Option<Status>"), None);
+        assert_eq!(ok("u64"), None);
     }
 
     #[test]

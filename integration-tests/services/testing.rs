@@ -50,9 +50,7 @@ pub trait Testing {
     /// it (length, FNV-1a 64) and a payload of `response_size` bytes (see
     /// `payload_pattern`).
     async fn unary_call(&self, payload: switchyard::Bytes, response_size: u64) -> (u64, u64, switchyard::Bytes);
-    /// Fails with the wire status `code` and `message` when served
-    /// through `StatusAware` (how the test binaries serve `Testing`): a
-    /// generated handler cannot return a `Status` itself, so the wrapper
-    /// does it at the `Service` level. The plain implementation returns.
-    async fn status(&self, code: u16, message: String);
+    /// Fails with the status `code` and `message`: the handler's own
+    /// status is the call's.
+    async fn status(&self, code: u16, message: String) -> Result<(), switchyard::Status>;
 }

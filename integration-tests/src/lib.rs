@@ -173,9 +173,12 @@ impl Testing for TestingImpl {
         (len, digest, payload_pattern(size, 0x5a).into())
     }
 
-    async fn status(&self, _code: u16, _message: String) {
-        // Only `StatusAware` answers this method with a status.
+    async fn status(&self, code: u16, message: String) -> Result<(), switchyard::Status> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        Err(switchyard::Status::new(
+            switchyard::Code::from_u16(code),
+            message,
+        ))
     }
 }
 
@@ -194,55 +197,9 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Serves a service, answering `Testing.status(code, message)` with that
-/// wire status (code and message) the way the runtime answers a failed
-/// call: what a handler would do if generated handlers could return a
-/// `Status`. Every other call goes to the inner service.
-#[derive(Debug, Clone)]
-pub struct StatusAware<S> {
-    inner: S,
-}
-
-impl<S: switchyard::service::Service> StatusAware<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
-        Self { inner }
-    }
-}
-
-/// `Testing` as the test binaries serve it: `TestingImpl` behind
-/// [`StatusAware`].
-pub fn testing_service() -> StatusAware<TestingServer<TestingImpl>> {
-    StatusAware::new(TestingServer::new(TestingImpl::default()))
-}
-
-impl<S: switchyard::service::Service> switchyard::service::Service for StatusAware<S> {
-    fn descriptor(&self) -> &'static switchyard::ServiceDescriptor {
-        self.inner.descriptor()
-    }
-
-    fn call(
-        &self,
-        method_id: u32,
-        request: switchyard::service::Request,
-    ) -> Option<switchyard::service::HandlerFuture> {
-        let status = self
-            .inner
-            .descriptor()
-            .method_by_name("status")
-            .filter(|method| method.id == method_id);
-        let Some(status) = status else {
-            return self.inner.call(method_id, request);
-        };
-        let decoded = request.decode::<switchyard::Bincode, (u16, String)>(status);
-        Some(Box::pin(async move {
-            let (code, message) = decoded?;
-            Err(switchyard::Status::new(
-                switchyard::Code::from_u16(code),
-                message,
-            ))
-        }))
-    }
+/// `Testing` as the test binaries serve it.
+pub fn testing_service() -> TestingServer<TestingImpl> {
+    TestingServer::new(TestingImpl::default())
 }
 
 /// A test server in its own process with its own runtime directory; killed

@@ -134,9 +134,23 @@ pub(crate) fn args_tuple_type(method: &Method) -> TokenStream {
     quote!((#(#types,)*))
 }
 
-/// The method's return type, `()` for none.
-pub(crate) fn output_type(method: &Method) -> TokenStream {
+/// The method's return type as declared, `()` for none.
+pub(crate) fn declared_output(method: &Method) -> TokenStream {
     match &method.output {
+        Some(ty) => ty.to_token_stream(),
+        None => quote!(()),
+    }
+}
+
+/// What the method's response carries: its return type, or `T` of a
+/// `Result<T, Status>`; `()` for none.
+pub(crate) fn output_type(method: &Method) -> TokenStream {
+    let wire = if method.returns_status {
+        &method.status_ok
+    } else {
+        &method.output
+    };
+    match wire {
         Some(ty) => ty.to_token_stream(),
         None => quote!(()),
     }

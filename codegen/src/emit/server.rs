@@ -42,6 +42,15 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
         let call = quote!(<#imp as #trait_ident>::#name(&*inner, #(#args),*).await);
         // No `let out = ()` for unit results (clippy's `let_unit_value`).
         let call_and_encode = match &method.output {
+            // The handler's status is the call's status.
+            Some(_) if method.returns_status => quote! {
+                match #call {
+                    ::core::result::Result::Ok(out) => {
+                        #private::Reply::encode::<#codec, #output>(&out, method)
+                    }
+                    ::core::result::Result::Err(status) => ::core::result::Result::Err(status),
+                }
+            },
             Some(_) => quote! {
                 let out = #call;
                 #private::Reply::encode::<#codec, #output>(&out, method)

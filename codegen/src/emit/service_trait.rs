@@ -4,7 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use crate::emit::output_type;
+use crate::emit::declared_output;
 use crate::model::Service;
 
 /// `pub trait Calculator: Send + Sync + 'static { fn add(&self, ..) -> impl Future<..> + Send; }`.
@@ -20,7 +20,7 @@ pub(crate) fn emit(service: &Service) -> TokenStream {
         let name = &method.name;
         let arg_names = method.args.iter().map(|arg| &arg.name);
         let arg_types = method.args.iter().map(|arg| &arg.ty);
-        let output = output_type(method);
+        let output = declared_output(method);
         quote! {
             #(#attrs)*
             fn #name(&self, #(#arg_names: #arg_types),*)
