@@ -52,7 +52,7 @@ async fn worker(
     while !stop.load(Ordering::Relaxed) {
         seq += 1;
         // An id, then filler whose length varies with it.
-        let len = if bulk_every > 0 && seq % bulk_every == 0 {
+        let len = if bulk_every > 0 && seq.is_multiple_of(bulk_every) {
             300 << 10
         } else {
             16 + (seq % 200) as usize
