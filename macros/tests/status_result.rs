@@ -6,6 +6,8 @@ use switchyard::transport::memory;
 use switchyard::{Channel, Code, Server, Status};
 
 /// Accounts whose handlers answer with a status of their own.
+// Both spellings of the type on purpose: a path ending in `Status` counts.
+#[allow(unused_qualifications)]
 #[switchyard::service]
 pub trait Accounts {
     /// The balance, or NOT_FOUND.
