@@ -284,3 +284,58 @@ async fn garbage_handshakes_over_ten_thousand_connections_leave_the_server_servi
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_calls_time_out_fast_is_not_taken_for_a_flood() {
+    // Its own server, so that its connections are told apart by address.
+    let server = ServerProcess::start(&["--tcp"]);
+    within(Duration::from_secs(120), async {
+        let channel = channel(&server).await;
+        let peer = channel.peer().addr;
+        let hasty = TestingClient::new(channel).with_timeout(Duration::from_millis(2));
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..32 {
+            let hasty = hasty.clone();
+            tasks.spawn(async move {
+                let mut timed_out = 0u64;
+                while started.elapsed() < Duration::from_secs(3) {
+                    // Every call outlives its deadline: the client cancels
+                    // each at the deadline, as the server's own timer does.
+                    let status = hasty.sleep(50).await.unwrap_err();
+                    assert_eq!(
+                        status.code(),
+                        switchyard::Code::DeadlineExceeded,
+                        "{status}"
+                    );
+                    timed_out += 1;
+                }
+                timed_out
+            });
+        }
+        let mut timed_out = 0;
+        while let Some(n) = tasks.join_next().await {
+            timed_out += n.unwrap();
+        }
+        let snapshot = switchyard::debug::snapshot();
+        let flagged = snapshot
+            .connections
+            .iter()
+            .filter(|c| c.peer.addr == peer)
+            .flat_map(|c| c.events.iter())
+            .any(|e| e.detail.contains("cancel flood"));
+        eprintln!(
+            "{timed_out} calls timed out in 3 s ({:.0}/s)",
+            timed_out as f64 / 3.0
+        );
+        assert!(
+            timed_out > 6_000,
+            "too few timeouts to mean anything: {timed_out}"
+        );
+        assert!(
+            !flagged,
+            "a client with short deadlines was closed as a cancel flood"
+        );
+    })
+    .await;
+}

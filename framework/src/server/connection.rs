@@ -252,10 +252,16 @@ struct ServerConnection {
     cancels: CancelBudget,
 }
 
+/// How close to a call's deadline a cancel counts as the client's timer
+/// firing rather than a cancel flood.
+const TIMER_SLACK: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// A call being handled.
 struct InFlight {
     abort: AbortHandle,
     started: Instant,
+    /// When the call's deadline passes, if it has one.
+    deadline: Option<Instant>,
     received: usize,
     counters: Arc<MethodCounters>,
 }
@@ -371,10 +377,20 @@ impl ServerConnection {
         match frame.header.kind {
             Kind::Request | Kind::OneWay => self.start(frame).await,
             Kind::Cancel => {
-                self.cancels
-                    .take(Instant::now())
-                    .map_err(Status::resource_exhausted)?;
-                if let Some(call) = self.calls.cancel(frame.header.call_id) {
+                let now = Instant::now();
+                let call = self.calls.cancel(frame.header.call_id);
+                // Only a cancel that stops a running call before its
+                // deadline counts against the flood budget: a client whose
+                // timer fired sends one at the deadline (or for a call the
+                // server already ended), which costs nothing.
+                let early = call.as_ref().is_some_and(|call| {
+                    call.deadline
+                        .is_none_or(|deadline| now + TIMER_SLACK < deadline)
+                });
+                if early {
+                    self.cancels.take(now).map_err(Status::resource_exhausted)?;
+                }
+                if let Some(call) = call {
                     call.abort.abort();
                     self.stats.finished(
                         &call.counters,
@@ -436,6 +452,10 @@ impl ServerConnection {
         let in_flight = InFlight {
             abort,
             started,
+            deadline: crate::protocol::call::deadline_from_budget(
+                started,
+                frame.header.deadline_us,
+            ),
             received,
             counters: Arc::clone(&counters),
         };
