@@ -242,7 +242,14 @@ fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
     let status_result = output.as_ref().and_then(status_result);
     let name = syn::ext::IdentExt::unraw(&sig.ident).to_string();
     let arg_types: Vec<String> = args.iter().map(|arg| ids::type_text(&arg.ty)).collect();
-    let output_text = output.as_ref().map(ids::type_text);
+    // `Result<T, Status>` is one contract however `Status` is spelled.
+    let output_text = match &status_result {
+        Some(ok) => Some(format!(
+            "Result<{},Status>",
+            ok.as_ref().map_or_else(|| "()".to_owned(), ids::type_text)
+        )),
+        None => output.as_ref().map(ids::type_text),
+    };
     let oneway = oneway_span.is_some();
     let signature = ids::signature(&name, &arg_types, output_text.as_deref(), oneway);
     Method {

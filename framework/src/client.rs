@@ -384,7 +384,21 @@ impl Channel {
                 .unusable_reason()
                 .unwrap_or_else(|| Status::unavailable("the connection is closed")));
         };
-        let mut backoff = self.shared.reconnect.lock().await;
+        // Another call may be reconnecting: wait for it, but not past this
+        // call's deadline.
+        let mut backoff = match deadline {
+            Some(deadline) => {
+                tokio::time::timeout_at(deadline.into(), self.shared.reconnect.lock())
+                    .await
+                    .map_err(|_| {
+                        Status::deadline_exceeded(format!(
+                            "reconnecting to {target} (another call's attempt) had not finished \
+                         when this call's deadline came; give the call a later deadline"
+                        ))
+                    })?
+            }
+            None => self.shared.reconnect.lock().await,
+        };
         let conn = self.current();
         if conn.is_usable() {
             return Ok(conn);
@@ -392,6 +406,14 @@ impl Channel {
         backoff.check(target, Instant::now())?;
         let fresh = match open::open(&self.shared.builder, parsed, deadline).await {
             Ok(fresh) => fresh,
+            // The call's deadline ended the attempt, not the server: no
+            // backoff for it.
+            Err(failure) if failure.code() == Code::DeadlineExceeded => {
+                return Err(Status::deadline_exceeded(format!(
+                    "reconnecting to {target}: {}",
+                    failure.message()
+                )));
+            }
             Err(failure) => {
                 // This channel reached a server before: one that is gone or
                 // restarting is a transient condition (UNAVAILABLE, as gRPC

@@ -148,8 +148,6 @@ impl Context {
         &self.conn.peer
     }
 
-    /// The caller's process name and pid as it announced them in its hello
-    /// (not verified; see [`peer`](Self::peer) for what the kernel vouches
     /// The client's identity as its certificate states it, verified by the
     /// transport: set on QUIC connections to a server that requires client
     /// certificates (mutual TLS), `None` elsewhere.
@@ -157,6 +155,8 @@ impl Context {
         self.conn.identity.as_ref()
     }
 
+    /// The caller's process name and pid as it announced them in its hello
+    /// (not verified; see [`peer`](Self::peer) for what the kernel vouches
     /// for).
     pub fn peer_process(&self) -> (&str, u32) {
         (&self.conn.peer_process, self.conn.peer_claimed_pid)

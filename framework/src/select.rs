@@ -81,7 +81,7 @@ impl Target {
             return Ok(Self::Unix(PathBuf::from(path)));
         }
         if let Some(host_port) = target.strip_prefix("tcp://") {
-            if !host_port.contains(':') {
+            if !has_port(host_port.trim_end_matches('/')) {
                 return Err(Status::invalid_argument(format!(
                     "tcp://{host_port} needs a port, e.g. tcp://127.0.0.1:7000"
                 )));
@@ -105,13 +105,22 @@ impl Target {
     }
 }
 
+/// Whether `host:port` (or `[v6]:port`) ends in a port number.
+fn has_port(host_port: &str) -> bool {
+    let port = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split_once("]:").map(|(_, port)| port),
+        None => host_port.rsplit_once(':').map(|(_, port)| port),
+    };
+    port.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn parse_quic(target: &str, rest: &str) -> Result<Target, Status> {
     let (host_port, query) = match rest.split_once('?') {
         Some((host_port, query)) => (host_port, Some(query)),
         None => (rest, None),
     };
     let host_port = host_port.trim_end_matches('/');
-    if !host_port.contains(':') || host_port.ends_with(':') {
+    if !has_port(host_port) {
         return Err(Status::invalid_argument(format!(
             "{target} needs a port, e.g. quic://10.0.0.5:7443"
         )));
@@ -188,6 +197,10 @@ pub enum Endpoint {
         host_port: String,
         /// The fingerprint to pin (hex), if the address carried one.
         pin: Option<String>,
+        /// Whether the caller wrote the pin (in the target it connected
+        /// to), rather than a registry entry or resolver: only the caller's
+        /// own pin outranks the channel's configured trust.
+        caller_pin: bool,
     },
 }
 
@@ -288,6 +301,7 @@ pub fn plan(
                 endpoint: Endpoint::Quic {
                     host_port: host_port.clone(),
                     pin: pin.clone(),
+                    caller_pin: true,
                 },
                 selection: Selection {
                     transport: Transport::Quic,
@@ -327,7 +341,11 @@ fn plan_for_entry(name: &str, entry: &Entry, forced: Option<Forced>) -> Result<P
     let quic = entry
         .endpoint("quic")
         .and_then(|url| match Target::parse(url) {
-            Ok(Target::Quic { host_port, pin }) => Some(Endpoint::Quic { host_port, pin }),
+            Ok(Target::Quic { host_port, pin }) => Some(Endpoint::Quic {
+                host_port,
+                pin,
+                caller_pin: false,
+            }),
             _ => None,
         });
     let published = format!(
@@ -516,7 +534,11 @@ pub fn plan_resolved(
         })? {
             Target::Unix(path) => Endpoint::Unix(path),
             Target::Tcp(host_port) => Endpoint::Tcp(host_port),
-            Target::Quic { host_port, pin } => Endpoint::Quic { host_port, pin },
+            Target::Quic { host_port, pin } => Endpoint::Quic {
+                host_port,
+                pin,
+                caller_pin: false,
+            },
             Target::Name(_) => continue,
         };
         endpoints.push(endpoint);
@@ -649,6 +671,8 @@ mod tests {
         );
         for (bad, says) in [
             ("quic://h", "needs a port"),
+            ("quic://[::1]", "needs a port"),
+            ("quic://h:", "needs a port"),
             ("quic://h:1?pin=12", "not a SHA-256 fingerprint"),
             ("quic://h:1?sni=x", "unknown parameter"),
         ] {
@@ -737,7 +761,8 @@ mod tests {
             plan.endpoint,
             Endpoint::Quic {
                 host_port: "10.0.0.1:7443".into(),
-                pin: Some("cd".repeat(32))
+                pin: Some("cd".repeat(32)),
+                caller_pin: false,
             }
         );
         // Shared memory is set up over the Unix socket the entry lists.

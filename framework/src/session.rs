@@ -120,6 +120,13 @@ pub(crate) async fn read_hello<R: LinkRx>(
                 "the peer closed the connection during the handshake",
             ));
         }
+        // A TLS refusal that arrives after the handshake (TLS 1.3: the
+        // server checks the client's certificate last) is no outage.
+        Err(crate::transport::LinkError::Io(err))
+            if err.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            return Err(Status::unauthenticated(format!("handshake failed: {err}")));
+        }
         Err(crate::transport::LinkError::Io(err)) => {
             return Err(Status::unavailable(format!("handshake failed: {err}")));
         }

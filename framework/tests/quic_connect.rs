@@ -205,7 +205,9 @@ async fn mutual_tls_shows_the_client_identity_and_refuses_clients_without_one() 
         let pki = Pki::new("switchyard test CA");
         let dir = runtime();
         let server_identity = pki.issue(&["localhost", "127.0.0.1"]);
-        let server = server(dir.path(), false, false, |b| {
+        // With a Unix socket: a client with a certificate still stays on
+        // QUIC (shared memory would lose its identity).
+        let server = server(dir.path(), true, false, |b| {
             b.tls_identity(server_identity)
                 .require_client_certs(pki.roots())
         })
@@ -234,6 +236,7 @@ async fn mutual_tls_shows_the_client_identity_and_refuses_clients_without_one() 
         .await
         .unwrap_err();
         eprintln!("no client certificate: {refused}");
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused}");
         assert!(
             refused.message().contains("client certificate"),
             "{refused}"

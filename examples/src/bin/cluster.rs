@@ -10,8 +10,9 @@
 //! ```
 //!
 //! Servers listen on QUIC at 0.0.0.0:7443 and TCP at 0.0.0.0:7000 unless
-//! told otherwise (`--tcp none`; with mutual TLS on, TCP only if `--tcp` is
-//! given, since TCP carries no TLS) and stop on SIGTERM or Ctrl-C. Names are found through the
+//! told otherwise (`--tcp none`; with mutual TLS on, no TCP: TCP carries no
+//! TLS, and a server that requires client certificates refuses a plaintext
+//! listener) and stop on SIGTERM or Ctrl-C. Names are found through the
 //! local registry, then the discovery file named by `SWITCHYARD_DISCOVERY`;
 //! TLS comes from `SWITCHYARD_TLS_CERT`/`_KEY`/`_CA`/`_CLIENT_CA` (see
 //! `switchyard certs`), else each server makes a self-signed certificate
@@ -161,11 +162,11 @@ async fn connect_patiently(target: &str, wait: Duration) -> Result<Channel, Stri
             .await
         {
             Ok(channel) => {
-                eprintln!("gateway: {target}: {}", channel.selection());
+                eprintln!("cluster: {target}: {}", channel.selection());
                 return Ok(channel);
             }
             Err(status) if started.elapsed() < wait => {
-                eprintln!("gateway: {target} not reachable yet ({status}); retrying");
+                eprintln!("cluster: {target} not reachable yet ({status}); retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(status) => return Err(format!("{target}: {status}")),
@@ -264,11 +265,16 @@ fn spawn(
         .map_err(|e| format!("cannot start {role}: {e}"))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     children.0.push(child);
-    let line = std::io::BufReader::new(stdout)
-        .lines()
-        .next()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    // The first line, read on a thread of its own so that a child that
+    // never prints cannot hold the demo up for more than 30 s.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let line = std::io::BufReader::new(stdout).lines().next();
+        let _ = tx.send(line.and_then(Result::ok).unwrap_or_default());
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .map_err(|_| format!("{role} printed nothing within 30 s"))?;
     line.split(' ')
         .find(|e| e.starts_with("quic://"))
         .map(str::to_owned)

@@ -1,8 +1,9 @@
 //! Reconnect backoff, as gRPC does it: after a failed attempt to reconnect,
 //! the next waits 1 s, then 1.6 times longer each time, up to 120 s, each
 //! delay spread by ±20 % so that many clients of one server do not all come
-//! back at once. Calls made while waiting fail at once with `Unavailable`,
-//! saying when the next attempt is; a success starts over.
+//! back at once. Calls made while waiting fail at once with the last
+//! failure's code (usually Unavailable), saying when the next attempt is; a
+//! success starts over.
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
@@ -39,15 +40,26 @@ impl Backoff {
     /// before jitter.
     pub fn delay(&self, failures: u32) -> Duration {
         let exponent = i32::try_from(failures.saturating_sub(1)).unwrap_or(i32::MAX);
-        let secs = self.initial.as_secs_f64() * self.multiplier.max(1.0).powi(exponent);
-        Duration::from_secs_f64(secs.min(self.max.as_secs_f64()))
+        let multiplier = if self.multiplier.is_finite() {
+            self.multiplier.max(1.0)
+        } else {
+            1.0
+        };
+        let secs = self.initial.as_secs_f64() * multiplier.powi(exponent);
+        // Whatever the settings, never a panic: NaN or overflow is the cap.
+        Duration::try_from_secs_f64(secs.min(self.max.as_secs_f64())).unwrap_or(self.max)
     }
 
     /// [`delay`](Self::delay) spread by the jitter, `unit` in [0, 1).
     fn jittered(&self, failures: u32, unit: f64) -> Duration {
-        let jitter = self.jitter.clamp(0.0, 1.0);
+        let jitter = if self.jitter.is_nan() {
+            0.0
+        } else {
+            self.jitter.clamp(0.0, 1.0)
+        };
         let factor = 1.0 + jitter * (2.0 * unit - 1.0);
-        self.delay(failures).mul_f64(factor)
+        let delay = self.delay(failures);
+        Duration::try_from_secs_f64(delay.as_secs_f64() * factor).unwrap_or(delay)
     }
 }
 
@@ -86,7 +98,10 @@ impl BackoffState {
     pub(crate) fn failed(&mut self, backoff: &Backoff, status: Status, now: Instant) -> Duration {
         self.failures = self.failures.saturating_add(1);
         let delay = backoff.jittered(self.failures, random_unit());
-        self.retry_at = Some(now + delay);
+        self.retry_at = Some(
+            now.checked_add(delay)
+                .unwrap_or(now + Duration::from_secs(120)),
+        );
         self.last = Some(status);
         delay
     }
@@ -125,6 +140,16 @@ mod tests {
             let d = b.jittered(2, unit).as_secs_f64();
             assert!((1.28..=1.92).contains(&d), "{d}");
         }
+        // Settings that make no sense do not panic.
+        let odd = Backoff {
+            initial: Duration::MAX,
+            multiplier: f64::NAN,
+            max: Duration::MAX,
+            jitter: f64::NAN,
+        };
+        let _ = odd.jittered(u32::MAX, 0.99);
+        let mut state = BackoffState::default();
+        state.failed(&odd, Status::unavailable("x"), Instant::now());
         let spread: std::collections::HashSet<u64> =
             (0..50).map(|_| (random_unit() * 1e9) as u64).collect();
         assert!(spread.len() > 40, "random_unit repeats: {}", spread.len());

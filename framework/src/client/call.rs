@@ -267,6 +267,7 @@ impl ClientCore {
             sent: 0,
             code: Code::Cancelled,
             received: 0,
+            tell_server: true,
         };
         let mut header = Header::new(Kind::Request, started.call_id);
         header.method_id = method.id;
@@ -323,6 +324,9 @@ impl ClientCore {
             }
             Waited::Deadline => {
                 guard.code = Code::DeadlineExceeded;
+                // The server's timer ends the handler at the same deadline;
+                // a Cancel would only cost it a token of its flood budget.
+                guard.tell_server = false;
                 return Err(Status::deadline_exceeded(format!(
                     "{} did not complete within its deadline of {:?} ({}); the call was \
                      cancelled — raise the timeout if the work needs longer",
@@ -549,6 +553,9 @@ struct PendingGuard<'a> {
     code: Code,
     /// Bytes of the response.
     received: usize,
+    /// Send a Cancel if dropped while armed (not when the deadline, which
+    /// the server enforces too, ended the call).
+    tell_server: bool,
 }
 
 impl Drop for PendingGuard<'_> {
@@ -571,7 +578,7 @@ impl Drop for PendingGuard<'_> {
             .lock()
             .map(|mut calls| calls.abandon(self.call_id))
             .unwrap_or(false);
-        if abandoned && self.sent > 0 {
+        if abandoned && self.sent > 0 && self.tell_server {
             let status = Status::cancelled("the caller dropped the call");
             let cancel = status_frame(Kind::Cancel, self.call_id, &status);
             self.conn.stats.sent(cancel.len());

@@ -125,7 +125,15 @@ impl Connection {
         let hello = local_hello(Role::Client, Vec::new(), config.frame_limit, 0);
         crate::transport::LinkTx::send(&mut tx, &hello_frame(&hello))
             .await
-            .map_err(|err| Status::unavailable(format!("could not send hello to {url}: {err}")))?;
+            .map_err(|err| {
+                let message = format!("could not send hello to {url}: {err}");
+                // A TLS refusal (QUIC: after the handshake) is no outage.
+                if err.kind() == std::io::ErrorKind::PermissionDenied {
+                    Status::unauthenticated(message)
+                } else {
+                    Status::unavailable(message)
+                }
+            })?;
         let mut rest = Vec::new();
         let peer_hello = read_hello(&mut rx, Role::Server, config.handshake_timeout, &mut rest)
             .await

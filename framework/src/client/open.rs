@@ -32,13 +32,16 @@ pub(super) async fn open(
     let count = plans.len();
     let mut passed_over: Vec<(Transport, String)> = Vec::new();
     for (i, mut plan) in plans.into_iter().enumerate() {
-        let last = i + 1 == count;
         let now = Instant::now();
+        let last = i + 1 == count;
         let attempt_end = if last {
             end
         } else {
             end.min(now + builder.attempt_timeout)
         };
+        // Whether this attempt has all the time that is left: if it runs
+        // out, so does the connect.
+        let out_of_time = end <= attempt_end;
         if !passed_over.is_empty() {
             let why: Vec<String> = passed_over.iter().map(|(_, why)| why.clone()).collect();
             plan.selection.reason = format!(
@@ -50,41 +53,52 @@ pub(super) async fn open(
             plan.selection.rejected.extend(passed_over.iter().cloned());
         }
         let url = plan.endpoint.url();
+        let before = |passed_over: Vec<(Transport, String)>| {
+            if passed_over.is_empty() {
+                String::new()
+            } else {
+                let why: Vec<String> = passed_over.into_iter().map(|(_, w)| w).collect();
+                format!(" (before it: {})", why.join("; "))
+            }
+        };
         let attempt = tokio::time::timeout_at(attempt_end.into(), connect(builder, &plan, forced));
         let failure = match attempt.await {
             Ok(Ok(conn)) => return Ok(conn),
-            // A peer that fails authentication is not passed over for a
-            // weaker transport.
-            Ok(Err(status)) if last || status.code() == Code::Unauthenticated => {
-                if passed_over.is_empty() {
-                    return Err(status);
-                }
-                let before: Vec<String> = passed_over.into_iter().map(|(_, w)| w).collect();
+            // A peer that fails authentication, or a channel whose own
+            // settings are unusable, is not passed over for another (maybe
+            // weaker) transport.
+            Ok(Err(status))
+                if last
+                    || matches!(
+                        status.code(),
+                        Code::Unauthenticated | Code::FailedPrecondition | Code::InvalidArgument
+                    ) =>
+            {
                 return Err(Status::new(
                     status.code(),
-                    format!("{} (before it: {})", status.message(), before.join("; ")),
+                    format!("{}{}", status.message(), before(passed_over)),
                 ));
             }
             Ok(Err(status)) => format!("{url} failed: {}", status.message()),
-            Err(_) if last => {
-                let waited = attempt_end.saturating_duration_since(started);
-                let why = if by_deadline {
-                    "the call's deadline came first".to_owned()
-                } else {
-                    format!(
-                        "the connect timeout is {:?} (ChannelBuilder::connect_timeout)",
-                        builder.connect_timeout
-                    )
-                };
-                let before: Vec<String> = passed_over.into_iter().map(|(_, w)| w).collect();
+            Err(_) if out_of_time && by_deadline => {
+                // The call's deadline, not the server, ended the attempt:
+                // DeadlineExceeded, and no reconnect backoff for it.
+                return Err(Status::deadline_exceeded(format!(
+                    "connecting to {url} had not finished when the call's deadline came ({:?} \
+                     after starting){}; give the call a later deadline, or connect the channel \
+                     before the call",
+                    end.saturating_duration_since(started),
+                    before(passed_over)
+                )));
+            }
+            Err(_) if out_of_time => {
                 return Err(Status::unavailable(format!(
-                    "connecting to {url} did not finish within {waited:?}: {why}{}; is the \
-                     server running, and is the network between you up?",
-                    if before.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (before it: {})", before.join("; "))
-                    }
+                    "connecting to {url} did not finish within {:?}: the connect timeout is \
+                     {:?} (ChannelBuilder::connect_timeout){}; is the server running, and is \
+                     the network between you up?",
+                    attempt_end.saturating_duration_since(started),
+                    builder.connect_timeout,
+                    before(passed_over)
                 )));
             }
             Err(_) => format!(
@@ -100,7 +114,10 @@ pub(super) async fn open(
         tracing::debug!(%url, %failure, "passing over a candidate");
         passed_over.push((plan.endpoint.transport(), failure));
     }
-    Err(Status::internal("no candidate to connect to"))
+    Err(Status::failed_precondition(format!(
+        "{target:?} resolved to no address this client can use; check the discovery file or \
+         resolver"
+    )))
 }
 
 /// The candidates for `target`, in order.
@@ -213,12 +230,28 @@ async fn connect(
             Ok(upgraded(conn, forced, &config).await)
         }
         #[cfg(feature = "quic")]
-        Endpoint::Quic { host_port, pin } => {
-            let tls = builder.quic.client_tls(host_port, pin.as_deref())?;
+        Endpoint::Quic {
+            host_port,
+            pin,
+            caller_pin,
+        } => {
+            let tls = builder
+                .quic
+                .client_tls(host_port, pin.as_deref(), *caller_pin)?;
             let link = crate::transport::quic::connect_tls(host_port, &tls, &builder.quic.config)
                 .await
                 .map_err(|err| super::quic::connect_status(host_port, err))?;
             let conn = Connection::open(link, plan.selection.clone(), &config).await?;
+            if tls.identity.is_some() {
+                // Shared memory would lose the certificate identity the
+                // server's handlers see (Context::peer_identity).
+                conn.stats.event(
+                    "not upgraded",
+                    "this client presented a certificate (mutual TLS): staying on QUIC so the \
+                     server keeps seeing its identity",
+                );
+                return Ok(conn);
+            }
             Ok(upgraded(conn, forced, &config).await)
         }
         #[cfg(not(feature = "quic"))]

@@ -19,26 +19,36 @@ pub(crate) struct QuicSettings {
 
 impl QuicSettings {
     /// The TLS settings for `quic://host_port`, whose address carried `pin`
-    /// (hex) or none: the address's pin, else the builder's trust, else the
-    /// CA named by `SWITCHYARD_TLS_CA`.
+    /// (hex) or none. Trust, first found: a pin the caller wrote in the
+    /// target; the builder's `tls_pin`/`tls_ca`; the CA named by
+    /// `SWITCHYARD_TLS_CA`; a pin from the registry or a resolver. (So a
+    /// catalog handing out addresses cannot override a configured CA.)
     pub(crate) fn client_tls(
         &self,
         host_port: &str,
         pin: Option<&str>,
+        caller_pin: bool,
     ) -> Result<ClientTls, Status> {
         let invalid = |err: &dyn std::fmt::Display| Status::failed_precondition(err.to_string());
-        let trust = match (pin, &self.trust) {
-            (Some(pin), _) => Trust::Pin(pin.parse::<Fingerprint>().map_err(|e| invalid(&e))?),
-            (None, Some(trust)) => trust.clone(),
-            (None, None) => {
-                match quic::roots_from_env(quic::TLS_CA_ENV).map_err(|e| invalid(&e))? {
-                    Some(roots) => Trust::Roots(roots),
-                    None => {
+        let pinned = pin
+            .map(|pin| pin.parse::<Fingerprint>().map_err(|e| invalid(&e)))
+            .transpose()?;
+        let trust = match (pinned, caller_pin, &self.trust) {
+            (Some(pin), true, _) => Trust::Pin(pin),
+            (_, _, Some(trust)) => trust.clone(),
+            (pinned, _, None) => {
+                match (
+                    quic::roots_from_env(quic::TLS_CA_ENV).map_err(|e| invalid(&e))?,
+                    pinned,
+                ) {
+                    (Some(roots), _) => Trust::Roots(roots),
+                    (None, Some(pin)) => Trust::Pin(pin),
+                    (None, None) => {
                         return Err(Status::failed_precondition(format!(
                             "quic://{host_port}: no way to trust the server: add \
-                         ?pin=<fingerprint> to the address (the server prints its fingerprint \
-                         and publishes it in the registry), or trust a CA \
-                         (ChannelBuilder::tls_ca or {})",
+                             ?pin=<fingerprint> to the address (the server prints its \
+                             fingerprint and publishes it in the registry), or trust a CA \
+                             (ChannelBuilder::tls_ca or {})",
                             quic::TLS_CA_ENV
                         )));
                     }

@@ -1,9 +1,10 @@
 //! A bound on how fast one connection may cancel calls: the defence against
 //! "Rapid Reset" floods (CVE-2023-44487), where a client starts and cancels
 //! calls as fast as it can so that the server does work for calls nobody
-//! waits for. A token bucket: each Cancel that stops a running call before
-//! its deadline takes a token (a cancel sent because the client's deadline
-//! timer fired, or for a call already ended, does not); tokens come back at
+//! waits for. A token bucket: each Cancel that stops a running call takes a
+//! token (one for a call already ended does not; clients send none when a
+//! deadline ends a call, since the server's timer ends it too); tokens come
+//! back at
 //! the configured rate up to a burst. A connection that runs out is closed
 //! with ResourceExhausted (HTTP/2's ENHANCE_YOUR_CALM).
 

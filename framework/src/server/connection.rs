@@ -252,16 +252,10 @@ struct ServerConnection {
     cancels: CancelBudget,
 }
 
-/// How close to a call's deadline a cancel counts as the client's timer
-/// firing rather than a cancel flood.
-const TIMER_SLACK: std::time::Duration = std::time::Duration::from_millis(20);
-
 /// A call being handled.
 struct InFlight {
     abort: AbortHandle,
     started: Instant,
-    /// When the call's deadline passes, if it has one.
-    deadline: Option<Instant>,
     received: usize,
     counters: Arc<MethodCounters>,
 }
@@ -377,18 +371,15 @@ impl ServerConnection {
         match frame.header.kind {
             Kind::Request | Kind::OneWay => self.start(frame).await,
             Kind::Cancel => {
-                let now = Instant::now();
                 let call = self.calls.cancel(frame.header.call_id);
-                // Only a cancel that stops a running call before its
-                // deadline counts against the flood budget: a client whose
-                // timer fired sends one at the deadline (or for a call the
-                // server already ended), which costs nothing.
-                let early = call.as_ref().is_some_and(|call| {
-                    call.deadline
-                        .is_none_or(|deadline| now + TIMER_SLACK < deadline)
-                });
-                if early {
-                    self.cancels.take(now).map_err(Status::resource_exhausted)?;
+                // A cancel that stops a running call counts against the
+                // flood budget; one for a call already ended costs nothing.
+                // (Clients send none when a deadline ends a call: the
+                // server's own timer ends it too.)
+                if call.is_some() {
+                    self.cancels
+                        .take(Instant::now())
+                        .map_err(Status::resource_exhausted)?;
                 }
                 if let Some(call) = call {
                     call.abort.abort();
@@ -452,10 +443,6 @@ impl ServerConnection {
         let in_flight = InFlight {
             abort,
             started,
-            deadline: crate::protocol::call::deadline_from_budget(
-                started,
-                frame.header.deadline_us,
-            ),
             received,
             counters: Arc::clone(&counters),
         };
@@ -577,6 +564,18 @@ impl ServerConnection {
             return;
         }
         let mut bulk_body = None;
+        // A handler's `Err` with code OK would read as a success with no
+        // body at the caller.
+        let result = result.map_err(|status| {
+            if status.code() == Code::Ok {
+                Status::unknown(format!(
+                    "the handler failed with the code OK, which is not a failure: {}",
+                    status.message()
+                ))
+            } else {
+                status
+            }
+        });
         let (code, frame) = match result {
             Ok(reply) => {
                 let (mut buf, bulk) = reply.into_parts();

@@ -90,10 +90,14 @@ impl QuicSetting {
         };
         let listener = QuicListener::bind_tls(addr, &tls, &self.config)
             .await
-            .map_err(|err| {
-                Status::unavailable(format!(
-                    "could not listen on quic://{addr}: {err}; pick another address or port 0"
-                ))
+            .map_err(|err| match err {
+                quic::BindError::Resolve { .. } | quic::BindError::Socket { .. } => {
+                    Status::unavailable(format!(
+                        "could not listen on quic://{addr}: {err}; pick another address or port 0"
+                    ))
+                }
+                // The certificate, key, CA or settings: fix those, not the port.
+                _ => Status::failed_precondition(format!("could not serve QUIC on {addr}: {err}")),
             })?;
         let bound_addr = listener.local_addr();
         let fingerprint = listener.fingerprint();

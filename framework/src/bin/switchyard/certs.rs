@@ -84,6 +84,14 @@ fn write(dir: &Path, file: &str, text: &str, secret: bool) -> Result<(), String>
     options.mode(if secret { 0o600 } else { 0o644 });
     options
         .open(&path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|mut f| {
+            // The mode above applies only to a new file: set it on an old one.
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(if secret {
+                0o600
+            } else {
+                0o644
+            }))?;
+            f.write_all(text.as_bytes())
+        })
         .map_err(|err| format!("cannot write {}: {err}", path.display()))
 }

@@ -242,7 +242,13 @@ impl Listener for QuicListener {
                     }));
                 }
                 Some(handshake) = self.handshakes.next(), if !self.handshakes.is_empty() => {
-                    return handshake.map(|conn| QuicLink::new(conn, None, self.linger));
+                    match handshake {
+                        Ok(conn) => return Ok(QuicLink::new(conn, None, self.linger)),
+                        // One peer's failed handshake (wrong ALPN, no or a
+                        // bad client certificate, junk) is that peer's
+                        // problem: the listener goes on at once.
+                        Err(err) => tracing::debug!(%err, "QUIC handshake failed"),
+                    }
                 }
             }
         }
@@ -442,8 +448,16 @@ fn tls_alert_hint(err: &ConnectionError) -> &'static str {
              identity (ChannelBuilder::tls_identity, or SWITCHYARD_TLS_CERT and \
              SWITCHYARD_TLS_KEY)"
         }
-        // bad_certificate (42), unknown_ca (48), certificate_unknown (46).
-        0x12a | 0x130 | 0x12e => {
+        // certificate_expired (45): the clock, or a certificate to renew.
+        0x12d => {
+            "; the server says this client's certificate has expired: issue a new one (or \
+             check the clocks)"
+        }
+        // certificate_revoked (44).
+        0x12c => "; the server says this client's certificate was revoked: issue a new one",
+        // bad_certificate (42), unsupported_certificate (43), unknown_ca (48),
+        // certificate_unknown (46).
+        0x12a | 0x12b | 0x130 | 0x12e => {
             "; the server refused this client's certificate: it must be issued by a CA the \
              server trusts for clients"
         }
@@ -573,6 +587,12 @@ fn clean_close(err: &ConnectionError) -> bool {
 /// What a lost connection means for a caller.
 fn connection_error(err: &ConnectionError) -> io::Error {
     let kind = match err {
+        // A TLS alert (crypto error codes 0x100-0x1ff): refused, not lost.
+        ConnectionError::ConnectionClosed(close)
+            if (0x100..0x200).contains(&u64::from(close.error_code)) =>
+        {
+            io::ErrorKind::PermissionDenied
+        }
         ConnectionError::TimedOut => io::ErrorKind::TimedOut,
         ConnectionError::Reset => io::ErrorKind::ConnectionReset,
         ConnectionError::LocallyClosed => io::ErrorKind::NotConnected,
