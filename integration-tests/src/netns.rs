@@ -68,6 +68,21 @@ impl Host {
         command
     }
 
+    /// The test server on this host, listening on QUIC and TCP on all its
+    /// addresses, with no Unix socket (so nothing moves a client to shared
+    /// memory: it is "another machine"); stopped when dropped.
+    pub fn serve_test_server(&self) -> crate::ServerProcess {
+        let dir = tempfile::Builder::new()
+            .prefix("sy-netns-")
+            .tempdir()
+            .expect("a temp dir");
+        crate::ServerProcess::start_command(
+            self.command(&crate::test_server_exe()),
+            dir,
+            &["--quic", "0.0.0.0:0", "--tcp-at", "0.0.0.0:0", "--no-unix"],
+        )
+    }
+
     /// Pulls the host's cable: its port on the bridge goes down.
     pub fn unplug(&self) {
         run(

@@ -11,24 +11,12 @@
 use std::time::{Duration, Instant};
 
 use switchyard::{Channel, Code, Transport};
-use switchyard_integration_tests::netns::{Host, Lan};
-use switchyard_integration_tests::{ServerProcess, TestingClient, test_server_exe};
+use switchyard_integration_tests::TestingClient;
+use switchyard_integration_tests::netns::Lan;
 
 const DEADLINE: Duration = Duration::from_secs(2);
 /// What a loaded machine may add to a deadline before a call counts as late.
 const SLACK: Duration = Duration::from_millis(1500);
-
-fn serve_on(host: &Host) -> ServerProcess {
-    let dir = tempfile::Builder::new()
-        .prefix("sy-netfault-")
-        .tempdir()
-        .expect("a temp dir");
-    ServerProcess::start_command(
-        host.command(&test_server_exe()),
-        dir,
-        &["--quic", "0.0.0.0:0", "--tcp-at", "0.0.0.0:0", "--no-unix"],
-    )
-}
 
 /// Outcomes of a batch of calls.
 #[derive(Debug, Default)]
@@ -95,7 +83,7 @@ fn faults(transport: Transport) {
         }
     };
     let (a, b) = (&lan.hosts[0], &lan.hosts[1]);
-    let server = serve_on(b);
+    let server = b.serve_test_server();
     let address = server
         .endpoint(transport.as_str())
         .replace("0.0.0.0", &b.ip.to_string());

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use switchyard::{Channel, Code, Transport};
 use switchyard_integration_tests::netns::{Host, Lan};
-use switchyard_integration_tests::{ServerProcess, TestingClient, test_server_exe};
+use switchyard_integration_tests::{ServerProcess, TestingClient};
 
 /// A LAN of `count` hosts, or `None` after printing why not.
 fn lan(count: usize, test: &str) -> Option<Lan> {
@@ -21,21 +21,6 @@ fn lan(count: usize, test: &str) -> Option<Lan> {
             None
         }
     }
-}
-
-/// The test server on `host`, listening on QUIC and TCP on all its
-/// addresses, with no Unix socket (so nothing moves it to shared memory:
-/// it is "another machine").
-fn serve_on(host: &Host) -> ServerProcess {
-    let dir = tempfile::Builder::new()
-        .prefix("sy-netns-")
-        .tempdir()
-        .expect("a temp dir");
-    ServerProcess::start_command(
-        host.command(&test_server_exe()),
-        dir,
-        &["--quic", "0.0.0.0:0", "--tcp-at", "0.0.0.0:0", "--no-unix"],
-    )
 }
 
 /// The server's QUIC and TCP addresses as seen from other hosts.
@@ -82,8 +67,8 @@ fn services_on_other_hosts_are_called_over_quic_by_name() {
         return;
     };
     let (a, b, c) = (&lan.hosts[0], &lan.hosts[1], &lan.hosts[2]);
-    let on_b = serve_on(b);
-    let on_c = serve_on(c);
+    let on_b = b.serve_test_server();
+    let on_c = c.serve_test_server();
     let (quic_b, tcp_b) = addresses(&on_b, b);
     let (quic_c, _) = addresses(&on_c, c);
     let dir = tempfile::tempdir().unwrap();
@@ -126,7 +111,7 @@ fn a_pulled_cable_fails_calls_by_their_deadline_and_calls_work_once_it_is_back()
         return;
     };
     let (a, b) = (&lan.hosts[0], &lan.hosts[1]);
-    let server = serve_on(b);
+    let server = b.serve_test_server();
     let (quic, _) = addresses(&server, b);
     on(a, async || {
         let channel = Channel::builder()
@@ -188,7 +173,7 @@ fn with_udp_dropped_the_client_falls_back_to_tcp_and_says_why() {
         return;
     };
     let (a, b) = (&lan.hosts[0], &lan.hosts[1]);
-    let server = serve_on(b);
+    let server = b.serve_test_server();
     let (quic, tcp) = addresses(&server, b);
     let blocked_by = match b.drop_udp() {
         Ok(tool) => tool,
