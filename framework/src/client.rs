@@ -9,6 +9,7 @@ mod oneway;
 mod open;
 #[cfg(feature = "quic")]
 mod quic;
+mod response_metadata;
 #[cfg(target_os = "linux")]
 mod shm;
 #[cfg(target_os = "linux")]
@@ -31,6 +32,7 @@ use crate::transport::{Link, PeerInfo};
 pub use backoff::Backoff;
 pub use call::ClientCore;
 pub(crate) use connection::{Connection, ConnectionConfig};
+pub use response_metadata::with_response_metadata;
 
 /// Configures and opens a [`Channel`].
 #[derive(Clone, Debug)]

@@ -8,15 +8,18 @@
 //!         println!("{left:?} left for {}", ctx.method_name());
 //!     }
 //!     let _who = ctx.metadata().get_str("user");
+//!     // Sent back with the response (or the error), as gRPC's headers
+//!     // and trailers are.
+//!     ctx.set_response_metadata("served-by", "replica-2").unwrap();
 //! }
 //! # }
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::descriptor::MethodDescriptor;
-use crate::protocol::metadata::Metadata;
+use crate::protocol::metadata::{Metadata, MetadataError};
 use crate::trace::{TRACEPARENT, TraceContext};
 use crate::transport::{PeerIdentity, PeerInfo, Transport};
 
@@ -49,6 +52,26 @@ pub struct Context {
     deadline: Option<Instant>,
     metadata: Metadata,
     trace: Option<TraceContext>,
+    /// What the handler sends back with its response; shared by every
+    /// clone of this context.
+    response: ResponseMetadata,
+}
+
+/// The metadata a handler sends back, shared between its [`Context`]s and
+/// the server, which encodes it into the response frame.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ResponseMetadata(Arc<Mutex<Metadata>>);
+
+impl ResponseMetadata {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Metadata> {
+        // Only inserts and reads happen under it; a poisoned lock is sound.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes what was set so far (later inserts start afresh).
+    pub(crate) fn take(&self) -> Metadata {
+        std::mem::take(&mut *self.lock())
+    }
 }
 
 impl Context {
@@ -67,7 +90,21 @@ impl Context {
             deadline,
             metadata,
             trace,
+            response: ResponseMetadata::default(),
         }
+    }
+
+    /// The handle through which the server collects the response metadata.
+    pub(crate) fn response_metadata_handle(&self) -> ResponseMetadata {
+        self.response.clone()
+    }
+
+    /// The response metadata set by the handler the current task runs, taken
+    /// out (to encode into its reply).
+    pub(crate) fn take_response_metadata() -> Metadata {
+        CURRENT
+            .try_with(|ctx| ctx.response.take())
+            .unwrap_or_default()
     }
 
     /// The deadline and trace of the call the current task is handling,
@@ -121,6 +158,29 @@ impl Context {
     /// The metadata the caller sent.
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
+    }
+
+    /// Adds an entry to the metadata sent back to the caller with this
+    /// call's response, or with its error status: gRPC's initial and
+    /// trailing metadata in one. The caller reads it with
+    /// [`with_response_metadata`](crate::client::with_response_metadata).
+    /// A key may be set more than once; entries keep their order. Entries
+    /// set after the result was encoded are not sent.
+    ///
+    /// # Errors
+    ///
+    /// An invalid key (not 1 to 255 visible ASCII characters).
+    pub fn set_response_metadata(
+        &self,
+        key: impl Into<String>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<(), MetadataError> {
+        self.response.lock().insert(key, value)
+    }
+
+    /// The response metadata set so far.
+    pub fn response_metadata(&self) -> Metadata {
+        self.response.lock().clone()
     }
 
     /// The method being called.

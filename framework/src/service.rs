@@ -72,6 +72,8 @@ impl Request {
 pub struct Reply {
     buf: Vec<u8>,
     bulk: Option<BulkBody>,
+    /// Bytes of response metadata at the start of the body.
+    metadata_len: usize,
 }
 
 impl Reply {
@@ -83,8 +85,12 @@ impl Reply {
         method: &'static MethodDescriptor,
     ) -> Result<Self, Status> {
         let (threshold, limit) = crate::context::Context::reply_limits();
-        let mut buf = Vec::with_capacity(HEADER_LEN + 64);
+        // The handler's response metadata goes first, as in a request.
+        let metadata = crate::context::Context::take_response_metadata();
+        let mut buf = Vec::with_capacity(HEADER_LEN + 64 + metadata.encoded_len());
         buf.resize(HEADER_LEN, 0);
+        metadata.encode_into(&mut buf);
+        let metadata_len = metadata.encoded_len();
         let mut writer = SpillWriter::new(&mut buf, HEADER_LEN, threshold).with_limit(limit);
         let encoded = C::encode_to(value, &mut writer);
         let over_limit = writer.over_limit();
@@ -108,13 +114,20 @@ impl Reply {
                 method.full_name
             ))
         })?;
-        Ok(Self { buf, bulk })
+        Ok(Self {
+            buf,
+            bulk,
+            metadata_len,
+        })
     }
 
-    /// The encoded payload, without the reserved header room; empty when
-    /// it went into a bulk region ([`is_bulk`](Self::is_bulk)).
+    /// The encoded payload, without the reserved header room and the
+    /// response metadata; empty when it went into a bulk region
+    /// ([`is_bulk`](Self::is_bulk)).
     pub fn payload(&self) -> &[u8] {
-        &self.buf[HEADER_LEN..]
+        self.buf
+            .get(HEADER_LEN + self.metadata_len..)
+            .unwrap_or(&[])
     }
 
     /// Whether the payload went into a bulk region.
@@ -122,9 +135,10 @@ impl Reply {
         self.bulk.is_some()
     }
 
-    /// The buffer ([`HEADER_LEN`] reserved bytes, then the payload unless
-    /// it is bulk) and the bulk body.
-    pub(crate) fn into_parts(self) -> (Vec<u8>, Option<BulkBody>) {
-        (self.buf, self.bulk)
+    /// The buffer ([`HEADER_LEN`] reserved bytes, then the body unless it
+    /// is bulk), the bulk body, and how many bytes of the body are
+    /// response metadata.
+    pub(crate) fn into_parts(self) -> (Vec<u8>, Option<BulkBody>, usize) {
+        (self.buf, self.bulk, self.metadata_len)
     }
 }

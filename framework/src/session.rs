@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc::error::{SendError, TrySendError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::protocol::frame::{Decoded, Frame, Header, Kind, finish_frame, start_frame};
 use crate::protocol::hello::{Hello, Role, ServiceInfo};
+use crate::protocol::metadata::Metadata;
 use crate::protocol::status::Status;
 use crate::transport::bulk::BulkBody;
 use crate::transport::{DirectWrite, LinkRx, LinkTx};
@@ -75,12 +76,25 @@ pub(crate) fn hello_frame(hello: &Hello) -> Vec<u8> {
 
 /// Encodes a frame of `kind` carrying `status` (Response, GoAway).
 pub(crate) fn status_frame(kind: Kind, call_id: u64, status: &Status) -> Vec<u8> {
+    status_frame_with(kind, call_id, status, &Metadata::new())
+}
+
+/// Encodes a frame carrying `status`, with `metadata` in front of the
+/// message (a failed call's response metadata).
+pub(crate) fn status_frame_with(
+    kind: Kind,
+    call_id: u64,
+    status: &Status,
+    metadata: &Metadata,
+) -> Vec<u8> {
     let mut header = Header::new(kind, call_id);
     header.status = status.code().as_u16();
-    let mut buf = Vec::with_capacity(64 + status.message().len());
+    let metadata_len = metadata.encoded_len();
+    let mut buf = Vec::with_capacity(64 + metadata_len + status.message().len());
     let start = start_frame(&mut buf);
+    metadata.encode_into(&mut buf);
     buf.extend_from_slice(status.message().as_bytes());
-    let _ = finish_frame(&mut buf, start, header, 0, u32::MAX);
+    let _ = finish_frame(&mut buf, start, header, metadata_len, u32::MAX);
     buf
 }
 
@@ -175,6 +189,8 @@ pub(crate) struct Outbound {
     /// Bodies above this are encoded into bulk regions (links that have
     /// them).
     bulk_threshold: Option<usize>,
+    /// Set to why the writer task stopped, if it failed.
+    failure: watch::Receiver<Option<String>>,
 }
 
 impl Outbound {
@@ -188,13 +204,41 @@ impl Outbound {
     ) {
         let (queue, receiver) = mpsc::channel(OUTGOING_QUEUE);
         let queued = Arc::new(AtomicUsize::new(0));
+        let (failed, failure) = watch::channel(None);
         let outbound = Self {
             queue,
             direct: tx.direct(),
             queued: Arc::clone(&queued),
             bulk_threshold: tx.bulk_threshold(),
+            failure,
         };
-        (outbound, write_loop(tx, receiver, queued))
+        let writer = async move {
+            let written = write_loop(tx, receiver, queued).await;
+            if let Err(err) = &written {
+                // Frames handed over after this are not written: whoever
+                // reads the link must end the connection rather than let
+                // its calls wait for answers that cannot come.
+                failed.send_replace(Some(err.to_string()));
+            }
+            written
+        };
+        (outbound, writer)
+    }
+
+    /// Resolves with the error that stopped the writer task, if it fails;
+    /// never resolves while it works or after it ended cleanly.
+    pub(crate) fn writer_failed(&self) -> impl Future<Output = String> + Send + 'static {
+        let mut failure = self.failure.clone();
+        async move {
+            let reason = match failure.wait_for(Option::is_some).await {
+                Ok(reason) => reason.clone(),
+                Err(_) => None,
+            };
+            match reason {
+                Some(reason) => reason,
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// An outbound path that takes nothing (its writer is gone).
@@ -205,6 +249,7 @@ impl Outbound {
             direct: None,
             queued: Arc::new(AtomicUsize::new(0)),
             bulk_threshold: None,
+            failure: watch::channel(None).1,
         }
     }
 

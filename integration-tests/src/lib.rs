@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 include!(concat!(env!("OUT_DIR"), "/testing.rs"));
 
 pub mod acceptance;
+pub mod delay_relay;
 pub mod netns;
 
 /// A service no test binary serves (for `unimplemented_service`).
@@ -166,6 +167,7 @@ impl Testing for TestingImpl {
         response_size: u64,
     ) -> (u64, u64, switchyard::Bytes) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        echo_grpc_test_metadata();
         let len = payload.len() as u64;
         let digest = fnv1a64(&payload);
         drop(payload);
@@ -175,10 +177,31 @@ impl Testing for TestingImpl {
 
     async fn status(&self, code: u16, message: String) -> Result<(), switchyard::Status> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        echo_grpc_test_metadata();
         Err(switchyard::Status::new(
             switchyard::Code::from_u16(code),
             message,
         ))
+    }
+}
+
+/// The keys gRPC's interop server echoes back (custom_metadata): the first
+/// in its initial metadata, the second in its trailers. switchyard has one
+/// response metadata for both.
+pub const ECHO_METADATA_KEYS: [&str; 2] =
+    ["x-grpc-test-echo-initial", "x-grpc-test-echo-trailing-bin"];
+
+/// Sends back the [`ECHO_METADATA_KEYS`] the caller set, as response
+/// metadata of the call being handled.
+fn echo_grpc_test_metadata() {
+    let Some(ctx) = switchyard::Context::current() else {
+        return;
+    };
+    for key in ECHO_METADATA_KEYS {
+        if let Some(value) = ctx.metadata().get(key) {
+            // The key came in as valid metadata, so it is valid going back.
+            let _ = ctx.set_response_metadata(key, value.to_vec());
+        }
     }
 }
 

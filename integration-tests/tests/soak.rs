@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use switchyard::debug::IntrospectionClient;
 use switchyard::{Channel, Transport};
 use switchyard_integration_tests::{ServerProcess, TestingClient, within};
 
@@ -38,15 +39,60 @@ struct Count {
     bytes: u64,
 }
 
+/// Both sides' view of every connection, printed when a call is lost so
+/// the report says which side dropped it: the server's `calls_started`
+/// says whether the request arrived, `calls_succeeded` whether it was
+/// answered.
+async fn dump_connections(server_dir: &std::path::Path) {
+    let print = |side: &str, snapshot: &switchyard::debug::Snapshot| {
+        for c in &snapshot.connections {
+            eprintln!(
+                "  {side} conn {} {} {} peer {} pid {:?}: started {} ok {} failed {}, sent {} B, \
+                 received {} B; last events: {:?}",
+                c.id,
+                c.transport,
+                c.state,
+                c.peer.addr,
+                c.peer.pid,
+                c.calls_started,
+                c.calls_succeeded,
+                c.calls_failed,
+                c.bytes_sent,
+                c.bytes_received,
+                c.events.iter().rev().take(4).collect::<Vec<_>>()
+            );
+        }
+    };
+    print("client", &switchyard::debug::snapshot());
+    eprintln!(
+        "  client bulk: {:?}",
+        switchyard::transport::shm::bulk_transfers()
+    );
+    let channel = Channel::builder()
+        .runtime_dir(server_dir)
+        .prefer(Transport::Unix)
+        .timeout(Duration::from_secs(5))
+        .connect("testing")
+        .await;
+    match channel {
+        Ok(channel) => match IntrospectionClient::new(channel).snapshot().await {
+            Ok(snapshot) => print("server", &snapshot),
+            Err(status) => eprintln!("  the server's snapshot failed: {status}"),
+        },
+        Err(status) => eprintln!("  no channel for the server's snapshot: {status}"),
+    }
+}
+
 /// Sends echo calls with ids `(worker, seq)` until `stop`; every answer
-/// must be its own request's bytes.
+/// must be its own request's bytes. A lost call stops every worker and is
+/// returned, with the time it took to fail.
 async fn worker(
     client: TestingClient,
     worker: u64,
     bulk_every: u64,
     stop: Arc<AtomicBool>,
     total: Arc<AtomicU64>,
-) -> Count {
+) -> Result<Count, String> {
     let mut count = Count::default();
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -62,6 +108,7 @@ async fn worker(
         payload.extend_from_slice(&seq.to_le_bytes());
         payload.resize(len, (seq % 251) as u8);
         count.sent += 1;
+        let began = Instant::now();
         match client.echo(payload.clone()).await {
             Ok(back) => {
                 assert!(
@@ -73,10 +120,16 @@ async fn worker(
                 count.bytes += len as u64;
                 total.fetch_add(1, Ordering::Relaxed);
             }
-            Err(status) => panic!("worker {worker} call {seq} lost: {status}"),
+            Err(status) => {
+                stop.store(true, Ordering::Relaxed);
+                return Err(format!(
+                    "worker {worker} call {seq} ({len} B) lost after {:?}: {status}",
+                    began.elapsed()
+                ));
+            }
         }
     }
-    count
+    Ok(count)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,11 +189,23 @@ async fn mixed_load_over_every_local_transport_loses_nothing_and_grows_nothing()
             / measured.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
         let mut sum = Count::default();
+        let mut lost = Vec::new();
         while let Some(done) = tasks.join_next().await {
-            let count = done.expect("a worker panicked");
+            let count = match done.expect("a worker panicked") {
+                Ok(count) => count,
+                Err(what) => {
+                    lost.push(what);
+                    continue;
+                }
+            };
             sum.sent += count.sent;
             sum.answered += count.answered;
             sum.bytes += count.bytes;
+        }
+        if !lost.is_empty() {
+            eprintln!("calls lost: {lost:#?}");
+            dump_connections(server.dir()).await;
+            panic!("{} calls lost: {lost:?}", lost.len());
         }
         let growth = (rss_end as f64 - rss_warm as f64) / rss_warm.max(1) as f64;
         eprintln!(

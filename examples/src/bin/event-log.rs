@@ -113,7 +113,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         total,
         lines.len()
     );
+    // The client goes first, so the consumer's graceful stop has no
+    // connection to drain and removes its (now empty) queue.
+    drop(events);
+    drop(channel);
     drop(consumer);
+    // A consumer that did not stop in time leaves the queue; it goes with
+    // the demo's runtime directory (if nothing waits in it).
+    let queue = switchyard::transport::mqueue::service_queue_name(&dir, "eventlog");
+    let _ = switchyard::transport::mqueue::remove_if_empty(&queue);
     let _ = std::fs::remove_dir_all(&dir);
     if !complete {
         return Err("events were lost or duplicated".into());

@@ -337,6 +337,10 @@ impl ClientCore {
             }
         };
         guard.received = HEADER_LEN + frame.payload.len() + frame.metadata.len();
+        if let Err(status) = super::response_metadata::record(method.full_name, &frame.metadata) {
+            guard.code = status.code();
+            return Err(status);
+        }
         guard.code = Code::from_u16(frame.header.status);
         if guard.code != Code::Ok {
             return Err(frame_status(&frame));

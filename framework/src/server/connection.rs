@@ -29,11 +29,14 @@ use crate::select::Selection;
 use crate::service::{Reply, Request};
 use crate::session::{
     Outbound, Outgoing, hello_frame, local_hello, pong_frame, read_hello, status_frame,
+    status_frame_with,
 };
 use crate::transport::bulk::BulkBody;
 use crate::transport::{Link, LinkError, LinkRx, PeerIdentity, PeerInfo};
 
-type Outcome = (u64, bool, Result<Reply, Status>);
+/// How a handler ended: its call id, whether it was one-way, its result,
+/// and the response metadata it set that its reply did not carry yet.
+type Outcome = (u64, bool, Result<Reply, Status>, Metadata);
 
 /// Serves one link until the peer leaves or the server stops.
 pub(crate) async fn serve<L: Link>(
@@ -267,6 +270,8 @@ impl ServerConnection {
         mut frames: Vec<Decoded>,
         phase: &mut watch::Receiver<Phase>,
     ) {
+        let writer_failed = self.outgoing.writer_failed();
+        tokio::pin!(writer_failed);
         loop {
             for decoded in std::mem::take(&mut frames) {
                 if let Err(status) = self.handle(decoded).await {
@@ -279,8 +284,8 @@ impl ServerConnection {
             }
             tokio::select! {
                 biased;
-                Some((call_id, oneway, result)) = self.handlers.next(), if !self.handlers.is_empty() => {
-                    self.finish(call_id, oneway, result).await;
+                Some((call_id, oneway, result, metadata)) = self.handlers.next(), if !self.handlers.is_empty() => {
+                    self.finish(call_id, oneway, result, &metadata).await;
                 }
                 received = rx.recv(&mut frames), if self.reading => match received {
                     Ok(true) => {}
@@ -312,6 +317,14 @@ impl ServerConnection {
                         .await;
                     }
                 },
+                // Nothing more reaches the client: end the connection, so
+                // its calls fail now instead of at their deadlines.
+                reason = &mut writer_failed => {
+                    tracing::warn!(peer = %self.info.peer.addr, %reason, "writing to the client failed; closing the connection");
+                    self.stats.event("write failed", reason.clone());
+                    self.end = End::Failed(format!("writing to the client failed: {reason}"));
+                    return;
+                }
                 changed = phase.changed() => {
                     let now = *phase.borrow();
                     if changed.is_err() || now == Phase::Stopped {
@@ -470,6 +483,7 @@ impl ServerConnection {
             metadata,
         );
         let deadline = admitted.deadline;
+        let response_metadata = ctx.response_metadata_handle();
         let span = tracing::debug_span!(
             "switchyard.handle",
             method = method.full_name,
@@ -501,13 +515,14 @@ impl ServerConnection {
                     method.full_name
                 )))
             });
-            (call_id, oneway, result)
+            (call_id, oneway, result, response_metadata.take())
         };
         let abortable = Abortable::new(guarded, registration).map(move |outcome| {
             outcome.unwrap_or((
                 call_id,
                 true,
                 Err(Status::cancelled("cancelled by the caller")),
+                Metadata::new(),
             ))
         });
         self.handlers.push(Box::pin(abortable));
@@ -541,7 +556,13 @@ impl ServerConnection {
         }
     }
 
-    async fn finish(&mut self, call_id: u64, oneway: bool, result: Result<Reply, Status>) {
+    async fn finish(
+        &mut self,
+        call_id: u64,
+        oneway: bool,
+        result: Result<Reply, Status>,
+        metadata: &Metadata,
+    ) {
         // None: cancelled meanwhile (already counted).
         let Some(call) = self.calls.finish(call_id) else {
             return;
@@ -578,7 +599,7 @@ impl ServerConnection {
         });
         let (code, frame) = match result {
             Ok(reply) => {
-                let (mut buf, bulk) = reply.into_parts();
+                let (mut buf, bulk, metadata_len) = reply.into_parts();
                 let body = buf.len() - HEADER_LEN + bulk.as_ref().map_or(0, BulkBody::len);
                 if body > self.client_frame_limit as usize {
                     let status = Status::resource_exhausted(format!(
@@ -592,15 +613,18 @@ impl ServerConnection {
                     )
                 } else {
                     let mut header = Header::new(Kind::Response, call_id);
-                    header.payload_len = crate::protocol::frame::len_u32(body);
+                    header.metadata_len = crate::protocol::frame::len_u32(metadata_len);
+                    header.payload_len = crate::protocol::frame::len_u32(body - metadata_len);
                     header.write_to(&mut buf);
                     bulk_body = bulk;
                     (Code::Ok, buf)
                 }
             }
+            // An error carries the handler's response metadata too (gRPC's
+            // trailers).
             Err(status) => (
                 status.code(),
-                status_frame(Kind::Response, call_id, &status),
+                status_frame_with(Kind::Response, call_id, &status, metadata),
             ),
         };
         let sent = frame.len() + bulk_body.as_ref().map_or(0, BulkBody::len);

@@ -100,7 +100,10 @@ async fn main() -> ExitCode {
         builder = match flag.as_str() {
             "--tcp" => builder.tcp("127.0.0.1:0"),
             "--bulk-threshold" => builder.bulk_threshold(value() as usize),
-            "--queues" => builder.message_queues(true),
+            "--queues" => {
+                raise_queue_budget();
+                builder.message_queues(true)
+            }
             "--no-unix" => builder.no_unix(),
             "--max-in-flight" => builder.max_in_flight(value() as usize),
             "--max-frame" => builder.max_frame(value() as u32),
@@ -133,4 +136,29 @@ async fn main() -> ExitCode {
     }
     server.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// The queue budget (RLIMIT_MSGQUEUE) is the user's, shared by every test
+/// running beside this server, and the kernel checks the total against the
+/// creating process's own limit: raise ours so that queues other tests hold
+/// (or stale ones on a developer machine) do not make this server start
+/// without its queue. Root may raise the hard limit; others go up to it.
+fn raise_queue_budget() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    const WANTED: u64 = 64 << 20;
+    let now = getrlimit(Resource::Msgqueue);
+    let raised = Rlimit {
+        current: Some(WANTED),
+        // None: unlimited already.
+        maximum: now.maximum.map(|max| max.max(WANTED)),
+    };
+    if setrlimit(Resource::Msgqueue, raised).is_err() {
+        let _ = setrlimit(
+            Resource::Msgqueue,
+            Rlimit {
+                current: now.maximum,
+                maximum: now.maximum,
+            },
+        );
+    }
 }

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use switchyard::client::with_response_metadata;
 use switchyard::trace::TRACEPARENT;
 use switchyard::transport::shm::bulk_transfers;
 use switchyard::{Bincode, Bytes, Code, Codec, Metadata, Transport};
@@ -229,9 +230,10 @@ pub(crate) async fn custom_metadata(transport: Transport) {
     let Some(harness) = start(transport, Options::default()).await else {
         return;
     };
-    // gRPC's keys and values. switchyard has no response metadata (initial
-    // or trailing), so only the request half of the case exists: the
-    // handler sees both entries, on a small and on a large call.
+    // gRPC's keys and values: the handler sees both entries, and echoes
+    // them back as response metadata (gRPC: the first in the initial
+    // metadata, the second in the trailers), on a small call, a large one
+    // (a bulk region each way on shm) and a failing one.
     let ascii = ("x-grpc-test-echo-initial", "test_initial_metadata_value");
     let binary = ("x-grpc-test-echo-trailing-bin", vec![0xab_u8, 0xab, 0xab]);
     let client = harness
@@ -246,7 +248,36 @@ pub(crate) async fn custom_metadata(transport: Transport) {
         client.metadata_bin(binary.0.into()).await.unwrap(),
         Some(binary.1.clone())
     );
-    large_call(&harness, &client, 271_828, 314_159).await;
+    let echoed = |metadata: &Metadata, what: &str| {
+        assert_eq!(
+            metadata.get_str(ascii.0),
+            Some(ascii.1),
+            "{what}: {metadata:?}"
+        );
+        assert_eq!(
+            metadata.get(binary.0),
+            Some(&binary.1[..]),
+            "{what}: {metadata:?}"
+        );
+        assert_eq!(metadata.len(), 2, "{what}: {metadata:?}");
+    };
+    let ((), metadata) = with_response_metadata(async {
+        let (len, _, body) = client.unary_call(vec![7; 10].into(), 10).await.unwrap();
+        assert_eq!((len, body.len()), (10, 10));
+    })
+    .await;
+    echoed(&metadata, "small call");
+    let ((), metadata) =
+        with_response_metadata(large_call(&harness, &client, 271_828, 314_159)).await;
+    echoed(&metadata, "large call");
+    let (failed, metadata) =
+        with_response_metadata(client.status(Code::Aborted.as_u16(), "no".into())).await;
+    assert_eq!(failed.unwrap_err().code(), Code::Aborted);
+    echoed(&metadata, "failed call");
+    // Without the keys nothing comes back.
+    let (_, metadata) =
+        with_response_metadata(harness.client().unary_call(vec![1].into(), 1)).await;
+    assert!(metadata.is_empty(), "{metadata:?}");
     assert_eq!(client.metadata_bin("absent".into()).await.unwrap(), None);
     harness.stop().await;
 }

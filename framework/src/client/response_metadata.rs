@@ -1,0 +1,61 @@
+//! Reading the metadata a server sends back with a response (what a
+//! handler set with [`Context::set_response_metadata`](crate::Context::set_response_metadata)):
+//! gRPC's initial and trailing metadata in one.
+
+use std::cell::RefCell;
+
+use crate::protocol::metadata::Metadata;
+use crate::protocol::status::Status;
+
+tokio::task_local! {
+    /// The response metadata of the last call that got a response within
+    /// the current capture.
+    static CAPTURED: RefCell<Metadata>;
+}
+
+/// Runs `future` (one or more calls) and returns its output with the
+/// response metadata of the last call in it that got a response, success
+/// or error; empty when no call did or the server set none.
+///
+/// Calls are seen when they run on the task that polls `future`, as calls
+/// awaited inside it do; calls on tasks it spawns are not.
+///
+/// ```no_run
+/// # async fn demo(client: switchyard::ClientCore) {
+/// let (result, metadata) = switchyard::client::with_response_metadata(async {
+///     // e.g. `accounts.balance(7).await` on a generated client
+/// #   Ok::<(), switchyard::Status>(())
+/// })
+/// .await;
+/// if let Some(replica) = metadata.get_str("served-by") {
+///     println!("{replica} answered: {result:?}");
+/// }
+/// # }
+/// ```
+pub async fn with_response_metadata<F: Future>(future: F) -> (F::Output, Metadata) {
+    CAPTURED
+        .scope(RefCell::new(Metadata::new()), async move {
+            let output = future.await;
+            let metadata = CAPTURED.with(|captured| captured.take());
+            (output, metadata)
+        })
+        .await
+}
+
+/// Keeps the response metadata of a call of `method` if a caller captures
+/// it: bytes that do not decode fail the call (the server broke the
+/// protocol). Outside a capture the bytes are not looked at.
+pub(crate) fn record(method: &str, encoded: &[u8]) -> Result<(), Status> {
+    let capturing = CAPTURED.try_with(|_| ()).is_ok();
+    if !capturing {
+        return Ok(());
+    }
+    let metadata = Metadata::decode(encoded).map_err(|err| {
+        Status::internal(format!(
+            "the response metadata of {method} is malformed ({err}); is the server a \
+             switchyard of the same version?"
+        ))
+    })?;
+    let _ = CAPTURED.try_with(|captured| *captured.borrow_mut() = metadata);
+    Ok(())
+}
