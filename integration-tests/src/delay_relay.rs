@@ -84,44 +84,59 @@ async fn send_when_due(
     }
 }
 
+/// Where datagrams from one client go: its own upstream socket.
+type Upstream = mpsc::UnboundedSender<(Instant, Vec<u8>)>;
+
+/// Opens the upstream socket for the client at `from`, and the tasks that
+/// carry its datagrams both ways.
+async fn open_upstream(
+    socket: &Arc<UdpSocket>,
+    from: SocketAddr,
+    upstream: SocketAddr,
+    delay: Duration,
+    tasks: &mut JoinSet<()>,
+) -> io::Result<Upstream> {
+    let local: SocketAddr = if upstream.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let out = UdpSocket::bind(local).await?;
+    out.connect(upstream).await?;
+    let out = Arc::new(out);
+    let (to_upstream, queue) = mpsc::unbounded_channel();
+    tasks.spawn(send_when_due(Arc::clone(&out), None, queue));
+    let (to_client, back) = mpsc::unbounded_channel();
+    tasks.spawn(send_when_due(Arc::clone(socket), Some(from), back));
+    tasks.spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok(len) = out.recv(&mut buf).await {
+            let due = Instant::now() + delay;
+            if to_client.send((due, buf[..len].to_vec())).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(to_upstream)
+}
+
 async fn relay_udp(socket: Arc<UdpSocket>, upstream: SocketAddr, delay: Duration) {
     // One upstream socket per client address, so answers find their way.
-    let mut peers: HashMap<SocketAddr, mpsc::UnboundedSender<(Instant, Vec<u8>)>> = HashMap::new();
+    let mut peers: HashMap<SocketAddr, Upstream> = HashMap::new();
     let mut tasks = JoinSet::new();
     let mut buf = vec![0u8; 65_536];
     while let Ok((len, from)) = socket.recv_from(&mut buf).await {
         let due = Instant::now() + delay;
-        if !peers.contains_key(&from) {
-            let local: SocketAddr = if upstream.is_ipv4() {
-                ([0, 0, 0, 0], 0).into()
-            } else {
-                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-            };
-            let Ok(out) = UdpSocket::bind(local).await else {
-                continue;
-            };
-            if out.connect(upstream).await.is_err() {
-                continue;
-            }
-            let out = Arc::new(out);
-            let (to_upstream, queue) = mpsc::unbounded_channel();
-            tasks.spawn(send_when_due(Arc::clone(&out), None, queue));
-            let (to_client, back) = mpsc::unbounded_channel();
-            tasks.spawn(send_when_due(Arc::clone(&socket), Some(from), back));
-            tasks.spawn(async move {
-                let mut buf = vec![0u8; 65_536];
-                while let Ok(len) = out.recv(&mut buf).await {
-                    let due = Instant::now() + delay;
-                    if to_client.send((due, buf[..len].to_vec())).is_err() {
-                        return;
-                    }
+        let peer = match peers.entry(from) {
+            std::collections::hash_map::Entry::Occupied(peer) => peer.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                match open_upstream(&socket, from, upstream, delay, &mut tasks).await {
+                    Ok(peer) => slot.insert(peer),
+                    Err(_) => continue,
                 }
-            });
-            peers.insert(from, to_upstream);
-        }
-        if let Some(peer) = peers.get(&from) {
-            let _ = peer.send((due, buf[..len].to_vec()));
-        }
+            }
+        };
+        let _ = peer.send((due, buf[..len].to_vec()));
     }
 }
 
