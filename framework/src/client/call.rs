@@ -243,21 +243,34 @@ impl ClientCore {
     ) -> Result<Resp, Status> {
         // A deadline already past fails before anything else happens.
         deadline_budget(now, deadline, method.full_name)?;
-        let conn = self.channel.connection(deadline).await?;
-        tracing::Span::current().record("transport", conn.selection.transport.as_str());
-        let counters = Arc::clone(conn.check_method(self.service, method)?);
-        let encoded = self.encode_spilling::<C, Req>(method, &request, &trace, Some(&conn))?;
-        drop(request);
-        let (waiter, response) = oneshot::channel();
-        let started = {
-            let mut calls = conn
-                .calls
-                .lock()
-                .map_err(|_| Status::internal("the call table lock is poisoned"))?;
-            calls
-                .start(Instant::now(), deadline, method.full_name, waiter)
-                .map_err(|(status, _)| status)?
+        // A connection that closes between being handed out and the call
+        // registering in its table never saw the call: it is retried once
+        // on a fresh connection (gRPC's transparent retry).
+        let mut retried = false;
+        let (conn, counters, encoded, started, response) = loop {
+            let conn = self.channel.connection(deadline).await?;
+            tracing::Span::current().record("transport", conn.selection.transport.as_str());
+            let counters = Arc::clone(conn.check_method(self.service, method)?);
+            let encoded = self.encode_spilling::<C, Req>(method, &request, &trace, Some(&conn))?;
+            let (waiter, response) = oneshot::channel();
+            let started = {
+                let mut calls = conn
+                    .calls
+                    .lock()
+                    .map_err(|_| Status::internal("the call table lock is poisoned"))?;
+                match calls.start(Instant::now(), deadline, method.full_name, waiter) {
+                    Ok(started) => started,
+                    Err(_) if calls.closed().is_some() && !retried => {
+                        retried = true;
+                        tracing::debug!(url = %conn.url, "the connection closed before the call was sent; retrying on a new one");
+                        continue;
+                    }
+                    Err((status, _)) => return Err(status),
+                }
+            };
+            break (conn, counters, encoded, started, response);
         };
+        drop(request);
         let mut guard = PendingGuard {
             conn: &conn,
             counters: &counters,

@@ -353,7 +353,7 @@ impl Connection {
             self.stats.event("closed", status.message());
         }
         let waiters: Vec<Waiter> = match self.calls.lock() {
-            Ok(mut calls) => calls.drain().collect(),
+            Ok(mut calls) => calls.close(status.clone()).collect(),
             Err(_) => Vec::new(),
         };
         if first {

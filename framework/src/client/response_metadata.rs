@@ -21,15 +21,19 @@ tokio::task_local! {
 /// awaited inside it do; calls on tasks it spawns are not.
 ///
 /// ```no_run
-/// # async fn demo(client: switchyard::ClientCore) {
-/// let (result, metadata) = switchyard::client::with_response_metadata(async {
-///     // e.g. `accounts.balance(7).await` on a generated client
-/// #   Ok::<(), switchyard::Status>(())
-/// })
-/// .await;
-/// if let Some(replica) = metadata.get_str("served-by") {
-///     println!("{replica} answered: {result:?}");
+/// #[switchyard::service]
+/// pub trait Accounts {
+///     async fn balance(&self, id: u64) -> u64;
 /// }
+///
+/// # async fn demo() -> Result<(), switchyard::Status> {
+/// let accounts = AccountsClient::connect("accounts").await?;
+/// let (balance, metadata) =
+///     switchyard::client::with_response_metadata(accounts.balance(7)).await;
+/// if let Some(replica) = metadata.get_str("served-by") {
+///     println!("{replica} answered: {balance:?}");
+/// }
+/// # Ok(())
 /// # }
 /// ```
 pub async fn with_response_metadata<F: Future>(future: F) -> (F::Output, Metadata) {

@@ -49,6 +49,8 @@ pub struct ClientCalls<W> {
     next_id: u64,
     pending: HashMap<u64, W>,
     limit: usize,
+    /// Why the connection closed: no call starts after that.
+    closed: Option<Status>,
 }
 
 impl<W> ClientCalls<W> {
@@ -58,14 +60,16 @@ impl<W> ClientCalls<W> {
             next_id: 1,
             pending: HashMap::new(),
             limit,
+            closed: None,
         }
     }
 
     /// Registers a call that expects a response.
     ///
-    /// Fails without registering when the deadline has passed
-    /// (DeadlineExceeded) or the table is full (ResourceExhausted); the
-    /// waiter is handed back.
+    /// Fails without registering when the table was closed (with the status
+    /// it was closed with: no response could ever come), the deadline has
+    /// passed (DeadlineExceeded) or the table is full (ResourceExhausted);
+    /// the waiter is handed back.
     pub fn start(
         &mut self,
         now: Instant,
@@ -73,6 +77,9 @@ impl<W> ClientCalls<W> {
         what: &str,
         waiter: W,
     ) -> Result<StartedCall, (Status, W)> {
+        if let Some(status) = &self.closed {
+            return Err((status.clone(), waiter));
+        }
         let deadline_us = match deadline_budget(now, deadline, what) {
             Ok(budget) => budget,
             Err(status) => return Err((status, waiter)),
@@ -117,6 +124,21 @@ impl<W> ClientCalls<W> {
     /// Takes every waiter: the connection is gone.
     pub fn drain(&mut self) -> impl Iterator<Item = W> + '_ {
         self.pending.drain().map(|(_, waiter)| waiter)
+    }
+
+    /// Closes the table: every later [`start`](Self::start) fails with
+    /// `status` (the first one given is kept), and every waiter is taken.
+    /// Closing and starting under one lock is what keeps a call from
+    /// slipping in after the drain and waiting for a response that cannot
+    /// come.
+    pub fn close(&mut self, status: Status) -> impl Iterator<Item = W> + '_ {
+        self.closed.get_or_insert(status);
+        self.drain()
+    }
+
+    /// Why the table was closed, if it was.
+    pub fn closed(&self) -> Option<&Status> {
+        self.closed.as_ref()
     }
 
     /// Calls waiting for a response.

@@ -221,6 +221,26 @@ fn a_cancelled_call_ignores_its_late_response() {
 }
 
 #[test]
+fn no_call_starts_on_a_closed_table() {
+    let mut pair = Pair::new(8, DEFAULT_FRAME_LIMIT);
+    pair.send_request(1, None, b"in flight").unwrap();
+    let gone = Status::unavailable("the link ended");
+    let drained: Vec<u32> = pair.calls.close(gone.clone()).collect();
+    assert_eq!(drained, vec![1], "the call in flight is handed back");
+    // A call that got hold of the connection before it closed must not
+    // register: nothing would ever answer it.
+    let (status, waiter) = pair
+        .calls
+        .start(pair.now, None, "Svc.method", 2)
+        .unwrap_err();
+    assert_eq!((status.code(), waiter), (Code::Unavailable, 2));
+    assert!(pair.calls.is_empty());
+    // The first reason stays.
+    let _ = pair.calls.close(Status::internal("later")).count();
+    assert_eq!(pair.calls.closed(), Some(&gone));
+}
+
+#[test]
 fn hellos_cross_and_reveal_locality() {
     let host = HostIdentity {
         boot_id: "boot".into(),
