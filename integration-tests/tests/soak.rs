@@ -3,9 +3,11 @@
 //! server process for `SWITCHYARD_SOAK_SECS` (default 20 s; 600 for the
 //! full run). Every request carries its own id and every response must
 //! bring the same bytes back to the call that sent them: zero lost, zero
-//! duplicated or misrouted. The server's RSS after warm-up and at the end
-//! differ by under 5 %, and its fd count and the client's are flat. The
-//! calls/s held are printed.
+//! duplicated or misrouted; no connection closes (a call caught in a
+//! close would be retried on a new connection, hiding the fault). The
+//! server's RSS after warm-up and at the end differ by under 5 %, and its
+//! fd count and the client's are flat. The calls/s held are printed; a lost
+//! call prints both sides' view of every connection.
 //!
 //! Full run: `SWITCHYARD_SOAK_SECS=600 cargo test --release -p
 //! switchyard-integration-tests --test soak -- --nocapture`
@@ -187,6 +189,14 @@ async fn mixed_load_over_every_local_transport_loses_nothing_and_grows_nothing()
             (rss_kib(server.pid()), fds(server.pid()), fds(me));
         let held = (total.load(Ordering::Relaxed) - counted_at_warm) as f64
             / measured.elapsed().as_secs_f64();
+        // Nothing in the run closes a connection: a reconnect would hide a
+        // fault (a call caught in the close is retried on the new one).
+        let closed: Vec<String> = switchyard::debug::snapshot()
+            .connections
+            .into_iter()
+            .filter(|c| c.role == "client" && c.closed_unix_ms.is_some())
+            .map(|c| format!("{} {}: {:?}", c.transport, c.peer.addr, c.events))
+            .collect();
         stop.store(true, Ordering::Relaxed);
         let mut sum = Count::default();
         let mut lost = Vec::new();
@@ -207,17 +217,22 @@ async fn mixed_load_over_every_local_transport_loses_nothing_and_grows_nothing()
             dump_connections(server.dir()).await;
             panic!("{} calls lost: {lost:?}", lost.len());
         }
+        assert!(
+            closed.is_empty(),
+            "connections closed during the soak: {closed:#?}"
+        );
         let growth = (rss_end as f64 - rss_warm as f64) / rss_warm.max(1) as f64;
         eprintln!(
             "soak {secs} s over shm (+ bulk), unix, tcp, quic: {} calls sent, {} answered, \
              0 lost, 0 misrouted; {:.0} calls/s held after warm-up; {:.1} MiB echoed; server \
              RSS {rss_warm} -> {rss_end} KiB ({:+.1} %), fds {server_fds} -> {server_fds_end}; \
-             client fds {client_fds} -> {client_fds_end}",
+             client fds {client_fds} -> {client_fds_end}; {} connections closed",
             sum.sent,
             sum.answered,
             held,
             sum.bytes as f64 / f64::from(1 << 20),
-            growth * 100.0
+            growth * 100.0,
+            closed.len()
         );
         assert_eq!(sum.sent, sum.answered, "calls lost");
         assert!(
