@@ -107,6 +107,23 @@ impl Context {
             .unwrap_or_default()
     }
 
+    /// Gives back metadata [`take_response_metadata`](Self::take_response_metadata)
+    /// took for a reply that then failed to encode: the error status
+    /// carries it instead.
+    pub(crate) fn restore_response_metadata(metadata: Metadata) {
+        if metadata.is_empty() {
+            return;
+        }
+        let _ = CURRENT.try_with(|ctx| {
+            let mut current = ctx.response.lock();
+            let later = std::mem::replace(&mut *current, metadata);
+            for (key, value) in later.iter() {
+                // Keys in `later` were checked when they were inserted.
+                let _ = current.insert(key, value.to_vec());
+            }
+        });
+    }
+
     /// The deadline and trace of the call the current task is handling,
     /// without cloning the context: what calls made from a handler inherit.
     pub(crate) fn inherited() -> (Option<Instant>, Option<TraceContext>) {

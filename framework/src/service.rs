@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::codec::Codec;
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::protocol::frame::HEADER_LEN;
+use crate::protocol::metadata::Metadata;
 use crate::protocol::status::Status;
 use crate::transport::bulk::{BulkBody, SpillWriter};
 
@@ -84,9 +85,23 @@ impl Reply {
         value: &T,
         method: &'static MethodDescriptor,
     ) -> Result<Self, Status> {
-        let (threshold, limit) = crate::context::Context::reply_limits();
-        // The handler's response metadata goes first, as in a request.
+        // The handler's response metadata goes first, as in a request; if
+        // the result cannot be encoded, the error status carries it.
         let metadata = crate::context::Context::take_response_metadata();
+        let encoded = Self::encode_after::<C, T>(value, method, &metadata);
+        if encoded.is_err() {
+            crate::context::Context::restore_response_metadata(metadata);
+        }
+        encoded
+    }
+
+    /// [`encode`](Self::encode) with `metadata` in front of the result.
+    fn encode_after<C: Codec, T: Serialize + ?Sized>(
+        value: &T,
+        method: &'static MethodDescriptor,
+        metadata: &Metadata,
+    ) -> Result<Self, Status> {
+        let (threshold, limit) = crate::context::Context::reply_limits();
         let mut buf = Vec::with_capacity(HEADER_LEN + 64 + metadata.encoded_len());
         buf.resize(HEADER_LEN, 0);
         metadata.encode_into(&mut buf);

@@ -190,7 +190,17 @@ pub(crate) struct Outbound {
     /// them).
     bulk_threshold: Option<usize>,
     /// Set to why the writer task stopped, if it failed.
-    failure: watch::Receiver<Option<String>>,
+    failure: watch::Receiver<Option<WriterFailure>>,
+}
+
+/// Why a connection's writer task stopped.
+#[derive(Clone, Debug)]
+pub(crate) struct WriterFailure {
+    /// The peer went away (broken pipe, reset): an ordinary disconnect
+    /// seen from the writing side first.
+    pub(crate) peer_left: bool,
+    /// The error, as text.
+    pub(crate) reason: String,
 }
 
 impl Outbound {
@@ -218,7 +228,16 @@ impl Outbound {
                 // Frames handed over after this are not written: whoever
                 // reads the link must end the connection rather than let
                 // its calls wait for answers that cannot come.
-                failed.send_replace(Some(err.to_string()));
+                failed.send_replace(Some(WriterFailure {
+                    peer_left: matches!(
+                        err.kind(),
+                        std::io::ErrorKind::BrokenPipe
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::NotConnected
+                    ),
+                    reason: err.to_string(),
+                }));
             }
             written
         };
@@ -227,7 +246,7 @@ impl Outbound {
 
     /// Resolves with the error that stopped the writer task, if it fails;
     /// never resolves while it works or after it ended cleanly.
-    pub(crate) fn writer_failed(&self) -> impl Future<Output = String> + Send + 'static {
+    pub(crate) fn writer_failed(&self) -> impl Future<Output = WriterFailure> + Send + 'static {
         let mut failure = self.failure.clone();
         async move {
             let reason = match failure.wait_for(Option::is_some).await {

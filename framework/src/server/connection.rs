@@ -284,6 +284,20 @@ impl ServerConnection {
             }
             tokio::select! {
                 biased;
+                // Nothing more reaches the client: end the connection, so
+                // its calls fail now instead of at their deadlines. First,
+                // so that a client that keeps sending cannot starve it.
+                failure = &mut writer_failed => {
+                    let reason = failure.reason;
+                    if failure.peer_left {
+                        tracing::debug!(peer = %self.info.peer.addr, %reason, "the client left (seen writing)");
+                    } else {
+                        tracing::warn!(peer = %self.info.peer.addr, %reason, "writing to the client failed; closing the connection");
+                    }
+                    self.stats.event("write failed", reason.clone());
+                    self.end = End::Failed(format!("writing to the client failed: {reason}"));
+                    return;
+                }
                 Some((call_id, oneway, result, metadata)) = self.handlers.next(), if !self.handlers.is_empty() => {
                     self.finish(call_id, oneway, result, &metadata).await;
                 }
@@ -317,14 +331,6 @@ impl ServerConnection {
                         .await;
                     }
                 },
-                // Nothing more reaches the client: end the connection, so
-                // its calls fail now instead of at their deadlines.
-                reason = &mut writer_failed => {
-                    tracing::warn!(peer = %self.info.peer.addr, %reason, "writing to the client failed; closing the connection");
-                    self.stats.event("write failed", reason.clone());
-                    self.end = End::Failed(format!("writing to the client failed: {reason}"));
-                    return;
-                }
                 changed = phase.changed() => {
                     let now = *phase.borrow();
                     if changed.is_err() || now == Phase::Stopped {
@@ -621,11 +627,24 @@ impl ServerConnection {
                 }
             }
             // An error carries the handler's response metadata too (gRPC's
-            // trailers).
-            Err(status) => (
-                status.code(),
-                status_frame_with(Kind::Response, call_id, &status, metadata),
-            ),
+            // trailers), unless that passes the client's frame limit: the
+            // status matters more than the metadata.
+            Err(status) => {
+                let mut frame = status_frame_with(Kind::Response, call_id, &status, metadata);
+                if frame.len() - HEADER_LEN > self.client_frame_limit as usize
+                    && !metadata.is_empty()
+                {
+                    tracing::warn!(
+                        call_id,
+                        len = metadata.encoded_len(),
+                        limit = self.client_frame_limit,
+                        "the response metadata does not fit the client's frame limit beside the \
+                         error status; the status goes without it"
+                    );
+                    frame = status_frame(Kind::Response, call_id, &status);
+                }
+                (status.code(), frame)
+            }
         };
         let sent = frame.len() + bulk_body.as_ref().map_or(0, BulkBody::len);
         self.stats.finished(

@@ -147,12 +147,16 @@ fn raise_queue_budget() {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     const WANTED: u64 = 64 << 20;
     let now = getrlimit(Resource::Msgqueue);
+    // `None` is unlimited: nothing to raise.
+    if now.current.is_none_or(|current| current >= WANTED) {
+        return;
+    }
     let raised = Rlimit {
         current: Some(WANTED),
-        // None: unlimited already.
         maximum: now.maximum.map(|max| max.max(WANTED)),
     };
-    if setrlimit(Resource::Msgqueue, raised).is_err() {
+    if setrlimit(Resource::Msgqueue, raised).is_err() && now.maximum > now.current {
+        // Not root: up to the hard limit.
         let _ = setrlimit(
             Resource::Msgqueue,
             Rlimit {
