@@ -27,7 +27,9 @@ fn ctx() -> Context {
 
 impl Tagged for Impl {
     async fn blob(&self, len: u32) -> Vec<u8> {
-        ctx().set_response_metadata("served-by", "replica-2").unwrap();
+        ctx()
+            .set_response_metadata("served-by", "replica-2")
+            .unwrap();
         vec![7; len as usize]
     }
 
