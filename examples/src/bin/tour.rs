@@ -248,7 +248,14 @@ async fn connect_when_published(
             builder = builder.prefer(transport);
         }
         match builder.connect("calculator").await {
-            Ok(channel) => return Ok(channel),
+            // A server that is starting may have created its message queue
+            // but not yet published itself: the channel is then a stand-in
+            // that takes one-way calls only. Wait for the server itself.
+            Ok(channel) if channel.serves(&CALCULATOR_DESCRIPTOR) => return Ok(channel),
+            Ok(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(_) => return Err("the calculator server did not publish itself within 10 s".into()),
             Err(status) if retryable(&status) && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
