@@ -11,6 +11,7 @@ lock=${1:-"$(dirname "$0")/../Cargo.lock"}
 # crate  rule  version   (rule ">=": at least; "==": exactly)
 rules='
 quinn-proto   >= 0.11.15
+bytes         >= 1.11.1
 rustls        >= 0.23.45
 rustls-webpki >= 0.103.13
 memmap2       >= 0.9.11

@@ -342,6 +342,14 @@ fn parse_pipe_env() -> Result<Option<(u32, [i32; 2])>, Status> {
     let pid: u32 = pid.parse().map_err(|_| malformed())?;
     let read: i32 = read.parse().map_err(|_| malformed())?;
     let write: i32 = write.parse().map_err(|_| malformed())?;
+    if read == write {
+        // One fd cannot be both ends, and taking it over twice would close
+        // it twice.
+        return Err(Status::invalid_argument(format!(
+            "{PIPE_ENV}={value:?} names fd {read} as both the read and the write end; it is set \
+             by switchyard::process::Spawner, do not set it by hand"
+        )));
+    }
     let actual = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
     if actual != pid {
         // Inherited through an intermediate process: the fds are not ours.
@@ -370,7 +378,13 @@ async fn open_parent_link() -> Result<PeerLink, Status> {
         )
     })?;
     let take = |fd| {
-        crate::sys::inherit::take_inherited_pipe(fd).map_err(|err| {
+        // SAFETY: `read` and `write` differ (parse_pipe_env refuses one fd
+        // named twice), this runs once per process (PARENT_LINK is a
+        // once-only cell), and nothing else in switchyard owns these fds:
+        // they were handed to this process for its switchyard link alone.
+        #[allow(unsafe_code)]
+        let taken = unsafe { crate::sys::inherit::take_inherited_pipe(fd) };
+        taken.map_err(|err| {
             Status::failed_precondition(format!("the inherited pipe fd {fd} is unusable: {err}"))
         })
     };
@@ -447,6 +461,11 @@ pub async fn parent_channel() -> Result<Channel, Status> {
 /// The parent's connection if the parent serves `name`; `None` when this
 /// process has no switchyard parent or the parent does not serve it.
 pub(crate) async fn parent_connection_for(name: &str) -> Result<Option<Arc<Connection>>, Status> {
+    // A malformed variable is an error, not "no parent": the caller would
+    // otherwise look the name up elsewhere and hide what is wrong.
+    if parse_pipe_env()?.is_none() {
+        return Ok(None);
+    }
     let Some(parent) = parent() else {
         return Ok(None);
     };

@@ -633,6 +633,7 @@ mod tests {
             endpoints: endpoints.iter().map(|s| s.to_string()).collect(),
             services: vec!["Calculator".into()],
             published_ms: 0,
+            debug: None,
         }
     }
 

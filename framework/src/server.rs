@@ -258,10 +258,16 @@ impl ServerBuilder {
         }
         #[cfg(feature = "quic")]
         self.quic.check_tcp(self.tcp.as_deref())?;
-        crate::debug::ensure_from_env();
-        if let Some(addr) = &self.debug_addr {
-            crate::debug::start_or_warn(addr, "ServerBuilder::debug_addr");
-        }
+        // A debug endpoint that was asked for and cannot start fails the
+        // start: an operator would otherwise find no endpoint and no why.
+        let env_debug = crate::debug::env_endpoint()?;
+        let debug_addr = match &self.debug_addr {
+            Some(addr) => Some(crate::debug::start_configured(
+                addr,
+                "ServerBuilder::debug_addr",
+            )?),
+            None => env_debug,
+        };
         // Published names are the user's services, not the introspection one.
         let service_names = self.router.names();
         let service_infos = self.router.infos();
@@ -397,6 +403,7 @@ impl ServerBuilder {
                     endpoints: endpoints.clone(),
                     services: service_names.clone(),
                     published_ms,
+                    debug: debug_addr.map(crate::debug::endpoint_url),
                 };
                 published.push(
                     registry
@@ -431,7 +438,14 @@ impl ServerBuilder {
                 })
                 .collect(),
         );
+        if let Some(addr) = debug_addr {
+            tracing::info!(
+                "switchyard debug endpoint for this server: {}",
+                crate::debug::endpoint_url(addr)
+            );
+        }
         Ok(ServerHandle {
+            debug_addr,
             shared,
             phase,
             alive: Some(alive),
@@ -536,6 +550,8 @@ fn spawn_connection<L: Link>(
 /// A running server.
 #[derive(Debug)]
 pub struct ServerHandle {
+    /// Where this server's debug endpoint listens, if it has one.
+    debug_addr: Option<SocketAddr>,
     shared: Arc<ServerShared>,
     phase: watch::Sender<Phase>,
     alive: Option<mpsc::Sender<()>>,
@@ -558,6 +574,14 @@ impl ServerHandle {
     #[cfg(target_os = "linux")]
     pub fn queues(&self) -> Vec<String> {
         self.queues.iter().map(|q| q.name.clone()).collect()
+    }
+
+    /// Where the debug endpoint this server asked for
+    /// ([`ServerBuilder::debug_addr`] or `SWITCHYARD_DEBUG_ADDR`) listens:
+    /// the bound port, so `:0` can be used. It is also published in the
+    /// registry entry (`switchyard services` shows it).
+    pub fn debug_addr(&self) -> Option<SocketAddr> {
+        self.debug_addr
     }
 
     /// The URLs the server listens on.

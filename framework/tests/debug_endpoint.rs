@@ -1175,9 +1175,80 @@ fn env_child() {
         }
         _ => {
             assert_eq!(addr, None);
+            // A server started with the variable set fails to start,
+            // naming the variable, the value and the cause.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let started = runtime.block_on(
+                Server::builder()
+                    .add_service(DebugProbeServer::new(Probe))
+                    .unix_path(dir.path().join("s.sock"))
+                    .message_queues(false)
+                    .start(),
+            );
+            let err = started.expect_err("a server whose debug endpoint cannot start");
+            let value = std::env::var("SWITCHYARD_DEBUG_ADDR").unwrap();
+            assert!(
+                err.message().contains("SWITCHYARD_DEBUG_ADDR")
+                    && err.message().contains(&format!("{value:?}")),
+                "{err}"
+            );
             println!("ENV_CHILD_OK off");
         }
     }
+}
+
+#[tokio::test]
+async fn a_debug_address_that_cannot_be_bound_fails_start_and_the_bound_one_is_published() {
+    timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = |debug: String| {
+            Server::builder()
+                .add_service(DebugProbeServer::new(Probe))
+                .publish("debugged")
+                .runtime_dir(dir.path())
+                .message_queues(false)
+                .debug_addr(debug)
+                .start()
+        };
+        // Taken by another socket: start fails naming the address and why.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken_addr = taken.local_addr().unwrap().to_string();
+        let err = server(taken_addr.clone()).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+        assert!(
+            err.message().contains(&taken_addr)
+                && err.message().contains("ServerBuilder::debug_addr")
+                && err.message().to_lowercase().contains("in use"),
+            "{err}"
+        );
+        // Malformed: an argument error.
+        let err = server("not an address".into()).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        assert!(err.message().contains("not an address"), "{err}");
+        // Port 0: the bound port is known and published.
+        let handle = server("127.0.0.1:0".into()).await.unwrap();
+        let addr = handle
+            .debug_addr()
+            .expect("the server has a debug endpoint");
+        assert_ne!(addr.port(), 0);
+        assert_eq!(get(addr, "/debug/switchyard.json").await.status, 200);
+        let entry = switchyard::discovery::Registry::open(dir.path())
+            .unwrap()
+            .lookup("debugged")
+            .unwrap()
+            .expect("the server is published");
+        assert_eq!(
+            entry.debug.as_deref(),
+            Some(format!("http://{addr}/debug/switchyard").as_str())
+        );
+        handle.shutdown().await;
+    })
+    .await
+    .expect("test finishes in time");
 }
 
 #[tokio::test]
@@ -1206,6 +1277,30 @@ async fn env_var_turns_it_on() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[tokio::test]
+async fn silent_sockets_cannot_keep_scrapes_out() {
+    timeout(TEST_TIMEOUT, async {
+        let endpoint = DebugEndpoint::bind("127.0.0.1:0").await.unwrap();
+        let addr = endpoint.local_addr();
+        // Three times the endpoint's slots, each connected and silent.
+        let mut silent = Vec::new();
+        for _ in 0..192 {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Every scrape is answered long before the 5 s a silent client may
+        // take to send its request.
+        for _ in 0..5 {
+            let scrape = timeout(Duration::from_secs(2), get(addr, "/metrics")).await;
+            let response = scrape.expect("a scrape is answered beside 192 silent sockets");
+            assert_eq!(response.status, 200);
+        }
+        drop(silent);
+    })
+    .await
+    .expect("test finishes in time");
 }
 
 /// Unary round trips over unix, one at a time: (p50, calls per second).

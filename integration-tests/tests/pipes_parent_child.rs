@@ -246,6 +246,25 @@ async fn the_pipe_fds_do_not_reach_grandchildren() {
     .await;
 }
 
+#[test]
+fn a_pipe_variable_naming_one_fd_twice_is_refused_not_aborted() {
+    // The child of `same-fd-twice` is told its one pipe fd is both ends.
+    // Taking it over twice would close it twice (an IO-safety abort in a
+    // debug build); it must fail with an error saying what is wrong.
+    let out = child(&["same-fd-twice"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.starts_with("exit 1\n"),
+        "the child must exit with an error: {text}"
+    );
+    assert!(
+        text.contains("as both the read and the write end"),
+        "the error names the fault: {text}"
+    );
+    assert!(!text.contains("IO Safety"), "{text}");
+}
+
 #[tokio::test]
 async fn a_hundred_spawn_call_exit_cycles_leave_no_fd_or_zombie() {
     within(Duration::from_secs(120), async {

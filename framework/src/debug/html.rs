@@ -13,21 +13,34 @@ struct Esc<'a>(&'a str);
 impl fmt::Display for Esc<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut rest = self.0;
-        while let Some(i) = rest.find(['&', '<', '>', '"', '\'']) {
+        while let Some(i) = rest
+            .find(|c: char| matches!(c, '&' | '<' | '>' | '"' | '\'') || needs_visible_escape(c))
+        {
             let (plain, tail) = rest.split_at(i);
             f.write_str(plain)?;
             let mut chars = tail.chars();
-            f.write_str(match chars.next() {
-                Some('&') => "&amp;",
-                Some('<') => "&lt;",
-                Some('>') => "&gt;",
-                Some('"') => "&quot;",
-                _ => "&#39;",
-            })?;
+            match chars.next() {
+                Some('&') => f.write_str("&amp;")?,
+                Some('<') => f.write_str("&lt;")?,
+                Some('>') => f.write_str("&gt;")?,
+                Some('"') => f.write_str("&quot;")?,
+                Some('\'') => f.write_str("&#39;")?,
+                // Control characters and bidi overrides from peers are shown,
+                // not obeyed.
+                Some(c) => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+                None => {}
+            }
             rest = chars.as_str();
         }
         f.write_str(rest)
     }
+}
+
+/// Whether `c` is shown as a `\u{..}` escape rather than as itself: control
+/// characters (but the whitespace HTML folds) and bidirectional overrides.
+fn needs_visible_escape(c: char) -> bool {
+    (c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 const STYLE: &str = "
@@ -499,6 +512,14 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 mod tests {
     use super::super::model::{PeerInfo, Rejected};
     use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(
+            Esc("a\u{1b}[2J\u{202e}b\nc").to_string(),
+            "a\\u{1b}[2J\\u{202e}b\nc"
+        );
+    }
 
     #[test]
     fn everything_is_escaped() {

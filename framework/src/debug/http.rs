@@ -5,7 +5,8 @@
 //! connection (request line and headers capped at [`MAX_HEAD`] bytes, read
 //! within [`READ_TIMEOUT`]), answers `GET` and `HEAD` only, closes the
 //! connection after each response, serves at most [`MAX_CONNECTIONS`]
-//! clients at once (more are closed at once), and never trusts a byte of
+//! clients at once (when full, the oldest client still silent gives way to
+//! a new one, so idle sockets cannot keep scrapes out), and never trusts a byte of
 //! input: nothing here panics on what a client sends.
 //!
 //! Off by default. `SWITCHYARD_DEBUG_ADDR=127.0.0.1:9901` (or just `9901`,
@@ -15,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -43,8 +45,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const LINGER: Duration = Duration::from_secs(1);
 /// How much of it to read at most.
 const LINGER_BYTES: usize = 1024 * 1024;
-/// Clients served at once; more are closed without an answer.
+/// Clients served at once. When all are taken, the oldest client that has
+/// not sent its request yet is closed to make room; if every one is being
+/// answered, the new client is closed without an answer.
 const MAX_CONNECTIONS: usize = 64;
+/// How long a new client waits for the slot of the client closed for it.
+const EVICT_WAIT: Duration = Duration::from_millis(200);
 
 /// A running debug endpoint. The server stops when this is dropped.
 ///
@@ -93,7 +99,7 @@ impl DebugEndpoint {
 
     /// The URL of the HTML page.
     pub fn url(&self) -> String {
-        format!("http://{}{HTML_PATH}", self.local_addr)
+        endpoint_url(self.local_addr)
     }
 }
 
@@ -136,22 +142,40 @@ impl DebugEndpoint {
     /// per process; a value that cannot be bound is logged as a warning
     /// that says what to do, and the process goes on without the endpoint.
     pub fn from_env() -> Option<SocketAddr> {
-        static FROM_ENV: OnceLock<Option<SocketAddr>> = OnceLock::new();
-        *FROM_ENV.get_or_init(|| match std::env::var(DEBUG_ADDR_ENV) {
-            Ok(value) if value.trim().is_empty() => None,
-            Ok(value) => start_or_warn(&value, DEBUG_ADDR_ENV),
-            Err(std::env::VarError::NotPresent) => None,
-            Err(std::env::VarError::NotUnicode(raw)) => {
-                tracing::warn!(
-                    value = ?raw,
-                    "{DEBUG_ADDR_ENV} is not valid UTF-8, so the switchyard debug endpoint is off; \
-                     set it to a port (9901, which binds 127.0.0.1) or host:port \
-                     (127.0.0.1:9901)"
-                );
+        match env_endpoint() {
+            Ok(bound) => bound,
+            Err(status) => {
+                tracing::warn!("{}", status.message());
                 None
             }
-        })
+        }
     }
+}
+
+/// The endpoint `SWITCHYARD_DEBUG_ADDR` asks for, started once per process:
+/// `Ok(None)` when the variable is unset or empty, the bound address, or
+/// why it could not be started (the same error every time it is asked).
+pub(crate) fn env_endpoint() -> Result<Option<SocketAddr>, crate::Status> {
+    static FROM_ENV: OnceLock<Result<Option<SocketAddr>, crate::Status>> = OnceLock::new();
+    FROM_ENV
+        .get_or_init(|| match std::env::var(DEBUG_ADDR_ENV) {
+            Ok(value) if value.trim().is_empty() => Ok(None),
+            Ok(value) => start_configured(&value, DEBUG_ADDR_ENV).map(Some),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(raw)) => {
+                Err(crate::Status::invalid_argument(format!(
+                    "{DEBUG_ADDR_ENV}={raw:?} is not valid UTF-8, so the switchyard debug \
+                     endpoint cannot start; set it to a port (9901, which binds 127.0.0.1) or \
+                     host:port (127.0.0.1:9901), or unset it"
+                )))
+            }
+        })
+        .clone()
+}
+
+/// The URL of the HTML page of an endpoint listening on `addr`.
+pub(crate) fn endpoint_url(addr: SocketAddr) -> String {
+    format!("http://{addr}{HTML_PATH}")
 }
 
 /// Process-lifetime endpoints, by the address they were asked for.
@@ -167,19 +191,22 @@ pub(crate) fn ensure_from_env() {
 }
 
 /// [`DebugEndpoint::for_process`] for a configured value (a builder
-/// option); `source` names the setting in the warning if it cannot bind.
-pub(crate) fn start_or_warn(addr: &str, source: &str) -> Option<SocketAddr> {
-    match DebugEndpoint::for_process(addr) {
-        Ok(local_addr) => Some(local_addr),
-        Err(err) => {
-            tracing::warn!(
-                "the switchyard debug endpoint is off: {source}={:?}: {err}; set it to a free \
-                 port (9901, which binds 127.0.0.1) or host:port (127.0.0.1:9901)",
-                addr.trim()
-            );
-            None
+/// option or the environment); `source` names the setting in the error,
+/// which says what went wrong and what to do.
+pub(crate) fn start_configured(addr: &str, source: &str) -> Result<SocketAddr, crate::Status> {
+    DebugEndpoint::for_process(addr).map_err(|err| {
+        let message = format!(
+            "the switchyard debug endpoint cannot start at {source}={:?}: {err}; set it to a \
+             free port (9901, which binds 127.0.0.1; 0 picks a free one) or host:port \
+             (127.0.0.1:9901), or remove the setting",
+            addr.trim()
+        );
+        if err.kind() == io::ErrorKind::InvalidInput {
+            crate::Status::invalid_argument(message)
+        } else {
+            crate::Status::failed_precondition(message)
         }
-    }
+    })
 }
 
 /// Binds synchronously (so errors are reported to the caller) and serves on
@@ -269,6 +296,11 @@ async fn serve(listener: TcpListener) {
         .map(|a| a.ip().is_loopback())
         .unwrap_or(false);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Clients that have not sent their whole request head yet, oldest first.
+    // When every slot is taken, the oldest of them gives way to the new
+    // client, so silent sockets cannot keep scrapes out.
+    let mut waiting: BTreeMap<u64, Waiting> = BTreeMap::new();
+    let mut next_id = 0u64;
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -280,20 +312,56 @@ async fn serve(listener: TcpListener) {
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            drop(stream);
-            continue;
+        waiting.retain(|_, w| !w.task.is_finished() && !w.has_head.load(Ordering::Acquire));
+        let permit = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let Some((_, oldest)) = waiting.pop_first() else {
+                    // Every slot is answering a request: refuse.
+                    drop(stream);
+                    continue;
+                };
+                oldest.task.abort();
+                match tokio::time::timeout(EVICT_WAIT, Arc::clone(&slots).acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => {
+                        drop(stream);
+                        continue;
+                    }
+                }
+            }
         };
-        tokio::spawn(async move {
-            handle(stream, loopback).await;
-            drop(permit);
+        let has_head = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let has_head = Arc::clone(&has_head);
+            async move {
+                handle(stream, loopback, &has_head).await;
+                drop(permit);
+            }
         });
+        waiting.insert(
+            next_id,
+            Waiting {
+                task: task.abort_handle(),
+                has_head,
+            },
+        );
+        next_id += 1;
     }
 }
 
+/// A client of [`serve`] that may still be waiting to send its request.
+struct Waiting {
+    task: tokio::task::AbortHandle,
+    /// Set once its request head is read (it is being answered).
+    has_head: Arc<AtomicBool>,
+}
+
 /// One client: read a request, answer it, close.
-async fn handle(mut stream: TcpStream, loopback: bool) {
-    let response = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+async fn handle(mut stream: TcpStream, loopback: bool, has_head: &AtomicBool) {
+    let head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await;
+    has_head.store(true, Ordering::Release);
+    let response = match head {
         Err(_) => Some(Response::text(
             408,
             "the request head did not arrive in time\n".into(),

@@ -21,7 +21,7 @@ pub use model::{
 };
 
 pub use http::{DEBUG_ADDR_ENV, DebugEndpoint, HTML_PATH, JSON_PATH, METRICS_PATH};
-pub(crate) use http::{ensure_from_env, start_or_warn};
+pub(crate) use http::{endpoint_url, ensure_from_env, env_endpoint, start_configured};
 
 pub use service::{
     INTROSPECTION_DESCRIPTOR, Introspection, IntrospectionClient, IntrospectionServer,

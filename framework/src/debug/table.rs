@@ -35,22 +35,22 @@ pub fn connections_table(snapshot: &Snapshot) -> String {
     let _ = writeln!(
         out,
         "{} (pid {}) on host {}, switchyard {}",
-        if p.name.is_empty() { "?" } else { &p.name },
+        escape_terminal(if p.name.is_empty() { "?" } else { &p.name }),
         p.pid,
-        host,
-        if p.version.is_empty() {
+        escape_terminal(host),
+        escape_terminal(if p.version.is_empty() {
             "?"
         } else {
             &p.version
-        },
+        }),
     );
     let services: Vec<&str> = snapshot.services.iter().map(|s| s.name.as_str()).collect();
     let listeners: Vec<&str> = snapshot.listeners.iter().map(|l| l.url.as_str()).collect();
     let _ = writeln!(
         out,
         "serves: {}; listens: {}",
-        list_or_none(&services),
-        list_or_none(&listeners)
+        escape_terminal(&list_or_none(&services)),
+        escape_terminal(&list_or_none(&listeners))
     );
     out.push('\n');
     if snapshot.connections.is_empty() {
@@ -94,21 +94,33 @@ pub fn services_table(entries: &[Entry]) -> String {
         out.push_str("no live entries\n");
         return out;
     }
-    let mut table = Table::new(&["name", "pid", "services", "endpoints"]);
+    // The debug column appears when some process runs an endpoint.
+    let with_debug = entries.iter().any(|e| e.debug.is_some());
+    let mut columns = vec!["name", "pid", "services", "endpoints"];
+    if with_debug {
+        columns.push("debug");
+    }
+    let mut table = Table::new(&columns);
     for entry in entries {
-        table.row(
-            vec![
-                entry.name.clone(),
-                entry.pid.to_string(),
-                list_or_none(&entry.services),
-                if entry.endpoints.is_empty() {
-                    "none".to_owned()
-                } else {
-                    entry.endpoints.join(" ")
-                },
-            ],
-            Vec::new(),
-        );
+        let mut cells = vec![
+            entry.name.clone(),
+            entry.pid.to_string(),
+            list_or_none(&entry.services),
+            if entry.endpoints.is_empty() {
+                "none".to_owned()
+            } else {
+                entry.endpoints.join(" ")
+            },
+        ];
+        if with_debug {
+            cells.push(
+                entry
+                    .debug
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), str::to_owned),
+            );
+        }
+        table.row(cells, Vec::new());
     }
     table.render(&mut out);
     out
@@ -188,6 +200,29 @@ fn bytes(n: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// `text` made safe to print on a terminal: tabs and line breaks become
+/// spaces (they would break the columns), and every other control character
+/// (C0, DEL, C1: the start of an escape sequence that could move the
+/// cursor, retitle the window or rewrite what was printed before) and every
+/// bidirectional override is written as a visible `\u{..}` escape.
+/// Process names, host names and reasons come from peers, who may put
+/// anything in them.
+pub fn escape_terminal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\t' | '\n' | '\r' => out.push(' '),
+            c if c.is_control()
+                || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
+            {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Columns padded to their widest cell, two spaces apart; the last column is
 /// not padded. Each row may carry lines printed indented below it.
 struct Table {
@@ -203,9 +238,12 @@ impl Table {
         }
     }
 
+    /// Adds a row; every cell and line below is escaped for a terminal
+    /// (much of it is what peers say of themselves).
     fn row(&mut self, cells: Vec<String>, below: Vec<String>) {
         debug_assert_eq!(cells.len(), self.header.len());
-        self.rows.push((cells, below));
+        let escape = |texts: Vec<String>| texts.iter().map(|t| escape_terminal(t)).collect();
+        self.rows.push((escape(cells), escape(below)));
     }
 
     fn render(&self, out: &mut String) {
@@ -371,6 +409,44 @@ id  role    state   transport  peer          calls ok/failed  bytes sent/recv  p
     }
 
     #[test]
+    fn peer_supplied_text_cannot_reach_the_terminal_raw() {
+        let mut snap = snapshot();
+        snap.process.name = "svc\u{1b}]0;owned\u{7}".into();
+        snap.connections[0].peer.process = "evil\u{1b}[2J\u{1b}[H\u{9b}31m\u{202e}".into();
+        snap.connections[0].peer.hostname = "h\u{1b}[1A".into();
+        snap.connections[0].reason = "ok\r\u{1b}[Kfaked".into();
+        let text = connections_table(&snap);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n') && !text.contains('\u{202e}'),
+            "{text:?}"
+        );
+        assert!(text.contains("evil\\u{1b}[2J"), "{text}");
+        assert!(text.contains("svc\\u{1b}]0;owned\\u{7}"), "{text}");
+        assert_eq!(escape_terminal("plain text, ü"), "plain text, ü");
+        let entries = vec![Entry {
+            name: "x".into(),
+            pid: 1,
+            start_time: None,
+            boot_id: String::new(),
+            ipc_ns: 0,
+            endpoints: vec!["unix:///\u{1b}[31m.sock".into()],
+            services: vec!["S\u{7}".into()],
+            published_ms: 0,
+            debug: Some("http://127.0.0.1:9/debug/switchyard".into()),
+        }];
+        let text = services_table(&entries);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.contains("debug"), "{text}");
+        assert!(
+            text.contains("http://127.0.0.1:9/debug/switchyard"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn services_table_lists_entries() {
         let entries = vec![Entry {
             name: "calculator".into(),
@@ -381,6 +457,7 @@ id  role    state   transport  peer          calls ok/failed  bytes sent/recv  p
             endpoints: vec!["unix:///run/x.sock".into(), "tcp://127.0.0.1:7000".into()],
             services: vec!["Calculator".into(), "Extra".into()],
             published_ms: 0,
+            debug: None,
         }];
         assert_eq!(
             services_table(&entries),

@@ -65,6 +65,10 @@ pub struct Entry {
     pub services: Vec<String>,
     /// When it was published, milliseconds since the Unix epoch.
     pub published_ms: u64,
+    /// The serving process's debug endpoint (its HTML page's URL), if it
+    /// runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug: Option<String>,
 }
 
 impl Entry {
@@ -263,6 +267,7 @@ mod tests {
             endpoints: vec!["unix:///x.sock".into(), "tcp://127.0.0.1:1".into()],
             services: vec!["Calculator".into()],
             published_ms,
+            debug: None,
         }
     }
 

@@ -35,9 +35,15 @@ pub fn inherit_in_child(command: &mut tokio::process::Command, fds: [RawFd; 2]) 
 /// Takes ownership of `raw`, an fd this process inherited, after checking
 /// that it is open and is a pipe; it is made close-on-exec.
 ///
-/// The caller must call this at most once per fd (the process module keeps
-/// a once-only guard), since the returned `OwnedFd` closes it on drop.
-pub fn take_inherited_pipe(raw: RawFd) -> io::Result<OwnedFd> {
+/// # Safety
+///
+/// `raw` must not be owned by anything else in this process, and this must
+/// be called at most once per fd: the returned `OwnedFd` closes it on drop,
+/// so a second owner would close it twice (an abort in debug builds, a
+/// double close of whatever reuses the number in release). The process
+/// module takes its two pipe fds once, behind a once-only cell, and refuses
+/// a `SWITCHYARD_PIPE` that names one fd twice.
+pub(crate) unsafe fn take_inherited_pipe(raw: RawFd) -> io::Result<OwnedFd> {
     if raw < 3 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -56,7 +62,7 @@ pub fn take_inherited_pipe(raw: RawFd) -> io::Result<OwnedFd> {
     }
     fcntl_setfd(borrowed, FdFlags::CLOEXEC)?;
     // SAFETY: `raw` is open (fstat succeeded), it is the pipe the parent
-    // handed us, and the caller guarantees it is taken over only once, so no
-    // other owner will close it.
+    // handed us, and the caller guarantees (this function's contract) that
+    // nothing else owns it and it is taken over only once.
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
 }

@@ -15,6 +15,10 @@
 //!   waits (the test kills it).
 //! - `grandchild-fds`: opens the link, then prints the fds a grandchild
 //!   (`/bin/ls /proc/self/fd`) has, then the pipe fds from the environment.
+//! - `same-fd-twice`: makes an inheritable pipe and starts itself as
+//!   `call-parent` with `SWITCHYARD_PIPE` naming one of its fds as both
+//!   ends (what a hand-set or hostile variable can say); prints how that
+//!   child ended (`exit N` or `signal N`) and then its stderr.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -36,6 +40,7 @@ async fn main() -> ExitCode {
         "waiter" => waiter(&arg(1)).await,
         "middle" => middle(&arg(1), &arg(2)).await,
         "grandchild-fds" => grandchild_fds().await,
+        "same-fd-twice" => same_fd_twice(),
         other => Err(Status::invalid_argument(format!("unknown mode {other:?}"))),
     };
     match result {
@@ -136,5 +141,32 @@ async fn grandchild_fds() -> Result<(), Status> {
         .replace(',', " ");
     println!("grandchild {}", fds.join(" "));
     println!("pipes {pipe_fds}");
+    Ok(())
+}
+
+fn same_fd_twice() -> Result<(), Status> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::ExitStatusExt;
+    let internal = |e: std::io::Error| Status::internal(e.to_string());
+    // Without close-on-exec, so the child inherits both ends.
+    let (read, _write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::empty())
+        .map_err(|e| internal(e.into()))?;
+    let fd = read.as_raw_fd();
+    let exe = std::env::current_exe().map_err(internal)?;
+    let out = std::process::Command::new(exe)
+        .arg("call-parent")
+        .env(
+            process::PIPE_ENV,
+            format!("{}:{fd},{fd}", std::process::id()),
+        )
+        .env(process::PARENT_SERVICES_ENV, "testing")
+        .output()
+        .map_err(internal)?;
+    match (out.status.code(), out.status.signal()) {
+        (Some(code), _) => println!("exit {code}"),
+        (None, Some(signal)) => println!("signal {signal}"),
+        (None, None) => println!("ended"),
+    }
+    print!("{}", String::from_utf8_lossy(&out.stderr));
     Ok(())
 }

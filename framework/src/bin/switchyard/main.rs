@@ -401,6 +401,8 @@ fn main() -> ExitCode {
         }
         Err(Failure::Failed(message)) => {
             let command = args.first().map_or("", String::as_str);
+            // Messages can carry what a peer said (a status from inspect).
+            let message = switchyard::debug::table::escape_terminal(&message);
             eprintln!("switchyard {command}: {message}");
             ExitCode::from(1)
         }
