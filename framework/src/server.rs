@@ -48,6 +48,9 @@ pub(crate) struct ServerConfig {
     pub(crate) bulk_threshold: Option<usize>,
     /// How fast one connection may cancel calls.
     pub(crate) cancel_rate: cancel_budget::CancelRate,
+    /// Whether the introspection service answers over TCP and QUIC (and to
+    /// local peers of another user); off by default.
+    pub(crate) remote_introspection: bool,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +62,7 @@ impl Default for ServerConfig {
             shm_spin: None,
             bulk_threshold: None,
             cancel_rate: cancel_budget::CancelRate::default(),
+            remote_introspection: false,
         }
     }
 }
@@ -221,9 +225,21 @@ impl ServerBuilder {
     /// Whether to serve the
     /// [`Introspection`](crate::debug::Introspection) service (on by
     /// default), which `switchyard inspect` calls. It shows this process's
-    /// connections, peers and counters to any client that can connect.
+    /// connections, peers (pids, uids, process and host names, socket
+    /// paths) and counters, so by default it answers only local peers of
+    /// this user (Unix socket, shared memory, pipes, in-process links);
+    /// see [`remote_introspection`](Self::remote_introspection).
     pub fn introspection(mut self, enabled: bool) -> Self {
         self.introspection = enabled;
+        self
+    }
+
+    /// Also answers introspection calls over TCP and QUIC, and from local
+    /// peers of another user (off by default): turn it on only where every
+    /// peer that can reach those listeners may read the connection table,
+    /// for example behind mutual TLS.
+    pub fn remote_introspection(mut self, enabled: bool) -> Self {
+        self.config.remote_introspection = enabled;
         self
     }
 

@@ -1280,6 +1280,75 @@ async fn env_var_turns_it_on() {
 }
 
 #[tokio::test]
+async fn introspection_answers_remote_peers_only_when_turned_on() {
+    use switchyard::debug::IntrospectionClient;
+    timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let start = |remote: bool, name: &'static str| {
+            Server::builder()
+                .add_service(DebugProbeServer::new(Probe))
+                .publish(name)
+                .runtime_dir(dir.path())
+                .tcp("127.0.0.1:0")
+                .message_queues(false)
+                .remote_introspection(remote)
+                .start()
+        };
+        let snapshot = |url: String, transport: Transport| {
+            let dir = dir.path().to_owned();
+            async move {
+                let channel = Channel::builder()
+                    .runtime_dir(dir)
+                    .prefer(transport)
+                    .connect(&url)
+                    .await
+                    .unwrap();
+                assert_eq!(channel.selection().transport, transport);
+                IntrospectionClient::new(channel).snapshot().await
+            }
+        };
+        let closed = start(false, "closed-table").await.unwrap();
+        let tcp = format!("tcp://{}", closed.tcp_addr().unwrap());
+        let err = snapshot(tcp, Transport::Tcp).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+        assert!(
+            err.message().contains("over tcp")
+                && err
+                    .message()
+                    .contains("ServerBuilder::remote_introspection(true)"),
+            "{err}"
+        );
+        // The user's own services still answer over TCP.
+        let tcp = format!("tcp://{}", closed.tcp_addr().unwrap());
+        let channel = Channel::builder()
+            .prefer(Transport::Tcp)
+            .connect(&tcp)
+            .await
+            .unwrap();
+        assert_eq!(
+            DebugProbeClient::new(channel)
+                .echo("hi".into())
+                .await
+                .unwrap(),
+            "hi"
+        );
+        // Locally, as the same user: answered.
+        let local = snapshot("closed-table".into(), Transport::Unix)
+            .await
+            .unwrap();
+        assert_eq!(local.process.pid, std::process::id());
+        // Turned on: answered over TCP too.
+        let open = start(true, "open-table").await.unwrap();
+        let tcp = format!("tcp://{}", open.tcp_addr().unwrap());
+        assert!(snapshot(tcp, Transport::Tcp).await.is_ok());
+        closed.shutdown().await;
+        open.shutdown().await;
+    })
+    .await
+    .expect("test finishes in time");
+}
+
+#[tokio::test]
 async fn silent_sockets_cannot_keep_scrapes_out() {
     timeout(TEST_TIMEOUT, async {
         let endpoint = DebugEndpoint::bind("127.0.0.1:0").await.unwrap();

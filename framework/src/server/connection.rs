@@ -25,7 +25,7 @@ use crate::protocol::hello::{Hello, Role};
 use crate::protocol::metadata::Metadata;
 use crate::protocol::status::Code;
 use crate::protocol::status::Status;
-use crate::select::Selection;
+use crate::select::{Selection, Transport};
 use crate::service::{Reply, Request};
 use crate::session::{
     Outbound, Outgoing, hello_frame, local_hello, pong_frame, read_hello, status_frame,
@@ -424,6 +424,36 @@ impl ServerConnection {
         Ok(())
     }
 
+    /// Why a call to `service` is refused on this connection: the
+    /// introspection service answers only local peers of this user unless
+    /// [`ServerBuilder::remote_introspection`](crate::ServerBuilder::remote_introspection)
+    /// is on.
+    fn introspection_refused(&self, service: &str) -> Option<Status> {
+        if service != crate::debug::INTROSPECTION_DESCRIPTOR.name
+            || self.shared.config.remote_introspection
+        {
+            return None;
+        }
+        let transport = self.info.transport;
+        let why = match transport {
+            Transport::Tcp | Transport::Quic => format!("over {transport}"),
+            _ => match self.info.peer.uid {
+                Some(uid) if uid != crate::sys::uid() => {
+                    format!(
+                        "to uid {uid} (this server runs as uid {})",
+                        crate::sys::uid()
+                    )
+                }
+                _ => return None,
+            },
+        };
+        Some(Status::permission_denied(format!(
+            "this server does not show its connection table {why}: it names processes, users \
+             and paths; inspect it over a local transport as the same user (switchyard inspect \
+             <name>), or turn it on with ServerBuilder::remote_introspection(true)"
+        )))
+    }
+
     async fn start(&mut self, frame: Frame) {
         let oneway = frame.header.kind == Kind::OneWay;
         let call_id = frame.header.call_id;
@@ -441,6 +471,12 @@ impl ServerConnection {
         };
         // The router and the counters are built from the same routes.
         let Some(counters) = counters else { return };
+        if let Some(status) = self.introspection_refused(service.descriptor().name) {
+            tracing::debug!(%status, peer = %self.info.peer.addr, "introspection refused");
+            self.refused(Some(&counters), started, received, oneway, call_id, status)
+                .await;
+            return;
+        }
         if self.draining {
             let status = Status::unavailable(
                 "the server is shutting down; retry on another instance or after it restarts",
