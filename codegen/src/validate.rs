@@ -26,6 +26,7 @@ const CLIENT_METHODS: &[&str] = &[
     "with_codec",
     "with_timeout",
     "with_metadata",
+    "with_all_metadata",
     "selection",
     "channel",
 ];

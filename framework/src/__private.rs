@@ -11,6 +11,7 @@ pub use ::std;
 pub use crate::client::{Channel, ClientCore};
 pub use crate::codec::{Bincode as DefaultCodec, Codec};
 pub use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
+pub use crate::protocol::metadata::Metadata;
 pub use crate::protocol::status::Status;
 pub use crate::select::Selection;
 pub use crate::service::{HandlerFuture, Reply, Request, Service};

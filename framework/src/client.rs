@@ -41,6 +41,7 @@ pub struct ChannelBuilder {
     prefer: Option<Transport>,
     connect_timeout: Duration,
     frame_limit: u32,
+    metadata_limits: crate::protocol::metadata::MetadataLimits,
     max_pending: usize,
     runtime_dir: Option<PathBuf>,
     shm_spin: Option<Duration>,
@@ -60,6 +61,7 @@ impl Default for ChannelBuilder {
             prefer: None,
             connect_timeout: Duration::from_secs(5),
             frame_limit: DEFAULT_FRAME_LIMIT,
+            metadata_limits: crate::protocol::metadata::MetadataLimits::default(),
             max_pending: 1 << 16,
             runtime_dir: None,
             shm_spin: None,
@@ -103,6 +105,19 @@ impl ChannelBuilder {
     /// The largest response body accepted (1 byte to 1 GiB).
     pub fn max_frame(mut self, bytes: u32) -> Self {
         self.frame_limit = bytes.clamp(1, crate::protocol::frame::MAX_FRAME_LIMIT);
+        self
+    }
+
+    /// The most response metadata this client takes from one call when it
+    /// reads it ([`with_response_metadata`](crate::client::with_response_metadata)):
+    /// `bytes` of wire form (default 16 KiB) in at most `entries` entries
+    /// (default 256). Over either, the call fails with RESOURCE_EXHAUSTED,
+    /// as gRPC fails a call whose headers exceed the client's limit.
+    pub fn max_metadata(mut self, bytes: usize, entries: usize) -> Self {
+        self.metadata_limits = crate::protocol::metadata::MetadataLimits {
+            max_bytes: bytes,
+            max_entries: entries,
+        };
         self
     }
 
@@ -300,6 +315,7 @@ impl ChannelBuilder {
             handshake_timeout: self.connect_timeout,
             shm_spin: self.shm_spin,
             bulk_threshold: self.bulk_threshold,
+            metadata_limits: self.metadata_limits,
         }
     }
 

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::discovery::{Entry, PublishGuard, Registry};
 use crate::protocol::frame::{DEFAULT_FRAME_LIMIT, MAX_FRAME_LIMIT};
+use crate::protocol::metadata::MetadataLimits;
 use crate::protocol::status::Status;
 use crate::service::Service;
 use crate::transport::tcp::TcpListener;
@@ -51,6 +52,8 @@ pub(crate) struct ServerConfig {
     /// Whether the introspection service answers over TCP and QUIC (and to
     /// local peers of another user); off by default.
     pub(crate) remote_introspection: bool,
+    /// How much request metadata one call may carry.
+    pub(crate) metadata_limits: MetadataLimits,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +66,7 @@ impl Default for ServerConfig {
             bulk_threshold: None,
             cancel_rate: cancel_budget::CancelRate::default(),
             remote_introspection: false,
+            metadata_limits: MetadataLimits::default(),
         }
     }
 }
@@ -197,6 +201,19 @@ impl ServerBuilder {
     /// The largest request body accepted (at most 1 GiB).
     pub fn max_frame(mut self, bytes: u32) -> Self {
         self.config.frame_limit = bytes.min(MAX_FRAME_LIMIT);
+        self
+    }
+
+    /// The most request metadata one call may carry: `bytes` of wire form
+    /// (keys, values and 6 bytes each; default 16 KiB) in at most `entries`
+    /// entries (default 256). A call over either fails with
+    /// RESOURCE_EXHAUSTED before its handler runs; the check costs at most
+    /// `entries` entries of work however large the frame.
+    pub fn max_metadata(mut self, bytes: usize, entries: usize) -> Self {
+        self.config.metadata_limits = MetadataLimits {
+            max_bytes: bytes,
+            max_entries: entries,
+        };
         self
     }
 
@@ -481,6 +498,9 @@ impl ServerBuilder {
     }
 }
 
+/// How long an accept loop waits after running out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
 /// Starts serving one accepted link.
 type Spawn<L> = fn(&Arc<ServerShared>, L, watch::Receiver<Phase>, mpsc::Sender<()>);
 
@@ -491,15 +511,34 @@ async fn accept_loop<L: Listener>(
     alive: mpsc::Sender<()>,
     spawn: Spawn<L::Link>,
 ) {
+    // Failures in a row that were not fd exhaustion: a listener that fails
+    // every accept for a reason of its own must not spin a core.
+    let mut failures = 0u32;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(link) => spawn(&shared, link, phase.clone(), alive.clone()),
+                Ok(link) => {
+                    failures = 0;
+                    spawn(&shared, link, phase.clone(), alive.clone());
+                }
+                Err(err) if crate::transport::accept_exhausted(&err) => {
+                    // Out of descriptors or memory: wait for some to free.
+                    tracing::warn!(
+                        listener = %listener.local_url(),
+                        %err,
+                        "accept failed: out of file descriptors or memory; raise RLIMIT_NOFILE \
+                         (ulimit -n) or serve fewer connections"
+                    );
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
                 Err(err) => {
-                    // One failed accept (a peer that vanished, fd pressure)
-                    // must not end the loop.
-                    tracing::warn!(listener = %listener.local_url(), %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    // That one connection failed (reset or aborted before
+                    // it was accepted, say): drop it and go on at once.
+                    tracing::debug!(listener = %listener.local_url(), %err, "dropped a connection that failed while being accepted");
+                    failures += 1;
+                    if failures.is_multiple_of(1000) {
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
                 }
             },
             _ = phase.changed() => return,

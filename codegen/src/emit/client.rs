@@ -121,6 +121,13 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
                 Self::from_core(self.core.with_metadata(key, value))
             }
 
+            /// A client that sends every entry of `metadata` with every call,
+            /// after the entries it already sends.
+            #[must_use]
+            #vis fn with_all_metadata(&self, metadata: &#private::Metadata) -> Self {
+                Self::from_core(self.core.with_all_metadata(metadata))
+            }
+
             /// Which transport the client uses to reach its peer.
             #[must_use]
             #vis fn selection(&self) -> #private::Selection {

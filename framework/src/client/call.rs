@@ -113,6 +113,20 @@ impl ClientCore {
         }
     }
 
+    /// A copy whose calls also carry every entry of `metadata`, after the
+    /// entries this client already has.
+    pub fn with_all_metadata(&self, metadata: &Metadata) -> Self {
+        let mut merged = (*self.metadata).clone();
+        for (key, value) in metadata.iter() {
+            // The keys were checked when `metadata` was built.
+            let _ = merged.insert(key, value);
+        }
+        Self {
+            metadata: Arc::new(merged),
+            ..self.clone()
+        }
+    }
+
     /// The deadline and trace of a call starting `now`: this client's
     /// timeout, capped by the deadline of the call being handled when this
     /// runs inside a handler, whose trace it also continues (else a new
@@ -350,7 +364,11 @@ impl ClientCore {
             }
         };
         guard.received = HEADER_LEN + frame.payload.len() + frame.metadata.len();
-        if let Err(status) = super::response_metadata::record(method.full_name, &frame.metadata) {
+        if let Err(status) = super::response_metadata::record(
+            method.full_name,
+            &frame.metadata,
+            conn.metadata_limits,
+        ) {
             guard.code = status.code();
             return Err(status);
         }

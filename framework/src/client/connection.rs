@@ -16,6 +16,7 @@ use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::protocol::call::ClientCalls;
 use crate::protocol::frame::{Decoded, Frame, Kind};
 use crate::protocol::hello::{Hello, Locality, MethodInfo, Role};
+use crate::protocol::metadata::MetadataLimits;
 use crate::protocol::status::Status;
 use crate::select::Selection;
 use crate::session::{
@@ -36,6 +37,8 @@ pub(crate) struct ConnectionConfig {
     pub(crate) shm_spin: Option<Duration>,
     /// Request bodies above this go as bulk regions (None: the default).
     pub(crate) bulk_threshold: Option<usize>,
+    /// How much response metadata one call may carry.
+    pub(crate) metadata_limits: MetadataLimits,
 }
 
 /// One established connection.
@@ -53,6 +56,8 @@ pub(crate) struct Connection {
     pub(crate) peer_frame_limit: u32,
     /// Largest response body this side accepts.
     frame_limit: u32,
+    /// How much response metadata one call may carry.
+    pub(crate) metadata_limits: MetadataLimits,
     pub(crate) outgoing: Outbound,
     pub(crate) calls: Mutex<ClientCalls<Waiter>>,
     closed: OnceLock<Status>,
@@ -214,6 +219,7 @@ impl Connection {
             peer,
             peer_frame_limit: peer_hello.max_frame,
             frame_limit: config.frame_limit,
+            metadata_limits: config.metadata_limits,
             peer_hello,
             url,
             methods,

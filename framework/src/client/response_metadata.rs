@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 
-use crate::protocol::metadata::Metadata;
+use crate::protocol::metadata::{Metadata, MetadataError, MetadataLimits};
 use crate::protocol::status::Status;
 
 tokio::task_local! {
@@ -49,16 +49,22 @@ pub async fn with_response_metadata<F: Future>(future: F) -> (F::Output, Metadat
 /// Keeps the response metadata of a call of `method` if a caller captures
 /// it: bytes that do not decode fail the call (the server broke the
 /// protocol). Outside a capture the bytes are not looked at.
-pub(crate) fn record(method: &str, encoded: &[u8]) -> Result<(), Status> {
+pub(crate) fn record(method: &str, encoded: &[u8], limits: MetadataLimits) -> Result<(), Status> {
     let capturing = CAPTURED.try_with(|_| ()).is_ok();
     if !capturing {
         return Ok(());
     }
-    let metadata = Metadata::decode(encoded).map_err(|err| {
-        Status::internal(format!(
+    let metadata = Metadata::decode_limited(encoded, limits).map_err(|err| match err {
+        MetadataError::TooLarge { .. } | MetadataError::TooManyEntries { .. } => {
+            Status::resource_exhausted(format!(
+                "the response metadata of {method}: {err}; ask the server for less, or raise \
+                 ChannelBuilder::max_metadata"
+            ))
+        }
+        _ => Status::internal(format!(
             "the response metadata of {method} is malformed ({err}); is the server a \
              switchyard of the same version?"
-        ))
+        )),
     })?;
     let _ = CAPTURED.try_with(|captured| *captured.borrow_mut() = metadata);
     Ok(())

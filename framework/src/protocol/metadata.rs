@@ -9,6 +9,41 @@ use std::fmt;
 /// The longest key accepted.
 pub const MAX_KEY_LEN: usize = 255;
 
+/// Default for [`MetadataLimits::max_bytes`]: 16 KiB of wire form per call
+/// (gRPC's implementations take 8 to 16 KiB of headers by default).
+pub const DEFAULT_MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Default for [`MetadataLimits::max_entries`].
+pub const DEFAULT_MAX_METADATA_ENTRIES: usize = 256;
+
+/// How much metadata a receiver decodes for one call. Checked before and
+/// while decoding, so refusing oversized metadata costs at most
+/// `max_entries` entries of work, however large the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetadataLimits {
+    /// The largest wire form accepted, in bytes (keys, values and their
+    /// 6 bytes of lengths each).
+    pub max_bytes: usize,
+    /// The most entries accepted.
+    pub max_entries: usize,
+}
+
+impl Default for MetadataLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_MAX_METADATA_BYTES,
+            max_entries: DEFAULT_MAX_METADATA_ENTRIES,
+        }
+    }
+}
+
+impl MetadataLimits {
+    /// No limit beyond the frame's (metadata this process built itself).
+    pub const UNLIMITED: Self = Self {
+        max_bytes: usize::MAX,
+        max_entries: usize::MAX,
+    };
+}
+
 /// Why metadata could not be decoded or built.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -20,6 +55,20 @@ pub enum MetadataError {
         offset: usize,
         /// The block's length.
         len: usize,
+    },
+    /// The metadata block is larger than the receiver takes.
+    #[error("{len} bytes of metadata exceed the limit of {max} bytes")]
+    TooLarge {
+        /// The block's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The metadata block has more entries than the receiver takes.
+    #[error("metadata has more than {max} entries, the limit")]
+    TooManyEntries {
+        /// The limit.
+        max: usize,
     },
     /// A key is empty, too long, or not visible ASCII.
     #[error(
@@ -119,11 +168,29 @@ impl Metadata {
         6 + key.len() + value.len()
     }
 
-    /// Parses the wire form.
+    /// Parses the wire form, whatever its size (metadata from a trusted
+    /// source; a peer's goes through [`decode_limited`](Self::decode_limited)).
     pub fn decode(bytes: &[u8]) -> Result<Self, MetadataError> {
+        Self::decode_limited(bytes, MetadataLimits::UNLIMITED)
+    }
+
+    /// Parses the wire form, refusing a block over `limits.max_bytes` before
+    /// reading it and stopping at the first entry past `limits.max_entries`.
+    pub fn decode_limited(bytes: &[u8], limits: MetadataLimits) -> Result<Self, MetadataError> {
+        if bytes.len() > limits.max_bytes {
+            return Err(MetadataError::TooLarge {
+                len: bytes.len(),
+                max: limits.max_bytes,
+            });
+        }
         let mut entries = Vec::new();
         let mut at = 0;
         while at < bytes.len() {
+            if entries.len() == limits.max_entries {
+                return Err(MetadataError::TooManyEntries {
+                    max: limits.max_entries,
+                });
+            }
             let truncated = MetadataError::Truncated {
                 offset: at,
                 len: bytes.len(),
@@ -197,6 +264,56 @@ mod tests {
         assert_eq!(back.get_str("traceparent"), Some("00-abc-01"));
         assert_eq!(back.get("bin"), Some(&[0u8, 255, 7][..]));
         assert_eq!(back.get("missing"), None);
+    }
+
+    #[test]
+    fn limits_are_checked_before_and_while_decoding() {
+        let mut md = Metadata::new();
+        for i in 0..10 {
+            md.insert(format!("k{i}"), "v").unwrap();
+        }
+        let mut wire = Vec::new();
+        md.encode_into(&mut wire);
+        let exact = MetadataLimits {
+            max_bytes: wire.len(),
+            max_entries: 10,
+        };
+        assert_eq!(Metadata::decode_limited(&wire, exact).unwrap(), md);
+        let fewer = MetadataLimits {
+            max_entries: 9,
+            ..exact
+        };
+        assert_eq!(
+            Metadata::decode_limited(&wire, fewer),
+            Err(MetadataError::TooManyEntries { max: 9 })
+        );
+        let smaller = MetadataLimits {
+            max_bytes: wire.len() - 1,
+            ..exact
+        };
+        assert_eq!(
+            Metadata::decode_limited(&wire, smaller),
+            Err(MetadataError::TooLarge {
+                len: wire.len(),
+                max: wire.len() - 1
+            })
+        );
+        // 16 MiB of one-byte keys is refused by its size alone.
+        let flood: Vec<u8> = [1u8, 0, b'k', 0, 0, 0, 0].repeat((16 << 20) / 7);
+        assert!(matches!(
+            Metadata::decode_limited(&flood, MetadataLimits::default()),
+            Err(MetadataError::TooLarge { .. })
+        ));
+        // Under a byte limit that lets it through, the entry limit stops it
+        // after max_entries entries.
+        let roomy = MetadataLimits {
+            max_bytes: usize::MAX,
+            max_entries: 256,
+        };
+        assert_eq!(
+            Metadata::decode_limited(&flood, roomy),
+            Err(MetadataError::TooManyEntries { max: 256 })
+        );
     }
 
     #[test]

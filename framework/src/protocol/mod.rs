@@ -23,5 +23,5 @@ mod tests;
 pub use call::{ClientCalls, ServerCalls};
 pub use frame::{Decoded, Frame, FrameDecoder, FrameError, Header, Kind};
 pub use hello::{Hello, HelloError, HostIdentity, Locality, Role};
-pub use metadata::{Metadata, MetadataError};
+pub use metadata::{Metadata, MetadataError, MetadataLimits};
 pub use status::{Code, Status};

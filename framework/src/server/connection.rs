@@ -22,7 +22,7 @@ use crate::debug::recorder::{ConnectionStats, MethodCounters, Side, counters_by_
 use crate::protocol::call::ServerCalls;
 use crate::protocol::frame::{Decoded, Frame, HEADER_LEN, Header, Kind};
 use crate::protocol::hello::{Hello, Role};
-use crate::protocol::metadata::Metadata;
+use crate::protocol::metadata::{Metadata, MetadataError};
 use crate::protocol::status::Code;
 use crate::protocol::status::Status;
 use crate::select::{Selection, Transport};
@@ -77,7 +77,7 @@ pub(crate) async fn serve<L: Link>(
     let writer = tokio::spawn(writer);
     let selection = Selection {
         transport,
-        reason: if transport == crate::select::Transport::Shm {
+        reason: if transport == Transport::Shm {
             "the client set up shared memory over this server's Unix socket".to_owned()
         } else {
             format!("the client connected to this server's {transport} listener")
@@ -485,10 +485,12 @@ impl ServerConnection {
                 .await;
             return;
         }
-        let metadata = match Metadata::decode(&frame.metadata) {
+        let limits = self.shared.config.metadata_limits;
+        let metadata = match Metadata::decode_limited(&frame.metadata, limits) {
             Ok(metadata) => metadata,
             Err(err) => {
-                let status = Status::invalid_argument(format!("{}: {err}", method.full_name));
+                let status =
+                    metadata_refused(method.full_name, &err, "ServerBuilder::max_metadata");
                 self.refused(Some(&counters), started, received, oneway, call_id, status)
                     .await;
                 return;
@@ -698,5 +700,20 @@ impl ServerConnection {
                 bulk: bulk_body,
             })
             .await;
+    }
+}
+
+/// The status for request or response metadata of `method` that could not
+/// be taken: RESOURCE_EXHAUSTED naming the limit and `knob` when it is over
+/// a limit, INVALID_ARGUMENT when it is malformed.
+pub(crate) fn metadata_refused(method: &str, err: &MetadataError, knob: &str) -> Status {
+    match err {
+        MetadataError::TooLarge { .. } | MetadataError::TooManyEntries { .. } => {
+            Status::resource_exhausted(format!(
+                "{method}: {err}; send less metadata per call, or raise the receiver's limit \
+                 ({knob})"
+            ))
+        }
+        _ => Status::invalid_argument(format!("{method}: {err}")),
     }
 }

@@ -241,7 +241,21 @@ async fn handle(
     let Some(counters) = counters.get(&method.id) else {
         return;
     };
-    let metadata = Metadata::decode(&frame.metadata).unwrap_or_default();
+    let metadata = match Metadata::decode_limited(&frame.metadata, shared.config.metadata_limits) {
+        Ok(metadata) => metadata,
+        Err(err) => {
+            // No caller waits for an answer: say it where operators look.
+            stats.event(
+                "dropped",
+                format!("a one-way call to {}: {err}", method.full_name),
+            );
+            tracing::warn!(
+                method = method.full_name,
+                "dropped a queued one-way call: {err}; raise ServerBuilder::max_metadata to take it"
+            );
+            return;
+        }
+    };
     let Some(handler) = service.call(method.id, Request::new(frame.payload)) else {
         return;
     };

@@ -234,6 +234,20 @@ pub trait Link: Send + 'static {
     fn split(self, frame_limit: u32) -> (Self::Tx, Self::Rx);
 }
 
+/// Whether a failed accept means this process is out of descriptors or
+/// memory (the listener must back off), rather than a problem with the one
+/// connection it was accepting (reset or aborted before it was accepted,
+/// refused by a firewall), after which accepting goes on at once.
+pub(crate) fn accept_exhausted(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(code) if code == rustix::io::Errno::MFILE.raw_os_error()
+            || code == rustix::io::Errno::NFILE.raw_os_error()
+            || code == rustix::io::Errno::NOBUFS.raw_os_error()
+            || code == rustix::io::Errno::NOMEM.raw_os_error()
+    ) || err.kind() == io::ErrorKind::OutOfMemory
+}
+
 /// Accepts links.
 pub trait Listener: Send + 'static {
     /// The links it accepts.

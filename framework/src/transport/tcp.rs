@@ -19,9 +19,16 @@ pub struct TcpLink {
 
 impl TcpLink {
     fn new(stream: TcpStream) -> io::Result<Self> {
+        let addr = stream.peer_addr()?;
+        Self::accepted(stream, addr)
+    }
+
+    /// A link over a stream whose peer is `addr` (as `accept` returned it:
+    /// asking the socket again fails once the peer has reset it).
+    fn accepted(stream: TcpStream, addr: SocketAddr) -> io::Result<Self> {
         stream.set_nodelay(true)?;
         let peer = PeerInfo {
-            addr: url(stream.peer_addr()?),
+            addr: url(addr),
             pid: None,
             uid: None,
         };
@@ -58,6 +65,11 @@ pub async fn connect(host_port: &str) -> io::Result<TcpLink> {
     TcpLink::new(TcpStream::connect(host_port).await?)
 }
 
+/// Connections the kernel completes and queues before the server accepts
+/// them (capped by `net.core.somaxconn`): room for a burst of new clients,
+/// or of resets, without refusing anyone while the accept loop catches up.
+const BACKLOG: u32 = 1024;
+
 /// A bound TCP listener.
 #[derive(Debug)]
 pub struct TcpListener {
@@ -68,7 +80,31 @@ pub struct TcpListener {
 impl TcpListener {
     /// Binds `addr` (port 0 picks a free port).
     pub async fn bind(addr: &str) -> io::Result<Self> {
-        let listener = TokioTcpListener::bind(addr).await?;
+        let mut last = None;
+        for candidate in tokio::net::lookup_host(addr).await? {
+            match Self::bind_one(candidate) {
+                Ok(listener) => return Ok(listener),
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{addr:?} resolves to no address"),
+            )
+        }))
+    }
+
+    /// Binds one address with a listen backlog of [`BACKLOG`].
+    fn bind_one(addr: SocketAddr) -> io::Result<Self> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(BACKLOG)?;
         let addr = listener.local_addr()?;
         Ok(Self { listener, addr })
     }
@@ -83,8 +119,8 @@ impl Listener for TcpListener {
     type Link = TcpLink;
 
     async fn accept(&mut self) -> io::Result<TcpLink> {
-        let (stream, _) = self.listener.accept().await?;
-        TcpLink::new(stream)
+        let (stream, addr) = self.listener.accept().await?;
+        TcpLink::accepted(stream, addr)
     }
 
     fn local_url(&self) -> String {
