@@ -312,11 +312,12 @@ async fn ten_thousand_quic_initials_are_not_amplified_and_leave_memory_bounded()
         let calls = (polite_latencies.len(), busy_latencies.len());
         let ratio = back as f64 / sent as f64;
         let answered = answered.lock().unwrap().len();
+        let per_answered = back as f64 / (answered.max(1) * initials[0].len()) as f64;
         eprintln!(
             "flood: {INITIALS} Initials ({sent} bytes) from {SOURCES} ports in {flood_took:?}; \
              {back} bytes came back ({ratio:.3}x), answering {answered} of them ({:.2}x the \
              bytes of each answered Initial)",
-            back as f64 / (answered.max(1) * initials[0].len()) as f64
+            per_answered
         );
         eprintln!(
             "server RSS: {rss_before} KiB before, {rss_flood} KiB right after the flood, \
@@ -343,6 +344,13 @@ async fn ten_thousand_quic_initials_are_not_amplified_and_leave_memory_bounded()
         assert!(
             ratio <= 1.5,
             "the server sent back {back} bytes for {sent}: {ratio:.2}x, above 1.5x"
+        );
+        // Per Initial the server answered, too: a server that fell behind
+        // answers fewer, which must not hide what each answer costs.
+        assert!(
+            per_answered <= 1.5,
+            "the server answered {answered} Initials with {back} bytes: {per_answered:.2}x \
+             each, above 1.5x"
         );
         assert!(
             rss_after <= rss_before + 64 * 1024,
