@@ -44,7 +44,9 @@ pub struct QuicConfig {
     /// connection attempt beyond them is ignored (nothing is sent back, as
     /// a full TCP backlog drops a SYN) and the client sends its Initial
     /// again on its own timer, so a burst of genuine clients only waits.
-    /// Each handshake under way holds some 30 KiB. Default 256.
+    /// Each handshake under way holds about 150 KiB with the default
+    /// `max_streams` (quinn sets up every stream the peer may open), so the
+    /// default bounds them at about 40 MiB. Default 256.
     pub max_handshakes: usize,
     /// Listener only: how long a handshake may take, from the client's
     /// first packet (after any Retry) to a connection. A handshake the
