@@ -189,6 +189,42 @@ async fn handshakes_beyond_the_cap_wait_and_abandoned_ones_are_dropped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_busy_a_retry_is_asked_for_only_above_the_threshold() {
+    bounded(async {
+        let mut config = QuicConfig::default();
+        config.address_validation = AddressValidation::WhenBusy { handshakes: 2 };
+        config.handshake_timeout = Duration::from_secs(2);
+        let listener = listener(&config).await;
+        let addr = listener.local_addr();
+        let initials = capture_initials(listener.fingerprint(), 6).await;
+        let serving = tokio::spawn(serve_for(listener, Duration::from_millis(400)));
+        // Three handshakes start (0, 1 and 2 under way are not above 2);
+        // the other three are answered with a Retry.
+        let back = replay(&initials, addr, Duration::from_millis(300)).await;
+        let (listener, _) = serving.await.unwrap();
+        let counts = listener.attempt_counts();
+        assert_eq!((counts.started, counts.retried), (3, 3), "{counts:?}");
+        let retries = back.iter().filter(|d| d[0] & 0xf0 == 0xf0).count();
+        assert_eq!(retries, 3, "three Retries came back");
+        // Once the silent handshakes have timed out, a client connects
+        // without a Retry.
+        let pin = listener.fingerprint();
+        let serving = tokio::spawn(serve_for(listener, Duration::from_secs(4)));
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let link = quic::connect(&addr.to_string(), &pin)
+            .await
+            .expect("connect");
+        let (listener, links) = serving.await.unwrap();
+        assert_eq!(links.len(), 1);
+        let counts = listener.attempt_counts();
+        assert_eq!(counts.timed_out, 3, "{counts:?}");
+        assert_eq!((counts.started, counts.retried), (4, 3), "{counts:?}");
+        drop(link);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_retry_costs_a_first_connection() {
     bounded(async {
         let mut report = Vec::new();
