@@ -62,7 +62,7 @@
 //! times what it received until the address is validated. A listener
 //! therefore ([`QuicConfig::address_validation`], default
 //! [`AddressValidation::Always`]) answers an Initial from an address that
-//! is not validated with a Retry (about 130 bytes, no state kept), and
+//! is not validated with a Retry (about 110 bytes, no state kept), and
 //! starts a handshake only when the client comes back with the Retry's
 //! token. At most [`QuicConfig::max_handshakes`] handshakes are under way
 //! at once: attempts beyond them are ignored, and the client sends its
@@ -102,7 +102,7 @@ pub use trust::{CaRoots, ClientTls, ServerTls, Trust};
 pub use tx::QuicTx;
 
 /// How many connection attempts quinn keeps for the listener to look at
-/// (each about 3 KiB: the Initial and its keys); more are dropped unseen
+/// (each a few KiB: the Initial and its keys); more are dropped unseen
 /// and their clients send them again.
 pub const PENDING_INITIALS: usize = 2048;
 
