@@ -140,7 +140,16 @@ impl super::ServerBuilder {
         self
     }
 
-    /// QUIC connection parameters (streams, idle timeout, keep-alive).
+    /// QUIC connection parameters (streams, idle timeout, keep-alive) and
+    /// the listener's defences against floods of connection attempts: by
+    /// default every client whose address is not validated is first sent a
+    /// Retry, so a spoofed address is never sent more than about a tenth of
+    /// what came from it ([`QuicConfig::address_validation`]); at most 256
+    /// handshakes are under way at once, further attempts being ignored
+    /// until some finish ([`QuicConfig::max_handshakes`]); and a handshake
+    /// is dropped, with its state, after 5 s
+    /// ([`QuicConfig::handshake_timeout`]). None of them touches an
+    /// established connection.
     pub fn quic_config(mut self, config: QuicConfig) -> Self {
         self.quic.config = config;
         self

@@ -5,7 +5,9 @@
 //! Flags: `--tcp`, `--tcp-at ADDR`, `--quic ADDR` (printed as
 //! `quic://ADDR?pin=<hex fingerprint>`), `--no-unix`, `--queues` (a message
 //! queue for one-way calls), `--max-in-flight N`, `--max-frame BYTES`,
-//! `--grace-ms MS`, `--bulk-threshold BYTES`.
+//! `--grace-ms MS`, `--bulk-threshold BYTES`, `--quic-validation
+//! always|never|N` (a Retry always, never, or while more than N handshakes
+//! are under way), `--quic-max-handshakes N`.
 //! With `call TARGET` it is a client instead: it calls `add(2, 3)` on TARGET
 //! and prints `<transport> <result>` (for tests of SWITCHYARD_TRANSPORT).
 //! With `hold TARGET N DIR` it starts N calls of `sleep_or_mark(60 s)` on
@@ -79,8 +81,22 @@ async fn main() -> ExitCode {
     let mut builder = Server::builder()
         .add_service(testing_service())
         .message_queues(false);
+    let mut quic = switchyard::transport::quic::QuicConfig::default();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
+        if flag == "--quic-validation" {
+            use switchyard::transport::quic::AddressValidation;
+            quic.address_validation = match it.next().map(String::as_str) {
+                Some("always") => AddressValidation::Always,
+                Some("never") => AddressValidation::Never,
+                other => AddressValidation::WhenBusy {
+                    handshakes: other.and_then(|n| n.parse().ok()).unwrap_or_else(|| {
+                        panic!("--quic-validation needs always, never or a number")
+                    }),
+                },
+            };
+            continue;
+        }
         if let Some(addr) = match flag.as_str() {
             "--tcp-at" | "--quic" => it.next(),
             _ => None,
@@ -108,10 +124,14 @@ async fn main() -> ExitCode {
             "--max-in-flight" => builder.max_in_flight(value() as usize),
             "--max-frame" => builder.max_frame(value() as u32),
             "--grace-ms" => builder.grace_period(Duration::from_millis(value())),
+            "--quic-max-handshakes" => {
+                quic.max_handshakes = value() as usize;
+                builder
+            }
             other => panic!("unknown flag {other}"),
         };
     }
-    let server = match builder.start().await {
+    let server = match builder.quic_config(quic).start().await {
         Ok(server) => server,
         Err(status) => {
             eprintln!("test-server: {status}");

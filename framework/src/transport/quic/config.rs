@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use quinn::VarInt;
 
-/// Settings of QUIC connections, the same for listeners and clients.
+/// Settings of QUIC connections, the same for listeners and clients; the
+/// last three (address validation, the handshake cap and the handshake
+/// timeout) are a listener's defences against floods of connection
+/// attempts and clients ignore them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct QuicConfig {
@@ -28,6 +31,63 @@ pub struct QuicConfig {
     /// frames of other calls sent behind it go out beside it instead of
     /// after it. Default 16 MiB (the default frame limit).
     pub stream_window: u32,
+    /// Listener only: when a client must first prove, with a Retry, that
+    /// it receives what is sent to its address. Until then QUIC lets a
+    /// server send an address three times what came from it, so without a
+    /// Retry anyone spoofing a victim's address reflects about 3x the
+    /// traffic at it; a Retry is a tenth of the Initial that asked for it,
+    /// and no connection state is kept for the address until it answers.
+    /// A Retry costs a new connection one round trip (on loopback, tens of
+    /// microseconds). Default [`AddressValidation::Always`].
+    pub address_validation: AddressValidation,
+    /// Listener only: how many handshakes may be under way at once. A
+    /// connection attempt beyond them is ignored (nothing is sent back, as
+    /// a full TCP backlog drops a SYN) and the client sends its Initial
+    /// again on its own timer, so a burst of genuine clients only waits.
+    /// Each handshake under way holds about 150 KiB with the default
+    /// `max_streams` (quinn sets up every stream the peer may open), so the
+    /// default bounds them at about 40 MiB. Default 256.
+    pub max_handshakes: usize,
+    /// Listener only: how long a handshake may take, from the client's
+    /// first packet (after any Retry) to a connection. A handshake the
+    /// client abandoned is dropped after this long, and its state with it.
+    /// Default 5 s.
+    pub handshake_timeout: Duration,
+}
+
+/// When a QUIC listener makes a client prove its address with a Retry
+/// before it starts a handshake ([`QuicConfig::address_validation`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AddressValidation {
+    /// Every client whose address is not yet validated: an address that
+    /// has not shown it receives what is sent to it is never sent more
+    /// than a Retry, about 0.1x the bytes it sent. Each new connection
+    /// costs one more round trip.
+    Always,
+    /// Only while more than this many handshakes are under way: a first
+    /// connection is a round trip faster while the listener is quiet, but
+    /// the first handshakes of a flood from spoofed addresses reflect up to
+    /// QUIC's 3x at their victims.
+    WhenBusy {
+        /// Handshakes under way above which clients are sent a Retry.
+        handshakes: usize,
+    },
+    /// Never: QUIC's own limit of three times the bytes received applies
+    /// to unvalidated addresses.
+    Never,
+}
+
+impl AddressValidation {
+    /// Whether a client whose address is not validated gets a Retry while
+    /// `handshakes` are under way.
+    pub(super) fn retry(self, handshakes: usize) -> bool {
+        match self {
+            Self::Always => true,
+            Self::WhenBusy { handshakes: above } => handshakes > above,
+            Self::Never => false,
+        }
+    }
 }
 
 impl Default for QuicConfig {
@@ -37,6 +97,9 @@ impl Default for QuicConfig {
             idle_timeout: Duration::from_secs(10),
             keep_alive: Some(Duration::from_secs(3)),
             stream_window: 16 << 20,
+            address_validation: AddressValidation::Always,
+            max_handshakes: 256,
+            handshake_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -54,9 +117,26 @@ pub enum ConfigError {
     /// `stream_window` is 0.
     #[error("stream_window is 0: no byte could be sent; use at least the frame limit")]
     NoWindow,
+    /// `max_handshakes` is 0: no client could ever connect.
+    #[error("max_handshakes is 0: no client could connect; allow at least 1")]
+    NoHandshakes,
+    /// `handshake_timeout` is 0: every handshake would time out.
+    #[error("handshake_timeout is 0: every handshake would time out; use a few seconds")]
+    NoHandshakeTime,
 }
 
 impl QuicConfig {
+    /// Checks the listener-only settings.
+    pub(super) fn check_listener(&self) -> Result<(), ConfigError> {
+        if self.max_handshakes == 0 {
+            return Err(ConfigError::NoHandshakes);
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(ConfigError::NoHandshakeTime);
+        }
+        Ok(())
+    }
+
     pub(super) fn transport(&self) -> Result<quinn::TransportConfig, ConfigError> {
         if self.max_streams == 0 {
             return Err(ConfigError::NoStreams);
@@ -105,5 +185,28 @@ mod tests {
         };
         let err = forever.transport().unwrap_err();
         assert!(err.to_string().contains("too long"), "{err}");
+        assert_eq!(QuicConfig::default().check_listener(), Ok(()));
+        let no_handshakes = QuicConfig {
+            max_handshakes: 0,
+            ..QuicConfig::default()
+        };
+        assert_eq!(
+            no_handshakes.check_listener(),
+            Err(ConfigError::NoHandshakes)
+        );
+        let no_time = QuicConfig {
+            handshake_timeout: Duration::ZERO,
+            ..QuicConfig::default()
+        };
+        assert_eq!(no_time.check_listener(), Err(ConfigError::NoHandshakeTime));
+    }
+
+    #[test]
+    fn retry_is_asked_for_as_configured() {
+        assert!(AddressValidation::Always.retry(0));
+        assert!(!AddressValidation::Never.retry(usize::MAX));
+        let busy = AddressValidation::WhenBusy { handshakes: 8 };
+        assert!(!busy.retry(8));
+        assert!(busy.retry(9));
     }
 }

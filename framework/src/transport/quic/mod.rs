@@ -54,6 +54,22 @@
 //! SHA-256 [`Fingerprint`] of its certificate
 //! ([`QuicListener::fingerprint`]); a mismatch fails [`connect`] with
 //! [`ConnectError::FingerprintMismatch`], naming both fingerprints.
+//!
+//! # Floods of connection attempts
+//!
+//! A client's first packet (an Initial, 1200 bytes or more) may come from
+//! a spoofed address; QUIC lets a server send such an address up to three
+//! times what it received until the address is validated. A listener
+//! therefore ([`QuicConfig::address_validation`], default
+//! [`AddressValidation::Always`]) answers an Initial from an address that
+//! is not validated with a Retry (about 110 bytes, no state kept), and
+//! starts a handshake only when the client comes back with the Retry's
+//! token. At most [`QuicConfig::max_handshakes`] handshakes are under way
+//! at once: attempts beyond them are ignored, and the client sends its
+//! Initial again on its own timer. A handshake that does not finish within
+//! [`QuicConfig::handshake_timeout`] is dropped with its state. Attempts
+//! the listener has not looked at yet are capped at [`PENDING_INITIALS`],
+//! with at most [`PENDING_BYTES`] of further packets buffered for them.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -76,7 +92,7 @@ mod tls;
 mod trust;
 mod tx;
 
-pub use config::{ConfigError, QuicConfig};
+pub use config::{AddressValidation, ConfigError, QuicConfig};
 pub use env::{
     TLS_CA_ENV, TLS_CERT_ENV, TLS_CLIENT_CA_ENV, TLS_KEY_ENV, identity_from_env, roots_from_env,
 };
@@ -84,6 +100,19 @@ pub use rx::QuicRx;
 pub use tls::{ALPN, Fingerprint, FingerprintParseError, Identity, IdentityError};
 pub use trust::{CaRoots, ClientTls, ServerTls, Trust};
 pub use tx::QuicTx;
+
+/// How many connection attempts quinn keeps for the listener to look at
+/// (each a few KiB: the Initial and its keys); more are dropped unseen
+/// and their clients send them again.
+pub const PENDING_INITIALS: usize = 2048;
+
+/// How many bytes of packets that followed an Initial quinn buffers for all
+/// attempts the listener has not looked at yet (64 KiB for one).
+pub const PENDING_BYTES: u64 = 4 << 20;
+
+/// How often, at most, the listener warns that its handshakes are at their
+/// limit.
+const CAP_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// The `quic://` URL of an address.
 pub fn url(addr: SocketAddr) -> String {
@@ -137,6 +166,32 @@ pub struct QuicListener {
     fingerprint: Fingerprint,
     /// Handshakes under way, so that a slow client holds up no other.
     handshakes: FuturesUnordered<BoxFuture<'static, io::Result<Connection>>>,
+    /// When a client must prove its address first.
+    validation: AddressValidation,
+    /// How many handshakes may be under way.
+    max_handshakes: usize,
+    /// How long one may take.
+    handshake_timeout: Duration,
+    /// What the listener did with connection attempts.
+    counts: AttemptCounts,
+    /// When the listener last warned that its handshakes were at their
+    /// limit, and how many attempts it ignored since.
+    cap_warned: Option<std::time::Instant>,
+    ignored_since_warning: u64,
+}
+
+/// What a [`QuicListener`] did with the connection attempts it saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AttemptCounts {
+    /// Answered with a Retry: the address was not validated.
+    pub retried: u64,
+    /// Ignored: the handshakes were at their limit.
+    pub ignored: u64,
+    /// Handshakes started.
+    pub started: u64,
+    /// Handshakes that did not finish within the handshake timeout.
+    pub timed_out: u64,
 }
 
 impl std::fmt::Debug for QuicListener {
@@ -145,6 +200,7 @@ impl std::fmt::Debug for QuicListener {
             .field("addr", &self.addr)
             .field("fingerprint", &self.fingerprint)
             .field("handshakes", &self.handshakes.len())
+            .field("counts", &self.counts)
             .finish_non_exhaustive()
     }
 }
@@ -203,7 +259,98 @@ impl QuicListener {
             linger: config.idle_timeout,
             fingerprint: identity.fingerprint(),
             handshakes: FuturesUnordered::new(),
+            validation: config.address_validation,
+            max_handshakes: config.max_handshakes,
+            handshake_timeout: config.handshake_timeout,
+            counts: AttemptCounts::default(),
+            cap_warned: None,
+            ignored_since_warning: 0,
         })
+    }
+
+    /// What this listener did with the connection attempts it has seen so
+    /// far.
+    pub fn attempt_counts(&self) -> AttemptCounts {
+        self.counts
+    }
+
+    /// How many handshakes are under way.
+    pub fn handshakes_under_way(&self) -> usize {
+        self.handshakes.len()
+    }
+
+    /// Decides what becomes of a connection attempt: a Retry if its address
+    /// must be validated first, nothing if the handshakes are at their
+    /// limit, else a handshake bounded by the handshake timeout.
+    fn admit(&mut self, incoming: quinn::Incoming) {
+        let from = incoming.remote_address();
+        let under_way = self.handshakes.len();
+        let incoming = if !incoming.remote_address_validated() && self.validation.retry(under_way) {
+            match incoming.retry() {
+                Ok(()) => {
+                    self.counts.retried += 1;
+                    tracing::trace!(%from, "QUIC attempt answered with a Retry");
+                    return;
+                }
+                // Only an attempt that already carries a Retry's token
+                // cannot be retried, and such an address is validated:
+                // cannot happen, but if it did, go on as without a Retry.
+                Err(err) => err.into_incoming(),
+            }
+        } else {
+            incoming
+        };
+        if under_way >= self.max_handshakes {
+            // Nothing is sent back: the client (if there is one at that
+            // address) sends its Initial again later.
+            incoming.ignore();
+            self.counts.ignored += 1;
+            self.ignored_since_warning += 1;
+            let now = std::time::Instant::now();
+            if self
+                .cap_warned
+                .is_none_or(|at| now.duration_since(at) >= CAP_WARNING_EVERY)
+            {
+                tracing::warn!(
+                    listener = %url(self.addr),
+                    max_handshakes = self.max_handshakes,
+                    ignored = self.ignored_since_warning,
+                    "QUIC handshakes at their limit: ignoring new connection attempts until some \
+                     finish (their clients send them again); raise QuicConfig::max_handshakes if \
+                     genuine clients arrive in bursts this large"
+                );
+                self.cap_warned = Some(now);
+                self.ignored_since_warning = 0;
+            }
+            return;
+        }
+        let connecting = match incoming.accept() {
+            Ok(connecting) => connecting,
+            Err(err) => {
+                tracing::debug!(%from, %err, "QUIC attempt could not be accepted");
+                return;
+            }
+        };
+        self.counts.started += 1;
+        let timeout = self.handshake_timeout;
+        self.handshakes.push(Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(err)) => Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!("QUIC handshake with {from} failed: {err}"),
+                )),
+                // Dropping the handshake closes the connection: quinn
+                // frees its state once the close has had time to arrive.
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "QUIC handshake with {from} did not finish within {timeout:?} \
+                         (QuicConfig::handshake_timeout)"
+                    ),
+                )),
+            }
+        }));
     }
 
     /// The bound address.
@@ -231,23 +378,20 @@ impl Listener for QuicListener {
                             "the QUIC endpoint was closed",
                         ));
                     };
-                    let from = incoming.remote_address();
-                    self.handshakes.push(Box::pin(async move {
-                        incoming.await.map_err(|err| {
-                            io::Error::new(
-                                io::ErrorKind::ConnectionAborted,
-                                format!("QUIC handshake with {from} failed: {err}"),
-                            )
-                        })
-                    }));
+                    self.admit(incoming);
                 }
                 Some(handshake) = self.handshakes.next(), if !self.handshakes.is_empty() => {
                     match handshake {
                         Ok(conn) => return Ok(QuicLink::new(conn, None, self.linger)),
                         // One peer's failed handshake (wrong ALPN, no or a
-                        // bad client certificate, junk) is that peer's
-                        // problem: the listener goes on at once.
-                        Err(err) => tracing::debug!(%err, "QUIC handshake failed"),
+                        // bad client certificate, junk, silence) is that
+                        // peer's problem: the listener goes on at once.
+                        Err(err) => {
+                            if err.kind() == io::ErrorKind::TimedOut {
+                                self.counts.timed_out += 1;
+                            }
+                            tracing::debug!(%err, "QUIC handshake failed");
+                        }
                     }
                 }
             }
@@ -484,8 +628,13 @@ pub fn quinn_server_config(
             "no TLS 1.3 cipher suite QUIC can use: {err}"
         )))
     })?;
+    config.check_listener()?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(config.transport()?));
+    server
+        .transport_config(Arc::new(config.transport()?))
+        .max_incoming(PENDING_INITIALS)
+        .incoming_buffer_size(64 << 10)
+        .incoming_buffer_size_total(PENDING_BYTES);
     Ok(server)
 }
 
