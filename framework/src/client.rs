@@ -316,6 +316,7 @@ impl ChannelBuilder {
             shm_spin: self.shm_spin,
             bulk_threshold: self.bulk_threshold,
             metadata_limits: self.metadata_limits,
+            knobs: crate::session::LimitKnobs::CLIENT,
         }
     }
 

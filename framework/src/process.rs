@@ -41,11 +41,15 @@ pub const PIPE_ENV: &str = "SWITCHYARD_PIPE";
 /// Tells a child which services its parent serves (lower case, commas).
 pub const PARENT_SERVICES_ENV: &str = "SWITCHYARD_PARENT_SERVICES";
 
-/// Services one side of a pipe offers the other.
+/// Services one side of a pipe offers the other, with the limits they are
+/// served under (the same knobs as [`ServerBuilder`](crate::ServerBuilder)'s).
 #[derive(Debug, Default)]
 pub struct Services {
     router: Router,
     error: Option<Status>,
+    /// The largest body this side takes on the link, if set here.
+    frame_limit: Option<u32>,
+    config: ServerConfig,
 }
 
 impl Services {
@@ -62,10 +66,50 @@ impl Services {
         self
     }
 
+    /// The largest body this side takes on the pipe (default 16 MiB, at most
+    /// 1 GiB): the calls it serves and the responses to its own calls alike
+    /// (a pipe has one limit each way). In a child, this is the only way to
+    /// raise it; in a parent it overrides the `max_frame` of
+    /// [`Spawner::channel_settings`].
+    pub fn max_frame(mut self, bytes: u32) -> Self {
+        self.frame_limit = Some(bytes.clamp(1, crate::protocol::frame::MAX_FRAME_LIMIT));
+        self
+    }
+
+    /// As [`ServerBuilder::max_in_flight`](crate::ServerBuilder::max_in_flight).
+    pub fn max_in_flight(mut self, calls: usize) -> Self {
+        self.config.max_in_flight = calls;
+        self
+    }
+
+    /// As [`ServerBuilder::max_metadata`](crate::ServerBuilder::max_metadata).
+    pub fn max_metadata(mut self, bytes: usize, entries: usize) -> Self {
+        self.config.metadata_limits = crate::protocol::metadata::MetadataLimits {
+            max_bytes: bytes,
+            max_entries: entries,
+        };
+        self
+    }
+
+    /// As [`ServerBuilder::max_cancel_rate`](crate::ServerBuilder::max_cancel_rate).
+    pub fn max_cancel_rate(mut self, per_second: u32) -> Self {
+        let per_second = per_second.max(1);
+        self.config.cancel_rate = crate::server::cancel_budget::CancelRate {
+            per_second,
+            burst: per_second.saturating_mul(2),
+        };
+        self
+    }
+
     /// The services, served with `frame_limit` as the largest body this
     /// side takes on the link (a peer link has one limit for the calls it
-    /// serves and the responses to its own calls).
-    fn into_shared(self, frame_limit: u32) -> Result<Arc<ServerShared>, Status> {
+    /// serves and the responses to its own calls), and `knobs` naming the
+    /// settings in messages.
+    fn into_shared(
+        self,
+        frame_limit: u32,
+        knobs: crate::session::LimitKnobs,
+    ) -> Result<Arc<ServerShared>, Status> {
         if let Some(status) = self.error {
             return Err(status);
         }
@@ -73,7 +117,8 @@ impl Services {
             router: self.router,
             config: ServerConfig {
                 frame_limit,
-                ..ServerConfig::default()
+                knobs,
+                ..self.config
             },
             queues: Vec::new(),
             endpoints: std::sync::OnceLock::new(),
@@ -126,11 +171,17 @@ impl Spawner {
             .iter()
             .map(|n| n.to_ascii_lowercase())
             .collect();
-        let config = self.channel.connection_config();
-        // The channel's frame limit is this side's on the link: what the
-        // hello announces and the decoder enforces, for the child's
-        // responses and its calls alike.
-        let shared = self.services.into_shared(config.frame_limit)?;
+        let mut config = self.channel.connection_config();
+        // The channel's frame limit (or the services' own) is this side's
+        // on the link: what the hello announces and the decoder enforces,
+        // for the child's responses and its calls alike.
+        if let Some(limit) = self.services.frame_limit {
+            config.frame_limit = limit;
+        }
+        config.knobs = crate::session::LimitKnobs::PARENT;
+        let shared = self
+            .services
+            .into_shared(config.frame_limit, crate::session::LimitKnobs::PARENT)?;
         let pair = PipePair::new().map_err(|err| {
             Status::resource_exhausted(format!("could not create pipes for the child: {err}"))
         })?;
@@ -394,7 +445,8 @@ async fn open_parent_link() -> Result<PeerLink, Status> {
         .map(|mut s| s.take())
         .unwrap_or_default()
         .unwrap_or_default();
-    let shared = services.into_shared(DEFAULT_FRAME_LIMIT)?;
+    let frame_limit = services.frame_limit.unwrap_or(DEFAULT_FRAME_LIMIT);
+    let shared = services.into_shared(frame_limit, crate::session::LimitKnobs::CHILD)?;
     let peer = PeerInfo {
         addr: format!("pipe://parent/{ppid}"),
         pid: Some(ppid),
@@ -423,14 +475,10 @@ async fn open_parent_link() -> Result<PeerLink, Status> {
             "the parent process (pid {ppid}) is gone: its pipe closed; parent_gone() has resolved"
         ))
     };
-    open_peer(
-        shared,
-        link,
-        selection,
-        &ChannelBuilder::new().connection_config(),
-        describe_end,
-    )
-    .await
+    let mut config = ChannelBuilder::new().connection_config();
+    config.frame_limit = frame_limit;
+    config.knobs = crate::session::LimitKnobs::CHILD;
+    open_peer(shared, link, selection, &config, describe_end).await
 }
 
 /// In a child: serves `services` to the parent over the inherited pipes.

@@ -2,7 +2,7 @@
 //! [`ServerHandle`] runs them, publishes them in the local registry, and
 //! shuts down gracefully.
 
-mod cancel_budget;
+pub(crate) mod cancel_budget;
 mod connection;
 pub(crate) mod peer;
 #[cfg(target_os = "linux")]
@@ -54,6 +54,8 @@ pub(crate) struct ServerConfig {
     pub(crate) remote_introspection: bool,
     /// How much request metadata one call may carry.
     pub(crate) metadata_limits: MetadataLimits,
+    /// Which settings set the frame limits, for messages.
+    pub(crate) knobs: crate::session::LimitKnobs,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +69,7 @@ impl Default for ServerConfig {
             cancel_rate: cancel_budget::CancelRate::default(),
             remote_introspection: false,
             metadata_limits: MetadataLimits::default(),
+            knobs: crate::session::LimitKnobs::SERVER,
         }
     }
 }

@@ -41,6 +41,39 @@ pub(crate) fn local_hello(
     }
 }
 
+/// Where each side of a connection sets its frame limit, for messages that
+/// tell the user which knob to turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LimitKnobs {
+    /// This side's setting.
+    pub(crate) own: &'static str,
+    /// The peer's setting.
+    pub(crate) peer: &'static str,
+}
+
+impl LimitKnobs {
+    /// A client of a server.
+    pub(crate) const CLIENT: Self = Self {
+        own: "ChannelBuilder::max_frame",
+        peer: "the server's ServerBuilder::max_frame",
+    };
+    /// A server of clients.
+    pub(crate) const SERVER: Self = Self {
+        own: "ServerBuilder::max_frame",
+        peer: "the client's ChannelBuilder::max_frame",
+    };
+    /// A parent on the pipes to the child it spawned.
+    pub(crate) const PARENT: Self = Self {
+        own: "Spawner::channel_settings(ChannelBuilder::max_frame) or Services::max_frame",
+        peer: "the child's process::Services::max_frame",
+    };
+    /// A child on the pipes to its parent.
+    pub(crate) const CHILD: Self = Self {
+        own: "process::Services::max_frame",
+        peer: "the parent's Spawner::channel_settings(ChannelBuilder::max_frame)",
+    };
+}
+
 /// A frame queued for the writer task.
 #[derive(Debug)]
 pub(crate) struct Outgoing {

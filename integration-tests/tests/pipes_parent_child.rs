@@ -246,6 +246,46 @@ async fn the_pipe_fds_do_not_reach_grandchildren() {
     .await;
 }
 
+#[tokio::test]
+async fn a_child_takes_the_frame_limit_its_services_set_and_errors_name_the_knob() {
+    within(LIMIT, async {
+        let big: Vec<u8> = (0..20u32 << 20).map(|i| i as u8).collect();
+        let parent_settings = || switchyard::ChannelBuilder::new().max_frame(32 << 20);
+        // A child at the default 16 MiB: refused before sending, naming
+        // both limits and the child's knob.
+        let child16 = Spawner::new(child(&["worker"]))
+            .channel_settings(parent_settings())
+            .spawn()
+            .await
+            .unwrap();
+        let err = TestingClient::new(child16.channel())
+            .echo(big.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        assert!(
+            err.message().contains("16777216 bytes")
+                && err.message().contains("33554432 bytes")
+                && err.message().contains("process::Services::max_frame"),
+            "{err}"
+        );
+        // A child that raised it with Services::max_frame takes the body.
+        let child32 = Spawner::new(child(&["worker-32m"]))
+            .channel_settings(parent_settings())
+            .spawn()
+            .await
+            .unwrap();
+        let echoed = TestingClient::new(child32.channel())
+            .echo(big.clone())
+            .await
+            .unwrap();
+        assert!(echoed == big);
+        drop(child16);
+        drop(child32);
+    })
+    .await;
+}
+
 #[test]
 fn a_pipe_variable_naming_one_fd_twice_is_refused_not_aborted() {
     // The child of `same-fd-twice` is told its one pipe fd is both ends.

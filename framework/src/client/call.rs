@@ -206,9 +206,10 @@ impl ClientCore {
     /// The status of a request over the server's limit.
     fn too_large(conn: &Connection, method: &'static MethodDescriptor, len: usize) -> Status {
         Status::resource_exhausted(format!(
-            "the request to {} is {len} bytes or more, over the server's limit of {} bytes; \
-             nothing was sent — send less per call or raise the server's ServerBuilder::max_frame",
-            method.full_name, conn.peer_frame_limit
+            "the request to {} is {len} bytes or more, over the server's limit of {} bytes \
+             (this client takes responses up to {} bytes); nothing was sent — send less per \
+             call or raise {}",
+            method.full_name, conn.peer_frame_limit, conn.frame_limit, conn.knobs.peer
         ))
     }
 

@@ -39,6 +39,8 @@ pub(crate) struct ConnectionConfig {
     pub(crate) bulk_threshold: Option<usize>,
     /// How much response metadata one call may carry.
     pub(crate) metadata_limits: MetadataLimits,
+    /// Which settings set the frame limits, for messages.
+    pub(crate) knobs: crate::session::LimitKnobs,
 }
 
 /// One established connection.
@@ -55,9 +57,11 @@ pub(crate) struct Connection {
     /// Largest request body the peer accepts.
     pub(crate) peer_frame_limit: u32,
     /// Largest response body this side accepts.
-    frame_limit: u32,
+    pub(crate) frame_limit: u32,
     /// How much response metadata one call may carry.
     pub(crate) metadata_limits: MetadataLimits,
+    /// Which settings set the frame limits, for messages.
+    pub(crate) knobs: crate::session::LimitKnobs,
     pub(crate) outgoing: Outbound,
     pub(crate) calls: Mutex<ClientCalls<Waiter>>,
     closed: OnceLock<Status>,
@@ -220,6 +224,7 @@ impl Connection {
             peer_frame_limit: peer_hello.max_frame,
             frame_limit: config.frame_limit,
             metadata_limits: config.metadata_limits,
+            knobs: config.knobs,
             peer_hello,
             url,
             methods,
@@ -378,10 +383,13 @@ impl Connection {
             Decoded::Oversized(header) => {
                 if let Some(waiter) = self.take_waiter(header.call_id) {
                     let _ = waiter.send(Err(Status::resource_exhausted(format!(
-                        "the response of {} bytes exceeds this client's limit of {} bytes; \
-                         raise it with ChannelBuilder::max_frame or ask for less per call",
+                        "the response of {} bytes exceeds this client's limit of {} bytes (the \
+                         server takes requests up to {} bytes); raise this side's limit with {} \
+                         or ask for less per call",
                         header.body_len(),
-                        self.frame_limit
+                        self.frame_limit,
+                        self.peer_frame_limit,
+                        self.knobs.own
                     ))));
                 }
                 return;

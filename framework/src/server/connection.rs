@@ -372,10 +372,12 @@ impl ServerConnection {
             Decoded::Oversized(header) => {
                 if header.kind == Kind::Request {
                     let status = Status::resource_exhausted(format!(
-                        "the request of {} bytes exceeds this server's limit of {} bytes; send \
-                         less per call or raise ServerBuilder::max_frame",
+                        "the request of {} bytes exceeds this server's limit of {} bytes (the \
+                         client takes responses up to {} bytes); send less per call or raise {}",
                         header.body_len(),
-                        self.shared.config.frame_limit
+                        self.shared.config.frame_limit,
+                        self.client_frame_limit,
+                        self.shared.config.knobs.own
                     ));
                     self.send(status_frame(Kind::Response, header.call_id, &status))
                         .await;
@@ -647,9 +649,11 @@ impl ServerConnection {
                 let body = buf.len() - HEADER_LEN + bulk.as_ref().map_or(0, BulkBody::len);
                 if body > self.client_frame_limit as usize {
                     let status = Status::resource_exhausted(format!(
-                        "the response is {body} bytes, over the client's limit of {} bytes; ask \
-                         for less per call or raise the client's ChannelBuilder::max_frame",
-                        self.client_frame_limit
+                        "the response is {body} bytes, over the client's limit of {} bytes (this \
+                         server takes requests up to {} bytes); ask for less per call or raise {}",
+                        self.client_frame_limit,
+                        self.shared.config.frame_limit,
+                        self.shared.config.knobs.peer
                     ));
                     (
                         status.code(),

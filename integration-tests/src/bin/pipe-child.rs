@@ -2,6 +2,8 @@
 //!
 //! Modes (first argument):
 //! - `worker`: serves `Testing` to the parent, exits when the parent is gone.
+//! - `worker-32m`: as `worker`, taking bodies up to 32 MiB on its pipe
+//!   (`Services::max_frame`).
 //! - `call-parent`: calls the parent's `Testing.add(2, 3)` by name and
 //!   prints `<transport> <sum> <reason>`.
 //! - `garbage [after-hello]`: writes bytes that are not frames into its pipe
@@ -34,6 +36,7 @@ async fn main() -> ExitCode {
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
     let result = match arg(0).as_str() {
         "worker" => worker().await,
+        "worker-32m" => worker_32m().await,
         "call-parent" => call_parent().await,
         "garbage" => garbage(arg(1) == "after-hello").await,
         "orphan" => orphan(&arg(1)).await,
@@ -58,6 +61,12 @@ fn testing() -> Services {
 
 async fn worker() -> Result<(), Status> {
     process::serve_parent(testing()).await?;
+    process::parent_gone().await;
+    Ok(())
+}
+
+async fn worker_32m() -> Result<(), Status> {
+    process::serve_parent(testing().max_frame(32 << 20)).await?;
     process::parent_gone().await;
     Ok(())
 }
