@@ -314,16 +314,25 @@ impl ServerBuilder {
         let mut unix_path = None;
         let unix_path_wanted = match (&self.unix, &registry) {
             (UnixSetting::Auto, Some(registry)) => {
-                Some(registry.socket_path(SOCKET_SEQ.fetch_add(1, Ordering::Relaxed)))
+                let path = registry.socket_path(SOCKET_SEQ.fetch_add(1, Ordering::Relaxed));
+                Some((path, Some(registry.runtime_dir())))
             }
-            (UnixSetting::Path(path), _) => Some(path.clone()),
+            (UnixSetting::Path(path), _) => Some((path.clone(), None)),
             _ => None,
         };
         let mut tasks = Vec::new();
         #[cfg(target_os = "linux")]
         let queues = queue::spawn(&shared, opened, &phase);
-        if let Some(path) = unix_path_wanted {
-            let listener = UnixListener::bind(&path).map_err(|err| {
+        if let Some((path, dir)) = unix_path_wanted {
+            // In the runtime directory: bound through its checked handle, so a
+            // path swapped meanwhile cannot redirect it.
+            let bound = match (dir, path.file_name().and_then(|n| n.to_str())) {
+                (Some(dir), Some(name)) if cfg!(target_os = "linux") => {
+                    UnixListener::bind_at(dir.sockets_fd(), name, &path)
+                }
+                _ => UnixListener::bind(&path),
+            };
+            let listener = bound.map_err(|err| {
                 Status::unavailable(format!(
                     "could not listen on unix://{}: {err}; pick another path or stop the \
                      process using it",
