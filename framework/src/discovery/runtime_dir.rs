@@ -125,6 +125,10 @@ pub fn path_via_fd(dir: BorrowedFd<'_>, name: &str) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
 }
 
+/// What is wrong with a symbolic link where the directory should be.
+const SYMLINK: &str = "it is a symbolic link, which is never followed (someone may have planted \
+                       it to redirect this directory)";
+
 /// Opens directory `name` (relative to `at`, or a path when `at` is
 /// `None`), making it with mode 0700 if missing, and checks it on the
 /// handle. `shown` is the runtime directory named in errors.
@@ -189,18 +193,20 @@ fn open_private(
     );
     let fd = match opened {
         Ok(fd) => fd,
-        Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
+        Err(rustix::io::Errno::LOOP) => return Err(insecure(SYMLINK.to_owned())),
+        Err(rustix::io::Errno::NOTDIR) => {
             let what = match rustix::fs::statat(&parent, leaf, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
-                    "it is a symbolic link, which is never followed (someone may have planted it \
-                     to redirect this directory)"
-                        .to_owned()
-                }
-                Ok(st) => format!(
-                    "it exists and is not a directory (a {:?} owned by uid {})",
-                    FileType::from_raw_mode(st.st_mode),
-                    st.st_uid
-                ),
+                Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+                    FileType::Symlink => SYMLINK.to_owned(),
+                    // It was something else a moment ago: swapped meanwhile.
+                    FileType::Directory => format!(
+                        "it changed while being opened (it was not a directory, now it is                          one): something swaps it, perhaps with a symbolic link; {SYMLINK}"
+                    ),
+                    other => format!(
+                        "it exists and is not a directory (a {other:?} owned by uid {})",
+                        st.st_uid
+                    ),
+                },
                 Err(_) => "it is not a directory".to_owned(),
             };
             return Err(insecure(what));
