@@ -96,6 +96,7 @@ pub struct ServerBuilder {
     runtime_dir: Option<PathBuf>,
     introspection: bool,
     message_queues: bool,
+    remove_queues_on_shutdown: bool,
     debug_addr: Option<String>,
 }
 
@@ -122,6 +123,7 @@ impl Server {
             runtime_dir: None,
             introspection: true,
             message_queues: true,
+            remove_queues_on_shutdown: false,
             debug_addr: None,
         }
     }
@@ -242,6 +244,18 @@ impl ServerBuilder {
     /// calls then wait in the kernel while the server restarts.
     pub fn message_queues(mut self, enabled: bool) -> Self {
         self.message_queues = enabled;
+        self
+    }
+
+    /// Whether [`ServerHandle::shutdown`] removes this server's message
+    /// queues for good, discarding any one-way calls still waiting in them
+    /// (off by default). By default a graceful stop keeps the queues, so
+    /// one-way calls sent while the server restarts wait in the kernel and
+    /// are delivered, in order, by the next start. Turn this on for a
+    /// service that is being retired; `switchyard services --remove-queue
+    /// SERVICE` does the same from the command line.
+    pub fn remove_queues_on_shutdown(mut self, remove: bool) -> Self {
+        self.remove_queues_on_shutdown = remove;
         self
     }
 
@@ -453,6 +467,7 @@ impl ServerBuilder {
             published,
             tasks,
             grace: self.grace,
+            remove_queues: self.remove_queues_on_shutdown,
             _registration: registration,
             #[cfg(target_os = "linux")]
             queues,
@@ -557,6 +572,8 @@ pub struct ServerHandle {
     published: Vec<PublishGuard>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     grace: Duration,
+    /// Whether shutdown removes the queues for good.
+    remove_queues: bool,
     _registration: crate::debug::recorder::ServerRegistration,
     #[cfg(target_os = "linux")]
     queues: Vec<queue::QueueHandle>,
@@ -623,7 +640,9 @@ impl ServerHandle {
 
     /// Stops accepting, removes the registry entries, tells every client to
     /// go away, waits up to the grace period for calls in flight, then
-    /// closes every connection.
+    /// closes every connection. Message queues stay for the next start
+    /// (clients keep enqueueing one-way calls meanwhile) unless
+    /// [`ServerBuilder::remove_queues_on_shutdown`] was set.
     pub async fn shutdown(mut self) {
         self.published.clear();
         let _ = self.phase.send(Phase::Draining);
@@ -637,11 +656,11 @@ impl ServerHandle {
         }
         let _ = self.phase.send(Phase::Stopped);
         let _ = self.connections_done.recv().await;
-        // Queues stop after the call in hand; an empty queue goes, one with
-        // calls waiting stays for the next start.
+        // Queues stop after the call in hand and stay, with whatever waits
+        // in them, for the next start (unless asked to remove them).
         #[cfg(target_os = "linux")]
         for queue in std::mem::take(&mut self.queues) {
-            queue.close().await;
+            queue.close(self.remove_queues).await;
         }
         tracing::info!("server stopped");
     }

@@ -298,16 +298,33 @@ async fn a_malformed_message_is_dropped_and_counted_and_draining_goes_on() {
 }
 
 #[test]
-fn graceful_shutdown_removes_an_empty_queue_and_keeps_a_full_one() {
+fn graceful_shutdown_keeps_the_queue_unless_asked_to_remove_it() {
     if !queues_available() {
         return;
     }
+    let exists = |name: &str| switchyard::sys::mqueue::open_send(name).is_ok();
+    // By default a graceful stop keeps the (empty) queue for the next start.
     let mut server = ServerProcess::start(&["--queues"]);
     let name = service_queue_name(server.dir(), "Testing");
+    assert!(exists(&name), "the server made its queue");
     assert!(
-        switchyard::sys::mqueue::open_send(&name).is_ok(),
-        "the server made its queue"
+        server
+            .terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
     );
+    assert!(exists(&name), "a graceful stop keeps the queue");
+    // Removing it for good is explicit (the library call behind
+    // `switchyard services --remove-queue`).
+    assert_eq!(
+        switchyard::transport::mqueue::remove(&name).unwrap(),
+        Some(0)
+    );
+    assert!(!exists(&name));
+    // With --remove-queues (ServerBuilder::remove_queues_on_shutdown), a
+    // graceful stop removes it.
+    let mut server = ServerProcess::start(&["--queues", "--remove-queues"]);
+    let name = service_queue_name(server.dir(), "Testing");
+    assert!(exists(&name), "the server made its queue");
     assert!(
         server
             .terminate(Duration::from_secs(10))
@@ -318,7 +335,64 @@ fn graceful_shutdown_removes_an_empty_queue_and_keeps_a_full_one() {
             switchyard::sys::mqueue::open_send(&name),
             Err(switchyard::sys::mqueue::MqError::NotFound { .. })
         ),
-        "an empty queue is removed on graceful shutdown"
+        "remove_queues_on_shutdown removes the queue on graceful shutdown"
     );
     let _ = test_server_exe();
+}
+
+#[tokio::test]
+async fn ten_calls_sent_while_the_server_restarts_after_sigterm_all_arrive_in_order() {
+    if !queues_available() {
+        return;
+    }
+    let mut server = ServerProcess::start(&["--queues"]);
+    let out = server.dir().join("out.txt");
+    let path = out.display().to_string();
+    within(LIMIT, async {
+        // An old client: connected, its one-way calls on the queue.
+        let old = TestingClient::new(server.channel().await);
+        old.record(path.clone(), "before".into()).await.unwrap();
+        assert_eq!(wait_for_lines(&out, 1).await, vec!["before"]);
+        // A graceful stop, as a service manager does on restart.
+        assert!(
+            server
+                .terminate(Duration::from_secs(10))
+                .is_some_and(|s| s.success()),
+            "the server stops gracefully on SIGTERM"
+        );
+        // Five calls from the old client, then five from a client that
+        // connects by name while no server runs.
+        let mut sent = Vec::new();
+        for i in 0..5 {
+            let line = format!("old {i}");
+            old.record(path.clone(), line.clone())
+                .await
+                .unwrap_or_else(|err| panic!("{line}: {err}"));
+            sent.push(line);
+        }
+        let fresh = switchyard::Channel::builder()
+            .runtime_dir(server.dir())
+            .connect("testing")
+            .await
+            .expect("a client connecting by name while the server restarts");
+        let selection = fresh.oneway_selection(&TESTING_DESCRIPTOR);
+        assert_eq!(selection.transport, Transport::MessageQueue, "{selection}");
+        let new = TestingClient::new(fresh);
+        for i in 0..5 {
+            let line = format!("new {i}");
+            new.record(path.clone(), line.clone())
+                .await
+                .unwrap_or_else(|err| panic!("{line}: {err}"));
+            sent.push(line);
+        }
+        assert_eq!(lines(&out), vec!["before"], "nothing is handled while down");
+        let _restarted = server.restart(&["--queues"]);
+        let got = wait_for_lines(&out, 11).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(lines(&out).len(), 11, "each call arrives once");
+        let expected: Vec<String> = std::iter::once("before".to_owned()).chain(sent).collect();
+        assert_eq!(got, expected, "all 10 delivered, in the order sent");
+        println!("SIGTERM restart: 10 of 10 one-way calls delivered in order");
+    })
+    .await;
 }

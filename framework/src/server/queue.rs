@@ -4,9 +4,13 @@
 //! highest priority first, FIFO within a priority.
 //!
 //! Lifecycle rule: a queue outlives its server, so one-way calls sent while
-//! the server restarts wait in the kernel. Graceful shutdown removes a queue
-//! only when it is empty; `switchyard services --prune` removes queues whose
-//! service no live process publishes. Durability wins over tidiness.
+//! the server restarts wait in the kernel, whether it was killed or stopped
+//! gracefully: graceful shutdown keeps the queue (clients find it by its
+//! name, which derives from the runtime directory and the service). It is
+//! removed for good only when asked: `ServerBuilder::remove_queues_on_shutdown`,
+//! `switchyard services --remove-queue SERVICE`, or `switchyard services
+//! --prune` for services no live process publishes. Durability wins over
+//! tidiness.
 //!
 //! Handlers of one queue run one at a time, in the order the kernel hands
 //! the messages out, so the order of priorities is the order of handling.
@@ -31,7 +35,7 @@ use crate::protocol::status::Code;
 use crate::select::{Selection, Transport};
 use crate::service::Request;
 use crate::transport::PeerInfo;
-use crate::transport::mqueue::{self, MqReceiver, Removal};
+use crate::transport::mqueue::{self, MqReceiver};
 
 /// A queue being drained.
 #[derive(Debug)]
@@ -42,18 +46,34 @@ pub(crate) struct QueueHandle {
 
 impl QueueHandle {
     /// Waits for the drain task to stop (after the phase left Serving), then
-    /// removes the queue if nothing waits in it.
-    pub(crate) async fn close(mut self) {
+    /// keeps the queue for the next start, or with `remove` removes it for
+    /// good, discarding what waits in it.
+    pub(crate) async fn close(mut self, remove: bool) {
         let _ = (&mut self.task).await;
-        match mqueue::remove_if_empty(&self.name) {
-            Ok(Removal::Kept { messages }) => tracing::info!(
-                queue = %self.name,
-                messages,
-                "kept the queue: one-way calls wait in it for the next start"
-            ),
-            Ok(_) => {}
-            Err(err) => tracing::warn!(queue = %self.name, %err, "could not remove the queue"),
+        if remove {
+            match mqueue::remove(&self.name) {
+                Ok(Some(discarded)) if discarded > 0 => tracing::warn!(
+                    queue = %self.name,
+                    discarded,
+                    "removed the queue as asked (remove_queues_on_shutdown), discarding the \
+                     one-way calls that waited in it"
+                ),
+                Ok(_) => tracing::info!(queue = %self.name, "removed the queue as asked"),
+                Err(err) => tracing::warn!(queue = %self.name, %err, "could not remove the queue"),
+            }
+            return;
         }
+        let waiting = crate::sys::mqueue::open_existing(&self.name)
+            .and_then(|q| q.attributes())
+            .map(|a| a.current_messages)
+            .unwrap_or(0);
+        tracing::info!(
+            queue = %self.name,
+            waiting,
+            "kept the queue: one-way calls sent until the next start wait in it (remove it for \
+             good with ServerBuilder::remove_queues_on_shutdown or `switchyard services \
+             --remove-queue <service>`)"
+        );
     }
 }
 

@@ -35,11 +35,14 @@
 //! 2. The queue outlives the server process. Clients that find the queue
 //!    enqueue whether or not a server is running; their calls wait in the
 //!    kernel until a server drains them.
-//! 3. On graceful shutdown the server removes its queue only if it is empty
-//!    ([`remove_if_empty`]). A queue with messages stays for the next run.
-//! 4. A queue whose owner is gone for good is removed only by an explicit
-//!    prune ([`prune`], behind `switchyard services --prune`), which reports
-//!    how many messages it discarded. Nothing removes queues implicitly.
+//! 3. On graceful shutdown the server keeps its queue, empty or not, so
+//!    one-way calls sent while it restarts wait for the next run. A server
+//!    built with `ServerBuilder::remove_queues_on_shutdown` removes it
+//!    ([`remove`]) instead.
+//! 4. A queue whose owner is gone for good is removed only explicitly:
+//!    [`remove`] (behind `switchyard services --remove-queue SERVICE`) or
+//!    [`prune`] (behind `switchyard services --prune`), both reporting how
+//!    many messages they discarded. Nothing removes queues implicitly.
 //!
 //! A client holding a descriptor of a queue that was removed since would
 //! send into a queue nobody can open any more. [`MqSender`] checks that the
@@ -454,7 +457,7 @@ pub enum Removal {
     Absent,
 }
 
-/// The graceful-shutdown rule: removes queue `name` only if it holds no
+/// Removes queue `name` only if it holds no
 /// messages. A queue that is not this user's with mode 0600 is refused.
 ///
 /// A message sent between the check and the removal is not lost: it is
@@ -495,6 +498,22 @@ pub fn remove_if_empty(name: &str) -> Result<Removal, MqError> {
         }
     }
     Ok(Removal::Kept { messages: moved })
+}
+
+/// Removes queue `name` for good, messages and all; returns how many
+/// messages were discarded (`None`: there was no such queue). A queue that
+/// is not this user's with mode 0600 is refused.
+pub fn remove(name: &str) -> Result<Option<usize>, MqError> {
+    let queue = match sys::open_existing(name) {
+        Ok(queue) => queue,
+        Err(MqError::NotFound { .. }) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let discarded = queue.attributes()?.current_messages;
+    match sys::unlink(name) {
+        Ok(()) | Err(MqError::NotFound { .. }) => Ok(Some(discarded)),
+        Err(err) => Err(err),
+    }
 }
 
 /// A queue that [`prune`] removed.

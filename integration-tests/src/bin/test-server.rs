@@ -4,7 +4,8 @@
 //!
 //! Flags: `--tcp`, `--tcp-at ADDR`, `--quic ADDR` (printed as
 //! `quic://ADDR?pin=<hex fingerprint>`), `--no-unix`, `--queues` (a message
-//! queue for one-way calls), `--max-in-flight N`, `--max-frame BYTES`,
+//! queue for one-way calls), `--remove-queues` (remove it on graceful
+//! shutdown), `--max-in-flight N`, `--max-frame BYTES`,
 //! `--grace-ms MS`, `--bulk-threshold BYTES`.
 //! With `call TARGET` it is a client instead: it calls `add(2, 3)` on TARGET
 //! and prints `<transport> <result>` (for tests of SWITCHYARD_TRANSPORT).
@@ -104,6 +105,7 @@ async fn main() -> ExitCode {
                 raise_queue_budget();
                 builder.message_queues(true)
             }
+            "--remove-queues" => builder.remove_queues_on_shutdown(true),
             "--no-unix" => builder.no_unix(),
             "--max-in-flight" => builder.max_in_flight(value() as usize),
             "--max-frame" => builder.max_frame(value() as u32),

@@ -5,6 +5,53 @@ use std::path::PathBuf;
 use switchyard::debug::table;
 use switchyard::discovery::{Registry, runtime_dir};
 
+/// Removes the message queue a server in `dir` (default: the runtime
+/// directory) keeps for `service`, for good, with the one-way calls waiting
+/// in it; refused while a live process publishes the service.
+pub(crate) fn remove_queue(service: &str, dir: Option<PathBuf>) -> Result<(), String> {
+    let dir = dir.unwrap_or_else(runtime_dir);
+    remove_queue_in(service, &dir)
+}
+
+#[cfg(target_os = "linux")]
+fn remove_queue_in(service: &str, dir: &std::path::Path) -> Result<(), String> {
+    use switchyard::transport::mqueue::{remove, service_queue_name};
+    if dir.join("registry").is_dir() {
+        let registry = Registry::open(dir).map_err(|err| err.to_string())?;
+        let live = registry.list().map_err(|err| err.to_string())?;
+        if let Some(entry) = live
+            .iter()
+            .find(|e| e.services.iter().any(|s| s.eq_ignore_ascii_case(service)))
+        {
+            return Err(format!(
+                "{service} is served by the live process {} (published as {:?}); stop it first, \
+                 or build it with ServerBuilder::remove_queues_on_shutdown(true)",
+                entry.pid, entry.name
+            ));
+        }
+    }
+    let name = service_queue_name(dir, service);
+    match remove(&name) {
+        Ok(Some(discarded)) => {
+            println!("removed queue {name} of {service} ({discarded} calls discarded)");
+            Ok(())
+        }
+        Ok(None) => {
+            println!(
+                "no queue {name} for {service} in {}: nothing to remove",
+                dir.display()
+            );
+            Ok(())
+        }
+        Err(err) => Err(format!("could not remove queue {name}: {err}")),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn remove_queue_in(_service: &str, _dir: &std::path::Path) -> Result<(), String> {
+    Err("message queues exist only on Linux".into())
+}
+
 /// Lists the registry in `dir` (default: the runtime directory); with
 /// `prune`, first removes the entries and sockets of dead processes.
 pub(crate) fn run(prune: bool, json: bool, dir: Option<PathBuf>) -> Result<(), String> {
