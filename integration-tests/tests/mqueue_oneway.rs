@@ -396,3 +396,68 @@ async fn ten_calls_sent_while_the_server_restarts_after_sigterm_all_arrive_in_or
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_full_queue_with_the_server_down_fails_by_the_deadline_or_the_bound_never_hangs() {
+    if !queues_available() {
+        return;
+    }
+    let mut server = ServerProcess::start(&["--queues"]);
+    let out = server.dir().join("out.txt");
+    let path = out.display().to_string();
+    let queue = service_queue_name(server.dir(), "Testing");
+    within(LIMIT, async {
+        let client = TestingClient::new(server.channel().await);
+        server.kill();
+        let capacity = switchyard::transport::mqueue::limits().unwrap().msg_max;
+        for i in 0..capacity {
+            client
+                .try_record(path.clone(), format!("fill {i}"))
+                .await
+                .unwrap();
+        }
+        // With a deadline: DeadlineExceeded at the deadline, naming the
+        // queue and what to do.
+        let start = Instant::now();
+        let err = client
+            .with_timeout(Duration::from_millis(200))
+            .record(path.clone(), "waits".into())
+            .await
+            .unwrap_err();
+        let waited_deadline = start.elapsed();
+        let waited = waited_deadline;
+        assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+        assert!(err.message().contains(&queue), "{err}");
+        assert!(err.message().contains("start it"), "{err}");
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        // Without a deadline, from a client that connects by name while the
+        // server is down: the wait is bounded (queue_full_wait), then
+        // ResourceExhausted naming the queue and what to do.
+        let fresh = switchyard::Channel::builder()
+            .runtime_dir(server.dir())
+            .queue_full_wait(Duration::from_millis(300))
+            .connect("testing")
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let err = TestingClient::new(fresh)
+            .record(path.clone(), "no deadline".into())
+            .await
+            .unwrap_err();
+        let waited = start.elapsed();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        assert!(err.message().contains(&queue), "{err}");
+        assert!(err.message().contains("queue_full_wait"), "{err}");
+        assert!(err.message().contains("start it"), "{err}");
+        assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        println!(
+            "full queue, server down: deadline 200 ms -> DeadlineExceeded after \
+             {waited_deadline:?}; no deadline, queue_full_wait 300 ms -> ResourceExhausted after \
+             {waited:?}"
+        );
+    })
+    .await;
+    assert!(lines(&out).is_empty(), "nothing was handled: no server ran");
+}

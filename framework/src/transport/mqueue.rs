@@ -96,10 +96,28 @@ pub enum MqSendError {
         max_messages: usize,
     },
     /// The queue stayed full until the deadline.
-    #[error("message queue {name} stayed full until the call's deadline")]
+    #[error(
+        "message queue {name} stayed full until the call's deadline; nothing was sent: the server \
+         that drains it is not running or not keeping up: start it, give the call a later \
+         deadline, or use the try_ form to fail at once"
+    )]
     DeadlineExceeded {
         /// The queue's name.
         name: String,
+    },
+    /// The queue stayed full for as long as a call without a deadline waits
+    /// (`ChannelBuilder::queue_full_wait`).
+    #[error(
+        "message queue {name} stayed full for {waited:?} (the call has no deadline; \
+         ChannelBuilder::queue_full_wait bounds the wait); nothing was sent: the server that \
+         drains it is not running or not keeping up: start it, or give the call a deadline \
+         (with_timeout) to wait longer"
+    )]
+    StayedFull {
+        /// The queue's name.
+        name: String,
+        /// How long the call waited.
+        waited: std::time::Duration,
     },
     /// The frame is longer than the queue's message size; nothing was sent.
     #[error(
@@ -124,12 +142,12 @@ pub enum MqSendError {
 }
 
 impl MqSendError {
-    /// The status a caller sees: Full is ResourceExhausted, the deadline
-    /// DeadlineExceeded, a bad priority InvalidArgument, anything else
+    /// The status a caller sees: Full and StayedFull are ResourceExhausted,
+    /// the deadline DeadlineExceeded, a bad priority InvalidArgument, anything else
     /// Unavailable.
     pub fn code(&self) -> Code {
         match self {
-            Self::Full { .. } => Code::ResourceExhausted,
+            Self::Full { .. } | Self::StayedFull { .. } => Code::ResourceExhausted,
             Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Self::TooLarge { .. } => Code::ResourceExhausted,
             Self::Queue(MqError::BadPriority { .. }) => Code::InvalidArgument,
