@@ -515,7 +515,10 @@ impl Channel {
     ) -> (oneway::OnewayRoute, Option<Transport>) {
         let conn = self.current();
         if conn.is_usable() {
-            let facts = || conn.server_facts(service.name);
+            let facts = || oneway::ServerFacts {
+                expected: self.standin_queue(service.name),
+                ..conn.server_facts(service.name)
+            };
             let route = conn.oneway.route(service, facts, self.forced());
             return (route, Some(conn.selection.transport));
         }
@@ -523,6 +526,7 @@ impl Channel {
             locality: None,
             uid: None,
             queue: self.standin_queue(service.name),
+            expected: None,
         };
         (
             self.shared.queue_only.route(service, facts, self.forced()),

@@ -97,6 +97,7 @@ pub struct ServerBuilder {
     introspection: bool,
     message_queues: bool,
     remove_queues_on_shutdown: bool,
+    require_queues: bool,
     debug_addr: Option<String>,
 }
 
@@ -124,6 +125,7 @@ impl Server {
             introspection: true,
             message_queues: true,
             remove_queues_on_shutdown: false,
+            require_queues: false,
             debug_addr: None,
         }
     }
@@ -259,6 +261,17 @@ impl ServerBuilder {
         self
     }
 
+    /// Whether `start` fails (FailedPrecondition) when a service with
+    /// one-way methods cannot have its message queue, for example because
+    /// another user made a queue of that name first. Off by default: the
+    /// server then starts, logs an error, lists the problem in
+    /// [`ServerHandle::queue_problems`], and its one-way calls travel over
+    /// connections, without surviving a restart.
+    pub fn require_queues(mut self, require: bool) -> Self {
+        self.require_queues = require;
+        self
+    }
+
     /// The runtime directory for the registry and the default socket.
     pub fn runtime_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.runtime_dir = Some(dir.into());
@@ -296,7 +309,7 @@ impl ServerBuilder {
             None
         };
         #[cfg(target_os = "linux")]
-        let opened = if self.message_queues {
+        let (opened, missing) = if self.message_queues {
             let root = self
                 .runtime_dir
                 .clone()
@@ -307,8 +320,21 @@ impl ServerBuilder {
                 .collect();
             queue::open(&root, &with_oneway)
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
+        #[cfg(target_os = "linux")]
+        if self.require_queues
+            && let Some(missing) = missing.first()
+        {
+            return Err(Status::failed_precondition(format!(
+                "{} has no message queue (ServerBuilder::require_queues): {}",
+                missing.service, missing.reason
+            )));
+        }
+        #[cfg(target_os = "linux")]
+        let queue_problems: Vec<String> = missing.into_iter().map(|m| m.reason).collect();
+        #[cfg(not(target_os = "linux"))]
+        let queue_problems: Vec<String> = Vec::new();
         #[cfg(target_os = "linux")]
         let queue_names = opened
             .iter()
@@ -468,6 +494,7 @@ impl ServerBuilder {
             tasks,
             grace: self.grace,
             remove_queues: self.remove_queues_on_shutdown,
+            queue_problems,
             _registration: registration,
             #[cfg(target_os = "linux")]
             queues,
@@ -574,6 +601,8 @@ pub struct ServerHandle {
     grace: Duration,
     /// Whether shutdown removes the queues for good.
     remove_queues: bool,
+    /// Services whose one-way calls have no queue, and why.
+    queue_problems: Vec<String>,
     _registration: crate::debug::recorder::ServerRegistration,
     #[cfg(target_os = "linux")]
     queues: Vec<queue::QueueHandle>,
@@ -584,6 +613,14 @@ impl ServerHandle {
     #[cfg(target_os = "linux")]
     pub fn queues(&self) -> Vec<String> {
         self.queues.iter().map(|q| q.name.clone()).collect()
+    }
+
+    /// Why services with one-way methods have no message queue (empty when
+    /// every one has its queue): their one-way calls travel over
+    /// connections and are not kept across a restart. Each is also logged
+    /// as an error or warning at start.
+    pub fn queue_problems(&self) -> &[String] {
+        &self.queue_problems
     }
 
     /// The URLs the server listens on.

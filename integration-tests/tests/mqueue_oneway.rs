@@ -461,3 +461,71 @@ async fn a_full_queue_with_the_server_down_fails_by_the_deadline_or_the_bound_ne
     .await;
     assert!(lines(&out).is_empty(), "nothing was handled: no server ran");
 }
+
+#[tokio::test]
+async fn a_squatted_queue_name_is_reported_loudly_and_can_be_required() {
+    if !queues_available() {
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("sy-it-").tempdir().unwrap();
+    let name = service_queue_name(dir.path(), "Testing");
+    // Someone made a queue under the server's name first.
+    let squat = nix::mqueue::mq_open(
+        name.as_str(),
+        nix::mqueue::MQ_OFlag::O_CREAT | nix::mqueue::MQ_OFlag::O_RDWR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        Some(&nix::mqueue::MqAttr::new(0, 4, 1024, 0)),
+    )
+    .unwrap();
+    rustix::fs::fchmod(&squat, rustix::fs::Mode::from_raw_mode(0o666)).unwrap();
+    within(LIMIT, async {
+        // Required: the server refuses to start, naming the queue and the fix.
+        let err = switchyard::Server::builder()
+            .add_service(switchyard_integration_tests::testing_service())
+            .runtime_dir(dir.path())
+            .require_queues(true)
+            .start()
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+        assert!(err.message().contains(&name), "{err}");
+        assert!(err.message().contains("NOT kept"), "{err}");
+        assert!(err.message().contains("SWITCHYARD_RUNTIME_DIR"), "{err}");
+        // By default it starts, and says so: on its handle (and in an
+        // error-level log), and in the selection of every client.
+        let server = switchyard::Server::builder()
+            .add_service(switchyard_integration_tests::testing_service())
+            .runtime_dir(dir.path())
+            .start()
+            .await
+            .unwrap();
+        assert_eq!(
+            server.queue_problems().len(),
+            1,
+            "{:?}",
+            server.queue_problems()
+        );
+        let problem = &server.queue_problems()[0];
+        assert!(problem.contains(&name), "{problem}");
+        assert!(problem.contains("someone else holds"), "{problem}");
+        let channel = switchyard::Channel::builder()
+            .runtime_dir(dir.path())
+            .connect("testing")
+            .await
+            .unwrap();
+        let selection = channel.oneway_selection(&TESTING_DESCRIPTOR);
+        assert_ne!(selection.transport, Transport::MessageQueue, "{selection}");
+        let (_, why) = selection
+            .rejected
+            .iter()
+            .find(|(t, _)| *t == Transport::MessageQueue)
+            .expect("the queue is listed as rejected");
+        assert!(why.contains("no message queue"), "{why}");
+        assert!(why.contains(&name), "{why}");
+        assert!(why.contains("NOT kept"), "{why}");
+        println!("squatted queue, client selection: {why}");
+        server.shutdown().await;
+    })
+    .await;
+    nix::mqueue::mq_unlink(name.as_str()).unwrap();
+}

@@ -98,18 +98,32 @@ impl std::fmt::Debug for Opened {
     }
 }
 
+/// A service with one-way methods that has no queue, and why: its one-way
+/// calls travel over connections and are not kept across a restart.
+#[derive(Clone, Debug)]
+pub(crate) struct Missing {
+    pub(crate) service: String,
+    pub(crate) reason: String,
+}
+
 /// Creates (or reopens, keeping what waits in it) a queue for every service
-/// with one-way methods. A queue that cannot be made is logged; one-way
-/// calls to that service then travel over connections.
-pub(crate) fn open(root: &std::path::Path, services: &[(String, bool)]) -> Vec<Opened> {
+/// with one-way methods. A queue that cannot be made is returned as
+/// [`Missing`] and logged: as an error when someone else holds its name
+/// (durability is lost, and only its owner or another runtime directory can
+/// fix that), else as a warning.
+pub(crate) fn open(
+    root: &std::path::Path,
+    services: &[(String, bool)],
+) -> (Vec<Opened>, Vec<Missing>) {
     let limits = match mqueue::limits() {
         Ok(limits) => limits,
         Err(err) => {
             tracing::info!(%err, "no POSIX message queues: one-way calls use connections");
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
     };
     let mut opened = Vec::new();
+    let mut missing = Vec::new();
     for (service, has_oneway) in services {
         if !has_oneway {
             continue;
@@ -131,14 +145,38 @@ pub(crate) fn open(root: &std::path::Path, services: &[(String, bool)]) -> Vec<O
                     receiver,
                 });
             }
-            Err(err) => tracing::warn!(
-                queue = %name,
-                %err,
-                "could not open the message queue; one-way calls to {service} use connections"
-            ),
+            Err(err) => {
+                let squatted = matches!(
+                    err,
+                    mqueue::MqError::Foreign { .. } | mqueue::MqError::PermissionDenied { .. }
+                );
+                let reason = if squatted {
+                    format!(
+                        "someone else holds the queue name {name} ({err}); one-way calls to \
+                         {service} travel over connections and are NOT kept across a server \
+                         restart. Fix: have its owner or root remove it, or run with another \
+                         SWITCHYARD_RUNTIME_DIR (the queue name derives from it)"
+                    )
+                } else {
+                    format!(
+                        "could not open the message queue {name} ({err}); one-way calls to \
+                         {service} travel over connections and are not kept across a server \
+                         restart"
+                    )
+                };
+                if squatted {
+                    tracing::error!(queue = %name, service = %service, "one-way durability lost: {reason}");
+                } else {
+                    tracing::warn!(queue = %name, service = %service, "{reason}");
+                }
+                missing.push(Missing {
+                    service: service.clone(),
+                    reason,
+                });
+            }
         }
     }
-    opened
+    (opened, missing)
 }
 
 /// Starts draining the opened queues.
