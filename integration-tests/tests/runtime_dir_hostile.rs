@@ -280,3 +280,56 @@ async fn a_process_answering_at_a_registered_socket_is_checked_against_the_entry
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_impostor_of_another_uid_is_refused_by_its_credentials() {
+    use std::os::unix::process::CommandExt;
+    if !rustix::process::geteuid().is_root() {
+        println!("skipping: needs root to run the impostor as a second user (uid 65534)");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    // The impostor: a server of another user, in a directory of its own.
+    let impostor_dir = tempfile::Builder::new().prefix("sy-it-").tempdir().unwrap();
+    rustix::fs::chown(
+        impostor_dir.path(),
+        Some(rustix::fs::Uid::from_raw(NOBODY)),
+        Some(rustix::fs::Gid::from_raw(NOBODY)),
+    )
+    .unwrap();
+    let mut command = Command::new(test_server_exe());
+    command.uid(NOBODY).gid(NOBODY);
+    let impostor = ServerProcess::start_command(command, impostor_dir, &[]);
+    // Our registry names it, live pid and all (as a tampered registry, or
+    // a socket path the other user controls, would).
+    let ours = tempfile::Builder::new().prefix("sy-it-").tempdir().unwrap();
+    let registry = switchyard::discovery::Registry::open(ours.path()).unwrap();
+    let pid = impostor.pid();
+    let entry = switchyard::discovery::Entry {
+        name: "testing".into(),
+        pid,
+        start_time: switchyard::sys::process_start_time(pid),
+        boot_id: String::new(),
+        ipc_ns: 0,
+        endpoints: vec![impostor.endpoint("unix")],
+        services: vec!["Testing".into()],
+        published_ms: 1,
+    };
+    let _published = registry.publish(entry).unwrap();
+    within(Duration::from_secs(30), async {
+        let err = Channel::builder()
+            .runtime_dir(ours.path())
+            .connect("testing")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+        let msg = err.message();
+        assert!(msg.contains("(uid 0)"), "{msg}");
+        assert!(msg.contains(&format!("(uid {NOBODY})")), "{msg}");
+        let channel = Channel::connect(&impostor.endpoint("unix")).await.unwrap();
+        let seen = TestingClient::new(channel).requests_seen().await.unwrap();
+        assert_eq!(seen, 0, "the impostor answered nothing");
+        println!("second-uid impostor refused: {err}");
+    })
+    .await;
+}

@@ -163,7 +163,11 @@ impl Local {
             return Ok(());
         }
         Err(Status::unauthenticated(format!(
-            "refusing {url} for {name:?}: the registry in {dir} names pid {pid_want} (uid              {want_uid}) as its server, but the process answering there is pid {pid_found}              (uid {uid_found}); another process is impersonating the server, or the runtime              directory was tampered with: nothing was sent. Check who can write {dir}, or set              SWITCHYARD_RUNTIME_DIR to a directory only you can write",
+            "refusing {url} for {name:?}: the registry in {dir} names pid {pid_want} (uid \
+             {want_uid}) as its server, but the process answering there is pid {pid_found} \
+             (uid {uid_found}); another process is impersonating the server, or the runtime \
+             directory was tampered with: nothing was sent. Check who can write {dir}, or set \
+             SWITCHYARD_RUNTIME_DIR to a directory only you can write",
             name = self.name,
             dir = self.registry.root().display(),
             pid_want = self.pid,

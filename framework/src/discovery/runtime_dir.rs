@@ -200,7 +200,8 @@ fn open_private(
                     FileType::Symlink => SYMLINK.to_owned(),
                     // It was something else a moment ago: swapped meanwhile.
                     FileType::Directory => format!(
-                        "it changed while being opened (it was not a directory, now it is                          one): something swaps it, perhaps with a symbolic link; {SYMLINK}"
+                        "it changed while being opened (it was not a directory, now it is \
+                         one): something swaps it, perhaps with a symbolic link; {SYMLINK}"
                     ),
                     other => format!(
                         "it exists and is not a directory (a {other:?} owned by uid {})",

@@ -147,6 +147,14 @@ impl UnixListener {
     pub fn bind_at(dir: BorrowedFd<'_>, name: &str, shown: &Path) -> io::Result<Self> {
         use rustix::fs::{AtFlags, FileType};
         let via = crate::discovery::runtime_dir::path_via_fd(dir, name);
+        if !Path::new("/proc/self/fd").is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "binding inside the runtime directory by its handle needs /proc \
+                 (/proc/self/fd/<dir>/<name>): mount procfs, or give the server a socket path \
+                 of its own (ServerBuilder::unix_path)",
+            ));
+        }
         if let Ok(stat) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             if FileType::from_raw_mode(stat.st_mode) != FileType::Socket {
                 return Err(io::Error::new(
