@@ -165,6 +165,14 @@ async fn a_runtime_dir_swapped_with_a_link_to_an_impostor_never_reaches_it() {
             }
         })
     };
+    // Stops the swapper however this test ends (a failed assertion too).
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let stop_guard = StopOnDrop(stop.clone());
     let (mut answered, mut refused, mut unauthenticated, mut other) = (0u64, 0u64, 0u64, 0u64);
     let mut samples = Vec::new();
     let started = Instant::now();
@@ -201,7 +209,7 @@ async fn a_runtime_dir_swapped_with_a_link_to_an_impostor_never_reaches_it() {
         }
     })
     .await;
-    stop.store(true, Ordering::Relaxed);
+    drop(stop_guard);
     swapper.join().unwrap();
     let elapsed = started.elapsed();
     // Ask each server directly (by address, not through the swapped
