@@ -362,6 +362,13 @@ impl ServerBuilder {
         };
         let mut tasks = Vec::new();
         #[cfg(target_os = "linux")]
+        if let Some(registry) = &registry {
+            // Served again: no longer a stopped server's kept queue.
+            for queue in &opened {
+                registry.forget_kept_queue(&queue.service);
+            }
+        }
+        #[cfg(target_os = "linux")]
         let queues = queue::spawn(&shared, opened, &phase);
         if let Some((path, dir)) = unix_path_wanted {
             // In the runtime directory: bound through its checked handle, so a
@@ -495,6 +502,7 @@ impl ServerBuilder {
             grace: self.grace,
             remove_queues: self.remove_queues_on_shutdown,
             queue_problems,
+            registry,
             _registration: registration,
             #[cfg(target_os = "linux")]
             queues,
@@ -603,6 +611,8 @@ pub struct ServerHandle {
     remove_queues: bool,
     /// Services whose one-way calls have no queue, and why.
     queue_problems: Vec<String>,
+    /// The runtime directory's registry, if the server uses one.
+    registry: Option<Registry>,
     _registration: crate::debug::recorder::ServerRegistration,
     #[cfg(target_os = "linux")]
     queues: Vec<queue::QueueHandle>,
@@ -697,7 +707,9 @@ impl ServerHandle {
         // in them, for the next start (unless asked to remove them).
         #[cfg(target_os = "linux")]
         for queue in std::mem::take(&mut self.queues) {
-            queue.close(self.remove_queues).await;
+            queue
+                .close(self.remove_queues, self.registry.as_ref())
+                .await;
         }
         tracing::info!("server stopped");
     }

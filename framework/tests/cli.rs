@@ -276,6 +276,27 @@ async fn services_remove_queue_removes_a_stopped_services_queue() {
         .start()
         .await
         .unwrap();
+    // A stopped server recorded that it kept the queue: `services` lists it.
+    let registry = switchyard::discovery::Registry::open(&rt).unwrap();
+    registry
+        .record_kept_queue(&switchyard::discovery::KeptQueue {
+            service: "Ledger".into(),
+            queue: name.clone(),
+            pid: 1,
+            stopped_ms: 0,
+        })
+        .unwrap();
+    let out = switchyard(&["services", "--runtime-dir", dir_arg(&rt)]).await;
+    let listed = expect_code(&out, 0, "services");
+    assert!(
+        listed.contains("queues kept by stopped servers"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("Ledger  {name}  1 waiting")),
+        "{listed}"
+    );
+    assert!(listed.contains("--remove-queue Ledger"), "{listed}");
     let out = switchyard(&[
         "services",
         "--remove-queue",
@@ -291,6 +312,10 @@ async fn services_remove_queue_removes_a_stopped_services_queue() {
         mqueue::open_send(&name),
         Err(mqueue::MqError::NotFound { .. })
     ));
+    assert!(
+        registry.kept_queues().unwrap().is_empty(),
+        "its record went too"
+    );
     // Greeter is served by a live process: refused.
     let out = switchyard(&[
         "services",

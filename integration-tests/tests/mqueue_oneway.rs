@@ -313,6 +313,13 @@ fn graceful_shutdown_keeps_the_queue_unless_asked_to_remove_it() {
             .is_some_and(|s| s.success())
     );
     assert!(exists(&name), "a graceful stop keeps the queue");
+    // ... and records it in the registry, for `switchyard services`.
+    let registry = switchyard::discovery::Registry::open(server.dir()).unwrap();
+    let kept = registry.kept_queues().unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].service, "Testing");
+    assert_eq!(kept[0].queue, name);
+    registry.forget_kept_queue("Testing");
     // Removing it for good is explicit (the library call behind
     // `switchyard services --remove-queue`).
     assert_eq!(
@@ -337,6 +344,8 @@ fn graceful_shutdown_keeps_the_queue_unless_asked_to_remove_it() {
         ),
         "remove_queues_on_shutdown removes the queue on graceful shutdown"
     );
+    let registry = switchyard::discovery::Registry::open(server.dir()).unwrap();
+    assert!(registry.kept_queues().unwrap().is_empty(), "nothing kept");
     let _ = test_server_exe();
 }
 
@@ -386,8 +395,18 @@ async fn ten_calls_sent_while_the_server_restarts_after_sigterm_all_arrive_in_or
             sent.push(line);
         }
         assert_eq!(lines(&out), vec!["before"], "nothing is handled while down");
+        let registry = switchyard::discovery::Registry::open(server.dir()).unwrap();
+        assert_eq!(
+            registry.kept_queues().unwrap().len(),
+            1,
+            "the stop left a record"
+        );
         let _restarted = server.restart(&["--queues"]);
         let got = wait_for_lines(&out, 11).await;
+        assert!(
+            registry.kept_queues().unwrap().is_empty(),
+            "the next start took the queue back"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(lines(&out).len(), 11, "each call arrives once");
         let expected: Vec<String> = std::iter::once("before".to_owned()).chain(sent).collect();

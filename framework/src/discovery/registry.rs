@@ -89,6 +89,23 @@ impl Entry {
     }
 }
 
+/// A message queue a gracefully stopped server kept for its next start,
+/// recorded as `registry/<service>.kept` (lower case): what `switchyard
+/// services` shows and `--remove-queue` removes. One-way calls by name find
+/// the queue without it (its name derives from the runtime directory and
+/// the service); the record tells people it is there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptQueue {
+    /// The service whose one-way calls the queue holds.
+    pub service: String,
+    /// The queue's name (`/sy-…`).
+    pub queue: String,
+    /// The process that stopped and kept it.
+    pub pid: u32,
+    /// When it stopped, milliseconds since the Unix epoch.
+    pub stopped_ms: u64,
+}
+
 /// The registry in one runtime directory, reached through the directory's
 /// checked handles (see [`RuntimeDir`]).
 #[derive(Clone, Debug)]
@@ -169,6 +186,57 @@ impl Registry {
         Ok(())
     }
 
+    /// Records that a stopped server kept `kept.queue` for `kept.service`
+    /// (replacing an earlier record for the service).
+    pub fn record_kept_queue(&self, kept: &KeptQueue) -> Result<(), RegistryError> {
+        let service = normalize_name(&kept.service)?;
+        let fd = self.dir.registry_fd();
+        let file = format!("{service}.kept");
+        let tmp = format!("{file}.tmp");
+        let io_err = |name: &str, source: io::Error| RegistryError::Io {
+            path: self.dir.path().join("registry").join(name),
+            source,
+        };
+        // KeptQueue is plain data; serialising it cannot fail.
+        let json = serde_json::to_vec_pretty(kept).unwrap_or_default();
+        let out = rustix::fs::openat(
+            fd,
+            tmp.as_str(),
+            OFlags::CREATE | OFlags::TRUNC | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::RUSR | Mode::WUSR,
+        )
+        .map_err(|e| io_err(&tmp, e.into()))?;
+        std::fs::File::from(out)
+            .write_all(&json)
+            .map_err(|e| io_err(&tmp, e))?;
+        rustix::fs::renameat(fd, tmp.as_str(), fd, file.as_str())
+            .map_err(|e| io_err(&file, e.into()))?;
+        Ok(())
+    }
+
+    /// Forgets the kept-queue record of `service` (its server started again,
+    /// or the queue was removed). Missing is fine.
+    pub fn forget_kept_queue(&self, service: &str) {
+        if let Ok(service) = normalize_name(service) {
+            let _ = rustix::fs::unlinkat(
+                self.dir.registry_fd(),
+                format!("{service}.kept").as_str(),
+                AtFlags::empty(),
+            );
+        }
+    }
+
+    /// The queues stopped servers kept, by service.
+    pub fn kept_queues(&self) -> Result<Vec<KeptQueue>, RegistryError> {
+        let mut kept: Vec<KeptQueue> = self
+            .read_files(".kept")?
+            .into_iter()
+            .filter_map(|(_, bytes)| serde_json::from_slice(&bytes?).ok())
+            .collect();
+        kept.sort_by(|a, b| a.service.cmp(&b.service));
+        Ok(kept)
+    }
+
     /// The live entry for `name`, the most recently published if several
     /// processes serve it. Entries of dead processes are removed on the way.
     pub fn lookup(&self, name: &str) -> Result<Option<Entry>, RegistryError> {
@@ -208,6 +276,19 @@ impl Registry {
     /// The `*.json` files in `registry/`, with what they hold (`None`:
     /// unreadable).
     fn files(&self) -> Result<Vec<(String, Option<Entry>)>, RegistryError> {
+        Ok(self
+            .read_files(".json")?
+            .into_iter()
+            .map(|(file, bytes)| {
+                let entry = bytes.and_then(|b| serde_json::from_slice::<Entry>(&b).ok());
+                (file, entry)
+            })
+            .collect())
+    }
+
+    /// The files in `registry/` whose names end with `suffix`, with their
+    /// bytes (`None`: unreadable).
+    fn read_files(&self, suffix: &str) -> Result<Vec<RegistryFile>, RegistryError> {
         let fd = self.dir.registry_fd();
         let io_err = |source: io::Error| RegistryError::Io {
             path: self.dir.path().join("registry"),
@@ -220,11 +301,11 @@ impl Registry {
             let Ok(file) = item.file_name().to_str() else {
                 continue;
             };
-            if !file.ends_with(".json") || item.file_type() == FileType::Directory {
+            if !file.ends_with(suffix) || item.file_type() == FileType::Directory {
                 continue;
             }
             let file = file.to_owned();
-            let entry = rustix::fs::openat(
+            let bytes = rustix::fs::openat(
                 fd,
                 file.as_str(),
                 OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
@@ -237,9 +318,9 @@ impl Registry {
                     .take(MAX_ENTRY_BYTES)
                     .read_to_end(&mut bytes)
                     .ok()?;
-                serde_json::from_slice::<Entry>(&bytes).ok()
+                Some(bytes)
             });
-            files.push((file, entry));
+            files.push((file, bytes));
         }
         Ok(files)
     }
@@ -279,6 +360,9 @@ impl Registry {
         Ok(live)
     }
 }
+
+/// A file in `registry/`: its name and bytes (`None`: unreadable).
+type RegistryFile = (String, Option<Vec<u8>>);
 
 /// The largest registry entry read (a bigger file is not an entry).
 const MAX_ENTRY_BYTES: u64 = 1 << 20;

@@ -41,14 +41,20 @@ use crate::transport::mqueue::{self, MqReceiver};
 #[derive(Debug)]
 pub(crate) struct QueueHandle {
     pub(crate) name: String,
+    pub(crate) service: String,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl QueueHandle {
     /// Waits for the drain task to stop (after the phase left Serving), then
     /// keeps the queue for the next start, or with `remove` removes it for
-    /// good, discarding what waits in it.
-    pub(crate) async fn close(mut self, remove: bool) {
+    /// good, discarding what waits in it. A kept queue is recorded in
+    /// `registry` (if the server has one) for `switchyard services`.
+    pub(crate) async fn close(
+        mut self,
+        remove: bool,
+        registry: Option<&crate::discovery::Registry>,
+    ) {
         let _ = (&mut self.task).await;
         if remove {
             match mqueue::remove(&self.name) {
@@ -62,6 +68,20 @@ impl QueueHandle {
                 Err(err) => tracing::warn!(queue = %self.name, %err, "could not remove the queue"),
             }
             return;
+        }
+        if let Some(registry) = registry {
+            let kept = crate::discovery::KeptQueue {
+                service: self.service.clone(),
+                queue: self.name.clone(),
+                pid: crate::sys::pid(),
+                stopped_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                    .unwrap_or(0),
+            };
+            if let Err(err) = registry.record_kept_queue(&kept) {
+                tracing::warn!(queue = %self.name, %err, "could not record the kept queue");
+            }
         }
         let waiting = crate::sys::mqueue::open_existing(&self.name)
             .and_then(|q| q.attributes())
@@ -196,6 +216,7 @@ pub(crate) fn spawn(
             ));
             QueueHandle {
                 name: queue.name,
+                service: queue.service,
                 task,
             }
         })

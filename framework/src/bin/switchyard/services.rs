@@ -31,6 +31,11 @@ fn remove_queue_in(service: &str, dir: &std::path::Path) -> Result<(), String> {
         }
     }
     let name = service_queue_name(dir, service);
+    if dir.join("registry").is_dir()
+        && let Ok(registry) = Registry::open(dir)
+    {
+        registry.forget_kept_queue(service);
+    }
     match remove(&name) {
         Ok(Some(discarded)) => {
             println!("removed queue {name} of {service} ({discarded} calls discarded)");
@@ -96,8 +101,35 @@ pub(crate) fn run(prune: bool, json: bool, dir: Option<PathBuf>) -> Result<(), S
     } else {
         println!("registry: {}", dir.join("registry").display());
         print!("{}", table::services_table(&entries));
+        print_kept_queues(&registry);
     }
     Ok(())
+}
+
+/// Lists the queues stopped servers kept (their one-way calls wait there for
+/// the next start), and how to remove one for good.
+fn print_kept_queues(registry: &Registry) {
+    let Ok(kept) = registry.kept_queues() else {
+        return;
+    };
+    if kept.is_empty() {
+        return;
+    }
+    println!("queues kept by stopped servers (one-way calls wait in them for the next start):");
+    for queue in kept {
+        #[cfg(target_os = "linux")]
+        let waiting = switchyard::sys::mqueue::open_existing(&queue.queue)
+            .and_then(|q| q.attributes())
+            .map(|a| format!("{} waiting", a.current_messages))
+            .unwrap_or_else(|_| "gone".to_owned());
+        #[cfg(not(target_os = "linux"))]
+        let waiting = String::new();
+        println!(
+            "  {}  {}  {waiting}  (stopped by pid {}; remove for good: switchyard services \
+             --remove-queue {})",
+            queue.service, queue.queue, queue.pid, queue.service
+        );
+    }
 }
 
 /// Removes the message queues of services that a dead process served and no
