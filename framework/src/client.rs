@@ -50,9 +50,14 @@ pub struct ChannelBuilder {
     discovery_file: Option<PathBuf>,
     attempt_timeout: Duration,
     backoff: Backoff,
+    queue_full_wait: Duration,
     #[cfg(feature = "quic")]
     quic: quic::QuicSettings,
 }
+
+/// How long a one-way call with no deadline waits for room in a full
+/// message queue, by default.
+pub const DEFAULT_QUEUE_FULL_WAIT: Duration = Duration::from_secs(10);
 
 impl Default for ChannelBuilder {
     fn default() -> Self {
@@ -70,6 +75,7 @@ impl Default for ChannelBuilder {
             discovery_file: None,
             attempt_timeout: open::DEFAULT_ATTEMPT_TIMEOUT,
             backoff: Backoff::default(),
+            queue_full_wait: DEFAULT_QUEUE_FULL_WAIT,
             #[cfg(feature = "quic")]
             quic: quic::QuicSettings::default(),
         }
@@ -86,6 +92,16 @@ impl ChannelBuilder {
     /// The deadline every call gets unless it sets its own.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// How long a one-way call that has no deadline waits for room when the
+    /// server's message queue is full (default
+    /// [`DEFAULT_QUEUE_FULL_WAIT`], 10 s), before it fails with
+    /// ResourceExhausted. A call with a deadline waits until its deadline
+    /// instead (then DeadlineExceeded); `try_` methods never wait.
+    pub fn queue_full_wait(mut self, wait: Duration) -> Self {
+        self.queue_full_wait = wait;
         self
     }
 
@@ -516,7 +532,10 @@ impl Channel {
     ) -> (oneway::OnewayRoute, Option<Transport>) {
         let conn = self.current();
         if conn.is_usable() {
-            let facts = || conn.server_facts(service.name);
+            let facts = || oneway::ServerFacts {
+                expected: self.standin_queue(service.name),
+                ..conn.server_facts(service.name)
+            };
             let route = conn.oneway.route(service, facts, self.forced());
             return (route, Some(conn.selection.transport));
         }
@@ -524,6 +543,7 @@ impl Channel {
             locality: None,
             uid: None,
             queue: self.standin_queue(service.name),
+            expected: None,
         };
         (
             self.shared.queue_only.route(service, facts, self.forced()),
@@ -560,5 +580,10 @@ impl Channel {
     /// The default call deadline.
     pub(crate) fn default_timeout(&self) -> Option<Duration> {
         self.shared.builder.timeout
+    }
+
+    /// How long a one-way call with no deadline waits on a full queue.
+    pub(crate) fn queue_full_wait(&self) -> Duration {
+        self.shared.builder.queue_full_wait
     }
 }

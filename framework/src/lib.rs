@@ -92,7 +92,7 @@ pub use protocol::metadata::Metadata;
 pub use protocol::status::{Code, Status};
 
 #[cfg(feature = "rt")]
-pub use client::{Backoff, Channel, ChannelBuilder};
+pub use client::{Backoff, Channel, ChannelBuilder, DEFAULT_QUEUE_FULL_WAIT};
 #[cfg(feature = "rt")]
 pub use context::Context;
 #[cfg(feature = "rt")]

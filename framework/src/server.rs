@@ -107,6 +107,8 @@ pub struct ServerBuilder {
     runtime_dir: Option<PathBuf>,
     introspection: bool,
     message_queues: bool,
+    remove_queues_on_shutdown: bool,
+    require_queues: bool,
     debug_addr: Option<String>,
 }
 
@@ -133,6 +135,8 @@ impl Server {
             runtime_dir: None,
             introspection: true,
             message_queues: true,
+            remove_queues_on_shutdown: false,
+            require_queues: false,
             debug_addr: None,
         }
     }
@@ -281,6 +285,29 @@ impl ServerBuilder {
         self
     }
 
+    /// Whether [`ServerHandle::shutdown`] removes this server's message
+    /// queues for good, discarding any one-way calls still waiting in them
+    /// (off by default). By default a graceful stop keeps the queues, so
+    /// one-way calls sent while the server restarts wait in the kernel and
+    /// are delivered, in order, by the next start. Turn this on for a
+    /// service that is being retired; `switchyard services --remove-queue
+    /// SERVICE` does the same from the command line.
+    pub fn remove_queues_on_shutdown(mut self, remove: bool) -> Self {
+        self.remove_queues_on_shutdown = remove;
+        self
+    }
+
+    /// Whether `start` fails (FailedPrecondition) when a service with
+    /// one-way methods cannot have its message queue, for example because
+    /// another user made a queue of that name first. Off by default: the
+    /// server then starts, logs an error, lists the problem in
+    /// [`ServerHandle::queue_problems`], and its one-way calls travel over
+    /// connections, without surviving a restart.
+    pub fn require_queues(mut self, require: bool) -> Self {
+        self.require_queues = require;
+        self
+    }
+
     /// The runtime directory for the registry and the default socket.
     pub fn runtime_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.runtime_dir = Some(dir.into());
@@ -324,7 +351,7 @@ impl ServerBuilder {
             None
         };
         #[cfg(target_os = "linux")]
-        let opened = if self.message_queues {
+        let (opened, missing) = if self.message_queues {
             let root = self
                 .runtime_dir
                 .clone()
@@ -335,8 +362,21 @@ impl ServerBuilder {
                 .collect();
             queue::open(&root, &with_oneway)
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
+        #[cfg(target_os = "linux")]
+        if self.require_queues
+            && let Some(missing) = missing.first()
+        {
+            return Err(Status::failed_precondition(format!(
+                "{} has no message queue (ServerBuilder::require_queues): {}",
+                missing.service, missing.reason
+            )));
+        }
+        #[cfg(target_os = "linux")]
+        let queue_problems: Vec<String> = missing.into_iter().map(|m| m.reason).collect();
+        #[cfg(not(target_os = "linux"))]
+        let queue_problems: Vec<String> = Vec::new();
         #[cfg(target_os = "linux")]
         let queue_names = opened
             .iter()
@@ -356,16 +396,32 @@ impl ServerBuilder {
         let mut unix_path = None;
         let unix_path_wanted = match (&self.unix, &registry) {
             (UnixSetting::Auto, Some(registry)) => {
-                Some(registry.socket_path(SOCKET_SEQ.fetch_add(1, Ordering::Relaxed)))
+                let path = registry.socket_path(SOCKET_SEQ.fetch_add(1, Ordering::Relaxed));
+                Some((path, Some(registry.runtime_dir())))
             }
-            (UnixSetting::Path(path), _) => Some(path.clone()),
+            (UnixSetting::Path(path), _) => Some((path.clone(), None)),
             _ => None,
         };
         let mut tasks = Vec::new();
         #[cfg(target_os = "linux")]
+        if let Some(registry) = &registry {
+            // Served again: no longer a stopped server's kept queue.
+            for queue in &opened {
+                registry.forget_kept_queue(&queue.service);
+            }
+        }
+        #[cfg(target_os = "linux")]
         let queues = queue::spawn(&shared, opened, &phase);
-        if let Some(path) = unix_path_wanted {
-            let listener = UnixListener::bind(&path).map_err(|err| {
+        if let Some((path, dir)) = unix_path_wanted {
+            // In the runtime directory: bound through its checked handle, so a
+            // path swapped meanwhile cannot redirect it.
+            let bound = match (dir, path.file_name().and_then(|n| n.to_str())) {
+                (Some(dir), Some(name)) if cfg!(target_os = "linux") => {
+                    UnixListener::bind_at(dir.sockets_fd(), name, &path)
+                }
+                _ => UnixListener::bind(&path),
+            };
+            let listener = bound.map_err(|err| {
                 Status::unavailable(format!(
                     "could not listen on unix://{}: {err}; pick another path or stop the \
                      process using it",
@@ -494,6 +550,9 @@ impl ServerBuilder {
             published,
             tasks,
             grace: self.grace,
+            remove_queues: self.remove_queues_on_shutdown,
+            queue_problems,
+            registry,
             _registration: registration,
             #[cfg(target_os = "linux")]
             queues,
@@ -622,6 +681,12 @@ pub struct ServerHandle {
     published: Vec<PublishGuard>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     grace: Duration,
+    /// Whether shutdown removes the queues for good.
+    remove_queues: bool,
+    /// Services whose one-way calls have no queue, and why.
+    queue_problems: Vec<String>,
+    /// The runtime directory's registry, if the server uses one.
+    registry: Option<Registry>,
     _registration: crate::debug::recorder::ServerRegistration,
     #[cfg(target_os = "linux")]
     queues: Vec<queue::QueueHandle>,
@@ -640,6 +705,14 @@ impl ServerHandle {
     /// registry entry (`switchyard services` shows it).
     pub fn debug_addr(&self) -> Option<SocketAddr> {
         self.debug_addr
+    }
+
+    /// Why services with one-way methods have no message queue (empty when
+    /// every one has its queue): their one-way calls travel over
+    /// connections and are not kept across a restart. Each is also logged
+    /// as an error or warning at start.
+    pub fn queue_problems(&self) -> &[String] {
+        &self.queue_problems
     }
 
     /// The URLs the server listens on.
@@ -696,7 +769,9 @@ impl ServerHandle {
 
     /// Stops accepting, removes the registry entries, tells every client to
     /// go away, waits up to the grace period for calls in flight, then
-    /// closes every connection.
+    /// closes every connection. Message queues stay for the next start
+    /// (clients keep enqueueing one-way calls meanwhile) unless
+    /// [`ServerBuilder::remove_queues_on_shutdown`] was set.
     pub async fn shutdown(mut self) {
         self.published.clear();
         let _ = self.phase.send(Phase::Draining);
@@ -710,11 +785,13 @@ impl ServerHandle {
         }
         let _ = self.phase.send(Phase::Stopped);
         let _ = self.connections_done.recv().await;
-        // Queues stop after the call in hand; an empty queue goes, one with
-        // calls waiting stays for the next start.
+        // Queues stop after the call in hand and stay, with whatever waits
+        // in them, for the next start (unless asked to remove them).
         #[cfg(target_os = "linux")]
         for queue in std::mem::take(&mut self.queues) {
-            queue.close().await;
+            queue
+                .close(self.remove_queues, self.registry.as_ref())
+                .await;
         }
         tracing::info!("server stopped");
     }

@@ -247,3 +247,89 @@ async fn inspect_prints_the_connections_table() {
     quiet.shutdown().await;
     server.shutdown().await;
 }
+
+/// A stopped server keeps its message queue; `services --remove-queue`
+/// removes it for good, saying how many calls went with it, and refuses
+/// while a live process serves the service.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn services_remove_queue_removes_a_stopped_services_queue() {
+    use switchyard::sys::mqueue;
+    use switchyard::transport::mqueue::service_queue_name;
+    let Ok(limits) = mqueue::limits() else {
+        println!("skipping: POSIX message queues are not available");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rt = dir.path().join("rt");
+    let name = service_queue_name(&rt, "Ledger");
+    let queue = mqueue::create_exclusive(&name, limits.msg_max.min(4), 64).unwrap();
+    mqueue::open_send(&name)
+        .unwrap()
+        .send(b"a call waiting", 0)
+        .unwrap();
+    drop(queue);
+    // A live server publishing Greeter does not protect Ledger's queue.
+    let server = Server::builder()
+        .add_service(GreeterServer::new(English))
+        .runtime_dir(&rt)
+        .start()
+        .await
+        .unwrap();
+    // A stopped server recorded that it kept the queue: `services` lists it.
+    let registry = switchyard::discovery::Registry::open(&rt).unwrap();
+    registry
+        .record_kept_queue(&switchyard::discovery::KeptQueue {
+            service: "Ledger".into(),
+            queue: name.clone(),
+            pid: 1,
+            stopped_ms: 0,
+        })
+        .unwrap();
+    let out = switchyard(&["services", "--runtime-dir", dir_arg(&rt)]).await;
+    let listed = expect_code(&out, 0, "services");
+    assert!(
+        listed.contains("queues kept by stopped servers"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("Ledger  {name}  1 waiting")),
+        "{listed}"
+    );
+    assert!(listed.contains("--remove-queue Ledger"), "{listed}");
+    let out = switchyard(&[
+        "services",
+        "--remove-queue",
+        "Ledger",
+        "--runtime-dir",
+        dir_arg(&rt),
+    ])
+    .await;
+    let stdout = expect_code(&out, 0, "services --remove-queue Ledger");
+    assert!(stdout.contains(&name), "{stdout}");
+    assert!(stdout.contains("1 calls discarded"), "{stdout}");
+    assert!(matches!(
+        mqueue::open_send(&name),
+        Err(mqueue::MqError::NotFound { .. })
+    ));
+    assert!(
+        registry.kept_queues().unwrap().is_empty(),
+        "its record went too"
+    );
+    // Greeter is served by a live process: refused.
+    let out = switchyard(&[
+        "services",
+        "--remove-queue",
+        "Greeter",
+        "--runtime-dir",
+        dir_arg(&rt),
+    ])
+    .await;
+    expect_code(&out, 1, "services --remove-queue Greeter");
+    assert!(
+        text(&out.stderr).contains("stop it first"),
+        "{}",
+        text(&out.stderr)
+    );
+    server.shutdown().await;
+}

@@ -298,16 +298,40 @@ async fn a_malformed_message_is_dropped_and_counted_and_draining_goes_on() {
 }
 
 #[test]
-fn graceful_shutdown_removes_an_empty_queue_and_keeps_a_full_one() {
+fn graceful_shutdown_keeps_the_queue_unless_asked_to_remove_it() {
     if !queues_available() {
         return;
     }
+    let exists = |name: &str| switchyard::sys::mqueue::open_send(name).is_ok();
+    // By default a graceful stop keeps the (empty) queue for the next start.
     let mut server = ServerProcess::start(&["--queues"]);
     let name = service_queue_name(server.dir(), "Testing");
+    assert!(exists(&name), "the server made its queue");
     assert!(
-        switchyard::sys::mqueue::open_send(&name).is_ok(),
-        "the server made its queue"
+        server
+            .terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
     );
+    assert!(exists(&name), "a graceful stop keeps the queue");
+    // ... and records it in the registry, for `switchyard services`.
+    let registry = switchyard::discovery::Registry::open(server.dir()).unwrap();
+    let kept = registry.kept_queues().unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].service, "Testing");
+    assert_eq!(kept[0].queue, name);
+    registry.forget_kept_queue("Testing");
+    // Removing it for good is explicit (the library call behind
+    // `switchyard services --remove-queue`).
+    assert_eq!(
+        switchyard::transport::mqueue::remove(&name).unwrap(),
+        Some(0)
+    );
+    assert!(!exists(&name));
+    // With --remove-queues (ServerBuilder::remove_queues_on_shutdown), a
+    // graceful stop removes it.
+    let mut server = ServerProcess::start(&["--queues", "--remove-queues"]);
+    let name = service_queue_name(server.dir(), "Testing");
+    assert!(exists(&name), "the server made its queue");
     assert!(
         server
             .terminate(Duration::from_secs(10))
@@ -318,7 +342,209 @@ fn graceful_shutdown_removes_an_empty_queue_and_keeps_a_full_one() {
             switchyard::sys::mqueue::open_send(&name),
             Err(switchyard::sys::mqueue::MqError::NotFound { .. })
         ),
-        "an empty queue is removed on graceful shutdown"
+        "remove_queues_on_shutdown removes the queue on graceful shutdown"
     );
+    let registry = switchyard::discovery::Registry::open(server.dir()).unwrap();
+    assert!(registry.kept_queues().unwrap().is_empty(), "nothing kept");
     let _ = test_server_exe();
+}
+
+#[tokio::test]
+async fn ten_calls_sent_while_the_server_restarts_after_sigterm_all_arrive_in_order() {
+    if !queues_available() {
+        return;
+    }
+    let mut server = ServerProcess::start(&["--queues"]);
+    let out = server.dir().join("out.txt");
+    let path = out.display().to_string();
+    within(LIMIT, async {
+        // An old client: connected, its one-way calls on the queue.
+        let old = TestingClient::new(server.channel().await);
+        old.record(path.clone(), "before".into()).await.unwrap();
+        assert_eq!(wait_for_lines(&out, 1).await, vec!["before"]);
+        // A graceful stop, as a service manager does on restart.
+        assert!(
+            server
+                .terminate(Duration::from_secs(10))
+                .is_some_and(|s| s.success()),
+            "the server stops gracefully on SIGTERM"
+        );
+        // Five calls from the old client, then five from a client that
+        // connects by name while no server runs.
+        let mut sent = Vec::new();
+        for i in 0..5 {
+            let line = format!("old {i}");
+            old.record(path.clone(), line.clone())
+                .await
+                .unwrap_or_else(|err| panic!("{line}: {err}"));
+            sent.push(line);
+        }
+        let fresh = switchyard::Channel::builder()
+            .runtime_dir(server.dir())
+            .connect("testing")
+            .await
+            .expect("a client connecting by name while the server restarts");
+        let selection = fresh.oneway_selection(&TESTING_DESCRIPTOR);
+        assert_eq!(selection.transport, Transport::MessageQueue, "{selection}");
+        let new = TestingClient::new(fresh);
+        for i in 0..5 {
+            let line = format!("new {i}");
+            new.record(path.clone(), line.clone())
+                .await
+                .unwrap_or_else(|err| panic!("{line}: {err}"));
+            sent.push(line);
+        }
+        assert_eq!(lines(&out), vec!["before"], "nothing is handled while down");
+        let registry = switchyard::discovery::Registry::open(server.dir()).unwrap();
+        assert_eq!(
+            registry.kept_queues().unwrap().len(),
+            1,
+            "the stop left a record"
+        );
+        let _restarted = server.restart(&["--queues"]);
+        let got = wait_for_lines(&out, 11).await;
+        assert!(
+            registry.kept_queues().unwrap().is_empty(),
+            "the next start took the queue back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(lines(&out).len(), 11, "each call arrives once");
+        let expected: Vec<String> = std::iter::once("before".to_owned()).chain(sent).collect();
+        assert_eq!(got, expected, "all 10 delivered, in the order sent");
+        println!("SIGTERM restart: 10 of 10 one-way calls delivered in order");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_full_queue_with_the_server_down_fails_by_the_deadline_or_the_bound_never_hangs() {
+    if !queues_available() {
+        return;
+    }
+    let mut server = ServerProcess::start(&["--queues"]);
+    let out = server.dir().join("out.txt");
+    let path = out.display().to_string();
+    let queue = service_queue_name(server.dir(), "Testing");
+    within(LIMIT, async {
+        let client = TestingClient::new(server.channel().await);
+        server.kill();
+        let capacity = switchyard::transport::mqueue::limits().unwrap().msg_max;
+        for i in 0..capacity {
+            client
+                .try_record(path.clone(), format!("fill {i}"))
+                .await
+                .unwrap();
+        }
+        // With a deadline: DeadlineExceeded at the deadline, naming the
+        // queue and what to do.
+        let start = Instant::now();
+        let err = client
+            .with_timeout(Duration::from_millis(200))
+            .record(path.clone(), "waits".into())
+            .await
+            .unwrap_err();
+        let waited_deadline = start.elapsed();
+        let waited = waited_deadline;
+        assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+        assert!(err.message().contains(&queue), "{err}");
+        assert!(err.message().contains("start it"), "{err}");
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        // Without a deadline, from a client that connects by name while the
+        // server is down: the wait is bounded (queue_full_wait), then
+        // ResourceExhausted naming the queue and what to do.
+        let fresh = switchyard::Channel::builder()
+            .runtime_dir(server.dir())
+            .queue_full_wait(Duration::from_millis(300))
+            .connect("testing")
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let err = TestingClient::new(fresh)
+            .record(path.clone(), "no deadline".into())
+            .await
+            .unwrap_err();
+        let waited = start.elapsed();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        assert!(err.message().contains(&queue), "{err}");
+        assert!(err.message().contains("queue_full_wait"), "{err}");
+        assert!(err.message().contains("start it"), "{err}");
+        assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        println!(
+            "full queue, server down: deadline 200 ms -> DeadlineExceeded after \
+             {waited_deadline:?}; no deadline, queue_full_wait 300 ms -> ResourceExhausted after \
+             {waited:?}"
+        );
+    })
+    .await;
+    assert!(lines(&out).is_empty(), "nothing was handled: no server ran");
+}
+
+#[tokio::test]
+async fn a_squatted_queue_name_is_reported_loudly_and_can_be_required() {
+    if !queues_available() {
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("sy-it-").tempdir().unwrap();
+    let name = service_queue_name(dir.path(), "Testing");
+    // Someone made a queue under the server's name first.
+    let squat = nix::mqueue::mq_open(
+        name.as_str(),
+        nix::mqueue::MQ_OFlag::O_CREAT | nix::mqueue::MQ_OFlag::O_RDWR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        Some(&nix::mqueue::MqAttr::new(0, 4, 1024, 0)),
+    )
+    .unwrap();
+    rustix::fs::fchmod(&squat, rustix::fs::Mode::from_raw_mode(0o666)).unwrap();
+    within(LIMIT, async {
+        // Required: the server refuses to start, naming the queue and the fix.
+        let err = switchyard::Server::builder()
+            .add_service(switchyard_integration_tests::testing_service())
+            .runtime_dir(dir.path())
+            .require_queues(true)
+            .start()
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+        assert!(err.message().contains(&name), "{err}");
+        assert!(err.message().contains("NOT kept"), "{err}");
+        assert!(err.message().contains("SWITCHYARD_RUNTIME_DIR"), "{err}");
+        // By default it starts, and says so: on its handle (and in an
+        // error-level log), and in the selection of every client.
+        let server = switchyard::Server::builder()
+            .add_service(switchyard_integration_tests::testing_service())
+            .runtime_dir(dir.path())
+            .start()
+            .await
+            .unwrap();
+        assert_eq!(
+            server.queue_problems().len(),
+            1,
+            "{:?}",
+            server.queue_problems()
+        );
+        let problem = &server.queue_problems()[0];
+        assert!(problem.contains(&name), "{problem}");
+        assert!(problem.contains("someone else holds"), "{problem}");
+        let channel = switchyard::Channel::builder()
+            .runtime_dir(dir.path())
+            .connect("testing")
+            .await
+            .unwrap();
+        let selection = channel.oneway_selection(&TESTING_DESCRIPTOR);
+        assert_ne!(selection.transport, Transport::MessageQueue, "{selection}");
+        let (_, why) = selection
+            .rejected
+            .iter()
+            .find(|(t, _)| *t == Transport::MessageQueue)
+            .expect("the queue is listed as rejected");
+        assert!(why.contains("no message queue"), "{why}");
+        assert!(why.contains(&name), "{why}");
+        assert!(why.contains("NOT kept"), "{why}");
+        println!("squatted queue, client selection: {why}");
+        server.shutdown().await;
+    })
+    .await;
+    nix::mqueue::mq_unlink(name.as_str()).unwrap();
 }

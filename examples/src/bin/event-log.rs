@@ -114,12 +114,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         lines.len()
     );
     // The client goes first, so the consumer's graceful stop has no
-    // connection to drain and removes its (now empty) queue.
+    // connection to drain.
     drop(events);
     drop(channel);
     drop(consumer);
-    // A consumer that did not stop in time leaves the queue; it goes with
-    // the demo's runtime directory (if nothing waits in it).
+    // A stopped consumer keeps its queue for its next start; the demo is
+    // over, so the (now empty) queue goes with its runtime directory.
     let queue = switchyard::transport::mqueue::service_queue_name(&dir, "eventlog");
     let _ = switchyard::transport::mqueue::remove_if_empty(&queue);
     let _ = std::fs::remove_dir_all(&dir);
@@ -154,7 +154,7 @@ impl Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        // SIGTERM: a graceful stop removes the (now empty) queue.
+        // SIGTERM: a graceful stop (the queue stays for the next start).
         if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }

@@ -77,6 +77,12 @@ impl Drop for ServerProcess {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A stopped server keeps its message queue for its next start; the
+        // tour is over, so it goes with the runtime directory.
+        #[cfg(target_os = "linux")]
+        let _ = switchyard::transport::mqueue::remove(
+            &switchyard::transport::mqueue::service_queue_name(&self.runtime_dir, "Calculator"),
+        );
         let _ = std::fs::remove_dir_all(&self.runtime_dir);
     }
 }

@@ -531,11 +531,24 @@ impl ClientCore {
         started: Instant,
     ) -> Result<(), Status> {
         use crate::transport::mqueue::MqSendError;
+        // A full queue is waited on until the call's deadline; with none, for
+        // the channel's queue_full_wait: never forever.
+        let bound = self.channel.queue_full_wait();
         let result = if wait {
-            queue.sender.send(frame, method.priority, deadline).await
+            let until = deadline.unwrap_or_else(|| Instant::now() + bound);
+            queue.sender.send(frame, method.priority, Some(until)).await
         } else {
             queue.sender.try_send(frame, method.priority)
         };
+        let result = result.map_err(|err| match err {
+            MqSendError::DeadlineExceeded { name } if deadline.is_none() => {
+                MqSendError::StayedFull {
+                    name,
+                    waited: bound,
+                }
+            }
+            other => other,
+        });
         let code = match &result {
             Ok(()) => Code::Ok,
             Err(err) => err.code(),

@@ -274,6 +274,7 @@ impl Connection {
             locality: Some(self.locality),
             uid: Some(self.peer_hello.uid),
             queue: self.peer_hello.queue(service).map(str::to_owned),
+            expected: None,
         }
     }
 

@@ -64,6 +64,9 @@ pub(crate) struct ServerFacts {
     /// The queue it announced for the service; or, with no server
     /// connected, the queue a server of this runtime directory would use.
     pub(crate) queue: Option<String>,
+    /// The queue a server of this client's runtime directory would use
+    /// (to say why, when the server announced none).
+    pub(crate) expected: Option<String>,
 }
 
 impl OnewayRoutes {
@@ -119,6 +122,15 @@ fn decide(
         ));
     }
     let Some(name) = facts.queue else {
+        if let Some(held) = facts.expected.as_deref().and_then(squatted) {
+            let why = format!(
+                "the server announced no message queue for {}: {held}; one-way calls go over \
+                 the connection and are NOT kept if the server restarts",
+                service.name
+            );
+            tracing::warn!(service = service.name, "one-way durability lost: {why}");
+            return OnewayRoute::Connection(why);
+        }
         return OnewayRoute::Connection(format!(
             "the server announced no message queue for {} (queues are off or unavailable there)",
             service.name
@@ -158,6 +170,23 @@ fn open(service: &'static ServiceDescriptor, name: String) -> OnewayRoute {
         )),
         Err(err) => OnewayRoute::Connection(format!("the queue {name} is unusable: {err}")),
     }
+}
+
+/// If someone else holds the queue name `name`, what the queue error says.
+#[cfg(target_os = "linux")]
+fn squatted(name: &str) -> Option<String> {
+    use crate::sys::mqueue::MqError;
+    match crate::sys::mqueue::open_send(name) {
+        Err(err @ (MqError::Foreign { .. } | MqError::PermissionDenied { .. })) => {
+            Some(err.to_string())
+        }
+        _ => None,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn squatted(_name: &str) -> Option<String> {
+    None
 }
 
 #[cfg(not(target_os = "linux"))]

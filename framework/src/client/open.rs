@@ -28,7 +28,7 @@ pub(super) async fn open(
         end = deadline;
         by_deadline = true;
     }
-    let plans = plans(builder, target, forced).await?;
+    let (plans, local) = plans(builder, target, forced).await?;
     let count = plans.len();
     let mut passed_over: Vec<(Transport, String)> = Vec::new();
     for (i, mut plan) in plans.into_iter().enumerate() {
@@ -61,7 +61,10 @@ pub(super) async fn open(
                 format!(" (before it: {})", why.join("; "))
             }
         };
-        let attempt = tokio::time::timeout_at(attempt_end.into(), connect(builder, &plan, forced));
+        let attempt = tokio::time::timeout_at(
+            attempt_end.into(),
+            connect(builder, &plan, forced, local.as_ref()),
+        );
         let failure = match attempt.await {
             Ok(Ok(conn)) => return Ok(conn),
             // A peer that fails authentication, or a channel whose own
@@ -120,34 +123,117 @@ pub(super) async fn open(
     )))
 }
 
-/// The candidates for `target`, in order.
+/// A server found in the local registry: the registry (whose directory
+/// handles its sockets are reached through) and who must answer there.
+struct Local {
+    registry: Registry,
+    name: String,
+    pid: u32,
+}
+
+impl Local {
+    /// The path that reaches the socket published at `path` through the
+    /// runtime directory's checked handle, if it is one of its sockets.
+    fn via(&self, path: &std::path::Path) -> Option<std::path::PathBuf> {
+        if !cfg!(target_os = "linux") {
+            return None;
+        }
+        let dir = self.registry.runtime_dir();
+        let name = dir.socket_name(path)?;
+        Some(crate::discovery::runtime_dir::path_via_fd(
+            dir.sockets_fd(),
+            name,
+        ))
+    }
+
+    /// Checks the kernel's word on who answered at `url` (SO_PEERCRED)
+    /// against the registry entry: this user (the owner of the runtime
+    /// directory), and the process that published the name.
+    fn verify(&self, url: &str, pid: Option<u32>, uid: Option<u32>) -> Result<(), Status> {
+        let want_uid = crate::sys::uid();
+        let show = |v: Option<u32>| v.map_or_else(|| "unknown".to_owned(), |v| v.to_string());
+        // A pid of 0 is a process outside our pid namespace: the entry could
+        // not have been seen alive, so there is nothing to compare.
+        let pid_ok = match pid {
+            Some(0) => true,
+            Some(found) => found == self.pid,
+            None => false,
+        };
+        if uid == Some(want_uid) && pid_ok {
+            return Ok(());
+        }
+        Err(Status::unauthenticated(format!(
+            "refusing {url} for {name:?}: the registry in {dir} names pid {pid_want} (uid \
+             {want_uid}) as its server, but the process answering there is pid {pid_found} \
+             (uid {uid_found}); another process is impersonating the server, or the runtime \
+             directory was tampered with: nothing was sent. Check who can write {dir}, or set \
+             SWITCHYARD_RUNTIME_DIR to a directory only you can write",
+            name = self.name,
+            dir = self.registry.root().display(),
+            pid_want = self.pid,
+            pid_found = show(pid),
+            uid_found = show(uid),
+        )))
+    }
+}
+
+/// Connects to the Unix socket at `path`, through the runtime directory's
+/// handle when it is one of its sockets, and checks who answered.
+async fn unix_stream(
+    path: &std::path::Path,
+    local: Option<&Local>,
+) -> Result<tokio::net::UnixStream, Status> {
+    let via = local.and_then(|l| l.via(path));
+    let stream = tokio::net::UnixStream::connect(via.as_deref().unwrap_or(path))
+        .await
+        .map_err(|err| unreachable(unix::url(path), &err))?;
+    if let Some(local) = local {
+        let cred = stream.peer_cred().ok();
+        local.verify(
+            &unix::url(path),
+            cred.as_ref()
+                .and_then(|c| c.pid())
+                .and_then(|p| u32::try_from(p).ok()),
+            cred.as_ref().map(|c| c.uid()),
+        )?;
+    }
+    Ok(stream)
+}
+
+/// The candidates for `target`, in order, and the local registry entry
+/// they came from.
 async fn plans(
     builder: &ChannelBuilder,
     target: &Target,
     forced: Option<Forced>,
-) -> Result<Vec<Plan>, Status> {
+) -> Result<(Vec<Plan>, Option<Local>), Status> {
     let registry_dir = builder
         .runtime_dir
         .clone()
         .unwrap_or_else(crate::discovery::runtime_dir);
     let Target::Name(name) = target else {
-        return Ok(vec![select::plan(target, None, &registry_dir, forced)?]);
+        return Ok((
+            vec![select::plan(target, None, &registry_dir, forced)?],
+            None,
+        ));
     };
-    let entry = Registry::open(&registry_dir)
-        .map_err(|err| Status::unavailable(err.to_string()))?
+    let registry =
+        Registry::open(&registry_dir).map_err(|err| Status::unavailable(err.to_string()))?;
+    let entry = registry
         .lookup(name)
         .map_err(|err| Status::invalid_argument(err.to_string()))?;
     if let Some(entry) = entry {
-        return Ok(vec![select::plan(
-            target,
-            Some(&entry),
-            &registry_dir,
-            forced,
-        )?]);
+        let plan = select::plan(target, Some(&entry), &registry_dir, forced)?;
+        let local = Local {
+            registry,
+            name: name.clone(),
+            pid: entry.pid,
+        };
+        return Ok((vec![plan], Some(local)));
     }
     let (resolved, consulted) = resolve(builder, name).await?;
     match resolved {
-        Some(resolved) => select::plan_resolved(name, &resolved, forced),
+        Some(resolved) => Ok((select::plan_resolved(name, &resolved, forced)?, None)),
         None => Err(Status::not_found(format!(
             "no live process publishes {name:?} in the local registry ({}), and {consulted}; \
              start the server, check that both sides use the same SWITCHYARD_RUNTIME_DIR, add \
@@ -206,20 +292,20 @@ async fn connect(
     builder: &ChannelBuilder,
     plan: &Plan,
     forced: Option<Forced>,
+    local: Option<&Local>,
 ) -> Result<Arc<Connection>, Status> {
     let config = builder.connection_config();
     match &plan.endpoint {
         #[cfg(target_os = "linux")]
-        Endpoint::Shm(path) => connect_shm(path, plan, forced, &config).await,
+        Endpoint::Shm(path) => connect_shm(path, plan, forced, &config, local).await,
         #[cfg(not(target_os = "linux"))]
         Endpoint::Shm(path) => Err(Status::unavailable(format!(
             "shared memory is not available on this platform ({})",
             path.display()
         ))),
         Endpoint::Unix(path) => {
-            let link = unix::connect(path)
-                .await
-                .map_err(|err| unreachable(unix::url(path), &err))?;
+            let stream = unix_stream(path, local).await?;
+            let link = unix::UnixLink::connected(stream, path);
             Connection::open(link, plan.selection.clone(), &config).await
         }
         Endpoint::Tcp(host_port) => {
@@ -285,8 +371,17 @@ async fn connect_shm(
     plan: &Plan,
     forced: Option<Forced>,
     config: &ConnectionConfig,
+    local: Option<&Local>,
 ) -> Result<Arc<Connection>, Status> {
-    match crate::transport::shm::connect(path, crate::transport::shm::DEFAULT_CAPACITY).await {
+    // Who answers is checked before anything is shared with it.
+    let control = unix_stream(path, local).await?;
+    match crate::transport::shm::connect_over(
+        control,
+        path,
+        crate::transport::shm::DEFAULT_CAPACITY,
+    )
+    .await
+    {
         Ok(link) => Connection::open_shm(link, plan.selection.clone(), config).await,
         Err(err) if forced.is_some() => Err(unreachable(
             format!("shm over unix://{}", path.display()),
@@ -306,9 +401,8 @@ async fn connect_shm(
                 "shared memory is the fastest track",
                 "the Unix socket, since shared memory could not be set up",
             );
-            let link = unix::connect(path)
-                .await
-                .map_err(|err| unreachable(unix::url(path), &err))?;
+            let stream = unix_stream(path, local).await?;
+            let link = unix::UnixLink::connected(stream, path);
             Connection::open(link, selection, config).await
         }
     }

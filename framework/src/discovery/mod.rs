@@ -10,7 +10,7 @@ pub mod resolver;
 pub mod runtime_dir;
 pub mod static_file;
 
-pub use registry::{Entry, PublishGuard, Registry, RegistryError};
+pub use registry::{Entry, KeptQueue, PublishGuard, Registry, RegistryError};
 pub use resolver::{DISCOVERY_ENV, ResolveFuture, Resolved, Resolver};
 pub use runtime_dir::runtime_dir;
 pub use static_file::{StaticFile, StaticFileError};

@@ -4,11 +4,14 @@
 //!
 //! File name: `<name>@<pid>.json`. Contents: [`Entry`].
 
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
-use super::runtime_dir::{ensure_private_dir, runtime_dir};
+use super::runtime_dir::{RuntimeDir, runtime_dir};
 
 /// Why the registry could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -21,11 +24,11 @@ pub enum RegistryError {
         path: PathBuf,
         /// The error.
         #[source]
-        source: std::io::Error,
+        source: io::Error,
     },
     /// The runtime directory is not safe to use.
     #[error(
-        "runtime directory {path} is not safe to use: {reason}; fix its owner and mode (0700) or point SWITCHYARD_RUNTIME_DIR elsewhere"
+        "runtime directory {path} is not safe to use: {reason}; remove it if you did not make it, fix its owner and mode (0700), or set SWITCHYARD_RUNTIME_DIR (or XDG_RUNTIME_DIR) to a directory only you can write"
     )]
     Insecure {
         /// The directory.
@@ -90,10 +93,28 @@ impl Entry {
     }
 }
 
-/// The registry in one runtime directory.
+/// A message queue a gracefully stopped server kept for its next start,
+/// recorded as `registry/<service>.kept` (lower case): what `switchyard
+/// services` shows and `--remove-queue` removes. One-way calls by name find
+/// the queue without it (its name derives from the runtime directory and
+/// the service); the record tells people it is there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptQueue {
+    /// The service whose one-way calls the queue holds.
+    pub service: String,
+    /// The queue's name (`/sy-…`).
+    pub queue: String,
+    /// The process that stopped and kept it.
+    pub pid: u32,
+    /// When it stopped, milliseconds since the Unix epoch.
+    pub stopped_ms: u64,
+}
+
+/// The registry in one runtime directory, reached through the directory's
+/// checked handles (see [`RuntimeDir`]).
 #[derive(Clone, Debug)]
 pub struct Registry {
-    root: PathBuf,
+    dir: Arc<RuntimeDir>,
 }
 
 impl Registry {
@@ -102,50 +123,122 @@ impl Registry {
         Self::open(&runtime_dir())
     }
 
-    /// The registry under `root`, created with mode 0700 if missing.
+    /// The registry under `root`, created with mode 0700 if missing; see
+    /// [`RuntimeDir::open`] for what is refused.
     pub fn open(root: &Path) -> Result<Self, RegistryError> {
-        ensure_private_dir(root)?;
-        ensure_private_dir(&root.join("registry"))?;
-        ensure_private_dir(&root.join("sockets"))?;
         Ok(Self {
-            root: root.to_owned(),
+            dir: Arc::new(RuntimeDir::open(root)?),
         })
     }
 
-    /// The runtime directory.
+    /// The runtime directory's path (for messages and URLs).
     pub fn root(&self) -> &Path {
-        &self.root
+        self.dir.path()
+    }
+
+    /// The opened runtime directory, to bind and connect its sockets by
+    /// handle.
+    pub fn runtime_dir(&self) -> &Arc<RuntimeDir> {
+        &self.dir
     }
 
     /// A fresh socket path for this process.
     pub fn socket_path(&self, seq: u64) -> PathBuf {
-        self.root
-            .join("sockets")
-            .join(format!("{}-{seq}.sock", std::process::id()))
+        self.dir
+            .socket_path(&format!("{}-{seq}.sock", std::process::id()))
     }
 
-    fn entry_path(&self, name: &str, pid: u32) -> PathBuf {
-        self.root
-            .join("registry")
-            .join(format!("{name}@{pid}.json"))
+    fn entry_file(name: &str, pid: u32) -> String {
+        format!("{name}@{pid}.json")
     }
 
     /// Publishes `entry` (its name is normalised to lower case). The entry is
     /// removed when the returned guard drops.
     pub fn publish(&self, mut entry: Entry) -> Result<PublishGuard, RegistryError> {
         entry.name = normalize_name(&entry.name)?;
-        let path = self.entry_path(&entry.name, entry.pid);
-        let tmp = path.with_extension("json.tmp");
-        let io_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| RegistryError::Io { path, source }
+        let file = Self::entry_file(&entry.name, entry.pid);
+        self.write_entry(&file, &entry)?;
+        tracing::debug!(name = %entry.name, file, "published");
+        Ok(PublishGuard {
+            dir: Arc::clone(&self.dir),
+            file,
+        })
+    }
+
+    /// Writes `entry` as `file`, atomically (a temporary file renamed over
+    /// it), relative to the registry's handle.
+    fn write_entry(&self, file: &str, entry: &Entry) -> Result<(), RegistryError> {
+        let tmp = format!("{file}.tmp");
+        let fd = self.dir.registry_fd();
+        let io_err = |name: &str, source: io::Error| RegistryError::Io {
+            path: self.dir.path().join("registry").join(name),
+            source,
         };
         // Entry is plain data; serialising it cannot fail.
-        let json = serde_json::to_vec_pretty(&entry).unwrap_or_default();
-        std::fs::write(&tmp, json).map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        tracing::debug!(name = %entry.name, path = %path.display(), "published");
-        Ok(PublishGuard { path })
+        let json = serde_json::to_vec_pretty(entry).unwrap_or_default();
+        let out = rustix::fs::openat(
+            fd,
+            tmp.as_str(),
+            OFlags::CREATE | OFlags::TRUNC | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::RUSR | Mode::WUSR,
+        )
+        .map_err(|e| io_err(&tmp, e.into()))?;
+        std::fs::File::from(out)
+            .write_all(&json)
+            .map_err(|e| io_err(&tmp, e))?;
+        rustix::fs::renameat(fd, tmp.as_str(), fd, file).map_err(|e| io_err(file, e.into()))?;
+        Ok(())
+    }
+
+    /// Records that a stopped server kept `kept.queue` for `kept.service`
+    /// (replacing an earlier record for the service).
+    pub fn record_kept_queue(&self, kept: &KeptQueue) -> Result<(), RegistryError> {
+        let service = normalize_name(&kept.service)?;
+        let fd = self.dir.registry_fd();
+        let file = format!("{service}.kept");
+        let tmp = format!("{file}.tmp");
+        let io_err = |name: &str, source: io::Error| RegistryError::Io {
+            path: self.dir.path().join("registry").join(name),
+            source,
+        };
+        // KeptQueue is plain data; serialising it cannot fail.
+        let json = serde_json::to_vec_pretty(kept).unwrap_or_default();
+        let out = rustix::fs::openat(
+            fd,
+            tmp.as_str(),
+            OFlags::CREATE | OFlags::TRUNC | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::RUSR | Mode::WUSR,
+        )
+        .map_err(|e| io_err(&tmp, e.into()))?;
+        std::fs::File::from(out)
+            .write_all(&json)
+            .map_err(|e| io_err(&tmp, e))?;
+        rustix::fs::renameat(fd, tmp.as_str(), fd, file.as_str())
+            .map_err(|e| io_err(&file, e.into()))?;
+        Ok(())
+    }
+
+    /// Forgets the kept-queue record of `service` (its server started again,
+    /// or the queue was removed). Missing is fine.
+    pub fn forget_kept_queue(&self, service: &str) {
+        if let Ok(service) = normalize_name(service) {
+            let _ = rustix::fs::unlinkat(
+                self.dir.registry_fd(),
+                format!("{service}.kept").as_str(),
+                AtFlags::empty(),
+            );
+        }
+    }
+
+    /// The queues stopped servers kept, by service.
+    pub fn kept_queues(&self) -> Result<Vec<KeptQueue>, RegistryError> {
+        let mut kept: Vec<KeptQueue> = self
+            .read_files(".kept")?
+            .into_iter()
+            .filter_map(|(_, bytes)| serde_json::from_slice(&bytes?).ok())
+            .collect();
+        kept.sort_by(|a, b| a.service.cmp(&b.service));
+        Ok(kept)
     }
 
     /// The live entry for `name`, the most recently published if several
@@ -184,33 +277,78 @@ impl Registry {
         self.scan_pruning(&mut Vec::new())
     }
 
-    fn scan_pruning(&self, pruned: &mut Vec<Entry>) -> Result<Vec<Entry>, RegistryError> {
-        let dir = self.root.join("registry");
-        let read = std::fs::read_dir(&dir).map_err(|source| RegistryError::Io {
-            path: dir.clone(),
+    /// The `*.json` files in `registry/`, with what they hold (`None`:
+    /// unreadable).
+    fn files(&self) -> Result<Vec<(String, Option<Entry>)>, RegistryError> {
+        Ok(self
+            .read_files(".json")?
+            .into_iter()
+            .map(|(file, bytes)| {
+                let entry = bytes.and_then(|b| serde_json::from_slice::<Entry>(&b).ok());
+                (file, entry)
+            })
+            .collect())
+    }
+
+    /// The files in `registry/` whose names end with `suffix`, with their
+    /// bytes (`None`: unreadable).
+    fn read_files(&self, suffix: &str) -> Result<Vec<RegistryFile>, RegistryError> {
+        let fd = self.dir.registry_fd();
+        let io_err = |source: io::Error| RegistryError::Io {
+            path: self.dir.path().join("registry"),
             source,
-        })?;
-        let mut live = Vec::new();
-        for file in read.flatten() {
-            let path = file.path();
-            if path.extension().is_none_or(|x| x != "json") {
+        };
+        let dir = rustix::fs::Dir::read_from(fd).map_err(|e| io_err(e.into()))?;
+        let mut files = Vec::new();
+        for item in dir {
+            let Ok(item) = item else { continue };
+            let Ok(file) = item.file_name().to_str() else {
+                continue;
+            };
+            if !file.ends_with(suffix) || item.file_type() == FileType::Directory {
                 continue;
             }
-            let entry = std::fs::read(&path)
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<Entry>(&bytes).ok());
+            let file = file.to_owned();
+            let bytes = rustix::fs::openat(
+                fd,
+                file.as_str(),
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+                Mode::empty(),
+            )
+            .ok()
+            .and_then(|fd| {
+                let mut bytes = Vec::new();
+                std::fs::File::from(fd)
+                    .take(MAX_ENTRY_BYTES)
+                    .read_to_end(&mut bytes)
+                    .ok()?;
+                Some(bytes)
+            });
+            files.push((file, bytes));
+        }
+        Ok(files)
+    }
+
+    fn scan_pruning(&self, pruned: &mut Vec<Entry>) -> Result<Vec<Entry>, RegistryError> {
+        let mut live = Vec::new();
+        for (file, entry) in self.files()? {
             match entry {
                 Some(entry) if entry.is_alive() => live.push(entry),
                 Some(entry) => {
                     tracing::debug!(name = %entry.name, pid = entry.pid, "pruning entry of a dead process");
-                    let removed = std::fs::remove_file(&path).is_ok();
+                    let removed = rustix::fs::unlinkat(
+                        self.dir.registry_fd(),
+                        file.as_str(),
+                        AtFlags::empty(),
+                    )
+                    .is_ok();
                     // Only sockets this registry handed out are removed.
-                    let sockets = self.root.join("sockets");
                     for url in &entry.endpoints {
                         if let Some(socket) = url.strip_prefix("unix://").map(Path::new)
-                            && socket.parent() == Some(sockets.as_path())
+                            && let Some(name) = self.dir.socket_name(socket)
                         {
-                            let _ = std::fs::remove_file(socket);
+                            let _ =
+                                rustix::fs::unlinkat(self.dir.sockets_fd(), name, AtFlags::empty());
                         }
                     }
                     if removed {
@@ -219,7 +357,7 @@ impl Registry {
                 }
                 None => {
                     // Unreadable: half-written by a crashed process, or not ours.
-                    tracing::warn!(path = %path.display(), "ignoring unreadable registry entry");
+                    tracing::warn!(file, "ignoring unreadable registry entry");
                 }
             }
         }
@@ -227,15 +365,22 @@ impl Registry {
     }
 }
 
+/// A file in `registry/`: its name and bytes (`None`: unreadable).
+type RegistryFile = (String, Option<Vec<u8>>);
+
+/// The largest registry entry read (a bigger file is not an entry).
+const MAX_ENTRY_BYTES: u64 = 1 << 20;
+
 /// Removes a published entry when dropped.
 #[derive(Debug)]
 pub struct PublishGuard {
-    path: PathBuf,
+    dir: Arc<RuntimeDir>,
+    file: String,
 }
 
 impl Drop for PublishGuard {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        let _ = rustix::fs::unlinkat(self.dir.registry_fd(), self.file.as_str(), AtFlags::empty());
     }
 }
 

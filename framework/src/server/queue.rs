@@ -4,9 +4,13 @@
 //! highest priority first, FIFO within a priority.
 //!
 //! Lifecycle rule: a queue outlives its server, so one-way calls sent while
-//! the server restarts wait in the kernel. Graceful shutdown removes a queue
-//! only when it is empty; `switchyard services --prune` removes queues whose
-//! service no live process publishes. Durability wins over tidiness.
+//! the server restarts wait in the kernel, whether it was killed or stopped
+//! gracefully: graceful shutdown keeps the queue (clients find it by its
+//! name, which derives from the runtime directory and the service). It is
+//! removed for good only when asked: `ServerBuilder::remove_queues_on_shutdown`,
+//! `switchyard services --remove-queue SERVICE`, or `switchyard services
+//! --prune` for services no live process publishes. Durability wins over
+//! tidiness.
 //!
 //! Handlers of one queue run one at a time, in the order the kernel hands
 //! the messages out, so the order of priorities is the order of handling.
@@ -31,29 +35,65 @@ use crate::protocol::status::Code;
 use crate::select::{Selection, Transport};
 use crate::service::Request;
 use crate::transport::PeerInfo;
-use crate::transport::mqueue::{self, MqReceiver, Removal};
+use crate::transport::mqueue::{self, MqReceiver};
 
 /// A queue being drained.
 #[derive(Debug)]
 pub(crate) struct QueueHandle {
     pub(crate) name: String,
+    pub(crate) service: String,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl QueueHandle {
     /// Waits for the drain task to stop (after the phase left Serving), then
-    /// removes the queue if nothing waits in it.
-    pub(crate) async fn close(mut self) {
+    /// keeps the queue for the next start, or with `remove` removes it for
+    /// good, discarding what waits in it. A kept queue is recorded in
+    /// `registry` (if the server has one) for `switchyard services`.
+    pub(crate) async fn close(
+        mut self,
+        remove: bool,
+        registry: Option<&crate::discovery::Registry>,
+    ) {
         let _ = (&mut self.task).await;
-        match mqueue::remove_if_empty(&self.name) {
-            Ok(Removal::Kept { messages }) => tracing::info!(
-                queue = %self.name,
-                messages,
-                "kept the queue: one-way calls wait in it for the next start"
-            ),
-            Ok(_) => {}
-            Err(err) => tracing::warn!(queue = %self.name, %err, "could not remove the queue"),
+        if remove {
+            match mqueue::remove(&self.name) {
+                Ok(Some(discarded)) if discarded > 0 => tracing::warn!(
+                    queue = %self.name,
+                    discarded,
+                    "removed the queue as asked (remove_queues_on_shutdown), discarding the \
+                     one-way calls that waited in it"
+                ),
+                Ok(_) => tracing::info!(queue = %self.name, "removed the queue as asked"),
+                Err(err) => tracing::warn!(queue = %self.name, %err, "could not remove the queue"),
+            }
+            return;
         }
+        if let Some(registry) = registry {
+            let kept = crate::discovery::KeptQueue {
+                service: self.service.clone(),
+                queue: self.name.clone(),
+                pid: crate::sys::pid(),
+                stopped_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                    .unwrap_or(0),
+            };
+            if let Err(err) = registry.record_kept_queue(&kept) {
+                tracing::warn!(queue = %self.name, %err, "could not record the kept queue");
+            }
+        }
+        let waiting = crate::sys::mqueue::open_existing(&self.name)
+            .and_then(|q| q.attributes())
+            .map(|a| a.current_messages)
+            .unwrap_or(0);
+        tracing::info!(
+            queue = %self.name,
+            waiting,
+            "kept the queue: one-way calls sent until the next start wait in it (remove it for \
+             good with ServerBuilder::remove_queues_on_shutdown or `switchyard services \
+             --remove-queue <service>`)"
+        );
     }
 }
 
@@ -78,18 +118,32 @@ impl std::fmt::Debug for Opened {
     }
 }
 
+/// A service with one-way methods that has no queue, and why: its one-way
+/// calls travel over connections and are not kept across a restart.
+#[derive(Clone, Debug)]
+pub(crate) struct Missing {
+    pub(crate) service: String,
+    pub(crate) reason: String,
+}
+
 /// Creates (or reopens, keeping what waits in it) a queue for every service
-/// with one-way methods. A queue that cannot be made is logged; one-way
-/// calls to that service then travel over connections.
-pub(crate) fn open(root: &std::path::Path, services: &[(String, bool)]) -> Vec<Opened> {
+/// with one-way methods. A queue that cannot be made is returned as
+/// [`Missing`] and logged: as an error when someone else holds its name
+/// (durability is lost, and only its owner or another runtime directory can
+/// fix that), else as a warning.
+pub(crate) fn open(
+    root: &std::path::Path,
+    services: &[(String, bool)],
+) -> (Vec<Opened>, Vec<Missing>) {
     let limits = match mqueue::limits() {
         Ok(limits) => limits,
         Err(err) => {
             tracing::info!(%err, "no POSIX message queues: one-way calls use connections");
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
     };
     let mut opened = Vec::new();
+    let mut missing = Vec::new();
     for (service, has_oneway) in services {
         if !has_oneway {
             continue;
@@ -111,14 +165,38 @@ pub(crate) fn open(root: &std::path::Path, services: &[(String, bool)]) -> Vec<O
                     receiver,
                 });
             }
-            Err(err) => tracing::warn!(
-                queue = %name,
-                %err,
-                "could not open the message queue; one-way calls to {service} use connections"
-            ),
+            Err(err) => {
+                let squatted = matches!(
+                    err,
+                    mqueue::MqError::Foreign { .. } | mqueue::MqError::PermissionDenied { .. }
+                );
+                let reason = if squatted {
+                    format!(
+                        "someone else holds the queue name {name} ({err}); one-way calls to \
+                         {service} travel over connections and are NOT kept across a server \
+                         restart. Fix: have its owner or root remove it, or run with another \
+                         SWITCHYARD_RUNTIME_DIR (the queue name derives from it)"
+                    )
+                } else {
+                    format!(
+                        "could not open the message queue {name} ({err}); one-way calls to \
+                         {service} travel over connections and are not kept across a server \
+                         restart"
+                    )
+                };
+                if squatted {
+                    tracing::error!(queue = %name, service = %service, "one-way durability lost: {reason}");
+                } else {
+                    tracing::warn!(queue = %name, service = %service, "{reason}");
+                }
+                missing.push(Missing {
+                    service: service.clone(),
+                    reason,
+                });
+            }
         }
     }
-    opened
+    (opened, missing)
 }
 
 /// Starts draining the opened queues.
@@ -138,6 +216,7 @@ pub(crate) fn spawn(
             ));
             QueueHandle {
                 name: queue.name,
+                service: queue.service,
                 task,
             }
         })

@@ -35,11 +35,14 @@
 //! 2. The queue outlives the server process. Clients that find the queue
 //!    enqueue whether or not a server is running; their calls wait in the
 //!    kernel until a server drains them.
-//! 3. On graceful shutdown the server removes its queue only if it is empty
-//!    ([`remove_if_empty`]). A queue with messages stays for the next run.
-//! 4. A queue whose owner is gone for good is removed only by an explicit
-//!    prune ([`prune`], behind `switchyard services --prune`), which reports
-//!    how many messages it discarded. Nothing removes queues implicitly.
+//! 3. On graceful shutdown the server keeps its queue, empty or not, so
+//!    one-way calls sent while it restarts wait for the next run. A server
+//!    built with `ServerBuilder::remove_queues_on_shutdown` removes it
+//!    ([`remove`]) instead.
+//! 4. A queue whose owner is gone for good is removed only explicitly:
+//!    [`remove`] (behind `switchyard services --remove-queue SERVICE`) or
+//!    [`prune`] (behind `switchyard services --prune`), both reporting how
+//!    many messages they discarded. Nothing removes queues implicitly.
 //!
 //! A client holding a descriptor of a queue that was removed since would
 //! send into a queue nobody can open any more. [`MqSender`] checks that the
@@ -93,10 +96,28 @@ pub enum MqSendError {
         max_messages: usize,
     },
     /// The queue stayed full until the deadline.
-    #[error("message queue {name} stayed full until the call's deadline")]
+    #[error(
+        "message queue {name} stayed full until the call's deadline; nothing was sent: the server \
+         that drains it is not running or not keeping up: start it, give the call a later \
+         deadline, or use the try_ form to fail at once"
+    )]
     DeadlineExceeded {
         /// The queue's name.
         name: String,
+    },
+    /// The queue stayed full for as long as a call without a deadline waits
+    /// (`ChannelBuilder::queue_full_wait`).
+    #[error(
+        "message queue {name} stayed full for {waited:?} (the call has no deadline; \
+         ChannelBuilder::queue_full_wait bounds the wait); nothing was sent: the server that \
+         drains it is not running or not keeping up: start it, or give the call a deadline \
+         (with_timeout) to wait longer"
+    )]
+    StayedFull {
+        /// The queue's name.
+        name: String,
+        /// How long the call waited.
+        waited: std::time::Duration,
     },
     /// The frame is longer than the queue's message size; nothing was sent.
     #[error(
@@ -121,12 +142,12 @@ pub enum MqSendError {
 }
 
 impl MqSendError {
-    /// The status a caller sees: Full is ResourceExhausted, the deadline
-    /// DeadlineExceeded, a bad priority InvalidArgument, anything else
+    /// The status a caller sees: Full and StayedFull are ResourceExhausted,
+    /// the deadline DeadlineExceeded, a bad priority InvalidArgument, anything else
     /// Unavailable.
     pub fn code(&self) -> Code {
         match self {
-            Self::Full { .. } => Code::ResourceExhausted,
+            Self::Full { .. } | Self::StayedFull { .. } => Code::ResourceExhausted,
             Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Self::TooLarge { .. } => Code::ResourceExhausted,
             Self::Queue(MqError::BadPriority { .. }) => Code::InvalidArgument,
@@ -454,7 +475,7 @@ pub enum Removal {
     Absent,
 }
 
-/// The graceful-shutdown rule: removes queue `name` only if it holds no
+/// Removes queue `name` only if it holds no
 /// messages. A queue that is not this user's with mode 0600 is refused.
 ///
 /// A message sent between the check and the removal is not lost: it is
@@ -495,6 +516,22 @@ pub fn remove_if_empty(name: &str) -> Result<Removal, MqError> {
         }
     }
     Ok(Removal::Kept { messages: moved })
+}
+
+/// Removes queue `name` for good, messages and all; returns how many
+/// messages were discarded (`None`: there was no such queue). A queue that
+/// is not this user's with mode 0600 is refused.
+pub fn remove(name: &str) -> Result<Option<usize>, MqError> {
+    let queue = match sys::open_existing(name) {
+        Ok(queue) => queue,
+        Err(MqError::NotFound { .. }) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let discarded = queue.attributes()?.current_messages;
+    match sys::unlink(name) {
+        Ok(()) | Err(MqError::NotFound { .. }) => Ok(Some(discarded)),
+        Err(err) => Err(err),
+    }
 }
 
 /// A queue that [`prune`] removed.

@@ -2,6 +2,7 @@
 //! shared-memory handshake rides on.
 
 use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -36,6 +37,11 @@ impl UnixLink {
             peer,
             prefix: Vec::new(),
         }
+    }
+
+    /// A link over `stream`, connected to the socket published at `path`.
+    pub fn connected(stream: UnixStream, path: &Path) -> Self {
+        Self::new(stream, path)
     }
 
     /// The socket and what is known of the peer.
@@ -85,12 +91,23 @@ pub async fn connect(path: &Path) -> io::Result<UnixLink> {
     Ok(UnixLink::new(stream, path))
 }
 
+/// Connects through `via` (for example a `/proc/self/fd/<dir>/<name>` path
+/// that does not depend on what a directory path points at now) to the
+/// socket published as `shown`.
+pub async fn connect_via(via: &Path, shown: &Path) -> io::Result<UnixLink> {
+    let stream = UnixStream::connect(via).await?;
+    Ok(UnixLink::new(stream, shown))
+}
+
 /// Listens on a socket path; the socket file is removed when the listener
 /// is dropped.
 #[derive(Debug)]
 pub struct UnixListener {
     listener: TokioUnixListener,
     path: PathBuf,
+    /// When bound inside a directory handle: the handle and the name, which
+    /// the socket is removed by.
+    at: Option<(OwnedFd, String)>,
 }
 
 impl UnixListener {
@@ -118,6 +135,47 @@ impl UnixListener {
         Ok(Self {
             listener,
             path: path.to_owned(),
+            at: None,
+        })
+    }
+
+    /// Binds `name` inside the directory open at `dir`, never following a
+    /// path to it (the socket is made through `/proc/self/fd/<dir>/<name>`),
+    /// and publishes it as `shown`. A stale socket is replaced, a live one is
+    /// `AddrInUse`, and anything else at `name` is `AlreadyExists`, as for
+    /// [`bind`](Self::bind).
+    pub fn bind_at(dir: BorrowedFd<'_>, name: &str, shown: &Path) -> io::Result<Self> {
+        use rustix::fs::{AtFlags, FileType};
+        let via = crate::discovery::runtime_dir::path_via_fd(dir, name);
+        if !Path::new("/proc/self/fd").is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "binding inside the runtime directory by its handle needs /proc \
+                 (/proc/self/fd/<dir>/<name>): mount procfs, or give the server a socket path \
+                 of its own (ServerBuilder::unix_path)",
+            ));
+        }
+        if let Ok(stat) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            if FileType::from_raw_mode(stat.st_mode) != FileType::Socket {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a socket", shown.display()),
+                ));
+            }
+            if std::os::unix::net::UnixStream::connect(&via).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is in use by a live server", shown.display()),
+                ));
+            }
+            rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
+        }
+        let listener = TokioUnixListener::bind(&via)?;
+        let dir = rustix::io::fcntl_dupfd_cloexec(dir, 0)?;
+        Ok(Self {
+            listener,
+            path: shown.to_owned(),
+            at: Some((dir, name.to_owned())),
         })
     }
 
@@ -142,6 +200,13 @@ impl Listener for UnixListener {
 
 impl Drop for UnixListener {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        match &self.at {
+            Some((dir, name)) => {
+                let _ = rustix::fs::unlinkat(dir, name.as_str(), rustix::fs::AtFlags::empty());
+            }
+            None => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
     }
 }

@@ -69,7 +69,15 @@ async fn scenario(server_exe: &Path, out: &Path) -> Result<(), String> {
         };
         sent.map_err(|s| format!("call {i} with the server down: {s}"))?;
     }
-    let down = channel.oneway_selection(&TESTING_DESCRIPTOR);
+    // The channel notices the killed server when its connection's reader
+    // sees the socket close, which may come after the 50 sends: give it
+    // time before asking how one-way calls go now.
+    let noticed = Instant::now() + Duration::from_secs(5);
+    let mut down = channel.oneway_selection(&TESTING_DESCRIPTOR);
+    while !down.reason.contains("wait in the kernel") && Instant::now() < noticed {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        down = channel.oneway_selection(&TESTING_DESCRIPTOR);
+    }
     if !down.reason.contains("wait in the kernel") {
         return Err(format!(
             "the selection while the server is down says: {down}"

@@ -4,7 +4,8 @@
 //!
 //! Flags: `--tcp`, `--tcp-at ADDR`, `--quic ADDR` (printed as
 //! `quic://ADDR?pin=<hex fingerprint>`), `--no-unix`, `--queues` (a message
-//! queue for one-way calls), `--max-in-flight N`, `--max-frame BYTES`,
+//! queue for one-way calls), `--remove-queues` (remove it on graceful
+//! shutdown), `--max-in-flight N`, `--max-frame BYTES`,
 //! `--grace-ms MS`, `--bulk-threshold BYTES`, `--quic-validation
 //! always|never|N` (a Retry always, never, or while more than N handshakes
 //! are under way), `--quic-max-handshakes N`.
@@ -120,6 +121,7 @@ async fn main() -> ExitCode {
                 raise_queue_budget();
                 builder.message_queues(true)
             }
+            "--remove-queues" => builder.remove_queues_on_shutdown(true),
             "--no-unix" => builder.no_unix(),
             "--max-in-flight" => builder.max_in_flight(value() as usize),
             "--max-frame" => builder.max_frame(value() as u32),

@@ -4,6 +4,7 @@
 //! ```text
 //! switchyard inspect <name | unix:///path | tcp://host:port> [--json] [--runtime-dir DIR]
 //! switchyard services [--prune] [--json] [--runtime-dir DIR]
+//! switchyard services --remove-queue SERVICE [--runtime-dir DIR]
 //! switchyard bench [--quick] [--only T,..] [--report FILE]
 //! switchyard certs --out DIR NAME[,SAN...]...
 //! ```
@@ -34,6 +35,8 @@ Usage:
       Print a process's connections: transport, why it was chosen, peers, counters.
   switchyard services [--prune] [--json] [--runtime-dir DIR]
       List the live entries of the local registry; --prune removes dead ones.
+  switchyard services --remove-queue SERVICE [--runtime-dir DIR]
+      Remove a stopped service's message queue for good.
   switchyard bench [--quick] [--only T,..] [--report FILE]
       Round trips over every transport beside the raw OS path, in one table.
   switchyard certs --out DIR NAME[,SAN...]...
@@ -59,7 +62,7 @@ Options:
   --json             Print the whole snapshot as JSON instead of the table.
   --runtime-dir DIR  Look names up in DIR's registry (default:
                      $SWITCHYARD_RUNTIME_DIR, else $XDG_RUNTIME_DIR/switchyard,
-                     else /tmp/switchyard-<uid>).
+                     else ~/.switchyard/run, else $TMPDIR/switchyard-<uid>).
   -h, --help         Show this text.
 
 Connecting and the call each have 5 seconds.
@@ -69,6 +72,7 @@ const SERVICES_HELP: &str = "\
 switchyard services: list the local registry
 
 Usage: switchyard services [--prune] [--json] [--runtime-dir DIR]
+       switchyard services --remove-queue SERVICE [--runtime-dir DIR]
 
 Lists every live entry: published name, pid, services and endpoints (fastest
 first). Entries of processes that died are skipped.
@@ -76,9 +80,15 @@ first). Entries of processes that died are skipped.
 Options:
   --prune            Remove the entries and sockets of dead processes and say
                      how many went.
+  --remove-queue SERVICE
+                     Remove SERVICE's message queue for good, with the one-way
+                     calls waiting in it (a server keeps its queue when it
+                     stops, so calls sent while it restarts are delivered).
+                     Refused while a live process serves SERVICE.
   --json             Print the entries as a JSON array.
   --runtime-dir DIR  Use DIR's registry (default: $SWITCHYARD_RUNTIME_DIR, else
-                     $XDG_RUNTIME_DIR/switchyard, else /tmp/switchyard-<uid>).
+                     $XDG_RUNTIME_DIR/switchyard, else ~/.switchyard/run,
+                     else $TMPDIR/switchyard-<uid>).
   -h, --help         Show this text.
 ";
 
@@ -285,6 +295,7 @@ fn dispatch(args: &[String]) -> Result<(), Failure> {
                     ("--prune", false),
                     ("--json", false),
                     ("--runtime-dir", true),
+                    ("--remove-queue", true),
                 ],
             )?;
             if parsed.help {
@@ -292,6 +303,13 @@ fn dispatch(args: &[String]) -> Result<(), Failure> {
                 return Ok(());
             }
             no_positionals("services", &parsed)?;
+            if let Some(service) = parsed.value("--remove-queue") {
+                return services::remove_queue(
+                    service,
+                    parsed.value("--runtime-dir").map(PathBuf::from),
+                )
+                .map_err(Failure::Failed);
+            }
             services::run(
                 parsed.has("--prune"),
                 parsed.has("--json"),

@@ -5,6 +5,58 @@ use std::path::PathBuf;
 use switchyard::debug::table;
 use switchyard::discovery::{Registry, runtime_dir};
 
+/// Removes the message queue a server in `dir` (default: the runtime
+/// directory) keeps for `service`, for good, with the one-way calls waiting
+/// in it; refused while a live process publishes the service.
+pub(crate) fn remove_queue(service: &str, dir: Option<PathBuf>) -> Result<(), String> {
+    let dir = dir.unwrap_or_else(runtime_dir);
+    remove_queue_in(service, &dir)
+}
+
+#[cfg(target_os = "linux")]
+fn remove_queue_in(service: &str, dir: &std::path::Path) -> Result<(), String> {
+    use switchyard::transport::mqueue::{remove, service_queue_name};
+    if dir.join("registry").is_dir() {
+        let registry = Registry::open(dir).map_err(|err| err.to_string())?;
+        let live = registry.list().map_err(|err| err.to_string())?;
+        if let Some(entry) = live
+            .iter()
+            .find(|e| e.services.iter().any(|s| s.eq_ignore_ascii_case(service)))
+        {
+            return Err(format!(
+                "{service} is served by the live process {} (published as {:?}); stop it first, \
+                 or build it with ServerBuilder::remove_queues_on_shutdown(true)",
+                entry.pid, entry.name
+            ));
+        }
+    }
+    let name = service_queue_name(dir, service);
+    if dir.join("registry").is_dir()
+        && let Ok(registry) = Registry::open(dir)
+    {
+        registry.forget_kept_queue(service);
+    }
+    match remove(&name) {
+        Ok(Some(discarded)) => {
+            println!("removed queue {name} of {service} ({discarded} calls discarded)");
+            Ok(())
+        }
+        Ok(None) => {
+            println!(
+                "no queue {name} for {service} in {}: nothing to remove",
+                dir.display()
+            );
+            Ok(())
+        }
+        Err(err) => Err(format!("could not remove queue {name}: {err}")),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn remove_queue_in(_service: &str, _dir: &std::path::Path) -> Result<(), String> {
+    Err("message queues exist only on Linux".into())
+}
+
 /// Lists the registry in `dir` (default: the runtime directory); with
 /// `prune`, first removes the entries and sockets of dead processes.
 pub(crate) fn run(prune: bool, json: bool, dir: Option<PathBuf>) -> Result<(), String> {
@@ -49,8 +101,35 @@ pub(crate) fn run(prune: bool, json: bool, dir: Option<PathBuf>) -> Result<(), S
     } else {
         println!("registry: {}", dir.join("registry").display());
         print!("{}", table::services_table(&entries));
+        print_kept_queues(&registry);
     }
     Ok(())
+}
+
+/// Lists the queues stopped servers kept (their one-way calls wait there for
+/// the next start), and how to remove one for good.
+fn print_kept_queues(registry: &Registry) {
+    let Ok(kept) = registry.kept_queues() else {
+        return;
+    };
+    if kept.is_empty() {
+        return;
+    }
+    println!("queues kept by stopped servers (one-way calls wait in them for the next start):");
+    for queue in kept {
+        #[cfg(target_os = "linux")]
+        let waiting = switchyard::sys::mqueue::open_existing(&queue.queue)
+            .and_then(|q| q.attributes())
+            .map(|a| format!("{} waiting", a.current_messages))
+            .unwrap_or_else(|_| "gone".to_owned());
+        #[cfg(not(target_os = "linux"))]
+        let waiting = String::new();
+        println!(
+            "  {}  {}  {waiting}  (stopped by pid {}; remove for good: switchyard services \
+             --remove-queue {})",
+            queue.service, queue.queue, queue.pid, queue.service
+        );
+    }
 }
 
 /// Removes the message queues of services that a dead process served and no

@@ -333,6 +333,17 @@ impl ShmLink {
 /// Opens a shared-memory link to the server listening at `path`.
 pub async fn connect(path: &Path, capacity: usize) -> io::Result<ShmLink> {
     let control = UnixStream::connect(path).await?;
+    connect_over(control, path, capacity).await
+}
+
+/// Opens a shared-memory link over `control`, a socket already connected to
+/// the server listening at `path` (whose peer the caller may have checked
+/// before anything is shared with it).
+pub async fn connect_over(
+    control: UnixStream,
+    path: &Path,
+    capacity: usize,
+) -> io::Result<ShmLink> {
     let cred = control.peer_cred().ok();
     let peer = PeerInfo {
         addr: format!("shm://{}", path.display()),

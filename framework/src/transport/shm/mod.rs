@@ -10,5 +10,5 @@ pub mod ring;
 #[cfg(target_os = "linux")]
 pub use link::{
     ACCEPT, Accepted, BulkTransfers, DEFAULT_BULK_THRESHOLD, DEFAULT_CAPACITY, DEFAULT_SPIN, OFFER,
-    Polled, ShmLink, ShmRx, ShmTx, accept, bulk_transfers, connect,
+    Polled, ShmLink, ShmRx, ShmTx, accept, bulk_transfers, connect, connect_over,
 };
