@@ -125,7 +125,7 @@ impl ChannelBuilder {
     }
 
     /// The most response metadata this client takes from one call when it
-    /// reads it ([`with_response_metadata`](crate::client::with_response_metadata)):
+    /// reads it ([`with_response_metadata`]):
     /// `bytes` of wire form (default 16 KiB) in at most `entries` entries
     /// (default 256). Over either, the call fails with RESOURCE_EXHAUSTED,
     /// as gRPC fails a call whose headers exceed the client's limit.

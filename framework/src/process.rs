@@ -429,13 +429,7 @@ async fn open_parent_link() -> Result<PeerLink, Status> {
         )
     })?;
     let take = |fd| {
-        // SAFETY: `read` and `write` differ (parse_pipe_env refuses one fd
-        // named twice), this runs once per process (PARENT_LINK is a
-        // once-only cell), and nothing else in switchyard owns these fds:
-        // they were handed to this process for its switchyard link alone.
-        #[allow(unsafe_code)]
-        let taken = unsafe { crate::sys::inherit::take_inherited_pipe(fd) };
-        taken.map_err(|err| {
+        crate::sys::inherit::take_inherited_pipe(fd).map_err(|err| {
             Status::failed_precondition(format!("the inherited pipe fd {fd} is unusable: {err}"))
         })
     };

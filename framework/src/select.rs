@@ -170,16 +170,31 @@ pub fn forced_from_env() -> Result<Option<Forced>, Status> {
         return Ok(None);
     }
     let transport = Transport::from_name(&value).ok_or_else(|| {
-        let names: Vec<_> = Transport::ALL.iter().map(|t| t.as_str()).collect();
         Status::invalid_argument(format!(
-            "{TRANSPORT_ENV}={value} is not a transport; use one of {}",
-            names.join(", ")
+            "{TRANSPORT_ENV}={value} is not a transport; use one of {} (pipes, memory maps and \
+             message queues are chosen by switchyard where they apply, and cannot be demanded)",
+            forceable_names()
         ))
     })?;
     Ok(Some(Forced {
         transport,
         source: "SWITCHYARD_TRANSPORT",
     }))
+}
+
+/// The transports a connection can be made to take, as a list for messages.
+fn forceable_names() -> String {
+    [
+        Transport::Shm,
+        Transport::Unix,
+        Transport::Tcp,
+        Transport::Quic,
+    ]
+    .iter()
+    .filter(|t| t.is_available())
+    .map(|t| t.as_str())
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 /// Where to connect, as decided.

@@ -222,6 +222,8 @@ pub(crate) struct Outbound {
     /// Bodies above this are encoded into bulk regions (links that have
     /// them).
     bulk_threshold: Option<usize>,
+    /// What the link moved as bulk regions (links that have them).
+    bulk_counters: Option<Arc<crate::transport::bulk::BulkCounters>>,
     /// Set to why the writer task stopped, if it failed.
     failure: watch::Receiver<Option<WriterFailure>>,
 }
@@ -253,6 +255,7 @@ impl Outbound {
             direct: tx.direct(),
             queued: Arc::clone(&queued),
             bulk_threshold: tx.bulk_threshold(),
+            bulk_counters: tx.bulk_counters(),
             failure,
         };
         let writer = async move {
@@ -301,6 +304,7 @@ impl Outbound {
             direct: None,
             queued: Arc::new(AtomicUsize::new(0)),
             bulk_threshold: None,
+            bulk_counters: None,
             failure: watch::channel(None).1,
         }
     }
@@ -310,6 +314,11 @@ impl Outbound {
     /// link has no bulk path.
     pub(crate) fn bulk_threshold(&self) -> Option<usize> {
         self.bulk_threshold
+    }
+
+    /// What the link moved as bulk regions, where it has them.
+    pub(crate) fn bulk_counters(&self) -> Option<Arc<crate::transport::bulk::BulkCounters>> {
+        self.bulk_counters.clone()
     }
 
     /// Writes directly if possible; gives the frame back otherwise.

@@ -473,6 +473,7 @@ async fn json_shows_connections_on_two_transports_field_by_field() {
                 "connections",
                 "listeners",
                 "methods",
+                "mmap",
                 "process",
                 "schema",
                 "services",
@@ -497,6 +498,7 @@ async fn json_shows_connections_on_two_transports_field_by_field() {
                 "events",
                 "id",
                 "latency",
+                "mmap",
                 "opened_unix_ms",
                 "peer",
                 "reason",
@@ -576,6 +578,14 @@ async fn metrics_parse_with_a_prometheus_parser() {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.clone()))
             .collect();
+            if m.calls == 0 && m.bytes_sent == 0 && m.bytes_received == 0 {
+                // Nothing happened there: no series at all.
+                assert!(
+                    !scrape.samples.iter().any(|x| labels(x) == series),
+                    "an idle method exports series: {series:?}"
+                );
+                continue;
+            }
             let find = |metric: &str| {
                 scrape
                     .samples
@@ -1343,6 +1353,70 @@ async fn introspection_answers_remote_peers_only_when_turned_on() {
         assert!(snapshot(tcp, Transport::Tcp).await.is_ok());
         closed.shutdown().await;
         open.shutdown().await;
+    })
+    .await
+    .expect("test finishes in time");
+}
+
+#[tokio::test]
+async fn bodies_over_the_mmap_track_show_in_the_table_json_and_metrics() {
+    timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::builder()
+            .add_service(DebugProbeServer::new(Probe))
+            .publish("mapped")
+            .runtime_dir(dir.path())
+            .message_queues(false)
+            .start()
+            .await
+            .unwrap();
+        let channel = Channel::builder()
+            .runtime_dir(dir.path())
+            .connect("mapped")
+            .await
+            .unwrap();
+        assert_eq!(channel.selection().transport, Transport::Shm);
+        let client = DebugProbeClient::new(channel);
+        // 1 MiB each way: over the 256 KiB bulk threshold.
+        let big = "m".repeat(1 << 20);
+        assert_eq!(client.echo(big.clone()).await.unwrap().len(), big.len());
+        let snapshot = switchyard::debug::snapshot();
+        let ours: Vec<&ConnectionInfo> = snapshot
+            .connections
+            .iter()
+            .filter(|c| {
+                c.transport == "shm" && c.peer.addr.contains(&*dir.path().to_string_lossy())
+            })
+            .collect();
+        let client_side = ours
+            .iter()
+            .find(|c| c.role == "client")
+            .expect("client row");
+        let server_side = ours
+            .iter()
+            .find(|c| c.role == "server")
+            .expect("server row");
+        let sent = client_side.mmap.as_ref().expect("the client's mmap track");
+        assert_eq!((sent.bodies_sent, sent.bodies_received), (1, 1), "{sent:?}");
+        assert!(
+            sent.bytes_sent >= 1 << 20 && sent.bytes_received >= 1 << 20,
+            "{sent:?}"
+        );
+        let got = server_side.mmap.as_ref().expect("the server's mmap track");
+        assert_eq!((got.bodies_sent, got.bodies_received), (1, 1), "{got:?}");
+        assert!(snapshot.mmap.bodies_sent >= 2, "{:?}", snapshot.mmap);
+        let table = switchyard::debug::table::connections_table(&snapshot);
+        assert!(
+            table.contains("mmap: 1 bodies sent (1.0 MiB), 1 received (1.0 MiB)"),
+            "{table}"
+        );
+        let metrics = switchyard::debug::render_prometheus(&snapshot);
+        assert!(
+            metrics.contains("switchyard_mmap_bodies_total{direction=\"sent\"}"),
+            "{metrics}"
+        );
+        drop(client);
+        server.shutdown().await;
     })
     .await
     .expect("test finishes in time");

@@ -142,6 +142,15 @@ fn switchyard_transport_in_the_environment_forces_a_transport() {
     let bogus = run("carrier-pigeon");
     assert!(bogus.starts_with("error INVALID_ARGUMENT"), "{bogus}");
     assert!(bogus.contains("use one of"), "{bogus}");
+    // Only values that can be demanded are offered.
+    assert!(
+        bogus.contains("use one of shm, unix, tcp, quic ("),
+        "{bogus}"
+    );
+    assert_eq!(
+        run("mmap").split(':').next(),
+        Some("error FAILED_PRECONDITION")
+    );
 }
 
 #[tokio::test]

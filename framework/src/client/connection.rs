@@ -211,6 +211,7 @@ impl Connection {
                 locality: hello.host.locality(&peer_hello.host).describe().to_owned(),
             },
         );
+        stats.track_bulk(outgoing.bulk_counters());
         stats.event(
             "connected",
             format!("{transport} to {url}: {}", selection.reason),
@@ -346,8 +347,9 @@ impl Connection {
             (Some(theirs), Some(method)) => {
                 let names: Vec<&str> = theirs.methods.iter().map(|m| m.name.as_str()).collect();
                 Status::unimplemented(format!(
-                    "{process} does not implement {}; its {} has [{}] — is it running an older \
-                     version of the trait?",
+                    "{process} does not implement {}; its {} has [{}] — the server and this \
+                     client were built from different versions of the trait; rebuild both \
+                     against the same one",
                     method.full_name,
                     service.name,
                     names.join(", ")

@@ -16,8 +16,8 @@ pub mod service;
 pub mod table;
 
 pub use model::{
-    ConnectionInfo, Event, Latency, ListenerInfo, MethodInfo, MethodStats, PeerInfo, ProcessInfo,
-    Rejected, ServiceInfo, Snapshot,
+    ConnectionInfo, Event, Latency, ListenerInfo, MethodInfo, MethodStats, MmapTrack, PeerInfo,
+    ProcessInfo, Rejected, ServiceInfo, Snapshot,
 };
 
 pub use http::{DEBUG_ADDR_ENV, DebugEndpoint, HTML_PATH, JSON_PATH, METRICS_PATH};
@@ -29,7 +29,23 @@ pub use service::{
 };
 
 /// The version of the [`Snapshot`] schema.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// What this process moved over the mmap track so far.
+fn mmap_totals() -> MmapTrack {
+    #[cfg(target_os = "linux")]
+    {
+        let moved = crate::transport::shm::bulk_transfers();
+        MmapTrack {
+            bodies_sent: moved.sent,
+            bodies_received: moved.received,
+            bytes_sent: moved.bytes_sent,
+            bytes_received: moved.bytes_received,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    MmapTrack::default()
+}
 
 /// The model as it stands now.
 pub fn snapshot() -> Snapshot {
@@ -55,6 +71,7 @@ pub fn snapshot() -> Snapshot {
         listeners,
         connections: recorder.connections(),
         methods: recorder.method_stats(),
+        mmap: mmap_totals(),
     }
 }
 

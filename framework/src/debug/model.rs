@@ -29,6 +29,10 @@ pub struct Snapshot {
     pub connections: Vec<ConnectionInfo>,
     /// Per service, method, transport and role: counters and latency.
     pub methods: Vec<MethodStats>,
+    /// Everything this process moved over the mmap track so far (all
+    /// shared-memory connections, closed ones included).
+    #[serde(default)]
+    pub mmap: MmapTrack,
 }
 
 /// The process the snapshot describes.
@@ -122,6 +126,24 @@ pub struct ConnectionInfo {
     pub latency: Latency,
     /// The most recent events, oldest first (bounded).
     pub events: Vec<Event>,
+    /// What went over the mmap track (bodies above the bulk threshold, as
+    /// sealed memory-mapped regions beside the ring): on shared-memory
+    /// connections only. Included in `bytes_sent` and `bytes_received`.
+    #[serde(default)]
+    pub mmap: Option<MmapTrack>,
+}
+
+/// Bodies a shared-memory connection moved as memory-mapped regions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmapTrack {
+    /// Bodies sent that way.
+    pub bodies_sent: u64,
+    /// Bodies received that way.
+    pub bodies_received: u64,
+    /// Their bytes, sent.
+    pub bytes_sent: u64,
+    /// Their bytes, received.
+    pub bytes_received: u64,
 }
 
 /// A transport not chosen, and why.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
-use super::model::{MethodStats, Snapshot};
+use super::model::{MethodStats, MmapTrack, Snapshot};
 
 /// A label value escaped as the text format requires (`\\`, `\"`, `\n`).
 struct Label<'a>(&'a str);
@@ -70,7 +70,15 @@ pub(super) fn render(snapshot: &Snapshot) -> String {
 }
 
 fn write_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
-    let methods = &s.methods;
+    // Series only for what happened: a method nobody called over a
+    // transport would otherwise export ~40 zero series (its histogram
+    // buckets most of all) for every transport and role.
+    let methods: Vec<&MethodStats> = s
+        .methods
+        .iter()
+        .filter(|m| m.calls > 0 || m.bytes_sent > 0 || m.bytes_received > 0)
+        .collect();
+    let methods = &methods;
 
     family(
         out,
@@ -78,7 +86,7 @@ fn write_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
         "counter",
         "Calls finished (succeeded or failed), by service, method, transport and role.",
     )?;
-    for m in methods {
+    for &m in methods {
         writeln!(
             out,
             "switchyard_calls_total{{{}}} {}",
@@ -93,7 +101,7 @@ fn write_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
         "counter",
         "Calls that ended with a status other than OK, by status code.",
     )?;
-    for m in methods {
+    for &m in methods {
         for (code, n) in &m.errors {
             writeln!(
                 out,
@@ -110,7 +118,7 @@ fn write_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
         "histogram",
         "Call latency as this side measured it, in seconds.",
     )?;
-    for m in methods {
+    for &m in methods {
         let labels = MethodLabels(m);
         let mut last = 0;
         for &(le, count) in &m.histogram {
@@ -144,7 +152,7 @@ fn write_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
         "counter",
         "Bytes this side sent for calls (requests as a client, responses as a server).",
     )?;
-    for m in methods {
+    for &m in methods {
         writeln!(
             out,
             "switchyard_sent_bytes_total{{{}}} {}",
@@ -159,12 +167,50 @@ fn write_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
         "counter",
         "Bytes this side received for calls.",
     )?;
-    for m in methods {
+    for &m in methods {
         writeln!(
             out,
             "switchyard_received_bytes_total{{{}}} {}",
             MethodLabels(m),
             m.bytes_received
+        )?;
+    }
+
+    // The mmap track: bodies above the bulk threshold of shared-memory
+    // connections, moved as memory-mapped regions (process totals, so the
+    // counters never go down when a connection closes).
+    if s.mmap != MmapTrack::default() {
+        family(
+            out,
+            "switchyard_mmap_bodies_total",
+            "counter",
+            "Bodies moved as memory-mapped regions beside a shared-memory ring, by direction.",
+        )?;
+        writeln!(
+            out,
+            "switchyard_mmap_bodies_total{{direction=\"sent\"}} {}",
+            s.mmap.bodies_sent
+        )?;
+        writeln!(
+            out,
+            "switchyard_mmap_bodies_total{{direction=\"received\"}} {}",
+            s.mmap.bodies_received
+        )?;
+        family(
+            out,
+            "switchyard_mmap_bytes_total",
+            "counter",
+            "Bytes of the bodies moved as memory-mapped regions, by direction.",
+        )?;
+        writeln!(
+            out,
+            "switchyard_mmap_bytes_total{{direction=\"sent\"}} {}",
+            s.mmap.bytes_sent
+        )?;
+        writeln!(
+            out,
+            "switchyard_mmap_bytes_total{{direction=\"received\"}} {}",
+            s.mmap.bytes_received
         )?;
     }
 
@@ -238,5 +284,30 @@ mod tests {
         }
         assert!(!text.contains("state=\"closed\""));
         assert_eq!(text.matches("# TYPE ").count(), 6);
+        // A method nobody called exports nothing.
+        s.methods.push(MethodStats {
+            service: "Idle".into(),
+            method: "never".into(),
+            transport: "tcp".into(),
+            role: "server".into(),
+            histogram: vec![(1e-6, 0), (2e-6, 0)],
+            ..MethodStats::default()
+        });
+        assert!(!render(&s).contains("Idle"), "{}", render(&s));
+        assert!(
+            !render(&s).contains("mmap"),
+            "no mmap series before anything moved"
+        );
+        s.mmap.bodies_sent = 2;
+        s.mmap.bytes_sent = 600_000;
+        let text = render(&s);
+        assert!(
+            text.lines()
+                .any(|l| l == "switchyard_mmap_bodies_total{direction=\"sent\"} 2")
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == "switchyard_mmap_bytes_total{direction=\"sent\"} 600000")
+        );
     }
 }

@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::histogram::Histogram;
 use super::model::{
-    ConnectionInfo, Event, Latency, ListenerInfo, MethodStats, PeerInfo, Rejected, ServiceInfo,
+    ConnectionInfo, Event, Latency, ListenerInfo, MethodStats, MmapTrack, PeerInfo, Rejected,
+    ServiceInfo,
 };
 use crate::protocol::status::Code;
 use crate::select::{Selection, Transport};
@@ -114,6 +115,7 @@ impl Recorder {
             bytes_received: AtomicU64::new(0),
             latency: Histogram::default(),
             events: Mutex::new(VecDeque::new()),
+            bulk: OnceLock::new(),
         });
         lock(&self.open).insert(id, Arc::downgrade(&stats));
         stats
@@ -209,9 +211,19 @@ pub(crate) struct ConnectionStats {
     bytes_received: AtomicU64,
     latency: Histogram,
     events: Mutex<VecDeque<Event>>,
+    /// The link's bulk regions (the mmap track), where it has them.
+    bulk: OnceLock<Arc<crate::transport::bulk::BulkCounters>>,
 }
 
 impl ConnectionStats {
+    /// Shows what the link moves as bulk regions (the mmap track) with this
+    /// connection.
+    pub(crate) fn track_bulk(&self, counters: Option<Arc<crate::transport::bulk::BulkCounters>>) {
+        if let Some(counters) = counters {
+            let _ = self.bulk.set(counters);
+        }
+    }
+
     /// The process-unique id.
     pub(crate) fn id(&self) -> u64 {
         self.id
@@ -310,6 +322,12 @@ impl ConnectionStats {
                 p99_us,
             },
             events: lock(&self.events).iter().cloned().collect(),
+            mmap: self.bulk.get().map(|bulk| MmapTrack {
+                bodies_sent: bulk.sent.load(Ordering::Relaxed),
+                bodies_received: bulk.received.load(Ordering::Relaxed),
+                bytes_sent: bulk.bytes_sent.load(Ordering::Relaxed),
+                bytes_received: bulk.bytes_received.load(Ordering::Relaxed),
+            }),
         }
     }
 }

@@ -69,13 +69,26 @@ pub fn connections_table(snapshot: &Snapshot) -> String {
         "reason",
     ]);
     for conn in &snapshot.connections {
-        table.row(
-            connection_cells(conn, &p.hostname),
-            conn.rejected
+        let mut below: Vec<String> = conn
+            .rejected
+            .iter()
+            .map(|r| format!("rejected {}: {}", r.transport, r.why))
+            .collect();
+        below.extend(
+            conn.mmap
                 .iter()
-                .map(|r| format!("rejected {}: {}", r.transport, r.why))
-                .collect(),
+                .filter(|m| m.bodies_sent + m.bodies_received > 0)
+                .map(|m| {
+                    format!(
+                        "mmap: {} bodies sent ({}), {} received ({}) as memory-mapped regions",
+                        m.bodies_sent,
+                        bytes(m.bytes_sent),
+                        m.bodies_received,
+                        bytes(m.bytes_received)
+                    )
+                }),
         );
+        table.row(connection_cells(conn, &p.hostname), below);
     }
     table.render(&mut out);
     out
@@ -280,11 +293,13 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::debug::model::{Latency, ListenerInfo, ProcessInfo, Rejected, ServiceInfo};
+    use crate::debug::model::{
+        Latency, ListenerInfo, MmapTrack, ProcessInfo, Rejected, ServiceInfo,
+    };
 
     fn snapshot() -> Snapshot {
         Snapshot {
-            schema: 1,
+            schema: 2,
             taken_unix_ms: 1,
             process: ProcessInfo {
                 name: "tour".into(),
@@ -353,6 +368,7 @@ mod tests {
                 },
             ],
             methods: Vec::new(),
+            mmap: MmapTrack::default(),
         }
     }
 

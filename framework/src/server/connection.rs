@@ -195,6 +195,7 @@ pub(crate) async fn drive<R: LinkRx>(
                 .to_owned(),
         },
     );
+    stats.track_bulk(link.outgoing.bulk_counters());
     stats.event(
         "accepted",
         format!(

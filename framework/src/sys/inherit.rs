@@ -8,8 +8,10 @@
 
 #![allow(unsafe_code)]
 
+use std::collections::BTreeSet;
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::sync::Mutex;
 
 use rustix::fs::FileType;
 use rustix::io::{FdFlags, fcntl_setfd};
@@ -35,15 +37,14 @@ pub fn inherit_in_child(command: &mut tokio::process::Command, fds: [RawFd; 2]) 
 /// Takes ownership of `raw`, an fd this process inherited, after checking
 /// that it is open and is a pipe; it is made close-on-exec.
 ///
-/// # Safety
-///
-/// `raw` must not be owned by anything else in this process, and this must
-/// be called at most once per fd: the returned `OwnedFd` closes it on drop,
-/// so a second owner would close it twice (an abort in debug builds, a
-/// double close of whatever reuses the number in release). The process
-/// module takes its two pipe fds once, behind a once-only cell, and refuses
-/// a `SWITCHYARD_PIPE` that names one fd twice.
-pub(crate) unsafe fn take_inherited_pipe(raw: RawFd) -> io::Result<OwnedFd> {
+/// Crate-private: its only caller is the process module, for the two fds
+/// `SWITCHYARD_PIPE` names, which were handed to this process for its
+/// switchyard link alone (nothing else owns them). An fd is taken over at
+/// most once per process: asking again is an error, not a second owner
+/// (which would close it twice: an abort in debug builds, a double close of
+/// whatever reuses the number in release).
+pub(crate) fn take_inherited_pipe(raw: RawFd) -> io::Result<OwnedFd> {
+    static TAKEN: Mutex<BTreeSet<RawFd>> = Mutex::new(BTreeSet::new());
     if raw < 3 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -60,9 +61,41 @@ pub(crate) unsafe fn take_inherited_pipe(raw: RawFd) -> io::Result<OwnedFd> {
             format!("fd {raw} is not a pipe"),
         ));
     }
+    let mut taken = TAKEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !taken.insert(raw) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("fd {raw} was already taken over as an inherited pipe"),
+        ));
+    }
     fcntl_setfd(borrowed, FdFlags::CLOEXEC)?;
-    // SAFETY: `raw` is open (fstat succeeded), it is the pipe the parent
-    // handed us, and the caller guarantees (this function's contract) that
-    // nothing else owns it and it is taken over only once.
+    // SAFETY: `raw` is open (fstat succeeded) and is the pipe the parent
+    // handed us for the switchyard link, which nothing else in the process
+    // owns (the function is crate-private and its one caller passes only
+    // the fds of SWITCHYARD_PIPE); TAKEN makes this the only `OwnedFd` ever
+    // made of it here.
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::IntoRawFd;
+
+    use super::take_inherited_pipe;
+
+    #[test]
+    fn one_fd_is_taken_over_once() {
+        let (read, _write) = rustix::pipe::pipe().unwrap();
+        let raw = read.into_raw_fd();
+        let first = take_inherited_pipe(raw).expect("a pipe is taken over");
+        let again = take_inherited_pipe(raw).unwrap_err();
+        assert_eq!(again.kind(), std::io::ErrorKind::AlreadyExists, "{again}");
+        drop(first);
+        assert!(
+            take_inherited_pipe(0).is_err(),
+            "standard streams are refused"
+        );
+    }
 }

@@ -12,6 +12,21 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+/// Bodies one link moved as memory-mapped bulk regions (the `mmap` track
+/// of a shared-memory connection), shared by its two halves and read by the
+/// debug views.
+#[derive(Debug, Default)]
+pub struct BulkCounters {
+    /// Bodies sent as a bulk region.
+    pub sent: std::sync::atomic::AtomicU64,
+    /// Bodies received as a bulk region.
+    pub received: std::sync::atomic::AtomicU64,
+    /// Body bytes sent that way.
+    pub bytes_sent: std::sync::atomic::AtomicU64,
+    /// Body bytes received that way.
+    pub bytes_received: std::sync::atomic::AtomicU64,
+}
+
 /// A frame body written into a memfd of its own, not yet sealed: the link
 /// seals it and passes it to the peer.
 #[derive(Debug)]

@@ -176,6 +176,12 @@ pub trait LinkTx: Send + 'static {
         None
     }
 
+    /// What this link has moved as bulk regions, for the debug views;
+    /// `None` (the default): it has no bulk path.
+    fn bulk_counters(&self) -> Option<Arc<bulk::BulkCounters>> {
+        None
+    }
+
     /// Sends one frame whose header is `header` (the [`HEADER_LEN`]
     /// bytes, lengths included) and whose body is `body`.
     fn send_bulk(

@@ -42,7 +42,7 @@ use crate::protocol::frame::{
     BulkDescriptor, Decoded, FLAG_BULK, Frame, FrameDecoder, HEADER_LEN, Header,
 };
 use crate::sys::shm as sys;
-use crate::transport::bulk::BulkBody;
+use crate::transport::bulk::{BulkBody, BulkCounters};
 use crate::transport::stream::{decode_available, end_of_stream};
 use crate::transport::{DirectWrite, Link, LinkError, LinkRx, LinkTx, PeerInfo, Transport};
 
@@ -487,8 +487,10 @@ impl Link for ShmLink {
     }
 
     fn split(self, frame_limit: u32) -> (ShmTx, ShmRx) {
+        let counters = Arc::new(BulkCounters::default());
         (
             ShmTx {
+                counters: Arc::clone(&counters),
                 shared: Arc::new(TxShared {
                     side: Mutex::new(TxSide {
                         producer: self.producer,
@@ -506,6 +508,7 @@ impl Link for ShmLink {
                 buf: BytesMut::with_capacity(64 * 1024),
                 decoder: FrameDecoder::new(frame_limit),
                 next_region: 0,
+                counters,
             },
         )
     }
@@ -541,6 +544,8 @@ impl TxShared {
 #[derive(Debug)]
 pub struct ShmTx {
     shared: Arc<TxShared>,
+    /// This link's bulk regions, both halves.
+    counters: Arc<BulkCounters>,
     /// The sequence number of the next bulk region.
     next_region: u64,
 }
@@ -633,6 +638,8 @@ impl ShmTx {
         stand_in[HEADER_LEN..].copy_from_slice(&descriptor.to_bytes());
         BULK_SENT.fetch_add(1, Ordering::Relaxed);
         BULK_BYTES_SENT.fetch_add(len, Ordering::Relaxed);
+        self.counters.sent.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_sent.fetch_add(len, Ordering::Relaxed);
         self.write_ring(&stand_in).await
     }
 }
@@ -687,6 +694,10 @@ impl LinkTx for ShmTx {
 
     fn bulk_threshold(&self) -> Option<usize> {
         Some(self.shared.bulk_threshold)
+    }
+
+    fn bulk_counters(&self) -> Option<Arc<BulkCounters>> {
+        Some(Arc::clone(&self.counters))
     }
 
     async fn send_bulk(&mut self, header: &[u8], body: BulkBody) -> io::Result<()> {
@@ -776,6 +787,8 @@ pub struct ShmRx {
     decoder: FrameDecoder,
     /// The sequence number the next bulk region must have.
     next_region: u64,
+    /// This link's bulk regions, both halves.
+    counters: Arc<BulkCounters>,
 }
 
 impl ShmRx {
@@ -832,6 +845,10 @@ impl ShmRx {
         drop(fd);
         BULK_RECEIVED.fetch_add(1, Ordering::Relaxed);
         BULK_BYTES_RECEIVED.fetch_add(len as u64, Ordering::Relaxed);
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_received
+            .fetch_add(len as u64, Ordering::Relaxed);
         let body = Bytes::from_owner(region);
         let metadata = body.slice(..descriptor.metadata_len as usize);
         let payload = body.slice(descriptor.metadata_len as usize..);
