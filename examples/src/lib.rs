@@ -2,6 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The README's Rust blocks, compiled as doctests (`cargo test --doc -p
+/// switchyard-examples`), so the quick start stays true as written.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 /// Why a division failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MathError {

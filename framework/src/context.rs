@@ -41,6 +41,10 @@ pub(crate) struct ConnectionInfo {
     pub(crate) bulk_threshold: Option<usize>,
     /// The largest response body the client accepts.
     pub(crate) peer_frame_limit: u32,
+    /// Which settings set the frame limits, for messages.
+    pub(crate) knobs: crate::session::LimitKnobs,
+    /// The largest request body this side accepts.
+    pub(crate) own_frame_limit: u32,
 }
 
 /// The call a handler is serving.
@@ -149,6 +153,14 @@ impl Context {
                 )
             })
             .unwrap_or((None, None))
+    }
+
+    /// For a reply over the client's limit: this side's own limit and the
+    /// knob the client turns, where a call is being handled.
+    pub(crate) fn reply_limit_context() -> Option<(u32, &'static str)> {
+        CURRENT
+            .try_with(|ctx| (ctx.conn.own_frame_limit, ctx.conn.knobs.peer))
+            .ok()
     }
 
     pub(crate) async fn scope<F: Future>(self, future: F) -> F::Output {

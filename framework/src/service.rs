@@ -111,9 +111,12 @@ impl Reply {
         let over_limit = writer.over_limit();
         let bulk = writer.finish();
         if let (Some(len), Some(limit)) = (over_limit, limit) {
+            let (own, knob) = crate::context::Context::reply_limit_context()
+                .unwrap_or((0, "the client's ChannelBuilder::max_frame"));
             return Err(Status::resource_exhausted(format!(
                 "the response of {} is {len} bytes or more, over the client's limit of {limit} \
-                 bytes; ask for less per call or raise the client's ChannelBuilder::max_frame",
+                 bytes (this server takes requests up to {own} bytes); ask for less per call or \
+                 raise {knob}",
                 method.full_name
             )));
         }

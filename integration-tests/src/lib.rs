@@ -12,6 +12,7 @@ include!(concat!(env!("OUT_DIR"), "/testing.rs"));
 
 pub mod acceptance;
 pub mod delay_relay;
+pub mod measure;
 pub mod netns;
 
 /// A service no test binary serves (for `unimplemented_service`).

@@ -9,46 +9,15 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use switchyard::{Channel, Transport};
+use switchyard_integration_tests::measure::{open_fds, percentile, polite_adds as polite, rss_kib};
 use switchyard_integration_tests::{ServerProcess, TestingClient, within};
 
 /// The server's resident memory in KiB and its open fds.
 fn usage(pid: u32) -> (u64, usize) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
-    (rss, fds)
+    (rss_kib(pid), open_fds(pid))
 }
 
-/// Calls `add` every millisecond until `stop`, returning each call's
-/// latency; panics on any failure.
-async fn polite(client: TestingClient, stop: tokio::sync::watch::Receiver<bool>) -> Vec<Duration> {
-    let mut latencies = Vec::new();
-    let mut i = 0i64;
-    while !*stop.borrow() {
-        let started = Instant::now();
-        let sum = client.add(i, 1).await.expect("the polite client's call");
-        assert_eq!(sum, i + 1);
-        latencies.push(started.elapsed());
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    latencies
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
-fn report(what: &str, mut latencies: Vec<Duration>) {
-    latencies.sort();
+fn report(what: &str, latencies: Vec<Duration>) {
     eprintln!(
         "{what}: {} calls, p50 {:?}, p99 {:?}",
         latencies.len(),

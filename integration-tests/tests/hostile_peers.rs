@@ -7,37 +7,8 @@
 use std::time::{Duration, Instant};
 
 use switchyard::{Channel, Code, Metadata, Transport};
+use switchyard_integration_tests::measure::{cpu_time, percentile, polite_adds, rss_kib};
 use switchyard_integration_tests::{ServerProcess, TestingClient, within};
-
-/// The server's resident memory in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// The CPU time (user + system) the process has used so far.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after ')'.
-    let hz = rustix::param::clock_ticks_per_second();
-    Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / hz as f64)
-}
 
 /// A TCP channel to the server (no move to shared memory).
 async fn tcp_channel(server: &ServerProcess) -> Channel {
@@ -48,29 +19,6 @@ async fn tcp_channel(server: &ServerProcess) -> Channel {
         .connect("testing")
         .await
         .expect("connect over tcp")
-}
-
-/// Calls `add` every millisecond until `stop`; every call must succeed.
-async fn polite(client: TestingClient, stop: tokio::sync::watch::Receiver<bool>) -> Vec<Duration> {
-    let mut latencies = Vec::new();
-    let mut i = 0i64;
-    while !*stop.borrow() {
-        let started = Instant::now();
-        let sum = client.add(i, 1).await.expect("the polite client's call");
-        assert_eq!(sum, i + 1);
-        latencies.push(started.elapsed());
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    latencies
-}
-
-fn percentile(mut latencies: Vec<Duration>, p: f64) -> Duration {
-    latencies.sort();
-    if latencies.is_empty() {
-        return Duration::ZERO;
-    }
-    latencies[((latencies.len() - 1) as f64 * p).round() as usize]
 }
 
 /// 16 MiB of one-byte metadata keys (2.4 million entries) in one call,
@@ -117,7 +65,7 @@ async fn a_metadata_flood_is_refused_cheaply() {
         let grown = peak.saturating_sub(rss_before);
         // Then beside a polite client, whose calls must all succeed.
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let beside = tokio::spawn(polite(polite_client.clone(), stopped));
+        let beside = tokio::spawn(polite_adds(polite_client.clone(), stopped));
         for _ in 0..CALLS {
             let err = abuser.add(1, 2).await.unwrap_err();
             assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
@@ -130,8 +78,8 @@ async fn a_metadata_flood_is_refused_cheaply() {
              client beside it: {} calls, 0 failed, p50 {:?}, p99 {:?}",
             (entries * 7) >> 20,
             latencies.len(),
-            percentile(latencies.clone(), 0.5),
-            percentile(latencies.clone(), 0.99)
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99)
         );
         assert!(
             per_call <= Duration::from_millis(20),
@@ -191,8 +139,8 @@ async fn connections_reset_before_accept_do_not_slow_new_clients() {
             assert_eq!(client.add(20, 22).await.unwrap(), 42);
             connects.push(started.elapsed());
         }
-        let p50 = percentile(connects.clone(), 0.5);
-        let max = percentile(connects.clone(), 1.0);
+        let p50 = percentile(&connects, 0.5);
+        let max = percentile(&connects, 1.0);
         eprintln!("after 1000 resets before accept: connect + first call p50 {p50:?}, max {max:?}");
         assert!(
             p50 <= Duration::from_millis(100) && max <= Duration::from_secs(1),

@@ -218,22 +218,29 @@ async fn a_full_queue_waits_until_the_deadline_and_try_returns_resource_exhauste
     .await;
 }
 
+/// Makes a queue under the name the `Testing` service's server in `dir`
+/// would use, with `mode` (as someone else might, first): its name and fd.
+fn squat_queue(dir: &std::path::Path, mode: u32) -> (String, nix::mqueue::MqdT) {
+    let name = service_queue_name(dir, "Testing");
+    let queue = nix::mqueue::mq_open(
+        name.as_str(),
+        nix::mqueue::MQ_OFlag::O_CREAT | nix::mqueue::MQ_OFlag::O_RDWR,
+        nix::sys::stat::Mode::from_bits_truncate(mode),
+        Some(&nix::mqueue::MqAttr::new(0, 4, 1024, 0)),
+    )
+    .unwrap();
+    rustix::fs::fchmod(&queue, rustix::fs::Mode::from_raw_mode(mode)).unwrap();
+    (name, queue)
+}
+
 #[tokio::test]
 async fn a_queue_made_by_someone_else_is_not_hijacked() {
     if !queues_available() {
         return;
     }
     let dir = tempfile::Builder::new().prefix("sy-it-").tempdir().unwrap();
-    let name = service_queue_name(dir.path(), "Testing");
     // Someone else's queue under the server's name, open to others.
-    let foreign = nix::mqueue::mq_open(
-        name.as_str(),
-        nix::mqueue::MQ_OFlag::O_CREAT | nix::mqueue::MQ_OFlag::O_RDWR,
-        nix::sys::stat::Mode::from_bits_truncate(0o644),
-        Some(&nix::mqueue::MqAttr::new(0, 4, 1024, 0)),
-    )
-    .unwrap();
-    rustix::fs::fchmod(&foreign, rustix::fs::Mode::from_raw_mode(0o644)).unwrap();
+    let (name, foreign) = squat_queue(dir.path(), 0o644);
     let server = ServerProcess::start_in(dir, &["--queues"]);
     let out = server.dir().join("out.txt");
     within(LIMIT, async {
@@ -487,16 +494,8 @@ async fn a_squatted_queue_name_is_reported_loudly_and_can_be_required() {
         return;
     }
     let dir = tempfile::Builder::new().prefix("sy-it-").tempdir().unwrap();
-    let name = service_queue_name(dir.path(), "Testing");
     // Someone made a queue under the server's name first.
-    let squat = nix::mqueue::mq_open(
-        name.as_str(),
-        nix::mqueue::MQ_OFlag::O_CREAT | nix::mqueue::MQ_OFlag::O_RDWR,
-        nix::sys::stat::Mode::from_bits_truncate(0o666),
-        Some(&nix::mqueue::MqAttr::new(0, 4, 1024, 0)),
-    )
-    .unwrap();
-    rustix::fs::fchmod(&squat, rustix::fs::Mode::from_raw_mode(0o666)).unwrap();
+    let (name, _squat) = squat_queue(dir.path(), 0o666);
     within(LIMIT, async {
         // Required: the server refuses to start, naming the queue and the fix.
         let err = switchyard::Server::builder()

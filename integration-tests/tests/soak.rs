@@ -18,19 +18,11 @@ use std::time::{Duration, Instant};
 
 use switchyard::debug::IntrospectionClient;
 use switchyard::{Channel, Transport};
+use switchyard_integration_tests::measure::{open_fds, rss_kib};
 use switchyard_integration_tests::{ServerProcess, TestingClient, within};
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+    open_fds(pid)
 }
 
 /// What one worker did.

@@ -168,14 +168,19 @@ impl Registry {
     /// Writes `entry` as `file`, atomically (a temporary file renamed over
     /// it), relative to the registry's handle.
     fn write_entry(&self, file: &str, entry: &Entry) -> Result<(), RegistryError> {
+        // Entry is plain data; serialising it cannot fail.
+        self.write_json(file, &serde_json::to_vec_pretty(entry).unwrap_or_default())
+    }
+
+    /// Writes `json` as `file`, atomically (a temporary file renamed over
+    /// it), relative to the registry's handle, never following a link.
+    fn write_json(&self, file: &str, json: &[u8]) -> Result<(), RegistryError> {
         let tmp = format!("{file}.tmp");
         let fd = self.dir.registry_fd();
         let io_err = |name: &str, source: io::Error| RegistryError::Io {
             path: self.dir.path().join("registry").join(name),
             source,
         };
-        // Entry is plain data; serialising it cannot fail.
-        let json = serde_json::to_vec_pretty(entry).unwrap_or_default();
         let out = rustix::fs::openat(
             fd,
             tmp.as_str(),
@@ -184,7 +189,7 @@ impl Registry {
         )
         .map_err(|e| io_err(&tmp, e.into()))?;
         std::fs::File::from(out)
-            .write_all(&json)
+            .write_all(json)
             .map_err(|e| io_err(&tmp, e))?;
         rustix::fs::renameat(fd, tmp.as_str(), fd, file).map_err(|e| io_err(file, e.into()))?;
         Ok(())
@@ -194,28 +199,9 @@ impl Registry {
     /// (replacing an earlier record for the service).
     pub fn record_kept_queue(&self, kept: &KeptQueue) -> Result<(), RegistryError> {
         let service = normalize_name(&kept.service)?;
-        let fd = self.dir.registry_fd();
-        let file = format!("{service}.kept");
-        let tmp = format!("{file}.tmp");
-        let io_err = |name: &str, source: io::Error| RegistryError::Io {
-            path: self.dir.path().join("registry").join(name),
-            source,
-        };
         // KeptQueue is plain data; serialising it cannot fail.
         let json = serde_json::to_vec_pretty(kept).unwrap_or_default();
-        let out = rustix::fs::openat(
-            fd,
-            tmp.as_str(),
-            OFlags::CREATE | OFlags::TRUNC | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::RUSR | Mode::WUSR,
-        )
-        .map_err(|e| io_err(&tmp, e.into()))?;
-        std::fs::File::from(out)
-            .write_all(&json)
-            .map_err(|e| io_err(&tmp, e))?;
-        rustix::fs::renameat(fd, tmp.as_str(), fd, file.as_str())
-            .map_err(|e| io_err(&file, e.into()))?;
-        Ok(())
+        self.write_json(&format!("{service}.kept"), &json)
     }
 
     /// Forgets the kept-queue record of `service` (its server started again,

@@ -176,6 +176,8 @@ pub(crate) async fn drive<R: LinkRx>(
         peer_claimed_pid: peer_hello.pid,
         bulk_threshold: link.outgoing.bulk_threshold(),
         peer_frame_limit: peer_hello.max_frame,
+        knobs: shared.config.knobs,
+        own_frame_limit: shared.config.frame_limit,
     });
     tracing::debug!(peer = %info.peer.addr, %transport, client = %peer_hello.process_name, "accepted");
     let stats = recorder().connection(

@@ -266,6 +266,8 @@ async fn drain(
         peer_claimed_pid: 0,
         bulk_threshold: None,
         peer_frame_limit: u32::MAX,
+        knobs: shared.config.knobs,
+        own_frame_limit: shared.config.frame_limit,
     });
     let mut malformed = 0;
     loop {
