@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc::error::{SendError, TrySendError};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use crate::protocol::frame::{Decoded, Frame, Header, Kind, finish_frame, start_frame};
 use crate::protocol::hello::{Hello, Role, ServiceInfo};
@@ -17,6 +17,11 @@ use crate::transport::{DirectWrite, LinkRx, LinkTx};
 
 /// Frames queued for the writer task before senders wait.
 pub(crate) const OUTGOING_QUEUE: usize = 4096;
+/// Bytes queued for the writer task, per connection, before senders wait:
+/// a peer that stops reading holds at most this much of our memory in
+/// replies (the server's driver then waits, so it reads no more of that
+/// connection's requests: backpressure instead of buffering).
+pub(crate) const OUTGOING_BYTES: usize = 16 * 1024 * 1024;
 /// How many bytes the writer gathers into one write at most.
 const BATCH_BYTES: usize = 256 * 1024;
 
@@ -85,6 +90,18 @@ pub(crate) struct Outgoing {
     /// The body of a single frame whose header is `bytes`, when it was
     /// encoded into a bulk region (see [`Outbound::bulk_threshold`]).
     pub(crate) bulk: Option<BulkBody>,
+    /// Its share of the connection's [`OUTGOING_BYTES`], given back when
+    /// the writer has written it (set by [`Outbound`]).
+    pub(crate) budget: Option<OwnedSemaphorePermit>,
+}
+
+impl Outgoing {
+    /// What it counts against [`OUTGOING_BYTES`]: its bytes, bulk body
+    /// included, and at most the whole budget (one frame always fits).
+    fn cost(&self) -> u32 {
+        let len = self.bytes.len() + self.bulk.as_ref().map_or(0, BulkBody::len);
+        u32::try_from(len.clamp(1, OUTGOING_BYTES)).unwrap_or(u32::MAX)
+    }
 }
 
 impl From<Vec<u8>> for Outgoing {
@@ -93,6 +110,7 @@ impl From<Vec<u8>> for Outgoing {
             bytes,
             written: None,
             bulk: None,
+            budget: None,
         }
     }
 }
@@ -219,6 +237,8 @@ pub(crate) struct Outbound {
     direct: Option<Arc<dyn DirectWrite>>,
     /// Frames handed to the writer task and not yet written.
     queued: Arc<AtomicUsize>,
+    /// Bytes that may still be queued ([`OUTGOING_BYTES`] in all).
+    budget: Arc<Semaphore>,
     /// Bodies above this are encoded into bulk regions (links that have
     /// them).
     bulk_threshold: Option<usize>,
@@ -254,6 +274,7 @@ impl Outbound {
             queue,
             direct: tx.direct(),
             queued: Arc::clone(&queued),
+            budget: Arc::new(Semaphore::new(OUTGOING_BYTES)),
             bulk_threshold: tx.bulk_threshold(),
             bulk_counters: tx.bulk_counters(),
             failure,
@@ -303,6 +324,7 @@ impl Outbound {
             queue,
             direct: None,
             queued: Arc::new(AtomicUsize::new(0)),
+            budget: Arc::new(Semaphore::new(OUTGOING_BYTES)),
             bulk_threshold: None,
             bulk_counters: None,
             failure: watch::channel(None).1,
@@ -338,26 +360,72 @@ impl Outbound {
         }
     }
 
-    /// Sends a frame, waiting for room in the writer's queue if need be.
+    /// Sends a frame, waiting for room in the writer's queue (frames and
+    /// bytes) if need be.
     pub(crate) async fn send(&self, outgoing: Outgoing) -> Result<(), SendError<Outgoing>> {
-        let Err(outgoing) = self.try_direct(outgoing) else {
+        let Err(mut outgoing) = self.try_direct(outgoing) else {
             return Ok(());
         };
-        self.queued.fetch_add(1, Ordering::AcqRel);
-        self.queue.send(outgoing).await.inspect_err(|_| {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-        })
+        // Counted as queued first, so no direct write overtakes it while
+        // it waits for room; uncounted again if it never reaches the queue
+        // (this future dropped while waiting, say by a caller's deadline).
+        let mut counted = QueuedCount::new(&self.queued);
+        match Arc::clone(&self.budget)
+            .acquire_many_owned(outgoing.cost())
+            .await
+        {
+            Ok(permit) => outgoing.budget = Some(permit),
+            Err(_) => return Err(SendError(outgoing)),
+        }
+        self.queue.send(outgoing).await?;
+        // The writer task uncounts it once written.
+        counted.handed_over();
+        Ok(())
     }
 
     /// Sends a frame if that needs no wait.
     pub(crate) fn try_send(&self, outgoing: Outgoing) -> Result<(), TrySendError<Outgoing>> {
-        let Err(outgoing) = self.try_direct(outgoing) else {
+        let Err(mut outgoing) = self.try_direct(outgoing) else {
             return Ok(());
         };
+        match Arc::clone(&self.budget).try_acquire_many_owned(outgoing.cost()) {
+            Ok(permit) => outgoing.budget = Some(permit),
+            Err(_) => return Err(TrySendError::Full(outgoing)),
+        }
         self.queued.fetch_add(1, Ordering::AcqRel);
         self.queue.try_send(outgoing).inspect_err(|_| {
             self.queued.fetch_sub(1, Ordering::AcqRel);
         })
+    }
+}
+
+/// One frame counted in [`Outbound`]'s `queued` until it is handed to the
+/// writer task (which uncounts it once written); uncounted on drop if it
+/// never was.
+struct QueuedCount<'a> {
+    queued: &'a AtomicUsize,
+    handed_over: bool,
+}
+
+impl<'a> QueuedCount<'a> {
+    fn new(queued: &'a AtomicUsize) -> Self {
+        queued.fetch_add(1, Ordering::AcqRel);
+        Self {
+            queued,
+            handed_over: false,
+        }
+    }
+
+    fn handed_over(&mut self) {
+        self.handed_over = true;
+    }
+}
+
+impl Drop for QueuedCount<'_> {
+    fn drop(&mut self) {
+        if !self.handed_over {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 

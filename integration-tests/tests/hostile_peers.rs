@@ -1,6 +1,7 @@
 //! Hostile remote peers against a server in its own process, each bound
-//! asserted (docs/reliability.md, "Hostile peers"): metadata floods and
-//! connections reset before they are accepted. Beside each attack a polite
+//! asserted (docs/reliability.md, "Hostile peers"): metadata floods,
+//! connections reset before they are accepted, and a client that never
+//! reads its replies. Beside each attack a polite
 //! client must see every call succeed; its latency is printed, not asserted
 //! (speed is for benchmarks).
 
@@ -146,6 +147,137 @@ async fn connections_reset_before_accept_do_not_slow_new_clients() {
             p50 <= Duration::from_millis(100) && max <= Duration::from_secs(1),
             "new clients waited p50 {p50:?}, max {max:?} behind the resets"
         );
+    })
+    .await;
+}
+
+/// A TCP relay to `server` that passes on everything its client sends, but
+/// what the server sends back only for the first 300 ms (its hello): then
+/// it stops reading from the server, as a client that never reads would.
+/// The relay runs until the returned handle is dropped.
+async fn deaf_relay(server: std::net::SocketAddr) -> (std::net::SocketAddr, AbortOnDrop) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(upstream) = tokio::net::TcpStream::connect(server).await else {
+                return;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = upstream.into_split();
+            held.push(tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+            }));
+            held.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let until = tokio::time::Instant::now() + Duration::from_millis(300);
+                while let Ok(Ok(n)) =
+                    tokio::time::timeout_at(until, server_read.read(&mut buf)).await
+                {
+                    if n == 0 || client_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                // Deaf from now on, with the connection held open.
+                std::future::pending::<()>().await;
+                drop((server_read, client_write));
+            }));
+        }
+    });
+    (addr, AbortOnDrop(task))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A client asks for 400 replies of 1 MiB and never reads them: the
+/// server queues at most 16 MiB of them for that connection, then stops
+/// reading its requests (backpressure), so it grows by at most 64 MiB,
+/// while a polite client beside it keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_a_client_never_reads_are_bounded_in_bytes() {
+    let server = ServerProcess::start(&["--tcp"]);
+    within(Duration::from_secs(120), async {
+        let tcp = server.endpoint("tcp");
+        let server_addr: std::net::SocketAddr = tcp.trim_start_matches("tcp://").parse().unwrap();
+        let polite_client = TestingClient::new(tcp_channel(&server).await);
+        assert_eq!(polite_client.add(1, 1).await.unwrap(), 2);
+        let rss_before = rss_kib(server.pid());
+        let (relay, _relay_task) = deaf_relay(server_addr).await;
+        let deaf = Channel::builder()
+            .prefer(Transport::Tcp)
+            .timeout(Duration::from_secs(60))
+            .connect(&format!("tcp://{relay}"))
+            .await
+            .expect("the hello passes the relay");
+        let deaf = TestingClient::new(deaf);
+        let calls: Vec<_> = (0..400)
+            .map(|_| {
+                let deaf = deaf.clone();
+                tokio::spawn(async move {
+                    deaf.unary_call(switchyard::Bytes::from(Vec::new()), 1 << 20)
+                        .await
+                })
+            })
+            .collect();
+        // A polite client beside it for the first 3 s.
+        let started = Instant::now();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let beside = tokio::spawn(polite_adds(polite_client.clone(), stopped));
+        let mut peak = rss_before;
+        while started.elapsed() < Duration::from_secs(3) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            peak = peak.max(rss_kib(server.pid()));
+        }
+        stop.send(true).unwrap();
+        let latencies = beside.await.unwrap();
+        // Then until the server has taken all 400 requests, or none for
+        // 2 s (it stopped reading them).
+        let mut seen = polite_client.requests_seen().await.unwrap();
+        let mut seen_since = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            peak = peak.max(rss_kib(server.pid()));
+            let now_seen = polite_client.requests_seen().await.unwrap();
+            if now_seen != seen {
+                (seen, seen_since) = (now_seen, Instant::now());
+            }
+            if seen_since.elapsed() >= Duration::from_secs(2) {
+                break;
+            }
+        }
+        peak = peak.max(rss_kib(server.pid()));
+        let answered = calls.iter().filter(|c| c.is_finished()).count();
+        for call in &calls {
+            call.abort();
+        }
+        let grown = peak.saturating_sub(rss_before);
+        eprintln!(
+            "400 replies of 1 MiB never read: server RSS {rss_before} KiB -> peak {peak} KiB \
+             (+{} MiB) over {:.1?}, {seen} requests seen by the server in all (the polite ones included); {answered} of \
+             400 calls ended; polite client beside it: {} calls, 0 failed, p50 {:?}, p99 {:?}",
+            grown / 1024,
+            started.elapsed(),
+            latencies.len(),
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99)
+        );
+        assert!(
+            grown <= 64 * 1024,
+            "the server grew by {grown} KiB holding replies nobody reads"
+        );
+        assert!(!latencies.is_empty());
     })
     .await;
 }

@@ -322,8 +322,29 @@ impl ClientCore {
             bytes: buf,
             written: None,
             bulk,
+            budget: None,
         };
-        conn.outgoing.send(outgoing).await.map_err(|_| {
+        let send = conn.outgoing.send(outgoing);
+        let sent = match deadline {
+            None => send.await,
+            Some(deadline) => match tokio::time::timeout_at(deadline.into(), send).await {
+                Ok(sent) => sent,
+                Err(_) => {
+                    // Never sent: the server never saw the call.
+                    guard.code = Code::DeadlineExceeded;
+                    return Err(Status::deadline_exceeded(format!(
+                        "{} could not even be sent within its deadline of {:?}: {} bytes are \
+                         already queued for {} and the server is not reading them (backed up \
+                         or stalled); retry later or raise the timeout",
+                        method.full_name,
+                        deadline.saturating_duration_since(now),
+                        crate::session::OUTGOING_BYTES,
+                        conn.url
+                    )));
+                }
+            },
+        };
+        sent.map_err(|_| {
             conn.unusable_reason()
                 .unwrap_or_else(|| Status::unavailable("the connection's writer has stopped"))
         })?;
@@ -463,6 +484,7 @@ impl ClientCore {
             bytes: buf,
             written: Some(done),
             bulk: None,
+            budget: None,
         };
         let mut pending = Some(outgoing);
         if !wait {

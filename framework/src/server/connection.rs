@@ -302,7 +302,17 @@ impl ServerConnection {
                     return;
                 }
                 Some((call_id, oneway, result, metadata)) = self.handlers.next(), if !self.handlers.is_empty() => {
-                    self.finish(call_id, oneway, result, &metadata).await;
+                    // Sending waits while the client does not read its
+                    // replies (OUTGOING_BYTES queued); a server that stops
+                    // must not wait for it.
+                    tokio::select! {
+                        biased;
+                        _ = phase.wait_for(|p| *p == Phase::Stopped) => {
+                            self.end = End::Stopped;
+                            return;
+                        }
+                        () = self.finish(call_id, oneway, result, &metadata) => {}
+                    }
                 }
                 received = rx.recv(&mut frames), if self.reading => match received {
                     Ok(true) => {}
@@ -346,7 +356,7 @@ impl ServerConnection {
                         let status = Status::unavailable(
                             "the server is shutting down; calls in flight finish, new calls go elsewhere",
                         );
-                        self.send(status_frame(Kind::GoAway, 0, &status)).await;
+                        self.send_unless_backed_up(status_frame(Kind::GoAway, 0, &status));
                     }
                 }
             }
@@ -359,13 +369,20 @@ impl ServerConnection {
         tracing::warn!(peer = %self.info.peer.addr, %status, "closing connection");
         self.stats.draining();
         self.stats.event("protocol error", status.to_string());
-        self.send(status_frame(Kind::GoAway, 0, &status)).await;
+        self.send_unless_backed_up(status_frame(Kind::GoAway, 0, &status));
         self.reading = false;
         self.draining = true;
     }
 
     async fn send(&mut self, frame: Vec<u8>) {
         let _ = self.outgoing.send(frame.into()).await;
+    }
+
+    /// Sends a control frame (GoAway) if the client is reading; one whose
+    /// replies are backed up would not read it either, and waiting for it
+    /// must not hold up a drain or a close.
+    fn send_unless_backed_up(&mut self, frame: Vec<u8>) {
+        let _ = self.outgoing.try_send(frame.into());
     }
 
     /// Handles one frame; an error closes the connection.
@@ -705,6 +722,7 @@ impl ServerConnection {
                 bytes: frame,
                 written: None,
                 bulk: bulk_body,
+                budget: None,
             })
             .await;
     }
