@@ -489,3 +489,54 @@ async fn write_loop<T: LinkTx>(
     }
     tx.close().await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use tokio::sync::mpsc::error::TrySendError;
+
+    use super::{OUTGOING_BYTES, Outbound};
+    use crate::transport::LinkTx;
+
+    /// A link whose peer never reads: every write waits forever.
+    struct Deaf;
+
+    impl LinkTx for Deaf {
+        async fn send(&mut self, _frames: &[u8]) -> io::Result<()> {
+            std::future::pending().await
+        }
+
+        async fn close(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_reads_holds_at_most_the_byte_budget() {
+        let (outbound, writer) = Outbound::new(Deaf);
+        let writer = tokio::spawn(writer);
+        // A frame as large as the budget: the writer holds it, stuck.
+        outbound
+            .send(vec![0; OUTGOING_BYTES + 1].into())
+            .await
+            .unwrap();
+        // The next one waits for room; a caller that gives up (its deadline)
+        // leaves nothing counted, so direct writes are not held off forever.
+        let waited =
+            tokio::time::timeout(Duration::from_millis(50), outbound.send(vec![1; 10].into()));
+        assert!(waited.await.is_err(), "a send past the budget waits");
+        assert_eq!(
+            outbound.queued.load(Ordering::Acquire),
+            1,
+            "only the stuck frame"
+        );
+        assert!(matches!(
+            outbound.try_send(vec![2; 10].into()),
+            Err(TrySendError::Full(_))
+        ));
+        writer.abort();
+    }
+}
