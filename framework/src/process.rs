@@ -93,11 +93,7 @@ impl Services {
 
     /// As [`ServerBuilder::max_cancel_rate`](crate::ServerBuilder::max_cancel_rate).
     pub fn max_cancel_rate(mut self, per_second: u32) -> Self {
-        let per_second = per_second.max(1);
-        self.config.cancel_rate = crate::server::cancel_budget::CancelRate {
-            per_second,
-            burst: per_second.saturating_mul(2),
-        };
+        self.config.cancel_rate = crate::server::cancel_budget::CancelRate::per_second(per_second);
         self
     }
 

@@ -197,11 +197,7 @@ impl ServerBuilder {
     /// closed with ResourceExhausted, the defence against "Rapid Reset"
     /// floods. Default 1000.
     pub fn max_cancel_rate(mut self, per_second: u32) -> Self {
-        let per_second = per_second.max(1);
-        self.config.cancel_rate = cancel_budget::CancelRate {
-            per_second,
-            burst: per_second.saturating_mul(2),
-        };
+        self.config.cancel_rate = cancel_budget::CancelRate::per_second(per_second);
         self
     }
 

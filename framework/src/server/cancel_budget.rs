@@ -18,6 +18,17 @@ pub(crate) struct CancelRate {
     pub(crate) burst: u32,
 }
 
+impl CancelRate {
+    /// `per_second` cancels on average (at least 1), in bursts of twice that.
+    pub(crate) fn per_second(per_second: u32) -> Self {
+        let per_second = per_second.max(1);
+        Self {
+            per_second,
+            burst: per_second.saturating_mul(2),
+        }
+    }
+}
+
 impl Default for CancelRate {
     fn default() -> Self {
         Self {

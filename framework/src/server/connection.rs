@@ -222,7 +222,9 @@ pub(crate) async fn drive<R: LinkRx>(
         client: link.client,
         end: End::Stopped,
         cancels: CancelBudget::new(shared_cancel_rate, Instant::now()),
+        introspection_denied: None,
     };
+    conn.introspection_denied = introspection_denied(&conn.shared, &conn.info);
     conn.run(rx, link.frames, phase).await;
     conn.stats.closed();
     conn.stats.event(
@@ -256,6 +258,9 @@ struct ServerConnection {
     end: End,
     /// How many more cancels the client may send.
     cancels: CancelBudget,
+    /// Why this connection's peer may not call the introspection service
+    /// (decided once per connection), if it may not.
+    introspection_denied: Option<String>,
 }
 
 /// A call being handled.
@@ -446,36 +451,6 @@ impl ServerConnection {
         Ok(())
     }
 
-    /// Why a call to `service` is refused on this connection: the
-    /// introspection service answers only local peers of this user unless
-    /// [`ServerBuilder::remote_introspection`](crate::ServerBuilder::remote_introspection)
-    /// is on.
-    fn introspection_refused(&self, service: &str) -> Option<Status> {
-        if service != crate::debug::INTROSPECTION_DESCRIPTOR.name
-            || self.shared.config.remote_introspection
-        {
-            return None;
-        }
-        let transport = self.info.transport;
-        let why = match transport {
-            Transport::Tcp | Transport::Quic => format!("over {transport}"),
-            _ => match self.info.peer.uid {
-                Some(uid) if uid != crate::sys::uid() => {
-                    format!(
-                        "to uid {uid} (this server runs as uid {})",
-                        crate::sys::uid()
-                    )
-                }
-                _ => return None,
-            },
-        };
-        Some(Status::permission_denied(format!(
-            "this server does not show its connection table {why}: it names processes, users \
-             and paths; inspect it over a local transport as the same user (switchyard inspect \
-             <name>), or turn it on with ServerBuilder::remote_introspection(true)"
-        )))
-    }
-
     async fn start(&mut self, frame: Frame) {
         let oneway = frame.header.kind == Kind::OneWay;
         let call_id = frame.header.call_id;
@@ -493,7 +468,15 @@ impl ServerConnection {
         };
         // The router and the counters are built from the same routes.
         let Some(counters) = counters else { return };
-        if let Some(status) = self.introspection_refused(service.descriptor().name) {
+        if let Some(why) = &self.introspection_denied
+            && service.descriptor().name == crate::debug::INTROSPECTION_DESCRIPTOR.name
+        {
+            let status = Status::permission_denied(format!(
+                "this server does not show its connection table {why}: it names processes, \
+                 users and paths; inspect it over a local transport as the same user \
+                 (switchyard inspect <name>), or turn it on with \
+                 ServerBuilder::remote_introspection(true)"
+            ));
             tracing::debug!(%status, peer = %self.info.peer.addr, "introspection refused");
             self.refused(Some(&counters), started, received, oneway, call_id, status)
                 .await;
@@ -725,6 +708,27 @@ impl ServerConnection {
                 budget: None,
             })
             .await;
+    }
+}
+
+/// Why the peer of a connection over `info` may not read the connection
+/// table through the introspection service: it answers only local peers of
+/// this server's own uid, unless
+/// [`ServerBuilder::remote_introspection`](crate::ServerBuilder::remote_introspection)
+/// is on.
+fn introspection_denied(shared: &ServerShared, info: &ConnectionInfo) -> Option<String> {
+    if shared.config.remote_introspection {
+        return None;
+    }
+    match info.transport {
+        Transport::Tcp | Transport::Quic => Some(format!("over {}", info.transport)),
+        _ => match info.peer.uid {
+            Some(uid) if uid != crate::sys::uid() => Some(format!(
+                "to uid {uid} (this server runs as uid {})",
+                crate::sys::uid()
+            )),
+            _ => None,
+        },
     }
 }
 
