@@ -20,17 +20,19 @@
 //! # Ok(()) }
 //! ```
 
+mod peer_link;
+
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OnceCell, watch};
 
+use self::peer_link::{End, PeerLink, open_peer};
 use crate::client::{Channel, ChannelBuilder, Connection};
 use crate::protocol::frame::DEFAULT_FRAME_LIMIT;
 use crate::protocol::status::Status;
 use crate::select::{Selection, Transport};
-use crate::server::peer::{End, PeerLink, open_peer};
 use crate::server::{Router, ServerConfig, ServerShared};
 use crate::service::Service;
 use crate::transport::PeerInfo;
@@ -93,7 +95,8 @@ impl Services {
 
     /// As [`ServerBuilder::max_cancel_rate`](crate::ServerBuilder::max_cancel_rate).
     pub fn max_cancel_rate(mut self, per_second: u32) -> Self {
-        self.config.cancel_rate = crate::server::cancel_budget::CancelRate::per_second(per_second);
+        self.config.cancel_rate =
+            crate::protocol::session::cancel_budget::CancelRate::per_second(per_second);
         self
     }
 

@@ -2,9 +2,8 @@
 //! [`ServerHandle`] runs them, publishes them in the local registry, and
 //! shuts down gracefully.
 
-pub(crate) mod cancel_budget;
-mod connection;
-pub(crate) mod peer;
+pub(crate) mod connection;
+
 #[cfg(target_os = "linux")]
 pub(crate) mod queue;
 #[cfg(feature = "quic")]
@@ -48,7 +47,7 @@ pub(crate) struct ServerConfig {
     /// Shared memory: bodies above this go as bulk regions.
     pub(crate) bulk_threshold: Option<usize>,
     /// How fast one connection may cancel calls.
-    pub(crate) cancel_rate: cancel_budget::CancelRate,
+    pub(crate) cancel_rate: crate::protocol::session::cancel_budget::CancelRate,
     /// Whether the introspection service answers over TCP and QUIC (and to
     /// local peers of another user); off by default.
     pub(crate) remote_introspection: bool,
@@ -66,7 +65,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(5),
             shm_spin: None,
             bulk_threshold: None,
-            cancel_rate: cancel_budget::CancelRate::default(),
+            cancel_rate: crate::protocol::session::cancel_budget::CancelRate::default(),
             remote_introspection: false,
             metadata_limits: MetadataLimits::default(),
             knobs: crate::session::LimitKnobs::SERVER,
@@ -197,7 +196,8 @@ impl ServerBuilder {
     /// closed with ResourceExhausted, the defence against "Rapid Reset"
     /// floods. Default 1000.
     pub fn max_cancel_rate(mut self, per_second: u32) -> Self {
-        self.config.cancel_rate = cancel_budget::CancelRate::per_second(per_second);
+        self.config.cancel_rate =
+            crate::protocol::session::cancel_budget::CancelRate::per_second(per_second);
         self
     }
 

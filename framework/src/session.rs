@@ -8,9 +8,11 @@ use std::time::Duration;
 use tokio::sync::mpsc::error::{SendError, TrySendError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
-use crate::protocol::frame::{Decoded, Frame, Header, Kind, finish_frame, start_frame};
+use crate::protocol::frame::Decoded;
 use crate::protocol::hello::{Hello, Role, ServiceInfo};
-use crate::protocol::metadata::Metadata;
+pub(crate) use crate::protocol::session::LimitKnobs;
+pub(crate) use crate::protocol::session::encode::{hello_frame, status_frame};
+use crate::protocol::session::handshake::check_hello;
 use crate::protocol::status::Status;
 use crate::transport::bulk::BulkBody;
 use crate::transport::{DirectWrite, LinkRx, LinkTx};
@@ -44,39 +46,6 @@ pub(crate) fn local_hello(
         queues: Vec::new(),
         endpoints: Vec::new(),
     }
-}
-
-/// Where each side of a connection sets its frame limit, for messages that
-/// tell the user which knob to turn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct LimitKnobs {
-    /// This side's setting.
-    pub(crate) own: &'static str,
-    /// The peer's setting.
-    pub(crate) peer: &'static str,
-}
-
-impl LimitKnobs {
-    /// A client of a server.
-    pub(crate) const CLIENT: Self = Self {
-        own: "ChannelBuilder::max_frame",
-        peer: "the server's ServerBuilder::max_frame",
-    };
-    /// A server of clients.
-    pub(crate) const SERVER: Self = Self {
-        own: "ServerBuilder::max_frame",
-        peer: "the client's ChannelBuilder::max_frame",
-    };
-    /// A parent on the pipes to the child it spawned.
-    pub(crate) const PARENT: Self = Self {
-        own: "Spawner::channel_settings(ChannelBuilder::max_frame) or Services::max_frame",
-        peer: "the child's process::Services::max_frame",
-    };
-    /// A child on the pipes to its parent.
-    pub(crate) const CHILD: Self = Self {
-        own: "process::Services::max_frame",
-        peer: "the parent's Spawner::channel_settings(ChannelBuilder::max_frame)",
-    };
 }
 
 /// A frame queued for the writer task.
@@ -115,53 +84,12 @@ impl From<Vec<u8>> for Outgoing {
     }
 }
 
-/// Encodes a hello frame.
-pub(crate) fn hello_frame(hello: &Hello) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(256);
-    let start = start_frame(&mut buf);
-    hello.encode_into(&mut buf);
-    // A hello is far below any limit.
-    let _ = finish_frame(&mut buf, start, Header::new(Kind::Hello, 0), 0, u32::MAX);
-    buf
-}
-
-/// Encodes a frame of `kind` carrying `status` (Response, GoAway).
-pub(crate) fn status_frame(kind: Kind, call_id: u64, status: &Status) -> Vec<u8> {
-    status_frame_with(kind, call_id, status, &Metadata::new())
-}
-
-/// Encodes a frame carrying `status`, with `metadata` in front of the
-/// message (a failed call's response metadata).
-pub(crate) fn status_frame_with(
-    kind: Kind,
-    call_id: u64,
-    status: &Status,
-    metadata: &Metadata,
-) -> Vec<u8> {
-    let mut header = Header::new(kind, call_id);
-    header.status = status.code().as_u16();
-    let metadata_len = metadata.encoded_len();
-    let mut buf = Vec::with_capacity(64 + metadata_len + status.message().len());
-    let start = start_frame(&mut buf);
-    metadata.encode_into(&mut buf);
-    buf.extend_from_slice(status.message().as_bytes());
-    let _ = finish_frame(&mut buf, start, header, metadata_len, u32::MAX);
-    buf
-}
-
-/// Encodes the answer to a Ping.
-pub(crate) fn pong_frame(call_id: u64) -> Vec<u8> {
-    let mut buf = vec![0; crate::protocol::frame::HEADER_LEN];
-    Header::new(Kind::Pong, call_id).write_to(&mut buf);
-    buf
-}
-
-/// The status a Response or GoAway frame carries.
-pub(crate) fn frame_status(frame: &Frame) -> Status {
-    Status::new(
-        crate::protocol::status::Code::from_u16(frame.header.status),
-        String::from_utf8_lossy(&frame.payload).into_owned(),
-    )
+/// The side of a link that makes this process's calls, where another
+/// driver reads the link (a peer link: the driver serves the other side's
+/// calls and hands this side's responses over).
+pub(crate) trait CallerSide: Send + Sync + std::fmt::Debug {
+    /// Takes a frame for this side's calls: a response or a GoAway.
+    fn handle(&self, decoded: Decoded);
 }
 
 /// Reads the peer's hello, which must be the first frame, within `timeout`.
@@ -201,30 +129,7 @@ pub(crate) async fn read_hello<R: LinkRx>(
             )));
         }
     }
-    let first = rest.remove(0);
-    let Decoded::Frame(frame) = first else {
-        return Err(Status::invalid_argument(
-            "the peer's first frame is oversized",
-        ));
-    };
-    if frame.header.kind == Kind::GoAway {
-        return Err(frame_status(&frame));
-    }
-    if frame.header.kind != Kind::Hello {
-        return Err(Status::invalid_argument(format!(
-            "the peer's first frame is {:?}, not Hello",
-            frame.header.kind
-        )));
-    }
-    let hello = Hello::decode(&frame.payload)
-        .map_err(|err| Status::invalid_argument(format!("the peer's hello is malformed: {err}")))?;
-    if hello.role != expect {
-        return Err(Status::invalid_argument(format!(
-            "the peer introduced itself as {:?} but {expect:?} was expected",
-            hello.role
-        )));
-    }
-    Ok(hello)
+    check_hello(rest.remove(0), expect)
 }
 
 /// Where a connection's frames go: straight into the link when it can

@@ -19,11 +19,14 @@ use crate::context::Context;
 use crate::debug::recorder::MethodCounters;
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::protocol::call::deadline_budget;
-use crate::protocol::frame::{HEADER_LEN, Header, Kind, finish_frame, len_u32, start_frame};
+use crate::protocol::frame::{HEADER_LEN, Kind, start_frame};
 use crate::protocol::metadata::Metadata;
+use crate::protocol::session::encode::{
+    RequestHead, frame_status, seal_bulk_request, seal_request,
+};
 use crate::protocol::status::{Code, Status};
 use crate::select::Selection;
-use crate::session::{Outgoing, frame_status, status_frame};
+use crate::session::Outgoing;
 use crate::trace::{TRACEPARENT, TraceContext};
 use crate::transport::bulk::{BulkBody, SpillWriter};
 
@@ -182,7 +185,7 @@ impl ClientCore {
         let too_large = writer.over_limit();
         let bulk = writer.finish();
         if let (Some(len), Some(conn)) = (too_large, conn) {
-            return Err(Self::too_large(conn, method, len));
+            return Err(conn.limits().request_too_large(method.full_name, len));
         }
         encoded.map_err(|err| {
             Status::invalid_argument(format!(
@@ -201,28 +204,6 @@ impl ClientCore {
             metadata_len,
             bulk,
         })
-    }
-
-    /// The status of a request over the server's limit.
-    fn too_large(conn: &Connection, method: &'static MethodDescriptor, len: usize) -> Status {
-        Status::resource_exhausted(format!(
-            "the request to {} is {len} bytes or more, over the server's limit of {} bytes \
-             (this client takes responses up to {} bytes); nothing was sent — send less per \
-             call or raise {}",
-            method.full_name, conn.peer_frame_limit, conn.frame_limit, conn.knobs.peer
-        ))
-    }
-
-    /// Seals the frame header, checking the body against the peer's limit.
-    fn seal(
-        conn: &Connection,
-        method: &'static MethodDescriptor,
-        buf: &mut [u8],
-        header: Header,
-        metadata_len: usize,
-    ) -> Result<(), Status> {
-        finish_frame(buf, 0, header, metadata_len, conn.peer_frame_limit)
-            .map_err(|_| Self::too_large(conn, method, buf.len() - HEADER_LEN))
     }
 
     /// Calls `method` with `request` (a tuple of the arguments) and decodes
@@ -269,13 +250,13 @@ impl ClientCore {
             let encoded = self.encode_spilling::<C, Req>(method, &request, &trace, Some(&conn))?;
             let (waiter, response) = oneshot::channel();
             let started = {
-                let mut calls = conn
-                    .calls
+                let mut session = conn
+                    .session
                     .lock()
                     .map_err(|_| Status::internal("the call table lock is poisoned"))?;
-                match calls.start(Instant::now(), deadline, method.full_name, waiter) {
+                match session.start_call(Instant::now(), deadline, method.full_name, waiter) {
                     Ok(started) => started,
-                    Err(_) if calls.closed().is_some() && !retried => {
+                    Err(_) if session.closed().is_some() && !retried => {
                         retried = true;
                         tracing::debug!(url = %conn.url, "the connection closed before the call was sent; retrying on a new one");
                         continue;
@@ -297,9 +278,12 @@ impl ClientCore {
             received: 0,
             tell_server: true,
         };
-        let mut header = Header::new(Kind::Request, started.call_id);
-        header.method_id = method.id;
-        header.deadline_us = started.deadline_us;
+        let head = RequestHead {
+            kind: Kind::Request,
+            call_id: started.call_id,
+            method_id: method.id,
+            deadline_us: started.deadline_us,
+        };
         let Encoded {
             mut buf,
             metadata_len,
@@ -307,14 +291,13 @@ impl ClientCore {
         } = encoded;
         let len = match &bulk {
             None => {
-                Self::seal(&conn, method, &mut buf, header, metadata_len)?;
+                conn.limits()
+                    .seal_request(&mut buf, head, metadata_len, method.full_name)?;
                 buf.len()
             }
             Some(body) => {
                 // The limit was checked while the body was written.
-                header.metadata_len = len_u32(metadata_len);
-                header.payload_len = len_u32(body.len() - metadata_len);
-                header.write_to(&mut buf);
+                seal_bulk_request(&mut buf, head, metadata_len, body.len());
                 HEADER_LEN + body.len()
             }
         };
@@ -448,11 +431,14 @@ impl ClientCore {
             if self.channel.current().is_usable() {
                 self.channel.current().check_method(self.service, method)?;
             }
-            let mut header = Header::new(Kind::OneWay, QUEUE_CALL_IDS.fetch_add(1, Relaxed));
-            header.method_id = method.id;
-            header.deadline_us = deadline_us;
+            let head = RequestHead {
+                kind: Kind::OneWay,
+                call_id: QUEUE_CALL_IDS.fetch_add(1, Relaxed),
+                method_id: method.id,
+                deadline_us,
+            };
             let limit = u32::try_from(queue.max_message()).unwrap_or(u32::MAX);
-            if finish_frame(&mut buf, 0, header, metadata_len, limit).is_ok()
+            if seal_request(&mut buf, head, metadata_len, limit).is_ok()
                 && buf.len() <= queue.max_message()
             {
                 return self
@@ -469,14 +455,18 @@ impl ClientCore {
         let conn = self.channel.connection(deadline).await?;
         let counters = Arc::clone(conn.check_method(self.service, method)?);
         let call_id = conn
-            .calls
+            .session
             .lock()
             .map_err(|_| Status::internal("the call table lock is poisoned"))?
             .allocate_id();
-        let mut header = Header::new(Kind::OneWay, call_id);
-        header.method_id = method.id;
-        header.deadline_us = deadline_us;
-        Self::seal(&conn, method, &mut buf, header, metadata_len)?;
+        let head = RequestHead {
+            kind: Kind::OneWay,
+            call_id,
+            method_id: method.id,
+            deadline_us,
+        };
+        conn.limits()
+            .seal_request(&mut buf, head, metadata_len, method.full_name)?;
         let len = buf.len();
         conn.stats.started();
         let (done, written) = oneshot::channel();
@@ -643,15 +633,14 @@ impl Drop for PendingGuard<'_> {
         if !self.armed {
             return;
         }
-        let abandoned = self
+        let tell_server = self.sent > 0 && self.tell_server;
+        let cancel = self
             .conn
-            .calls
+            .session
             .lock()
-            .map(|mut calls| calls.abandon(self.call_id))
-            .unwrap_or(false);
-        if abandoned && self.sent > 0 && self.tell_server {
-            let status = Status::cancelled("the caller dropped the call");
-            let cancel = status_frame(Kind::Cancel, self.call_id, &status);
+            .ok()
+            .and_then(|mut session| session.abandon(self.call_id, tell_server));
+        if let Some(cancel) = cancel {
             self.conn.stats.sent(cancel.len());
             // A full queue drops the cancel: the server then finishes the
             // handler and its response is ignored.

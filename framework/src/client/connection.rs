@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -13,15 +13,14 @@ use super::oneway::{OnewayRoutes, ServerFacts};
 use crate::debug::model::PeerInfo as PeerModel;
 use crate::debug::recorder::{ConnectionStats, MethodCounters, Side, recorder};
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
-use crate::protocol::call::ClientCalls;
-use crate::protocol::frame::{Decoded, Frame, Kind};
+use crate::protocol::frame::{Decoded, Frame};
 use crate::protocol::hello::{Hello, Locality, MethodInfo, Role};
 use crate::protocol::metadata::MetadataLimits;
+use crate::protocol::session::cancel_budget::CancelRate;
+use crate::protocol::session::{Event, FrameLimits, Session, SessionConfig, Sides};
 use crate::protocol::status::Status;
 use crate::select::Selection;
-use crate::session::{
-    Outbound, frame_status, hello_frame, local_hello, pong_frame, read_hello, status_frame,
-};
+use crate::session::{CallerSide, Outbound, hello_frame, local_hello, read_hello};
 use crate::transport::{Link, LinkError, LinkRx, PeerInfo};
 
 /// What a waiting call receives: the response frame, or why there is none.
@@ -63,7 +62,8 @@ pub(crate) struct Connection {
     /// Which settings set the frame limits, for messages.
     pub(crate) knobs: crate::session::LimitKnobs,
     pub(crate) outgoing: Outbound,
-    pub(crate) calls: Mutex<ClientCalls<Waiter>>,
+    /// The connection's rules: this side's calls waiting for responses.
+    pub(crate) session: Mutex<Session<Waiter, std::convert::Infallible>>,
     closed: OnceLock<Status>,
     draining: AtomicBool,
     _stop_reader: Option<oneshot::Sender<()>>,
@@ -217,6 +217,7 @@ impl Connection {
             format!("{transport} to {url}: {}", selection.reason),
         );
         let locality = hello.host.locality(&peer_hello.host);
+        let peer_frame_limit = peer_hello.max_frame;
         Arc::new(Self {
             locality,
             oneway: OnewayRoutes::default(),
@@ -231,7 +232,25 @@ impl Connection {
             methods,
             stats,
             outgoing,
-            calls: Mutex::new(ClientCalls::new(config.max_pending)),
+            session: Mutex::new(Session::new(
+                Instant::now(),
+                SessionConfig {
+                    role: hello.role,
+                    sides: Sides {
+                        calls: true,
+                        serves: false,
+                        forwards_to_caller: false,
+                    },
+                    limits: FrameLimits {
+                        own: config.frame_limit,
+                        peer: peer_frame_limit,
+                        knobs: config.knobs,
+                    },
+                    max_pending: config.max_pending,
+                    max_in_flight: 0,
+                    cancel_rate: CancelRate::default(),
+                },
+            )),
             closed: OnceLock::new(),
             draining: AtomicBool::new(false),
             _stop_reader: stop_reader,
@@ -366,8 +385,8 @@ impl Connection {
             self.stats.closed();
             self.stats.event("closed", status.message());
         }
-        let waiters: Vec<Waiter> = match self.calls.lock() {
-            Ok(mut calls) => calls.close(status.clone()).collect(),
+        let waiters: Vec<Waiter> = match self.session.lock() {
+            Ok(mut session) => session.close(status.clone()).collect(),
             Err(_) => Vec::new(),
         };
         if first {
@@ -378,56 +397,60 @@ impl Connection {
         }
     }
 
-    /// Takes a frame the peer sent this side as a caller: a response, a
-    /// goaway, a ping.
-    pub(crate) fn handle(&self, decoded: Decoded) {
-        let frame = match decoded {
-            Decoded::Frame(frame) => frame,
-            Decoded::Oversized(header) => {
-                if let Some(waiter) = self.take_waiter(header.call_id) {
-                    let _ = waiter.send(Err(Status::resource_exhausted(format!(
-                        "the response of {} bytes exceeds this client's limit of {} bytes (the \
-                         server takes requests up to {} bytes); raise this side's limit with {} \
-                         or ask for less per call",
-                        header.body_len(),
-                        self.frame_limit,
-                        self.peer_frame_limit,
-                        self.knobs.own
-                    ))));
-                }
-                return;
-            }
-        };
-        match frame.header.kind {
-            Kind::Response => {
-                if let Some(waiter) = self.take_waiter(frame.header.call_id) {
-                    let _ = waiter.send(Ok(frame));
-                }
-            }
-            Kind::GoAway => {
-                self.draining.store(true, Ordering::Release);
-                self.stats.draining();
-                self.stats.event("goaway", frame_status(&frame).to_string());
-                tracing::debug!(url = %self.url, status = %frame_status(&frame), "server sent goaway");
-            }
-            Kind::Ping => {
-                let _ = self
-                    .outgoing
-                    .try_send(pong_frame(frame.header.call_id).into());
-            }
-            Kind::Request => {
-                let status =
-                    Status::unimplemented("this process serves nothing on its client connections");
-                let _ = self
-                    .outgoing
-                    .try_send(status_frame(Kind::Response, frame.header.call_id, &status).into());
-            }
-            _ => {}
+    /// The frame limits of both ends.
+    pub(crate) fn limits(&self) -> FrameLimits {
+        FrameLimits {
+            own: self.frame_limit,
+            peer: self.peer_frame_limit,
+            knobs: self.knobs,
         }
     }
 
-    fn take_waiter(&self, call_id: u64) -> Option<Waiter> {
-        self.calls.lock().ok()?.complete(call_id)
+    /// Takes a frame the peer sent this side as a caller: a response, a
+    /// goaway, a ping.
+    pub(crate) fn handle(&self, decoded: Decoded) {
+        let mut decoded = Some(decoded);
+        loop {
+            let (event, transmit) = {
+                let Ok(mut session) = self.session.lock() else {
+                    return;
+                };
+                if let Some(decoded) = decoded.take() {
+                    // A session that serves nothing finds no protocol errors.
+                    let _ = session.handle_frame(Instant::now(), decoded);
+                }
+                (session.poll_event(), session.poll_transmit())
+            };
+            if event.is_none() && transmit.is_none() {
+                return;
+            }
+            if let Some(transmit) = transmit {
+                // Control frames (Pong, Unimplemented) wait for nothing.
+                let _ = self.outgoing.try_send(transmit.bytes.into());
+            }
+            match event {
+                Some(Event::Response { waiter, frame }) => {
+                    let _ = waiter.send(Ok(frame));
+                }
+                Some(Event::CallFailed { waiter, status }) => {
+                    let _ = waiter.send(Err(status));
+                }
+                Some(Event::PeerGoingAway(status)) => {
+                    self.draining.store(true, Ordering::Release);
+                    self.stats.draining();
+                    self.stats.event("goaway", status.to_string());
+                    tracing::debug!(url = %self.url, %status, "server sent goaway");
+                }
+                Some(Event::Cancelled { handle, .. }) => match handle {},
+                Some(Event::Request(_) | Event::ForCaller(_) | Event::Dropped { .. }) | None => {}
+            }
+        }
+    }
+}
+
+impl CallerSide for Connection {
+    fn handle(&self, decoded: Decoded) {
+        Self::handle(self, decoded);
     }
 }
 

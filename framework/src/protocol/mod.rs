@@ -15,10 +15,8 @@ pub mod call;
 pub mod frame;
 pub mod hello;
 pub mod metadata;
+pub mod session;
 pub mod status;
-
-#[cfg(test)]
-mod tests;
 
 pub use call::{ClientCalls, ServerCalls};
 pub use frame::{Decoded, Frame, FrameDecoder, FrameError, Header, Kind};

@@ -13,23 +13,20 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::cancel_budget::CancelBudget;
 use super::{Phase, ServerShared};
-use crate::client::Connection;
 use crate::context::{ConnectionInfo, Context};
 use crate::debug::model::PeerInfo as PeerModel;
 use crate::debug::recorder::{ConnectionStats, MethodCounters, Side, counters_by_id, recorder};
-use crate::protocol::call::ServerCalls;
-use crate::protocol::frame::{Decoded, Frame, HEADER_LEN, Header, Kind};
+use crate::protocol::frame::{Decoded, Frame, HEADER_LEN, Kind};
 use crate::protocol::hello::{Hello, Role};
 use crate::protocol::metadata::{Metadata, MetadataError};
+use crate::protocol::session::{Event, FrameLimits, ReplyBody, Session, SessionConfig, Sides};
 use crate::protocol::status::Code;
 use crate::protocol::status::Status;
 use crate::select::{Selection, Transport};
 use crate::service::{Reply, Request};
 use crate::session::{
-    Outbound, Outgoing, hello_frame, local_hello, pong_frame, read_hello, status_frame,
-    status_frame_with,
+    CallerSide, Outbound, Outgoing, hello_frame, local_hello, read_hello, status_frame,
 };
 use crate::transport::bulk::BulkBody;
 use crate::transport::{Link, LinkError, LinkRx, PeerIdentity, PeerInfo};
@@ -144,7 +141,7 @@ pub(crate) struct Established {
     pub(crate) outgoing: Outbound,
     /// On a peer link, this side's calls to the other side: responses are
     /// handed to it.
-    pub(crate) client: Option<Arc<Connection>>,
+    pub(crate) client: Option<Arc<dyn CallerSide>>,
 }
 
 /// Why [`drive`] returned.
@@ -206,22 +203,35 @@ pub(crate) async fn drive<R: LinkRx>(
         ),
     );
     let counters = counters_by_id(shared.router.methods(), transport, Side::Server);
-    let max_in_flight = shared.config.max_in_flight;
-    let shared_cancel_rate = shared.config.cancel_rate;
+    let session = Session::new(
+        Instant::now(),
+        SessionConfig {
+            role: link.hello.role,
+            sides: Sides {
+                calls: false,
+                serves: true,
+                forwards_to_caller: link.client.is_some(),
+            },
+            limits: FrameLimits {
+                own: shared.config.frame_limit,
+                peer: peer_hello.max_frame,
+                knobs: shared.config.knobs,
+            },
+            max_pending: 0,
+            max_in_flight: shared.config.max_in_flight,
+            cancel_rate: shared.config.cancel_rate,
+        },
+    );
     let mut conn = ServerConnection {
         shared,
         info,
         outgoing: link.outgoing,
-        calls: ServerCalls::new(max_in_flight),
+        session,
         handlers: FuturesUnordered::new(),
-        client_frame_limit: peer_hello.max_frame,
-        draining: false,
-        reading: true,
         stats,
         counters,
         client: link.client,
         end: End::Stopped,
-        cancels: CancelBudget::new(shared_cancel_rate, Instant::now()),
         introspection_denied: None,
     };
     conn.introspection_denied = introspection_denied(&conn.shared, &conn.info);
@@ -229,7 +239,10 @@ pub(crate) async fn drive<R: LinkRx>(
     conn.stats.closed();
     conn.stats.event(
         "closed",
-        format!("{} calls still running were cancelled", conn.calls.len()),
+        format!(
+            "{} calls still running were cancelled",
+            conn.session.serving_calls()
+        ),
     );
     // Dropping the handlers cancels whatever still runs; dropping the sender
     // lets the writer flush and close.
@@ -240,24 +253,17 @@ struct ServerConnection {
     shared: Arc<ServerShared>,
     info: Arc<ConnectionInfo>,
     outgoing: Outbound,
-    calls: ServerCalls<InFlight>,
+    /// The connection's rules: calls in flight, draining, limits, cancels.
+    session: Session<std::convert::Infallible, InFlight>,
     handlers: FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>>>,
-    client_frame_limit: u32,
-    /// No new calls are admitted; the connection ends when the last
-    /// handler finishes.
-    draining: bool,
-    /// Frames are still read (false after a protocol error).
-    reading: bool,
     /// What the debug views show of this connection.
     stats: Arc<ConnectionStats>,
     /// Per-method counters, by method id.
     counters: HashMap<u32, Arc<MethodCounters>>,
     /// This side's calls over the same link (peer links only).
-    client: Option<Arc<Connection>>,
+    client: Option<Arc<dyn CallerSide>>,
     /// Why the connection ended.
     end: End,
-    /// How many more cancels the client may send.
-    cancels: CancelBudget,
     /// Why this connection's peer may not call the introspection service
     /// (decided once per connection), if it may not.
     introspection_denied: Option<String>,
@@ -287,7 +293,7 @@ impl ServerConnection {
                     break;
                 }
             }
-            if self.draining && self.handlers.is_empty() {
+            if self.session.is_draining() && self.handlers.is_empty() {
                 return;
             }
             tokio::select! {
@@ -319,7 +325,7 @@ impl ServerConnection {
                         () = self.finish(call_id, oneway, result, &metadata) => {}
                     }
                 }
-                received = rx.recv(&mut frames), if self.reading => match received {
+                received = rx.recv(&mut frames), if self.session.is_reading() => match received {
                     Ok(true) => {}
                     // The client is gone: nobody waits for the handlers.
                     Ok(false) => {
@@ -354,14 +360,13 @@ impl ServerConnection {
                     if changed.is_err() || now == Phase::Stopped {
                         return;
                     }
-                    if now == Phase::Draining && !self.draining {
-                        self.draining = true;
+                    let status = Status::unavailable(
+                        "the server is shutting down; calls in flight finish, new calls go elsewhere",
+                    );
+                    if now == Phase::Draining && self.session.drain(&status) {
                         self.stats.draining();
                         self.stats.event("goaway", "the server is shutting down");
-                        let status = Status::unavailable(
-                            "the server is shutting down; calls in flight finish, new calls go elsewhere",
-                        );
-                        self.send_unless_backed_up(status_frame(Kind::GoAway, 0, &status));
+                        self.flush().await;
                     }
                 }
             }
@@ -374,60 +379,31 @@ impl ServerConnection {
         tracing::warn!(peer = %self.info.peer.addr, %status, "closing connection");
         self.stats.draining();
         self.stats.event("protocol error", status.to_string());
-        self.send_unless_backed_up(status_frame(Kind::GoAway, 0, &status));
-        self.reading = false;
-        self.draining = true;
+        self.session.protocol_error(&status);
+        self.flush().await;
     }
 
-    async fn send(&mut self, frame: Vec<u8>) {
-        let _ = self.outgoing.send(frame.into()).await;
-    }
-
-    /// Sends a control frame (GoAway) if the client is reading; one whose
-    /// replies are backed up would not read it either, and waiting for it
-    /// must not hold up a drain or a close.
-    fn send_unless_backed_up(&mut self, frame: Vec<u8>) {
-        let _ = self.outgoing.try_send(frame.into());
+    /// Writes what the session asks for. A control frame (GoAway) goes only
+    /// if the client is reading: one whose replies are backed up would not
+    /// read it either, and waiting for it must not hold up a drain or a
+    /// close.
+    async fn flush(&mut self) {
+        while let Some(transmit) = self.session.poll_transmit() {
+            if transmit.may_drop {
+                let _ = self.outgoing.try_send(transmit.bytes.into());
+            } else {
+                let _ = self.outgoing.send(transmit.bytes.into()).await;
+            }
+        }
     }
 
     /// Handles one frame; an error closes the connection.
     async fn handle(&mut self, decoded: Decoded) -> Result<(), Status> {
-        let frame = match decoded {
-            Decoded::Frame(frame) => frame,
-            Decoded::Oversized(header) => {
-                if header.kind == Kind::Request {
-                    let status = Status::resource_exhausted(format!(
-                        "the request of {} bytes exceeds this server's limit of {} bytes (the \
-                         client takes responses up to {} bytes); send less per call or raise {}",
-                        header.body_len(),
-                        self.shared.config.frame_limit,
-                        self.client_frame_limit,
-                        self.shared.config.knobs.own
-                    ));
-                    self.send(status_frame(Kind::Response, header.call_id, &status))
-                        .await;
-                } else if let (Kind::Response, Some(client)) = (header.kind, &self.client) {
-                    client.handle(Decoded::Oversized(header));
-                } else {
-                    tracing::warn!(kind = ?header.kind, len = header.body_len(), "dropped an oversized frame");
-                }
-                return Ok(());
-            }
-        };
-        match frame.header.kind {
-            Kind::Request | Kind::OneWay => self.start(frame).await,
-            Kind::Cancel => {
-                let call = self.calls.cancel(frame.header.call_id);
-                // A cancel that stops a running call counts against the
-                // flood budget; one for a call already ended costs nothing.
-                // (Clients send none when a deadline ends a call: the
-                // server's own timer ends it too.)
-                if call.is_some() {
-                    self.cancels
-                        .take(Instant::now())
-                        .map_err(Status::resource_exhausted)?;
-                }
-                if let Some(call) = call {
+        let handled = self.session.handle_frame(Instant::now(), decoded);
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                Event::Request(frame) => self.start(frame).await,
+                Event::Cancelled { handle: call, .. } => {
                     call.abort.abort();
                     self.stats.finished(
                         &call.counters,
@@ -437,18 +413,23 @@ impl ServerConnection {
                         call.received,
                     );
                 }
-            }
-            Kind::Ping => self.send(pong_frame(frame.header.call_id)).await,
-            Kind::Hello => {
-                return Err(Status::invalid_argument("a second hello on one connection"));
-            }
-            Kind::Response | Kind::Pong | Kind::GoAway => {
-                if let Some(client) = &self.client {
-                    client.handle(Decoded::Frame(frame));
+                Event::ForCaller(decoded) => {
+                    if let Some(client) = &self.client {
+                        client.handle(decoded);
+                    }
                 }
+                Event::Dropped { kind, len } => {
+                    tracing::warn!(?kind, len, "dropped an oversized frame");
+                }
+                Event::Response { waiter, .. } | Event::CallFailed { waiter, .. } => {
+                    match waiter {}
+                }
+                // This session makes no calls.
+                Event::PeerGoingAway(_) => {}
             }
         }
-        Ok(())
+        self.flush().await;
+        handled
     }
 
     async fn start(&mut self, frame: Frame) {
@@ -482,10 +463,7 @@ impl ServerConnection {
                 .await;
             return;
         }
-        if self.draining {
-            let status = Status::unavailable(
-                "the server is shutting down; retry on another instance or after it restarts",
-            );
+        if let Some(status) = self.session.admission_closed() {
             self.refused(Some(&counters), started, received, oneway, call_id, status)
                 .await;
             return;
@@ -508,7 +486,7 @@ impl ServerConnection {
             received,
             counters: Arc::clone(&counters),
         };
-        let admitted = match self.calls.admit(started, &frame.header, in_flight) {
+        let admitted = match self.session.admit(started, &frame.header, in_flight) {
             Ok(admitted) => admitted,
             Err(status) => {
                 self.refused(Some(&counters), started, received, oneway, call_id, status)
@@ -518,7 +496,7 @@ impl ServerConnection {
         };
         // The router found the method, so the service has it.
         let Some(handler) = service.call(method.id, Request::new(frame.payload)) else {
-            self.calls.finish(call_id);
+            self.session.finish(call_id);
             let status = self.shared.router.unknown(method.id);
             self.refused(Some(&counters), started, received, oneway, call_id, status)
                 .await;
@@ -588,12 +566,8 @@ impl ServerConnection {
         call_id: u64,
         status: Status,
     ) {
-        let mut sent = 0;
-        if !oneway {
-            let frame = status_frame(Kind::Response, call_id, &status);
-            sent = frame.len();
-            self.send(frame).await;
-        }
+        let sent = self.session.refuse(call_id, oneway, &status);
+        self.flush().await;
         if let Some(counters) = counters {
             self.stats.finished(
                 counters,
@@ -613,7 +587,7 @@ impl ServerConnection {
         metadata: &Metadata,
     ) {
         // None: cancelled meanwhile (already counted).
-        let Some(call) = self.calls.finish(call_id) else {
+        let Some(call) = self.session.finish(call_id) else {
             return;
         };
         if oneway {
@@ -634,67 +608,33 @@ impl ServerConnection {
             return;
         }
         let mut bulk_body = None;
-        // A handler's `Err` with code OK would read as a success with no
-        // body at the caller.
-        let result = result.map_err(|status| {
-            if status.code() == Code::Ok {
-                Status::unknown(format!(
-                    "the handler failed with the code OK, which is not a failure: {}",
-                    status.message()
-                ))
-            } else {
-                status
+        let body = result.map(|reply| {
+            let (buf, bulk, metadata_len) = reply.into_parts();
+            let bulk_len = bulk.as_ref().map(BulkBody::len);
+            bulk_body = bulk;
+            ReplyBody {
+                buf,
+                metadata_len,
+                bulk_len,
             }
         });
-        let (code, frame) = match result {
-            Ok(reply) => {
-                let (mut buf, bulk, metadata_len) = reply.into_parts();
-                let body = buf.len() - HEADER_LEN + bulk.as_ref().map_or(0, BulkBody::len);
-                if body > self.client_frame_limit as usize {
-                    let status = Status::resource_exhausted(format!(
-                        "the response is {body} bytes, over the client's limit of {} bytes (this \
-                         server takes requests up to {} bytes); ask for less per call or raise {}",
-                        self.client_frame_limit,
-                        self.shared.config.frame_limit,
-                        self.shared.config.knobs.peer
-                    ));
-                    (
-                        status.code(),
-                        status_frame(Kind::Response, call_id, &status),
-                    )
-                } else {
-                    let mut header = Header::new(Kind::Response, call_id);
-                    header.metadata_len = crate::protocol::frame::len_u32(metadata_len);
-                    header.payload_len = crate::protocol::frame::len_u32(body - metadata_len);
-                    header.write_to(&mut buf);
-                    bulk_body = bulk;
-                    (Code::Ok, buf)
-                }
-            }
-            // An error carries the handler's response metadata too (gRPC's
-            // trailers), unless that passes the client's frame limit: the
-            // status matters more than the metadata.
-            Err(status) => {
-                let mut frame = status_frame_with(Kind::Response, call_id, &status, metadata);
-                if frame.len() - HEADER_LEN > self.client_frame_limit as usize
-                    && !metadata.is_empty()
-                {
-                    tracing::warn!(
-                        call_id,
-                        len = metadata.encoded_len(),
-                        limit = self.client_frame_limit,
-                        "the response metadata does not fit the client's frame limit beside the \
-                         error status; the status goes without it"
-                    );
-                    frame = status_frame(Kind::Response, call_id, &status);
-                }
-                (status.code(), frame)
-            }
-        };
-        let sent = frame.len() + bulk_body.as_ref().map_or(0, BulkBody::len);
+        let sealed = self.session.reply(call_id, body, metadata);
+        if sealed.metadata_dropped {
+            tracing::warn!(
+                call_id,
+                len = metadata.encoded_len(),
+                limit = self.session.limits().peer,
+                "the response metadata does not fit the client's frame limit beside the \
+                 error status; the status goes without it"
+            );
+        }
+        if !sealed.bulk {
+            bulk_body = None;
+        }
+        let sent = sealed.bytes.len() + bulk_body.as_ref().map_or(0, BulkBody::len);
         self.stats.finished(
             &call.counters,
-            code,
+            sealed.code,
             Some(call.started.elapsed()),
             sent,
             call.received,
@@ -702,7 +642,7 @@ impl ServerConnection {
         let _ = self
             .outgoing
             .send(Outgoing {
-                bytes: frame,
+                bytes: sealed.bytes,
                 written: None,
                 bulk: bulk_body,
                 budget: None,

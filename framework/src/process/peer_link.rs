@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-pub(crate) use super::connection::End;
-use super::connection::{Established, drive, server_hello};
-use super::{Phase, ServerShared};
 use crate::client::{Connection, ConnectionConfig};
 use crate::protocol::frame::Kind;
 use crate::protocol::hello::Role;
 use crate::protocol::status::Status;
 use crate::select::Selection;
+pub(crate) use crate::server::connection::End;
+use crate::server::connection::{Established, drive, server_hello};
+use crate::server::{Phase, ServerShared};
 use crate::session::{Outbound, hello_frame, read_hello, status_frame};
 use crate::transport::{Link, LinkTx};
 
@@ -103,7 +103,7 @@ where
         selection,
         frames,
         outgoing,
-        client: Some(Arc::clone(&conn)),
+        client: Some(Arc::clone(&conn) as Arc<dyn crate::session::CallerSide>),
     };
     let caller = Arc::clone(&conn);
     let stopped_caller = Arc::clone(&conn);

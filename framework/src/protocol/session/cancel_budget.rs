@@ -13,14 +13,16 @@ use std::time::{Duration, Instant};
 /// How many cancels a connection may send: `per_second` on average, up to
 /// `burst` at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct CancelRate {
-    pub(crate) per_second: u32,
-    pub(crate) burst: u32,
+pub struct CancelRate {
+    /// Cancels per second, on average.
+    pub per_second: u32,
+    /// Cancels at once, at most.
+    pub burst: u32,
 }
 
 impl CancelRate {
     /// `per_second` cancels on average (at least 1), in bursts of twice that.
-    pub(crate) fn per_second(per_second: u32) -> Self {
+    pub fn per_second(per_second: u32) -> Self {
         let per_second = per_second.max(1);
         Self {
             per_second,
@@ -40,7 +42,7 @@ impl Default for CancelRate {
 
 /// The tokens of one connection.
 #[derive(Debug)]
-pub(crate) struct CancelBudget {
+pub struct CancelBudget {
     rate: CancelRate,
     tokens: f64,
     refilled: Instant,
@@ -50,7 +52,8 @@ pub(crate) struct CancelBudget {
 }
 
 impl CancelBudget {
-    pub(crate) fn new(rate: CancelRate, now: Instant) -> Self {
+    /// A full bucket at `now`.
+    pub fn new(rate: CancelRate, now: Instant) -> Self {
         Self {
             rate,
             tokens: f64::from(rate.burst),
@@ -62,7 +65,7 @@ impl CancelBudget {
 
     /// Takes a token for one cancel; `Err` with what happened once the
     /// connection has used up its budget.
-    pub(crate) fn take(&mut self, now: Instant) -> Result<(), String> {
+    pub fn take(&mut self, now: Instant) -> Result<(), String> {
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
         self.tokens = (self.tokens + elapsed * f64::from(self.rate.per_second))
             .min(f64::from(self.rate.burst));

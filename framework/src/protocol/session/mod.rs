@@ -1,0 +1,536 @@
+//! The rules of one connection, sans-IO, for every role: a [`Session`]
+//! holds the calls this side made and the calls it serves, and decides what
+//! every frame from the peer means and what to send back. It does no I/O
+//! and knows no runtime (as quinn-proto's `Connection` knows nothing of
+//! quinn's sockets): the runtime driver feeds it decoded frames and the
+//! current time, and carries out what it says.
+//!
+//! # Call order
+//!
+//! 1. Before a session exists, each side sends its hello
+//!    ([`encode::hello_frame`]) and checks the first frame it reads with
+//!    [`handshake::check_hello`]; the peer's hello gives the
+//!    [`FrameLimits::peer`] a session is made with ([`Session::new`]).
+//! 2. For every frame read: [`Session::handle_frame`]. An `Err` is a
+//!    protocol violation: give it to [`Session::protocol_error`], which says
+//!    GoAway to the peer and stops reading.
+//! 3. After anything that changes the session (a frame handled, a call
+//!    started, cancelled, answered or refused, a drain), take what it asks
+//!    for: [`Session::poll_event`] until `None` (responses for this side's
+//!    callers, requests for its handlers, cancels, the peer going away), and
+//!    [`Session::poll_transmit`] until `None` (frames to write, in order).
+//! 4. Calls this side makes: [`Session::start_call`] (or
+//!    [`Session::allocate_id`] for one-way calls), then
+//!    [`Session::seal_request`]; a caller that gives up:
+//!    [`Session::abandon`]. Calls it serves: [`Session::admit`] after
+//!    routing, then [`Session::finish`] and [`Session::reply`], or
+//!    [`Session::refuse`].
+//! 5. The end: [`Session::drain`] (no new calls, GoAway sent; done when
+//!    [`Session::is_done`]), or [`Session::close`] when the link ended
+//!    (every waiting call is handed back to be failed).
+
+pub mod cancel_budget;
+pub mod encode;
+pub mod handshake;
+pub mod limits;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use self::cancel_budget::{CancelBudget, CancelRate};
+use self::encode::{RequestHead, bare_frame, frame_status, status_frame, status_frame_with};
+pub use self::limits::{FrameLimits, LimitKnobs};
+use super::call::{AdmittedCall, ClientCalls, ServerCalls, StartedCall};
+use super::frame::{Decoded, Frame, HEADER_LEN, Header, Kind};
+use super::hello::Role;
+use super::metadata::Metadata;
+use super::status::{Code, Status};
+
+/// Which halves of a connection a session plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sides {
+    /// This side makes calls: Responses and GoAways from the peer are its.
+    pub calls: bool,
+    /// This side serves calls: Requests, OneWays and Cancels are its.
+    pub serves: bool,
+    /// This side serves, and another session on the same link makes this
+    /// side's calls: Responses and GoAways are handed out as
+    /// [`Event::ForCaller`] for it.
+    pub forwards_to_caller: bool,
+}
+
+impl Sides {
+    /// The sides of a session in `role` that plays every part of it.
+    pub fn of(role: Role) -> Self {
+        Self {
+            calls: role != Role::Server,
+            serves: role != Role::Client,
+            forwards_to_caller: false,
+        }
+    }
+}
+
+/// What a session is made with.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionConfig {
+    /// This side's role in the hello exchange.
+    pub role: Role,
+    /// Which halves of the connection this session plays.
+    pub sides: Sides,
+    /// The frame limits of both ends.
+    pub limits: FrameLimits,
+    /// Calls this side may have waiting at once.
+    pub max_pending: usize,
+    /// Calls the peer may have this side handle at once.
+    pub max_in_flight: usize,
+    /// How fast the peer may cancel calls.
+    pub cancel_rate: CancelRate,
+}
+
+/// What the session tells the runtime to do, in order.
+#[derive(Debug)]
+pub enum Event<W, H> {
+    /// The response to one of this side's calls.
+    Response {
+        /// What the caller waits on.
+        waiter: W,
+        /// The Response frame (its status is in the header).
+        frame: Frame,
+    },
+    /// One of this side's calls ended without a usable response (its
+    /// response was over this side's frame limit).
+    CallFailed {
+        /// What the caller waits on.
+        waiter: W,
+        /// Why.
+        status: Status,
+    },
+    /// The peer is going away: it takes no new calls; calls in flight
+    /// finish.
+    PeerGoingAway(Status),
+    /// A call to serve (Request or OneWay, by `frame.header.kind`): route
+    /// it, then [`Session::admit`] it or [`Session::refuse`] it.
+    Request(Frame),
+    /// The peer cancelled a call being served: stop its handler.
+    Cancelled {
+        /// The call.
+        call_id: u64,
+        /// What [`Session::admit`] was given for it.
+        handle: H,
+    },
+    /// A frame for the session that makes this side's calls on the same
+    /// link (see [`Sides::forwards_to_caller`]).
+    ForCaller(Decoded),
+    /// A frame the session has no use for and dropped (an oversized frame
+    /// of a kind that cannot be answered), for the runtime's logs.
+    Dropped {
+        /// Its kind.
+        kind: Kind,
+        /// Its body's length.
+        len: u64,
+    },
+}
+
+/// A frame to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// One whole encoded frame.
+    pub bytes: Vec<u8>,
+    /// A control frame that may be dropped rather than waited for when the
+    /// link is backed up: a peer that reads nothing would not read it
+    /// either, and waiting for it must not hold up a drain or a close.
+    pub may_drop: bool,
+}
+
+/// A successful reply's encoded body, as the runtime built it: `buf` holds
+/// [`HEADER_LEN`] reserved bytes and then the body (`metadata_len` bytes of
+/// response metadata first), unless the body went into a bulk region of
+/// `bulk_len` bytes.
+#[derive(Debug)]
+pub struct ReplyBody {
+    /// Header room, then the body (unless it is bulk).
+    pub buf: Vec<u8>,
+    /// Bytes of response metadata at the start of the body.
+    pub metadata_len: usize,
+    /// The body's length when it went into a bulk region.
+    pub bulk_len: Option<usize>,
+}
+
+/// A reply ready to write, from [`Session::reply`].
+#[derive(Debug)]
+pub struct SealedReply {
+    /// The code the caller gets.
+    pub code: Code,
+    /// The frame (or, with `bulk`, its header).
+    pub bytes: Vec<u8>,
+    /// The body is the bulk region given with the reply; `false` when the
+    /// reply became an error status (then the region is not sent).
+    pub bulk: bool,
+    /// The handler's response metadata was left out: beside the error
+    /// status it would pass the peer's frame limit.
+    pub metadata_dropped: bool,
+}
+
+/// One connection's protocol state: see the [module docs](self) for the
+/// order of calls. `W` is what a caller of this side waits on (in the
+/// runtime, a one-shot sender); `H` is what stops a handler this side runs.
+#[derive(Debug)]
+pub struct Session<W, H> {
+    config: SessionConfig,
+    calls: ClientCalls<W>,
+    handlers: ServerCalls<H>,
+    cancels: CancelBudget,
+    /// Set when the peer said GoAway.
+    peer_going_away: Option<Status>,
+    /// No new calls are admitted (this side said GoAway).
+    draining: bool,
+    /// Frames are still read (false after a protocol error).
+    reading: bool,
+    events: VecDeque<Event<W, H>>,
+    transmits: VecDeque<Transmit>,
+}
+
+impl<W, H> Session<W, H> {
+    /// A session whose hellos have been exchanged, at `now`.
+    pub fn new(now: Instant, config: SessionConfig) -> Self {
+        Self {
+            calls: ClientCalls::new(config.max_pending),
+            handlers: ServerCalls::new(config.max_in_flight),
+            cancels: CancelBudget::new(config.cancel_rate, now),
+            config,
+            peer_going_away: None,
+            draining: false,
+            reading: true,
+            events: VecDeque::new(),
+            transmits: VecDeque::new(),
+        }
+    }
+
+    /// What the session was made with.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// The frame limits of both ends.
+    pub fn limits(&self) -> FrameLimits {
+        self.config.limits
+    }
+
+    /// The next thing the runtime must do, if any.
+    pub fn poll_event(&mut self) -> Option<Event<W, H>> {
+        self.events.pop_front()
+    }
+
+    /// The next frame to write, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    fn transmit(&mut self, bytes: Vec<u8>, may_drop: bool) {
+        self.transmits.push_back(Transmit { bytes, may_drop });
+    }
+
+    /// Takes one frame the peer sent. `Err`: the peer broke the protocol
+    /// (a second hello, a cancel flood); see [`protocol_error`](Self::protocol_error).
+    pub fn handle_frame(&mut self, now: Instant, decoded: Decoded) -> Result<(), Status> {
+        let frame = match decoded {
+            Decoded::Frame(frame) => frame,
+            Decoded::Oversized(header) => {
+                self.handle_oversized(header);
+                return Ok(());
+            }
+        };
+        let sides = self.config.sides;
+        match frame.header.kind {
+            Kind::Request | Kind::OneWay if sides.serves => {
+                self.events.push_back(Event::Request(frame));
+            }
+            Kind::Request => {
+                // A peer that calls a side that serves nothing is told so.
+                let status =
+                    Status::unimplemented("this process serves nothing on its client connections");
+                self.transmit(
+                    status_frame(Kind::Response, frame.header.call_id, &status),
+                    true,
+                );
+            }
+            Kind::Cancel if sides.serves => {
+                // A cancel that stops a running call counts against the
+                // flood budget; one for a call already ended costs nothing.
+                // (Callers send none when a deadline ends a call: this
+                // side's own timer ends it too.)
+                if let Some(handle) = self.handlers.cancel(frame.header.call_id) {
+                    self.cancels.take(now).map_err(Status::resource_exhausted)?;
+                    self.events.push_back(Event::Cancelled {
+                        call_id: frame.header.call_id,
+                        handle,
+                    });
+                }
+            }
+            Kind::Ping => {
+                self.transmit(bare_frame(Kind::Pong, frame.header.call_id), !sides.serves);
+            }
+            Kind::Hello if sides.serves => {
+                return Err(Status::invalid_argument("a second hello on one connection"));
+            }
+            Kind::Response | Kind::GoAway if sides.forwards_to_caller => {
+                self.events
+                    .push_back(Event::ForCaller(Decoded::Frame(frame)));
+            }
+            Kind::Response if sides.calls => {
+                if let Some(waiter) = self.calls.complete(frame.header.call_id) {
+                    self.events.push_back(Event::Response { waiter, frame });
+                }
+            }
+            Kind::GoAway if sides.calls => {
+                let status = frame_status(&frame);
+                self.peer_going_away = Some(status.clone());
+                self.events.push_back(Event::PeerGoingAway(status));
+            }
+            // A caller-only side ignores cancels and hellos; Pongs answer
+            // nothing this side waits for; a side that makes no calls
+            // ignores responses.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn handle_oversized(&mut self, header: Header) {
+        let sides = self.config.sides;
+        let len = header.body_len();
+        match header.kind {
+            Kind::Request if sides.serves => {
+                let status = self.config.limits.request_received_too_large(len);
+                self.transmit(status_frame(Kind::Response, header.call_id, &status), false);
+            }
+            Kind::Response if sides.forwards_to_caller => {
+                self.events
+                    .push_back(Event::ForCaller(Decoded::Oversized(header)));
+            }
+            Kind::Response if sides.calls => {
+                if let Some(waiter) = self.calls.complete(header.call_id) {
+                    let status = self.config.limits.response_received_too_large(len);
+                    self.events.push_back(Event::CallFailed { waiter, status });
+                }
+            }
+            kind => self.events.push_back(Event::Dropped { kind, len }),
+        }
+    }
+
+    // ----- the calls this side makes -----
+
+    /// Registers a call that expects a response, to be sent with the
+    /// returned id and deadline budget. Fails without registering when the
+    /// session was closed (with its status: no response could come), the
+    /// deadline has passed (DeadlineExceeded) or too many calls wait
+    /// (ResourceExhausted); the waiter is handed back.
+    pub fn start_call(
+        &mut self,
+        now: Instant,
+        deadline: Option<Instant>,
+        what: &str,
+        waiter: W,
+    ) -> Result<StartedCall, (Status, W)> {
+        self.calls.start(now, deadline, what, waiter)
+    }
+
+    /// A fresh call id for a call that expects no response (one-way).
+    pub fn allocate_id(&mut self) -> u64 {
+        self.calls.allocate_id()
+    }
+
+    /// Writes the header of a request to `what`: see
+    /// [`FrameLimits::seal_request`].
+    pub fn seal_request(
+        &self,
+        buf: &mut [u8],
+        head: RequestHead,
+        metadata_len: usize,
+        what: &str,
+    ) -> Result<(), Status> {
+        self.config
+            .limits
+            .seal_request(buf, head, metadata_len, what)
+    }
+
+    /// Forgets a call whose caller gave up. Returns the Cancel frame to
+    /// send when the call was still waiting and `tell_peer` (not when the
+    /// deadline ended it: the peer's timer ends it too).
+    pub fn abandon(&mut self, call_id: u64, tell_peer: bool) -> Option<Vec<u8>> {
+        let abandoned = self.calls.abandon(call_id);
+        (abandoned && tell_peer).then(|| {
+            let status = Status::cancelled("the caller dropped the call");
+            status_frame(Kind::Cancel, call_id, &status)
+        })
+    }
+
+    /// Closes the calling side: every later [`start_call`](Self::start_call)
+    /// fails with `status` (the first one given is kept), and every waiting
+    /// call is handed back, to be failed with it.
+    pub fn close(&mut self, status: Status) -> impl Iterator<Item = W> + '_ {
+        self.calls.close(status)
+    }
+
+    /// Why the session was closed, if it was.
+    pub fn closed(&self) -> Option<&Status> {
+        self.calls.closed()
+    }
+
+    /// What the peer said when it announced it is going away, if it did.
+    pub fn peer_going_away(&self) -> Option<&Status> {
+        self.peer_going_away.as_ref()
+    }
+
+    /// Calls of this side waiting for a response.
+    pub fn waiting_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    // ----- the calls this side serves -----
+
+    /// Why no new call may start on this side, if none may: it is draining.
+    pub fn admission_closed(&self) -> Option<Status> {
+        self.draining.then(|| {
+            Status::unavailable(
+                "the server is shutting down; retry on another instance or after it restarts",
+            )
+        })
+    }
+
+    /// Admits a routed request, with `handle` to stop its handler. An `Err`
+    /// (too many calls in flight, a reused call id) is the status to
+    /// [`refuse`](Self::refuse) it with.
+    pub fn admit(
+        &mut self,
+        now: Instant,
+        header: &Header,
+        handle: H,
+    ) -> Result<AdmittedCall, Status> {
+        self.handlers.admit(now, header, handle)
+    }
+
+    /// Answers a call that was not started with `status` (nothing for a
+    /// one-way call); returns the bytes queued.
+    pub fn refuse(&mut self, call_id: u64, oneway: bool, status: &Status) -> usize {
+        if oneway {
+            return 0;
+        }
+        let frame = status_frame(Kind::Response, call_id, status);
+        let len = frame.len();
+        self.transmit(frame, false);
+        len
+    }
+
+    /// Takes a finished call out of the table: its handle, or `None` if it
+    /// was cancelled meanwhile (then send nothing).
+    pub fn finish(&mut self, call_id: u64) -> Option<H> {
+        self.handlers.finish(call_id)
+    }
+
+    /// Encodes the reply to a [`finish`](Self::finish)ed call: the body,
+    /// or the handler's error with its response `metadata` (gRPC's
+    /// trailers). A body over the peer's limit becomes ResourceExhausted;
+    /// metadata that would pass it beside an error is left out (the status
+    /// matters more); a handler's `Err` with code OK becomes Unknown (it
+    /// would read as a success with no body).
+    pub fn reply(
+        &self,
+        call_id: u64,
+        result: Result<ReplyBody, Status>,
+        metadata: &Metadata,
+    ) -> SealedReply {
+        let limits = self.config.limits;
+        let peer_limit = limits.peer as usize;
+        let result = result.map_err(|status| {
+            if status.code() == Code::Ok {
+                Status::unknown(format!(
+                    "the handler failed with the code OK, which is not a failure: {}",
+                    status.message()
+                ))
+            } else {
+                status
+            }
+        });
+        match result {
+            Ok(ReplyBody {
+                mut buf,
+                metadata_len,
+                bulk_len,
+            }) => {
+                let body = buf.len() - HEADER_LEN + bulk_len.unwrap_or(0);
+                if body > peer_limit {
+                    let status = limits.reply_too_large(body);
+                    return SealedReply {
+                        code: status.code(),
+                        bytes: status_frame(Kind::Response, call_id, &status),
+                        bulk: false,
+                        metadata_dropped: false,
+                    };
+                }
+                encode::seal_reply(&mut buf, call_id, metadata_len, body);
+                SealedReply {
+                    code: Code::Ok,
+                    bytes: buf,
+                    bulk: bulk_len.is_some(),
+                    metadata_dropped: false,
+                }
+            }
+            Err(status) => {
+                let mut bytes = status_frame_with(Kind::Response, call_id, &status, metadata);
+                let metadata_dropped =
+                    bytes.len() - HEADER_LEN > peer_limit && !metadata.is_empty();
+                if metadata_dropped {
+                    bytes = status_frame(Kind::Response, call_id, &status);
+                }
+                SealedReply {
+                    code: status.code(),
+                    bytes,
+                    bulk: false,
+                    metadata_dropped,
+                }
+            }
+        }
+    }
+
+    /// Starts draining (once; `true` the first time): no new calls are
+    /// admitted and the peer is told with a GoAway carrying `status`.
+    pub fn drain(&mut self, status: &Status) -> bool {
+        if self.draining {
+            return false;
+        }
+        self.draining = true;
+        self.transmit(status_frame(Kind::GoAway, 0, status), true);
+        true
+    }
+
+    /// The peer broke the protocol: tell it why (GoAway), read nothing
+    /// more, and let the calls in flight finish.
+    pub fn protocol_error(&mut self, status: &Status) {
+        self.transmit(status_frame(Kind::GoAway, 0, status), true);
+        self.reading = false;
+        self.draining = true;
+    }
+
+    /// Whether frames are still read (not after a protocol error).
+    pub fn is_reading(&self) -> bool {
+        self.reading
+    }
+
+    /// Whether this side is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Calls being served.
+    pub fn serving_calls(&self) -> usize {
+        self.handlers.len()
+    }
+
+    /// Whether a draining session has nothing left to serve.
+    pub fn is_done(&self) -> bool {
+        self.draining && self.handlers.is_empty()
+    }
+}
