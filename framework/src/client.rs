@@ -7,11 +7,10 @@ pub(crate) mod connection;
 mod driver;
 mod oneway;
 mod open;
+mod polled;
 #[cfg(feature = "quic")]
 mod quic;
 mod response_metadata;
-#[cfg(target_os = "linux")]
-mod shm;
 #[cfg(target_os = "linux")]
 mod upgrade;
 
@@ -258,19 +257,6 @@ impl ChannelBuilder {
             rejected: Vec::new(),
         };
         let config = self.connection_config();
-        // Shared memory gets its caller-driven reading, whoever made the link.
-        let mut slot = Some(link);
-        #[cfg(target_os = "linux")]
-        if let Some(shm) = (&mut slot as &mut dyn std::any::Any)
-            .downcast_mut::<Option<crate::transport::shm::ShmLink>>()
-            .and_then(Option::take)
-        {
-            let conn = Connection::open_shm(shm, selection, &config).await?;
-            return Ok(self.channel_over(conn));
-        }
-        let Some(link) = slot else {
-            return Err(Status::internal("the link was taken twice"));
-        };
         let conn = Connection::open(link, selection, &config).await?;
         Ok(self.channel_over(conn))
     }

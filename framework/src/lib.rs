@@ -69,6 +69,8 @@ pub mod context;
 pub mod debug;
 #[cfg(feature = "rt")]
 pub mod discovery;
+#[cfg(feature = "rt")]
+mod driver;
 #[cfg(all(unix, feature = "rt"))]
 pub mod process;
 #[cfg(feature = "rt")]

@@ -238,7 +238,9 @@ impl Spawner {
             .and_then(|r| r.ok().and_then(|s| *s));
             let why = match (&end, status) {
                 (_, Some(status)) => format!("exited ({status})"),
-                (End::Failed(err), None) => format!("broke the protocol on its pipe ({err})"),
+                (End::Failed(err) | End::WriteFailed(err), None) => {
+                    format!("broke the protocol on its pipe ({err})")
+                }
                 _ => "closed its pipe".to_owned(),
             };
             Status::unavailable(format!(

@@ -29,13 +29,7 @@ use crate::transport::{Link, Listener};
 
 pub(crate) use router::Router;
 
-/// Where a server is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
-    Serving,
-    Draining,
-    Stopped,
-}
+pub(crate) use crate::driver::Phase;
 
 #[derive(Clone, Debug)]
 pub(crate) struct ServerConfig {

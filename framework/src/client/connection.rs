@@ -10,9 +10,11 @@ use tokio::sync::oneshot;
 
 use super::driver::ResponseDriver;
 use super::oneway::{OnewayRoutes, ServerFacts};
+use super::polled::{PolledDriver, PolledReader};
 use crate::debug::model::PeerInfo as PeerModel;
 use crate::debug::recorder::{ConnectionStats, MethodCounters, Side, recorder};
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
+use crate::driver::{Driver, End, NoService};
 use crate::protocol::frame::{Decoded, Frame};
 use crate::protocol::hello::{Hello, Locality, MethodInfo, Role};
 use crate::protocol::metadata::MetadataLimits;
@@ -21,7 +23,7 @@ use crate::protocol::session::{Event, FrameLimits, Session, SessionConfig, Sides
 use crate::protocol::status::Status;
 use crate::select::Selection;
 use crate::session::{CallerSide, Outbound, hello_frame, local_hello, read_hello};
-use crate::transport::{Link, LinkError, LinkRx, PeerInfo};
+use crate::transport::{Link, LinkError, LinkRx, LinkTuning, PeerInfo};
 
 /// What a waiting call receives: the response frame, or why there is none.
 pub(crate) type Waiter = oneshot::Sender<Result<Frame, Status>>;
@@ -76,48 +78,80 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Runs the handshake on `link` and starts the connection's tasks.
+    /// Runs the handshake on `link` and starts the connection's driver.
+    /// On a link a caller can poll without a syscall (shared memory),
+    /// callers read their responses themselves, polling for at most
+    /// [`ConnectionConfig::shm_spin`].
     pub(crate) async fn open<L: Link>(
-        link: L,
+        mut link: L,
         selection: Selection,
         config: &ConnectionConfig,
     ) -> Result<Arc<Self>, Status> {
+        link.tune(&LinkTuning {
+            spin: config.shm_spin,
+            bulk_threshold: config.bulk_threshold,
+        });
         let (conn, rx, rest, stopped) = Self::handshake(link, selection, config).await?;
-        tokio::spawn(read_loop(Arc::downgrade(&conn), rx, rest, stopped));
+        match rx.wake() {
+            Some(wake) => {
+                let polled = PolledDriver::new(rx, wake, config.shm_spin);
+                let _ = conn
+                    .driver
+                    .set(Arc::clone(&polled) as Arc<dyn ResponseDriver>);
+                conn.spawn_driver(PolledReader(polled), rest, stopped);
+            }
+            None => conn.spawn_driver(rx, rest, stopped),
+        }
         Ok(conn)
     }
 
-    /// [`open`](Self::open) for shared memory: callers read their responses
-    /// from the ring themselves, polling for at most `spin`.
-    #[cfg(target_os = "linux")]
-    pub(crate) async fn open_shm(
-        link: crate::transport::shm::ShmLink,
-        selection: Selection,
-        config: &ConnectionConfig,
-    ) -> Result<Arc<Self>, Status> {
-        let spin = config.shm_spin;
-        let link = match spin {
-            Some(spin) => link.with_spin(spin),
-            None => link,
-        };
-        let link = match config.bulk_threshold {
-            Some(bytes) => link.with_bulk_threshold(bytes),
-            None => link,
-        };
-        let (conn, rx, rest, stopped) = Self::handshake(link, selection, config).await?;
-        let driver = super::shm::ShmDriver::new(rx, spin);
-        let _ = conn
-            .driver
-            .set(Arc::clone(&driver) as Arc<dyn ResponseDriver>);
-        for decoded in rest {
-            conn.handle(decoded);
-        }
-        tokio::spawn(super::shm::read_loop(
-            Arc::downgrade(&conn),
-            driver,
-            stopped,
-        ));
-        Ok(conn)
+    /// Starts the task that reads `rx` (after `rest`, the frames that came
+    /// behind the hello) and hands this connection its frames, until the
+    /// link ends (then calls fail) or the connection is dropped (`stopped`).
+    fn spawn_driver<R: LinkRx>(
+        self: &Arc<Self>,
+        mut rx: R,
+        rest: Vec<Decoded>,
+        stopped: oneshot::Receiver<()>,
+    ) {
+        let session = Session::new(
+            Instant::now(),
+            SessionConfig {
+                role: Role::Client,
+                sides: Sides {
+                    calls: false,
+                    serves: false,
+                    forwards_to_caller: true,
+                },
+                limits: self.limits(),
+                max_pending: 0,
+                max_in_flight: 0,
+                cancel_rate: CancelRate::default(),
+            },
+        );
+        let caller = Arc::downgrade(self) as Weak<dyn CallerSide>;
+        let weak = Arc::downgrade(self);
+        let url = self.url.clone();
+        let mut driver = Driver::new(
+            session,
+            self.outgoing.clone(),
+            NoService,
+            Some(caller),
+            url.clone(),
+        );
+        tokio::spawn(async move {
+            let end = driver.run(&mut rx, rest, None, Some(stopped)).await;
+            let status = match end {
+                End::PeerClosed => ended_status(&url, Ok(false)),
+                End::Failed(why) => link_failed(&url, &why),
+                // The connection was dropped: nobody is left to tell. (A
+                // failed writer closes the connection itself, saying so.)
+                End::Stopped | End::WriteFailed(_) => return,
+            };
+            if let Some(conn) = weak.upgrade() {
+                conn.close(status);
+            }
+        });
     }
 
     /// Exchanges hellos and starts the writer; the caller starts a reader
@@ -454,43 +488,21 @@ impl CallerSide for Connection {
     }
 }
 
-async fn read_loop<R: LinkRx>(
-    conn: Weak<Connection>,
-    mut rx: R,
-    mut frames: Vec<Decoded>,
-    mut stopped: oneshot::Receiver<()>,
-) {
-    let mut received = Ok(true);
-    loop {
-        // Frames decoded before an error or the end still count.
-        if !frames.is_empty() {
-            let Some(conn) = conn.upgrade() else { return };
-            for decoded in frames.drain(..) {
-                conn.handle(decoded);
-            }
-        }
-        if let Ok(true) = received {
-            received = tokio::select! {
-                received = rx.recv(&mut frames) => received,
-                _ = &mut stopped => return,
-            };
-            continue;
-        }
-        if let Some(conn) = conn.upgrade() {
-            conn.close(ended_status(&conn.url, received));
-        }
-        return;
-    }
-}
-
 /// The status calls in flight get when the link to `url` ended: cleanly
 /// (`Ok(false)`) or with an error.
 pub(crate) fn ended_status(url: &str, end: Result<bool, LinkError>) -> Status {
-    let why = match end {
-        Ok(_) => "the server closed the connection; it may have exited or restarted — calls in \
-                  flight fail, calls made now reconnect"
-            .to_owned(),
-        Err(err) => format!("the connection failed ({err}); calls made now reconnect"),
-    };
-    Status::unavailable(format!("{url}: {why}"))
+    match end {
+        Ok(_) => Status::unavailable(format!(
+            "{url}: the server closed the connection; it may have exited or restarted — calls \
+             in flight fail, calls made now reconnect"
+        )),
+        Err(err) => link_failed(url, &err),
+    }
+}
+
+/// The status calls in flight get when the link to `url` failed with `err`.
+fn link_failed(url: &str, err: &dyn std::fmt::Display) -> Status {
+    Status::unavailable(format!(
+        "{url}: the connection failed ({err}); calls made now reconnect"
+    ))
 }

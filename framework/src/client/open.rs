@@ -382,7 +382,7 @@ async fn connect_shm(
     )
     .await
     {
-        Ok(link) => Connection::open_shm(link, plan.selection.clone(), config).await,
+        Ok(link) => Connection::open(link, plan.selection.clone(), config).await,
         Err(err) if forced.is_some() => Err(unreachable(
             format!("shm over unix://{}", path.display()),
             &err,

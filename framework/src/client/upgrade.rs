@@ -56,7 +56,7 @@ pub(crate) async fn to_shm(
     )
     .await;
     let opened = match link {
-        Ok(Ok(link)) => Connection::open_shm(link, selection, config).await,
+        Ok(Ok(link)) => Connection::open(link, selection, config).await,
         Ok(Err(err)) => Err(crate::Status::unavailable(err.to_string())),
         Err(_) => Err(crate::Status::unavailable("the set-up timed out")),
     };

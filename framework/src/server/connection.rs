@@ -7,9 +7,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use futures_util::future::{AbortHandle, Abortable};
-use futures_util::stream::FuturesUnordered;
-use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -17,10 +16,12 @@ use super::{Phase, ServerShared};
 use crate::context::{ConnectionInfo, Context};
 use crate::debug::model::PeerInfo as PeerModel;
 use crate::debug::recorder::{ConnectionStats, MethodCounters, Side, counters_by_id, recorder};
+pub(crate) use crate::driver::End;
+use crate::driver::{Driver, HandlerFuture, Serve};
 use crate::protocol::frame::{Decoded, Frame, HEADER_LEN, Kind};
 use crate::protocol::hello::{Hello, Role};
 use crate::protocol::metadata::{Metadata, MetadataError};
-use crate::protocol::session::{Event, FrameLimits, ReplyBody, Session, SessionConfig, Sides};
+use crate::protocol::session::{FrameLimits, ReplyBody, Session, SessionConfig, Sides};
 use crate::protocol::status::Code;
 use crate::protocol::status::Status;
 use crate::select::{Selection, Transport};
@@ -29,7 +30,7 @@ use crate::session::{
     CallerSide, Outbound, Outgoing, hello_frame, local_hello, read_hello, status_frame,
 };
 use crate::transport::bulk::BulkBody;
-use crate::transport::{Link, LinkError, LinkRx, PeerIdentity, PeerInfo};
+use crate::transport::{Link, LinkRx, PeerIdentity, PeerInfo};
 
 /// How a handler ended: its call id, whether it was one-way, its result,
 /// and the response metadata it set that its reply did not carry yet.
@@ -95,25 +96,6 @@ pub(crate) async fn serve<L: Link>(
     let _ = writer.await;
 }
 
-/// Whether a receive error means the peer is gone (as opposed to a peer
-/// that broke the protocol, which is told why before the connection ends).
-fn link_lost(err: &LinkError) -> bool {
-    use std::io::ErrorKind;
-    match err {
-        LinkError::TruncatedFrame { .. } => true,
-        LinkError::Io(io) => matches!(
-            io.kind(),
-            ErrorKind::ConnectionReset
-                | ErrorKind::ConnectionAborted
-                | ErrorKind::BrokenPipe
-                | ErrorKind::TimedOut
-                | ErrorKind::NotConnected
-                | ErrorKind::UnexpectedEof
-        ),
-        _ => false,
-    }
-}
-
 /// This server's hello in `role`.
 pub(crate) fn server_hello(shared: &ServerShared, role: Role) -> Hello {
     let mut hello = local_hello(
@@ -142,17 +124,6 @@ pub(crate) struct Established {
     /// On a peer link, this side's calls to the other side: responses are
     /// handed to it.
     pub(crate) client: Option<Arc<dyn CallerSide>>,
-}
-
-/// Why [`drive`] returned.
-#[derive(Debug)]
-pub(crate) enum End {
-    /// The peer closed the link.
-    PeerClosed,
-    /// The peer broke the protocol or the link failed.
-    Failed(String),
-    /// The server stopped.
-    Stopped,
 }
 
 /// Serves requests arriving on `rx` (and, on a peer link, passes responses
@@ -222,52 +193,48 @@ pub(crate) async fn drive<R: LinkRx>(
             cancel_rate: shared.config.cancel_rate,
         },
     );
-    let mut conn = ServerConnection {
+    let mut serving = Serving {
         shared,
         info,
-        outgoing: link.outgoing,
-        session,
-        handlers: FuturesUnordered::new(),
         stats,
         counters,
-        client: link.client,
-        end: End::Stopped,
         introspection_denied: None,
     };
-    conn.introspection_denied = introspection_denied(&conn.shared, &conn.info);
-    conn.run(rx, link.frames, phase).await;
-    conn.stats.closed();
-    conn.stats.event(
+    serving.introspection_denied = introspection_denied(&serving.shared, &serving.info);
+    let peer = serving.info.peer.addr.clone();
+    let caller = link.client.as_ref().map(Arc::downgrade);
+    let mut driver = Driver::new(session, link.outgoing, serving, caller, peer);
+    let end = driver.run(rx, link.frames, Some(phase), None).await;
+    let stats = &driver.serve().stats;
+    stats.closed();
+    stats.event(
         "closed",
         format!(
             "{} calls still running were cancelled",
-            conn.session.serving_calls()
+            driver.session().serving_calls()
         ),
     );
-    // Dropping the handlers cancels whatever still runs; dropping the sender
-    // lets the writer flush and close.
-    std::mem::replace(&mut conn.end, End::Stopped)
+    // Dropping the driver cancels the handlers that still run; dropping its
+    // sender lets the writer flush and close.
+    end
 }
 
-struct ServerConnection {
+/// The serving side of one connection: routes requests to their handlers
+/// and counts every call for the debug views.
+struct Serving {
     shared: Arc<ServerShared>,
     info: Arc<ConnectionInfo>,
-    outgoing: Outbound,
-    /// The connection's rules: calls in flight, draining, limits, cancels.
-    session: Session<std::convert::Infallible, InFlight>,
-    handlers: FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>>>,
     /// What the debug views show of this connection.
     stats: Arc<ConnectionStats>,
     /// Per-method counters, by method id.
     counters: HashMap<u32, Arc<MethodCounters>>,
-    /// This side's calls over the same link (peer links only).
-    client: Option<Arc<dyn CallerSide>>,
-    /// Why the connection ended.
-    end: End,
     /// Why this connection's peer may not call the introspection service
     /// (decided once per connection), if it may not.
     introspection_denied: Option<String>,
 }
+
+/// The session of a serving connection.
+type ServerSession = Session<std::convert::Infallible, InFlight>;
 
 /// A call being handled.
 struct InFlight {
@@ -277,162 +244,51 @@ struct InFlight {
     counters: Arc<MethodCounters>,
 }
 
-impl ServerConnection {
-    async fn run<R: LinkRx>(
+impl Serve for Serving {
+    type Handle = InFlight;
+    type Outcome = Outcome;
+
+    fn start(
         &mut self,
-        rx: &mut R,
-        mut frames: Vec<Decoded>,
-        phase: &mut watch::Receiver<Phase>,
-    ) {
-        let writer_failed = self.outgoing.writer_failed();
-        tokio::pin!(writer_failed);
-        loop {
-            for decoded in std::mem::take(&mut frames) {
-                if let Err(status) = self.handle(decoded).await {
-                    self.protocol_error(status).await;
-                    break;
-                }
-            }
-            if self.session.is_draining() && self.handlers.is_empty() {
-                return;
-            }
-            tokio::select! {
-                biased;
-                // Nothing more reaches the client: end the connection, so
-                // its calls fail now instead of at their deadlines. First,
-                // so that a client that keeps sending cannot starve it.
-                failure = &mut writer_failed => {
-                    let reason = failure.reason;
-                    if failure.peer_left {
-                        tracing::debug!(peer = %self.info.peer.addr, %reason, "the client left (seen writing)");
-                    } else {
-                        tracing::warn!(peer = %self.info.peer.addr, %reason, "writing to the client failed; closing the connection");
-                    }
-                    self.stats.event("write failed", reason.clone());
-                    self.end = End::Failed(format!("writing to the client failed: {reason}"));
-                    return;
-                }
-                Some((call_id, oneway, result, metadata)) = self.handlers.next(), if !self.handlers.is_empty() => {
-                    // Sending waits while the client does not read its
-                    // replies (OUTGOING_BYTES queued); a server that stops
-                    // must not wait for it.
-                    tokio::select! {
-                        biased;
-                        _ = phase.wait_for(|p| *p == Phase::Stopped) => {
-                            self.end = End::Stopped;
-                            return;
-                        }
-                        () = self.finish(call_id, oneway, result, &metadata) => {}
-                    }
-                }
-                received = rx.recv(&mut frames), if self.session.is_reading() => match received {
-                    Ok(true) => {}
-                    // The client is gone: nobody waits for the handlers.
-                    Ok(false) => {
-                        self.stats.event("peer closed", "the client closed the connection");
-                        self.end = End::PeerClosed;
-                        return;
-                    }
-                    // The link itself is gone (reset, timed out, cut mid-frame):
-                    // nobody can receive a response, so the handlers are
-                    // dropped (cancelled) at once.
-                    Err(err) if link_lost(&err) => {
-                        self.stats.event("peer lost", err.to_string());
-                        self.end = End::Failed(err.to_string());
-                        return;
-                    }
-                    Err(err) => {
-                        self.end = End::Failed(err.to_string());
-                        // Frames decoded before the bad bytes are still served.
-                        for decoded in std::mem::take(&mut frames) {
-                            if self.handle(decoded).await.is_err() {
-                                break;
-                            }
-                        }
-                        self.protocol_error(Status::invalid_argument(format!(
-                            "{err}; closing the connection"
-                        )))
-                        .await;
-                    }
-                },
-                changed = phase.changed() => {
-                    let now = *phase.borrow();
-                    if changed.is_err() || now == Phase::Stopped {
-                        return;
-                    }
-                    let status = Status::unavailable(
-                        "the server is shutting down; calls in flight finish, new calls go elsewhere",
-                    );
-                    if now == Phase::Draining && self.session.drain(&status) {
-                        self.stats.draining();
-                        self.stats.event("goaway", "the server is shutting down");
-                        self.flush().await;
-                    }
-                }
-            }
-        }
+        session: &mut ServerSession,
+        frame: Frame,
+    ) -> Option<HandlerFuture<Outcome>> {
+        self.route(session, frame)
     }
 
-    /// The peer broke the protocol: say why, read nothing more, let the calls
-    /// in flight finish, then close.
-    async fn protocol_error(&mut self, status: Status) {
-        tracing::warn!(peer = %self.info.peer.addr, %status, "closing connection");
+    fn cancelled(&mut self, call: InFlight) {
+        call.abort.abort();
+        self.stats.finished(
+            &call.counters,
+            Code::Cancelled,
+            Some(call.started.elapsed()),
+            0,
+            call.received,
+        );
+    }
+
+    fn finished(&mut self, session: &mut ServerSession, outcome: Outcome) -> Option<Outgoing> {
+        let (call_id, oneway, result, metadata) = outcome;
+        self.finish(session, call_id, oneway, result, &metadata)
+    }
+
+    fn event(&self, what: &'static str, detail: String) {
+        self.stats.event(what, detail);
+    }
+
+    fn draining(&self) {
         self.stats.draining();
-        self.stats.event("protocol error", status.to_string());
-        self.session.protocol_error(&status);
-        self.flush().await;
     }
+}
 
-    /// Writes what the session asks for. A control frame (GoAway) goes only
-    /// if the client is reading: one whose replies are backed up would not
-    /// read it either, and waiting for it must not hold up a drain or a
-    /// close.
-    async fn flush(&mut self) {
-        while let Some(transmit) = self.session.poll_transmit() {
-            if transmit.may_drop {
-                let _ = self.outgoing.try_send(transmit.bytes.into());
-            } else {
-                let _ = self.outgoing.send(transmit.bytes.into()).await;
-            }
-        }
-    }
-
-    /// Handles one frame; an error closes the connection.
-    async fn handle(&mut self, decoded: Decoded) -> Result<(), Status> {
-        let handled = self.session.handle_frame(Instant::now(), decoded);
-        while let Some(event) = self.session.poll_event() {
-            match event {
-                Event::Request(frame) => self.start(frame).await,
-                Event::Cancelled { handle: call, .. } => {
-                    call.abort.abort();
-                    self.stats.finished(
-                        &call.counters,
-                        Code::Cancelled,
-                        Some(call.started.elapsed()),
-                        0,
-                        call.received,
-                    );
-                }
-                Event::ForCaller(decoded) => {
-                    if let Some(client) = &self.client {
-                        client.handle(decoded);
-                    }
-                }
-                Event::Dropped { kind, len } => {
-                    tracing::warn!(?kind, len, "dropped an oversized frame");
-                }
-                Event::Response { waiter, .. } | Event::CallFailed { waiter, .. } => {
-                    match waiter {}
-                }
-                // This session makes no calls.
-                Event::PeerGoingAway(_) => {}
-            }
-        }
-        self.flush().await;
-        handled
-    }
-
-    async fn start(&mut self, frame: Frame) {
+impl Serving {
+    /// Routes a request to its handler (whose future it returns), or
+    /// refuses it.
+    fn route(
+        &mut self,
+        session: &mut ServerSession,
+        frame: Frame,
+    ) -> Option<HandlerFuture<Outcome>> {
         let oneway = frame.header.kind == Kind::OneWay;
         let call_id = frame.header.call_id;
         let started = Instant::now();
@@ -443,12 +299,11 @@ impl ServerConnection {
         else {
             let status = self.shared.router.unknown(frame.header.method_id);
             tracing::debug!(%status, "unknown method");
-            self.refused(None, started, received, oneway, call_id, status)
-                .await;
-            return;
+            self.refused(session, None, started, received, (oneway, call_id), status);
+            return None;
         };
         // The router and the counters are built from the same routes.
-        let Some(counters) = counters else { return };
+        let counters = counters?;
         if let Some(why) = &self.introspection_denied
             && service.descriptor().name == crate::debug::INTROSPECTION_DESCRIPTOR.name
         {
@@ -459,14 +314,26 @@ impl ServerConnection {
                  ServerBuilder::remote_introspection(true)"
             ));
             tracing::debug!(%status, peer = %self.info.peer.addr, "introspection refused");
-            self.refused(Some(&counters), started, received, oneway, call_id, status)
-                .await;
-            return;
+            self.refused(
+                session,
+                Some(&counters),
+                started,
+                received,
+                (oneway, call_id),
+                status,
+            );
+            return None;
         }
-        if let Some(status) = self.session.admission_closed() {
-            self.refused(Some(&counters), started, received, oneway, call_id, status)
-                .await;
-            return;
+        if let Some(status) = session.admission_closed() {
+            self.refused(
+                session,
+                Some(&counters),
+                started,
+                received,
+                (oneway, call_id),
+                status,
+            );
+            return None;
         }
         let limits = self.shared.config.metadata_limits;
         let metadata = match Metadata::decode_limited(&frame.metadata, limits) {
@@ -474,9 +341,15 @@ impl ServerConnection {
             Err(err) => {
                 let status =
                     metadata_refused(method.full_name, &err, "ServerBuilder::max_metadata");
-                self.refused(Some(&counters), started, received, oneway, call_id, status)
-                    .await;
-                return;
+                self.refused(
+                    session,
+                    Some(&counters),
+                    started,
+                    received,
+                    (oneway, call_id),
+                    status,
+                );
+                return None;
             }
         };
         let (abort, registration) = AbortHandle::new_pair();
@@ -486,21 +359,33 @@ impl ServerConnection {
             received,
             counters: Arc::clone(&counters),
         };
-        let admitted = match self.session.admit(started, &frame.header, in_flight) {
+        let admitted = match session.admit(started, &frame.header, in_flight) {
             Ok(admitted) => admitted,
             Err(status) => {
-                self.refused(Some(&counters), started, received, oneway, call_id, status)
-                    .await;
-                return;
+                self.refused(
+                    session,
+                    Some(&counters),
+                    started,
+                    received,
+                    (oneway, call_id),
+                    status,
+                );
+                return None;
             }
         };
         // The router found the method, so the service has it.
         let Some(handler) = service.call(method.id, Request::new(frame.payload)) else {
-            self.session.finish(call_id);
+            session.finish(call_id);
             let status = self.shared.router.unknown(method.id);
-            self.refused(Some(&counters), started, received, oneway, call_id, status)
-                .await;
-            return;
+            self.refused(
+                session,
+                Some(&counters),
+                started,
+                received,
+                (oneway, call_id),
+                status,
+            );
+            return None;
         };
         let ctx = Context::new(
             Arc::clone(&self.info),
@@ -552,22 +437,21 @@ impl ServerConnection {
                 Metadata::new(),
             ))
         });
-        self.handlers.push(Box::pin(abortable));
+        Some(Box::pin(abortable))
     }
 
     /// Answers a call that was not started (unless it is one-way) and
     /// counts it.
-    async fn refused(
-        &mut self,
+    fn refused(
+        &self,
+        session: &mut ServerSession,
         counters: Option<&Arc<MethodCounters>>,
         started: Instant,
         received: usize,
-        oneway: bool,
-        call_id: u64,
+        (oneway, call_id): (bool, u64),
         status: Status,
     ) {
-        let sent = self.session.refuse(call_id, oneway, &status);
-        self.flush().await;
+        let sent = session.refuse(call_id, oneway, &status);
         if let Some(counters) = counters {
             self.stats.finished(
                 counters,
@@ -579,17 +463,17 @@ impl ServerConnection {
         }
     }
 
-    async fn finish(
-        &mut self,
+    /// The reply to a call whose handler finished (`None`: one-way, or
+    /// cancelled meanwhile and already counted).
+    fn finish(
+        &self,
+        session: &mut ServerSession,
         call_id: u64,
         oneway: bool,
         result: Result<Reply, Status>,
         metadata: &Metadata,
-    ) {
-        // None: cancelled meanwhile (already counted).
-        let Some(call) = self.session.finish(call_id) else {
-            return;
-        };
+    ) -> Option<Outgoing> {
+        let call = session.finish(call_id)?;
         if oneway {
             let code = match &result {
                 Ok(_) => Code::Ok,
@@ -605,7 +489,7 @@ impl ServerConnection {
                 0,
                 call.received,
             );
-            return;
+            return None;
         }
         let mut bulk_body = None;
         let body = result.map(|reply| {
@@ -618,12 +502,12 @@ impl ServerConnection {
                 bulk_len,
             }
         });
-        let sealed = self.session.reply(call_id, body, metadata);
+        let sealed = session.reply(call_id, body, metadata);
         if sealed.metadata_dropped {
             tracing::warn!(
                 call_id,
                 len = metadata.encoded_len(),
-                limit = self.session.limits().peer,
+                limit = session.limits().peer,
                 "the response metadata does not fit the client's frame limit beside the \
                  error status; the status goes without it"
             );
@@ -639,15 +523,12 @@ impl ServerConnection {
             sent,
             call.received,
         );
-        let _ = self
-            .outgoing
-            .send(Outgoing {
-                bytes: sealed.bytes,
-                written: None,
-                bulk: bulk_body,
-                budget: None,
-            })
-            .await;
+        Some(Outgoing {
+            bytes: sealed.bytes,
+            written: None,
+            bulk: bulk_body,
+            budget: None,
+        })
     }
 }
 

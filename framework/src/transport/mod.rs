@@ -11,7 +11,11 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::futures::Notified;
 
 #[cfg(doc)]
 use crate::protocol::frame::HEADER_LEN;
@@ -26,6 +30,7 @@ pub mod pipe;
 pub mod quic;
 #[cfg(target_os = "linux")]
 pub mod shm;
+pub(crate) mod spin;
 pub mod stream;
 pub mod tcp;
 pub mod unix;
@@ -205,7 +210,24 @@ pub trait DirectWrite: Send + Sync + fmt::Debug {
     fn try_write(&self, frames: &[u8]) -> bool;
 }
 
+/// What a poll of a receiving half found ([`LinkRx::try_recv`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Polled {
+    /// Frames were appended.
+    Frames,
+    /// Nothing has arrived.
+    Empty,
+    /// The peer closed the link cleanly between frames; all it sent is out.
+    Closed,
+}
+
 /// The receiving half of a link.
+///
+/// Every link is read with [`recv`](Self::recv). A link whose frames can be
+/// read without a syscall (shared memory) also offers
+/// [`try_recv`](Self::try_recv) and [`wake`](Self::wake): then a caller
+/// waiting for its response reads the link itself ("whoever waits,
+/// drives"), and a task that has nothing to do sleeps on the wake-up line.
 pub trait LinkRx: Send + 'static {
     /// Waits for at least one frame and appends every frame already received
     /// to `out`. Returns `Ok(false)` when the peer closed the link cleanly
@@ -214,6 +236,56 @@ pub trait LinkRx: Send + 'static {
         &mut self,
         out: &mut Vec<Decoded>,
     ) -> impl Future<Output = Result<bool, LinkError>> + Send;
+
+    /// Appends the frames that have arrived to `out`, without waiting and
+    /// without a syscall. The default: nothing is ever ready this way.
+    fn try_recv(&mut self, out: &mut Vec<Decoded>) -> Result<Polled, LinkError> {
+        let _ = out;
+        Ok(Polled::Empty)
+    }
+
+    /// The wake-up line of a link read with [`try_recv`](Self::try_recv);
+    /// `None` (the default): read it with [`recv`](Self::recv).
+    fn wake(&self) -> Option<Arc<dyn RxWake>> {
+        None
+    }
+
+    /// Announces that nobody polls: the peer then wakes sleepers of
+    /// [`wake`](Self::wake) when it writes. `false`: data arrived
+    /// meanwhile, poll again.
+    fn arm(&mut self) -> bool {
+        true
+    }
+
+    /// Withdraws [`arm`](Self::arm): a task polls, the peer need not wake
+    /// anyone.
+    fn disarm(&mut self) {}
+}
+
+/// How a task sleeps until the peer of a polled link writes
+/// ([`LinkRx::wake`]).
+pub trait RxWake: Send + Sync + fmt::Debug {
+    /// A ticket for [`sleep`](Self::sleep), taken before
+    /// [`LinkRx::arm`] so that no wake-up between the two is lost.
+    fn ticket(&self) -> Pin<Box<Notified<'_>>>;
+
+    /// Sleeps until the peer writes, another sleeper saw it (`ticket`), or
+    /// a bounded time passes; `Err` when the peer left (`UnexpectedEof`
+    /// after a clean goodbye).
+    fn sleep<'a>(
+        &'a self,
+        ticket: Pin<Box<Notified<'a>>>,
+    ) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>;
+}
+
+/// Settings a connection applies to its link before splitting it, on
+/// links that have them (shared memory); other links ignore them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkTuning {
+    /// The longest a receiver spins on an empty link before it sleeps.
+    pub spin: Option<Duration>,
+    /// Frame bodies above this travel as bulk regions.
+    pub bulk_threshold: Option<usize>,
 }
 
 /// One established connection.
@@ -233,6 +305,11 @@ pub trait Link: Send + 'static {
     /// one (QUIC with client certificates).
     fn identity(&self) -> Option<PeerIdentity> {
         None
+    }
+
+    /// Applies the settings it has of `tuning` (the default: none).
+    fn tune(&mut self, tuning: &LinkTuning) {
+        let _ = tuning;
     }
 
     /// Splits into halves that can be driven from different tasks; the

@@ -43,8 +43,11 @@ use crate::protocol::frame::{
 };
 use crate::sys::shm as sys;
 use crate::transport::bulk::{BulkBody, BulkCounters};
+pub(crate) use crate::transport::spin::SpinBudget;
 use crate::transport::stream::{decode_available, end_of_stream};
-use crate::transport::{DirectWrite, Link, LinkError, LinkRx, LinkTx, PeerInfo, Transport};
+use crate::transport::{
+    DirectWrite, Link, LinkError, LinkRx, LinkTuning, LinkTx, PeerInfo, Polled, RxWake, Transport,
+};
 
 /// What a client sends first to ask for shared memory: `SYSHM`, version 2,
 /// then the ring capacity as u32 little endian; attached: the memfd, the
@@ -61,9 +64,7 @@ pub const DEFAULT_BULK_THRESHOLD: usize = 256 * 1024;
 /// How long a sender waits for the peer to take a bulk region.
 const REGION_SEND_LIMIT: Duration = Duration::from_secs(10);
 /// The longest a side spins before it sleeps, unless configured otherwise.
-pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
-/// The shortest spin while spinning is on at all.
-const MIN_SPIN: Duration = Duration::from_micros(1);
+pub const DEFAULT_SPIN: Duration = crate::transport::spin::DEFAULT_SPIN;
 /// A sleep is re-checked at least this often (a lost wake-up costs this
 /// much latency, never a hang).
 const MAX_SLEEP: Duration = Duration::from_millis(100);
@@ -103,73 +104,6 @@ pub fn bulk_transfers() -> BulkTransfers {
         received: BULK_RECEIVED.load(Ordering::Relaxed),
         bytes_sent: BULK_BYTES_SENT.load(Ordering::Relaxed),
         bytes_received: BULK_BYTES_RECEIVED.load(Ordering::Relaxed),
-    }
-}
-
-/// How long to spin before sleeping: adapts to how long data took to come,
-/// within a configured maximum (zero: never spin).
-#[derive(Debug)]
-pub(crate) struct SpinBudget {
-    ns: AtomicU64,
-    max_ns: AtomicU64,
-}
-
-impl SpinBudget {
-    /// A budget of at most `max`, starting at half of it.
-    pub(crate) fn new(max: Duration) -> Self {
-        let max_ns = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
-        Self {
-            ns: AtomicU64::new(max_ns / 2),
-            max_ns: AtomicU64::new(max_ns),
-        }
-    }
-
-    /// Sets the maximum (zero turns spinning off).
-    pub(crate) fn set_max(&self, max: Duration) {
-        let max_ns = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
-        self.max_ns.store(max_ns, Ordering::Relaxed);
-        self.ns.store(max_ns / 2, Ordering::Relaxed);
-    }
-
-    /// The budget now.
-    pub(crate) fn current(&self) -> Duration {
-        Duration::from_nanos(self.ns.load(Ordering::Relaxed))
-    }
-
-    /// Data came `waited` after a side began to wait: a spin that long
-    /// would have caught it, so grow the budget to cover it (twice over);
-    /// data slower than the maximum shrinks it, as spinning was wasted.
-    pub(crate) fn found_after(&self, waited: Duration) {
-        let max = self.max_ns.load(Ordering::Relaxed);
-        if max == 0 {
-            return;
-        }
-        let now = self.ns.load(Ordering::Relaxed);
-        let waited = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
-        let next = if waited <= max {
-            now.saturating_mul(2).max(waited.saturating_mul(2)).min(max)
-        } else {
-            (now / 2).max(MIN_SPIN.as_nanos() as u64)
-        };
-        self.ns.store(next, Ordering::Relaxed);
-    }
-
-    /// Spins until `ready` holds or the budget is spent.
-    pub(crate) fn spin(&self, ready: impl Fn() -> bool) -> bool {
-        let budget = self.current();
-        if budget.is_zero() {
-            return ready();
-        }
-        let start = Instant::now();
-        loop {
-            if ready() {
-                return true;
-            }
-            if start.elapsed() >= budget {
-                return false;
-            }
-            std::hint::spin_loop();
-        }
     }
 }
 
@@ -486,6 +420,15 @@ impl Link for ShmLink {
         self.peer.clone()
     }
 
+    fn tune(&mut self, tuning: &LinkTuning) {
+        if let Some(spin) = tuning.spin {
+            self.wake.budget.set_max(spin);
+        }
+        if let Some(bytes) = tuning.bulk_threshold {
+            self.bulk_threshold = bytes;
+        }
+    }
+
     fn split(self, frame_limit: u32) -> (ShmTx, ShmRx) {
         let counters = Arc::new(BulkCounters::default());
         (
@@ -767,17 +710,6 @@ impl DirectWrite for ShmDirect {
     }
 }
 
-/// What a poll of a receiving half found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Polled {
-    /// Frames were appended.
-    Frames,
-    /// Nothing has arrived.
-    Empty,
-    /// The peer closed the link cleanly between frames; all it sent is out.
-    Closed,
-}
-
 /// The receiving half.
 #[derive(Debug)]
 pub struct ShmRx {
@@ -858,9 +790,11 @@ impl ShmRx {
             payload,
         }))
     }
+}
 
+impl LinkRx for ShmRx {
     /// Appends the frames that have arrived to `out`, without waiting.
-    pub fn try_recv(&mut self, out: &mut Vec<Decoded>) -> Result<Polled, LinkError> {
+    fn try_recv(&mut self, out: &mut Vec<Decoded>) -> Result<Polled, LinkError> {
         loop {
             let before = out.len();
             if decode_available(&mut self.decoder, &mut self.buf, out)? {
@@ -891,23 +825,20 @@ impl ShmRx {
 
     /// Announces that this side sleeps until data arrives (the producer
     /// then wakes it). `false`: data is there already, poll again.
-    pub(crate) fn arm(&mut self) -> bool {
+    fn arm(&mut self) -> bool {
         self.consumer.prepare_to_wait()
     }
 
     /// Withdraws [`arm`](Self::arm): a task is polling, the producer need
     /// not wake anyone.
-    pub(crate) fn disarm(&mut self) {
+    fn disarm(&mut self) {
         self.consumer.cancel_wait();
     }
 
-    /// The wake-up lines, to sleep on without holding this half.
-    pub(crate) fn wake(&self) -> Arc<Wake> {
-        Arc::clone(&self.wake)
+    fn wake(&self) -> Option<Arc<dyn RxWake>> {
+        Some(Arc::clone(&self.wake) as Arc<dyn RxWake>)
     }
-}
 
-impl LinkRx for ShmRx {
     async fn recv(&mut self, out: &mut Vec<Decoded>) -> Result<bool, LinkError> {
         let mut waiting_since: Option<Instant> = None;
         loop {
@@ -948,5 +879,18 @@ impl LinkRx for ShmRx {
                 return end_of_stream(&self.decoder, &self.buf);
             }
         }
+    }
+}
+
+impl RxWake for Wake {
+    fn ticket(&self) -> Pin<Box<Notified<'_>>> {
+        Self::ticket(self)
+    }
+
+    fn sleep<'a>(
+        &'a self,
+        ticket: Pin<Box<Notified<'a>>>,
+    ) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>> {
+        Box::pin(Self::sleep(self, ticket))
     }
 }

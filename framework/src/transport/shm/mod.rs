@@ -7,8 +7,11 @@
 pub mod link;
 pub mod ring;
 
+/// What a poll of a receiving half found (see [`LinkRx::try_recv`](crate::transport::LinkRx::try_recv)).
+#[cfg(target_os = "linux")]
+pub use crate::transport::Polled;
 #[cfg(target_os = "linux")]
 pub use link::{
     ACCEPT, Accepted, BulkTransfers, DEFAULT_BULK_THRESHOLD, DEFAULT_CAPACITY, DEFAULT_SPIN, OFFER,
-    Polled, ShmLink, ShmRx, ShmTx, accept, bulk_transfers, connect, connect_over,
+    ShmLink, ShmRx, ShmTx, accept, bulk_transfers, connect, connect_over,
 };

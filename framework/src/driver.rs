@@ -1,0 +1,357 @@
+//! The one runtime driver: it pumps a link's receiving half into a
+//! [`Session`] and carries out what the session says, for every kind of
+//! connection. A server connection serves requests (handlers run inside
+//! the driver's task, no hand-off on the hot path); a client connection
+//! hands responses to its caller side; a peer link (a pipe between a parent
+//! and its child) does both. Frames go out through the connection's
+//! [`Outbound`], whose writer task the driver outlives.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Weak;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::{oneshot, watch};
+
+use crate::protocol::frame::{Decoded, Frame};
+use crate::protocol::session::{Event, Session};
+use crate::protocol::status::Status;
+use crate::session::{CallerSide, Outbound, Outgoing};
+use crate::transport::{LinkError, LinkRx};
+
+/// Where a server is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Taking calls.
+    Serving,
+    /// Finishing the calls in flight; new ones go elsewhere.
+    Draining,
+    /// Stopped: calls still running are cancelled.
+    Stopped,
+}
+
+/// Why [`Driver::run`] returned.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// The peer closed the link.
+    PeerClosed,
+    /// The peer broke the protocol or the link failed.
+    Failed(String),
+    /// Writing to the link failed (the writer task says how).
+    WriteFailed(String),
+    /// The server stopped, or the connection was dropped.
+    Stopped,
+}
+
+/// A handler's future.
+pub(crate) type HandlerFuture<O> = Pin<Box<dyn Future<Output = O> + Send>>;
+
+/// The serving side of a connection, as the driver sees it.
+pub(crate) trait Serve: Send {
+    /// What stops one running handler.
+    type Handle: Send;
+    /// What a handler's future ends with.
+    type Outcome: Send + 'static;
+
+    /// A request the session handed out: its handler's future, or `None`
+    /// when it was refused (through `session`) instead.
+    fn start(
+        &mut self,
+        session: &mut Session<Infallible, Self::Handle>,
+        frame: Frame,
+    ) -> Option<HandlerFuture<Self::Outcome>>;
+
+    /// The peer cancelled a call: stop its handler.
+    fn cancelled(&mut self, handle: Self::Handle);
+
+    /// A handler finished: the reply to send, if any.
+    fn finished(
+        &mut self,
+        session: &mut Session<Infallible, Self::Handle>,
+        outcome: Self::Outcome,
+    ) -> Option<Outgoing>;
+
+    /// Notes what happened to the connection (for the debug views).
+    fn event(&self, what: &'static str, detail: String);
+
+    /// Notes that the connection drains.
+    fn draining(&self);
+}
+
+/// The serving side of a connection that serves nothing (a client's).
+#[derive(Debug)]
+pub(crate) struct NoService;
+
+impl Serve for NoService {
+    type Handle = Infallible;
+    type Outcome = Infallible;
+
+    fn start(
+        &mut self,
+        _session: &mut Session<Infallible, Infallible>,
+        _frame: Frame,
+    ) -> Option<HandlerFuture<Infallible>> {
+        None
+    }
+
+    fn cancelled(&mut self, handle: Infallible) {
+        match handle {}
+    }
+
+    fn finished(
+        &mut self,
+        _session: &mut Session<Infallible, Infallible>,
+        outcome: Infallible,
+    ) -> Option<Outgoing> {
+        match outcome {}
+    }
+
+    fn event(&self, _what: &'static str, _detail: String) {}
+
+    fn draining(&self) {}
+}
+
+/// Pumps one link into a session until the link ends, the server stops or
+/// the connection is dropped.
+pub(crate) struct Driver<S: Serve> {
+    session: Session<Infallible, S::Handle>,
+    outgoing: Outbound,
+    serve: S,
+    handlers: FuturesUnordered<HandlerFuture<S::Outcome>>,
+    /// Where frames for this side's calls go (client and peer links).
+    caller: Option<Weak<dyn CallerSide>>,
+    /// The peer's address, for logs.
+    peer: String,
+    /// Why the connection ended, once it is known before `run` returns.
+    end: End,
+}
+
+impl<S: Serve> Driver<S> {
+    /// A driver for a connection whose hellos have been exchanged.
+    pub(crate) fn new(
+        session: Session<Infallible, S::Handle>,
+        outgoing: Outbound,
+        serve: S,
+        caller: Option<Weak<dyn CallerSide>>,
+        peer: String,
+    ) -> Self {
+        Self {
+            session,
+            outgoing,
+            serve,
+            handlers: FuturesUnordered::new(),
+            caller,
+            peer,
+            end: End::Stopped,
+        }
+    }
+
+    /// The session (what is left in it once `run` returned).
+    pub(crate) fn session(&self) -> &Session<Infallible, S::Handle> {
+        &self.session
+    }
+
+    /// The serving side.
+    pub(crate) fn serve(&self) -> &S {
+        &self.serve
+    }
+
+    /// Handles `frames` (those that arrived behind the peer's hello), then
+    /// reads `rx` until the link ends, `phase` says the server stopped, or
+    /// `stopped` fires (the connection was dropped). Dropping the driver
+    /// afterwards cancels the handlers still running.
+    pub(crate) async fn run<R: LinkRx>(
+        &mut self,
+        rx: &mut R,
+        mut frames: Vec<Decoded>,
+        phase: Option<&mut watch::Receiver<Phase>>,
+        stopped: Option<oneshot::Receiver<()>>,
+    ) -> End {
+        // Without a server, nothing changes the phase.
+        let (_serving, mut own_phase) = watch::channel(Phase::Serving);
+        let phase = phase.unwrap_or(&mut own_phase);
+        let stopped = async move {
+            match stopped {
+                Some(stopped) => {
+                    let _ = stopped.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(stopped);
+        let writer_failed = self.outgoing.writer_failed();
+        tokio::pin!(writer_failed);
+        loop {
+            for decoded in std::mem::take(&mut frames) {
+                if let Err(status) = self.handle(decoded, true).await {
+                    self.protocol_error(status).await;
+                    break;
+                }
+            }
+            if self.session.is_draining() && self.handlers.is_empty() {
+                return std::mem::replace(&mut self.end, End::Stopped);
+            }
+            tokio::select! {
+                biased;
+                // Nothing more reaches the peer: end the connection, so
+                // its calls fail now instead of at their deadlines. First,
+                // so that a peer that keeps sending cannot starve it.
+                failure = &mut writer_failed => {
+                    let reason = failure.reason;
+                    if failure.peer_left {
+                        tracing::debug!(peer = %self.peer, %reason, "the client left (seen writing)");
+                    } else {
+                        tracing::warn!(peer = %self.peer, %reason, "writing to the client failed; closing the connection");
+                    }
+                    self.serve.event("write failed", reason.clone());
+                    return End::WriteFailed(format!("writing to the client failed: {reason}"));
+                }
+                Some(outcome) = self.handlers.next(), if !self.handlers.is_empty() => {
+                    if let Some(reply) = self.serve.finished(&mut self.session, outcome) {
+                        // Sending waits while the peer does not read its
+                        // replies (OUTGOING_BYTES queued); a server that
+                        // stops must not wait for it.
+                        tokio::select! {
+                            biased;
+                            _ = phase.wait_for(|p| *p == Phase::Stopped) => return End::Stopped,
+                            _ = self.outgoing.send(reply) => {}
+                        }
+                    }
+                }
+                received = rx.recv(&mut frames), if self.session.is_reading() => match received {
+                    Ok(true) => {}
+                    // The peer is gone: nobody waits for the handlers, but
+                    // what it sent before it left still reaches this side's
+                    // callers.
+                    Ok(false) => {
+                        self.deliver_last(&mut frames).await;
+                        self.serve.event("peer closed", "the client closed the connection".to_owned());
+                        return End::PeerClosed;
+                    }
+                    // The link itself is gone (reset, timed out, cut
+                    // mid-frame): nobody can receive a response, so the
+                    // handlers are dropped (cancelled) at once.
+                    Err(err) if link_lost(&err) => {
+                        self.deliver_last(&mut frames).await;
+                        self.serve.event("peer lost", err.to_string());
+                        return End::Failed(err.to_string());
+                    }
+                    Err(err) => {
+                        self.end = End::Failed(err.to_string());
+                        // Frames decoded before the bad bytes still count.
+                        for decoded in std::mem::take(&mut frames) {
+                            if self.handle(decoded, true).await.is_err() {
+                                break;
+                            }
+                        }
+                        self.protocol_error(Status::invalid_argument(format!(
+                            "{err}; closing the connection"
+                        )))
+                        .await;
+                    }
+                },
+                changed = phase.changed() => {
+                    let now = *phase.borrow();
+                    if changed.is_err() || now == Phase::Stopped {
+                        return End::Stopped;
+                    }
+                    let status = Status::unavailable(
+                        "the server is shutting down; calls in flight finish, new calls go elsewhere",
+                    );
+                    if now == Phase::Draining && self.session.drain(&status) {
+                        self.serve.draining();
+                        self.serve.event("goaway", "the server is shutting down".to_owned());
+                        self.flush().await;
+                    }
+                }
+                () = &mut stopped => return End::Stopped,
+            }
+        }
+    }
+
+    /// Hands what arrived with the end of the link to this side's callers;
+    /// requests in it are not started (nobody could get their replies).
+    async fn deliver_last(&mut self, frames: &mut Vec<Decoded>) {
+        for decoded in std::mem::take(frames) {
+            if self.handle(decoded, false).await.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Handles one frame (starting requests only if `serving`); an error
+    /// is a protocol violation.
+    async fn handle(&mut self, decoded: Decoded, serving: bool) -> Result<(), Status> {
+        let handled = self.session.handle_frame(Instant::now(), decoded);
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                Event::Request(frame) => {
+                    if serving && let Some(handler) = self.serve.start(&mut self.session, frame) {
+                        self.handlers.push(handler);
+                    }
+                }
+                Event::Cancelled { handle, .. } => self.serve.cancelled(handle),
+                Event::ForCaller(decoded) => {
+                    if let Some(caller) = self.caller.as_ref().and_then(Weak::upgrade) {
+                        caller.handle(decoded);
+                    }
+                }
+                Event::Dropped { kind, len } => {
+                    tracing::warn!(?kind, len, "dropped an oversized frame");
+                }
+                Event::Response { waiter, .. } | Event::CallFailed { waiter, .. } => {
+                    match waiter {}
+                }
+                // The caller side's session takes GoAways.
+                Event::PeerGoingAway(_) => {}
+            }
+        }
+        self.flush().await;
+        handled
+    }
+
+    /// The peer broke the protocol: say why, read nothing more, let the calls
+    /// in flight finish, then close.
+    async fn protocol_error(&mut self, status: Status) {
+        tracing::warn!(peer = %self.peer, %status, "closing connection");
+        self.serve.draining();
+        self.serve.event("protocol error", status.to_string());
+        self.session.protocol_error(&status);
+        self.flush().await;
+    }
+
+    /// Writes what the session asks for. A control frame (GoAway) goes only
+    /// if the peer is reading: one whose replies are backed up would not
+    /// read it either, and waiting for it must not hold up a drain or a
+    /// close.
+    async fn flush(&mut self) {
+        while let Some(transmit) = self.session.poll_transmit() {
+            if transmit.may_drop {
+                let _ = self.outgoing.try_send(transmit.bytes.into());
+            } else {
+                let _ = self.outgoing.send(transmit.bytes.into()).await;
+            }
+        }
+    }
+}
+
+/// Whether a receive error means the peer is gone (as opposed to a peer
+/// that broke the protocol, which is told why before the connection ends).
+fn link_lost(err: &LinkError) -> bool {
+    use std::io::ErrorKind;
+    match err {
+        LinkError::TruncatedFrame { .. } => true,
+        LinkError::Io(io) => matches!(
+            io.kind(),
+            ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::TimedOut
+                | ErrorKind::NotConnected
+                | ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
