@@ -22,7 +22,7 @@ use crate::protocol::call::deadline_budget;
 use crate::protocol::frame::{HEADER_LEN, Header, Kind, finish_frame, len_u32, start_frame};
 use crate::protocol::metadata::Metadata;
 use crate::protocol::status::{Code, Status};
-use crate::select::Selection;
+use crate::select::{self, CallKind, Selection, Tracks, Transport};
 use crate::session::{Outgoing, frame_status, status_frame};
 use crate::trace::{TRACEPARENT, TraceContext};
 use crate::transport::bulk::{BulkBody, SpillWriter};
@@ -452,8 +452,14 @@ impl ClientCore {
             header.method_id = method.id;
             header.deadline_us = deadline_us;
             let limit = u32::try_from(queue.max_message()).unwrap_or(u32::MAX);
+            let tracks = Tracks {
+                connection: self.channel.current().selection.transport,
+                queue_max: Some(queue.max_message()),
+                bulk_threshold: None,
+            };
             if finish_frame(&mut buf, 0, header, metadata_len, limit).is_ok()
-                && buf.len() <= queue.max_message()
+                && select::per_call(CallKind::OneWay { bytes: buf.len() }, &tracks)
+                    == Transport::MessageQueue
             {
                 return self
                     .send_queued(&queue, method, &buf, wait, deadline, now)
