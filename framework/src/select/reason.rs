@@ -288,14 +288,28 @@ impl fmt::Display for Reason {
 
 impl PartialEq<Reason> for String {
     fn eq(&self, reason: &Reason) -> bool {
-        *self == reason.to_string()
+        shows(self, reason)
     }
 }
 
 impl PartialEq<Reason> for &str {
     fn eq(&self, reason: &Reason) -> bool {
-        *self == reason.to_string()
+        shows(self, reason)
     }
+}
+
+/// Whether `value`'s `Display` writes exactly `text` (compared piece by
+/// piece as it is written, without building the string).
+pub(super) fn shows(text: &str, value: &dyn fmt::Display) -> bool {
+    struct Rest<'a>(&'a str);
+    impl fmt::Write for Rest<'_> {
+        fn write_str(&mut self, piece: &str) -> fmt::Result {
+            self.0 = self.0.strip_prefix(piece).ok_or(fmt::Error)?;
+            Ok(())
+        }
+    }
+    let mut rest = Rest(text);
+    fmt::write(&mut rest, format_args!("{value}")).is_ok() && rest.0.is_empty()
 }
 
 impl fmt::Display for Published {

@@ -221,6 +221,6 @@ impl fmt::Display for PassedOver {
 
 impl PartialEq<Rejection> for String {
     fn eq(&self, rejection: &Rejection) -> bool {
-        *self == rejection.to_string()
+        super::reason::shows(self, rejection)
     }
 }

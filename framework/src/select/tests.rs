@@ -912,9 +912,17 @@ fn a_reason_compares_with_the_text_it_shows() {
     let reason = Reason::ClientConnected {
         transport: Transport::Unix,
     };
-    let text = reason.to_string();
+    let text = "the client connected to this server's unix listener".to_owned();
     assert!(text == reason);
-    assert!("something else".to_owned() != reason);
+    assert!("the client connected to this server's unix listener" == reason);
+    for other in [
+        "something else",
+        "the client connected",
+        "the client connected to this server's unix listener and more",
+    ] {
+        assert!(other != reason, "{other}");
+    }
     let why = Rejection::NoUnixSocket;
-    assert!(why.to_string() == why);
+    let text = "the server publishes no Unix socket".to_owned();
+    assert!(text == why);
 }
