@@ -55,7 +55,8 @@ async fn one_way_calls_take_the_servers_queue_by_themselves() {
         assert_eq!(selection.transport, Transport::MessageQueue, "{selection}");
         assert!(
             selection
-                .reason.to_string()
+                .reason
+                .to_string()
                 .contains("same host, IPC namespace and user"),
             "{selection}"
         );

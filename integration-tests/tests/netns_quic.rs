@@ -82,8 +82,14 @@ fn services_on_other_hosts_are_called_over_quic_by_name() {
             .expect("connects by name");
         let selection = channel.selection();
         assert_eq!(selection.transport, Transport::Quic, "{selection}");
-        assert!(selection.reason.to_string().contains("discovery.toml"), "{selection}");
-        assert!(selection.reason.to_string().contains(&b.ip.to_string()), "{selection}");
+        assert!(
+            selection.reason.to_string().contains("discovery.toml"),
+            "{selection}"
+        );
+        assert!(
+            selection.reason.to_string().contains(&b.ip.to_string()),
+            "{selection}"
+        );
         let client = TestingClient::new(channel.clone());
         assert_eq!(client.add(2, 3).await.unwrap(), 5);
         assert_eq!(
