@@ -205,8 +205,15 @@ impl ChannelBuilder {
         crate::debug::ensure_from_env();
         let parsed = Target::parse(target)?;
         if let Target::Name(_) = &parsed {
-            let facts = HostFacts::of_this_process(crate::process::parent_facts()?);
-            let decision = select::connect(&parsed, Known::NotLookedUp, &facts, self.forced()?)?;
+            let forced = self.forced()?;
+            // Only a connection that may take pipes looks at the parent
+            // (whose variable, when malformed, is an error).
+            let parent = match forced {
+                Some(f) if f.transport != Transport::Pipe => None,
+                _ => crate::process::parent_facts()?,
+            };
+            let facts = HostFacts::of_this_process(parent);
+            let decision = select::connect(&parsed, Known::NotLookedUp, &facts, forced)?;
             if let Decision::Parent { .. } = decision {
                 let conn = crate::process::parent_connection().await?;
                 return Ok(Channel::from_connection(conn, self));
