@@ -1,13 +1,13 @@
 //! The connection decision: which transport reaches a target, as candidates
 //! in the order to try them.
 
+use super::error::ConnectError;
 use super::facts::{HostFacts, Known};
 use super::reason::{Listing, Published, Reason};
 use super::rejection::Rejection;
 use super::target::Target;
 use super::{Decision, Forced, Plan, Selection};
 use crate::discovery::{Entry, Resolved};
-use crate::protocol::status::Status;
 use crate::transport::{Endpoint, Transport};
 
 /// Decides how to reach `target`, from what is `known` of it, the facts of
@@ -26,12 +26,14 @@ use crate::transport::{Endpoint, Transport};
 ///   then QUIC, then TCP (within a transport in the resolver's order); an
 ///   override keeps only its transport's.
 /// - Nothing known: NotFound, saying where the name was looked for.
+///
+/// Each error says what to change ([`ConnectError`]).
 pub fn connect(
     target: &Target,
     known: Known<'_>,
     facts: &HostFacts,
     forced: Option<Forced>,
-) -> Result<Decision, Status> {
+) -> Result<Decision, ConnectError> {
     let name = match target {
         Target::Address(endpoint) => {
             return Ok(Decision::Connect(vec![address_plan(endpoint, forced)?]));
@@ -47,31 +49,27 @@ pub fn connect(
         Known::Nothing {
             registry_dir,
             consulted,
-        } => Err(Status::not_found(format!(
-            "no live process publishes {name:?} in the local registry ({}), and {consulted}; \
-             start the server, check that both sides use the same SWITCHYARD_RUNTIME_DIR, add \
-             the name to a discovery file, or connect to an address such as \
-             quic://host:port?pin=<fingerprint>",
-            registry_dir.display()
-        ))),
+        } => Err(ConnectError::NotFound {
+            name: name.clone(),
+            registry_dir: registry_dir.to_owned(),
+            consulted: consulted.to_owned(),
+        }),
     }
 }
 
-fn address_plan(endpoint: &Endpoint, forced: Option<Forced>) -> Result<Plan, Status> {
+fn address_plan(endpoint: &Endpoint, forced: Option<Forced>) -> Result<Plan, ConnectError> {
     let chosen = endpoint.transport();
     if !matches!(chosen, Transport::Unix | Transport::Tcp | Transport::Quic) {
-        return Err(Status::invalid_argument(format!(
-            "cannot connect to {endpoint}: use a service name, unix:///path or tcp://host:port"
-        )));
+        return Err(ConnectError::NotConnectable {
+            endpoint: endpoint.clone(),
+        });
     }
-    if let Some(f) = forced.filter(|f| f.transport != chosen) {
-        return Err(Status::failed_precondition(format!(
-            "{} demands {}, but {} can only be reached over {chosen}; drop the override or \
-             connect to an address of that transport",
-            f.source,
-            f.transport,
-            endpoint.address()
-        )));
+    if let Some(forced) = forced.filter(|f| f.transport != chosen) {
+        return Err(ConnectError::AddressOverridden {
+            forced,
+            address: endpoint.address(),
+            transport: chosen,
+        });
     }
     Ok(Plan {
         endpoint: endpoint.clone(),
@@ -91,7 +89,7 @@ fn parent_or_lookup(
     name: &str,
     facts: &HostFacts,
     forced: Option<Forced>,
-) -> Result<Decision, Status> {
+) -> Result<Decision, ConnectError> {
     let serving = facts
         .parent
         .as_ref()
@@ -101,22 +99,12 @@ fn parent_or_lookup(
     {
         return Ok(Decision::Parent { pid: parent.pid });
     }
-    if let Some(f) = forced.filter(|f| f.transport == Transport::Pipe) {
-        let parent = facts.parent.as_ref().map_or_else(
-            || "this process was not started by a switchyard parent".to_owned(),
-            |p| {
-                format!(
-                    "its parent (pid {}) serves [{}]",
-                    p.pid,
-                    p.services.join(", ")
-                )
-            },
-        );
-        return Err(Status::failed_precondition(format!(
-            "{}=pipe cannot work for {name:?}: pipes reach only a parent or child process, and \
-             {parent}",
-            f.source
-        )));
+    if let Some(forced) = forced.filter(|f| f.transport == Transport::Pipe) {
+        return Err(ConnectError::PipeWithoutParent {
+            forced,
+            name: name.to_owned(),
+            parent: facts.parent.clone(),
+        });
     }
     Ok(Decision::LookUp)
 }
@@ -136,7 +124,7 @@ fn entry_plan(
     entry: &Entry,
     facts: &HostFacts,
     forced: Option<Forced>,
-) -> Result<Plan, Status> {
+) -> Result<Plan, ConnectError> {
     let endpoints = Endpoint::parse_all(&entry.endpoints);
     let of = |transport| {
         endpoints
@@ -202,10 +190,10 @@ fn entry_plan(
         }
         (Some(tcp), _) => tcp,
         (None, None) => {
-            return Err(Status::unavailable(format!(
-                "{published} but lists no endpoint this client can use ({}); upgrade the client",
-                entry.endpoints.join(", ")
-            )));
+            return Err(ConnectError::NoUsableEndpoint {
+                published,
+                endpoints: entry.endpoints.clone(),
+            });
         }
     };
     rejected.push((Transport::Unix, Rejection::NoUnixSocket));
@@ -223,51 +211,32 @@ fn forced_entry_plan(
     unix: Option<std::path::PathBuf>,
     tcp: Option<Endpoint>,
     quic: Option<Endpoint>,
-) -> Result<Plan, Status> {
+) -> Result<Plan, ConnectError> {
     let endpoint = match f.transport {
         Transport::Unix => unix.map(Endpoint::Unix),
         Transport::Shm => unix.map(Endpoint::Shm),
         Transport::Tcp => tcp,
         Transport::Quic => quic,
-        Transport::MessageQueue => {
-            return Err(Status::failed_precondition(format!(
-                "{}=mqueue cannot work for a connection: message queues carry only one-way \
-                 calls, and those take the server's queue by themselves on the same host; \
-                 drop the override",
-                f.source
-            )));
-        }
+        Transport::MessageQueue => return Err(ConnectError::QueueDemanded { forced: f }),
         Transport::Pipe => {
-            return Err(Status::failed_precondition(format!(
-                "{}=pipe cannot work: {published}, and pipes reach only a parent or child \
-                 process",
-                f.source
-            )));
+            return Err(ConnectError::PipeDemandedOnEntry {
+                forced: f,
+                published,
+            });
         }
-        Transport::Mmap => {
-            return Err(Status::failed_precondition(format!(
-                "{}=mmap cannot work for a connection: mapped regions carry large bodies \
-                 inside a shm connection; demand shm instead",
-                f.source
-            )));
-        }
+        Transport::Mmap => return Err(ConnectError::MmapDemanded { forced: f }),
         other if !other.is_available() => {
-            return Err(Status::failed_precondition(format!(
-                "{}={other} cannot work: the {other} transport is not implemented in this \
-                 version; use unix or tcp",
-                f.source
-            )));
+            return Err(ConnectError::NotImplemented { forced: f });
         }
         _ => None,
     };
-    let endpoint = endpoint.ok_or_else(|| {
-        Status::failed_precondition(format!(
-            "{f} cannot work: {published} with endpoints [{}] and no {} endpoint; start the \
-             server with that transport enabled or drop the override",
-            entry.endpoints.join(", "),
-            f.transport
-        ))
-    })?;
+    let Some(endpoint) = endpoint else {
+        return Err(ConnectError::NoEndpointOfForced {
+            forced: f,
+            published,
+            endpoints: entry.endpoints.clone(),
+        });
+    };
     let rejected = Transport::ALL
         .into_iter()
         .filter(|t| *t != f.transport && *t != Transport::Memory && t.is_available())
@@ -291,15 +260,14 @@ fn resolved_plans(
     name: &str,
     resolved: &Resolved,
     forced: Option<Forced>,
-) -> Result<Vec<Plan>, Status> {
+) -> Result<Vec<Plan>, ConnectError> {
     let mut endpoints = Vec::new();
     for address in &resolved.addresses {
-        match Target::parse(address).map_err(|status| {
-            Status::failed_precondition(format!(
-                "{} gives {name:?} the address {address:?}, which is unusable: {}",
-                resolved.source,
-                status.message()
-            ))
+        match Target::parse(address).map_err(|status| ConnectError::UnusableResolvedAddress {
+            source_name: resolved.source.clone(),
+            name: name.to_owned(),
+            address: address.clone(),
+            why: status.message().to_owned(),
         })? {
             Target::Address(endpoint) => endpoints.push(endpoint),
             Target::Name(_) => {}
@@ -314,13 +282,12 @@ fn resolved_plans(
     if let Some(f) = forced {
         endpoints.retain(|e| e.transport() == f.transport);
         if endpoints.is_empty() {
-            return Err(Status::failed_precondition(format!(
-                "{f} cannot work: {} gives {name:?} no {} address (it lists [{}]); add one or \
-                 drop the override",
-                resolved.source,
-                f.transport,
-                resolved.addresses.join(", ")
-            )));
+            return Err(ConnectError::NoResolvedAddressOfForced {
+                forced: f,
+                source_name: resolved.source.clone(),
+                name: name.to_owned(),
+                addresses: resolved.addresses.clone(),
+            });
         }
     }
     let listing = Listing {

@@ -8,7 +8,7 @@
 //! [`Rejection`]s of the alternatives, kept on the connection for
 //! [`selection()`](crate::Channel::selection) and the debug endpoint (which
 //! show their `Display` text). An override that cannot work is an error
-//! saying why, never a silent fallback.
+//! saying why ([`ConnectError`]), never a silent fallback.
 //!
 //! - [`connect`]: pipe (a parent serving the name), shm, unix, tcp, quic
 //!   for a connection, in the order to try them;
@@ -31,6 +31,7 @@ use crate::transport::Endpoint;
 
 mod after;
 mod connect;
+mod error;
 mod facts;
 mod fixed;
 mod oneway;
@@ -40,6 +41,7 @@ mod target;
 
 pub use after::{NotUpgraded, Upgrade, note_locality, shm_fallback, upgrade};
 pub use connect::connect;
+pub use error::ConnectError;
 pub use facts::{CallKind, HostFacts, Known, ParentFacts};
 pub use fixed::{accepted, caller_link, parent_pipe, queue_owned, queue_stand_in, spawned_child};
 pub use oneway::{

@@ -14,7 +14,7 @@ fn an_address_is_reached_over_its_own_transport() {
         ("quic://10.0.0.1:7443", Transport::Quic),
     ] {
         let target = Target::parse(url).unwrap();
-        let plan = only_plan(connect(&target, Known::NotLookedUp, &facts(), None));
+        let plan = only_plan(decide(&target, Known::NotLookedUp, &facts(), None));
         assert_eq!(plan.selection.transport, transport);
         assert_eq!(plan.endpoint.to_string(), url);
         assert!(plan.caller_pin);
@@ -29,7 +29,7 @@ fn an_address_is_reached_over_its_own_transport() {
 #[test]
 fn an_override_of_an_address_must_match_it() {
     let target = Target::parse("tcp://h:1").unwrap();
-    let plan = only_plan(connect(
+    let plan = only_plan(decide(
         &target,
         Known::NotLookedUp,
         &facts(),
@@ -39,7 +39,7 @@ fn an_override_of_an_address_must_match_it() {
         plan.selection.reason.to_string(),
         "the caller named a tcp:// address (SWITCHYARD_TRANSPORT=tcp)"
     );
-    let err = connect(
+    let err = decide(
         &Target::parse("unix:///x").unwrap(),
         Known::NotLookedUp,
         &facts(),
@@ -63,16 +63,16 @@ fn a_name_the_parent_serves_goes_over_its_pipes() {
         }),
         ..facts()
     };
-    let decide = |forced| connect(&name(), Known::NotLookedUp, &with_parent, forced);
-    assert_eq!(decide(None).unwrap(), Decision::Parent { pid: 7 });
+    let first = |forced| decide(&name(), Known::NotLookedUp, &with_parent, forced);
+    assert_eq!(first(None).unwrap(), Decision::Parent { pid: 7 });
     assert_eq!(
-        decide(forced(Transport::Pipe)).unwrap(),
+        first(forced(Transport::Pipe)).unwrap(),
         Decision::Parent { pid: 7 }
     );
     // Another transport demanded: the name is looked up instead.
-    assert_eq!(decide(forced(Transport::Tcp)).unwrap(), Decision::LookUp);
+    assert_eq!(first(forced(Transport::Tcp)).unwrap(), Decision::LookUp);
     // Without a parent serving it, the name is looked up.
-    let other = connect(
+    let other = decide(
         &Target::Name("billing".into()),
         Known::NotLookedUp,
         &with_parent,
@@ -80,7 +80,7 @@ fn a_name_the_parent_serves_goes_over_its_pipes() {
     );
     assert_eq!(other.unwrap(), Decision::LookUp);
     assert_eq!(
-        connect(&name(), Known::NotLookedUp, &facts(), None).unwrap(),
+        decide(&name(), Known::NotLookedUp, &facts(), None).unwrap(),
         Decision::LookUp
     );
 }
@@ -88,6 +88,19 @@ fn a_name_the_parent_serves_goes_over_its_pipes() {
 #[test]
 fn demanding_pipes_without_a_parent_serving_the_name_says_why() {
     let err = connect(
+        &name(),
+        Known::NotLookedUp,
+        &facts(),
+        forced(Transport::Pipe),
+    );
+    assert!(
+        matches!(
+            err,
+            Err(ConnectError::PipeWithoutParent { parent: None, .. })
+        ),
+        "{err:?}"
+    );
+    let err = decide(
         &name(),
         Known::NotLookedUp,
         &facts(),
@@ -107,7 +120,7 @@ fn demanding_pipes_without_a_parent_serving_the_name_says_why() {
         }),
         ..facts()
     };
-    let err = connect(
+    let err = decide(
         &name(),
         Known::NotLookedUp,
         &with_parent,
@@ -328,7 +341,7 @@ fn resolved() -> Resolved {
 #[test]
 fn resolved_addresses_are_tried_unix_then_quic_then_tcp() {
     let r = resolved();
-    let Decision::Connect(plans) = connect(&name(), Known::Resolved(&r), &facts(), None).unwrap()
+    let Decision::Connect(plans) = decide(&name(), Known::Resolved(&r), &facts(), None).unwrap()
     else {
         panic!("expected plans");
     };
@@ -369,7 +382,7 @@ fn resolved_addresses_are_tried_unix_then_quic_then_tcp() {
 #[test]
 fn an_override_keeps_only_its_resolved_addresses() {
     let r = resolved();
-    let Decision::Connect(plans) = connect(
+    let Decision::Connect(plans) = decide(
         &name(),
         Known::Resolved(&r),
         &facts(),
@@ -392,7 +405,7 @@ fn an_override_keeps_only_its_resolved_addresses() {
         addresses: vec!["tcp://h:1".into()],
         source: "the resolver".into(),
     };
-    let err = connect(
+    let err = decide(
         &name(),
         Known::Resolved(&tcp_only),
         &facts(),
@@ -413,7 +426,7 @@ fn an_unusable_resolved_address_is_reported_with_its_source() {
         addresses: vec!["tcp://nohost".into()],
         source: "the resolver".into(),
     };
-    let err = connect(&name(), Known::Resolved(&r), &facts(), None).unwrap_err();
+    let err = decide(&name(), Known::Resolved(&r), &facts(), None).unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(
         err.message().starts_with(
@@ -426,7 +439,7 @@ fn an_unusable_resolved_address_is_reported_with_its_source() {
 
 #[test]
 fn a_name_nobody_knows_is_not_found_saying_where_it_was_looked_for() {
-    let err = connect(
+    let err = decide(
         &Target::Name("nope".into()),
         Known::Nothing {
             registry_dir: Path::new("/rt"),

@@ -65,6 +65,16 @@ fn name() -> Target {
     Target::Name("calculator".into())
 }
 
+/// [`connect`], its error as the status a caller sees.
+fn decide(
+    target: &Target,
+    known: Known<'_>,
+    facts: &HostFacts,
+    forced: Option<Forced>,
+) -> Result<Decision, Status> {
+    connect(target, known, facts, forced).map_err(Status::from)
+}
+
 /// The one plan a decision made.
 fn only_plan(decision: Result<Decision, Status>) -> Plan {
     match decision.unwrap() {
@@ -74,7 +84,7 @@ fn only_plan(decision: Result<Decision, Status>) -> Plan {
 }
 
 fn on_entry(entry: &Entry, facts: &HostFacts, forced: Option<Forced>) -> Result<Plan, Status> {
-    match connect(&name(), Known::Entry(entry), facts, forced)? {
+    match decide(&name(), Known::Entry(entry), facts, forced)? {
         Decision::Connect(mut plans) => Ok(plans.remove(0)),
         other => panic!("expected plans, got {other:?}"),
     }
