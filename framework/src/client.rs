@@ -25,7 +25,7 @@ use crate::discovery::Resolver;
 use crate::protocol::frame::DEFAULT_FRAME_LIMIT;
 use crate::protocol::hello::Hello;
 use crate::protocol::status::{Code, Status};
-use crate::select::{self, Forced, Selection, Target, Transport};
+use crate::select::{self, Decision, Forced, HostFacts, Known, Selection, Target, Transport};
 use crate::transport::{Link, PeerInfo};
 
 pub use backoff::Backoff;
@@ -203,28 +203,19 @@ impl ChannelBuilder {
     pub async fn connect(self, target: &str) -> Result<Channel, Status> {
         crate::debug::ensure_from_env();
         let parsed = Target::parse(target)?;
-        if let Target::Name(name) = &parsed {
+        if let Target::Name(_) = &parsed {
             let forced = self.forced()?;
-            if forced.is_none_or(|f| f.transport == Transport::Pipe)
-                && let Some(conn) = crate::process::parent_connection_for(name).await?
-            {
+            // Only a connection that may take pipes looks at the parent
+            // (whose variable, when malformed, is an error).
+            let parent = match forced {
+                Some(f) if f.transport != Transport::Pipe => None,
+                _ => crate::process::parent_facts()?,
+            };
+            let facts = HostFacts::of_this_process(parent);
+            let decision = select::connect(&parsed, Known::NotLookedUp, &facts, forced)?;
+            if let Decision::Parent { .. } = decision {
+                let conn = crate::process::parent_connection().await?;
                 return Ok(Channel::from_connection(conn, self));
-            }
-            if let Some(f) = forced.filter(|f| f.transport == Transport::Pipe) {
-                let parent = crate::process::parent().map_or_else(
-                    || "this process was not started by a switchyard parent".to_owned(),
-                    |p| {
-                        format!(
-                            "its parent (pid {}) serves [{}]",
-                            p.pid,
-                            p.services.join(", ")
-                        )
-                    },
-                );
-                return Err(Status::failed_precondition(format!(
-                    "{}=pipe cannot work for {name:?}: pipes reach only a parent or child                      process, and {parent}",
-                    f.source
-                )));
             }
         }
         let conn = match open::open(&self, &parsed, None).await {
@@ -251,11 +242,7 @@ impl ChannelBuilder {
     pub async fn connect_link<L: Link>(self, link: L) -> Result<Channel, Status> {
         crate::debug::ensure_from_env();
         let transport = link.transport();
-        let selection = Selection {
-            transport,
-            reason: format!("the caller supplied a {transport} link"),
-            rejected: Vec::new(),
-        };
+        let selection = select::caller_link(transport);
         let config = self.connection_config();
         let conn = Connection::open(link, selection, &config).await?;
         Ok(self.channel_over(conn))

@@ -32,11 +32,10 @@ use self::peer_link::{End, PeerLink, open_peer};
 use crate::client::{Channel, ChannelBuilder, Connection};
 use crate::protocol::frame::DEFAULT_FRAME_LIMIT;
 use crate::protocol::status::Status;
-use crate::select::{Selection, Transport};
 use crate::server::{Router, ServerConfig, ServerShared};
 use crate::service::Service;
-use crate::transport::PeerInfo;
 use crate::transport::pipe::{PipeLink, PipePair};
+use crate::transport::{Endpoint, PeerInfo, PipeSide};
 
 /// Tells a child where its pipes are: `<parent pid>:<read fd>,<write fd>`.
 pub const PIPE_ENV: &str = "SWITCHYARD_PIPE";
@@ -213,7 +212,11 @@ impl Spawner {
             }
         });
         let peer = PeerInfo {
-            addr: format!("pipe://child/{pid}"),
+            addr: Endpoint::Pipe {
+                side: PipeSide::Child,
+                pid,
+            }
+            .to_string(),
             pid: Some(pid),
             uid: Some(crate::sys::uid()),
         };
@@ -221,11 +224,7 @@ impl Spawner {
             PipeLink::from_fds(pair.parent_read, pair.parent_write, peer).map_err(|err| {
                 Status::internal(format!("the pipes to {program} are unusable: {err}"))
             })?;
-        let selection = Selection {
-            transport: Transport::Pipe,
-            reason: format!("this process spawned {program} (pid {pid}) with inherited pipes"),
-            rejected: Vec::new(),
-        };
+        let selection = crate::select::spawned_child(&program, pid);
         let mut exit_for_end = exit.clone();
         let describe_end = move |end: End| async move {
             // The pipe usually closes a moment before the child is reaped.
@@ -443,28 +442,18 @@ async fn open_parent_link() -> Result<PeerLink, Status> {
     let frame_limit = services.frame_limit.unwrap_or(DEFAULT_FRAME_LIMIT);
     let shared = services.into_shared(frame_limit, crate::session::LimitKnobs::CHILD)?;
     let peer = PeerInfo {
-        addr: format!("pipe://parent/{ppid}"),
+        addr: Endpoint::Pipe {
+            side: PipeSide::Parent,
+            pid: ppid,
+        }
+        .to_string(),
         pid: Some(ppid),
         uid: Some(crate::sys::uid()),
     };
     let link = PipeLink::from_fds(read, write, peer).map_err(|err| {
         Status::failed_precondition(format!("the inherited pipes are unusable: {err}"))
     })?;
-    let selection = Selection {
-        transport: Transport::Pipe,
-        reason: format!("the parent process (pid {ppid}) serves this service over inherited pipes"),
-        rejected: vec![
-            (
-                Transport::Unix,
-                "the parent's inherited pipe reaches it without a socket".into(),
-            ),
-            (
-                Transport::Tcp,
-                "the parent's inherited pipe reaches it without a socket".into(),
-            ),
-            (Transport::Shm, "not implemented in this version".into()),
-        ],
-    };
+    let selection = crate::select::parent_pipe(ppid);
     let describe_end = move |_end: End| async move {
         Status::unavailable(format!(
             "the parent process (pid {ppid}) is gone: its pipe closed; parent_gone() has resolved"
@@ -501,21 +490,24 @@ pub async fn parent_channel() -> Result<Channel, Status> {
     ))
 }
 
-/// The parent's connection if the parent serves `name`; `None` when this
-/// process has no switchyard parent or the parent does not serve it.
-pub(crate) async fn parent_connection_for(name: &str) -> Result<Option<Arc<Connection>>, Status> {
-    // A malformed variable is an error, not "no parent": the caller would
-    // otherwise look the name up elsewhere and hide what is wrong.
+/// The parent this process inherited switchyard pipes from, as selection
+/// facts: `None` without one. A malformed variable is an error, not "no
+/// parent": the caller would otherwise look the name up elsewhere and hide
+/// what is wrong.
+pub(crate) fn parent_facts() -> Result<Option<crate::select::ParentFacts>, Status> {
     if parse_pipe_env()?.is_none() {
         return Ok(None);
     }
-    let Some(parent) = parent() else {
-        return Ok(None);
-    };
-    if !parent.services.iter().any(|s| s.eq_ignore_ascii_case(name)) {
-        return Ok(None);
-    }
-    Ok(Some(Arc::clone(&parent_link().await?.conn)))
+    Ok(parent().map(|p| crate::select::ParentFacts {
+        pid: p.pid,
+        services: p.services,
+    }))
+}
+
+/// In a child: the connection to the parent over the inherited pipes
+/// (opening the link on first use).
+pub(crate) async fn parent_connection() -> Result<Arc<Connection>, Status> {
+    Ok(Arc::clone(&parent_link().await?.conn))
 }
 
 /// In a child: resolves when the parent is gone (its pipe closed). In a

@@ -364,7 +364,8 @@ impl ServerBuilder {
             )));
         }
         #[cfg(target_os = "linux")]
-        let queue_problems: Vec<String> = missing.into_iter().map(|m| m.reason).collect();
+        let queue_problems: Vec<String> =
+            missing.into_iter().map(|m| m.reason.to_string()).collect();
         #[cfg(not(target_os = "linux"))]
         let queue_problems: Vec<String> = Vec::new();
         #[cfg(target_os = "linux")]
@@ -745,7 +746,11 @@ impl ServerHandle {
                     SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
                 });
             }
-            format!("quic://{addr}?pin={fingerprint}")
+            crate::transport::Endpoint::Quic {
+                host_port: addr.to_string(),
+                pin: Some(fingerprint.to_string()),
+            }
+            .to_string()
         })
     }
 

@@ -354,7 +354,7 @@ async fn json_shows_connections_on_two_transports_field_by_field() {
             let expected: Vec<(String, String)> = selection
                 .rejected
                 .iter()
-                .map(|(t, why)| (t.to_string(), why.clone()))
+                .map(|(t, why)| (t.to_string(), why.to_string()))
                 .collect();
             assert_eq!(rejected, expected);
         }

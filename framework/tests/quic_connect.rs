@@ -120,7 +120,10 @@ async fn a_pinned_quic_address_connects_and_stays_on_quic_without_a_unix_socket(
         assert_eq!(client.whoami().await.unwrap(), "anonymous via quic");
         let selection = channel.selection();
         assert_eq!(selection.transport, Transport::Quic, "{selection}");
-        assert!(selection.reason.contains("quic://"), "{selection}");
+        assert!(
+            selection.reason.to_string().contains("quic://"),
+            "{selection}"
+        );
         server.shutdown().await;
     })
     .await;
@@ -138,7 +141,10 @@ async fn a_quic_address_on_this_host_moves_to_shared_memory_unless_quic_is_deman
         let selection = channel.selection();
         assert_eq!(selection.transport, Transport::Shm, "{selection}");
         assert!(
-            selection.reason.contains("upgraded: reached quic://"),
+            selection
+                .reason
+                .to_string()
+                .contains("upgraded: reached quic://"),
             "{selection}"
         );
         assert_eq!(answer, "anonymous via shm");
@@ -321,7 +327,10 @@ async fn a_name_in_the_discovery_file_picks_quic_and_falls_back_to_tcp() {
             .expect("connects by name");
         let selection = channel.selection();
         assert_eq!(selection.transport, Transport::Quic, "{selection}");
-        assert!(selection.reason.contains("discovery.toml"), "{selection}");
+        assert!(
+            selection.reason.to_string().contains("discovery.toml"),
+            "{selection}"
+        );
 
         // A QUIC address nobody answers on (a UDP port with no listener,
         // as when UDP is dropped): after the attempt timeout, TCP.
@@ -344,15 +353,15 @@ async fn a_name_in_the_discovery_file_picks_quic_and_falls_back_to_tcp() {
         assert_eq!(selection.transport, Transport::Tcp, "{selection}");
         assert_eq!(answer, "anonymous via tcp");
         assert!(
-            selection.reason.starts_with("fell back to tcp"),
+            selection.reason.to_string().starts_with("fell back to tcp"),
             "{selection}"
         );
-        assert!(selection.reason.contains("UDP"), "{selection}");
+        assert!(selection.reason.to_string().contains("UDP"), "{selection}");
         assert!(
             selection
                 .rejected
                 .iter()
-                .any(|(t, why)| *t == Transport::Quic && why.contains(&dead[..20])),
+                .any(|(t, why)| *t == Transport::Quic && why.to_string().contains(&dead[..20])),
             "{selection}"
         );
 

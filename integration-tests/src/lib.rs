@@ -305,7 +305,7 @@ impl ServerProcess {
     pub fn endpoint(&self, scheme: &str) -> String {
         self.endpoints
             .iter()
-            .find(|e| e.starts_with(&format!("{scheme}://")))
+            .find(|e| switchyard::transport::Endpoint::scheme_of(e) == Some(scheme))
             .cloned()
             .unwrap_or_else(|| panic!("no {scheme} endpoint in {:?}", self.endpoints))
     }

@@ -18,6 +18,7 @@ async fn a_name_in_the_registry_selects_shared_memory_with_a_reason() {
         assert!(
             selection
                 .reason
+                .to_string()
                 .starts_with("same host: boot id and IPC namespace match"),
             "{selection}"
         );
@@ -29,7 +30,10 @@ async fn a_name_in_the_registry_selects_shared_memory_with_a_reason() {
             "{selection}"
         );
         assert!(
-            selection.reason.contains(&format!("pid {}", server.pid())),
+            selection
+                .reason
+                .to_string()
+                .contains(&format!("pid {}", server.pid())),
             "{selection}"
         );
         assert!(
@@ -54,7 +58,10 @@ async fn prefer_forces_tcp_and_the_handshake_notes_the_same_host() {
         let selection = channel.selection();
         assert_eq!(selection.transport, Transport::Tcp);
         assert!(
-            selection.reason.contains("boot id and IPC namespace match"),
+            selection
+                .reason
+                .to_string()
+                .contains("boot id and IPC namespace match"),
             "{selection}"
         );
         assert_eq!(TestingClient::new(channel).add(2, 2).await.unwrap(), 4);
@@ -71,9 +78,15 @@ async fn a_tcp_address_of_a_same_host_server_moves_to_shared_memory() {
         let selection = channel.selection();
         assert_eq!(selection.transport, Transport::Shm, "{selection}");
         assert!(
-            selection.reason.starts_with("upgraded: reached tcp://")
-                && selection.reason.contains("same boot id and IPC namespace")
-                && selection.reason.contains("Unix socket"),
+            selection
+                .reason
+                .to_string()
+                .starts_with("upgraded: reached tcp://")
+                && selection
+                    .reason
+                    .to_string()
+                    .contains("same boot id and IPC namespace")
+                && selection.reason.to_string().contains("Unix socket"),
             "{selection}"
         );
         assert!(
@@ -200,6 +213,7 @@ async fn a_restarted_server_is_found_again_by_the_same_channel() {
             client
                 .selection()
                 .reason
+                .to_string()
                 .contains(&format!("pid {}", restarted.pid()))
         );
     })

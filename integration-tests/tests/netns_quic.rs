@@ -82,8 +82,14 @@ fn services_on_other_hosts_are_called_over_quic_by_name() {
             .expect("connects by name");
         let selection = channel.selection();
         assert_eq!(selection.transport, Transport::Quic, "{selection}");
-        assert!(selection.reason.contains("discovery.toml"), "{selection}");
-        assert!(selection.reason.contains(&b.ip.to_string()), "{selection}");
+        assert!(
+            selection.reason.to_string().contains("discovery.toml"),
+            "{selection}"
+        );
+        assert!(
+            selection.reason.to_string().contains(&b.ip.to_string()),
+            "{selection}"
+        );
         let client = TestingClient::new(channel.clone());
         assert_eq!(client.add(2, 3).await.unwrap(), 5);
         assert_eq!(
@@ -200,10 +206,10 @@ fn with_udp_dropped_the_client_falls_back_to_tcp_and_says_why() {
         eprintln!("{selection}");
         assert_eq!(selection.transport, Transport::Tcp, "{selection}");
         assert!(
-            selection.reason.starts_with("fell back to tcp"),
+            selection.reason.to_string().starts_with("fell back to tcp"),
             "{selection}"
         );
-        assert!(selection.reason.contains("UDP"), "{selection}");
+        assert!(selection.reason.to_string().contains("UDP"), "{selection}");
         assert_eq!(TestingClient::new(channel).add(20, 22).await.unwrap(), 42);
         // Demanding QUIC fails by the connect timeout, saying so.
         let err = Channel::builder()

@@ -28,7 +28,10 @@ async fn the_parent_calls_a_child_over_pipes() {
         let client = TestingClient::new(child.channel());
         let selection = client.selection();
         assert_eq!(selection.transport, Transport::Pipe);
-        assert!(selection.reason.contains("inherited pipes"), "{selection}");
+        assert!(
+            selection.reason.to_string().contains("inherited pipes"),
+            "{selection}"
+        );
         assert_eq!(client.add(2, 3).await.unwrap(), 5);
         assert_eq!(client.pid().await.unwrap(), child.id());
         let big: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();

@@ -23,6 +23,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use switchyard::transport::Endpoint;
 use switchyard::{Channel, Server, ServerBuilder};
 use switchyard_examples::cluster::{
     Gateway, InventoryClient, InventoryServer, PriceList, PricingClient, PricingServer, Quote,
@@ -276,7 +277,7 @@ fn spawn(
         .recv_timeout(Duration::from_secs(30))
         .map_err(|_| format!("{role} printed nothing within 30 s"))?;
     line.split(' ')
-        .find(|e| e.starts_with("quic://"))
+        .find(|e| Endpoint::scheme_of(e) == Some("quic"))
         .map(str::to_owned)
         .ok_or_else(|| format!("{role} did not start (it printed {line:?})"))
 }

@@ -25,7 +25,7 @@ use crate::protocol::session::encode::{
     RequestHead, frame_status, seal_bulk_request, seal_request,
 };
 use crate::protocol::status::{Code, Status};
-use crate::select::Selection;
+use crate::select::{self, CallKind, Selection, Tracks, Transport};
 use crate::session::Outgoing;
 use crate::trace::{TRACEPARENT, TraceContext};
 use crate::transport::bulk::{BulkBody, SpillWriter};
@@ -438,8 +438,14 @@ impl ClientCore {
                 deadline_us,
             };
             let limit = u32::try_from(queue.max_message()).unwrap_or(u32::MAX);
+            let tracks = Tracks {
+                connection: self.channel.current().selection.transport,
+                queue_max: Some(queue.max_message()),
+                bulk_threshold: None,
+            };
             if seal_request(&mut buf, head, metadata_len, limit).is_ok()
-                && buf.len() <= queue.max_message()
+                && select::per_call(CallKind::OneWay { bytes: buf.len() }, &tracks)
+                    == Transport::MessageQueue
             {
                 return self
                     .send_queued(&queue, method, &buf, wait, deadline, now)

@@ -296,14 +296,7 @@ impl Connection {
     /// there: it takes no calls (every call reconnects first), and its
     /// selection says that one-way calls wait in the queue.
     pub(crate) fn placeholder(target: &str, queue: &str, config: &ConnectionConfig) -> Arc<Self> {
-        let selection = Selection {
-            transport: crate::select::Transport::MessageQueue,
-            reason: format!(
-                "no live process publishes {target:?}, but its queue {queue} is there: one-way \
-                 calls wait in the kernel until the server is back; other calls reconnect"
-            ),
-            rejected: Vec::new(),
-        };
+        let selection = crate::select::queue_stand_in(target, queue);
         let hello = local_hello(Role::Client, Vec::new(), config.frame_limit, 0);
         let peer_hello = Hello {
             role: Role::Server,
@@ -311,7 +304,7 @@ impl Connection {
         };
         let outgoing = Outbound::closed();
         let peer = PeerInfo {
-            addr: format!("mqueue://{queue}"),
+            addr: crate::transport::Endpoint::MessageQueue(queue.to_owned()).to_string(),
             pid: None,
             uid: Some(crate::sys::uid()),
         };

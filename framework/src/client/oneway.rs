@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use crate::debug::recorder::{MethodCounters, Side, recorder};
 use crate::descriptor::ServiceDescriptor;
 use crate::protocol::hello::Locality;
-use crate::select::{Forced, Selection, Transport};
+use crate::select::{
+    self, Forced, OnewayFacts, OnewayTrack, OnewayVerdict, Rejection, Selection, Transport,
+};
 
 /// Where one-way calls to a service go.
 #[derive(Clone, Debug)]
@@ -17,7 +19,7 @@ pub(crate) enum OnewayRoute {
     /// The server's queue.
     Queue(Arc<QueueRoute>),
     /// The connection, and why not a queue.
-    Connection(String),
+    Connection(Rejection),
 }
 
 /// An open queue and the counters of the methods sent through it.
@@ -97,46 +99,35 @@ impl OnewayRoutes {
     }
 }
 
+/// Gathers the facts (whether someone squats the expected queue name),
+/// lets [`select::oneway`] decide, and opens the queue it picks.
 fn decide(
     service: &'static ServiceDescriptor,
     facts: ServerFacts,
     forced: Option<Forced>,
 ) -> OnewayRoute {
-    if let Some(f) = forced.filter(|f| f.transport != Transport::MessageQueue) {
-        return OnewayRoute::Connection(format!(
-            "{}={} keeps one-way calls on the connection",
-            f.source, f.transport
-        ));
-    }
-    if let Some(locality) = facts.locality.filter(|l| *l != Locality::SameHostSameIpc) {
-        return OnewayRoute::Connection(format!(
-            "{}: a message queue is shared only within one host's IPC namespace",
-            locality.describe()
-        ));
-    }
-    let uid = crate::sys::uid();
-    if let Some(theirs) = facts.uid.filter(|theirs| *theirs != uid) {
-        return OnewayRoute::Connection(format!(
-            "the server runs as uid {theirs} and this process as uid {uid}; a queue is open \
-             only to its owner"
-        ));
-    }
-    let Some(name) = facts.queue else {
-        if let Some(held) = facts.expected.as_deref().and_then(squatted) {
-            let why = format!(
-                "the server announced no message queue for {}: {held}; one-way calls go over \
-                 the connection and are NOT kept if the server restarts",
-                service.name
-            );
-            tracing::warn!(service = service.name, "one-way durability lost: {why}");
-            return OnewayRoute::Connection(why);
-        }
-        return OnewayRoute::Connection(format!(
-            "the server announced no message queue for {} (queues are off or unavailable there)",
-            service.name
-        ));
+    let squatter = match facts.queue {
+        Some(_) => None,
+        None => facts.expected.as_deref().and_then(squatted),
     };
-    open(service, name)
+    let facts = OnewayFacts {
+        service: service.name.to_owned(),
+        has_oneway_methods: service.methods.iter().any(|m| m.oneway),
+        locality: facts.locality,
+        server_uid: facts.uid,
+        own_uid: crate::sys::uid(),
+        queue: facts.queue,
+        squatter,
+    };
+    match select::oneway(&facts, forced) {
+        OnewayVerdict::Queue(name) => open(service, name),
+        OnewayVerdict::Connection(why) => {
+            if matches!(why, Rejection::QueueSquatted { .. }) {
+                tracing::warn!(service = service.name, "one-way durability lost: {why}");
+            }
+            OnewayRoute::Connection(why)
+        }
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -144,9 +135,6 @@ fn open(service: &'static ServiceDescriptor, name: String) -> OnewayRoute {
     use crate::sys::mqueue::MqError;
     use crate::transport::mqueue::MqSender;
 
-    if !service.methods.iter().any(|m| m.oneway) {
-        return OnewayRoute::Connection(format!("{} has no one-way methods", service.name));
-    }
     match MqSender::open(&name) {
         Ok(sender) => {
             let counters = service
@@ -165,10 +153,13 @@ fn open(service: &'static ServiceDescriptor, name: String) -> OnewayRoute {
                 counters,
             }))
         }
-        Err(MqError::NotFound { .. }) => OnewayRoute::Connection(format!(
-            "the server keeps no queue {name} (message queues are off or unavailable there)"
-        )),
-        Err(err) => OnewayRoute::Connection(format!("the queue {name} is unusable: {err}")),
+        Err(MqError::NotFound { .. }) => {
+            OnewayRoute::Connection(Rejection::QueueNotKept { queue: name })
+        }
+        Err(err) => OnewayRoute::Connection(Rejection::QueueUnusable {
+            queue: name,
+            error: err.to_string(),
+        }),
     }
 }
 
@@ -191,43 +182,17 @@ fn squatted(_name: &str) -> Option<String> {
 
 #[cfg(not(target_os = "linux"))]
 fn open(_service: &'static ServiceDescriptor, _name: String) -> OnewayRoute {
-    OnewayRoute::Connection("POSIX message queues are not available on this platform".into())
+    OnewayRoute::Connection(Rejection::QueuesUnsupported)
 }
 
 /// The selection one-way calls to a service get.
 pub(crate) fn selection(route: &OnewayRoute, connection: Option<Transport>) -> Selection {
-    match route {
-        OnewayRoute::Queue(queue) => Selection {
-            transport: Transport::MessageQueue,
-            reason: match connection {
-                Some(_) => format!(
-                    "same host, IPC namespace and user: the server's queue {} takes one-way \
-                     calls (up to {} bytes each; larger ones go over the connection) and keeps \
-                     them across a server restart",
-                    queue.name,
-                    queue.max_message()
-                ),
-                None => format!(
-                    "no live server is reachable, but its queue {} is: one-way calls wait in \
-                     the kernel until the server is back",
-                    queue.name
-                ),
-            },
-            rejected: connection
-                .map(|t| {
-                    vec![(
-                        t,
-                        "one-way calls need no response; the queue keeps them if the server \
-                         restarts"
-                            .to_owned(),
-                    )]
-                })
-                .unwrap_or_default(),
+    let track = match route {
+        OnewayRoute::Queue(queue) => OnewayTrack::Queue {
+            name: &queue.name,
+            max_message: queue.max_message(),
         },
-        OnewayRoute::Connection(why) => Selection {
-            transport: connection.unwrap_or(Transport::Unix),
-            reason: "one-way calls ride the connection".to_owned(),
-            rejected: vec![(Transport::MessageQueue, why.clone())],
-        },
-    }
+        OnewayRoute::Connection(why) => OnewayTrack::Connection(why),
+    };
+    select::oneway_selection(track, connection)
 }

@@ -10,7 +10,11 @@ use super::ChannelBuilder;
 use super::connection::{Connection, ConnectionConfig};
 use crate::discovery::{Registry, Resolved, Resolver, StaticFile};
 use crate::protocol::status::{Code, Status};
-use crate::select::{self, Endpoint, Forced, Plan, Target, Transport};
+use crate::select::{
+    self, Decision, Forced, HostFacts, Known, PassedOver, Plan, Reason, Rejection, Target,
+    Transport,
+};
+use crate::transport::Endpoint;
 use crate::transport::{tcp, unix};
 
 /// Resolves, selects and connects, within the builder's connect timeout
@@ -30,7 +34,7 @@ pub(super) async fn open(
     }
     let (plans, local) = plans(builder, target, forced).await?;
     let count = plans.len();
-    let mut passed_over: Vec<(Transport, String)> = Vec::new();
+    let mut passed_over: Vec<(Transport, PassedOver)> = Vec::new();
     for (i, mut plan) in plans.into_iter().enumerate() {
         let now = Instant::now();
         let last = i + 1 == count;
@@ -43,21 +47,23 @@ pub(super) async fn open(
         // out, so does the connect.
         let out_of_time = end <= attempt_end;
         if !passed_over.is_empty() {
-            let why: Vec<String> = passed_over.iter().map(|(_, why)| why.clone()).collect();
-            plan.selection.reason = format!(
-                "fell back to {}: {}; {}",
-                plan.selection.transport,
-                why.join("; "),
-                plan.selection.reason
+            plan.selection.reason = Reason::FellBack {
+                transport: plan.selection.transport,
+                passed_over: passed_over.iter().map(|(_, why)| why.clone()).collect(),
+                then: Box::new(plan.selection.reason),
+            };
+            plan.selection.rejected.extend(
+                passed_over
+                    .iter()
+                    .map(|(t, why)| (*t, Rejection::PassedOver(why.clone()))),
             );
-            plan.selection.rejected.extend(passed_over.iter().cloned());
         }
-        let url = plan.endpoint.url();
-        let before = |passed_over: Vec<(Transport, String)>| {
+        let url = plan.url();
+        let before = |passed_over: Vec<(Transport, PassedOver)>| {
             if passed_over.is_empty() {
                 String::new()
             } else {
-                let why: Vec<String> = passed_over.into_iter().map(|(_, w)| w).collect();
+                let why: Vec<String> = passed_over.iter().map(|(_, w)| w.to_string()).collect();
                 format!(" (before it: {})", why.join("; "))
             }
         };
@@ -82,7 +88,10 @@ pub(super) async fn open(
                     format!("{}{}", status.message(), before(passed_over)),
                 ));
             }
-            Ok(Err(status)) => format!("{url} failed: {}", status.message()),
+            Ok(Err(status)) => PassedOver::Failed {
+                url: url.clone(),
+                message: status.message().to_owned(),
+            },
             Err(_) if out_of_time && by_deadline => {
                 // The call's deadline, not the server, ended the attempt:
                 // DeadlineExceeded, and no reconnect backoff for it.
@@ -104,15 +113,11 @@ pub(super) async fn open(
                     before(passed_over)
                 )));
             }
-            Err(_) => format!(
-                "{url} did not answer within {:?}{}",
-                attempt_end.saturating_duration_since(now),
-                if plan.endpoint.transport() == Transport::Quic {
-                    " (is UDP blocked on the way?)"
-                } else {
-                    ""
-                }
-            ),
+            Err(_) => PassedOver::Silent {
+                url: url.clone(),
+                waited: attempt_end.saturating_duration_since(now),
+                quic: plan.endpoint.transport() == Transport::Quic,
+            },
         };
         tracing::debug!(%url, %failure, "passing over a candidate");
         passed_over.push((plan.endpoint.transport(), failure));
@@ -201,47 +206,50 @@ async fn unix_stream(
 }
 
 /// The candidates for `target`, in order, and the local registry entry
-/// they came from.
+/// they came from: looks the name up (registry, then resolver) and lets
+/// [`select::connect`] decide on what was found.
 async fn plans(
     builder: &ChannelBuilder,
     target: &Target,
     forced: Option<Forced>,
 ) -> Result<(Vec<Plan>, Option<Local>), Status> {
+    let facts = HostFacts::of_this_process(None);
+    let decide = |known| match select::connect(target, known, &facts, forced)? {
+        Decision::Connect(plans) => Ok(plans),
+        other => Err(Status::internal(format!(
+            "selection answered {other:?} for {target:?} after its lookup"
+        ))),
+    };
+    let Target::Name(name) = target else {
+        return Ok((decide(Known::NotLookedUp)?, None));
+    };
     let registry_dir = builder
         .runtime_dir
         .clone()
         .unwrap_or_else(crate::discovery::runtime_dir);
-    let Target::Name(name) = target else {
-        return Ok((
-            vec![select::plan(target, None, &registry_dir, forced)?],
-            None,
-        ));
-    };
     let registry =
         Registry::open(&registry_dir).map_err(|err| Status::unavailable(err.to_string()))?;
     let entry = registry
         .lookup(name)
         .map_err(|err| Status::invalid_argument(err.to_string()))?;
     if let Some(entry) = entry {
-        let plan = select::plan(target, Some(&entry), &registry_dir, forced)?;
+        let plans = decide(Known::Entry(&entry))?;
         let local = Local {
             registry,
             name: name.clone(),
             pid: entry.pid,
         };
-        return Ok((vec![plan], Some(local)));
+        return Ok((plans, Some(local)));
     }
     let (resolved, consulted) = resolve(builder, name).await?;
-    match resolved {
-        Some(resolved) => Ok((select::plan_resolved(name, &resolved, forced)?, None)),
-        None => Err(Status::not_found(format!(
-            "no live process publishes {name:?} in the local registry ({}), and {consulted}; \
-             start the server, check that both sides use the same SWITCHYARD_RUNTIME_DIR, add \
-             the name to a discovery file, or connect to an address such as \
-             quic://host:port?pin=<fingerprint>",
-            registry_dir.display()
-        ))),
-    }
+    let plans = match &resolved {
+        Some(resolved) => decide(Known::Resolved(resolved))?,
+        None => decide(Known::Nothing {
+            registry_dir: &registry_dir,
+            consulted: &consulted,
+        })?,
+    };
+    Ok((plans, None))
 }
 
 /// Asks the builder's resolver, or the discovery file; the second value
@@ -311,39 +319,31 @@ async fn connect(
         Endpoint::Tcp(host_port) => {
             let link = tcp::connect(host_port)
                 .await
-                .map_err(|err| unreachable(format!("tcp://{host_port}"), &err))?;
+                .map_err(|err| unreachable(plan.url(), &err))?;
             let conn = Connection::open(link, plan.selection.clone(), &config).await?;
-            Ok(upgraded(conn, forced, &config).await)
+            Ok(upgraded(conn, forced, false, &config).await)
         }
         #[cfg(feature = "quic")]
-        Endpoint::Quic {
-            host_port,
-            pin,
-            caller_pin,
-        } => {
+        Endpoint::Quic { host_port, pin } => {
             let tls = builder
                 .quic
-                .client_tls(host_port, pin.as_deref(), *caller_pin)?;
+                .client_tls(host_port, pin.as_deref(), plan.caller_pin)?;
             let link = crate::transport::quic::connect_tls(host_port, &tls, &builder.quic.config)
                 .await
                 .map_err(|err| super::quic::connect_status(host_port, err))?;
             let conn = Connection::open(link, plan.selection.clone(), &config).await?;
-            if tls.identity.is_some() {
-                // Shared memory would lose the certificate identity the
-                // server's handlers see (Context::peer_identity).
-                conn.stats.event(
-                    "not upgraded",
-                    "this client presented a certificate (mutual TLS): staying on QUIC so the \
-                     server keeps seeing its identity",
-                );
-                return Ok(conn);
-            }
-            Ok(upgraded(conn, forced, &config).await)
+            // Shared memory would lose the certificate identity the server's
+            // handlers see (Context::peer_identity).
+            let presented_certificate = tls.identity.is_some();
+            Ok(upgraded(conn, forced, presented_certificate, &config).await)
         }
         #[cfg(not(feature = "quic"))]
         Endpoint::Quic { host_port, .. } => Err(Status::failed_precondition(format!(
             "cannot connect to quic://{host_port}: switchyard was built without its `quic` \
              feature; enable it, or connect over tcp://"
+        ))),
+        other => Err(Status::invalid_argument(format!(
+            "cannot connect to {other}: use a service name, unix:///path or tcp://host:port"
         ))),
     }
 }
@@ -353,15 +353,16 @@ async fn connect(
 async fn upgraded(
     conn: Arc<Connection>,
     forced: Option<Forced>,
+    presented_certificate: bool,
     config: &ConnectionConfig,
 ) -> Arc<Connection> {
     #[cfg(target_os = "linux")]
-    if forced.is_none()
-        && let Some(upgraded) = super::upgrade::to_shm(&conn, config).await
+    if let Some(upgraded) =
+        super::upgrade::to_shm(&conn, config, forced, presented_certificate).await
     {
         return upgraded;
     }
-    let _ = (forced, config);
+    let _ = (forced, presented_certificate, config);
     conn
 }
 
@@ -383,24 +384,11 @@ async fn connect_shm(
     .await
     {
         Ok(link) => Connection::open(link, plan.selection.clone(), config).await,
-        Err(err) if forced.is_some() => Err(unreachable(
-            format!("shm over unix://{}", path.display()),
-            &err,
-        )),
+        Err(err) if forced.is_some() => Err(unreachable(plan.url(), &err)),
         Err(err) => {
             // Not forced: say why and take the Unix socket.
             tracing::debug!(%err, "shared memory refused; using the Unix socket");
-            let mut selection = plan.selection.clone();
-            selection.transport = Transport::Unix;
-            selection.rejected.retain(|(t, _)| *t != Transport::Unix);
-            selection.rejected.push((
-                Transport::Shm,
-                format!("the shared-memory set-up failed: {err}"),
-            ));
-            selection.reason = selection.reason.replace(
-                "shared memory is the fastest track",
-                "the Unix socket, since shared memory could not be set up",
-            );
+            let selection = select::shm_fallback(&plan.selection, err.to_string());
             let stream = unix_stream(path, local).await?;
             let link = unix::UnixLink::connected(stream, path);
             Connection::open(link, selection, config).await

@@ -7,52 +7,40 @@
 use std::sync::Arc;
 
 use super::connection::{Connection, ConnectionConfig};
-use crate::protocol::hello::Locality;
-use crate::select::{Selection, Transport};
-use crate::transport::shm;
+use crate::select::{self, Forced, Upgrade};
+use crate::transport::{Endpoint, shm};
 
-/// The shared-memory connection that replaces `conn`, if the server is on
-/// this host and the set-up works; `None` keeps `conn` (the reason is on
-/// its events).
+/// The shared-memory connection that replaces `conn`, if
+/// [`select::upgrade`] moves it and the set-up works; `None` keeps `conn`
+/// (the reason is on its events).
 pub(crate) async fn to_shm(
     conn: &Arc<Connection>,
     config: &ConnectionConfig,
+    forced: Option<Forced>,
+    presented_certificate: bool,
 ) -> Option<Arc<Connection>> {
-    if conn.locality != Locality::SameHostSameIpc {
-        return None;
-    }
-    let Some(path) = conn
-        .peer_hello
-        .endpoints
-        .iter()
-        .find_map(|e| e.strip_prefix("unix://"))
-    else {
-        conn.stats.event(
-            "not upgraded",
-            "the server is on this host but lists no Unix socket to set up shared memory over",
-        );
-        return None;
+    let peer_endpoints = Endpoint::parse_all(&conn.peer_hello.endpoints);
+    let decision = select::upgrade(
+        &conn.selection,
+        &conn.url,
+        conn.locality,
+        &peer_endpoints,
+        forced,
+        presented_certificate,
+    );
+    let (path, selection) = match decision {
+        Upgrade::Move { socket, selection } => (socket, selection),
+        Upgrade::Stay(why) => {
+            if let Some(why) = why {
+                conn.stats.event("not upgraded", why.to_string());
+            }
+            return None;
+        }
     };
     let via = conn.selection.transport;
-    let selection = Selection {
-        transport: Transport::Shm,
-        reason: format!(
-            "upgraded: reached {} over {via}, whose handshake showed the server on this host \
-             (same boot id and IPC namespace), so the connection moved to shared memory set up \
-             over its Unix socket {path}",
-            conn.url
-        ),
-        rejected: vec![(
-            via,
-            format!(
-                "the server is on this host: shared memory is faster ({via} only carried the \
-                 handshake)"
-            ),
-        )],
-    };
     let link = tokio::time::timeout(
         config.handshake_timeout,
-        shm::connect(std::path::Path::new(path), shm::DEFAULT_CAPACITY),
+        shm::connect(&path, shm::DEFAULT_CAPACITY),
     )
     .await;
     let opened = match link {
@@ -71,7 +59,10 @@ pub(crate) async fn to_shm(
         Err(status) => {
             conn.stats.event(
                 "not upgraded",
-                format!("shared memory over {path} failed ({status}); staying on {via}"),
+                format!(
+                    "shared memory over {} failed ({status}); staying on {via}",
+                    path.display()
+                ),
             );
             None
         }

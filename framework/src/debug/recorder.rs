@@ -95,13 +95,13 @@ impl Recorder {
             id,
             side,
             transport: selection.transport,
-            reason: selection.reason.clone(),
+            reason: selection.reason.to_string(),
             rejected: selection
                 .rejected
                 .iter()
                 .map(|(t, why)| Rejected {
                     transport: t.to_string(),
-                    why: why.clone(),
+                    why: why.to_string(),
                 })
                 .collect(),
             peer,

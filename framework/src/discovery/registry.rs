@@ -12,6 +12,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
 use super::runtime_dir::{RuntimeDir, runtime_dir};
+use crate::transport::Endpoint;
 
 /// Why the registry could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -84,12 +85,18 @@ impl Entry {
         same_boot && crate::sys::process_alive(self.pid, self.start_time)
     }
 
-    /// The first endpoint whose URL starts with `scheme://`.
+    /// The first endpoint whose URL has the scheme `scheme` (`unix`,
+    /// `tcp`, `quic`).
     pub fn endpoint(&self, scheme: &str) -> Option<&str> {
-        self.endpoints.iter().map(String::as_str).find(|url| {
-            url.strip_prefix(scheme)
-                .is_some_and(|rest| rest.starts_with("://"))
-        })
+        self.endpoints
+            .iter()
+            .map(String::as_str)
+            .find(|url| Endpoint::scheme_of(url) == Some(scheme))
+    }
+
+    /// The endpoints, parsed; URLs this version cannot parse are skipped.
+    pub fn parsed_endpoints(&self) -> Vec<Endpoint> {
+        Endpoint::parse_all(&self.endpoints)
     }
 }
 
@@ -329,8 +336,8 @@ impl Registry {
                     )
                     .is_ok();
                     // Only sockets this registry handed out are removed.
-                    for url in &entry.endpoints {
-                        if let Some(socket) = url.strip_prefix("unix://").map(Path::new)
+                    for endpoint in entry.parsed_endpoints() {
+                        if let Endpoint::Unix(socket) = &endpoint
                             && let Some(name) = self.dir.socket_name(socket)
                         {
                             let _ =

@@ -25,6 +25,7 @@ use serde::Deserialize;
 
 use super::resolver::{ResolveFuture, Resolved, Resolver};
 use crate::protocol::status::Status;
+use crate::transport::Endpoint;
 
 /// Why a static discovery file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -166,21 +167,21 @@ fn parse(path: &Path, text: &str) -> Result<BTreeMap<String, Vec<String>>, Stati
         }
         let mut addresses = Vec::with_capacity(service.addresses.len());
         for address in service.addresses {
-            let scheme = address.split_once("://").map(|(s, _)| s);
+            let scheme = Endpoint::scheme_of(&address);
             if !matches!(scheme, Some("quic" | "tcp" | "unix")) {
                 return Err(invalid(format!(
                     "services.{name}: {address:?} is not a quic://, tcp:// or unix:// address"
                 )));
             }
-            let address = match (&service.pin, scheme) {
-                (Some(pin), Some("quic")) if !address.contains("?pin=") => {
-                    format!("{address}?pin={pin}")
-                }
+            let quic = scheme == Some("quic");
+            let address = match &service.pin {
+                Some(pin) if quic && !address.contains("?pin=") => format!("{address}?pin={pin}"),
                 _ => address,
             };
             // The same checks a connect would make, now.
-            crate::select::Target::parse(&address)
-                .map_err(|status| invalid(format!("services.{name}: {}", status.message())))?;
+            address
+                .parse::<Endpoint>()
+                .map_err(|err| invalid(format!("services.{name}: {err}")))?;
             addresses.push(address);
         }
         services.insert(name.to_ascii_lowercase(), addresses);

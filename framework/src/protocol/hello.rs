@@ -152,9 +152,11 @@ pub struct Hello {
     pub services: Vec<ServiceInfo>,
     /// POSIX message queues that take one-way calls: (service, queue name).
     pub queues: Vec<(String, String)>,
-    /// Where the sender listens (`unix:///…`, `tcp://…`): a client that
-    /// reached a server on its own host over TCP moves to shared memory
-    /// through its Unix socket.
+    /// Where the sender listens, as endpoint URLs (`unix:///…`, `tcp://…`,
+    /// `quic://…`; the text of the runtime's `transport::Endpoint`, parsed
+    /// where they are used, so this module stays free of the runtime): a
+    /// client that reached a server on its own host over TCP moves to
+    /// shared memory through its Unix socket.
     pub endpoints: Vec<String>,
 }
 

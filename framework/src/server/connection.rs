@@ -73,15 +73,7 @@ pub(crate) async fn serve<L: Link>(
     }
     let (outgoing, writer) = Outbound::new(tx);
     let writer = tokio::spawn(writer);
-    let selection = Selection {
-        transport,
-        reason: if transport == Transport::Shm {
-            "the client set up shared memory over this server's Unix socket".to_owned()
-        } else {
-            format!("the client connected to this server's {transport} listener")
-        },
-        rejected: Vec::new(),
-    };
+    let selection = crate::select::accepted(transport);
     let link = Established {
         peer,
         identity,

@@ -32,10 +32,10 @@ use crate::debug::recorder::{ConnectionStats, MethodCounters, Side, counters_by_
 use crate::protocol::frame::{Frame, HEADER_LEN};
 use crate::protocol::metadata::Metadata;
 use crate::protocol::status::Code;
-use crate::select::{Selection, Transport};
+use crate::select::Transport;
 use crate::service::Request;
-use crate::transport::PeerInfo;
 use crate::transport::mqueue::{self, MqReceiver};
+use crate::transport::{Endpoint, PeerInfo};
 
 /// A queue being drained.
 #[derive(Debug)]
@@ -123,7 +123,42 @@ impl std::fmt::Debug for Opened {
 #[derive(Clone, Debug)]
 pub(crate) struct Missing {
     pub(crate) service: String,
-    pub(crate) reason: String,
+    pub(crate) reason: MissingQueue,
+}
+
+/// Why a service has no message queue. `Display` writes the sentence logs,
+/// `ServerHandle::queue_problems` and `require_queues` errors show.
+#[derive(Clone, Debug, thiserror::Error)]
+pub(crate) enum MissingQueue {
+    /// Someone else holds the queue's name: durability is lost until its
+    /// owner removes it or the runtime directory changes.
+    #[error(
+        "someone else holds the queue name {name} ({error}); one-way calls to {service} travel \
+         over connections and are NOT kept across a server restart. Fix: have its owner or \
+         root remove it, or run with another SWITCHYARD_RUNTIME_DIR (the queue name derives \
+         from it)"
+    )]
+    Squatted {
+        /// The queue's name.
+        name: String,
+        /// The service.
+        service: String,
+        /// What opening it said.
+        error: String,
+    },
+    /// The queue could not be opened for another reason.
+    #[error(
+        "could not open the message queue {name} ({error}); one-way calls to {service} travel \
+         over connections and are not kept across a server restart"
+    )]
+    Unopenable {
+        /// The queue's name.
+        name: String,
+        /// The service.
+        service: String,
+        /// What opening it said.
+        error: String,
+    },
 }
 
 /// Creates (or reopens, keeping what waits in it) a queue for every service
@@ -170,19 +205,19 @@ pub(crate) fn open(
                     err,
                     mqueue::MqError::Foreign { .. } | mqueue::MqError::PermissionDenied { .. }
                 );
+                let (queue, of, error) = (name.clone(), service.clone(), err.to_string());
                 let reason = if squatted {
-                    format!(
-                        "someone else holds the queue name {name} ({err}); one-way calls to \
-                         {service} travel over connections and are NOT kept across a server \
-                         restart. Fix: have its owner or root remove it, or run with another \
-                         SWITCHYARD_RUNTIME_DIR (the queue name derives from it)"
-                    )
+                    MissingQueue::Squatted {
+                        name: queue,
+                        service: of,
+                        error,
+                    }
                 } else {
-                    format!(
-                        "could not open the message queue {name} ({err}); one-way calls to \
-                         {service} travel over connections and are not kept across a server \
-                         restart"
-                    )
+                    MissingQueue::Unopenable {
+                        name: queue,
+                        service: of,
+                        error,
+                    }
                 };
                 if squatted {
                     tracing::error!(queue = %name, service = %service, "one-way durability lost: {reason}");
@@ -229,12 +264,8 @@ async fn drain(
     name: String,
     mut phase: watch::Receiver<Phase>,
 ) {
-    let url = format!("mqueue://{name}");
-    let selection = Selection {
-        transport: Transport::MessageQueue,
-        reason: format!("one-way calls queued in {name}, owned by this server"),
-        rejected: Vec::new(),
-    };
+    let url = Endpoint::MessageQueue(name.clone()).to_string();
+    let selection = crate::select::queue_owned(&name);
     let peer = PeerInfo {
         addr: url.clone(),
         pid: None,

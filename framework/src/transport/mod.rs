@@ -21,7 +21,10 @@ use tokio::sync::futures::Notified;
 use crate::protocol::frame::HEADER_LEN;
 use crate::protocol::frame::{Decoded, FrameError};
 
+pub use endpoint::{Endpoint, EndpointError, PipeSide};
+
 pub mod bulk;
+pub mod endpoint;
 pub mod memory;
 #[cfg(target_os = "linux")]
 pub mod mqueue;

@@ -56,7 +56,7 @@ impl Link for TcpLink {
 
 /// The `tcp://` URL of an address.
 pub fn url(addr: SocketAddr) -> String {
-    format!("tcp://{addr}")
+    super::Endpoint::Tcp(addr.to_string()).to_string()
 }
 
 /// Connects to `host:port` (names are resolved; each address is tried in

@@ -82,7 +82,7 @@ impl Link for UnixLink {
 
 /// The `unix://` URL of a socket path.
 pub fn url(path: &Path) -> String {
-    format!("unix://{}", path.display())
+    super::Endpoint::Unix(path.to_owned()).to_string()
 }
 
 /// Connects to the socket at `path`.

@@ -940,7 +940,7 @@ async fn connect_switchyard(kind: &str, dir: &Path) -> Result<(Serving, Channel,
 async fn connect_endpoint(kind: &str, endpoints: &str) -> Result<(Channel, String), String> {
     let target = endpoints
         .split(' ')
-        .find(|e| e.starts_with(&format!("{kind}://")))
+        .find(|e| switchyard::transport::Endpoint::scheme_of(e) == Some(kind))
         .ok_or_else(|| format!("the switchyard child offers no {kind} endpoint: {endpoints}"))?
         .to_owned();
     // Demanded: a same-host tcp:// connection would otherwise move to

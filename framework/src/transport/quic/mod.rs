@@ -116,7 +116,11 @@ const CAP_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// The `quic://` URL of an address.
 pub fn url(addr: SocketAddr) -> String {
-    format!("quic://{addr}")
+    super::Endpoint::Quic {
+        host_port: addr.to_string(),
+        pin: None,
+    }
+    .to_string()
 }
 
 /// Why a [`QuicListener`] could not start.

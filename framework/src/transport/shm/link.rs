@@ -41,12 +41,14 @@ use super::ring::{Consumer, Producer, Ring, RingError, Role, region_len};
 use crate::protocol::frame::{
     BulkDescriptor, Decoded, FLAG_BULK, Frame, FrameDecoder, HEADER_LEN, Header,
 };
+use crate::select::{self, CallKind, Tracks};
 use crate::sys::shm as sys;
 use crate::transport::bulk::{BulkBody, BulkCounters};
 pub(crate) use crate::transport::spin::SpinBudget;
 use crate::transport::stream::{decode_available, end_of_stream};
 use crate::transport::{
-    DirectWrite, Link, LinkError, LinkRx, LinkTuning, LinkTx, PeerInfo, Polled, RxWake, Transport,
+    DirectWrite, Endpoint, Link, LinkError, LinkRx, LinkTuning, LinkTx, PeerInfo, Polled, RxWake,
+    Transport,
 };
 
 /// What a client sends first to ask for shared memory: `SYSHM`, version 2,
@@ -280,7 +282,7 @@ pub async fn connect_over(
 ) -> io::Result<ShmLink> {
     let cred = control.peer_cred().ok();
     let peer = PeerInfo {
-        addr: format!("shm://{}", path.display()),
+        addr: Endpoint::Shm(path.to_owned()).to_string(),
         pid: cred
             .as_ref()
             .and_then(|c| c.pid())
@@ -353,10 +355,12 @@ pub async fn accept(stream: UnixStream, peer: PeerInfo) -> io::Result<Accepted> 
     let map = Arc::new(sys::map_sealed(memfd.as_fd(), len)?);
     drop(memfd);
     let mine = sys::eventfd()?;
-    let peer = PeerInfo {
-        addr: peer.addr.replacen("unix://", "shm://", 1),
-        ..peer
+    // The Unix socket's peer, now reached through shared memory.
+    let addr = match peer.addr.parse() {
+        Ok(Endpoint::Unix(path)) => Endpoint::Shm(path).to_string(),
+        _ => peer.addr.clone(),
     };
+    let peer = PeerInfo { addr, ..peer };
     let rings = rings(map, capacity, Role::Attach)?;
     let link = ShmLink::new(rings, false, (mine, theirs, regions), stream, peer)?;
     send_with_fds(
@@ -606,7 +610,15 @@ impl LinkTx for ShmTx {
             let Some(body) = frames.get(pos + HEADER_LEN..end) else {
                 break;
             };
-            if body.len() > threshold && header.flags & FLAG_BULK == 0 {
+            let track = select::per_call(
+                CallKind::Unary { bytes: body.len() },
+                &Tracks {
+                    connection: Transport::Shm,
+                    queue_max: None,
+                    bulk_threshold: Some(threshold),
+                },
+            );
+            if track == Transport::Mmap && header.flags & FLAG_BULK == 0 {
                 self.write_ring(&frames[start..pos]).await?;
                 self.send_bulk_copy(&header, body).await?;
                 start = end;
