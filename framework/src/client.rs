@@ -44,6 +44,7 @@ pub struct ChannelBuilder {
     max_pending: usize,
     runtime_dir: Option<PathBuf>,
     shm_spin: Option<Duration>,
+    timers: crate::protocol::session::Timers,
     bulk_threshold: Option<usize>,
     resolver: Option<Arc<dyn Resolver>>,
     discovery_file: Option<PathBuf>,
@@ -69,6 +70,7 @@ impl Default for ChannelBuilder {
             max_pending: 1 << 16,
             runtime_dir: None,
             shm_spin: None,
+            timers: crate::protocol::session::Timers::default(),
             bulk_threshold: None,
             resolver: None,
             discovery_file: None,
@@ -139,6 +141,17 @@ impl ChannelBuilder {
     /// How many calls may wait for responses at once.
     pub fn max_pending(mut self, calls: usize) -> Self {
         self.max_pending = calls.max(1);
+        self
+    }
+
+    /// Pings the server after `interval` without a frame from it, and
+    /// fails the connection's calls when nothing answers within `timeout`
+    /// (a server whose link was cut sends no FIN): they fail within
+    /// `interval + timeout` instead of at their deadlines, and calls made
+    /// then reconnect. Off by default.
+    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.timers.keepalive_interval = Some(interval);
+        self.timers.keepalive_timeout = timeout;
         self
     }
 
@@ -306,6 +319,7 @@ impl ChannelBuilder {
             bulk_threshold: self.bulk_threshold,
             metadata_limits: self.metadata_limits,
             knobs: crate::session::LimitKnobs::CLIENT,
+            timers: self.timers,
         }
     }
 

@@ -190,9 +190,10 @@ impl<S: Serve> Driver<S> {
                     break;
                 }
             }
-            if self.session.is_draining() && self.handlers.is_empty() {
+            if self.session.is_done(Instant::now()) && self.handlers.is_empty() {
                 return std::mem::replace(&mut self.end, End::Stopped);
             }
+            let timeout = self.session.poll_timeout();
             tokio::select! {
                 biased;
                 // Nothing more reaches the peer: end the connection, so
@@ -266,6 +267,13 @@ impl<S: Serve> Driver<S> {
                         self.flush().await;
                     }
                 }
+                () = tokio::time::sleep_until(timeout.unwrap_or_else(far_future).into()), if timeout.is_some() => {
+                    self.session.handle_timeout(Instant::now());
+                    if let Some(end) = self.events(true) {
+                        return end;
+                    }
+                    self.flush().await;
+                }
                 () = &mut stopped => return End::Stopped,
             }
         }
@@ -285,6 +293,16 @@ impl<S: Serve> Driver<S> {
     /// is a protocol violation.
     async fn handle(&mut self, decoded: Decoded, serving: bool) -> Result<(), Status> {
         let handled = self.session.handle_frame(Instant::now(), decoded);
+        // Only timeouts end a connection by themselves, never frames.
+        let _ = self.events(serving);
+        self.flush().await;
+        handled
+    }
+
+    /// Carries out what the session asks for (starting requests only if
+    /// `serving`); `Some` when it says the connection is over.
+    fn events(&mut self, serving: bool) -> Option<End> {
+        let mut end = None;
         while let Some(event) = self.session.poll_event() {
             match event {
                 Event::Request(frame) => {
@@ -306,10 +324,19 @@ impl<S: Serve> Driver<S> {
                 }
                 // The caller side's session takes GoAways.
                 Event::PeerGoingAway(_) => {}
+                Event::PeerSilent(status) => {
+                    tracing::warn!(peer = %self.peer, %status, "peer silent; closing the connection");
+                    self.serve.event("peer silent", status.message().to_owned());
+                    end = Some(End::Failed(status.message().to_owned()));
+                }
+                Event::Idle(status) => {
+                    tracing::debug!(peer = %self.peer, %status, "idle; draining the connection");
+                    self.serve.draining();
+                    self.serve.event("idle", status.message().to_owned());
+                }
             }
         }
-        self.flush().await;
-        handled
+        end
     }
 
     /// The peer broke the protocol: say why, read nothing more, let the calls
@@ -335,6 +362,11 @@ impl<S: Serve> Driver<S> {
             }
         }
     }
+}
+
+/// An instant no timer reaches (for a timer branch that is off).
+fn far_future() -> Instant {
+    Instant::now() + std::time::Duration::from_secs(86_400 * 365)
 }
 
 /// Whether a receive error means the peer is gone (as opposed to a peer

@@ -42,6 +42,8 @@ pub(crate) struct ServerConfig {
     pub(crate) bulk_threshold: Option<usize>,
     /// How fast one connection may cancel calls.
     pub(crate) cancel_rate: crate::protocol::session::cancel_budget::CancelRate,
+    /// Keepalive pings and the idle timeout.
+    pub(crate) timers: crate::protocol::session::Timers,
     /// Whether the introspection service answers over TCP and QUIC (and to
     /// local peers of another user); off by default.
     pub(crate) remote_introspection: bool,
@@ -60,6 +62,7 @@ impl Default for ServerConfig {
             shm_spin: None,
             bulk_threshold: None,
             cancel_rate: crate::protocol::session::cancel_budget::CancelRate::default(),
+            timers: crate::protocol::session::Timers::default(),
             remote_introspection: false,
             metadata_limits: MetadataLimits::default(),
             knobs: crate::session::LimitKnobs::SERVER,
@@ -192,6 +195,26 @@ impl ServerBuilder {
     pub fn max_cancel_rate(mut self, per_second: u32) -> Self {
         self.config.cancel_rate =
             crate::protocol::session::cancel_budget::CancelRate::per_second(per_second);
+        self
+    }
+
+    /// Pings a client after `interval` without a frame from it, and closes
+    /// the connection when nothing answers within `timeout`: a client whose
+    /// link was cut (no FIN or RST ever comes) is dropped within
+    /// `interval + timeout` instead of being kept forever. Off by default;
+    /// gRPC servers ping after 2 h, with a 20 s timeout.
+    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.config.timers.keepalive_interval = Some(interval);
+        self.config.timers.keepalive_timeout = timeout;
+        self
+    }
+
+    /// Lets a connection go once it has had no call in flight for
+    /// `timeout`: the client is told with a GoAway, and a call that crosses
+    /// it is refused as never started, which the client makes again on a
+    /// new connection. Off by default.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.timers.idle_timeout = Some(timeout);
         self
     }
 

@@ -19,7 +19,7 @@ use crate::context::Context;
 use crate::debug::recorder::MethodCounters;
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::protocol::call::deadline_budget;
-use crate::protocol::frame::{HEADER_LEN, Kind, start_frame};
+use crate::protocol::frame::{FLAG_NOT_STARTED, HEADER_LEN, Kind, start_frame};
 use crate::protocol::metadata::Metadata;
 use crate::protocol::session::encode::{
     RequestHead, frame_status, seal_bulk_request, seal_request,
@@ -229,6 +229,8 @@ impl ClientCore {
             .await
     }
 
+    /// Makes the call; a server that refused it as never started (it was
+    /// letting the connection go) gets it once more, on a new connection.
     async fn call_traced<C: Codec, Req: Serialize + Send, Resp: DeserializeOwned>(
         &self,
         method: &'static MethodDescriptor,
@@ -236,6 +238,37 @@ impl ClientCore {
         now: Instant,
         deadline: Option<Instant>,
         trace: TraceContext,
+    ) -> Result<Resp, Status> {
+        let mut not_started = false;
+        let first = self
+            .attempt::<C, Req, Resp>(method, &request, now, deadline, &trace, &mut not_started)
+            .await;
+        match first {
+            Err(status) if not_started => {
+                tracing::debug!(%status, "the server did not start the call; making it again on a new connection");
+                self.attempt::<C, Req, Resp>(
+                    method,
+                    &request,
+                    now,
+                    deadline,
+                    &trace,
+                    &mut not_started,
+                )
+                .await
+            }
+            other => other,
+        }
+    }
+
+    /// One try of a call.
+    async fn attempt<C: Codec, Req: Serialize + Send, Resp: DeserializeOwned>(
+        &self,
+        method: &'static MethodDescriptor,
+        request: &Req,
+        now: Instant,
+        deadline: Option<Instant>,
+        trace: &TraceContext,
+        not_started: &mut bool,
     ) -> Result<Resp, Status> {
         // A deadline already past fails before anything else happens.
         deadline_budget(now, deadline, method.full_name)?;
@@ -247,7 +280,7 @@ impl ClientCore {
             let conn = self.channel.connection(deadline).await?;
             tracing::Span::current().record("transport", conn.selection.transport.as_str());
             let counters = Arc::clone(conn.check_method(self.service, method)?);
-            let encoded = self.encode_spilling::<C, Req>(method, &request, &trace, Some(&conn))?;
+            let encoded = self.encode_spilling::<C, Req>(method, request, trace, Some(&conn))?;
             let (waiter, response) = oneshot::channel();
             let started = {
                 let mut session = conn
@@ -266,7 +299,6 @@ impl ClientCore {
             };
             break (conn, counters, encoded, started, response);
         };
-        drop(request);
         let mut guard = PendingGuard {
             conn: &conn,
             counters: &counters,
@@ -379,6 +411,9 @@ impl ClientCore {
         }
         guard.code = Code::from_u16(frame.header.status);
         if guard.code != Code::Ok {
+            // The server refused it before starting it (HTTP/2's
+            // REFUSED_STREAM): it may be made again.
+            *not_started = frame.header.flags & FLAG_NOT_STARTED != 0;
             return Err(frame_status(&frame));
         }
         C::decode_shared(&frame.payload).map_err(|err| {

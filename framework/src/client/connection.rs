@@ -19,7 +19,7 @@ use crate::protocol::frame::{Decoded, Frame};
 use crate::protocol::hello::{Hello, Locality, MethodInfo, Role};
 use crate::protocol::metadata::MetadataLimits;
 use crate::protocol::session::cancel_budget::CancelRate;
-use crate::protocol::session::{Event, FrameLimits, Session, SessionConfig, Sides};
+use crate::protocol::session::{Event, FrameLimits, Session, SessionConfig, Sides, Timers};
 use crate::protocol::status::Status;
 use crate::select::Selection;
 use crate::session::{CallerSide, Outbound, hello_frame, local_hello, read_hello};
@@ -42,6 +42,8 @@ pub(crate) struct ConnectionConfig {
     pub(crate) metadata_limits: MetadataLimits,
     /// Which settings set the frame limits, for messages.
     pub(crate) knobs: crate::session::LimitKnobs,
+    /// Keepalive pings to the server.
+    pub(crate) timers: Timers,
 }
 
 /// One established connection.
@@ -98,9 +100,9 @@ impl Connection {
                 let _ = conn
                     .driver
                     .set(Arc::clone(&polled) as Arc<dyn ResponseDriver>);
-                conn.spawn_driver(PolledReader(polled), rest, stopped);
+                conn.spawn_driver(PolledReader(polled), rest, stopped, config.timers);
             }
-            None => conn.spawn_driver(rx, rest, stopped),
+            None => conn.spawn_driver(rx, rest, stopped, config.timers),
         }
         Ok(conn)
     }
@@ -113,6 +115,7 @@ impl Connection {
         mut rx: R,
         rest: Vec<Decoded>,
         stopped: oneshot::Receiver<()>,
+        timers: Timers,
     ) {
         let session = Session::new(
             Instant::now(),
@@ -127,6 +130,7 @@ impl Connection {
                 max_pending: 0,
                 max_in_flight: 0,
                 cancel_rate: CancelRate::default(),
+                timers,
             },
         );
         let caller = Arc::downgrade(self) as Weak<dyn CallerSide>;
@@ -283,6 +287,7 @@ impl Connection {
                     max_pending: config.max_pending,
                     max_in_flight: 0,
                     cancel_rate: CancelRate::default(),
+                    timers: Timers::default(),
                 },
             )),
             closed: OnceLock::new(),
@@ -469,7 +474,15 @@ impl Connection {
                     tracing::debug!(url = %self.url, %status, "server sent goaway");
                 }
                 Some(Event::Cancelled { handle, .. }) => match handle {},
-                Some(Event::Request(_) | Event::ForCaller(_) | Event::Dropped { .. }) | None => {}
+                // This session runs no clocks and serves nothing.
+                Some(
+                    Event::Request(_)
+                    | Event::ForCaller(_)
+                    | Event::Dropped { .. }
+                    | Event::PeerSilent(_)
+                    | Event::Idle(_),
+                )
+                | None => {}
             }
         }
     }

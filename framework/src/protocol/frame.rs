@@ -175,6 +175,12 @@ impl Header {
 /// resolve such frames before anyone else sees them.
 pub const FLAG_BULK: u16 = 1;
 
+/// Header flag of a Response: the call was refused before its handler
+/// started (the server was draining), so the caller may make it again on
+/// another connection without doing its work twice (HTTP/2's
+/// REFUSED_STREAM). Receivers that do not know it ignore it.
+pub const FLAG_NOT_STARTED: u16 = 2;
+
 /// Where the body of a [`FLAG_BULK`] frame is: the sequence number of the
 /// region the transport passed (regions go in order) and the lengths of
 /// the metadata and payload the region holds, back to back.

@@ -183,6 +183,7 @@ pub(crate) async fn drive<R: LinkRx>(
             max_pending: 0,
             max_in_flight: shared.config.max_in_flight,
             cancel_rate: shared.config.cancel_rate,
+            timers: shared.config.timers,
         },
     );
     let mut serving = Serving {
@@ -317,13 +318,13 @@ impl Serving {
             return None;
         }
         if let Some(status) = session.admission_closed() {
-            self.refused(
-                session,
-                Some(&counters),
-                started,
+            let sent = session.refuse_admission(call_id, oneway, &status);
+            self.stats.finished(
+                &counters,
+                status.code(),
+                Some(started.elapsed()),
+                sent,
                 received,
-                (oneway, call_id),
-                status,
             );
             return None;
         }
@@ -367,7 +368,7 @@ impl Serving {
         };
         // The router found the method, so the service has it.
         let Some(handler) = service.call(method.id, Request::new(frame.payload)) else {
-            session.finish(call_id);
+            session.finish(started, call_id);
             let status = self.shared.router.unknown(method.id);
             self.refused(
                 session,
@@ -465,7 +466,7 @@ impl Serving {
         result: Result<Reply, Status>,
         metadata: &Metadata,
     ) -> Option<Outgoing> {
-        let call = session.finish(call_id)?;
+        let call = session.finish(Instant::now(), call_id)?;
         if oneway {
             let code = match &result {
                 Ok(_) => Code::Ok,

@@ -33,6 +33,7 @@ pub mod cancel_budget;
 pub mod encode;
 pub mod handshake;
 pub mod limits;
+pub mod timers;
 
 #[cfg(test)]
 mod tests;
@@ -43,8 +44,10 @@ use std::time::Instant;
 use self::cancel_budget::{CancelBudget, CancelRate};
 use self::encode::{RequestHead, bare_frame, frame_status, status_frame, status_frame_with};
 pub use self::limits::{FrameLimits, LimitKnobs};
+pub use self::timers::Timers;
+use self::timers::{Clock, Due};
 use super::call::{AdmittedCall, ClientCalls, ServerCalls, StartedCall};
-use super::frame::{Decoded, Frame, HEADER_LEN, Header, Kind};
+use super::frame::{Decoded, FLAG_NOT_STARTED, Frame, HEADER_LEN, Header, Kind};
 use super::hello::Role;
 use super::metadata::Metadata;
 use super::status::{Code, Status};
@@ -88,6 +91,8 @@ pub struct SessionConfig {
     pub max_in_flight: usize,
     /// How fast the peer may cancel calls.
     pub cancel_rate: CancelRate,
+    /// Keepalive and idle timers.
+    pub timers: Timers,
 }
 
 /// What the session tells the runtime to do, in order.
@@ -124,6 +129,13 @@ pub enum Event<W, H> {
     /// A frame for the session that makes this side's calls on the same
     /// link (see [`Sides::forwards_to_caller`]).
     ForCaller(Decoded),
+    /// The peer did not answer a keepalive Ping in time: it is gone (a cut
+    /// cable sends nothing). End the connection; calls in flight fail with
+    /// this status.
+    PeerSilent(Status),
+    /// The connection had no calls for the idle timeout: it drains (a
+    /// GoAway went out) and ends once the drain grace has passed.
+    Idle(Status),
     /// A frame the session has no use for and dropped (an oversized frame
     /// of a kind that cannot be answered), for the runtime's logs.
     Dropped {
@@ -132,6 +144,12 @@ pub enum Event<W, H> {
         /// Its body's length.
         len: u64,
     },
+}
+
+/// Sets [`FLAG_NOT_STARTED`] in an encoded Response frame.
+fn mark_not_started(frame: &mut [u8]) {
+    let flags = u16::from_le_bytes([frame[4], frame[5]]) | FLAG_NOT_STARTED;
+    frame[4..6].copy_from_slice(&flags.to_le_bytes());
 }
 
 /// A frame to write.
@@ -189,6 +207,9 @@ pub struct Session<W, H> {
     draining: bool,
     /// Frames are still read (false after a protocol error).
     reading: bool,
+    /// Why this side drains, for the calls it refuses meanwhile.
+    drain_reason: Option<Status>,
+    clock: Clock,
     events: VecDeque<Event<W, H>>,
     transmits: VecDeque<Transmit>,
 }
@@ -200,6 +221,8 @@ impl<W, H> Session<W, H> {
             calls: ClientCalls::new(config.max_pending),
             handlers: ServerCalls::new(config.max_in_flight),
             cancels: CancelBudget::new(config.cancel_rate, now),
+            drain_reason: None,
+            clock: Clock::new(config.timers, now),
             config,
             peer_going_away: None,
             draining: false,
@@ -236,6 +259,7 @@ impl<W, H> Session<W, H> {
     /// Takes one frame the peer sent. `Err`: the peer broke the protocol
     /// (a second hello, a cancel flood); see [`protocol_error`](Self::protocol_error).
     pub fn handle_frame(&mut self, now: Instant, decoded: Decoded) -> Result<(), Status> {
+        self.clock.received(now);
         let frame = match decoded {
             Decoded::Frame(frame) => frame,
             Decoded::Oversized(header) => {
@@ -246,6 +270,7 @@ impl<W, H> Session<W, H> {
         let sides = self.config.sides;
         match frame.header.kind {
             Kind::Request | Kind::OneWay if sides.serves => {
+                self.clock.busy(now);
                 self.events.push_back(Event::Request(frame));
             }
             Kind::Request => {
@@ -281,6 +306,7 @@ impl<W, H> Session<W, H> {
                     .push_back(Event::ForCaller(Decoded::Frame(frame)));
             }
             Kind::Response if sides.calls => {
+                self.clock.busy(now);
                 if let Some(waiter) = self.calls.complete(frame.header.call_id) {
                     self.events.push_back(Event::Response { waiter, frame });
                 }
@@ -334,6 +360,7 @@ impl<W, H> Session<W, H> {
         what: &str,
         waiter: W,
     ) -> Result<StartedCall, (Status, W)> {
+        self.clock.busy(now);
         self.calls.start(now, deadline, what, waiter)
     }
 
@@ -391,12 +418,16 @@ impl<W, H> Session<W, H> {
 
     // ----- the calls this side serves -----
 
-    /// Why no new call may start on this side, if none may: it is draining.
+    /// Why no new call may start on this side, if none may: it is
+    /// draining. Refuse the call with it through
+    /// [`refuse_admission`](Self::refuse_admission).
     pub fn admission_closed(&self) -> Option<Status> {
         self.draining.then(|| {
-            Status::unavailable(
-                "the server is shutting down; retry on another instance or after it restarts",
-            )
+            self.drain_reason.clone().unwrap_or_else(|| {
+                Status::unavailable(
+                    "the server is shutting down; retry on another instance or after it restarts",
+                )
+            })
         })
     }
 
@@ -424,9 +455,28 @@ impl<W, H> Session<W, H> {
         len
     }
 
-    /// Takes a finished call out of the table: its handle, or `None` if it
-    /// was cancelled meanwhile (then send nothing).
-    pub fn finish(&mut self, call_id: u64) -> Option<H> {
+    /// Answers a call refused because this side drains
+    /// ([`admission_closed`](Self::admission_closed)); returns the bytes
+    /// queued. When it drains an idle connection, the answer is marked as
+    /// never started ([`FLAG_NOT_STARTED`]): the caller makes the call again
+    /// on a new connection.
+    pub fn refuse_admission(&mut self, call_id: u64, oneway: bool, status: &Status) -> usize {
+        if oneway {
+            return 0;
+        }
+        let mut frame = status_frame(Kind::Response, call_id, status);
+        if self.drain_reason.is_some() {
+            mark_not_started(&mut frame);
+        }
+        let len = frame.len();
+        self.transmit(frame, false);
+        len
+    }
+
+    /// Takes a finished call out of the table at `now`: its handle, or
+    /// `None` if it was cancelled meanwhile (then send nothing).
+    pub fn finish(&mut self, now: Instant, call_id: u64) -> Option<H> {
+        self.clock.busy(now);
         self.handlers.finish(call_id)
     }
 
@@ -529,8 +579,54 @@ impl<W, H> Session<W, H> {
         self.handlers.len()
     }
 
-    /// Whether a draining session has nothing left to serve.
-    pub fn is_done(&self) -> bool {
-        self.draining && self.handlers.is_empty()
+    /// Whether a draining session has nothing left to serve at `now` (and
+    /// no drain grace left to wait out).
+    pub fn is_done(&self, now: Instant) -> bool {
+        self.draining && self.handlers.is_empty() && !self.clock.lingering(now)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.clock.next(self.idle_applies())
+    }
+
+    /// Runs the clocks at `now`: sends a keepalive Ping, declares a silent
+    /// peer gone ([`Event::PeerSilent`]), or drains an idle connection
+    /// ([`Event::Idle`]).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.clock.due(now, self.idle_applies()) {
+            Due::Nothing => {}
+            Due::Ping(id) => self.transmit(bare_frame(Kind::Ping, id), true),
+            Due::PeerSilent(silent) => {
+                let status = Status::unavailable(format!(
+                    "the peer sent nothing for {silent:?} and did not answer a keepalive ping \
+                     within {:?}; the connection is taken as dead (a cut link sends no FIN) — \
+                     calls on it fail, calls made now reconnect",
+                    self.config.timers.keepalive_timeout
+                ));
+                self.reading = false;
+                self.draining = true;
+                self.events.push_back(Event::PeerSilent(status));
+            }
+            Due::Idle(idle) => {
+                let status = Status::unavailable(format!(
+                    "this connection had no calls for {idle:?} and is closing; the call was not \
+                     started — make it again (a new connection is opened)"
+                ));
+                self.drain(&status);
+                self.drain_reason = Some(status.clone());
+                self.clock.linger(now);
+                self.events.push_back(Event::Idle(status));
+            }
+        }
+    }
+
+    /// Whether the idle timeout applies now: a serving side with no calls
+    /// in flight either way, not draining yet.
+    fn idle_applies(&self) -> bool {
+        self.config.sides.serves
+            && !self.draining
+            && self.handlers.is_empty()
+            && self.calls.is_empty()
     }
 }

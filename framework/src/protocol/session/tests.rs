@@ -58,6 +58,7 @@ fn config(role: Role, own: u32, peer: u32) -> SessionConfig {
         max_pending: 1024,
         max_in_flight: 8,
         cancel_rate: CancelRate::default(),
+        timers: Timers::default(),
     }
 }
 
@@ -152,7 +153,7 @@ impl Pair {
             match self.b.session.admit(self.now, &frame.header, id) {
                 Ok(admitted) => {
                     deadlines.push(admitted.deadline);
-                    assert_eq!(self.b.session.finish(id), Some(id));
+                    assert_eq!(self.b.session.finish(self.now, id), Some(id));
                     if !oneway {
                         // What the session queued before goes first.
                         self.flush();
@@ -601,7 +602,7 @@ fn a_cancel_stops_the_handler_and_the_late_response_is_ignored() {
     };
     assert_eq!((*call_id, *handle), (id, id));
     // The handler's result, if it comes anyway, is not sent.
-    assert_eq!(pair.b.session.finish(id), None);
+    assert_eq!(pair.b.session.finish(pair.now, id), None);
     // A response that crossed the cancel is ignored.
     let sealed = pair
         .b
@@ -746,7 +747,7 @@ fn peers_call_each_other_over_one_link() {
     };
     let id = frame.header.call_id;
     pair.a.session.admit(pair.now, &frame.header, id).unwrap();
-    pair.a.session.finish(id);
+    pair.a.session.finish(pair.now, id);
     let sealed = pair
         .a
         .session
@@ -759,7 +760,7 @@ fn peers_call_each_other_over_one_link() {
             Event::Request(frame) => {
                 let id = frame.header.call_id;
                 pair.b.session.admit(pair.now, &frame.header, id).unwrap();
-                pair.b.session.finish(id);
+                pair.b.session.finish(pair.now, id);
                 let sealed = pair
                     .b
                     .session
@@ -844,7 +845,7 @@ fn draining_says_goaway_once_refuses_new_calls_and_ends_when_calls_finish() {
     assert!(pair.b.session.drain(&going));
     assert!(!pair.b.session.drain(&going), "once");
     assert!(pair.b.session.is_draining());
-    assert!(!pair.b.session.is_done(), "a call is still running");
+    assert!(!pair.b.session.is_done(pair.now), "a call is still running");
     let refused = pair.b.session.admission_closed().unwrap();
     assert_eq!(refused.code(), Code::Unavailable);
     let goaway = pair.b.session.poll_transmit().unwrap();
@@ -854,8 +855,8 @@ fn draining_says_goaway_once_refuses_new_calls_and_ends_when_calls_finish() {
     let events = pair.a_reads();
     assert!(matches!(events.as_slice(), [Event::PeerGoingAway(s)] if *s == going));
     // The call in flight still finishes.
-    pair.b.session.finish(id);
-    assert!(pair.b.session.is_done());
+    pair.b.session.finish(pair.now, id);
+    assert!(pair.b.session.is_done(pair.now));
     let sealed = pair
         .b
         .session
@@ -886,4 +887,234 @@ fn closing_hands_back_every_waiting_call_and_no_call_starts_after() {
     // The first reason stays.
     let _ = pair.a.session.close(Status::internal("later")).count();
     assert_eq!(pair.a.session.closed(), Some(&gone));
+}
+
+// ----- clocks: keepalive and idle -----
+
+fn with_timers(mut config: SessionConfig, timers: Timers) -> SessionConfig {
+    config.timers = timers;
+    config
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+#[test]
+fn no_timer_runs_unless_set() {
+    let pair = Pair::client_server();
+    assert_eq!(pair.a.session.poll_timeout(), None);
+    assert_eq!(pair.b.session.poll_timeout(), None);
+}
+
+#[test]
+fn a_quiet_peer_is_pinged_and_a_live_one_answers() {
+    let timers = Timers {
+        keepalive_interval: Some(100 * MS),
+        keepalive_timeout: 50 * MS,
+        ..Timers::default()
+    };
+    let mut pair = Pair::with(
+        config(Role::Client, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
+        with_timers(
+            config(Role::Server, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
+            timers,
+        ),
+    );
+    let start = pair.now;
+    assert_eq!(pair.b.session.poll_timeout(), Some(start + 100 * MS));
+    // Too early: nothing.
+    pair.advance(99 * MS);
+    pair.b.session.handle_timeout(pair.now);
+    assert!(pair.b.session.poll_transmit().is_none());
+    pair.advance(MS);
+    pair.b.session.handle_timeout(pair.now);
+    let ping = pair.b.session.poll_transmit().expect("a ping");
+    let Decoded::Frame(frame) = decode_one(&ping.bytes) else {
+        panic!()
+    };
+    assert_eq!(frame.header.kind, Kind::Ping);
+    // The deadline is now the ping's timeout.
+    assert_eq!(pair.b.session.poll_timeout(), Some(pair.now + 50 * MS));
+    // The client answers; its Pong (any frame) proves it alive.
+    pair.a.inbox.extend_from_slice(&ping.bytes);
+    assert!(pair.a_reads().is_empty());
+    pair.flush();
+    pair.advance(10 * MS);
+    assert!(pair.b_reads().is_empty());
+    assert_eq!(pair.b.session.poll_timeout(), Some(pair.now + 100 * MS));
+    pair.advance(60 * MS);
+    pair.b.session.handle_timeout(pair.now);
+    assert!(pair.b.session.poll_event().is_none(), "not declared dead");
+    assert!(pair.b.session.is_reading());
+}
+
+#[test]
+fn a_peer_that_does_not_answer_a_ping_is_declared_gone_once() {
+    let timers = Timers {
+        keepalive_interval: Some(100 * MS),
+        keepalive_timeout: 50 * MS,
+        ..Timers::default()
+    };
+    let mut pair = Pair::with(
+        config(Role::Client, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
+        with_timers(
+            config(Role::Server, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
+            timers,
+        ),
+    );
+    pair.advance(100 * MS);
+    pair.b.session.handle_timeout(pair.now);
+    assert!(pair.b.session.poll_transmit().is_some(), "the ping");
+    pair.advance(49 * MS);
+    pair.b.session.handle_timeout(pair.now);
+    assert!(pair.b.session.poll_event().is_none());
+    pair.advance(MS);
+    pair.b.session.handle_timeout(pair.now);
+    let Some(Event::PeerSilent(status)) = pair.b.session.poll_event() else {
+        panic!("the peer is declared gone");
+    };
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("keepalive ping within 50ms"),
+        "{status}"
+    );
+    assert!(!pair.b.session.is_reading());
+    // Said once: the clock stops.
+    assert_eq!(pair.b.session.poll_timeout(), None);
+    pair.advance(Duration::from_secs(10));
+    pair.b.session.handle_timeout(pair.now);
+    assert!(pair.b.session.poll_event().is_none());
+}
+
+#[test]
+fn steady_traffic_never_pings() {
+    let timers = Timers {
+        keepalive_interval: Some(100 * MS),
+        keepalive_timeout: 50 * MS,
+        ..Timers::default()
+    };
+    let mut pair = Pair::with(
+        config(Role::Client, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
+        with_timers(
+            config(Role::Server, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
+            timers,
+        ),
+    );
+    for tag in 0..100 {
+        pair.advance(60 * MS);
+        pair.call(tag, None, b"x").unwrap();
+        pair.b_serves();
+        pair.b.session.handle_timeout(pair.now);
+        assert!(
+            pair.b.session.poll_transmit().is_none(),
+            "no ping at call {tag}"
+        );
+        assert_eq!(pair.a_responses().len(), 1);
+    }
+}
+
+#[test]
+fn an_idle_connection_drains_after_the_timeout_and_refuses_crossing_calls_as_not_started() {
+    let timers = Timers {
+        idle_timeout: Some(300 * MS),
+        drain_grace: 100 * MS,
+        ..Timers::default()
+    };
+    let mut pair = Pair::with(
+        config(Role::Client, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
+        with_timers(
+            config(Role::Server, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
+            timers,
+        ),
+    );
+    // A call in flight holds the idle clock.
+    let id = pair.call(1, None, b"long").unwrap();
+    for event in pair.b_reads() {
+        if let Event::Request(frame) = event {
+            pair.b.session.admit(pair.now, &frame.header, id).unwrap();
+        }
+    }
+    assert_eq!(pair.b.session.poll_timeout(), None, "busy: no idle clock");
+    pair.advance(Duration::from_secs(5));
+    pair.b.session.finish(pair.now, id);
+    let idle_at = pair.now + 300 * MS;
+    assert_eq!(pair.b.session.poll_timeout(), Some(idle_at));
+    pair.advance(300 * MS);
+    pair.b.session.handle_timeout(pair.now);
+    let Some(Event::Idle(status)) = pair.b.session.poll_event() else {
+        panic!("idle expected");
+    };
+    assert!(status.message().contains("no calls for 300ms"), "{status}");
+    assert!(pair.b.session.is_draining());
+    assert!(
+        !pair.b.session.is_done(pair.now),
+        "it lingers for the grace"
+    );
+    let goaway = pair.b.session.poll_transmit().unwrap();
+    // A call that crossed the GoAway is refused, marked as never started.
+    let crossing = pair.call(2, None, b"crossed").unwrap();
+    let events = pair.b_reads();
+    let [Event::Request(frame)] = events.as_slice() else {
+        panic!("{events:?}");
+    };
+    let refused = pair.b.session.admission_closed().unwrap();
+    assert!(refused.message().contains("not started"), "{refused}");
+    pair.b
+        .session
+        .refuse_admission(frame.header.call_id, false, &refused);
+    pair.a.inbox.extend_from_slice(&goaway.bytes);
+    pair.flush();
+    let events = pair.a_reads();
+    assert!(matches!(events[0], Event::PeerGoingAway(_)));
+    let Event::Response { waiter: 2, frame } = &events[1] else {
+        panic!("{events:?}");
+    };
+    assert_eq!(frame.header.call_id, crossing);
+    assert_ne!(
+        frame.header.flags & crate::protocol::frame::FLAG_NOT_STARTED,
+        0
+    );
+    // The grace ends it.
+    assert_eq!(pair.b.session.poll_timeout(), Some(pair.now + 100 * MS));
+    pair.advance(100 * MS);
+    assert!(pair.b.session.is_done(pair.now));
+}
+
+#[test]
+fn a_server_shutdown_does_not_mark_refusals_as_not_started() {
+    let mut pair = Pair::client_server();
+    pair.b.session.drain(&Status::unavailable("stopping"));
+    let refused = pair.b.session.admission_closed().unwrap();
+    assert!(refused.message().contains("shutting down"), "{refused}");
+    pair.b.session.refuse_admission(7, false, &refused);
+    let mut frames = Vec::new();
+    while let Some(t) = pair.b.session.poll_transmit() {
+        frames.push(t);
+    }
+    let Decoded::Frame(frame) = decode_one(&frames[1].bytes) else {
+        panic!()
+    };
+    assert_eq!(frame.header.call_id, 7);
+    assert_eq!(
+        frame.header.flags & crate::protocol::frame::FLAG_NOT_STARTED,
+        0
+    );
+}
+
+#[test]
+fn a_caller_only_side_never_goes_idle() {
+    let timers = Timers {
+        idle_timeout: Some(10 * MS),
+        ..Timers::default()
+    };
+    let mut pair = Pair::with(
+        with_timers(
+            config(Role::Client, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
+            timers,
+        ),
+        config(Role::Server, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
+    );
+    assert_eq!(pair.a.session.poll_timeout(), None);
+    pair.advance(Duration::from_secs(1));
+    pair.a.session.handle_timeout(pair.now);
+    assert!(pair.a.session.poll_event().is_none());
 }
