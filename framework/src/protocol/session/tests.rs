@@ -10,7 +10,9 @@ use super::cancel_budget::CancelRate;
 use super::encode::{RequestHead, bare_frame, frame_status, hello_frame, status_frame};
 use super::handshake::{check_hello, expected_peer_role};
 use super::*;
-use crate::protocol::frame::{DEFAULT_FRAME_LIMIT, FrameDecoder, finish_frame, start_frame};
+use crate::protocol::frame::{
+    DEFAULT_FRAME_LIMIT, FLAG_NOT_STARTED, FrameDecoder, finish_frame, start_frame,
+};
 use crate::protocol::hello::{Hello, HostIdentity, Locality};
 
 /// What a test caller waits on: a tag.
@@ -1069,10 +1071,7 @@ fn an_idle_connection_drains_after_the_timeout_and_refuses_crossing_calls_as_not
         panic!("{events:?}");
     };
     assert_eq!(frame.header.call_id, crossing);
-    assert_ne!(
-        frame.header.flags & crate::protocol::frame::FLAG_NOT_STARTED,
-        0
-    );
+    assert_ne!(frame.header.flags & FLAG_NOT_STARTED, 0);
     // The grace ends it.
     assert_eq!(pair.b.session.poll_timeout(), Some(pair.now + 100 * MS));
     pair.advance(100 * MS);
@@ -1094,10 +1093,7 @@ fn a_server_shutdown_does_not_mark_refusals_as_not_started() {
         panic!()
     };
     assert_eq!(frame.header.call_id, 7);
-    assert_eq!(
-        frame.header.flags & crate::protocol::frame::FLAG_NOT_STARTED,
-        0
-    );
+    assert_eq!(frame.header.flags & FLAG_NOT_STARTED, 0);
 }
 
 #[test]
