@@ -47,6 +47,30 @@
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// Declares an internal item that the benchmark lab
+/// (`integration-tests/bench-lab`) and the tests reach: `pub` (and hidden
+/// from the docs) under the `unstable-bench-internals` feature, which makes
+/// no semver promise, and `pub(crate)` without it, so that it is not public
+/// API.
+///
+/// Without the feature, what only the lab and the tests use (the ring's
+/// heap and raw-pointer constructors, for one; without `rt`, most of `sys`)
+/// is allowed to be unused: with it, as in every test build, it is public
+/// and the rest of the item is checked for dead code as before.
+macro_rules! bench_internal {
+    ($(#[$attr:meta])* pub $($item:tt)*) => {
+        #[cfg(feature = "unstable-bench-internals")]
+        #[doc(hidden)]
+        $(#[$attr])*
+        pub $($item)*
+
+        #[cfg(not(feature = "unstable-bench-internals"))]
+        #[allow(unreachable_pub, dead_code, unused_imports)]
+        $(#[$attr])*
+        pub(crate) $($item)*
+    };
+}
+
 // Lets `#[switchyard::service]` expansions inside this crate name
 // `::switchyard::__private`, as they do everywhere else.
 #[cfg(feature = "rt")]
@@ -82,7 +106,9 @@ pub mod service;
 #[cfg(feature = "rt")]
 mod session;
 pub(crate) mod sync;
-pub mod sys;
+bench_internal! {
+    pub mod sys;
+}
 pub mod trace;
 #[cfg(feature = "rt")]
 pub mod transport;

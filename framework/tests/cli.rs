@@ -62,16 +62,17 @@ fn dir_arg(dir: &Path) -> &str {
 async fn help_and_usage_errors() {
     let out = switchyard(&["--help"]).await;
     let stdout = expect_code(&out, 0, "--help");
-    for command in ["inspect", "services", "bench"] {
+    for command in ["inspect", "services", "certs"] {
         assert!(
             stdout.contains(&format!("switchyard {command}")),
             "{stdout}"
         );
     }
+    assert!(stdout.contains("switchyard-bench-lab"), "{stdout}");
     let out = switchyard(&["inspect", "--help"]).await;
     assert!(expect_code(&out, 0, "inspect --help").contains("--runtime-dir"));
     let out = switchyard(&["help", "bench"]).await;
-    assert!(expect_code(&out, 0, "help bench").contains("--report"));
+    assert!(expect_code(&out, 0, "help bench").contains("switchyard-bench-lab"));
 
     let out = switchyard(&[]).await;
     expect_code(&out, 2, "");
@@ -84,9 +85,62 @@ async fn help_and_usage_errors() {
     assert!(text(&out.stderr).contains("unknown option --nope"));
     let out = switchyard(&["inspect"]).await;
     expect_code(&out, 2, "inspect");
-    let out = switchyard(&["bench", "--report"]).await;
-    expect_code(&out, 2, "bench --report");
-    assert!(text(&out.stderr).contains("--report needs a value"));
+    let out = switchyard(&["inspect", "--runtime-dir"]).await;
+    expect_code(&out, 2, "inspect --runtime-dir");
+    assert!(text(&out.stderr).contains("--runtime-dir needs a value"));
+    // The benchmark lab moved out of the tool: said, with the new command.
+    let out = switchyard(&["bench", "--report", "docs/performance.md"]).await;
+    expect_code(&out, 2, "bench --report docs/performance.md");
+    assert!(
+        text(&out.stderr).contains(
+            "the benchmark lab moved: run `cargo run --release -p switchyard-bench-lab -- \
+             --report docs/performance.md`"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Every command answers `--help` (and `help COMMAND`) with its own usage
+/// line on stdout, and refuses an unknown flag with exit 2 and a message
+/// naming the flag and where the help is.
+#[tokio::test]
+async fn every_command_has_help() {
+    let out = switchyard(&["--help"]).await;
+    assert!(expect_code(&out, 0, "--help").contains("Usage: switchyard "));
+    let out = switchyard(&["-h"]).await;
+    assert!(expect_code(&out, 0, "-h").contains("Usage: switchyard "));
+    let out = switchyard(&["--version"]).await;
+    let version = format!("switchyard {}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(expect_code(&out, 0, "--version").trim(), version);
+    for (command, option) in [
+        ("inspect", "--json"),
+        ("services", "--remove-queue"),
+        ("certs", "--out"),
+    ] {
+        for args in [[command, "--help"], [command, "-h"], ["help", command]] {
+            let out = switchyard(&args).await;
+            let stdout = expect_code(&out, 0, &args.join(" "));
+            assert!(
+                stdout.contains(&format!("Usage: switchyard {command}")),
+                "{args:?}: {stdout}"
+            );
+            assert!(stdout.contains(option), "{args:?}: {stdout}");
+        }
+        let out = switchyard(&[command, "--frobnicate"]).await;
+        expect_code(&out, 2, &format!("{command} --frobnicate"));
+        assert_eq!(
+            text(&out.stderr).trim_end(),
+            format!(
+                "switchyard: unknown option --frobnicate for `switchyard {command}`; see \
+                 `switchyard {command} --help`"
+            )
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{command}: a usage error prints no output"
+        );
+    }
 }
 
 #[tokio::test]

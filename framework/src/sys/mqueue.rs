@@ -227,7 +227,7 @@ pub struct MqAttributes {
 /// The queue name of `service` for user `uid`: `/sy-<uid>-<service>`.
 ///
 /// Characters other than ASCII letters, digits, `.`, `_` and `-` become `_`.
-/// When that changed the name, or it had to be cut to [`NAME_MAX`], a hash
+/// When that changed the name, or it had to be cut to `NAME_MAX`, a hash
 /// of the original name is appended so that different services keep
 /// different queues.
 pub fn queue_name(service: &str, uid: u32) -> String {
@@ -735,7 +735,7 @@ pub fn unlink(name: &str) -> Result<(), MqError> {
 }
 
 /// The names (with their leading `/`) of this user's switchyard queues, from
-/// [`MQUEUE_DIR`]: entries named by [`queue_name`] for this uid and owned by
+/// `/dev/mqueue`: entries named by [`queue_name`] for this uid and owned by
 /// it. Without the mounted file system: [`MqError::NotMounted`].
 pub fn list_own_queues() -> Result<Vec<String>, MqError> {
     use std::os::unix::fs::MetadataExt;

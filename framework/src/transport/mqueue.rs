@@ -311,7 +311,7 @@ impl fmt::Debug for MqReceiver {
 impl MqReceiver {
     /// Creates queue `name` for `max_messages` messages of `message_size`
     /// bytes, or reopens this server's own queue from a previous run, see
-    /// [`create_exclusive`](sys::create_exclusive) and the lifecycle in the
+    /// `sys::mqueue::create_exclusive` and the lifecycle in the
     /// [module docs](self). Typical sizes are the system's [`limits`].
     ///
     /// Must be called within a tokio runtime.
@@ -530,6 +530,16 @@ pub fn remove(name: &str) -> Result<Option<usize>, MqError> {
     let discarded = queue.attributes()?.current_messages;
     match sys::unlink(name) {
         Ok(()) | Err(MqError::NotFound { .. }) => Ok(Some(discarded)),
+        Err(err) => Err(err),
+    }
+}
+
+/// How many messages wait in queue `name` (`None`: there is no such
+/// queue), without taking any.
+pub fn waiting(name: &str) -> Result<Option<usize>, MqError> {
+    match sys::open_existing(name) {
+        Ok(queue) => Ok(Some(queue.attributes()?.current_messages)),
+        Err(MqError::NotFound { .. }) => Ok(None),
         Err(err) => Err(err),
     }
 }

@@ -118,10 +118,10 @@ fn print_kept_queues(registry: &Registry) {
     println!("queues kept by stopped servers (one-way calls wait in them for the next start):");
     for queue in kept {
         #[cfg(target_os = "linux")]
-        let waiting = switchyard::sys::mqueue::open_existing(&queue.queue)
-            .and_then(|q| q.attributes())
-            .map(|a| format!("{} waiting", a.current_messages))
-            .unwrap_or_else(|_| "gone".to_owned());
+        let waiting = match switchyard::transport::mqueue::waiting(&queue.queue) {
+            Ok(Some(messages)) => format!("{messages} waiting"),
+            Ok(None) | Err(_) => "gone".to_owned(),
+        };
         #[cfg(not(target_os = "linux"))]
         let waiting = String::new();
         println!(
@@ -153,13 +153,8 @@ fn prune_queues(
             continue;
         }
         let name = service_queue_name(dir, service);
-        let waiting = switchyard::sys::mqueue::open_existing(&name)
-            .ok()
-            .and_then(|q| q.attributes().ok())
-            .map(|a| a.current_messages);
-        if let Some(waiting) = waiting
-            && mqueue::limits().is_ok()
-            && switchyard::sys::mqueue::unlink(&name).is_ok()
+        if mqueue::limits().is_ok()
+            && let Ok(Some(waiting)) = mqueue::remove(&name)
         {
             removed.push(format!("{name} ({waiting} calls discarded)"));
         }

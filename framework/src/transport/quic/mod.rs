@@ -615,42 +615,44 @@ fn tls_alert_hint(err: &ConnectionError) -> &'static str {
     }
 }
 
-/// The quinn configuration of a [`QuicListener`] presenting `identity` with
-/// `config`: TLS 1.3 on ring, ALPN [`ALPN`], and the transport parameters
-/// of `config`. For speaking plain quinn with exactly this transport's
-/// settings, as `switchyard bench` does for its raw baseline.
-#[doc(hidden)]
-pub fn quinn_server_config(
-    tls: &ServerTls,
-    config: &QuicConfig,
-) -> Result<quinn::ServerConfig, BindError> {
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(
-        tls.identity.server_config(tls.client_roots.as_ref())?,
-    )
-    .map_err(|err| {
-        IdentityError::Rejected(rustls::Error::General(format!(
-            "no TLS 1.3 cipher suite QUIC can use: {err}"
-        )))
-    })?;
-    config.check_listener()?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server
-        .transport_config(Arc::new(config.transport()?))
-        .max_incoming(PENDING_INITIALS)
-        .incoming_buffer_size(64 << 10)
-        .incoming_buffer_size_total(PENDING_BYTES);
-    Ok(server)
+bench_internal! {
+    /// The quinn configuration of a [`QuicListener`] presenting `identity` with
+    /// `config`: TLS 1.3 on ring, ALPN [`ALPN`], and the transport parameters
+    /// of `config`. For speaking plain quinn with exactly this transport's
+    /// settings, as the bench lab (`switchyard-bench`) does for its raw baseline.
+    pub fn quinn_server_config(
+        tls: &ServerTls,
+        config: &QuicConfig,
+    ) -> Result<quinn::ServerConfig, BindError> {
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(
+            tls.identity.server_config(tls.client_roots.as_ref())?,
+        )
+        .map_err(|err| {
+            IdentityError::Rejected(rustls::Error::General(format!(
+                "no TLS 1.3 cipher suite QUIC can use: {err}"
+            )))
+        })?;
+        config.check_listener()?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server
+            .transport_config(Arc::new(config.transport()?))
+            .max_incoming(PENDING_INITIALS)
+            .incoming_buffer_size(64 << 10)
+            .incoming_buffer_size_total(PENDING_BYTES);
+        Ok(server)
+    }
 }
 
-/// The quinn configuration [`connect_tls`] uses with `tls` and `config`
-/// (see [`quinn_server_config`]).
-#[doc(hidden)]
-pub fn quinn_client_config(
-    tls: &ClientTls,
-    config: &QuicConfig,
-) -> Result<quinn::ClientConfig, ConnectError> {
-    let transport = Arc::new(config.transport()?);
-    client_config(tls, &transport).map(|(client, _)| client)
+bench_internal! {
+    /// The quinn configuration [`connect_tls`] uses with `tls` and `config`
+    /// (see [`quinn_server_config`]); only the bench lab and the tests use it.
+    pub fn quinn_client_config(
+        tls: &ClientTls,
+        config: &QuicConfig,
+    ) -> Result<quinn::ClientConfig, ConnectError> {
+        let transport = Arc::new(config.transport()?);
+        client_config(tls, &transport).map(|(client, _)| client)
+    }
 }
 
 /// The quinn client configuration for `tls`, and, when it pins, the

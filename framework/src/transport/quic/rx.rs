@@ -26,7 +26,7 @@ const READ_CHUNK: usize = 256 * 1024;
 /// Frames delivered by one `recv` before it returns what it has; the next
 /// `recv` then lets the runtime's other tasks run first (see
 /// `recv` on [`QuicRx`]). 16 measured best with 32 calls in flight on the
-/// bench machine (`switchyard bench --only quic`): 8 sends more, smaller
+/// bench machine (`switchyard-bench --only quic`): 8 sends more, smaller
 /// packets, and 32 or more lets a whole window of calls move as one
 /// batch.
 const BATCH: usize = 16;

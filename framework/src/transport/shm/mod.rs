@@ -1,11 +1,13 @@
 //! The shared-memory transport: two SPSC byte rings in a sealed memfd, with
 //! eventfd wake-ups, set up over the server's Unix socket (see [`link`]'s
-//! module docs for the set-up and the waiting discipline, and [`ring`] for
+//! module docs for the set-up and the waiting discipline, and `ring.rs` for
 //! the ring's layout and its defences against a hostile peer).
 
 #[cfg(target_os = "linux")]
 pub mod link;
-pub mod ring;
+bench_internal! {
+    pub mod ring;
+}
 
 /// What a poll of a receiving half found (see [`LinkRx::try_recv`](crate::transport::LinkRx::try_recv)).
 #[cfg(target_os = "linux")]

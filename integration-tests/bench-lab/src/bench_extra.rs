@@ -10,8 +10,8 @@
 //!   arrived, and the one-way latency (receipt minus send time, one clock
 //!   for both processes).
 //!
-//! `switchyard bench` and the `unary` bench (which includes this file with
-//! `#[path]`) run them; `--report` adds them to the markdown section.
+//! `switchyard-bench` runs them unless `--only` narrows the run; `--report`
+//! adds them to the markdown section.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -615,7 +615,7 @@ mod mq {
     }
 }
 
-/// Adds both measurements to the section `switchyard bench --report` just
+/// Adds both measurements to the section `switchyard-bench --report` just
 /// wrote into `report`, before its end marker.
 pub(crate) fn write_report(report: &Path, extras: &Extras) -> Result<(), String> {
     let doc = std::fs::read_to_string(report)

@@ -1,4 +1,4 @@
-//! `switchyard bench --report FILE`: writes the run into a markdown file,
+//! `switchyard-bench --report FILE`: writes the run into a markdown file,
 //! between `<!-- bench:start -->` and `<!-- bench:end -->` (appended at the
 //! end, under a heading, when the file has no markers; the rest of the file
 //! is kept), with an SVG bar chart beside the file.
@@ -13,7 +13,7 @@ pub(crate) const START: &str = "<!-- bench:start -->";
 /// Closes the generated section.
 pub(crate) const END: &str = "<!-- bench:end -->";
 /// The heading put above the markers when they are first added.
-const HEADING: &str = "## Latest `switchyard bench` run";
+const HEADING: &str = "## Latest `switchyard-bench` run";
 
 /// Rewrites the section of `report` (created if missing) and writes the
 /// chart next to it as `<stem>-bench.svg`; returns the chart's path.

@@ -2,9 +2,8 @@
 //! processes, a round trip over the raw OS path and over switchyard,
 //! measured in the same run, in one table.
 //!
-//! `switchyard bench` runs it, and so does `cargo bench -p switchyard --bench
-//! unary`, which compiles this file into the bench with `#[path]`. The
-//! server side runs in a child process: a switchyard `Server` with an `echo`
+//! `switchyard-bench` (this crate's binary) runs it. The server side runs
+//! in a child process: a switchyard `Server` with an `echo`
 //! service (for pipes: `process::serve_parent` in a child started by
 //! `process::Spawner`; for shared memory the same server, reached by name),
 //! or a raw echo loop over a socket, the child's stdin/stdout, or two
@@ -284,7 +283,7 @@ pub(crate) fn run_child_if_asked() -> bool {
     }
     pin(1);
     if let Err(err) = child(&role) {
-        eprintln!("switchyard bench child {role}: {err}");
+        eprintln!("switchyard-bench child {role}: {err}");
         std::process::exit(1);
     }
     true

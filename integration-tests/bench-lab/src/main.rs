@@ -1,0 +1,76 @@
+//! `switchyard-bench`: the benchmark lab. Every transport switchyard can use
+//! between processes, beside the raw OS path measured in the same run, in
+//! one table; then the bulk (mmap) and one-way tables.
+//!
+//! ```text
+//! cargo run --release -p switchyard-bench-lab -- [--quick] [--only T,..] [--report FILE]
+//! ```
+//!
+//! The server side of each measurement is this binary re-executed as a
+//! child (`SWITCHYARD_BENCH_CHILD` names its role). The lab reaches
+//! switchyard's internals (the shared-memory ring, the syscall layer, the
+//! quinn configurations) through its `unstable-bench-internals` feature,
+//! which is not public API.
+//!
+//! Exit status: 0 on success, 1 when a measurement failed, 2 on a usage
+//! error.
+
+mod bench;
+mod bench_bulk;
+mod bench_extra;
+#[cfg(feature = "quic")]
+mod bench_quic;
+#[cfg(target_os = "linux")]
+mod bench_shm;
+mod cli;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Runs the benchmarks `args` ask for, printing the tables as they are
+/// measured, and writes the report when asked; `command` is the command
+/// line, recorded in the report.
+fn run(args: &cli::Args, command: &str) -> Result<(), String> {
+    let settings = if args.quick {
+        bench::Settings::quick()
+    } else {
+        bench::Settings::full()
+    };
+    let outcome = bench::run(settings, args.only.as_deref().unwrap_or_default())?;
+    if args.only.is_some() {
+        return Ok(());
+    }
+    let extras = bench_extra::run(args.quick)?;
+    if let Some(report) = &args.report {
+        let svg = report::write(report, &outcome, command)?;
+        bench_extra::write_report(report, &extras)?;
+        println!(
+            "wrote the run into {} and the chart to {}",
+            report.display(),
+            svg.display()
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    // A bench child (this binary re-executed by the lab).
+    if bench::run_child_if_asked() {
+        return ExitCode::SUCCESS;
+    }
+    // Usage errors exit 2 with clap's message; --help and --version exit 0.
+    let args = cli::Args::parse();
+    let command = std::iter::once("switchyard-bench".to_owned())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    match run(&args, &command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("switchyard-bench: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
