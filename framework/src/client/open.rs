@@ -14,8 +14,9 @@ use crate::select::{
     self, Decision, Forced, HostFacts, Known, PassedOver, Plan, Reason, Rejection, Target,
     Transport,
 };
-use crate::transport::Endpoint;
-use crate::transport::{tcp, unix};
+use crate::transport::tcp::TcpConnector;
+use crate::transport::unix::{self, UnixConnector};
+use crate::transport::{Connector, Endpoint, PeerCheck, PeerInfo};
 
 /// Resolves, selects and connects, within the builder's connect timeout
 /// and `deadline`.
@@ -137,72 +138,73 @@ struct Local {
 }
 
 impl Local {
-    /// The path that reaches the socket published at `path` through the
-    /// runtime directory's checked handle, if it is one of its sockets.
-    fn via(&self, path: &std::path::Path) -> Option<std::path::PathBuf> {
-        if !cfg!(target_os = "linux") {
-            return None;
+    /// The connector that reaches the socket published at `path`: through
+    /// the runtime directory's checked handle when it is one of its
+    /// sockets, refusing a peer that is not the entry's process of this
+    /// user (SO_PEERCRED) before anything is sent.
+    fn unix_connector(&self, path: &std::path::Path) -> UnixConnector {
+        let mut connector = UnixConnector::new().check(self.check());
+        if cfg!(target_os = "linux")
+            && let Some(name) = self.registry.runtime_dir().socket_name(path)
+        {
+            connector = connector.through(crate::discovery::runtime_dir::path_via_fd(
+                self.registry.runtime_dir().sockets_fd(),
+                name,
+            ));
         }
-        let dir = self.registry.runtime_dir();
-        let name = dir.socket_name(path)?;
-        Some(crate::discovery::runtime_dir::path_via_fd(
-            dir.sockets_fd(),
-            name,
-        ))
+        connector
     }
 
-    /// Checks the kernel's word on who answered at `url` (SO_PEERCRED)
-    /// against the registry entry: this user (the owner of the runtime
-    /// directory), and the process that published the name.
-    fn verify(&self, url: &str, pid: Option<u32>, uid: Option<u32>) -> Result<(), Status> {
-        let want_uid = crate::sys::uid();
-        let show = |v: Option<u32>| v.map_or_else(|| "unknown".to_owned(), |v| v.to_string());
-        // A pid of 0 is a process outside our pid namespace: the entry could
-        // not have been seen alive, so there is nothing to compare.
-        let pid_ok = match pid {
-            Some(0) => true,
-            Some(found) => found == self.pid,
-            None => false,
-        };
-        if uid == Some(want_uid) && pid_ok {
-            return Ok(());
-        }
-        Err(Status::unauthenticated(format!(
-            "refusing {url} for {name:?}: the registry in {dir} names pid {pid_want} (uid \
-             {want_uid}) as its server, but the process answering there is pid {pid_found} \
-             (uid {uid_found}); another process is impersonating the server, or the runtime \
-             directory was tampered with: nothing was sent. Check who can write {dir}, or set \
-             SWITCHYARD_RUNTIME_DIR to a directory only you can write",
-            name = self.name,
-            dir = self.registry.root().display(),
-            pid_want = self.pid,
-            pid_found = show(pid),
-            uid_found = show(uid),
-        )))
+    /// The kernel's word on who answered against the registry entry: this
+    /// user (the owner of the runtime directory), and the process that
+    /// published the name.
+    fn check(&self) -> PeerCheck {
+        let name = self.name.clone();
+        let dir = self.registry.root().display().to_string();
+        let pid_want = self.pid;
+        Arc::new(move |peer: &PeerInfo| {
+            let want_uid = crate::sys::uid();
+            let show = |v: Option<u32>| v.map_or_else(|| "unknown".to_owned(), |v| v.to_string());
+            // A pid of 0 is a process outside our pid namespace: the entry
+            // could not have been seen alive, so there is nothing to compare.
+            let pid_ok = match peer.pid {
+                Some(0) => true,
+                Some(found) => found == pid_want,
+                None => false,
+            };
+            if peer.uid == Some(want_uid) && pid_ok {
+                return Ok(());
+            }
+            Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "refusing {url} for {name:?}: the registry in {dir} names pid {pid_want} \
+                     (uid {want_uid}) as its server, but the process answering there is pid \
+                     {pid_found} (uid {uid_found}); another process is impersonating the \
+                     server, or the runtime directory was tampered with: nothing was sent. \
+                     Check who can write {dir}, or set SWITCHYARD_RUNTIME_DIR to a directory \
+                     only you can write",
+                    url = peer.addr,
+                    pid_found = show(peer.pid),
+                    uid_found = show(peer.uid),
+                ),
+            ))
+        })
     }
 }
 
-/// Connects to the Unix socket at `path`, through the runtime directory's
-/// handle when it is one of its sockets, and checks who answered.
-async fn unix_stream(
-    path: &std::path::Path,
-    local: Option<&Local>,
-) -> Result<tokio::net::UnixStream, Status> {
-    let via = local.and_then(|l| l.via(path));
-    let stream = tokio::net::UnixStream::connect(via.as_deref().unwrap_or(path))
-        .await
-        .map_err(|err| unreachable(unix::url(path), &err))?;
-    if let Some(local) = local {
-        let cred = stream.peer_cred().ok();
-        local.verify(
-            &unix::url(path),
-            cred.as_ref()
-                .and_then(|c| c.pid())
-                .and_then(|p| u32::try_from(p).ok()),
-            cred.as_ref().map(|c| c.uid()),
-        )?;
+/// The connector for a Unix socket at `path` (see [`Local::unix_connector`]).
+fn unix_connector(local: Option<&Local>, path: &std::path::Path) -> UnixConnector {
+    local.map_or_else(UnixConnector::new, |local| local.unix_connector(path))
+}
+
+/// The status of a failed connect to `what`: a peer refused by its check
+/// is Unauthenticated (the check says why), anything else Unavailable.
+fn connect_failed(what: String, err: &std::io::Error) -> Status {
+    if err.kind() == std::io::ErrorKind::PermissionDenied {
+        return Status::unauthenticated(err.to_string());
     }
-    Ok(stream)
+    unreachable(what, err)
 }
 
 /// The candidates for `target`, in order, and the local registry entry
@@ -312,12 +314,15 @@ async fn connect(
             path.display()
         ))),
         Endpoint::Unix(path) => {
-            let stream = unix_stream(path, local).await?;
-            let link = unix::UnixLink::connected(stream, path);
+            let link = unix_connector(local, path)
+                .connect(&plan.endpoint)
+                .await
+                .map_err(|err| connect_failed(plan.url(), &err))?;
             Connection::open(link, plan.selection.clone(), &config).await
         }
-        Endpoint::Tcp(host_port) => {
-            let link = tcp::connect(host_port)
+        Endpoint::Tcp(_) => {
+            let link = TcpConnector
+                .connect(&plan.endpoint)
                 .await
                 .map_err(|err| unreachable(plan.url(), &err))?;
             let conn = Connection::open(link, plan.selection.clone(), &config).await?;
@@ -328,13 +333,16 @@ async fn connect(
             let tls = builder
                 .quic
                 .client_tls(host_port, pin.as_deref(), plan.caller_pin)?;
-            let link = crate::transport::quic::connect_tls(host_port, &tls, &builder.quic.config)
+            let presented_certificate = tls.identity.is_some();
+            let connector =
+                crate::transport::quic::QuicConnector::new(tls, builder.quic.config.clone());
+            let link = connector
+                .connect(&plan.endpoint)
                 .await
                 .map_err(|err| super::quic::connect_status(host_port, err))?;
             let conn = Connection::open(link, plan.selection.clone(), &config).await?;
             // Shared memory would lose the certificate identity the server's
             // handlers see (Context::peer_identity).
-            let presented_certificate = tls.identity.is_some();
             Ok(upgraded(conn, forced, presented_certificate, &config).await)
         }
         #[cfg(not(feature = "quic"))]
@@ -374,23 +382,27 @@ async fn connect_shm(
     config: &ConnectionConfig,
     local: Option<&Local>,
 ) -> Result<Arc<Connection>, Status> {
-    // Who answers is checked before anything is shared with it.
-    let control = unix_stream(path, local).await?;
-    match crate::transport::shm::connect_over(
-        control,
-        path,
-        crate::transport::shm::DEFAULT_CAPACITY,
-    )
-    .await
-    {
+    // Who answers is checked before anything is shared with it (what
+    // ShmConnector does, in two steps here: a socket that does not answer
+    // is not a set-up that failed).
+    let unix = unix_connector(local, path);
+    let control = unix
+        .stream(path)
+        .await
+        .map_err(|err| connect_failed(unix::url(path), &err))?;
+    let set_up =
+        crate::transport::shm::connect_over(control, path, crate::transport::shm::DEFAULT_CAPACITY);
+    match set_up.await {
         Ok(link) => Connection::open(link, plan.selection.clone(), config).await,
         Err(err) if forced.is_some() => Err(unreachable(plan.url(), &err)),
         Err(err) => {
             // Not forced: say why and take the Unix socket.
             tracing::debug!(%err, "shared memory refused; using the Unix socket");
             let selection = select::shm_fallback(&plan.selection, err.to_string());
-            let stream = unix_stream(path, local).await?;
-            let link = unix::UnixLink::connected(stream, path);
+            let link = unix
+                .connect(&Endpoint::Unix(path.to_owned()))
+                .await
+                .map_err(|err| connect_failed(unix::url(path), &err))?;
             Connection::open(link, selection, config).await
         }
     }

@@ -334,6 +334,38 @@ pub(crate) fn accept_exhausted(err: &io::Error) -> bool {
     ) || err.kind() == io::ErrorKind::OutOfMemory
 }
 
+/// Opens links of one transport, as a [`Listener`] accepts them. Each
+/// transport module has one (`UnixConnector`, `TcpConnector`,
+/// `ShmConnector`, `QuicConnector`); the client picks the one an
+/// [`Endpoint`] names in one place (`client/open.rs`).
+pub trait Connector: Send + Sync {
+    /// The links it opens.
+    type Link: Link;
+    /// Why a connect failed.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Opens a link to `endpoint`. An endpoint of another transport is an
+    /// error saying so.
+    fn connect(
+        &self,
+        endpoint: &Endpoint,
+    ) -> impl Future<Output = Result<Self::Link, Self::Error>> + Send;
+}
+
+/// Checks who answered a connect before anything is sent to it, by what
+/// the kernel says of the peer ([`PeerInfo`]'s pid and uid, from
+/// SO_PEERCRED); an error refuses the link (use
+/// [`io::ErrorKind::PermissionDenied`] with a message saying why).
+pub type PeerCheck = Arc<dyn Fn(&PeerInfo) -> io::Result<()> + Send + Sync>;
+
+/// The error of a connector given an endpoint of another transport.
+pub(crate) fn wrong_endpoint(connector: Transport, endpoint: &Endpoint) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("the {connector} connector cannot open {endpoint}"),
+    )
+}
+
 /// Accepts links.
 pub trait Listener: Send + 'static {
     /// The links it accepts.

@@ -127,3 +127,19 @@ impl Listener for TcpListener {
         url(self.addr)
     }
 }
+
+/// Opens TCP links.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpConnector;
+
+impl super::Connector for TcpConnector {
+    type Link = TcpLink;
+    type Error = io::Error;
+
+    async fn connect(&self, endpoint: &super::Endpoint) -> io::Result<TcpLink> {
+        match endpoint {
+            super::Endpoint::Tcp(host_port) => connect(host_port).await,
+            other => Err(super::wrong_endpoint(Transport::Tcp, other)),
+        }
+    }
+}

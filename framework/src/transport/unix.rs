@@ -22,16 +22,7 @@ pub struct UnixLink {
 
 impl UnixLink {
     fn new(stream: UnixStream, path: &Path) -> Self {
-        // SO_PEERCRED: the kernel's word on who is at the other end.
-        let cred = stream.peer_cred().ok();
-        let peer = PeerInfo {
-            addr: url(path),
-            pid: cred
-                .as_ref()
-                .and_then(|c| c.pid())
-                .and_then(|p| u32::try_from(p).ok()),
-            uid: cred.as_ref().map(|c| c.uid()),
-        };
+        let peer = peer_of(&stream, path);
         Self {
             stream,
             peer,
@@ -97,6 +88,82 @@ pub async fn connect(path: &Path) -> io::Result<UnixLink> {
 pub async fn connect_via(via: &Path, shown: &Path) -> io::Result<UnixLink> {
     let stream = UnixStream::connect(via).await?;
     Ok(UnixLink::new(stream, shown))
+}
+
+/// Opens Unix-socket links; optionally through another path (a
+/// `/proc/self/fd/<dir>/<name>` path that does not depend on what a
+/// directory path points at now) and checking who answered.
+#[derive(Clone, Default)]
+pub struct UnixConnector {
+    through: Option<PathBuf>,
+    check: Option<super::PeerCheck>,
+}
+
+impl std::fmt::Debug for UnixConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnixConnector")
+            .field("through", &self.through)
+            .field("checks_peer", &self.check.is_some())
+            .finish()
+    }
+}
+
+impl UnixConnector {
+    /// Connects to the endpoint's path.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Connects through `path` instead of the endpoint's path, which is
+    /// still what the link shows.
+    pub fn through(mut self, path: PathBuf) -> Self {
+        self.through = Some(path);
+        self
+    }
+
+    /// Refuses a socket whose peer `check` does not accept, before
+    /// anything is sent to it.
+    pub fn check(mut self, check: super::PeerCheck) -> Self {
+        self.check = Some(check);
+        self
+    }
+
+    /// Connects to the socket at `path` and checks who answered: the
+    /// stream, and what the kernel says of the peer.
+    pub async fn stream(&self, path: &Path) -> io::Result<UnixStream> {
+        let stream = UnixStream::connect(self.through.as_deref().unwrap_or(path)).await?;
+        if let Some(check) = &self.check {
+            check(&peer_of(&stream, path))?;
+        }
+        Ok(stream)
+    }
+}
+
+impl super::Connector for UnixConnector {
+    type Link = UnixLink;
+    type Error = io::Error;
+
+    async fn connect(&self, endpoint: &super::Endpoint) -> io::Result<UnixLink> {
+        let super::Endpoint::Unix(path) = endpoint else {
+            return Err(super::wrong_endpoint(Transport::Unix, endpoint));
+        };
+        let stream = self.stream(path).await?;
+        Ok(UnixLink::new(stream, path))
+    }
+}
+
+/// What the kernel says of the peer of `stream`, connected to `path`
+/// (SO_PEERCRED: the kernel's word on who is at the other end).
+fn peer_of(stream: &UnixStream, path: &Path) -> PeerInfo {
+    let cred = stream.peer_cred().ok();
+    PeerInfo {
+        addr: url(path),
+        pid: cred
+            .as_ref()
+            .and_then(|c| c.pid())
+            .and_then(|p| u32::try_from(p).ok()),
+        uid: cred.as_ref().map(|c| c.uid()),
+    }
 }
 
 /// Listens on a socket path; the socket file is removed when the listener

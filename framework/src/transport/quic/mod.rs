@@ -422,6 +422,9 @@ pub enum ConnectError {
     /// No local UDP socket could be opened.
     #[error("cannot open a UDP socket for QUIC: {0}")]
     Socket(io::Error),
+    /// The endpoint is not a `quic://` one.
+    #[error("the quic connector cannot open {0}")]
+    NotQuic(String),
     /// The settings are unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -472,7 +475,7 @@ impl From<ConnectError> for io::Error {
     fn from(err: ConnectError) -> Self {
         let kind = match &err {
             ConnectError::Resolve { source, .. } | ConnectError::Socket(source) => source.kind(),
-            ConnectError::Config(_) => io::ErrorKind::InvalidInput,
+            ConnectError::Config(_) | ConnectError::NotQuic(_) => io::ErrorKind::InvalidInput,
             ConnectError::FingerprintMismatch { .. } | ConnectError::Untrusted { .. } => {
                 io::ErrorKind::PermissionDenied
             }
@@ -497,6 +500,38 @@ pub async fn connect_with(
     config: &QuicConfig,
 ) -> Result<QuicLink, ConnectError> {
     connect_tls(host_port, &ClientTls::pinned(*pin), config).await
+}
+
+/// Opens QUIC links with one client's TLS settings and transport
+/// configuration.
+#[derive(Clone, Debug)]
+pub struct QuicConnector {
+    tls: ClientTls,
+    config: QuicConfig,
+}
+
+impl QuicConnector {
+    /// Connects trusting and presenting as `tls` says, with `config`.
+    pub fn new(tls: ClientTls, config: QuicConfig) -> Self {
+        Self { tls, config }
+    }
+}
+
+impl crate::transport::Connector for QuicConnector {
+    type Link = QuicLink;
+    type Error = ConnectError;
+
+    async fn connect(
+        &self,
+        endpoint: &crate::transport::Endpoint,
+    ) -> Result<QuicLink, ConnectError> {
+        match endpoint {
+            crate::transport::Endpoint::Quic { host_port, .. } => {
+                connect_tls(host_port, &self.tls, &self.config).await
+            }
+            other => Err(ConnectError::NotQuic(other.to_string())),
+        }
+    }
 }
 
 /// Connects to `host_port` (names are resolved; each address is tried in

@@ -266,6 +266,36 @@ impl ShmLink {
     }
 }
 
+/// Opens shared-memory links: over a Unix socket to the server's listener
+/// (opened and checked by its [`UnixConnector`](crate::transport::unix::UnixConnector)),
+/// with rings of `capacity` bytes.
+#[derive(Clone, Debug)]
+pub struct ShmConnector {
+    unix: crate::transport::unix::UnixConnector,
+    capacity: usize,
+}
+
+impl ShmConnector {
+    /// Sets up over sockets `unix` opens, with rings of `capacity` bytes.
+    pub fn new(unix: crate::transport::unix::UnixConnector, capacity: usize) -> Self {
+        Self { unix, capacity }
+    }
+}
+
+impl crate::transport::Connector for ShmConnector {
+    type Link = ShmLink;
+    type Error = io::Error;
+
+    async fn connect(&self, endpoint: &Endpoint) -> io::Result<ShmLink> {
+        let Endpoint::Shm(path) = endpoint else {
+            return Err(crate::transport::wrong_endpoint(Transport::Shm, endpoint));
+        };
+        // Who answers is checked before anything is shared with it.
+        let control = self.unix.stream(path).await?;
+        connect_over(control, path, self.capacity).await
+    }
+}
+
 /// Opens a shared-memory link to the server listening at `path`.
 pub async fn connect(path: &Path, capacity: usize) -> io::Result<ShmLink> {
     let control = UnixStream::connect(path).await?;

@@ -15,5 +15,5 @@ pub use crate::transport::Polled;
 #[cfg(target_os = "linux")]
 pub use link::{
     ACCEPT, Accepted, BulkTransfers, DEFAULT_BULK_THRESHOLD, DEFAULT_CAPACITY, DEFAULT_SPIN, OFFER,
-    ShmLink, ShmRx, ShmTx, accept, bulk_transfers, connect, connect_over,
+    ShmConnector, ShmLink, ShmRx, ShmTx, accept, bulk_transfers, connect, connect_over,
 };
