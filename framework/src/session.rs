@@ -90,6 +90,10 @@ impl From<Vec<u8>> for Outgoing {
 pub(crate) trait CallerSide: Send + Sync + std::fmt::Debug {
     /// Takes a frame for this side's calls: a response or a GoAway.
     fn handle(&self, decoded: Decoded);
+
+    /// The link ended, cleanly (`Ok`) or not, as a caller reading it found:
+    /// this side's calls fail.
+    fn link_ended(&self, end: Result<bool, crate::transport::LinkError>);
 }
 
 /// Reads the peer's hello, which must be the first frame, within `timeout`.

@@ -365,7 +365,7 @@ impl ClientCore {
         })?;
         guard.sent = len;
         conn.stats.started();
-        let frame = match wait_response(&conn, response, now, deadline).await {
+        let frame = match wait_response(conn.driver(), &*conn, response, now, deadline).await {
             Waited::Response(Ok(frame)) => {
                 guard.armed = false;
                 frame

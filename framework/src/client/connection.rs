@@ -492,6 +492,10 @@ impl CallerSide for Connection {
     fn handle(&self, decoded: Decoded) {
         Self::handle(self, decoded);
     }
+
+    fn link_ended(&self, end: Result<bool, LinkError>) {
+        self.close(ended_status(&self.url, end));
+    }
 }
 
 /// The status calls in flight get when the link to `url` ended: cleanly

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot::error::TryRecvError;
 use tokio::sync::{Notify, oneshot};
 
-use super::connection::Connection;
 use crate::protocol::frame::Frame;
 use crate::protocol::status::Status;
+use crate::session::CallerSide;
 
 /// What a waiting caller receives.
 pub(crate) type Response = Result<Frame, Status>;
@@ -39,12 +39,12 @@ pub(crate) trait ResponseDriver: Send + Sync + fmt::Debug {
     fn lead(&self) -> bool;
 
     /// Reads what has arrived, without waiting, handing every frame to
-    /// `conn`; `true` if anything came. Only the leader calls it.
-    fn poll(&self, conn: &Connection) -> bool;
+    /// `caller`; `true` if anything came. Only the leader calls it.
+    fn poll(&self, caller: &dyn CallerSide) -> bool;
 
     /// The leader stops: with `hand_off`, passes the lead to a parked
     /// caller if there is one; otherwise the link's reader task takes over.
-    fn step_down(&self, conn: &Connection, hand_off: bool);
+    fn step_down(&self, caller: &dyn CallerSide, hand_off: bool);
 
     /// Counts a caller parked (`true`) or no longer parked (`false`).
     fn parked(&self, parked: bool);
@@ -67,19 +67,21 @@ pub(crate) enum Waited {
     Deadline,
 }
 
-/// Waits for the response of a call sent at `sent`, until `deadline`.
+/// Waits for the response of a call sent at `sent`, until `deadline`; on a
+/// link with a `driver`, by reading it for `caller` while leading.
 pub(crate) async fn wait_response(
-    conn: &Connection,
+    driver: Option<&dyn ResponseDriver>,
+    caller: &dyn CallerSide,
     mut response: oneshot::Receiver<Response>,
     sent: Instant,
     deadline: Option<Instant>,
 ) -> Waited {
-    let Some(driver) = conn.driver().filter(|d| !d.spin_budget().is_zero()) else {
+    let Some(driver) = driver.filter(|d| !d.spin_budget().is_zero()) else {
         return park(&mut response, deadline).await;
     };
     loop {
         if driver.lead()
-            && let Some(done) = lead(driver, conn, &mut response, sent, deadline).await
+            && let Some(done) = lead(driver, caller, &mut response, sent, deadline).await
         {
             return done;
         }
@@ -115,14 +117,14 @@ async fn park(response: &mut oneshot::Receiver<Response>, deadline: Option<Insta
 /// arrived for the spin budget (`None`: park).
 async fn lead(
     driver: &dyn ResponseDriver,
-    conn: &Connection,
+    caller: &dyn CallerSide,
     response: &mut oneshot::Receiver<Response>,
     sent: Instant,
     deadline: Option<Instant>,
 ) -> Option<Waited> {
     let mut leading = Leading {
         driver,
-        conn,
+        caller,
         hand_off: true,
     };
     let budget = driver.spin_budget();
@@ -137,7 +139,7 @@ async fn lead(
             Err(TryRecvError::Closed) => return Some(Waited::Dropped),
             Err(TryRecvError::Empty) => {}
         }
-        if driver.poll(conn) {
+        if driver.poll(caller) {
             quiet_since = Instant::now();
             if driver.parked_now() > 0 {
                 // Callers just got their responses: let them run.
@@ -166,13 +168,13 @@ async fn lead(
 /// Steps down however the lead ends (a dropped future included).
 struct Leading<'a> {
     driver: &'a dyn ResponseDriver,
-    conn: &'a Connection,
+    caller: &'a dyn CallerSide,
     hand_off: bool,
 }
 
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
-        self.driver.step_down(self.conn, self.hand_off);
+        self.driver.step_down(self.caller, self.hand_off);
     }
 }
 

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::connection::{Connection, ended_status};
 use super::driver::ResponseDriver;
 use crate::protocol::frame::Decoded;
+use crate::session::CallerSide;
 use crate::transport::spin::{DEFAULT_SPIN, SpinBudget};
 use crate::transport::{LinkError, LinkRx, Polled, RxWake};
 
@@ -121,9 +121,9 @@ impl<R: LinkRx> PolledDriver<R> {
     }
 
     /// A leader saw the end: the connection's calls fail with it.
-    fn leader_saw(conn: &Connection, end: Ending) {
+    fn leader_saw(caller: &dyn CallerSide, end: Ending) {
         if let Some(end) = end {
-            conn.close(ended_status(&conn.url, end));
+            caller.link_ended(end);
         }
     }
 }
@@ -148,13 +148,13 @@ impl<R: LinkRx> ResponseDriver for PolledDriver<R> {
         true
     }
 
-    fn poll(&self, conn: &Connection) -> bool {
-        let (progress, end) = Self::poll_locked(&mut self.lock(), &mut |d| conn.handle(d));
-        Self::leader_saw(conn, end);
+    fn poll(&self, caller: &dyn CallerSide) -> bool {
+        let (progress, end) = Self::poll_locked(&mut self.lock(), &mut |d| caller.handle(d));
+        Self::leader_saw(caller, end);
         progress
     }
 
-    fn step_down(&self, conn: &Connection, hand_off: bool) {
+    fn step_down(&self, caller: &dyn CallerSide, hand_off: bool) {
         let mut state = self.lock();
         if hand_off && self.parked.load(Ordering::Acquire) > 0 && !state.ended {
             // The link stays unarmed: the next leader polls it.
@@ -163,9 +163,9 @@ impl<R: LinkRx> ResponseDriver for PolledDriver<R> {
             return;
         }
         self.leading.store(false, Ordering::Release);
-        let end = Self::rearm(&mut state, &mut |d| conn.handle(d));
+        let end = Self::rearm(&mut state, &mut |d| caller.handle(d));
         drop(state);
-        Self::leader_saw(conn, end);
+        Self::leader_saw(caller, end);
     }
 
     fn parked(&self, parked: bool) {
