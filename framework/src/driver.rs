@@ -55,10 +55,11 @@ pub(crate) trait Serve: Send {
     /// What a handler's future ends with.
     type Outcome: Send + 'static;
 
-    /// A request the session handed out: its handler's future, or `None`
-    /// when it was refused (through `session`) instead.
+    /// A request the session handed out at `now`: its handler's future,
+    /// or `None` when it was refused (through `session`) instead.
     fn start(
         &mut self,
+        now: Instant,
         session: &mut Session<Infallible, Self::Handle>,
         frame: Frame,
     ) -> Option<HandlerFuture<Self::Outcome>>;
@@ -90,6 +91,7 @@ impl Serve for NoService {
 
     fn start(
         &mut self,
+        _now: Instant,
         _session: &mut Session<Infallible, Infallible>,
         _frame: Frame,
     ) -> Option<HandlerFuture<Infallible>> {
@@ -183,6 +185,11 @@ impl<S: Serve> Driver<S> {
         tokio::pin!(stopped);
         let writer_failed = self.outgoing.writer_failed();
         tokio::pin!(writer_failed);
+        // One timer for the session's clocks, moved when their deadline
+        // moves (and never polled while they are off).
+        let timer = tokio::time::sleep_until(far_future().into());
+        tokio::pin!(timer);
+        let mut timer_at = None;
         loop {
             for decoded in std::mem::take(&mut frames) {
                 if let Err(status) = self.handle(decoded, true).await {
@@ -190,10 +197,19 @@ impl<S: Serve> Driver<S> {
                     break;
                 }
             }
-            if self.session.is_done(Instant::now()) && self.handlers.is_empty() {
+            if self.session.is_draining()
+                && self.handlers.is_empty()
+                && self.session.is_done(Instant::now())
+            {
                 return std::mem::replace(&mut self.end, End::Stopped);
             }
             let timeout = self.session.poll_timeout();
+            if timeout != timer_at {
+                timer_at = timeout;
+                if let Some(at) = timeout {
+                    timer.as_mut().reset(at.into());
+                }
+            }
             tokio::select! {
                 biased;
                 // Nothing more reaches the peer: end the connection, so
@@ -267,9 +283,12 @@ impl<S: Serve> Driver<S> {
                         self.flush().await;
                     }
                 }
-                () = tokio::time::sleep_until(timeout.unwrap_or_else(far_future).into()), if timeout.is_some() => {
-                    self.session.handle_timeout(Instant::now());
-                    if let Some(end) = self.events(true) {
+                () = &mut timer, if timeout.is_some() => {
+                    // Fired: re-armed on the next turn (the clocks move on).
+                    timer_at = None;
+                    let now = Instant::now();
+                    self.session.handle_timeout(now);
+                    if let Some(end) = self.events(now, true) {
                         return end;
                     }
                     self.flush().await;
@@ -292,21 +311,24 @@ impl<S: Serve> Driver<S> {
     /// Handles one frame (starting requests only if `serving`); an error
     /// is a protocol violation.
     async fn handle(&mut self, decoded: Decoded, serving: bool) -> Result<(), Status> {
-        let handled = self.session.handle_frame(Instant::now(), decoded);
+        let now = Instant::now();
+        let handled = self.session.handle_frame(now, decoded);
         // Only timeouts end a connection by themselves, never frames.
-        let _ = self.events(serving);
+        let _ = self.events(now, serving);
         self.flush().await;
         handled
     }
 
     /// Carries out what the session asks for (starting requests only if
     /// `serving`); `Some` when it says the connection is over.
-    fn events(&mut self, serving: bool) -> Option<End> {
+    fn events(&mut self, now: Instant, serving: bool) -> Option<End> {
         let mut end = None;
         while let Some(event) = self.session.poll_event() {
             match event {
                 Event::Request(frame) => {
-                    if serving && let Some(handler) = self.serve.start(&mut self.session, frame) {
+                    if serving
+                        && let Some(handler) = self.serve.start(now, &mut self.session, frame)
+                    {
                         self.handlers.push(handler);
                     }
                 }

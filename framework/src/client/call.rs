@@ -240,15 +240,24 @@ impl ClientCore {
         trace: TraceContext,
     ) -> Result<Resp, Status> {
         let mut not_started = false;
+        let mut request = Some(request);
         let first = self
-            .attempt::<C, Req, Resp>(method, &request, now, deadline, &trace, &mut not_started)
+            .attempt::<C, Req, Resp>(
+                method,
+                &mut request,
+                now,
+                deadline,
+                &trace,
+                &mut not_started,
+            )
             .await;
         match first {
-            Err(status) if not_started => {
+            // Kept for this (small arguments only).
+            Err(status) if not_started && request.is_some() => {
                 tracing::debug!(%status, "the server did not start the call; making it again on a new connection");
                 self.attempt::<C, Req, Resp>(
                     method,
-                    &request,
+                    &mut request,
                     now,
                     deadline,
                     &trace,
@@ -264,7 +273,7 @@ impl ClientCore {
     async fn attempt<C: Codec, Req: Serialize + Send, Resp: DeserializeOwned>(
         &self,
         method: &'static MethodDescriptor,
-        request: &Req,
+        request: &mut Option<Req>,
         now: Instant,
         deadline: Option<Instant>,
         trace: &TraceContext,
@@ -272,6 +281,11 @@ impl ClientCore {
     ) -> Result<Resp, Status> {
         // A deadline already past fails before anything else happens.
         deadline_budget(now, deadline, method.full_name)?;
+        let Some(arguments) = request.as_ref() else {
+            return Err(Status::internal(
+                "the call's arguments were already dropped",
+            ));
+        };
         // A connection that closes between being handed out and the call
         // registering in its table never saw the call: it is retried once
         // on a fresh connection (gRPC's transparent retry).
@@ -280,7 +294,7 @@ impl ClientCore {
             let conn = self.channel.connection(deadline).await?;
             tracing::Span::current().record("transport", conn.selection.transport.as_str());
             let counters = Arc::clone(conn.check_method(self.service, method)?);
-            let encoded = self.encode_spilling::<C, Req>(method, request, trace, Some(&conn))?;
+            let encoded = self.encode_spilling::<C, Req>(method, arguments, trace, Some(&conn))?;
             let (waiter, response) = oneshot::channel();
             let started = {
                 let mut session = conn
@@ -299,6 +313,13 @@ impl ClientCore {
             };
             break (conn, counters, encoded, started, response);
         };
+        // Large arguments are freed before the call waits (their memory
+        // then serves the response); only small ones are kept to make the
+        // call again if the server refuses it as never started.
+        let encoded_len = encoded.buf.len() + encoded.bulk.as_ref().map_or(0, BulkBody::len);
+        if encoded_len > KEEP_ARGUMENTS_UP_TO {
+            *request = None;
+        }
         let mut guard = PendingGuard {
             conn: &conn,
             counters: &counters,
@@ -633,6 +654,12 @@ impl ClientCore {
         )))
     }
 }
+
+/// Arguments whose encoding is at most this many bytes are kept until the
+/// response, to make the call again when a server refuses it as never
+/// started (it was letting an idle connection go); larger ones are freed
+/// as soon as they are encoded.
+const KEEP_ARGUMENTS_UP_TO: usize = 64 * 1024;
 
 /// Call ids of one-way frames sent through queues (the server ignores them;
 /// they tell frames apart in logs).

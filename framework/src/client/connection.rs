@@ -77,6 +77,8 @@ pub(crate) struct Connection {
     pub(crate) locality: Locality,
     /// How one-way calls to each service leave this process.
     pub(crate) oneway: OnewayRoutes,
+    /// When the connection opened.
+    opened: Instant,
 }
 
 impl Connection {
@@ -294,6 +296,7 @@ impl Connection {
             draining: AtomicBool::new(false),
             _stop_reader: stop_reader,
             driver: OnceLock::new(),
+            opened: Instant::now(),
         })
     }
 
@@ -443,19 +446,21 @@ impl Connection {
     pub(crate) fn handle(&self, decoded: Decoded) {
         let mut decoded = Some(decoded);
         loop {
-            let (event, transmit) = {
+            let (event, transmit, more) = {
                 let Ok(mut session) = self.session.lock() else {
                     return;
                 };
                 if let Some(decoded) = decoded.take() {
                     // A session that serves nothing finds no protocol errors.
-                    let _ = session.handle_frame(Instant::now(), decoded);
+                    // It runs no clocks either (the driver's session pings),
+                    // so it is given the instant the connection opened
+                    // rather than a clock read per frame.
+                    let _ = session.handle_frame(self.opened, decoded);
                 }
-                (session.poll_event(), session.poll_transmit())
+                let event = session.poll_event();
+                let transmit = session.poll_transmit();
+                (event, transmit, !session.is_quiet())
             };
-            if event.is_none() && transmit.is_none() {
-                return;
-            }
             if let Some(transmit) = transmit {
                 // Control frames (Pong, Unimplemented) wait for nothing.
                 let _ = self.outgoing.try_send(transmit.bytes.into());
@@ -483,6 +488,9 @@ impl Connection {
                     | Event::Idle(_),
                 )
                 | None => {}
+            }
+            if !more {
+                return;
             }
         }
     }

@@ -243,10 +243,11 @@ impl Serve for Serving {
 
     fn start(
         &mut self,
+        now: Instant,
         session: &mut ServerSession,
         frame: Frame,
     ) -> Option<HandlerFuture<Outcome>> {
-        self.route(session, frame)
+        self.route(now, session, frame)
     }
 
     fn cancelled(&mut self, call: InFlight) {
@@ -279,12 +280,12 @@ impl Serving {
     /// refuses it.
     fn route(
         &mut self,
+        started: Instant,
         session: &mut ServerSession,
         frame: Frame,
     ) -> Option<HandlerFuture<Outcome>> {
         let oneway = frame.header.kind == Kind::OneWay;
         let call_id = frame.header.call_id;
-        let started = Instant::now();
         let received = HEADER_LEN + frame.metadata.len() + frame.payload.len();
         self.stats.started();
         let counters = self.counters.get(&frame.header.method_id).cloned();
@@ -466,7 +467,9 @@ impl Serving {
         result: Result<Reply, Status>,
         metadata: &Metadata,
     ) -> Option<Outgoing> {
-        let call = session.finish(Instant::now(), call_id)?;
+        let now = Instant::now();
+        let call = session.finish(now, call_id)?;
+        let took = now.saturating_duration_since(call.started);
         if oneway {
             let code = match &result {
                 Ok(_) => Code::Ok,
@@ -475,13 +478,8 @@ impl Serving {
                     status.code()
                 }
             };
-            self.stats.finished(
-                &call.counters,
-                code,
-                Some(call.started.elapsed()),
-                0,
-                call.received,
-            );
+            self.stats
+                .finished(&call.counters, code, Some(took), 0, call.received);
             return None;
         }
         let mut bulk_body = None;
@@ -509,13 +507,8 @@ impl Serving {
             bulk_body = None;
         }
         let sent = sealed.bytes.len() + bulk_body.as_ref().map_or(0, BulkBody::len);
-        self.stats.finished(
-            &call.counters,
-            sealed.code,
-            Some(call.started.elapsed()),
-            sent,
-            call.received,
-        );
+        self.stats
+            .finished(&call.counters, sealed.code, Some(took), sent, call.received);
         Some(Outgoing {
             bytes: sealed.bytes,
             written: None,

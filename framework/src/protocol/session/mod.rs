@@ -252,6 +252,12 @@ impl<W, H> Session<W, H> {
         self.transmits.pop_front()
     }
 
+    /// Whether nothing waits in [`poll_event`](Self::poll_event) or
+    /// [`poll_transmit`](Self::poll_transmit).
+    pub fn is_quiet(&self) -> bool {
+        self.events.is_empty() && self.transmits.is_empty()
+    }
+
     fn transmit(&mut self, bytes: Vec<u8>, may_drop: bool) {
         self.transmits.push_back(Transmit { bytes, may_drop });
     }
