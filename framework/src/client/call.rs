@@ -179,7 +179,7 @@ impl ClientCore {
         }
         debug_assert_eq!(start, 0);
         let threshold = conn.and_then(|conn| conn.outgoing.bulk_threshold());
-        let limit = conn.map(|conn| conn.peer_frame_limit as usize);
+        let limit = conn.map(|conn| conn.limits().peer as usize);
         let mut writer = SpillWriter::new(&mut buf, HEADER_LEN, threshold).with_limit(limit);
         let encoded = C::encode_to(request, &mut writer);
         let too_large = writer.over_limit();
@@ -239,23 +239,12 @@ impl ClientCore {
         deadline: Option<Instant>,
         trace: TraceContext,
     ) -> Result<Resp, Status> {
-        let mut not_started = false;
         let mut request = Some(request);
-        let first = self
-            .attempt::<C, Req, Resp>(
-                method,
-                &mut request,
-                now,
-                deadline,
-                &trace,
-                &mut not_started,
-            )
-            .await;
-        match first {
-            // Kept for this (small arguments only).
-            Err(status) if not_started && request.is_some() => {
-                tracing::debug!(%status, "the server did not start the call; making it again on a new connection");
-                self.attempt::<C, Req, Resp>(
+        let mut retried = false;
+        loop {
+            let mut not_started = false;
+            let result = self
+                .attempt::<C, Req, Resp>(
                     method,
                     &mut request,
                     now,
@@ -263,9 +252,15 @@ impl ClientCore {
                     &trace,
                     &mut not_started,
                 )
-                .await
+                .await;
+            // Once, and only with the arguments kept for it (small ones).
+            match result {
+                Err(status) if not_started && !retried && request.is_some() => {
+                    tracing::debug!(%status, "the server did not start the call; making it again on a new connection");
+                    retried = true;
+                }
+                other => return other,
             }
-            other => other,
         }
     }
 

@@ -57,14 +57,10 @@ pub(crate) struct Connection {
     methods: HashMap<u32, (MethodInfo, Arc<MethodCounters>)>,
     /// What the debug views show of this connection.
     pub(crate) stats: Arc<ConnectionStats>,
-    /// Largest request body the peer accepts.
-    pub(crate) peer_frame_limit: u32,
-    /// Largest response body this side accepts.
-    pub(crate) frame_limit: u32,
+    /// The largest body each end takes, and the settings that set them.
+    limits: FrameLimits,
     /// How much response metadata one call may carry.
     pub(crate) metadata_limits: MetadataLimits,
-    /// Which settings set the frame limits, for messages.
-    pub(crate) knobs: crate::session::LimitKnobs,
     pub(crate) outgoing: Outbound,
     /// The connection's rules: this side's calls waiting for responses.
     pub(crate) session: Mutex<Session<Waiter, std::convert::Infallible>>,
@@ -257,16 +253,18 @@ impl Connection {
             format!("{transport} to {url}: {}", selection.reason),
         );
         let locality = hello.host.locality(&peer_hello.host);
-        let peer_frame_limit = peer_hello.max_frame;
+        let limits = FrameLimits {
+            own: config.frame_limit,
+            peer: peer_hello.max_frame,
+            knobs: config.knobs,
+        };
         Arc::new(Self {
             locality,
             oneway: OnewayRoutes::default(),
             selection,
             peer,
-            peer_frame_limit: peer_hello.max_frame,
-            frame_limit: config.frame_limit,
+            limits,
             metadata_limits: config.metadata_limits,
-            knobs: config.knobs,
             peer_hello,
             url,
             methods,
@@ -281,11 +279,7 @@ impl Connection {
                         serves: false,
                         forwards_to_caller: false,
                     },
-                    limits: FrameLimits {
-                        own: config.frame_limit,
-                        peer: peer_frame_limit,
-                        knobs: config.knobs,
-                    },
+                    limits,
                     max_pending: config.max_pending,
                     max_in_flight: 0,
                     cancel_rate: CancelRate::default(),
@@ -434,11 +428,7 @@ impl Connection {
 
     /// The frame limits of both ends.
     pub(crate) fn limits(&self) -> FrameLimits {
-        FrameLimits {
-            own: self.frame_limit,
-            peer: self.peer_frame_limit,
-            knobs: self.knobs,
-        }
+        self.limits
     }
 
     /// Takes a frame the peer sent this side as a caller: a response, a

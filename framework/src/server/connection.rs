@@ -275,9 +275,28 @@ impl Serve for Serving {
     }
 }
 
+/// Why a request was not started, and the counters of its method.
+struct Refused {
+    status: Status,
+    counters: Option<Arc<MethodCounters>>,
+    /// Refused because the connection drains (the caller may make the
+    /// call again elsewhere when the drain is for idleness).
+    draining: bool,
+}
+
+impl Refused {
+    fn new(status: Status, counters: Option<Arc<MethodCounters>>) -> Self {
+        Self {
+            status,
+            counters,
+            draining: false,
+        }
+    }
+}
+
 impl Serving {
     /// Routes a request to its handler (whose future it returns), or
-    /// refuses it.
+    /// answers and counts it when it is refused.
     fn route(
         &mut self,
         started: Instant,
@@ -288,16 +307,53 @@ impl Serving {
         let call_id = frame.header.call_id;
         let received = HEADER_LEN + frame.metadata.len() + frame.payload.len();
         self.stats.started();
+        let refused = match self.start_handler(started, received, session, frame) {
+            Ok(handler) => return Some(handler),
+            Err(refused) => refused,
+        };
+        let status = refused.status;
+        let sent = if refused.draining {
+            session.refuse_admission(call_id, oneway, &status)
+        } else {
+            session.refuse(call_id, oneway, &status)
+        };
+        if let Some(counters) = refused.counters {
+            self.stats.finished(
+                &counters,
+                status.code(),
+                Some(started.elapsed()),
+                sent,
+                received,
+            );
+        }
+        None
+    }
+
+    /// Starts the handler of a routed, admitted request: its future, or
+    /// why the request is refused.
+    fn start_handler(
+        &mut self,
+        started: Instant,
+        received: usize,
+        session: &mut ServerSession,
+        frame: Frame,
+    ) -> Result<HandlerFuture<Outcome>, Refused> {
+        let oneway = frame.header.kind == Kind::OneWay;
+        let call_id = frame.header.call_id;
         let counters = self.counters.get(&frame.header.method_id).cloned();
         let Some((service, method)) = self.shared.router.route(frame.header.method_id).cloned()
         else {
             let status = self.shared.router.unknown(frame.header.method_id);
             tracing::debug!(%status, "unknown method");
-            self.refused(session, None, started, received, (oneway, call_id), status);
-            return None;
+            return Err(Refused::new(status, None));
         };
         // The router and the counters are built from the same routes.
-        let counters = counters?;
+        let Some(counters) = counters else {
+            return Err(Refused::new(
+                Status::internal(format!("{} has no counters", method.full_name)),
+                None,
+            ));
+        };
         if let Some(why) = &self.introspection_denied
             && service.descriptor().name == crate::debug::INTROSPECTION_DESCRIPTOR.name
         {
@@ -308,26 +364,14 @@ impl Serving {
                  ServerBuilder::remote_introspection(true)"
             ));
             tracing::debug!(%status, peer = %self.info.peer.addr, "introspection refused");
-            self.refused(
-                session,
-                Some(&counters),
-                started,
-                received,
-                (oneway, call_id),
-                status,
-            );
-            return None;
+            return Err(Refused::new(status, Some(counters)));
         }
         if let Some(status) = session.admission_closed() {
-            let sent = session.refuse_admission(call_id, oneway, &status);
-            self.stats.finished(
-                &counters,
-                status.code(),
-                Some(started.elapsed()),
-                sent,
-                received,
-            );
-            return None;
+            return Err(Refused {
+                status,
+                counters: Some(counters),
+                draining: true,
+            });
         }
         let limits = self.shared.config.metadata_limits;
         let metadata = match Metadata::decode_limited(&frame.metadata, limits) {
@@ -335,15 +379,7 @@ impl Serving {
             Err(err) => {
                 let status =
                     metadata_refused(method.full_name, &err, "ServerBuilder::max_metadata");
-                self.refused(
-                    session,
-                    Some(&counters),
-                    started,
-                    received,
-                    (oneway, call_id),
-                    status,
-                );
-                return None;
+                return Err(Refused::new(status, Some(counters)));
             }
         };
         let (abort, registration) = AbortHandle::new_pair();
@@ -356,30 +392,14 @@ impl Serving {
         let admitted = match session.admit(started, &frame.header, in_flight) {
             Ok(admitted) => admitted,
             Err(status) => {
-                self.refused(
-                    session,
-                    Some(&counters),
-                    started,
-                    received,
-                    (oneway, call_id),
-                    status,
-                );
-                return None;
+                return Err(Refused::new(status, Some(counters)));
             }
         };
         // The router found the method, so the service has it.
         let Some(handler) = service.call(method.id, Request::new(frame.payload)) else {
             session.finish(started, call_id);
             let status = self.shared.router.unknown(method.id);
-            self.refused(
-                session,
-                Some(&counters),
-                started,
-                received,
-                (oneway, call_id),
-                status,
-            );
-            return None;
+            return Err(Refused::new(status, Some(counters)));
         };
         let ctx = Context::new(
             Arc::clone(&self.info),
@@ -431,30 +451,7 @@ impl Serving {
                 Metadata::new(),
             ))
         });
-        Some(Box::pin(abortable))
-    }
-
-    /// Answers a call that was not started (unless it is one-way) and
-    /// counts it.
-    fn refused(
-        &self,
-        session: &mut ServerSession,
-        counters: Option<&Arc<MethodCounters>>,
-        started: Instant,
-        received: usize,
-        (oneway, call_id): (bool, u64),
-        status: Status,
-    ) {
-        let sent = session.refuse(call_id, oneway, &status);
-        if let Some(counters) = counters {
-            self.stats.finished(
-                counters,
-                status.code(),
-                Some(started.elapsed()),
-                sent,
-                received,
-            );
-        }
+        Ok(Box::pin(abortable))
     }
 
     /// The reply to a call whose handler finished (`None`: one-way, or

@@ -362,7 +362,10 @@ pub type PeerCheck = Arc<dyn Fn(&PeerInfo) -> io::Result<()> + Send + Sync>;
 pub(crate) fn wrong_endpoint(connector: Transport, endpoint: &Endpoint) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
-        format!("the {connector} connector cannot open {endpoint}"),
+        format!(
+            "the {connector} connector cannot open {endpoint}; open it with the {} connector",
+            endpoint.transport()
+        ),
     )
 }
 

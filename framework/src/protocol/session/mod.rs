@@ -21,7 +21,7 @@
 //!    [`Session::poll_transmit`] until `None` (frames to write, in order).
 //! 4. Calls this side makes: [`Session::start_call`] (or
 //!    [`Session::allocate_id`] for one-way calls), then
-//!    [`Session::seal_request`]; a caller that gives up:
+//!    [`FrameLimits::seal_request`] (of [`Session::limits`]); a caller that gives up:
 //!    [`Session::abandon`]. Calls it serves: [`Session::admit`] after
 //!    routing, then [`Session::finish`] and [`Session::reply`], or
 //!    [`Session::refuse`].
@@ -42,7 +42,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use self::cancel_budget::{CancelBudget, CancelRate};
-use self::encode::{RequestHead, bare_frame, frame_status, status_frame, status_frame_with};
+use self::encode::{bare_frame, frame_status, status_frame, status_frame_with};
 pub use self::limits::{FrameLimits, LimitKnobs};
 pub use self::timers::Timers;
 use self::timers::{Clock, Due};
@@ -373,20 +373,6 @@ impl<W, H> Session<W, H> {
     /// A fresh call id for a call that expects no response (one-way).
     pub fn allocate_id(&mut self) -> u64 {
         self.calls.allocate_id()
-    }
-
-    /// Writes the header of a request to `what`: see
-    /// [`FrameLimits::seal_request`].
-    pub fn seal_request(
-        &self,
-        buf: &mut [u8],
-        head: RequestHead,
-        metadata_len: usize,
-        what: &str,
-    ) -> Result<(), Status> {
-        self.config
-            .limits
-            .seal_request(buf, head, metadata_len, what)
     }
 
     /// Forgets a call whose caller gave up. Returns the Cancel frame to

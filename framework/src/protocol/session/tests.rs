@@ -79,6 +79,17 @@ impl Pair {
         )
     }
 
+    /// A client and a server whose clocks run as `timers` say.
+    fn with_server_timers(timers: Timers) -> Self {
+        Self::with(
+            config(Role::Client, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
+            with_timers(
+                config(Role::Server, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
+                timers,
+            ),
+        )
+    }
+
     fn with(a: SessionConfig, b: SessionConfig) -> Self {
         let now = Instant::now();
         Self {
@@ -213,7 +224,9 @@ fn request(
         method_id: 7,
         deadline_us,
     };
-    session.seal_request(&mut wire, head, metadata.encoded_len(), "Calc.add")?;
+    session
+        .limits()
+        .seal_request(&mut wire, head, metadata.encoded_len(), "Calc.add")?;
     Ok(wire)
 }
 
@@ -436,6 +449,7 @@ fn a_one_way_call_gets_no_answer_even_when_refused() {
     };
     pair.a
         .session
+        .limits()
         .seal_request(&mut wire, head, 0, "Log.put")
         .unwrap();
     pair.b.inbox.extend_from_slice(&wire);
@@ -900,6 +914,14 @@ fn with_timers(mut config: SessionConfig, timers: Timers) -> SessionConfig {
 
 const MS: Duration = Duration::from_millis(1);
 
+/// Ping after 100 ms of quiet; give up 50 ms later.
+const KEEPALIVE: Timers = Timers {
+    keepalive_interval: Some(Duration::from_millis(100)),
+    keepalive_timeout: Duration::from_millis(50),
+    idle_timeout: None,
+    drain_grace: Duration::from_secs(1),
+};
+
 #[test]
 fn no_timer_runs_unless_set() {
     let pair = Pair::client_server();
@@ -909,18 +931,7 @@ fn no_timer_runs_unless_set() {
 
 #[test]
 fn a_quiet_peer_is_pinged_and_a_live_one_answers() {
-    let timers = Timers {
-        keepalive_interval: Some(100 * MS),
-        keepalive_timeout: 50 * MS,
-        ..Timers::default()
-    };
-    let mut pair = Pair::with(
-        config(Role::Client, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
-        with_timers(
-            config(Role::Server, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
-            timers,
-        ),
-    );
+    let mut pair = Pair::with_server_timers(KEEPALIVE);
     let start = pair.now;
     assert_eq!(pair.b.session.poll_timeout(), Some(start + 100 * MS));
     // Too early: nothing.
@@ -951,18 +962,7 @@ fn a_quiet_peer_is_pinged_and_a_live_one_answers() {
 
 #[test]
 fn a_peer_that_does_not_answer_a_ping_is_declared_gone_once() {
-    let timers = Timers {
-        keepalive_interval: Some(100 * MS),
-        keepalive_timeout: 50 * MS,
-        ..Timers::default()
-    };
-    let mut pair = Pair::with(
-        config(Role::Client, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
-        with_timers(
-            config(Role::Server, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
-            timers,
-        ),
-    );
+    let mut pair = Pair::with_server_timers(KEEPALIVE);
     pair.advance(100 * MS);
     pair.b.session.handle_timeout(pair.now);
     assert!(pair.b.session.poll_transmit().is_some(), "the ping");
@@ -989,18 +989,7 @@ fn a_peer_that_does_not_answer_a_ping_is_declared_gone_once() {
 
 #[test]
 fn steady_traffic_never_pings() {
-    let timers = Timers {
-        keepalive_interval: Some(100 * MS),
-        keepalive_timeout: 50 * MS,
-        ..Timers::default()
-    };
-    let mut pair = Pair::with(
-        config(Role::Client, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
-        with_timers(
-            config(Role::Server, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
-            timers,
-        ),
-    );
+    let mut pair = Pair::with_server_timers(KEEPALIVE);
     for tag in 0..100 {
         pair.advance(60 * MS);
         pair.call(tag, None, b"x").unwrap();
@@ -1021,13 +1010,7 @@ fn an_idle_connection_drains_after_the_timeout_and_refuses_crossing_calls_as_not
         drain_grace: 100 * MS,
         ..Timers::default()
     };
-    let mut pair = Pair::with(
-        config(Role::Client, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
-        with_timers(
-            config(Role::Server, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
-            timers,
-        ),
-    );
+    let mut pair = Pair::with_server_timers(timers);
     // A call in flight holds the idle clock.
     let id = pair.call(1, None, b"long").unwrap();
     for event in pair.b_reads() {

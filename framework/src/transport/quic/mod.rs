@@ -423,7 +423,7 @@ pub enum ConnectError {
     #[error("cannot open a UDP socket for QUIC: {0}")]
     Socket(io::Error),
     /// The endpoint is not a `quic://` one.
-    #[error("the quic connector cannot open {0}")]
+    #[error("the quic connector cannot open {0}; give it a quic://host:port endpoint")]
     NotQuic(String),
     /// The settings are unusable.
     #[error(transparent)]
