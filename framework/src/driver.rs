@@ -8,8 +8,9 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Weak;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -43,6 +44,54 @@ pub(crate) enum End {
     WriteFailed(String),
     /// The server stopped, or the connection was dropped.
     Stopped,
+}
+
+/// Where a server connection tells whether it is idle, and since when
+/// (its server picks the longest idle when it must make room).
+#[derive(Debug)]
+pub(crate) struct IdleMark {
+    epoch: Instant,
+    /// Nanoseconds since `epoch` plus one when idle; 0 when not.
+    since: AtomicU64,
+}
+
+impl IdleMark {
+    /// A mark that says "not idle" (the handshake is not done yet).
+    pub(crate) fn new(epoch: Instant) -> Self {
+        Self {
+            epoch,
+            since: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn set(&self, since: Option<Instant>) {
+        let value = since.map_or(0, |at| {
+            u64::try_from(at.saturating_duration_since(self.epoch).as_nanos())
+                .unwrap_or(u64::MAX - 1)
+                + 1
+        });
+        if self.since.load(Ordering::Relaxed) != value {
+            self.since.store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// Since when the connection has been idle, if it is.
+    pub(crate) fn idle_since(&self) -> Option<Instant> {
+        match self.since.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.epoch + Duration::from_nanos(n - 1)),
+        }
+    }
+}
+
+/// A server connection's place among its server's connections: it tells
+/// whether it is idle, and the server may ask it to go to make room.
+#[derive(Debug)]
+pub(crate) struct Tenancy {
+    /// Where the driver marks idleness.
+    pub(crate) idle: Arc<IdleMark>,
+    /// Fires with the reason when the server asks an idle connection to go.
+    pub(crate) evict: oneshot::Receiver<Status>,
 }
 
 /// A handler's future.
@@ -128,6 +177,10 @@ pub(crate) struct Driver<S: Serve> {
     peer: String,
     /// Why the connection ended, once it is known before `run` returns.
     end: End,
+    /// A server connection's idleness mark, if its server keeps one.
+    idle: Option<Arc<IdleMark>>,
+    /// Fires when its server asks it to go.
+    evict: Option<oneshot::Receiver<Status>>,
 }
 
 impl<S: Serve> Driver<S> {
@@ -147,7 +200,16 @@ impl<S: Serve> Driver<S> {
             caller,
             peer,
             end: End::Stopped,
+            idle: None,
+            evict: None,
         }
+    }
+
+    /// Marks idleness for, and takes eviction from, the connection's server.
+    pub(crate) fn with_tenancy(mut self, tenancy: Tenancy) -> Self {
+        self.idle = Some(tenancy.idle);
+        self.evict = Some(tenancy.evict);
+        self
     }
 
     /// The session (what is left in it once `run` returned).
@@ -202,6 +264,9 @@ impl<S: Serve> Driver<S> {
                 && self.session.is_done(Instant::now())
             {
                 return std::mem::replace(&mut self.end, End::Stopped);
+            }
+            if let Some(idle) = &self.idle {
+                idle.set(self.session.idle_since());
             }
             let timeout = self.session.poll_timeout();
             if timeout != timer_at {
@@ -294,6 +359,17 @@ impl<S: Serve> Driver<S> {
                     self.flush().await;
                 }
                 () = &mut stopped => return End::Stopped,
+                evicted = evicted(&mut self.evict) => {
+                    self.evict = None;
+                    if let Ok(status) = evicted
+                        && self.session.shed(Instant::now(), &status)
+                    {
+                        tracing::debug!(peer = %self.peer, %status, "shed an idle connection");
+                        self.serve.draining();
+                        self.serve.event("shed", status.message().to_owned());
+                        self.flush().await;
+                    }
+                }
             }
         }
     }
@@ -386,9 +462,19 @@ impl<S: Serve> Driver<S> {
     }
 }
 
+/// Waits for an eviction, if one can come.
+async fn evicted(
+    evict: &mut Option<oneshot::Receiver<Status>>,
+) -> Result<Status, oneshot::error::RecvError> {
+    match evict {
+        Some(evict) => evict.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// An instant no timer reaches (for a timer branch that is off).
 fn far_future() -> Instant {
-    Instant::now() + std::time::Duration::from_secs(86_400 * 365)
+    Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 /// Whether a receive error means the peer is gone (as opposed to a peer

@@ -120,6 +120,9 @@ impl Services {
             },
             queues: Vec::new(),
             endpoints: std::sync::OnceLock::new(),
+            // Pipes are between a parent and its own child.
+            intake: crate::transport::intake::IntakeLimits::default(),
+            slots: crate::server::slots::Slots::new(usize::MAX, "a pipe peer".to_owned()),
         }))
     }
 }

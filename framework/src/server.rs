@@ -9,6 +9,7 @@ pub(crate) mod queue;
 #[cfg(feature = "quic")]
 mod quic;
 pub(crate) mod router;
+pub(crate) mod slots;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,9 @@ use crate::protocol::frame::{DEFAULT_FRAME_LIMIT, MAX_FRAME_LIMIT};
 use crate::protocol::metadata::MetadataLimits;
 use crate::protocol::status::Status;
 use crate::service::Service;
+use crate::transport::intake::{
+    DEFAULT_PARTIAL_BUDGET, FrameDeadline, IntakeLimits, PartialBudget,
+};
 use crate::transport::tcp::TcpListener;
 use crate::transport::unix::UnixListener;
 use crate::transport::{Link, Listener};
@@ -51,6 +55,13 @@ pub(crate) struct ServerConfig {
     pub(crate) metadata_limits: MetadataLimits,
     /// Which settings set the frame limits, for messages.
     pub(crate) knobs: crate::session::LimitKnobs,
+    /// How long a frame may take to arrive once started (Unix, TCP, QUIC).
+    pub(crate) frame_deadline: Option<FrameDeadline>,
+    /// The bytes all connections may hold of partial frames beyond what
+    /// each holds freely.
+    pub(crate) partial_budget: usize,
+    /// The most connections kept (`None`: from `RLIMIT_NOFILE`).
+    pub(crate) max_connections: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +77,9 @@ impl Default for ServerConfig {
             remote_introspection: false,
             metadata_limits: MetadataLimits::default(),
             knobs: crate::session::LimitKnobs::SERVER,
+            frame_deadline: Some(FrameDeadline::default()),
+            partial_budget: DEFAULT_PARTIAL_BUDGET,
+            max_connections: None,
         }
     }
 }
@@ -78,6 +92,10 @@ pub(crate) struct ServerShared {
     pub(crate) queues: Vec<(String, String)>,
     /// Where it listens, once every listener is bound (told in the hello).
     pub(crate) endpoints: std::sync::OnceLock<Vec<String>>,
+    /// What every connection's receiver holds partial frames under.
+    pub(crate) intake: IntakeLimits,
+    /// Its connections, capped.
+    pub(crate) slots: Arc<slots::Slots>,
 }
 
 #[derive(Clone, Debug)]
@@ -215,6 +233,50 @@ impl ServerBuilder {
     /// new connection. Off by default.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.config.timers.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a frame may take to arrive once its first byte is in (on
+    /// Unix, TCP and QUIC): `base` plus one second for every `min_rate`
+    /// bytes its header announces. A frame that misses it ends the
+    /// connection (the client gets INVALID_ARGUMENT naming this setting) and
+    /// its bytes are freed, so a peer that starts a large frame and stops
+    /// cannot pin that memory. Default: 10 s plus 1 s per MiB (a 16 MiB
+    /// frame gets 26 s), as Apache's `mod_reqtimeout` gives request bodies
+    /// a base time and a minimum rate.
+    pub fn frame_timeout(mut self, base: Duration, min_rate: u64) -> Self {
+        self.config.frame_deadline = Some(FrameDeadline { base, min_rate });
+        self
+    }
+
+    /// Turns the frame deadline off ([`frame_timeout`](Self::frame_timeout)):
+    /// only for peers you trust.
+    pub fn no_frame_timeout(mut self) -> Self {
+        self.config.frame_deadline = None;
+        self
+    }
+
+    /// The bytes all connections together may hold of frames still
+    /// arriving, beyond 512 KiB each (64 KiB per QUIC stream) that need no
+    /// budget. When it is spent, one connection at a time may still grow
+    /// (so some frame always completes); the others stop reading until
+    /// bytes are freed, and the peer sees TCP or QUIC flow control. Default
+    /// 64 MiB. Memory for partial frames is then at most this, plus one
+    /// frame, plus the free part of each connection.
+    pub fn partial_frame_budget(mut self, bytes: usize) -> Self {
+        self.config.partial_budget = bytes;
+        self
+    }
+
+    /// The most connections this server keeps at once (default: its
+    /// `RLIMIT_NOFILE` less an eighth, at least 64, kept free for listeners,
+    /// files and new clients). Past it the connection idle longest is let
+    /// go (a GoAway; a call crossing it is made again by the client on a
+    /// new connection); with none idle, the new connection is refused with
+    /// RESOURCE_EXHAUSTED naming the limit. Running out of descriptors in
+    /// accept lets the longest idle connection go too.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.config.max_connections = Some(connections.max(1));
         self
     }
 
@@ -398,11 +460,21 @@ impl ServerBuilder {
             .collect();
         #[cfg(not(target_os = "linux"))]
         let queue_names = Vec::new();
+        let intake = IntakeLimits {
+            deadline: self.config.frame_deadline,
+            budget: Some(PartialBudget::new(self.config.partial_budget)),
+        };
+        let (cap, source) = match self.config.max_connections {
+            Some(cap) => (cap, "ServerBuilder::max_connections".to_owned()),
+            None => slots::default_cap(),
+        };
         let shared = Arc::new(ServerShared {
             router: self.router,
             config: self.config,
             queues: queue_names,
             endpoints: std::sync::OnceLock::new(),
+            intake,
+            slots: slots::Slots::new(cap, source),
         });
         let (phase, _) = watch::channel(Phase::Serving);
         let (alive, connections_done) = mpsc::channel::<()>(1);
@@ -598,12 +670,16 @@ async fn accept_loop<L: Listener>(
                     spawn(&shared, link, phase.clone(), alive.clone());
                 }
                 Err(err) if crate::transport::accept_exhausted(&err) => {
-                    // Out of descriptors or memory: wait for some to free.
+                    // Out of descriptors or memory: let the connection idle
+                    // longest go, and wait for some to free.
+                    let shed = shared.slots.make_room();
                     tracing::warn!(
                         listener = %listener.local_url(),
                         %err,
+                        shed,
                         "accept failed: out of file descriptors or memory; raise RLIMIT_NOFILE \
-                         (ulimit -n) or serve fewer connections"
+                         (ulimit -n), lower ServerBuilder::max_connections, or serve fewer \
+                         connections"
                     );
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }

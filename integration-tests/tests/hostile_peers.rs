@@ -281,3 +281,213 @@ async fn replies_a_client_never_reads_are_bounded_in_bytes() {
     })
     .await;
 }
+
+/// A raw TCP connection that has done the client handshake by hand.
+async fn raw_tcp(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use switchyard::protocol::frame::{Header, Kind, finish_frame, start_frame};
+    use switchyard::protocol::hello::{Hello, Role};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let hello = Hello {
+        role: Role::Client,
+        host: Default::default(),
+        pid: std::process::id(),
+        uid: 0,
+        process_name: "stall".into(),
+        max_frame: 1 << 20,
+        max_in_flight: 0,
+        services: Vec::new(),
+        queues: Vec::new(),
+        endpoints: Vec::new(),
+    };
+    let mut buf = Vec::new();
+    let start = start_frame(&mut buf);
+    hello.encode_into(&mut buf);
+    finish_frame(&mut buf, start, Header::new(Kind::Hello, 0), 0, u32::MAX).unwrap();
+    stream.write_all(&buf).await.unwrap();
+    // The server's hello: enough to know the handshake is done.
+    let mut first = [0u8; 64];
+    assert!(stream.read(&mut first).await.unwrap() > 0);
+    stream
+}
+
+/// 32 peers each announce a frame just under the 16 MiB limit, send 15 MiB
+/// of it and stop: the server holds at most its partial-frame budget of
+/// them (64 MiB, plus one frame that may always grow, plus 512 KiB a
+/// connection), so it grows by at most 128 MiB (before the budget: +520
+/// MiB), and closes each within the frame's deadline (10 s plus 1 s per
+/// MiB: 26 s), while a polite client beside them loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_half_frames_are_bounded_in_bytes_and_closed_by_their_deadline() {
+    use switchyard::protocol::frame::{HEADER_LEN, Header, Kind};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PEERS: usize = 32;
+    const BODY: u32 = (16 << 20) - 4096;
+    const SENT: usize = 15 << 20;
+    let server = ServerProcess::start(&["--tcp"]);
+    within(Duration::from_secs(180), async {
+        let tcp = server.endpoint("tcp");
+        let addr: std::net::SocketAddr = tcp.trim_start_matches("tcp://").parse().unwrap();
+        let polite_client = TestingClient::new(tcp_channel(&server).await);
+        assert_eq!(polite_client.add(1, 1).await.unwrap(), 2);
+        let rss_before = rss_kib(server.pid());
+        let started = Instant::now();
+        let mut peers = Vec::new();
+        for _ in 0..PEERS {
+            let stream = raw_tcp(addr).await;
+            peers.push(tokio::spawn(async move {
+                let (mut read, mut write) = stream.into_split();
+                let mut header = Header::new(Kind::Request, 1);
+                header.payload_len = BODY;
+                let mut wire = vec![0u8; HEADER_LEN];
+                header.write_to(&mut wire);
+                wire.resize(HEADER_LEN + SENT, 0xAB);
+                // The server stops reading when the budget is spent, so
+                // this may never finish; the read below tells when the
+                // server closed the connection.
+                let writer = tokio::spawn(async move {
+                    let _ = write.write_all(&wire).await;
+                    // Stay, silent, until the server closes.
+                    std::future::pending::<()>().await;
+                    drop(write);
+                });
+                let mut sink = vec![0u8; 64 << 10];
+                loop {
+                    match read.read(&mut sink).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+                writer.abort();
+                started.elapsed()
+            }));
+        }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let beside = tokio::spawn(polite_adds(polite_client.clone(), stopped));
+        let mut peak = rss_before;
+        while !peers.iter().all(|p| p.is_finished()) && started.elapsed() < Duration::from_secs(60)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            peak = peak.max(rss_kib(server.pid()));
+        }
+        stop.send(true).unwrap();
+        let latencies = beside.await.unwrap();
+        let mut closed_after = Vec::new();
+        for peer in peers {
+            assert!(
+                peer.is_finished(),
+                "a stalled peer was still connected after 60 s"
+            );
+            closed_after.push(peer.await.unwrap());
+        }
+        let grown = peak.saturating_sub(rss_before);
+        let last = closed_after.iter().max().copied().unwrap_or_default();
+        eprintln!(
+            "{PEERS} stalled frames of 16 MiB (15 MiB sent each): server RSS {rss_before} KiB -> \
+             peak {peak} KiB (+{} MiB); all closed by {last:.1?} (first at {:.1?}); polite \
+             client beside them: {} calls, 0 failed, p50 {:?}, p99 {:?}",
+            grown / 1024,
+            closed_after.iter().min().copied().unwrap_or_default(),
+            latencies.len(),
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99)
+        );
+        assert!(
+            grown <= 128 * 1024,
+            "the server grew by {grown} KiB holding stalled frames"
+        );
+        // The deadline of a 16 MiB frame is 26 s from its first byte, which
+        // came within the first seconds; a little more for the close.
+        assert!(
+            last <= Duration::from_secs(26 + 6),
+            "the last stalled peer was closed after {last:?}"
+        );
+        assert!(!latencies.is_empty());
+        assert_eq!(polite_client.add(2, 2).await.unwrap(), 4);
+    })
+    .await;
+}
+
+/// Raises this process's soft descriptor limit to its hard one (the test
+/// holds over a thousand sockets).
+fn raise_own_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    limit.current = limit.maximum;
+    let _ = setrlimit(Resource::Nofile, limit);
+}
+
+/// A server whose RLIMIT_NOFILE is 1024 keeps at most 896 connections:
+/// 1100 idle handshaken connections (before: 1012 of them made every new
+/// client time out) cost it only the ones idle longest, which it lets go
+/// with a GoAway, and a new client connects and calls within 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_past_the_fd_limit_do_not_keep_new_clients_out() {
+    const IDLE: usize = 1100;
+    raise_own_fd_limit();
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg("ulimit -n 1024 && exec \"$0\" \"$@\"")
+        .arg(switchyard_integration_tests::test_server_exe());
+    let dir = tempfile::Builder::new().prefix("sy-it-").tempdir().unwrap();
+    let server = ServerProcess::start_command(command, dir, &["--tcp"]);
+    within(Duration::from_secs(180), async {
+        let tcp = server.endpoint("tcp");
+        let addr: std::net::SocketAddr = tcp.trim_start_matches("tcp://").parse().unwrap();
+        let mut idle = Vec::with_capacity(IDLE);
+        for i in 0..IDLE {
+            match tokio::time::timeout(Duration::from_secs(10), raw_tcp(addr)).await {
+                Ok(stream) => idle.push(stream),
+                Err(_) => panic!("idle connection {i} was not served within 10 s"),
+            }
+        }
+        let server_fds = switchyard_integration_tests::measure::open_fds(server.pid());
+        // Then a polite client, timed from connect to its first answer.
+        let started = Instant::now();
+        let channel = Channel::builder()
+            .prefer(Transport::Tcp)
+            .timeout(Duration::from_secs(10))
+            .connect(&tcp)
+            .await
+            .expect("a new client connects");
+        let client = TestingClient::new(channel);
+        assert_eq!(client.add(40, 2).await.unwrap(), 42);
+        let served_in = started.elapsed();
+        // How many idle connections the server let go (a GoAway, then the
+        // close after its grace).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut closed = 0;
+        for stream in &idle {
+            let mut byte = [0u8; 1];
+            loop {
+                match stream.try_read(&mut byte) {
+                    Ok(0) => {
+                        closed += 1;
+                        break;
+                    }
+                    Ok(_) => continue,
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        closed += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "{IDLE} idle connections against RLIMIT_NOFILE 1024: server held {server_fds} fds, \
+             let {closed} idle connections go; a new client was served in {served_in:?}"
+        );
+        assert!(
+            served_in <= Duration::from_secs(1),
+            "a new client waited {served_in:?}"
+        );
+        assert!(
+            closed >= IDLE - 896,
+            "only {closed} idle connections were let go"
+        );
+        assert!(server_fds < 1024, "{server_fds} fds");
+    })
+    .await;
+}

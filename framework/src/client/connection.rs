@@ -90,6 +90,7 @@ impl Connection {
         link.tune(&LinkTuning {
             spin: config.shm_spin,
             bulk_threshold: config.bulk_threshold,
+            ..LinkTuning::default()
         });
         let (conn, rx, rest, stopped) = Self::handshake(link, selection, config).await?;
         match rx.wake() {

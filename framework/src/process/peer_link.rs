@@ -104,6 +104,7 @@ where
         frames,
         outgoing,
         client: Some(Arc::clone(&conn) as Arc<dyn crate::session::CallerSide>),
+        tenancy: None,
     };
     let caller = Arc::clone(&conn);
     let stopped_caller = Arc::clone(&conn);

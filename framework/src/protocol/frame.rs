@@ -28,8 +28,6 @@ pub const MAGIC: u16 = 0x5953;
 pub const VERSION: u8 = 1;
 /// Default limit on `metadata len + payload len`: 16 MiB.
 pub const DEFAULT_FRAME_LIMIT: u32 = 16 << 20;
-/// How far ahead of the bytes buffered a decoder reserves room for a frame.
-const RESERVE_AHEAD: usize = 64 << 10;
 /// The largest hello accepted, whatever the frame limit (1 MiB).
 pub const HELLO_LIMIT: u32 = 1 << 20;
 /// The largest limit that may be configured: 1 GiB.
@@ -386,6 +384,13 @@ impl FrameDecoder {
         self.pending.is_none() && self.skip == 0
     }
 
+    /// The whole length (header included) of the frame being read, once
+    /// its header is in.
+    pub fn frame_len(&self) -> Option<u64> {
+        self.pending
+            .map(|header| HEADER_LEN as u64 + header.body_len())
+    }
+
     /// How many more bytes `buf` needs before the next call can make
     /// progress; a hint for sizing reads.
     pub fn wanted(&self, buf: &BytesMut) -> usize {
@@ -451,12 +456,9 @@ impl FrameDecoder {
         // body_len <= limit <= MAX_FRAME_LIMIT, so this fits in usize.
         let total = HEADER_LEN + header.body_len() as usize;
         if buf.len() < total {
-            // Grow toward the frame as its bytes come (at most doubling
-            // what is buffered, plus 64 KiB), not by what its header
-            // claims: a peer that sends a header and stops cannot make us
-            // hold a frame's worth of memory.
-            let missing = total - buf.len();
-            buf.reserve(missing.min(buf.len().max(RESERVE_AHEAD)));
+            // Nothing is reserved for the rest: the receiver grows its
+            // buffer as the bytes come, under its own limits, never by
+            // what a header claims.
             return Ok(None);
         }
         self.pending = None;

@@ -12,12 +12,13 @@ use futures_util::future::{AbortHandle, Abortable};
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use super::slots::Admitted;
 use super::{Phase, ServerShared};
 use crate::context::{ConnectionInfo, Context};
 use crate::debug::model::PeerInfo as PeerModel;
 use crate::debug::recorder::{ConnectionStats, MethodCounters, Side, counters_by_id, recorder};
 pub(crate) use crate::driver::End;
-use crate::driver::{Driver, HandlerFuture, Serve};
+use crate::driver::{Driver, HandlerFuture, Serve, Tenancy};
 use crate::protocol::frame::{Decoded, Frame, HEADER_LEN, Kind};
 use crate::protocol::hello::{Hello, Role};
 use crate::protocol::metadata::{Metadata, MetadataError};
@@ -30,7 +31,7 @@ use crate::session::{
     CallerSide, Outbound, Outgoing, hello_frame, local_hello, read_hello, status_frame,
 };
 use crate::transport::bulk::BulkBody;
-use crate::transport::{Link, LinkRx, PeerIdentity, PeerInfo};
+use crate::transport::{Link, LinkRx, LinkTuning, PeerIdentity, PeerInfo};
 
 /// How a handler ended: its call id, whether it was one-way, its result,
 /// and the response metadata it set that its reply did not carry yet.
@@ -39,12 +40,22 @@ type Outcome = (u64, bool, Result<Reply, Status>, Metadata);
 /// Serves one link until the peer leaves or the server stops.
 pub(crate) async fn serve<L: Link>(
     shared: Arc<ServerShared>,
-    link: L,
+    mut link: L,
     mut phase: watch::Receiver<Phase>,
 ) {
+    link.tune(&LinkTuning {
+        intake: shared.intake.clone(),
+        ..LinkTuning::default()
+    });
     let transport = link.transport();
     let peer = link.peer();
     let identity = link.identity();
+    // Counted from accept on; the place is freed when this returns.
+    let Admitted {
+        slot: _slot,
+        tenancy,
+        refused,
+    } = shared.slots.admit();
     let (mut tx, mut rx) = link.split(shared.config.frame_limit);
     let mut frames = Vec::new();
     let client = match read_hello(
@@ -64,6 +75,12 @@ pub(crate) async fn serve<L: Link>(
             return;
         }
     };
+    if let Some(status) = refused {
+        tracing::warn!(peer = %peer.addr, %status, "refused a connection");
+        let _ =
+            crate::transport::LinkTx::send(&mut tx, &status_frame(Kind::GoAway, 0, &status)).await;
+        return;
+    }
     let hello = server_hello(&shared, Role::Server);
     if crate::transport::LinkTx::send(&mut tx, &hello_frame(&hello))
         .await
@@ -83,6 +100,7 @@ pub(crate) async fn serve<L: Link>(
         frames,
         outgoing,
         client: None,
+        tenancy: Some(tenancy),
     };
     drive(shared, link, &mut rx, &mut phase).await;
     let _ = writer.await;
@@ -116,6 +134,8 @@ pub(crate) struct Established {
     /// On a peer link, this side's calls to the other side: responses are
     /// handed to it.
     pub(crate) client: Option<Arc<dyn CallerSide>>,
+    /// Its place among the server's connections (not on a peer link).
+    pub(crate) tenancy: Option<Tenancy>,
 }
 
 /// Serves requests arriving on `rx` (and, on a peer link, passes responses
@@ -197,6 +217,9 @@ pub(crate) async fn drive<R: LinkRx>(
     let peer = serving.info.peer.addr.clone();
     let caller = link.client.as_ref().map(Arc::downgrade);
     let mut driver = Driver::new(session, link.outgoing, serving, caller, peer);
+    if let Some(tenancy) = link.tenancy {
+        driver = driver.with_tenancy(tenancy);
+    }
     let end = driver.run(rx, link.frames, Some(phase), None).await;
     let stats = &driver.serve().stats;
     stats.closed();

@@ -25,6 +25,7 @@ pub use endpoint::{Endpoint, EndpointError, PipeSide};
 
 pub mod bulk;
 pub mod endpoint;
+pub mod intake;
 pub mod memory;
 #[cfg(target_os = "linux")]
 pub mod mqueue;
@@ -155,6 +156,18 @@ pub enum LinkError {
         /// Bytes of the partial frame that had arrived.
         buffered: usize,
     },
+    /// A frame did not arrive whole within its deadline (see
+    /// [`intake`]); its bytes were dropped.
+    #[error(
+        "the peer did not finish a frame within {allowed:?} of its first byte (this server gives \
+         a frame {rule}: ServerBuilder::frame_timeout)"
+    )]
+    FrameTimeout {
+        /// The time this frame had.
+        allowed: Duration,
+        /// The rule that gave it.
+        rule: intake::FrameDeadline,
+    },
 }
 
 /// The sending half of a link.
@@ -282,13 +295,17 @@ pub trait RxWake: Send + Sync + fmt::Debug {
 }
 
 /// Settings a connection applies to its link before splitting it, on
-/// links that have them (shared memory); other links ignore them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// links that have them; other links ignore them.
+#[derive(Clone, Debug, Default)]
 pub struct LinkTuning {
-    /// The longest a receiver spins on an empty link before it sleeps.
+    /// Shared memory: the longest a receiver spins on an empty link before
+    /// it sleeps.
     pub spin: Option<Duration>,
-    /// Frame bodies above this travel as bulk regions.
+    /// Shared memory: frame bodies above this travel as bulk regions.
     pub bulk_threshold: Option<usize>,
+    /// Unix, TCP and QUIC: the deadline of a frame once started and the
+    /// budget of partial frames (see [`intake`]).
+    pub intake: intake::IntakeLimits,
 }
 
 /// One established connection.

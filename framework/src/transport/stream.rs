@@ -7,6 +7,7 @@ use std::io;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::intake::{Due, FREE_PER_RECEIVER, Intake, IntakeLimits};
 use super::{LinkError, LinkRx, LinkTx};
 use crate::protocol::frame::{Decoded, FrameDecoder};
 
@@ -56,6 +57,7 @@ pub struct StreamRx<R> {
     reader: R,
     buf: BytesMut,
     decoder: FrameDecoder,
+    intake: Intake,
 }
 
 impl<R> StreamRx<R> {
@@ -74,7 +76,17 @@ impl<R> StreamRx<R> {
             reader,
             buf,
             decoder: FrameDecoder::new(frame_limit),
+            intake: Intake::unlimited(),
         }
+    }
+
+    /// Holds partial frames under `limits` (a deadline for each frame, a
+    /// budget shared with other receivers).
+    pub fn with_limits(mut self, limits: IntakeLimits) -> Self {
+        if !limits.is_none() {
+            self.intake = Intake::new(limits, FREE_PER_RECEIVER);
+        }
+        self
     }
 }
 
@@ -108,15 +120,33 @@ impl<R: AsyncRead + Unpin + Send + 'static> LinkRx for StreamRx<R> {
     async fn recv(&mut self, out: &mut Vec<Decoded>) -> Result<bool, LinkError> {
         loop {
             if decode_available(&mut self.decoder, &mut self.buf, out)? {
+                self.intake.settle(true, &self.decoder, &self.buf);
                 return Ok(true);
             }
+            self.intake.settle(false, &self.decoder, &self.buf);
+            // Grow toward the frame as its bytes come (Vec's doubling), not
+            // by what its header claims.
             let want = self
                 .decoder
                 .wanted(&self.buf)
                 .clamp(READ_CHUNK, 4 * READ_CHUNK);
-            self.buf.reserve(want);
-            if self.reader.read_buf(&mut self.buf).await? == 0 {
-                return end_of_stream(&self.decoder, &self.buf);
+            let due = self.intake.due();
+            let read = Due::run(due, async {
+                self.intake.room(&self.buf, want).await?;
+                self.buf.reserve(want);
+                Ok(self.reader.read_buf(&mut self.buf).await?)
+            })
+            .await;
+            match read {
+                Ok(0) => return end_of_stream(&self.decoder, &self.buf),
+                Ok(_) => {}
+                Err(err @ LinkError::FrameTimeout { .. }) => {
+                    // What arrived of it is of no use: free it now.
+                    self.buf = BytesMut::new();
+                    self.intake.abandon();
+                    return Err(err);
+                }
+                Err(err) => return Err(err),
             }
         }
     }

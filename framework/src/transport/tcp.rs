@@ -7,14 +7,17 @@ use std::net::SocketAddr;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener as TokioTcpListener, TcpStream};
 
+use super::intake::IntakeLimits;
 use super::stream::{StreamRx, StreamTx};
-use super::{Link, Listener, PeerInfo, Transport};
+use super::{Link, LinkTuning, Listener, PeerInfo, Transport};
 
 /// A connected TCP socket.
 #[derive(Debug)]
 pub struct TcpLink {
     stream: TcpStream,
     peer: PeerInfo,
+    /// The limits its receiver holds partial frames under.
+    intake: IntakeLimits,
 }
 
 impl TcpLink {
@@ -32,7 +35,11 @@ impl TcpLink {
             pid: None,
             uid: None,
         };
-        Ok(Self { stream, peer })
+        Ok(Self {
+            stream,
+            peer,
+            intake: IntakeLimits::default(),
+        })
     }
 }
 
@@ -48,9 +55,16 @@ impl Link for TcpLink {
         self.peer.clone()
     }
 
+    fn tune(&mut self, tuning: &LinkTuning) {
+        self.intake = tuning.intake.clone();
+    }
+
     fn split(self, frame_limit: u32) -> (Self::Tx, Self::Rx) {
         let (read, write) = self.stream.into_split();
-        (StreamTx::new(write), StreamRx::new(read, frame_limit))
+        (
+            StreamTx::new(write),
+            StreamRx::new(read, frame_limit).with_limits(self.intake),
+        )
     }
 }
 

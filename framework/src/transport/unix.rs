@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener as TokioUnixListener, UnixStream};
 
+use super::intake::IntakeLimits;
 use super::stream::{StreamRx, StreamTx};
-use super::{Link, Listener, PeerInfo, Transport};
+use super::{Link, LinkTuning, Listener, PeerInfo, Transport};
 
 /// A connected Unix socket.
 #[derive(Debug)]
@@ -18,6 +19,8 @@ pub struct UnixLink {
     peer: PeerInfo,
     /// Bytes already read from the stream (while looking at how it starts).
     prefix: Vec<u8>,
+    /// The limits its receiver holds partial frames under.
+    intake: IntakeLimits,
 }
 
 impl UnixLink {
@@ -27,6 +30,7 @@ impl UnixLink {
             stream,
             peer,
             prefix: Vec::new(),
+            intake: IntakeLimits::default(),
         }
     }
 
@@ -46,6 +50,7 @@ impl UnixLink {
             stream,
             peer,
             prefix,
+            intake: IntakeLimits::default(),
         }
     }
 }
@@ -62,11 +67,15 @@ impl Link for UnixLink {
         self.peer.clone()
     }
 
+    fn tune(&mut self, tuning: &LinkTuning) {
+        self.intake = tuning.intake.clone();
+    }
+
     fn split(self, frame_limit: u32) -> (Self::Tx, Self::Rx) {
         let (read, write) = self.stream.into_split();
         (
             StreamTx::new(write),
-            StreamRx::with_prefix(read, frame_limit, &self.prefix),
+            StreamRx::with_prefix(read, frame_limit, &self.prefix).with_limits(self.intake),
         )
     }
 }

@@ -605,12 +605,34 @@ impl<W, H> Session<W, H> {
                     "this connection had no calls for {idle:?} and is closing; the call was not \
                      started — make it again (a new connection is opened)"
                 ));
-                self.drain(&status);
-                self.drain_reason = Some(status.clone());
-                self.clock.linger(now);
+                self.let_go(now, &status);
                 self.events.push_back(Event::Idle(status));
             }
         }
+    }
+
+    /// Since when this connection has been idle (a serving side with no
+    /// calls in flight either way, not draining), if it is.
+    pub fn idle_since(&self) -> Option<Instant> {
+        self.idle_applies().then(|| self.clock.idle_since())
+    }
+
+    /// Lets an idle connection go at `now` (its server must make room),
+    /// as the idle timeout does: a GoAway carrying `status`, and a call
+    /// that crosses it is refused as never started. `false` when it is not
+    /// idle (then nothing changes).
+    pub fn shed(&mut self, now: Instant, status: &Status) -> bool {
+        if !self.idle_applies() {
+            return false;
+        }
+        self.let_go(now, status);
+        true
+    }
+
+    fn let_go(&mut self, now: Instant, status: &Status) {
+        self.drain(status);
+        self.drain_reason = Some(status.clone());
+        self.clock.linger(now);
     }
 
     /// Whether the idle timeout applies now: a serving side with no calls

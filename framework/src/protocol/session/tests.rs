@@ -1097,3 +1097,58 @@ fn a_caller_only_side_never_goes_idle() {
     pair.a.session.handle_timeout(pair.now);
     assert!(pair.a.session.poll_event().is_none());
 }
+
+#[test]
+fn only_an_idle_connection_is_shed_and_crossing_calls_are_refused_as_not_started() {
+    let mut pair = Pair::with_server_timers(Timers {
+        drain_grace: 100 * MS,
+        ..Timers::default()
+    });
+    let opened = pair.now;
+    assert_eq!(
+        pair.b.session.idle_since(),
+        Some(opened),
+        "idle from the start"
+    );
+    let id = pair.call(1, None, b"long").unwrap();
+    for event in pair.b_reads() {
+        if let Event::Request(frame) = event {
+            pair.b.session.admit(pair.now, &frame.header, id).unwrap();
+        }
+    }
+    let status = Status::unavailable("making room; the call was not started — make it again");
+    assert_eq!(pair.b.session.idle_since(), None, "a call in flight");
+    assert!(!pair.b.session.shed(pair.now, &status), "busy: kept");
+    assert!(!pair.b.session.is_draining());
+    pair.advance(Duration::from_secs(2));
+    pair.b.session.finish(pair.now, id);
+    assert_eq!(pair.b.session.idle_since(), Some(pair.now));
+    assert!(pair.b.session.shed(pair.now, &status));
+    assert!(pair.b.session.is_draining());
+    assert_eq!(
+        pair.b.session.idle_since(),
+        None,
+        "draining: not idle any more"
+    );
+    let refused = pair.b.session.admission_closed().unwrap();
+    assert_eq!(refused.message(), status.message());
+    pair.b.session.refuse_admission(9, false, &refused);
+    let mut frames = Vec::new();
+    while let Some(t) = pair.b.session.poll_transmit() {
+        frames.push(t);
+    }
+    let Decoded::Frame(goaway) = decode_one(&frames[frames.len() - 2].bytes) else {
+        panic!()
+    };
+    assert_eq!(goaway.header.kind, Kind::GoAway);
+    let Decoded::Frame(answer) = decode_one(&frames[frames.len() - 1].bytes) else {
+        panic!()
+    };
+    assert_ne!(answer.header.flags & FLAG_NOT_STARTED, 0);
+    assert!(
+        !pair.b.session.is_done(pair.now),
+        "it lingers for the grace"
+    );
+    pair.advance(100 * MS);
+    assert!(pair.b.session.is_done(pair.now));
+}

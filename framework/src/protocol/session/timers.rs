@@ -84,6 +84,11 @@ impl Clock {
         self.busy = self.busy.max(now);
     }
 
+    /// When a call last started or ended (or the connection opened).
+    pub(super) fn idle_since(&self) -> Instant {
+        self.busy
+    }
+
     /// Keeps reading until `grace` after `now`.
     pub(super) fn linger(&mut self, now: Instant) {
         self.linger_until = Some(now + self.timers.drain_grace);

@@ -715,6 +715,8 @@ pub struct QuicLink {
     endpoint: Option<Endpoint>,
     peer: PeerInfo,
     linger: Duration,
+    /// The limits its stream receivers hold partial frames under.
+    intake: super::intake::IntakeLimits,
 }
 
 impl QuicLink {
@@ -729,6 +731,7 @@ impl QuicLink {
             endpoint,
             peer,
             linger,
+            intake: super::intake::IntakeLimits::default(),
         }
     }
 }
@@ -749,6 +752,10 @@ impl Link for QuicLink {
         trust::peer_identity(&self.conn)
     }
 
+    fn tune(&mut self, tuning: &super::LinkTuning) {
+        self.intake = tuning.intake.clone();
+    }
+
     fn split(self, frame_limit: u32) -> (QuicTx, QuicRx) {
         let calls = Arc::default();
         let (opened, incoming) = mpsc::unbounded_channel();
@@ -759,7 +766,8 @@ impl Link for QuicLink {
             self.linger,
             self.endpoint.clone(),
         );
-        let rx = QuicRx::new(self.conn, calls, incoming, frame_limit, self.endpoint);
+        let rx = QuicRx::new(self.conn, calls, incoming, frame_limit, self.endpoint)
+            .with_limits(self.intake);
         (tx, rx)
     }
 }

@@ -11,13 +11,14 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{BoxStream, SelectAll};
-use quinn::{Connection, ConnectionError, Endpoint, ReadError, RecvStream, SendStream};
+use quinn::{Connection, ConnectionError, Endpoint, ReadError, RecvStream, SendStream, VarInt};
 use tokio::sync::mpsc;
 
 use super::calls::Calls;
 use super::tx::Opened;
 use super::{clean_close, connection_error};
 use crate::protocol::frame::{Decoded, FrameDecoder, Header, Kind};
+use crate::transport::intake::{Due, FREE_PER_STREAM, Intake, IntakeLimits};
 use crate::transport::stream::{decode_available, end_of_stream};
 use crate::transport::{LinkError, LinkRx};
 
@@ -56,6 +57,8 @@ pub struct QuicRx {
     ended_badly: Option<LinkError>,
     /// The last `recv` stopped at [`BATCH`] frames: more may be there.
     more: bool,
+    /// The limits each stream's receiver holds partial frames under.
+    intake: IntakeLimits,
     /// A client's endpoint, kept while the connection is used.
     _endpoint: Option<Endpoint>,
 }
@@ -102,8 +105,15 @@ impl QuicRx {
             fatal: None,
             ended_badly: None,
             more: false,
+            intake: IntakeLimits::default(),
             _endpoint: endpoint,
         }
+    }
+
+    /// Holds each stream's partial frames under `limits`.
+    pub(super) fn with_limits(mut self, limits: IntakeLimits) -> Self {
+        self.intake = limits;
+        self
     }
 
     fn read(&mut self, recv: RecvStream, role: Role) {
@@ -112,6 +122,11 @@ impl QuicRx {
             role,
             buf: BytesMut::new(),
             decoder: FrameDecoder::new(self.frame_limit),
+            intake: if self.intake.is_none() {
+                Intake::unlimited()
+            } else {
+                Intake::new(self.intake.clone(), FREE_PER_STREAM)
+            },
             calls: Arc::clone(&self.calls),
             error: None,
         };
@@ -180,7 +195,7 @@ impl QuicRx {
                     }
                     match result {
                         Ok(()) => {}
-                        Err(err @ LinkError::Frame(_)) => {
+                        Err(err @ (LinkError::Frame(_) | LinkError::FrameTimeout { .. })) => {
                             self.fatal.get_or_insert(err);
                         }
                         Err(err) => {
@@ -249,6 +264,7 @@ struct Reader {
     role: Role,
     buf: BytesMut,
     decoder: FrameDecoder,
+    intake: Intake,
     calls: Arc<Calls>,
     /// A decode error met behind frames that were handed over first.
     error: Option<LinkError>,
@@ -273,10 +289,11 @@ impl Reader {
             let mut frames = Vec::new();
             match decode_available(&mut self.decoder, &mut self.buf, &mut frames) {
                 Ok(true) => {
+                    self.intake.settle(true, &self.decoder, &self.buf);
                     self.observe(&frames);
                     return Event::Frames(frames);
                 }
-                Ok(false) => {}
+                Ok(false) => self.intake.settle(false, &self.decoder, &self.buf),
                 Err(err) if !frames.is_empty() => {
                     self.observe(&frames);
                     self.error = Some(err);
@@ -284,7 +301,24 @@ impl Reader {
                 }
                 Err(err) => return self.end(Err(err)),
             }
-            match self.recv.read_chunk(READ_CHUNK, true).await {
+            let due = self.intake.due();
+            let read = Due::run(due, async {
+                self.intake.room(&self.buf, READ_CHUNK).await?;
+                Ok(self.recv.read_chunk(READ_CHUNK, true).await)
+            })
+            .await;
+            let read = match read {
+                Ok(read) => read,
+                Err(err) => {
+                    // What arrived of the frame is of no use: free it now,
+                    // and stop the peer sending the rest.
+                    self.buf = BytesMut::new();
+                    self.intake.abandon();
+                    let _ = self.recv.stop(VarInt::from_u32(0));
+                    return self.end(Err(err));
+                }
+            };
+            match read {
                 Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
                 Ok(None) => {
                     let result = end_of_stream(&self.decoder, &self.buf).map(|_| ());
