@@ -1,6 +1,8 @@
 //! Soak (reliability.md F3): mixed load over every same-host transport at
-//! once (shm with small and bulk bodies, unix, tcp, quic) against one
-//! server process for `SWITCHYARD_SOAK_SECS` (default 20 s; 600 for the
+//! once (shm with small and bulk bodies, unix, tcp, quic), with every
+//! timer and budget on (keepalive, idle timeout, frame deadline,
+//! partial-frame budget) and idle-then-busy clients beside the busy ones,
+//! against one server process for `SWITCHYARD_SOAK_SECS` (default 20 s; 600 for the
 //! full run). Every request carries its own id and every response must
 //! bring the same bytes back to the call that sent them: zero lost, zero
 //! duplicated or misrouted; no connection closes (a call caught in a
@@ -77,6 +79,19 @@ async fn dump_connections(server_dir: &std::path::Path) {
     }
 }
 
+/// An idle-then-busy worker's rhythm: a pause after every `every` calls,
+/// longer than the server's idle timeout.
+#[derive(Clone, Copy, Debug)]
+struct Idle {
+    every: u64,
+    pause: Duration,
+}
+
+/// The server's keepalive interval and timeout in the soak.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+/// The server's idle timeout in the soak.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Sends echo calls with ids `(worker, seq)` until `stop`; every answer
 /// must be its own request's bytes. A lost call stops every worker and is
 /// returned, with the time it took to fail.
@@ -84,12 +99,19 @@ async fn worker(
     client: TestingClient,
     worker: u64,
     bulk_every: u64,
+    idle: Option<Idle>,
     stop: Arc<AtomicBool>,
     total: Arc<AtomicU64>,
 ) -> Result<Count, String> {
     let mut count = Count::default();
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
+        if let Some(idle) = &idle
+            && seq > 0
+            && seq.is_multiple_of(idle.every)
+        {
+            tokio::time::sleep(idle.pause).await;
+        }
         seq += 1;
         // An id, then filler whose length varies with it.
         let len = if bulk_every > 0 && seq.is_multiple_of(bulk_every) {
@@ -126,6 +148,20 @@ async fn worker(
     Ok(count)
 }
 
+/// A channel to the soak's server over `transport`, with keepalive on.
+async fn soak_channel(dir: &std::path::Path, transport: Transport) -> Channel {
+    let channel = Channel::builder()
+        .runtime_dir(dir)
+        .prefer(transport)
+        .timeout(Duration::from_secs(30))
+        .keepalive(KEEPALIVE, KEEPALIVE)
+        .connect("testing")
+        .await
+        .unwrap_or_else(|s| panic!("{transport}: {s}"));
+    assert_eq!(channel.selection().transport, transport);
+    channel
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_load_over_every_local_transport_loses_nothing_and_grows_nothing() {
     let secs: u64 = std::env::var("SWITCHYARD_SOAK_SECS")
@@ -133,7 +169,19 @@ async fn mixed_load_over_every_local_transport_loses_nothing_and_grows_nothing()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
     let duration = Duration::from_secs(secs);
-    let server = ServerProcess::start(&["--tcp", "--quic", "127.0.0.1:0"]);
+    // Every timer and budget on, and short, so that they fire all through
+    // the run: keepalive pings every second of silence, an idle timeout of
+    // 3 s (the idle-then-busy workers below meet it every cycle), the frame
+    // deadline and the partial-frame budget (on by default).
+    let server = ServerProcess::start(&[
+        "--tcp",
+        "--quic",
+        "127.0.0.1:0",
+        "--keepalive-ms",
+        "1000",
+        "--idle-ms",
+        "3000",
+    ]);
     within(duration + Duration::from_secs(120), async {
         let me = std::process::id();
         let stop = Arc::new(AtomicBool::new(false));
@@ -149,14 +197,7 @@ async fn mixed_load_over_every_local_transport_loses_nothing_and_grows_nothing()
             (Transport::Quic, 2, 0),
         ];
         for (transport, workers, bulk_every) in plan {
-            let channel = Channel::builder()
-                .runtime_dir(server.dir())
-                .prefer(transport)
-                .timeout(Duration::from_secs(30))
-                .connect("testing")
-                .await
-                .unwrap_or_else(|s| panic!("{transport}: {s}"));
-            assert_eq!(channel.selection().transport, transport);
+            let channel = soak_channel(server.dir(), transport).await;
             for _ in 0..workers {
                 id += 1;
                 let client = TestingClient::new(channel.clone());
@@ -164,10 +205,38 @@ async fn mixed_load_over_every_local_transport_loses_nothing_and_grows_nothing()
                     client,
                     id,
                     bulk_every,
+                    None,
                     Arc::clone(&stop),
                     Arc::clone(&total),
                 ));
             }
+        }
+        // The busy workers' connections: none of them may close.
+        let busy: Vec<u64> = switchyard::debug::snapshot()
+            .connections
+            .into_iter()
+            .filter(|c| c.role == "client" && c.closed_unix_ms.is_none())
+            .map(|c| c.id)
+            .collect();
+        // Idle-then-busy workers: 20 calls, then a pause past the idle
+        // timeout, so the server lets their connection go each cycle and
+        // the next call opens a new one (a call crossing the GoAway is made
+        // again): none may be lost.
+        let idle = Idle {
+            every: 20,
+            pause: IDLE_TIMEOUT + Duration::from_secs(1),
+        };
+        for transport in [Transport::Shm, Transport::Unix, Transport::Tcp] {
+            id += 1;
+            let client = TestingClient::new(soak_channel(server.dir(), transport).await);
+            tasks.spawn(worker(
+                client,
+                id,
+                0,
+                Some(idle),
+                Arc::clone(&stop),
+                Arc::clone(&total),
+            ));
         }
         // Allocator pools and buffers reach their working size first.
         let warm_up = (duration / 2).max(Duration::from_secs(2));
@@ -183,10 +252,16 @@ async fn mixed_load_over_every_local_transport_loses_nothing_and_grows_nothing()
             / measured.elapsed().as_secs_f64();
         // Nothing in the run closes a connection: a reconnect would hide a
         // fault (a call caught in the close is retried on the new one).
-        let closed: Vec<String> = switchyard::debug::snapshot()
+        let snapshot = switchyard::debug::snapshot();
+        let idled = snapshot
+            .connections
+            .iter()
+            .filter(|c| c.role == "client" && c.closed_unix_ms.is_some())
+            .count();
+        let closed: Vec<String> = snapshot
             .connections
             .into_iter()
-            .filter(|c| c.role == "client" && c.closed_unix_ms.is_some())
+            .filter(|c| busy.contains(&c.id) && c.closed_unix_ms.is_some())
             .map(|c| format!("{} {}: {:?}", c.transport, c.peer.addr, c.events))
             .collect();
         stop.store(true, Ordering::Relaxed);
@@ -218,7 +293,8 @@ async fn mixed_load_over_every_local_transport_loses_nothing_and_grows_nothing()
             "soak {secs} s over shm (+ bulk), unix, tcp, quic: {} calls sent, {} answered, \
              0 lost, 0 misrouted; {:.0} calls/s held after warm-up; {:.1} MiB echoed; server \
              RSS {rss_warm} -> {rss_end} KiB ({:+.1} %), fds {server_fds} -> {server_fds_end}; \
-             client fds {client_fds} -> {client_fds_end}; {} connections closed",
+             client fds {client_fds} -> {client_fds_end}; {} busy connections closed; {idled} \
+             idle-then-busy connections let go by the idle timeout and reopened",
             sum.sent,
             sum.answered,
             held,

@@ -126,6 +126,11 @@ async fn main() -> ExitCode {
             "--max-in-flight" => builder.max_in_flight(value() as usize),
             "--max-frame" => builder.max_frame(value() as u32),
             "--grace-ms" => builder.grace_period(Duration::from_millis(value())),
+            "--keepalive-ms" => {
+                let ms = Duration::from_millis(value());
+                builder.keepalive(ms, ms)
+            }
+            "--idle-ms" => builder.idle_timeout(Duration::from_millis(value())),
             "--quic-max-handshakes" => {
                 quic.max_handshakes = value() as usize;
                 builder
