@@ -35,6 +35,10 @@ pub(crate) use router::Router;
 
 pub(crate) use crate::driver::Phase;
 
+/// How long a server waits without a frame before it pings a client, by
+/// default (gRPC servers' `keepalive_time`).
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2 * 60 * 60);
+
 #[derive(Clone, Debug)]
 pub(crate) struct ServerConfig {
     pub(crate) frame_limit: u32,
@@ -73,7 +77,12 @@ impl Default for ServerConfig {
             shm_spin: None,
             bulk_threshold: None,
             cancel_rate: crate::protocol::session::cancel_budget::CancelRate::default(),
-            timers: crate::protocol::session::Timers::default(),
+            // gRPC servers' defaults: a Ping after 2 h of silence, 20 s
+            // for the answer; no idle timeout.
+            timers: crate::protocol::session::Timers {
+                keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
+                ..crate::protocol::session::Timers::default()
+            },
             remote_introspection: false,
             metadata_limits: MetadataLimits::default(),
             knobs: crate::session::LimitKnobs::SERVER,
@@ -219,8 +228,9 @@ impl ServerBuilder {
     /// Pings a client after `interval` without a frame from it, and closes
     /// the connection when nothing answers within `timeout`: a client whose
     /// link was cut (no FIN or RST ever comes) is dropped within
-    /// `interval + timeout` instead of being kept forever. Off by default;
-    /// gRPC servers ping after 2 h, with a 20 s timeout.
+    /// `interval + timeout` instead of being kept forever. Default, as
+    /// gRPC servers: a Ping after 2 h ([`DEFAULT_KEEPALIVE_INTERVAL`]),
+    /// 20 s for the answer.
     pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
         self.config.timers.keepalive_interval = Some(interval);
         self.config.timers.keepalive_timeout = timeout;

@@ -259,3 +259,42 @@ async fn what_a_retry_costs_a_first_connection() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_gets_at_most_its_share_of_the_handshakes() {
+    bounded(async {
+        let mut config = QuicConfig::default();
+        config.address_validation = AddressValidation::Never;
+        config.max_handshakes_per_address = 2;
+        config.handshake_timeout = Duration::from_secs(2);
+        let listener = listener(&config).await;
+        let addr = listener.local_addr();
+        let pin = listener.fingerprint();
+        let initials = capture_initials(pin, 5).await;
+        let serving = tokio::spawn(serve_for(listener, Duration::from_millis(400)));
+        // Five silent clients at one address: two handshakes, three ignored
+        // though the listener has room for 256.
+        replay(&initials, addr, Duration::from_millis(300)).await;
+        let (listener, _) = serving.await.unwrap();
+        let counts = listener.attempt_counts();
+        assert_eq!(
+            (counts.started, counts.ignored_per_address, counts.ignored),
+            (2, 3, 0),
+            "{counts:?}"
+        );
+        assert_eq!(listener.handshakes_under_way(), 2);
+        // Once they time out, the address has its share again: a genuine
+        // client from it connects.
+        let serving = tokio::spawn(serve_for(listener, Duration::from_secs(5)));
+        let link = quic::connect(&addr.to_string(), &pin)
+            .await
+            .expect("connect");
+        let (listener, links) = serving.await.unwrap();
+        assert_eq!(links.len(), 1);
+        let counts = listener.attempt_counts();
+        assert_eq!((counts.timed_out, counts.started), (2, 3), "{counts:?}");
+        assert_eq!(listener.handshakes_under_way(), 0);
+        drop(link);
+    })
+    .await;
+}

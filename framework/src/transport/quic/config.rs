@@ -48,6 +48,11 @@ pub struct QuicConfig {
     /// `max_streams` (quinn sets up every stream the peer may open), so the
     /// default bounds them at about 40 MiB. Default 256.
     pub max_handshakes: usize,
+    /// Listener only: how many of those may come from one IP address at
+    /// once, so that one host (whose address a Retry validated: it cannot
+    /// be spoofed) cannot take every handshake slot; attempts past it are
+    /// ignored until one of that address's handshakes ends. Default 32.
+    pub max_handshakes_per_address: usize,
     /// Listener only: how long a handshake may take, from the client's
     /// first packet (after any Retry) to a connection. A handshake the
     /// client abandoned is dropped after this long, and its state with it.
@@ -99,6 +104,7 @@ impl Default for QuicConfig {
             stream_window: 16 << 20,
             address_validation: AddressValidation::Always,
             max_handshakes: 256,
+            max_handshakes_per_address: 32,
             handshake_timeout: Duration::from_secs(5),
         }
     }
@@ -117,8 +123,12 @@ pub enum ConfigError {
     /// `stream_window` is 0.
     #[error("stream_window is 0: no byte could be sent; use at least the frame limit")]
     NoWindow,
-    /// `max_handshakes` is 0: no client could ever connect.
-    #[error("max_handshakes is 0: no client could connect; allow at least 1")]
+    /// `max_handshakes` or `max_handshakes_per_address` is 0: no client
+    /// could ever connect.
+    #[error(
+        "max_handshakes or max_handshakes_per_address is 0: no client could connect; allow at \
+         least 1"
+    )]
     NoHandshakes,
     /// `handshake_timeout` is 0: every handshake would time out.
     #[error("handshake_timeout is 0: every handshake would time out; use a few seconds")]
@@ -128,7 +138,7 @@ pub enum ConfigError {
 impl QuicConfig {
     /// Checks the listener-only settings.
     pub(super) fn check_listener(&self) -> Result<(), ConfigError> {
-        if self.max_handshakes == 0 {
+        if self.max_handshakes == 0 || self.max_handshakes_per_address == 0 {
             return Err(ConfigError::NoHandshakes);
         }
         if self.handshake_timeout.is_zero() {

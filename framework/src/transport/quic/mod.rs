@@ -71,8 +71,9 @@
 //! the listener has not looked at yet are capped at [`PENDING_INITIALS`],
 //! with at most [`PENDING_BYTES`] of further packets buffered for them.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -168,8 +169,13 @@ pub struct QuicListener {
     /// How long a closed link's streams may take to drain.
     linger: Duration,
     fingerprint: Fingerprint,
-    /// Handshakes under way, so that a slow client holds up no other.
-    handshakes: FuturesUnordered<BoxFuture<'static, io::Result<Connection>>>,
+    /// Handshakes under way, so that a slow client holds up no other; each
+    /// ends with its client's address.
+    handshakes: FuturesUnordered<BoxFuture<'static, (IpAddr, io::Result<Connection>)>>,
+    /// Handshakes under way by client address.
+    per_address: HashMap<IpAddr, usize>,
+    /// How many of them one address may have.
+    max_per_address: usize,
     /// When a client must prove its address first.
     validation: AddressValidation,
     /// How many handshakes may be under way.
@@ -192,6 +198,9 @@ pub struct AttemptCounts {
     pub retried: u64,
     /// Ignored: the handshakes were at their limit.
     pub ignored: u64,
+    /// Ignored: the client's address had as many handshakes under way as
+    /// one address may.
+    pub ignored_per_address: u64,
     /// Handshakes started.
     pub started: u64,
     /// Handshakes that did not finish within the handshake timeout.
@@ -263,6 +272,8 @@ impl QuicListener {
             linger: config.idle_timeout,
             fingerprint: identity.fingerprint(),
             handshakes: FuturesUnordered::new(),
+            per_address: HashMap::new(),
+            max_per_address: config.max_handshakes_per_address,
             validation: config.address_validation,
             max_handshakes: config.max_handshakes,
             handshake_timeout: config.handshake_timeout,
@@ -328,6 +339,19 @@ impl QuicListener {
             }
             return;
         }
+        let ip = from.ip();
+        let by_address = self.per_address.get(&ip).copied().unwrap_or(0);
+        if by_address >= self.max_per_address {
+            incoming.ignore();
+            self.counts.ignored_per_address += 1;
+            tracing::debug!(
+                %from,
+                max = self.max_per_address,
+                "QUIC attempt ignored: its address has as many handshakes under way as one may \
+                 (QuicConfig::max_handshakes_per_address)"
+            );
+            return;
+        }
         let connecting = match incoming.accept() {
             Ok(connecting) => connecting,
             Err(err) => {
@@ -336,9 +360,10 @@ impl QuicListener {
             }
         };
         self.counts.started += 1;
+        *self.per_address.entry(ip).or_default() += 1;
         let timeout = self.handshake_timeout;
         self.handshakes.push(Box::pin(async move {
-            match tokio::time::timeout(timeout, connecting).await {
+            let result = match tokio::time::timeout(timeout, connecting).await {
                 Ok(Ok(conn)) => Ok(conn),
                 Ok(Err(err)) => Err(io::Error::new(
                     io::ErrorKind::ConnectionAborted,
@@ -353,8 +378,19 @@ impl QuicListener {
                          (QuicConfig::handshake_timeout)"
                     ),
                 )),
-            }
+            };
+            (ip, result)
         }));
+    }
+
+    /// A handshake from `ip` ended.
+    fn handshake_ended(&mut self, ip: IpAddr) {
+        if let Some(count) = self.per_address.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_address.remove(&ip);
+            }
+        }
     }
 
     /// The bound address.
@@ -384,7 +420,8 @@ impl Listener for QuicListener {
                     };
                     self.admit(incoming);
                 }
-                Some(handshake) = self.handshakes.next(), if !self.handshakes.is_empty() => {
+                Some((ip, handshake)) = self.handshakes.next(), if !self.handshakes.is_empty() => {
+                    self.handshake_ended(ip);
                     match handshake {
                         Ok(conn) => return Ok(QuicLink::new(conn, None, self.linger)),
                         // One peer's failed handshake (wrong ALPN, no or a
