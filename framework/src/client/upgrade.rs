@@ -21,12 +21,11 @@ pub(crate) async fn to_shm(
     forced: Option<Forced>,
     presented_certificate: bool,
 ) -> Option<Arc<Connection>> {
-    let peer_endpoints = Endpoint::parse_all(&conn.peer_hello.endpoints);
     let decision = select::upgrade(
         &conn.selection,
         &conn.url,
         conn.locality,
-        &peer_endpoints,
+        &conn.peer_hello.endpoints,
         forced,
         presented_certificate,
     );

@@ -45,7 +45,13 @@ fn entry(endpoints: &[&str]) -> Entry {
         start_time: None,
         boot_id: String::new(),
         ipc_ns: 0,
-        endpoints: endpoints.iter().map(|s| s.to_string()).collect(),
+        // As read from a file: URLs this version cannot parse kept aside.
+        endpoints: endpoints.iter().filter_map(|s| s.parse().ok()).collect(),
+        unknown_endpoints: endpoints
+            .iter()
+            .filter(|s| s.parse::<Endpoint>().is_err())
+            .map(|s| s.to_string())
+            .collect(),
         services: vec!["Calculator".into()],
         published_ms: 0,
         debug: None,
