@@ -43,7 +43,7 @@ use crate::protocol::frame::{
 };
 use crate::select::{self, CallKind, Tracks};
 use crate::sys::shm as sys;
-use crate::transport::bulk::{BulkBody, BulkCounters};
+use crate::transport::bulk::{BulkBody, BulkCounters, BulkTx};
 pub(crate) use crate::transport::spin::SpinBudget;
 use crate::transport::stream::{decode_available, end_of_stream};
 use crate::transport::{
@@ -677,12 +677,26 @@ impl LinkTx for ShmTx {
         Ok(())
     }
 
-    fn bulk_threshold(&self) -> Option<usize> {
-        Some(self.shared.bulk_threshold)
+    fn bulk(&mut self) -> Option<&mut impl BulkTx> {
+        Some(self)
     }
 
-    fn bulk_counters(&self) -> Option<Arc<BulkCounters>> {
-        Some(Arc::clone(&self.counters))
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        Some(Arc::new(ShmDirect {
+            shared: Arc::clone(&self.shared),
+        }))
+    }
+}
+
+/// The bulk path is the sending half itself: regions are numbered and
+/// their descriptors written into the ring in order with its frames.
+impl BulkTx for ShmTx {
+    fn threshold(&self) -> usize {
+        self.shared.bulk_threshold
+    }
+
+    fn counters(&self) -> Arc<BulkCounters> {
+        Arc::clone(&self.counters)
     }
 
     async fn send_bulk(&mut self, header: &[u8], body: BulkBody) -> io::Result<()> {
@@ -709,12 +723,6 @@ impl LinkTx for ShmTx {
         }
         crate::sys::bulk::seal_body(fd.as_fd(), len)?;
         self.pass_region(&parsed, fd, len).await
-    }
-
-    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
-        Some(Arc::new(ShmDirect {
-            shared: Arc::clone(&self.shared),
-        }))
     }
 }
 
