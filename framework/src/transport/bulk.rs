@@ -24,7 +24,7 @@ use crate::protocol::frame::HEADER_LEN;
 /// [`send_bulk`](Self::send_bulk), in order with the half's other frames.
 pub trait BulkTx: Send {
     /// Frame bodies larger than this should be encoded into a
-    /// [`BulkBody`] (see [`SpillWriter`]).
+    /// [`BulkBody`] (the encoder spills such a body into one as it grows).
     fn threshold(&self) -> usize;
 
     /// What this link has moved as bulk regions, for the debug views.

@@ -87,12 +87,12 @@ fn a_name_the_parent_serves_goes_over_its_pipes() {
 
 #[test]
 fn demanding_pipes_without_a_parent_serving_the_name_says_why() {
-    let err = connect(
-        &name(),
-        Known::NotLookedUp,
-        &facts(),
-        forced(Transport::Pipe),
-    );
+    let err = select(Connect {
+        target: &name(),
+        known: Known::NotLookedUp,
+        facts: &facts(),
+        forced: forced(Transport::Pipe),
+    });
     assert!(
         matches!(
             err,

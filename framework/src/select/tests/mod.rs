@@ -1,4 +1,5 @@
 //! Every selection rule, on facts passed in: no processes, no sockets.
+//! Each is asked through the one entry point, [`select`].
 
 mod after;
 mod connect;
@@ -71,14 +72,20 @@ fn name() -> Target {
     Target::Name("calculator".into())
 }
 
-/// [`connect`], its error as the status a caller sees.
+/// [`Connect`], its error as the status a caller sees.
 fn decide(
     target: &Target,
     known: Known<'_>,
     facts: &HostFacts,
     forced: Option<Forced>,
 ) -> Result<Decision, Status> {
-    connect(target, known, facts, forced).map_err(Status::from)
+    select(Connect {
+        target,
+        known,
+        facts,
+        forced,
+    })
+    .map_err(Status::from)
 }
 
 /// The one plan a decision made.

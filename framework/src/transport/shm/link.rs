@@ -41,7 +41,7 @@ use super::ring::{Consumer, Producer, Ring, RingError, Role, region_len};
 use crate::protocol::frame::{
     BulkDescriptor, Decoded, FLAG_BULK, Frame, FrameDecoder, HEADER_LEN, Header,
 };
-use crate::select::{self, CallKind, Tracks};
+use crate::select::{CallKind, CallTrack, Tracks, select};
 use crate::sys::shm as sys;
 use crate::transport::bulk::{BulkBody, BulkCounters, BulkTx};
 pub(crate) use crate::transport::spin::SpinBudget;
@@ -640,14 +640,14 @@ impl LinkTx for ShmTx {
             let Some(body) = frames.get(pos + HEADER_LEN..end) else {
                 break;
             };
-            let track = select::per_call(
-                CallKind::Unary { bytes: body.len() },
-                &Tracks {
+            let track = select(CallTrack {
+                kind: CallKind::Unary { bytes: body.len() },
+                tracks: Tracks {
                     connection: Transport::Shm,
                     queue_max: None,
                     bulk_threshold: Some(threshold),
                 },
-            );
+            });
             if track == Transport::Mmap && header.flags & FLAG_BULK == 0 {
                 self.write_ring(&frames[start..pos]).await?;
                 self.send_bulk_copy(&header, body).await?;
