@@ -225,7 +225,12 @@ impl ChannelBuilder {
                 _ => crate::process::parent_facts()?,
             };
             let facts = HostFacts::of_this_process(parent);
-            let decision = select::connect(&parsed, Known::NotLookedUp, &facts, forced)?;
+            let decision = select::select(select::Connect {
+                target: &parsed,
+                known: Known::NotLookedUp,
+                facts: &facts,
+                forced,
+            })?;
             if let Decision::Parent { .. } = decision {
                 let conn = crate::process::parent_connection().await?;
                 return Ok(Channel::from_connection(conn, self));
@@ -255,7 +260,7 @@ impl ChannelBuilder {
     pub async fn connect_link<L: Link>(self, link: L) -> Result<Channel, Status> {
         crate::debug::ensure_from_env();
         let transport = link.transport();
-        let selection = select::caller_link(transport);
+        let selection = select::select(select::Fixed::CallerLink(transport));
         let config = self.connection_config();
         let conn = Connection::open(link, selection, &config).await?;
         Ok(self.channel_over(conn))

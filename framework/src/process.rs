@@ -227,7 +227,10 @@ impl Spawner {
             PipeLink::from_fds(pair.parent_read, pair.parent_write, peer).map_err(|err| {
                 Status::internal(format!("the pipes to {program} are unusable: {err}"))
             })?;
-        let selection = crate::select::spawned_child(&program, pid);
+        let selection = crate::select::select(crate::select::Fixed::SpawnedChild {
+            program: &program,
+            pid,
+        });
         let mut exit_for_end = exit.clone();
         let describe_end = move |end: End| async move {
             // The pipe usually closes a moment before the child is reaped.
@@ -456,7 +459,7 @@ async fn open_parent_link() -> Result<PeerLink, Status> {
     let link = PipeLink::from_fds(read, write, peer).map_err(|err| {
         Status::failed_precondition(format!("the inherited pipes are unusable: {err}"))
     })?;
-    let selection = crate::select::parent_pipe(ppid);
+    let selection = crate::select::select(crate::select::Fixed::ParentPipe { ppid });
     let describe_end = move |_end: End| async move {
         Status::unavailable(format!(
             "the parent process (pid {ppid}) is gone: its pipe closed; parent_gone() has resolved"

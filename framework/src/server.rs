@@ -29,7 +29,7 @@ use crate::transport::intake::{
 };
 use crate::transport::tcp::TcpListener;
 use crate::transport::unix::UnixListener;
-use crate::transport::{Link, Listener};
+use crate::transport::{Endpoint, Link, Listener};
 
 pub(crate) use router::Router;
 
@@ -100,7 +100,7 @@ pub(crate) struct ServerShared {
     /// (service, queue name) of the message queues this server drains.
     pub(crate) queues: Vec<(String, String)>,
     /// Where it listens, once every listener is bound (told in the hello).
-    pub(crate) endpoints: std::sync::OnceLock<Vec<String>>,
+    pub(crate) endpoints: std::sync::OnceLock<Vec<Endpoint>>,
     /// What every connection's receiver holds partial frames under.
     pub(crate) intake: IntakeLimits,
     /// Its connections, capped.
@@ -524,7 +524,7 @@ impl ServerBuilder {
                     path.display()
                 ))
             })?;
-            endpoints.push(listener.local_url());
+            endpoints.push(Endpoint::Unix(path.clone()));
             unix_path = Some(path);
             tasks.push(tokio::spawn(accept_loop(
                 listener,
@@ -542,7 +542,7 @@ impl ServerBuilder {
                 ))
             })?;
             tcp_addr = Some(listener.local_addr());
-            endpoints.push(listener.local_url());
+            endpoints.push(Endpoint::Tcp(listener.local_addr().to_string()));
             tasks.push(tokio::spawn(accept_loop(
                 listener,
                 Arc::clone(&shared),
@@ -555,7 +555,7 @@ impl ServerBuilder {
         let mut quic_bound = None;
         #[cfg(feature = "quic")]
         if let Some(bound) = self.quic.bind().await? {
-            endpoints.push(bound.url.clone());
+            endpoints.push(bound.endpoint.clone());
             quic_bound = Some((bound.addr, bound.fingerprint));
             tasks.push(tokio::spawn(accept_loop(
                 bound.listener,
@@ -589,6 +589,7 @@ impl ServerBuilder {
                     boot_id: crate::sys::host_identity().boot_id,
                     ipc_ns: crate::sys::host_identity().ipc_ns,
                     endpoints: endpoints.clone(),
+                    unknown_endpoints: Vec::new(),
                     services: service_names.clone(),
                     published_ms,
                     debug: debug_addr.map(crate::debug::endpoint_url),
@@ -600,7 +601,8 @@ impl ServerBuilder {
                 );
             }
         }
-        tracing::info!(endpoints = ?endpoints, services = %shared.router.summary(), "serving");
+        let urls: Vec<String> = endpoints.iter().map(Endpoint::to_string).collect();
+        tracing::info!(endpoints = ?urls, services = %shared.router.summary(), "serving");
         let registration = crate::debug::recorder::recorder().server(
             service_infos
                 .iter()
@@ -620,9 +622,9 @@ impl ServerBuilder {
                 .collect(),
             endpoints
                 .iter()
-                .map(|url| crate::debug::ListenerInfo {
-                    url: url.clone(),
-                    transport: url.split("://").next().unwrap_or_default().to_owned(),
+                .map(|endpoint| crate::debug::ListenerInfo {
+                    url: endpoint.to_string(),
+                    transport: endpoint.transport().as_str().to_owned(),
                 })
                 .collect(),
         );
@@ -638,7 +640,7 @@ impl ServerBuilder {
             phase,
             alive: Some(alive),
             connections_done,
-            endpoints,
+            endpoints: urls,
             unix_path,
             tcp_addr,
             #[cfg(feature = "quic")]
@@ -855,7 +857,7 @@ impl ServerHandle {
                     SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
                 });
             }
-            crate::transport::Endpoint::Quic {
+            Endpoint::Quic {
                 host_port: addr.to_string(),
                 pin: Some(fingerprint.to_string()),
             }

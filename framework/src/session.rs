@@ -14,7 +14,7 @@ pub(crate) use crate::protocol::session::LimitKnobs;
 pub(crate) use crate::protocol::session::encode::{hello_frame, status_frame};
 use crate::protocol::session::handshake::check_hello;
 use crate::protocol::status::Status;
-use crate::transport::bulk::BulkBody;
+use crate::transport::bulk::{BulkBody, BulkCounters, BulkTx};
 use crate::transport::{DirectWrite, LinkRx, LinkTx};
 
 /// Frames queued for the writer task before senders wait.
@@ -139,7 +139,8 @@ pub(crate) async fn read_hello<R: LinkRx>(
 /// Where a connection's frames go: straight into the link when it can
 /// take whole frames without waiting ([`LinkTx::direct`]) and nothing is
 /// queued ahead of them, else the queue of the link's writer task. Frames
-/// keep their order either way.
+/// keep their order either way. The link's capabilities are asked once,
+/// here; the bulk path's threshold and counters are kept.
 #[derive(Clone, Debug)]
 pub(crate) struct Outbound {
     queue: mpsc::Sender<Outgoing>,
@@ -148,11 +149,10 @@ pub(crate) struct Outbound {
     queued: Arc<AtomicUsize>,
     /// Bytes that may still be queued ([`OUTGOING_BYTES`] in all).
     budget: Arc<Semaphore>,
-    /// Bodies above this are encoded into bulk regions (links that have
-    /// them).
-    bulk_threshold: Option<usize>,
-    /// What the link moved as bulk regions (links that have them).
-    bulk_counters: Option<Arc<crate::transport::bulk::BulkCounters>>,
+    /// The link's bulk path ([`LinkTx::bulk`]), if it has one: bodies
+    /// above the threshold are encoded into bulk regions; the counters say
+    /// what it moved.
+    bulk: Option<(usize, Arc<BulkCounters>)>,
     /// Set to why the writer task stopped, if it failed.
     failure: watch::Receiver<Option<WriterFailure>>,
 }
@@ -171,7 +171,7 @@ impl Outbound {
     /// An outbound path to `tx`, and the writer task to spawn for it
     /// (it half-closes the link once every `Outbound` is dropped).
     pub(crate) fn new<T: LinkTx>(
-        tx: T,
+        mut tx: T,
     ) -> (
         Self,
         impl Future<Output = std::io::Result<()>> + Send + 'static,
@@ -184,8 +184,7 @@ impl Outbound {
             direct: tx.direct(),
             queued: Arc::clone(&queued),
             budget: Arc::new(Semaphore::new(OUTGOING_BYTES)),
-            bulk_threshold: tx.bulk_threshold(),
-            bulk_counters: tx.bulk_counters(),
+            bulk: tx.bulk().map(|bulk| (bulk.threshold(), bulk.counters())),
             failure,
         };
         let writer = async move {
@@ -234,8 +233,7 @@ impl Outbound {
             direct: None,
             queued: Arc::new(AtomicUsize::new(0)),
             budget: Arc::new(Semaphore::new(OUTGOING_BYTES)),
-            bulk_threshold: None,
-            bulk_counters: None,
+            bulk: None,
             failure: watch::channel(None).1,
         }
     }
@@ -244,12 +242,12 @@ impl Outbound {
     /// ([`SpillWriter`](crate::transport::bulk::SpillWriter)); `None`: the
     /// link has no bulk path.
     pub(crate) fn bulk_threshold(&self) -> Option<usize> {
-        self.bulk_threshold
+        self.bulk.as_ref().map(|(threshold, _)| *threshold)
     }
 
     /// What the link moved as bulk regions, where it has them.
-    pub(crate) fn bulk_counters(&self) -> Option<Arc<crate::transport::bulk::BulkCounters>> {
-        self.bulk_counters.clone()
+    pub(crate) fn bulk_counters(&self) -> Option<Arc<BulkCounters>> {
+        self.bulk.as_ref().map(|(_, counters)| Arc::clone(counters))
     }
 
     /// Writes directly if possible; gives the frame back otherwise.
@@ -355,7 +353,14 @@ async fn write_loop<T: LinkTx>(
         let mut frames = 1;
         notify.extend(first.written);
         if let Some(body) = first.bulk {
-            tx.send_bulk(&first.bytes, body).await?;
+            // Only a link with a bulk path has a threshold to spill bodies at.
+            let Some(bulk) = tx.bulk() else {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "this link has no bulk path; encode the body into the frame",
+                ));
+            };
+            bulk.send_bulk(&first.bytes, body).await?;
         } else {
             match queue.try_recv() {
                 Err(_) => tx.send(&first.bytes).await?,

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use switchyard::codec::{Bincode, Codec, CodecError};
 use switchyard::payload::SHARE_AT_LEAST;
 use switchyard::protocol::call::deadline_from_budget;
+use switchyard::protocol::endpoint::Endpoint;
 use switchyard::protocol::frame::{
     Decoded, Frame, FrameDecoder, FrameError, HEADER_LEN, HELLO_LIMIT, Header, Kind,
 };
@@ -1269,8 +1270,8 @@ pub fn sample_hello() -> Hello {
         }],
         queues: vec![("Calc".into(), "/switchyard-calc".into())],
         endpoints: vec![
-            "unix:///run/calc.sock".into(),
-            "tcp://127.0.0.1:4000".into(),
+            Endpoint::Unix("/run/calc.sock".into()),
+            Endpoint::Tcp("127.0.0.1:4000".into()),
         ],
     }
 }

@@ -25,7 +25,7 @@ use crate::protocol::session::encode::{
     RequestHead, frame_status, seal_bulk_request, seal_request,
 };
 use crate::protocol::status::{Code, Status};
-use crate::select::{self, CallKind, Selection, Tracks, Transport};
+use crate::select::{self, CallKind, CallTrack, Selection, Tracks, Transport};
 use crate::session::Outgoing;
 use crate::trace::{TRACEPARENT, TraceContext};
 use crate::transport::bulk::{BulkBody, SpillWriter};
@@ -495,8 +495,10 @@ impl ClientCore {
                 bulk_threshold: None,
             };
             if seal_request(&mut buf, head, metadata_len, limit).is_ok()
-                && select::per_call(CallKind::OneWay { bytes: buf.len() }, &tracks)
-                    == Transport::MessageQueue
+                && select::select(CallTrack {
+                    kind: CallKind::OneWay { bytes: buf.len() },
+                    tracks,
+                }) == Transport::MessageQueue
             {
                 return self
                     .send_queued(&queue, method, &buf, wait, deadline, now)

@@ -215,7 +215,7 @@ impl Connection {
     /// serves the other side's calls and hands this connection the
     /// responses through [`handle`](Self::handle)).
     pub(crate) fn established(
-        mut selection: Selection,
+        selection: Selection,
         peer: PeerInfo,
         hello: &Hello,
         peer_hello: Hello,
@@ -223,7 +223,11 @@ impl Connection {
         config: &ConnectionConfig,
         stop_reader: Option<oneshot::Sender<()>>,
     ) -> Arc<Self> {
-        crate::select::note_locality(&mut selection, &hello.host, &peer_hello.host);
+        let selection = crate::select::select(crate::select::HandshakeNote {
+            selection,
+            local: &hello.host,
+            peer: &peer_hello.host,
+        });
         let transport = selection.transport;
         let url = peer.addr.clone();
         let methods = peer_hello
@@ -299,7 +303,7 @@ impl Connection {
     /// there: it takes no calls (every call reconnects first), and its
     /// selection says that one-way calls wait in the queue.
     pub(crate) fn placeholder(target: &str, queue: &str, config: &ConnectionConfig) -> Arc<Self> {
-        let selection = crate::select::queue_stand_in(target, queue);
+        let selection = crate::select::select(crate::select::Fixed::QueueStandIn { target, queue });
         let hello = local_hello(Role::Client, Vec::new(), config.frame_limit, 0);
         let peer_hello = Hello {
             role: Role::Server,

@@ -10,7 +10,7 @@ use crate::debug::recorder::{MethodCounters, Side, recorder};
 use crate::descriptor::ServiceDescriptor;
 use crate::protocol::hello::Locality;
 use crate::select::{
-    self, Forced, OnewayFacts, OnewayTrack, OnewayVerdict, Rejection, Selection, Transport,
+    self, Forced, OnewayFacts, OnewayTrack, OnewayVerdict, Rejection, Selection, Transport, select,
 };
 
 /// Where one-way calls to a service go.
@@ -100,7 +100,8 @@ impl OnewayRoutes {
 }
 
 /// Gathers the facts (whether someone squats the expected queue name),
-/// lets [`select::oneway`] decide, and opens the queue it picks.
+/// lets [`select`] decide ([`select::OnewayRoute`]), and opens the queue it
+/// picks.
 fn decide(
     service: &'static ServiceDescriptor,
     facts: ServerFacts,
@@ -119,7 +120,10 @@ fn decide(
         queue: facts.queue,
         squatter,
     };
-    match select::oneway(&facts, forced) {
+    match select(select::OnewayRoute {
+        facts: &facts,
+        forced,
+    }) {
         OnewayVerdict::Queue(name) => open(service, name),
         OnewayVerdict::Connection(why) => {
             if matches!(why, Rejection::QueueSquatted { .. }) {
@@ -194,5 +198,5 @@ pub(crate) fn selection(route: &OnewayRoute, connection: Option<Transport>) -> S
         },
         OnewayRoute::Connection(why) => OnewayTrack::Connection(why),
     };
-    select::oneway_selection(track, connection)
+    select(select::OnewaySelection { track, connection })
 }

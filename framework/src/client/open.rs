@@ -209,14 +209,19 @@ fn connect_failed(what: String, err: &std::io::Error) -> Status {
 
 /// The candidates for `target`, in order, and the local registry entry
 /// they came from: looks the name up (registry, then resolver) and lets
-/// [`select::connect`] decide on what was found.
+/// [`select`](select::select) decide ([`select::Connect`]) on what was found.
 async fn plans(
     builder: &ChannelBuilder,
     target: &Target,
     forced: Option<Forced>,
 ) -> Result<(Vec<Plan>, Option<Local>), Status> {
     let facts = HostFacts::of_this_process(None);
-    let decide = |known| match select::connect(target, known, &facts, forced)? {
+    let decide = |known| match select::select(select::Connect {
+        target,
+        known,
+        facts: &facts,
+        forced,
+    })? {
         Decision::Connect(plans) => Ok(plans),
         other => Err(Status::internal(format!(
             "selection answered {other:?} for {target:?} after its lookup"
@@ -398,7 +403,10 @@ async fn connect_shm(
         Err(err) => {
             // Not forced: say why and take the Unix socket.
             tracing::debug!(%err, "shared memory refused; using the Unix socket");
-            let selection = select::shm_fallback(&plan.selection, err.to_string());
+            let selection = select::select(select::ShmFallback {
+                planned: &plan.selection,
+                error: err.to_string(),
+            });
             let link = unix
                 .connect(&Endpoint::Unix(path.to_owned()))
                 .await

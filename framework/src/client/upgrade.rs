@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use super::connection::{Connection, ConnectionConfig};
 use crate::protocol::hello::Hello;
-use crate::select::{self, Forced, Upgrade};
+use crate::select::{self, Forced, Upgrade, select};
 use crate::transport::unix::UnixConnector;
 use crate::transport::{Connector, Endpoint, PeerCheck, PeerInfo, shm};
 
 /// The shared-memory connection that replaces `conn`, if
-/// [`select::upgrade`] moves it and the set-up works; `None` keeps `conn`
+/// [`select`] moves it ([`select::MoveToShm`]) and the set-up works; `None` keeps `conn`
 /// (the reason is on its events).
 pub(crate) async fn to_shm(
     conn: &Arc<Connection>,
@@ -21,15 +21,14 @@ pub(crate) async fn to_shm(
     forced: Option<Forced>,
     presented_certificate: bool,
 ) -> Option<Arc<Connection>> {
-    let peer_endpoints = Endpoint::parse_all(&conn.peer_hello.endpoints);
-    let decision = select::upgrade(
-        &conn.selection,
-        &conn.url,
-        conn.locality,
-        &peer_endpoints,
+    let decision = select(select::MoveToShm {
+        current: &conn.selection,
+        url: &conn.url,
+        locality: conn.locality,
+        peer_endpoints: &conn.peer_hello.endpoints,
         forced,
         presented_certificate,
-    );
+    });
     let (path, selection) = match decision {
         Upgrade::Move { socket, selection } => (socket, selection),
         Upgrade::Stay(why) => {

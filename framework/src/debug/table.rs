@@ -119,10 +119,9 @@ pub fn services_table(entries: &[Entry]) -> String {
             entry.name.clone(),
             entry.pid.to_string(),
             list_or_none(&entry.services),
-            if entry.endpoints.is_empty() {
-                "none".to_owned()
-            } else {
-                entry.endpoints.join(" ")
+            match entry.urls() {
+                urls if urls.is_empty() => "none".to_owned(),
+                urls => urls.join(" "),
             },
         ];
         if with_debug {
@@ -445,7 +444,8 @@ id  role    state   transport  peer          calls ok/failed  bytes sent/recv  p
             start_time: None,
             boot_id: String::new(),
             ipc_ns: 0,
-            endpoints: vec!["unix:///\u{1b}[31m.sock".into()],
+            endpoints: vec![crate::transport::Endpoint::Unix("/\u{1b}[31m.sock".into())],
+            unknown_endpoints: Vec::new(),
             services: vec!["S\u{7}".into()],
             published_ms: 0,
             debug: Some("http://127.0.0.1:9/debug/switchyard".into()),
@@ -470,7 +470,11 @@ id  role    state   transport  peer          calls ok/failed  bytes sent/recv  p
             start_time: None,
             boot_id: String::new(),
             ipc_ns: 0,
-            endpoints: vec!["unix:///run/x.sock".into(), "tcp://127.0.0.1:7000".into()],
+            endpoints: vec![
+                crate::transport::Endpoint::Unix("/run/x.sock".into()),
+                crate::transport::Endpoint::Tcp("127.0.0.1:7000".into()),
+            ],
+            unknown_endpoints: Vec::new(),
             services: vec!["Calculator".into(), "Extra".into()],
             published_ms: 0,
             debug: None,

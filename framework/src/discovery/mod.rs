@@ -5,6 +5,7 @@
 //! [`Resolver`]: a [`StaticFile`] (TOML), or one of your own; host names in
 //! the addresses it gives are resolved by DNS when connecting.
 
+mod entry;
 pub mod registry;
 pub mod resolver;
 pub mod runtime_dir;

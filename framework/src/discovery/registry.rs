@@ -11,6 +11,7 @@ use std::sync::Arc;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
+pub use super::entry::Entry;
 use super::runtime_dir::{RuntimeDir, runtime_dir};
 use crate::transport::Endpoint;
 
@@ -45,59 +46,6 @@ pub enum RegistryError {
         /// The name.
         name: String,
     },
-}
-
-/// One published name: which process serves it and where to reach it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    /// The published name, lower case.
-    pub name: String,
-    /// The serving process.
-    pub pid: u32,
-    /// The serving process's start time (ticks since boot), guarding
-    /// against pid reuse.
-    pub start_time: Option<u64>,
-    /// The host's boot id when published.
-    pub boot_id: String,
-    /// The inode of the publisher's IPC namespace (0: unknown): equal to a
-    /// client's means the two can share memory.
-    #[serde(default)]
-    pub ipc_ns: u64,
-    /// Endpoints as URLs, fastest first (`unix:///...`, `tcp://...`).
-    pub endpoints: Vec<String>,
-    /// Services the process serves.
-    pub services: Vec<String>,
-    /// When it was published, milliseconds since the Unix epoch.
-    pub published_ms: u64,
-    /// The serving process's debug endpoint (its HTML page's URL), if it
-    /// runs one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub debug: Option<String>,
-}
-
-impl Entry {
-    /// Whether the publishing process still runs: same boot (a runtime
-    /// directory in /tmp can outlive a reboot), and a process with this pid
-    /// and start time.
-    pub fn is_alive(&self) -> bool {
-        let boot = crate::sys::host_identity().boot_id;
-        let same_boot = self.boot_id.is_empty() || boot.is_empty() || self.boot_id == boot;
-        same_boot && crate::sys::process_alive(self.pid, self.start_time)
-    }
-
-    /// The first endpoint whose URL has the scheme `scheme` (`unix`,
-    /// `tcp`, `quic`).
-    pub fn endpoint(&self, scheme: &str) -> Option<&str> {
-        self.endpoints
-            .iter()
-            .map(String::as_str)
-            .find(|url| Endpoint::scheme_of(url) == Some(scheme))
-    }
-
-    /// The endpoints, parsed; URLs this version cannot parse are skipped.
-    pub fn parsed_endpoints(&self) -> Vec<Endpoint> {
-        Endpoint::parse_all(&self.endpoints)
-    }
 }
 
 /// A message queue a gracefully stopped server kept for its next start,
@@ -336,8 +284,8 @@ impl Registry {
                     )
                     .is_ok();
                     // Only sockets this registry handed out are removed.
-                    for endpoint in entry.parsed_endpoints() {
-                        if let Endpoint::Unix(socket) = &endpoint
+                    for endpoint in &entry.endpoints {
+                        if let Endpoint::Unix(socket) = endpoint
                             && let Some(name) = self.dir.socket_name(socket)
                         {
                             let _ =
@@ -394,6 +342,7 @@ pub fn normalize_name(name: &str) -> Result<String, RegistryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::Transport;
 
     fn entry(name: &str, pid: u32, start_time: Option<u64>, published_ms: u64) -> Entry {
         Entry {
@@ -402,7 +351,11 @@ mod tests {
             start_time,
             boot_id: String::new(),
             ipc_ns: 0,
-            endpoints: vec!["unix:///x.sock".into(), "tcp://127.0.0.1:1".into()],
+            endpoints: vec![
+                Endpoint::Unix("/x.sock".into()),
+                Endpoint::Tcp("127.0.0.1:1".into()),
+            ],
+            unknown_endpoints: Vec::new(),
             services: vec!["Calculator".into()],
             published_ms,
             debug: None,
@@ -418,8 +371,14 @@ mod tests {
         let guard = registry.publish(entry("Calculator", me, start, 1)).unwrap();
         let found = registry.lookup("calculator").unwrap().unwrap();
         assert_eq!(found.pid, me);
-        assert_eq!(found.endpoint("tcp"), Some("tcp://127.0.0.1:1"));
-        assert_eq!(found.endpoint("unix"), Some("unix:///x.sock"));
+        assert_eq!(
+            found.endpoint(Transport::Tcp),
+            Some(&Endpoint::Tcp("127.0.0.1:1".into()))
+        );
+        assert_eq!(
+            found.endpoint(Transport::Unix),
+            Some(&Endpoint::Unix("/x.sock".into()))
+        );
         drop(guard);
         assert_eq!(registry.lookup("calculator").unwrap(), None);
     }

@@ -78,7 +78,7 @@ pub struct StaticFile {
 #[derive(Debug)]
 struct Loaded {
     modified: Option<SystemTime>,
-    services: BTreeMap<String, Vec<String>>,
+    services: BTreeMap<String, Vec<Endpoint>>,
 }
 
 impl StaticFile {
@@ -112,7 +112,7 @@ impl StaticFile {
     }
 
     /// The addresses of `name`, reading the file again if it changed.
-    pub fn lookup(&self, name: &str) -> Result<Option<Vec<String>>, StaticFileError> {
+    pub fn lookup(&self, name: &str) -> Result<Option<Vec<Endpoint>>, StaticFileError> {
         let mut loaded = self
             .loaded
             .lock()
@@ -154,7 +154,7 @@ fn load(path: &Path) -> Result<Loaded, StaticFileError> {
     })
 }
 
-fn parse(path: &Path, text: &str) -> Result<BTreeMap<String, Vec<String>>, StaticFileError> {
+fn parse(path: &Path, text: &str) -> Result<BTreeMap<String, Vec<Endpoint>>, StaticFileError> {
     let invalid = |reason: String| StaticFileError::Parse {
         path: path.to_owned(),
         reason,
@@ -178,11 +178,11 @@ fn parse(path: &Path, text: &str) -> Result<BTreeMap<String, Vec<String>>, Stati
                 Some(pin) if quic && !address.contains("?pin=") => format!("{address}?pin={pin}"),
                 _ => address,
             };
-            // The same checks a connect would make, now.
-            address
+            // The same checks a connect would make, now, and only now.
+            let endpoint = address
                 .parse::<Endpoint>()
                 .map_err(|err| invalid(format!("services.{name}: {err}")))?;
-            addresses.push(address);
+            addresses.push(endpoint);
         }
         services.insert(name.to_ascii_lowercase(), addresses);
     }
@@ -208,8 +208,11 @@ mod tests {
         assert_eq!(
             file.lookup("calculator").unwrap().unwrap(),
             vec![
-                "tcp://10.0.0.5:7000".to_owned(),
-                format!("quic://10.0.0.5:7443?pin={PIN}")
+                Endpoint::Tcp("10.0.0.5:7000".into()),
+                Endpoint::Quic {
+                    host_port: "10.0.0.5:7443".into(),
+                    pin: Some(PIN.into())
+                }
             ]
         );
         assert_eq!(file.lookup("other").unwrap(), None);
@@ -240,7 +243,10 @@ mod tests {
         let path = dir.path().join("discovery.toml");
         std::fs::write(&path, "[services.a]\naddresses = [\"tcp://h:1\"]\n").unwrap();
         let file = StaticFile::open(&path).unwrap();
-        assert_eq!(file.lookup("a").unwrap().unwrap(), vec!["tcp://h:1"]);
+        assert_eq!(
+            file.lookup("a").unwrap().unwrap(),
+            vec![Endpoint::Tcp("h:1".into())]
+        );
         // A different length and a later time: the change is seen.
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&path, "[services.a]\naddresses = [\"tcp://other:22\"]\n").unwrap();
@@ -251,7 +257,10 @@ mod tests {
             .unwrap()
             .set_modified(later)
             .unwrap();
-        assert_eq!(file.lookup("a").unwrap().unwrap(), vec!["tcp://other:22"]);
+        assert_eq!(
+            file.lookup("a").unwrap().unwrap(),
+            vec![Endpoint::Tcp("other:22".into())]
+        );
         let missing = StaticFile::open(dir.path().join("none.toml")).unwrap_err();
         assert!(missing.to_string().contains("none.toml"), "{missing}");
     }

@@ -18,7 +18,10 @@
 //! ```
 //!
 //! Unknown trailing bytes are ignored, so later versions may append fields.
+//! Each endpoint is an [`Endpoint`] URL, parsed as the hello is decoded; one
+//! this version cannot parse (a transport of a newer peer) is skipped.
 
+use super::endpoint::Endpoint;
 use crate::descriptor::ServiceDescriptor;
 
 /// Which end of a connection sent the hello.
@@ -152,12 +155,11 @@ pub struct Hello {
     pub services: Vec<ServiceInfo>,
     /// POSIX message queues that take one-way calls: (service, queue name).
     pub queues: Vec<(String, String)>,
-    /// Where the sender listens, as endpoint URLs (`unix:///…`, `tcp://…`,
-    /// `quic://…`; the text of the runtime's `transport::Endpoint`, parsed
-    /// where they are used, so this module stays free of the runtime): a
-    /// client that reached a server on its own host over TCP moves to
-    /// shared memory through its Unix socket.
-    pub endpoints: Vec<String>,
+    /// Where the sender listens (`unix:///…`, `tcp://…`, `quic://…` on the
+    /// wire): a client that reached a server on its own host over TCP moves
+    /// to shared memory through its Unix socket. Decoding skips URLs this
+    /// version cannot parse.
+    pub endpoints: Vec<Endpoint>,
 }
 
 /// Why a hello could not be decoded.
@@ -224,7 +226,7 @@ impl Hello {
         }
         put_u16_len(out, self.endpoints.len());
         for endpoint in &self.endpoints {
-            put_str(out, endpoint);
+            put_str(out, &endpoint.to_string());
         }
     }
 
@@ -287,7 +289,11 @@ impl Hello {
         if r.remaining() >= 2 {
             let count = r.u16("endpoint count")?;
             for _ in 0..count {
-                endpoints.push(r.str("endpoint")?);
+                // A newer peer may list transports this version does not
+                // know: they are no use here, and no error.
+                if let Ok(endpoint) = r.str("endpoint")?.parse() {
+                    endpoints.push(endpoint);
+                }
             }
         }
         Ok(Self {
@@ -414,10 +420,36 @@ mod tests {
             }],
             queues: vec![("Calculator".into(), "/sy-1000-calculator".into())],
             endpoints: vec![
-                "unix:///run/calculator.sock".into(),
-                "tcp://127.0.0.1:7000".into(),
+                Endpoint::Unix("/run/calculator.sock".into()),
+                Endpoint::Tcp("127.0.0.1:7000".into()),
             ],
         }
+    }
+
+    #[test]
+    fn endpoints_travel_as_urls_and_unknown_ones_are_skipped() {
+        let mut hello = sample();
+        hello.endpoints.clear();
+        let mut wire = Vec::new();
+        hello.encode_into(&mut wire);
+        // Replace the empty endpoint list with URLs, one of them unknown.
+        wire.truncate(wire.len() - 2);
+        put_u16_len(&mut wire, 3);
+        for url in ["unix:///s.sock", "carrier-pigeon://roof", "tcp://h:1"] {
+            put_str(&mut wire, url);
+        }
+        assert_eq!(
+            Hello::decode(&wire).unwrap().endpoints,
+            [
+                Endpoint::Unix("/s.sock".into()),
+                Endpoint::Tcp("h:1".into())
+            ]
+        );
+        // What goes on the wire is the URL text.
+        let mut sent = Vec::new();
+        sample().encode_into(&mut sent);
+        let tail = b"\x1b\x00unix:///run/calculator.sock\x14\x00tcp://127.0.0.1:7000";
+        assert!(sent.ends_with(tail));
     }
 
     #[test]

@@ -125,13 +125,7 @@ fn entry_plan(
     facts: &HostFacts,
     forced: Option<Forced>,
 ) -> Result<Plan, ConnectError> {
-    let endpoints = Endpoint::parse_all(&entry.endpoints);
-    let of = |transport| {
-        endpoints
-            .iter()
-            .find(|e| e.transport() == transport)
-            .cloned()
-    };
+    let of = |transport| entry.endpoint(transport).cloned();
     let unix = of(Transport::Unix).and_then(|e| e.socket_path().map(ToOwned::to_owned));
     let tcp = of(Transport::Tcp);
     let quic = of(Transport::Quic);
@@ -192,7 +186,7 @@ fn entry_plan(
         (None, None) => {
             return Err(ConnectError::NoUsableEndpoint {
                 published,
-                endpoints: entry.endpoints.clone(),
+                endpoints: entry.urls(),
             });
         }
     };
@@ -234,7 +228,7 @@ fn forced_entry_plan(
         return Err(ConnectError::NoEndpointOfForced {
             forced: f,
             published,
-            endpoints: entry.endpoints.clone(),
+            endpoints: entry.urls(),
         });
     };
     let rejected = Transport::ALL
@@ -261,17 +255,15 @@ fn resolved_plans(
     resolved: &Resolved,
     forced: Option<Forced>,
 ) -> Result<Vec<Plan>, ConnectError> {
-    let mut endpoints = Vec::new();
-    for address in &resolved.addresses {
-        match Target::parse(address).map_err(|status| ConnectError::UnusableResolvedAddress {
+    let mut endpoints = Vec::with_capacity(resolved.addresses.len());
+    for endpoint in &resolved.addresses {
+        Target::of_endpoint(endpoint).map_err(|status| ConnectError::UnusableResolvedAddress {
             source_name: resolved.source.clone(),
             name: name.to_owned(),
-            address: address.clone(),
+            address: endpoint.to_string(),
             why: status.message().to_owned(),
-        })? {
-            Target::Address(endpoint) => endpoints.push(endpoint),
-            Target::Name(_) => {}
-        }
+        })?;
+        endpoints.push(endpoint.clone());
     }
     let rank = |e: &Endpoint| match e.transport() {
         Transport::Shm | Transport::Unix => 0,
@@ -286,14 +278,14 @@ fn resolved_plans(
                 forced: f,
                 source_name: resolved.source.clone(),
                 name: name.to_owned(),
-                addresses: resolved.addresses.clone(),
+                addresses: resolved.urls(),
             });
         }
     }
     let listing = Listing {
         source: resolved.source.clone(),
         name: name.to_owned(),
-        addresses: resolved.addresses.clone(),
+        addresses: resolved.urls(),
     };
     Ok(endpoints
         .into_iter()

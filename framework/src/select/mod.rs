@@ -1,26 +1,52 @@
 //! Transport selection: the one place that knows every transport.
 //!
-//! Every rule is a pure function of data: what the caller named
-//! ([`Target`]), what is known of its endpoints ([`Known`]), facts about
-//! this host and process ([`HostFacts`], gathered by the caller), the kind
-//! of call ([`CallKind`]) and the policy ([`Forced`]). Each returns a
-//! [`Selection`]: the transport, a typed [`Reason`] it won and typed
+//! One entry point, [`select`]: a pure function from a [`Question`] to its
+//! answer. Each question type names a decision and carries its inputs:
+//! what the caller named ([`Target`]), what is known of its endpoints
+//! ([`Known`]), facts about this host and process ([`HostFacts`],
+//! [`OnewayFacts`], gathered by the caller), the call ([`CallKind`]) and
+//! the policy ([`Forced`]). Its answer type is the decision's outcome, so
+//! a caller never handles an answer to a question it did not ask:
+//!
+//! - [`Connect`] → [`Decision`]: pipe (a parent serving the name), shm,
+//!   unix, tcp, quic for a connection, in the order to try them, or an
+//!   error saying why none can work ([`ConnectError`]);
+//! - [`OnewayRoute`] → [`OnewayVerdict`]: message queue or connection for
+//!   a service's one-way calls; [`OnewaySelection`] → the [`Selection`]
+//!   they show;
+//! - [`CallTrack`] → [`Transport`]: the track of one call by its kind and
+//!   size (bulk bodies on mapped regions, one-way calls that fit a queue
+//!   message);
+//! - [`HandshakeNote`] → [`Selection`]: what the handshake showed of where
+//!   the peer runs; [`MoveToShm`] → [`Upgrade`]: a TCP or QUIC connection
+//!   moving to shared memory after its handshake; [`ShmFallback`] →
+//!   [`Selection`]: shared memory that could not be set up;
+//! - [`Fixed`] → [`Selection`]: the selections with one outcome (a link a
+//!   server accepted, its queue, the stand-in for a server whose queue
+//!   outlived it, a link the caller made, pipes to a child or the parent).
+//!   Nothing is decided there: the case names the selection. They go
+//!   through [`select`] so that every selection a connection records comes
+//!   from it.
+//!
+//! A [`Selection`] is the transport, a typed [`Reason`] it won and typed
 //! [`Rejection`]s of the alternatives, kept on the connection for
 //! [`selection()`](crate::Channel::selection) and the debug endpoint (which
 //! show their `Display` text). An override that cannot work is an error
-//! saying why ([`ConnectError`]), never a silent fallback.
+//! saying why, never a silent fallback.
 //!
-//! - [`connect`]: pipe (a parent serving the name), shm, unix, tcp, quic
-//!   for a connection, in the order to try them;
-//! - [`oneway()`]: message queue or connection for a service's one-way calls;
-//! - [`per_call`]: the track of one call by its kind and size (bulk bodies
-//!   on mapped regions, one-way calls that fit a queue message);
-//! - [`upgrade`]: a TCP or QUIC connection moving to shared memory after
-//!   its handshake; [`shm_fallback`]: shared memory that could not be set
-//!   up; [`note_locality`]: what the handshake showed;
-//! - the selections with one outcome ([`accepted`], [`queue_owned`],
-//!   [`queue_stand_in`], [`caller_link`], [`spawned_child`],
-//!   [`parent_pipe`]).
+//! Not one call per connection: the decisions are asked at the moments
+//! their inputs exist. [`Connect`] is asked first with
+//! [`Known::NotLookedUp`] (which settles the parent's pipes) and again with
+//! what the registry or resolver said, since looking up is I/O; the
+//! one-way route, the upgrade and the track of each call need the server's
+//! hello or the call itself. [`forced_from_env`] reads the environment and
+//! is not a question.
+//!
+//! The rules behind the questions are public too, as building blocks:
+//! [`connect`], [`oneway()`], [`oneway_selection`], [`per_call`],
+//! [`note_locality`], [`upgrade`], [`shm_fallback`] and the fixed
+//! selections ([`accepted`], [`queue_owned`], [`queue_stand_in`],
+//! [`caller_link`], [`spawned_child`], [`parent_pipe`]).
 
 use std::fmt;
 
@@ -35,6 +61,7 @@ mod error;
 mod facts;
 mod fixed;
 mod oneway;
+mod question;
 mod reason;
 mod rejection;
 mod target;
@@ -46,6 +73,10 @@ pub use facts::{CallKind, HostFacts, Known, ParentFacts};
 pub use fixed::{accepted, caller_link, parent_pipe, queue_owned, queue_stand_in, spawned_child};
 pub use oneway::{
     OnewayFacts, OnewayTrack, OnewayVerdict, Tracks, oneway, oneway_selection, per_call,
+};
+pub use question::{
+    CallTrack, Connect, Fixed, HandshakeNote, MoveToShm, OnewayRoute, OnewaySelection, Question,
+    ShmFallback, select,
 };
 pub use reason::{Listing, Published, Reason};
 pub use rejection::{PassedOver, Rejection};

@@ -23,16 +23,7 @@ impl Target {
         let Some(scheme) = Endpoint::scheme_of(target) else {
             return Ok(Self::Name(target.to_owned()));
         };
-        if !matches!(scheme, "unix" | "tcp" | "quic") {
-            let known = Transport::from_name(scheme).filter(|t| !t.is_available());
-            let hint = match known {
-                Some(t) => format!("the {t} transport is not implemented in this version"),
-                None => "use a service name, unix:///path or tcp://host:port".to_owned(),
-            };
-            return Err(Status::invalid_argument(format!(
-                "cannot connect to {target}: {hint}"
-            )));
-        }
+        check_scheme(target, scheme)?;
         target
             .parse()
             .map(Self::Address)
@@ -40,6 +31,29 @@ impl Target {
                 Status::invalid_argument(err.to_string())
             })
     }
+
+    /// The address `endpoint` as a target (a resolver's answer, parsed
+    /// already): InvalidArgument, as [`parse`](Self::parse) says it, for an
+    /// endpoint of a transport nothing connects to.
+    pub fn of_endpoint(endpoint: &Endpoint) -> Result<Self, Status> {
+        check_scheme(&endpoint.to_string(), endpoint.transport().as_str())?;
+        Ok(Self::Address(endpoint.clone()))
+    }
+}
+
+/// Refuses a `scheme` (of `target`) nothing connects to, saying why.
+fn check_scheme(target: &str, scheme: &str) -> Result<(), Status> {
+    if !matches!(scheme, "unix" | "tcp" | "quic") {
+        let known = Transport::from_name(scheme).filter(|t| !t.is_available());
+        let hint = match known {
+            Some(t) => format!("the {t} transport is not implemented in this version"),
+            None => "use a service name, unix:///path or tcp://host:port".to_owned(),
+        };
+        return Err(Status::invalid_argument(format!(
+            "cannot connect to {target}: {hint}"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

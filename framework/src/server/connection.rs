@@ -90,7 +90,7 @@ pub(crate) async fn serve<L: Link>(
     }
     let (outgoing, writer) = Outbound::new(tx);
     let writer = tokio::spawn(writer);
-    let selection = crate::select::accepted(transport);
+    let selection = crate::select::select(crate::select::Fixed::Accepted(transport));
     let link = Established {
         peer,
         identity,

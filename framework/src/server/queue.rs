@@ -265,7 +265,7 @@ async fn drain(
     mut phase: watch::Receiver<Phase>,
 ) {
     let url = Endpoint::MessageQueue(name.clone()).to_string();
-    let selection = crate::select::queue_owned(&name);
+    let selection = crate::select::select(crate::select::Fixed::QueueOwned { queue: &name });
     let peer = PeerInfo {
         addr: url.clone(),
         pid: None,

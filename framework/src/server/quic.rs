@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use crate::protocol::status::Status;
+use crate::transport::Endpoint;
 use crate::transport::quic::{
     self, CaRoots, Fingerprint, Identity, QuicConfig, QuicListener, ServerTls,
 };
@@ -27,7 +28,7 @@ pub(crate) struct Bound {
     pub(crate) addr: SocketAddr,
     pub(crate) fingerprint: Fingerprint,
     /// `quic://addr?pin=<fingerprint>`.
-    pub(crate) url: String,
+    pub(crate) endpoint: Endpoint,
 }
 
 impl QuicSetting {
@@ -102,7 +103,10 @@ impl QuicSetting {
         let bound_addr = listener.local_addr();
         let fingerprint = listener.fingerprint();
         Ok(Some(Bound {
-            url: format!("{}?pin={fingerprint}", quic::url(bound_addr)),
+            endpoint: Endpoint::Quic {
+                host_port: bound_addr.to_string(),
+                pin: Some(fingerprint.to_string()),
+            },
             addr: bound_addr,
             fingerprint,
             listener,

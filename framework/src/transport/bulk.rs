@@ -9,8 +9,53 @@
 //! allocated), sized like the largest body that spilled lately; the spare
 //! is dropped after a few idle seconds.
 
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+#[cfg(doc)]
+use crate::protocol::frame::HEADER_LEN;
+
+/// The bulk path of a link's sending half, a capability that
+/// [`LinkTx::bulk`](super::LinkTx::bulk) offers where the link has one
+/// (shared memory): frame bodies over [`threshold`](Self::threshold) are
+/// encoded into a [`BulkBody`] and sent with
+/// [`send_bulk`](Self::send_bulk), in order with the half's other frames.
+pub trait BulkTx: Send {
+    /// Frame bodies larger than this should be encoded into a
+    /// [`BulkBody`] (the encoder spills such a body into one as it grows).
+    fn threshold(&self) -> usize;
+
+    /// What this link has moved as bulk regions, for the debug views.
+    fn counters(&self) -> Arc<BulkCounters>;
+
+    /// Sends one frame whose header is `header` (the [`HEADER_LEN`]
+    /// bytes, lengths included) and whose body is `body`.
+    fn send_bulk(
+        &mut self,
+        header: &[u8],
+        body: BulkBody,
+    ) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// The bulk path of links without one: no value of it exists.
+#[derive(Debug)]
+pub(crate) enum NoBulk {}
+
+impl BulkTx for NoBulk {
+    fn threshold(&self) -> usize {
+        match *self {}
+    }
+
+    fn counters(&self) -> Arc<BulkCounters> {
+        match *self {}
+    }
+
+    async fn send_bulk(&mut self, _header: &[u8], _body: BulkBody) -> io::Result<()> {
+        match *self {}
+    }
+}
 
 /// Bodies one link moved as memory-mapped bulk regions (the `mmap` track
 /// of a shared-memory connection), shared by its two halves and read by the

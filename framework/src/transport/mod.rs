@@ -17,8 +17,6 @@ use std::time::Duration;
 
 use tokio::sync::futures::Notified;
 
-#[cfg(doc)]
-use crate::protocol::frame::HEADER_LEN;
 use crate::protocol::frame::{Decoded, FrameError};
 
 pub use endpoint::{Endpoint, EndpointError, PipeSide};
@@ -180,41 +178,25 @@ pub trait LinkTx: Send + 'static {
     /// transport has one).
     fn close(&mut self) -> impl Future<Output = io::Result<()>> + Send;
 
-    /// A handle through which any task writes whole frames at once, in
-    /// order with this half, when they fit without waiting (shared memory
-    /// has one: a caller's request goes into the ring from the caller's own
-    /// thread). `None` for transports where every write goes through this
-    /// half.
+    /// Capability: a handle through which any task writes whole frames at
+    /// once, in order with this half, when they fit without waiting (shared
+    /// memory has one: a caller's request goes into the ring from the
+    /// caller's own thread). `None` (the default) for transports where
+    /// every write goes through this half. Asked once, when a connection is
+    /// set up.
     fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
         None
     }
 
-    /// Frame bodies larger than this should be encoded into a
-    /// [`BulkBody`](bulk::BulkBody) and sent with
-    /// [`send_bulk`](Self::send_bulk). `None` (the default): this link
-    /// has no bulk path.
-    fn bulk_threshold(&self) -> Option<usize> {
-        None
-    }
-
-    /// What this link has moved as bulk regions, for the debug views;
-    /// `None` (the default): it has no bulk path.
-    fn bulk_counters(&self) -> Option<Arc<bulk::BulkCounters>> {
-        None
-    }
-
-    /// Sends one frame whose header is `header` (the [`HEADER_LEN`]
-    /// bytes, lengths included) and whose body is `body`.
-    fn send_bulk(
-        &mut self,
-        header: &[u8],
-        body: bulk::BulkBody,
-    ) -> impl Future<Output = io::Result<()>> + Send {
-        let _ = (header, body);
-        std::future::ready(Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "this link has no bulk path; encode the body into the frame",
-        )))
+    /// Capability: the bulk path ([`BulkTx`](bulk::BulkTx): its threshold,
+    /// its counters, and the send of a frame whose body is a
+    /// [`BulkBody`](bulk::BulkBody)); `None` (the default): this link has
+    /// none, and every body is encoded into its frame. Shared memory has
+    /// one, the sending half itself. Its threshold and counters are read
+    /// once, when a connection is set up; the writer reaches the send
+    /// through it, without dynamic dispatch.
+    fn bulk(&mut self) -> Option<&mut impl bulk::BulkTx> {
+        None::<&mut bulk::NoBulk>
     }
 }
 

@@ -14,25 +14,34 @@ fn the_handshake_adds_where_the_peer_runs_to_network_transports_only() {
         },
         rejected: vec![],
     };
-    let mut tcp = named(Transport::Tcp);
-    note_locality(&mut tcp, &host(), &host());
+    let tcp = select(HandshakeNote {
+        selection: named(Transport::Tcp),
+        local: &host(),
+        peer: &host(),
+    });
     assert_eq!(
         tcp.reason.to_string(),
         "the caller named a tcp:// address; the handshake shows the peer is on this host (same \
          host: boot id and IPC namespace match)"
     );
-    let mut quic = named(Transport::Quic);
     let elsewhere = HostIdentity {
         boot_id: "boot-2".into(),
         ..host()
     };
-    note_locality(&mut quic, &host(), &elsewhere);
+    let quic = select(HandshakeNote {
+        selection: named(Transport::Quic),
+        local: &host(),
+        peer: &elsewhere,
+    });
     assert_eq!(
         quic.reason.to_string(),
         "the caller named a quic:// address; another host: boot ids differ"
     );
-    let mut unix = named(Transport::Unix);
-    note_locality(&mut unix, &host(), &host());
+    let unix = select(HandshakeNote {
+        selection: named(Transport::Unix),
+        local: &host(),
+        peer: &host(),
+    });
     assert_eq!(unix, named(Transport::Unix));
 }
 
@@ -53,14 +62,14 @@ fn a_same_host_tcp_connection_moves_to_shared_memory() {
         Endpoint::Tcp("127.0.0.1:7000".into()),
         Endpoint::Unix("/run/s.sock".into()),
     ];
-    let decision = upgrade(
-        &over_tcp(),
-        "tcp://127.0.0.1:7000",
-        Locality::SameHostSameIpc,
-        &endpoints,
-        None,
-        false,
-    );
+    let decision = select(MoveToShm {
+        current: &over_tcp(),
+        url: "tcp://127.0.0.1:7000",
+        locality: Locality::SameHostSameIpc,
+        peer_endpoints: &endpoints,
+        forced: None,
+        presented_certificate: false,
+    });
     let Upgrade::Move { socket, selection } = decision else {
         panic!("expected a move, got {decision:?}");
     };
@@ -78,12 +87,20 @@ fn a_same_host_tcp_connection_moves_to_shared_memory() {
 #[test]
 fn a_connection_stays_where_an_upgrade_cannot_or_must_not_happen() {
     let unix = [Endpoint::Unix("/run/s.sock".into())];
-    let stay = |selection: &Selection, locality, endpoints: &[Endpoint], forced, cert| match upgrade(
-        selection, "x", locality, endpoints, forced, cert,
-    ) {
-        Upgrade::Stay(why) => why,
-        moved => panic!("expected to stay, got {moved:?}"),
-    };
+    let stay =
+        |current: &Selection, locality, peer_endpoints: &[Endpoint], forced, cert| match select(
+            MoveToShm {
+                current,
+                url: "x",
+                locality,
+                peer_endpoints,
+                forced,
+                presented_certificate: cert,
+            },
+        ) {
+            Upgrade::Stay(why) => why,
+            moved => panic!("expected to stay, got {moved:?}"),
+        };
     let same = Locality::SameHostSameIpc;
     assert_eq!(
         stay(&over_tcp(), same, &unix, forced(Transport::Tcp), false),
@@ -123,7 +140,10 @@ fn a_connection_stays_where_an_upgrade_cannot_or_must_not_happen() {
 fn shared_memory_that_cannot_be_set_up_falls_back_to_its_unix_socket() {
     let e = local_entry(&["unix:///s.sock", "tcp://127.0.0.1:5"]);
     let planned = on_entry(&e, &facts(), None).unwrap().selection;
-    let fallback = shm_fallback(&planned, "the server refused the offer".into());
+    let fallback = select(ShmFallback {
+        planned: &planned,
+        error: "the server refused the offer".into(),
+    });
     assert_eq!(fallback.transport, Transport::Unix);
     assert_eq!(
         fallback.reason.to_string(),

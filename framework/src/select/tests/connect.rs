@@ -87,12 +87,12 @@ fn a_name_the_parent_serves_goes_over_its_pipes() {
 
 #[test]
 fn demanding_pipes_without_a_parent_serving_the_name_says_why() {
-    let err = connect(
-        &name(),
-        Known::NotLookedUp,
-        &facts(),
-        forced(Transport::Pipe),
-    );
+    let err = select(Connect {
+        target: &name(),
+        known: Known::NotLookedUp,
+        facts: &facts(),
+        forced: forced(Transport::Pipe),
+    });
     assert!(
         matches!(
             err,
@@ -328,12 +328,14 @@ fn an_override_takes_its_endpoint_of_the_entry_or_explains() {
 
 fn resolved() -> Resolved {
     Resolved {
-        addresses: vec![
-            "tcp://10.0.0.5:7000".into(),
-            "quic://10.0.0.5:7443".into(),
-            "unix:///local.sock".into(),
-            "quic://10.0.0.6:7443".into(),
-        ],
+        addresses: [
+            "tcp://10.0.0.5:7000",
+            "quic://10.0.0.5:7443",
+            "unix:///local.sock",
+            "quic://10.0.0.6:7443",
+        ]
+        .map(|url| url.parse().unwrap())
+        .into(),
         source: "the discovery file /d.toml".into(),
     }
 }
@@ -402,7 +404,7 @@ fn an_override_keeps_only_its_resolved_addresses() {
         plans[0].selection
     );
     let tcp_only = Resolved {
-        addresses: vec!["tcp://h:1".into()],
+        addresses: vec![Endpoint::Tcp("h:1".into())],
         source: "the resolver".into(),
     };
     let err = decide(
@@ -422,11 +424,10 @@ fn an_override_keeps_only_its_resolved_addresses() {
 
 #[test]
 fn an_unusable_resolved_address_is_reported_with_its_source() {
-    let r = Resolved {
-        addresses: vec!["tcp://nohost".into()],
-        source: "the resolver".into(),
-    };
-    let err = decide(&name(), Known::Resolved(&r), &facts(), None).unwrap_err();
+    // Parsed where the resolver's text enters.
+    let err = Status::from(
+        Resolved::from_urls("calculator", ["tcp://nohost"], "the resolver").unwrap_err(),
+    );
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(
         err.message().starts_with(

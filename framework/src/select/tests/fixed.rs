@@ -6,32 +6,38 @@ use super::*;
 fn selections_with_one_outcome_say_why() {
     let texts = [
         (
-            accepted(Transport::Shm),
+            select(Fixed::Accepted(Transport::Shm)),
             "shm: the client set up shared memory over this server's Unix socket",
         ),
         (
-            accepted(Transport::Tcp),
+            select(Fixed::Accepted(Transport::Tcp)),
             "tcp: the client connected to this server's tcp listener",
         ),
         (
-            queue_owned("/sy-q"),
+            select(Fixed::QueueOwned { queue: "/sy-q" }),
             "mqueue: one-way calls queued in /sy-q, owned by this server",
         ),
         (
-            queue_stand_in("log", "/sy-q"),
+            select(Fixed::QueueStandIn {
+                target: "log",
+                queue: "/sy-q",
+            }),
             "mqueue: no live process publishes \"log\", but its queue /sy-q is there: one-way \
              calls wait in the kernel until the server is back; other calls reconnect",
         ),
         (
-            caller_link(Transport::Memory),
+            select(Fixed::CallerLink(Transport::Memory)),
             "memory: the caller supplied a memory link",
         ),
         (
-            spawned_child("worker", 9),
+            select(Fixed::SpawnedChild {
+                program: "worker",
+                pid: 9,
+            }),
             "pipe: this process spawned worker (pid 9) with inherited pipes",
         ),
         (
-            parent_pipe(3),
+            select(Fixed::ParentPipe { ppid: 3 }),
             "pipe: the parent process (pid 3) serves this service over inherited pipes (not \
              unix: the parent's inherited pipe reaches it without a socket; tcp: the parent's \
              inherited pipe reaches it without a socket; shm: not implemented in this version)",

@@ -1,4 +1,5 @@
 //! Every selection rule, on facts passed in: no processes, no sockets.
+//! Each is asked through the one entry point, [`select`].
 
 mod after;
 mod connect;
@@ -45,7 +46,13 @@ fn entry(endpoints: &[&str]) -> Entry {
         start_time: None,
         boot_id: String::new(),
         ipc_ns: 0,
-        endpoints: endpoints.iter().map(|s| s.to_string()).collect(),
+        // As read from a file: URLs this version cannot parse kept aside.
+        endpoints: endpoints.iter().filter_map(|s| s.parse().ok()).collect(),
+        unknown_endpoints: endpoints
+            .iter()
+            .filter(|s| s.parse::<Endpoint>().is_err())
+            .map(|s| s.to_string())
+            .collect(),
         services: vec!["Calculator".into()],
         published_ms: 0,
         debug: None,
@@ -65,14 +72,20 @@ fn name() -> Target {
     Target::Name("calculator".into())
 }
 
-/// [`connect`], its error as the status a caller sees.
+/// [`Connect`], its error as the status a caller sees.
 fn decide(
     target: &Target,
     known: Known<'_>,
     facts: &HostFacts,
     forced: Option<Forced>,
 ) -> Result<Decision, Status> {
-    connect(target, known, facts, forced).map_err(Status::from)
+    select(Connect {
+        target,
+        known,
+        facts,
+        forced,
+    })
+    .map_err(Status::from)
 }
 
 /// The one plan a decision made.

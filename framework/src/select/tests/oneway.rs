@@ -15,7 +15,7 @@ fn oneway_facts() -> OnewayFacts {
 }
 
 fn connection_because(facts: &OnewayFacts, forced: Option<Forced>) -> String {
-    match oneway(facts, forced) {
+    match select(OnewayRoute { facts, forced }) {
         OnewayVerdict::Connection(why) => why.to_string(),
         OnewayVerdict::Queue(name) => panic!("expected the connection, got the queue {name}"),
     }
@@ -24,13 +24,19 @@ fn connection_because(facts: &OnewayFacts, forced: Option<Forced>) -> String {
 #[test]
 fn one_way_calls_take_the_queue_on_the_same_host_namespace_and_user() {
     assert_eq!(
-        oneway(&oneway_facts(), None),
+        select(OnewayRoute {
+            facts: &oneway_facts(),
+            forced: None
+        }),
         OnewayVerdict::Queue("/sy-1000-0a-log".into())
     );
     // Demanding the queue is no obstacle, and with no server connected the
     // queue alone decides.
     assert_eq!(
-        oneway(&oneway_facts(), forced(Transport::MessageQueue)),
+        select(OnewayRoute {
+            facts: &oneway_facts(),
+            forced: forced(Transport::MessageQueue)
+        }),
         OnewayVerdict::Queue("/sy-1000-0a-log".into())
     );
     let standalone = OnewayFacts {
@@ -39,7 +45,10 @@ fn one_way_calls_take_the_queue_on_the_same_host_namespace_and_user() {
         ..oneway_facts()
     };
     assert_eq!(
-        oneway(&standalone, None),
+        select(OnewayRoute {
+            facts: &standalone,
+            forced: None
+        }),
         OnewayVerdict::Queue("/sy-1000-0a-log".into())
     );
 }
@@ -102,14 +111,22 @@ fn one_way_selections_say_where_the_calls_go() {
         max_message: 8192,
     };
     assert_eq!(
-        oneway_selection(queue, Some(Transport::Shm)).to_string(),
+        select(OnewaySelection {
+            track: queue,
+            connection: Some(Transport::Shm)
+        })
+        .to_string(),
         "mqueue: same host, IPC namespace and user: the server's queue /sy-q takes one-way calls \
          (up to 8192 bytes each; larger ones go over the connection) and keeps them across a \
          server restart (not shm: one-way calls need no response; the queue keeps them if the \
          server restarts)"
     );
     assert_eq!(
-        oneway_selection(queue, None).to_string(),
+        select(OnewaySelection {
+            track: queue,
+            connection: None
+        })
+        .to_string(),
         "mqueue: no live server is reachable, but its queue /sy-q is: one-way calls wait in the \
          kernel until the server is back"
     );
@@ -117,12 +134,20 @@ fn one_way_selections_say_where_the_calls_go() {
         queue: "/sy-q".into(),
     };
     assert_eq!(
-        oneway_selection(OnewayTrack::Connection(&why), Some(Transport::Tcp)).to_string(),
+        select(OnewaySelection {
+            track: OnewayTrack::Connection(&why),
+            connection: Some(Transport::Tcp)
+        })
+        .to_string(),
         "tcp: one-way calls ride the connection (not mqueue: the server keeps no queue /sy-q \
          (message queues are off or unavailable there))"
     );
     assert_eq!(
-        oneway_selection(OnewayTrack::Connection(&why), None).transport,
+        select(OnewaySelection {
+            track: OnewayTrack::Connection(&why),
+            connection: None
+        })
+        .transport,
         Transport::Unix
     );
 }
@@ -134,7 +159,7 @@ fn each_call_takes_its_track_by_kind_and_size() {
         queue_max: Some(8192),
         bulk_threshold: Some(256 * 1024),
     };
-    let call = |kind| per_call(kind, &shm);
+    let call = |kind| select(CallTrack { kind, tracks: shm });
     assert_eq!(
         call(CallKind::OneWay { bytes: 8192 }),
         Transport::MessageQueue
@@ -160,11 +185,17 @@ fn each_call_takes_its_track_by_kind_and_size() {
         bulk_threshold: Some(1),
     };
     assert_eq!(
-        per_call(CallKind::OneWay { bytes: 10 }, &tcp),
+        select(CallTrack {
+            kind: CallKind::OneWay { bytes: 10 },
+            tracks: tcp
+        }),
         Transport::Tcp
     );
     assert_eq!(
-        per_call(CallKind::Unary { bytes: 1 << 20 }, &tcp),
+        select(CallTrack {
+            kind: CallKind::Unary { bytes: 1 << 20 },
+            tracks: tcp
+        }),
         Transport::Tcp
     );
 }

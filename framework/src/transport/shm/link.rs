@@ -41,9 +41,9 @@ use super::ring::{Consumer, Producer, Ring, RingError, Role, region_len};
 use crate::protocol::frame::{
     BulkDescriptor, Decoded, FLAG_BULK, Frame, FrameDecoder, HEADER_LEN, Header,
 };
-use crate::select::{self, CallKind, Tracks};
+use crate::select::{CallKind, CallTrack, Tracks, select};
 use crate::sys::shm as sys;
-use crate::transport::bulk::{BulkBody, BulkCounters};
+use crate::transport::bulk::{BulkBody, BulkCounters, BulkTx};
 pub(crate) use crate::transport::spin::SpinBudget;
 use crate::transport::stream::{decode_available, end_of_stream};
 use crate::transport::{
@@ -640,14 +640,14 @@ impl LinkTx for ShmTx {
             let Some(body) = frames.get(pos + HEADER_LEN..end) else {
                 break;
             };
-            let track = select::per_call(
-                CallKind::Unary { bytes: body.len() },
-                &Tracks {
+            let track = select(CallTrack {
+                kind: CallKind::Unary { bytes: body.len() },
+                tracks: Tracks {
                     connection: Transport::Shm,
                     queue_max: None,
                     bulk_threshold: Some(threshold),
                 },
-            );
+            });
             if track == Transport::Mmap && header.flags & FLAG_BULK == 0 {
                 self.write_ring(&frames[start..pos]).await?;
                 self.send_bulk_copy(&header, body).await?;
@@ -677,12 +677,26 @@ impl LinkTx for ShmTx {
         Ok(())
     }
 
-    fn bulk_threshold(&self) -> Option<usize> {
-        Some(self.shared.bulk_threshold)
+    fn bulk(&mut self) -> Option<&mut impl BulkTx> {
+        Some(self)
     }
 
-    fn bulk_counters(&self) -> Option<Arc<BulkCounters>> {
-        Some(Arc::clone(&self.counters))
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        Some(Arc::new(ShmDirect {
+            shared: Arc::clone(&self.shared),
+        }))
+    }
+}
+
+/// The bulk path is the sending half itself: regions are numbered and
+/// their descriptors written into the ring in order with its frames.
+impl BulkTx for ShmTx {
+    fn threshold(&self) -> usize {
+        self.shared.bulk_threshold
+    }
+
+    fn counters(&self) -> Arc<BulkCounters> {
+        Arc::clone(&self.counters)
     }
 
     async fn send_bulk(&mut self, header: &[u8], body: BulkBody) -> io::Result<()> {
@@ -709,12 +723,6 @@ impl LinkTx for ShmTx {
         }
         crate::sys::bulk::seal_body(fd.as_fd(), len)?;
         self.pass_region(&parsed, fd, len).await
-    }
-
-    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
-        Some(Arc::new(ShmDirect {
-            shared: Arc::clone(&self.shared),
-        }))
     }
 }
 
