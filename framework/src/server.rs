@@ -553,10 +553,15 @@ impl ServerBuilder {
         }
         #[cfg(feature = "quic")]
         let mut quic_bound = None;
+        #[cfg_attr(not(feature = "quic"), allow(unused_mut))]
+        let mut attempt_sources: Vec<(Endpoint, crate::debug::recorder::AttemptSource)> =
+            Vec::new();
         #[cfg(feature = "quic")]
         if let Some(bound) = self.quic.bind().await? {
             endpoints.push(bound.endpoint.clone());
             quic_bound = Some((bound.addr, bound.fingerprint));
+            let tally = bound.listener.attempt_tally();
+            attempt_sources.push((bound.endpoint.clone(), tally));
             tasks.push(tokio::spawn(accept_loop(
                 bound.listener,
                 Arc::clone(&shared),
@@ -622,9 +627,17 @@ impl ServerBuilder {
                 .collect(),
             endpoints
                 .iter()
-                .map(|endpoint| crate::debug::ListenerInfo {
-                    url: endpoint.to_string(),
-                    transport: endpoint.transport().as_str().to_owned(),
+                .map(|endpoint| {
+                    let info = crate::debug::ListenerInfo {
+                        url: endpoint.to_string(),
+                        transport: endpoint.transport().as_str().to_owned(),
+                        attempts: Default::default(),
+                    };
+                    let source = attempt_sources
+                        .iter()
+                        .find(|(at, _)| at == endpoint)
+                        .map(|(_, source)| Arc::clone(source));
+                    (info, source)
                 })
                 .collect(),
         );

@@ -1594,3 +1594,63 @@ async fn endpoint_cost_on_the_fastest_transport() {
     }
     drop(server);
 }
+
+/// A QUIC listener's connection attempts show in the snapshot (and so in
+/// the JSON, the page and /metrics): the Retry it sent a new client and
+/// the handshake that followed; a listener that counts nothing shows none.
+#[tokio::test]
+async fn quic_attempts_show_on_the_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::builder()
+        .add_service(DebugProbeServer::new(Probe))
+        .publish("probe-quic")
+        .runtime_dir(dir.path())
+        .quic("127.0.0.1:0")
+        .start()
+        .await
+        .expect("server starts");
+    let url = server.quic_url().expect("a QUIC listener");
+    let channel = Channel::builder()
+        .prefer(Transport::Quic)
+        .connect(&url)
+        .await
+        .expect("connects over quic");
+    assert_eq!(
+        DebugProbeClient::new(channel.clone())
+            .echo("q".into())
+            .await
+            .unwrap(),
+        "q"
+    );
+    let quic = server.quic_addr().unwrap().to_string();
+    let snapshot = switchyard::debug::snapshot();
+    let listener = snapshot
+        .listeners
+        .iter()
+        .find(|l| l.transport == "quic" && l.url.contains(&quic))
+        .expect("the QUIC listener is listed");
+    assert!(
+        listener.attempts.get("retried").is_some_and(|n| *n >= 1),
+        "{listener:?}"
+    );
+    assert!(
+        listener
+            .attempts
+            .get("handshakes_started")
+            .is_some_and(|n| *n >= 1),
+        "{listener:?}"
+    );
+    assert!(
+        !listener.attempts.contains_key("ignored_at_limit"),
+        "only what happened: {listener:?}"
+    );
+    let unix = snapshot
+        .listeners
+        .iter()
+        .find(|l| l.transport == "unix" && l.url.contains(&dir.path().display().to_string()));
+    if let Some(unix) = unix {
+        assert!(unix.attempts.is_empty(), "{unix:?}");
+    }
+    drop(channel);
+    server.shutdown().await;
+}

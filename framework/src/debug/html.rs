@@ -176,13 +176,23 @@ fn write_listeners(out: &mut String, s: &Snapshot) -> fmt::Result {
         out.push_str("<p class=\"muted\">This process listens nowhere.</p>\n</section>\n");
         return Ok(());
     }
-    out.push_str("<table>\n<thead><tr><th>transport</th><th>address</th></tr></thead>\n<tbody>\n");
+    out.push_str(
+        "<table>\n<thead><tr><th>transport</th><th>address</th><th>connection attempts</th></tr>\
+         </thead>\n<tbody>\n",
+    );
     for l in &s.listeners {
+        let attempts: Vec<String> = l
+            .attempts
+            .iter()
+            .map(|(event, n)| format!("{event} {n}"))
+            .collect();
         writeln!(
             out,
-            "<tr class=\"listener\"><td class=\"transport\">{}</td><td class=\"mono\">{}</td></tr>",
+            "<tr class=\"listener\"><td class=\"transport\">{}</td><td class=\"mono\">{}</td>\
+             <td>{}</td></tr>",
             Esc(&l.transport),
-            Esc(&l.url)
+            Esc(&l.url),
+            Esc(&attempts.join(", "))
         )?;
     }
     out.push_str("</tbody>\n</table>\n</section>\n");

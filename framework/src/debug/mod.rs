@@ -29,7 +29,7 @@ pub use service::{
 };
 
 /// The version of the [`Snapshot`] schema.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// What this process moved over the mmap track so far.
 fn mmap_totals() -> MmapTrack {

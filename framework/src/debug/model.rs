@@ -89,6 +89,13 @@ pub struct ListenerInfo {
     pub url: String,
     /// The transport.
     pub transport: String,
+    /// What the listener did with connection attempts, where it counts
+    /// them (QUIC: `retried`, `ignored_at_limit`, `ignored_per_address`,
+    /// `handshakes_started`, `handshakes_timed_out`); only those that
+    /// happened. (Always serialized: the snapshot also travels as
+    /// bincode, which has no optional fields.)
+    #[serde(default)]
+    pub attempts: BTreeMap<String, u64>,
 }
 
 /// One connection, from this process's side.

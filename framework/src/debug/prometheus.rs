@@ -214,6 +214,28 @@ fn write_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
         )?;
     }
 
+    // What listeners did with connection attempts (QUIC: Retries sent,
+    // attempts ignored, handshakes started and timed out); only what
+    // happened, so a quiet listener exports nothing here.
+    if s.listeners.iter().any(|l| !l.attempts.is_empty()) {
+        family(
+            out,
+            "switchyard_listener_attempts_total",
+            "counter",
+            "Connection attempts a listener handled, by what it did with them.",
+        )?;
+        for l in &s.listeners {
+            for (event, n) in &l.attempts {
+                writeln!(
+                    out,
+                    "switchyard_listener_attempts_total{{listener=\"{}\",event=\"{}\"}} {n}",
+                    Label(&l.url),
+                    Label(event)
+                )?;
+            }
+        }
+    }
+
     family(
         out,
         "switchyard_connections",
@@ -297,6 +319,22 @@ mod tests {
         assert!(
             !render(&s).contains("mmap"),
             "no mmap series before anything moved"
+        );
+        assert!(
+            !render(&s).contains("switchyard_listener_attempts_total"),
+            "no attempt series before any attempt"
+        );
+        s.listeners.push(crate::debug::ListenerInfo {
+            url: "quic://127.0.0.1:4433".into(),
+            transport: "quic".into(),
+            attempts: [("retried".to_owned(), 3)].into(),
+        });
+        assert!(
+            render(&s)
+                .lines()
+                .any(|l| l == "switchyard_listener_attempts_total{listener=\"quic://127.0.0.1:4433\",event=\"retried\"} 3"),
+            "{}",
+            render(&s)
         );
         s.mmap.bodies_sent = 2;
         s.mmap.bytes_sent = 600_000;

@@ -66,7 +66,23 @@ pub(crate) struct Recorder {
 type MethodKey = (String, String, Transport, Side);
 
 /// What one running server serves and where it listens.
-type ServerEntry = (Vec<ServiceInfo>, Vec<ListenerInfo>);
+type ServerEntry = (Vec<ServiceInfo>, Vec<(ListenerInfo, Option<AttemptSource>)>);
+
+/// Reads a listener's attempt counts as named events.
+pub(crate) type AttemptSource = Arc<dyn AttemptEvents>;
+
+/// A listener that counts what it did with connection attempts.
+pub(crate) trait AttemptEvents: Send + Sync + std::fmt::Debug {
+    /// The counts, by event name.
+    fn events(&self) -> Vec<(&'static str, u64)>;
+}
+
+#[cfg(feature = "quic")]
+impl AttemptEvents for crate::transport::quic::AttemptTally {
+    fn events(&self) -> Vec<(&'static str, u64)> {
+        Self::events(self)
+    }
+}
 
 /// The recorder of this process.
 pub(crate) fn recorder() -> &'static Recorder {
@@ -137,7 +153,7 @@ impl Recorder {
     pub(crate) fn server(
         &'static self,
         services: Vec<ServiceInfo>,
-        listeners: Vec<ListenerInfo>,
+        listeners: Vec<(ListenerInfo, Option<AttemptSource>)>,
     ) -> ServerRegistration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.servers).insert(id, (services, listeners));
@@ -150,7 +166,18 @@ impl Recorder {
         let mut listeners = Vec::new();
         for (s, l) in servers.values() {
             services.extend(s.iter().cloned());
-            listeners.extend(l.iter().cloned());
+            listeners.extend(l.iter().map(|(info, attempts)| {
+                let mut info = info.clone();
+                if let Some(attempts) = attempts {
+                    info.attempts = attempts
+                        .events()
+                        .into_iter()
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(name, n)| (name.to_owned(), n))
+                        .collect();
+                }
+                info
+            }));
         }
         (services, listeners)
     }

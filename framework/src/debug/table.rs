@@ -314,6 +314,7 @@ mod tests {
             listeners: vec![ListenerInfo {
                 url: "unix:///run/x.sock".into(),
                 transport: "unix".into(),
+                attempts: Default::default(),
             }],
             connections: vec![
                 ConnectionInfo {

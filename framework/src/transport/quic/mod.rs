@@ -75,6 +75,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -183,7 +184,7 @@ pub struct QuicListener {
     /// How long one may take.
     handshake_timeout: Duration,
     /// What the listener did with connection attempts.
-    counts: AttemptCounts,
+    counts: Arc<AttemptTally>,
     /// When the listener last warned that its handshakes were at their
     /// limit, and how many attempts it ignored since.
     cap_warned: Option<std::time::Instant>,
@@ -205,6 +206,47 @@ pub struct AttemptCounts {
     pub started: u64,
     /// Handshakes that did not finish within the handshake timeout.
     pub timed_out: u64,
+}
+
+/// A listener's [`AttemptCounts`] as they change, readable from elsewhere
+/// (the debug endpoint) while the listener accepts.
+#[derive(Debug, Default)]
+pub struct AttemptTally {
+    retried: AtomicU64,
+    ignored: AtomicU64,
+    ignored_per_address: AtomicU64,
+    started: AtomicU64,
+    timed_out: AtomicU64,
+}
+
+impl AttemptTally {
+    /// The counts now.
+    pub fn counts(&self) -> AttemptCounts {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        AttemptCounts {
+            retried: get(&self.retried),
+            ignored: get(&self.ignored),
+            ignored_per_address: get(&self.ignored_per_address),
+            started: get(&self.started),
+            timed_out: get(&self.timed_out),
+        }
+    }
+
+    /// The counts as named events (for the debug endpoint).
+    pub fn events(&self) -> Vec<(&'static str, u64)> {
+        let counts = self.counts();
+        vec![
+            ("retried", counts.retried),
+            ("ignored_at_limit", counts.ignored),
+            ("ignored_per_address", counts.ignored_per_address),
+            ("handshakes_started", counts.started),
+            ("handshakes_timed_out", counts.timed_out),
+        ]
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl std::fmt::Debug for QuicListener {
@@ -277,7 +319,7 @@ impl QuicListener {
             validation: config.address_validation,
             max_handshakes: config.max_handshakes,
             handshake_timeout: config.handshake_timeout,
-            counts: AttemptCounts::default(),
+            counts: Arc::default(),
             cap_warned: None,
             ignored_since_warning: 0,
         })
@@ -286,7 +328,12 @@ impl QuicListener {
     /// What this listener did with the connection attempts it has seen so
     /// far.
     pub fn attempt_counts(&self) -> AttemptCounts {
-        self.counts
+        self.counts.counts()
+    }
+
+    /// The same counts, readable while the listener accepts elsewhere.
+    pub fn attempt_tally(&self) -> Arc<AttemptTally> {
+        Arc::clone(&self.counts)
     }
 
     /// How many handshakes are under way.
@@ -303,7 +350,7 @@ impl QuicListener {
         let incoming = if !incoming.remote_address_validated() && self.validation.retry(under_way) {
             match incoming.retry() {
                 Ok(()) => {
-                    self.counts.retried += 1;
+                    bump(&self.counts.retried);
                     tracing::trace!(%from, "QUIC attempt answered with a Retry");
                     return;
                 }
@@ -319,7 +366,7 @@ impl QuicListener {
             // Nothing is sent back: the client (if there is one at that
             // address) sends its Initial again later.
             incoming.ignore();
-            self.counts.ignored += 1;
+            bump(&self.counts.ignored);
             self.ignored_since_warning += 1;
             let now = std::time::Instant::now();
             if self
@@ -343,7 +390,7 @@ impl QuicListener {
         let by_address = self.per_address.get(&ip).copied().unwrap_or(0);
         if by_address >= self.max_per_address {
             incoming.ignore();
-            self.counts.ignored_per_address += 1;
+            bump(&self.counts.ignored_per_address);
             tracing::debug!(
                 %from,
                 max = self.max_per_address,
@@ -359,7 +406,7 @@ impl QuicListener {
                 return;
             }
         };
-        self.counts.started += 1;
+        bump(&self.counts.started);
         *self.per_address.entry(ip).or_default() += 1;
         let timeout = self.handshake_timeout;
         self.handshakes.push(Box::pin(async move {
@@ -429,7 +476,7 @@ impl Listener for QuicListener {
                         // peer's problem: the listener goes on at once.
                         Err(err) => {
                             if err.kind() == io::ErrorKind::TimedOut {
-                                self.counts.timed_out += 1;
+                                bump(&self.counts.timed_out);
                             }
                             tracing::debug!(%err, "QUIC handshake failed");
                         }
