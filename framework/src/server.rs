@@ -354,9 +354,11 @@ impl ServerBuilder {
 
     /// Serves the debug endpoint (HTML page, JSON, `/metrics`) at `addr`
     /// for the rest of the process's life: a port alone (`9901`) binds
-    /// 127.0.0.1, otherwise `host:port`. If it cannot bind, `start` logs a
-    /// warning and serves anyway. `SWITCHYARD_DEBUG_ADDR` does the same
-    /// without code; see `docs/debug-endpoint.md`.
+    /// 127.0.0.1, otherwise `host:port`; `0` picks a free port, which
+    /// [`ServerHandle::debug_addr`] returns and the registry entries
+    /// publish. An address that cannot be bound (malformed, taken) fails
+    /// `start` naming the address and the cause. `SWITCHYARD_DEBUG_ADDR`
+    /// does the same without code; see `docs/debug-endpoint.md`.
     pub fn debug_addr(mut self, addr: impl Into<String>) -> Self {
         self.debug_addr = Some(addr.into());
         self

@@ -387,3 +387,20 @@ async fn services_remove_queue_removes_a_stopped_services_queue() {
     );
     server.shutdown().await;
 }
+
+/// A failure's message may carry what a peer or a user sent: control
+/// characters in it reach the terminal as visible escapes, never raw.
+#[tokio::test]
+async fn failure_messages_cannot_reach_the_terminal_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "evil\u{1b}[2J\u{202e}name";
+    let out = switchyard(&["inspect", name, "--runtime-dir", dir_arg(dir.path())]).await;
+    expect_code(&out, 1, "inspect <a name with escapes>");
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains('\u{1b}'), "raw ESC in {stderr:?}");
+    assert!(
+        !stderr.contains('\u{202e}'),
+        "raw bidi override in {stderr:?}"
+    );
+    assert!(stderr.contains("\\u{1b}[2J"), "{stderr:?}");
+}

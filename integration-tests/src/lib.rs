@@ -14,6 +14,7 @@ pub mod acceptance;
 pub mod delay_relay;
 pub mod measure;
 pub mod netns;
+pub mod raw;
 
 /// A service no test binary serves (for `unimplemented_service`).
 pub mod absent {

@@ -72,15 +72,19 @@ impl Host {
     /// addresses, with no Unix socket (so nothing moves a client to shared
     /// memory: it is "another machine"); stopped when dropped.
     pub fn serve_test_server(&self) -> crate::ServerProcess {
+        self.serve_test_server_with(&[])
+    }
+
+    /// [`serve_test_server`](Self::serve_test_server) with more test-server
+    /// flags.
+    pub fn serve_test_server_with(&self, more: &[&str]) -> crate::ServerProcess {
         let dir = tempfile::Builder::new()
             .prefix("sy-netns-")
             .tempdir()
             .expect("a temp dir");
-        crate::ServerProcess::start_command(
-            self.command(&crate::test_server_exe()),
-            dir,
-            &["--quic", "0.0.0.0:0", "--tcp-at", "0.0.0.0:0", "--no-unix"],
-        )
+        let mut args = vec!["--quic", "0.0.0.0:0", "--tcp-at", "0.0.0.0:0", "--no-unix"];
+        args.extend_from_slice(more);
+        crate::ServerProcess::start_command(self.command(&crate::test_server_exe()), dir, &args)
     }
 
     /// Pulls the host's cable: its port on the bridge goes down.

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use switchyard::protocol::frame::{
     Decoded, FrameDecoder, HEADER_LEN, Header, Kind, finish_frame, start_frame,
 };
-use switchyard::protocol::hello::{Hello, Role};
+use switchyard::protocol::hello::Hello;
 use switchyard::{Channel, Code};
 use switchyard_integration_tests::skewed::TestingSkewedClient;
 use switchyard_integration_tests::{ServerProcess, TestingClient, within};
@@ -20,22 +20,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 async fn raw(server: &ServerProcess) -> (UnixStream, Hello) {
     let path = server.endpoint("unix")["unix://".len()..].to_owned();
     let mut stream = UnixStream::connect(path).await.unwrap();
-    let hello = Hello {
-        role: Role::Client,
-        host: Default::default(),
-        pid: std::process::id(),
-        uid: 0,
-        process_name: "raw".into(),
-        max_frame: 1 << 20,
-        max_in_flight: 0,
-        services: Vec::new(),
-        queues: Vec::new(),
-        endpoints: Vec::new(),
-    };
-    let mut buf = Vec::new();
-    let start = start_frame(&mut buf);
-    hello.encode_into(&mut buf);
-    finish_frame(&mut buf, start, Header::new(Kind::Hello, 0), 0, u32::MAX).unwrap();
+    let buf = switchyard_integration_tests::raw::client_hello("raw");
     stream.write_all(&buf).await.unwrap();
     let Decoded::Frame(frame) = read_frame(&mut stream).await.expect("server hello") else {
         panic!("oversized hello")

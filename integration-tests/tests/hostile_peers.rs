@@ -284,26 +284,9 @@ async fn replies_a_client_never_reads_are_bounded_in_bytes() {
 
 /// A raw TCP connection that has done the client handshake by hand.
 async fn raw_tcp(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
-    use switchyard::protocol::frame::{Header, Kind, finish_frame, start_frame};
-    use switchyard::protocol::hello::{Hello, Role};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let hello = Hello {
-        role: Role::Client,
-        host: Default::default(),
-        pid: std::process::id(),
-        uid: 0,
-        process_name: "stall".into(),
-        max_frame: 1 << 20,
-        max_in_flight: 0,
-        services: Vec::new(),
-        queues: Vec::new(),
-        endpoints: Vec::new(),
-    };
-    let mut buf = Vec::new();
-    let start = start_frame(&mut buf);
-    hello.encode_into(&mut buf);
-    finish_frame(&mut buf, start, Header::new(Kind::Hello, 0), 0, u32::MAX).unwrap();
+    let buf = switchyard_integration_tests::raw::client_hello("stall");
     stream.write_all(&buf).await.unwrap();
     // The server's hello: enough to know the handshake is done.
     let mut first = [0u8; 64];

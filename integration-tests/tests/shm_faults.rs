@@ -31,7 +31,7 @@ use switchyard::codec::{Bincode, Codec};
 use switchyard::protocol::frame::{
     Decoded, Frame, FrameDecoder, Header, Kind, finish_frame, start_frame,
 };
-use switchyard::protocol::hello::{Hello, Role};
+use switchyard::protocol::hello::Hello;
 use switchyard::sys::shm;
 use switchyard::transport::shm::ring::{self, Consumer, Producer, Ring, layout, region_len};
 use switchyard::transport::shm::{ACCEPT, OFFER};
@@ -544,22 +544,7 @@ impl HostileClient {
             received: BytesMut::new(),
             decoder: FrameDecoder::new(1 << 20),
         };
-        let hello = Hello {
-            role: Role::Client,
-            host: Default::default(),
-            pid: std::process::id(),
-            uid: 0,
-            process_name: "hostile".into(),
-            max_frame: 1 << 20,
-            max_in_flight: 0,
-            services: Vec::new(),
-            queues: Vec::new(),
-            endpoints: Vec::new(),
-        };
-        let mut buf = Vec::new();
-        let start = start_frame(&mut buf);
-        hello.encode_into(&mut buf);
-        finish_frame(&mut buf, start, Header::new(Kind::Hello, 0), 0, u32::MAX).unwrap();
+        let buf = switchyard_integration_tests::raw::client_hello("hostile");
         hostile.send(&buf);
         let frame = hostile.recv();
         assert_eq!(frame.header.kind, Kind::Hello, "{frame:?}");

@@ -199,6 +199,14 @@ pub(crate) async fn unimplemented_method(transport: Transport) {
     let status = skewed.brand_new().await.unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented, "{status}");
     assert!(status.message().contains("brand_new"), "{status}");
+    // It says what happened and what to do (never that one side is "older").
+    assert!(
+        status
+            .message()
+            .contains("built from different versions of the trait; rebuild both"),
+        "{status}"
+    );
+    assert!(!status.message().contains("older"), "{status}");
     // Version skew on a method both have: a different signature.
     let status = skewed.add(1, 2).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status}");
