@@ -289,6 +289,47 @@ async fn a_child_takes_the_frame_limit_its_services_set_and_errors_name_the_knob
     .await;
 }
 
+/// A child's other limits come from its `process::Services` too, and
+/// their errors name that knob, not the server builder's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_takes_its_call_and_metadata_limits_from_its_services() {
+    within(LIMIT, async {
+        let tight = Spawner::new(child(&["worker-tight"]))
+            .spawn()
+            .await
+            .unwrap();
+        let client = TestingClient::new(tight.channel());
+        // One call at a time: a second one beside a sleeping one is refused.
+        let sleeping = tokio::spawn({
+            let client = client.clone();
+            async move { client.sleep(1500).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let err = client.add(1, 2).await.unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        assert!(
+            err.message().contains("1 calls in flight")
+                && err.message().contains("process::Services::max_in_flight"),
+            "{err}"
+        );
+        sleeping.await.unwrap().expect("the first call completes");
+        // Metadata over its 256 bytes: refused naming the child's knob.
+        let err = client
+            .with_metadata("x-big", "v".repeat(400))
+            .add(1, 2)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        assert!(
+            err.message().contains("process::Services::max_metadata"),
+            "{err}"
+        );
+        assert_eq!(client.add(1, 2).await.unwrap(), 3);
+        drop(tight);
+    })
+    .await;
+}
+
 #[test]
 fn a_pipe_variable_naming_one_fd_twice_is_refused_not_aborted() {
     // The child of `same-fd-twice` is told its one pipe fd is both ends.

@@ -27,26 +27,41 @@ pub const RUNTIME_DIR_ENV: &str = "SWITCHYARD_RUNTIME_DIR";
 /// verifies it: another user may have made it first, and is then named in
 /// the error along with the fix).
 pub fn runtime_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os(RUNTIME_DIR_ENV).filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        return Path::new(&dir).join("switchyard");
-    }
-    if let Some(home) = private_home() {
-        return home.join(".switchyard").join("run");
-    }
-    std::env::temp_dir().join(format!("switchyard-{}", crate::sys::uid()))
+    choose_runtime_dir(
+        |name| std::env::var_os(name),
+        &std::env::temp_dir(),
+        crate::sys::uid(),
+    )
 }
 
-/// `$HOME`, if it is a directory this user owns that others cannot write
+/// [`runtime_dir`] from the environment `var` gives, the temporary
+/// directory and this user's uid.
+fn choose_runtime_dir(
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+    temp: &Path,
+    uid: u32,
+) -> PathBuf {
+    let set = |name: &str| var(name).filter(|value| !value.is_empty());
+    if let Some(dir) = set(RUNTIME_DIR_ENV) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = set("XDG_RUNTIME_DIR") {
+        return Path::new(&dir).join("switchyard");
+    }
+    if let Some(home) = set("HOME").and_then(|home| private_home(Path::new(&home), uid)) {
+        return home.join(".switchyard").join("run");
+    }
+    temp.join(format!("switchyard-{uid}"))
+}
+
+/// `home`, if it is a directory user `uid` owns that others cannot write
 /// to (so nobody else can make or replace what is in it).
-fn private_home() -> Option<PathBuf> {
-    let home = PathBuf::from(std::env::var_os("HOME").filter(|h| !h.is_empty())?);
+fn private_home(home: &Path, uid: u32) -> Option<PathBuf> {
+    let home = home.to_owned();
     let stat = rustix::fs::stat(&home).ok()?;
     let mode = stat.st_mode & 0o7777;
     let ok = FileType::from_raw_mode(stat.st_mode) == FileType::Directory
-        && stat.st_uid == crate::sys::uid()
+        && stat.st_uid == uid
         && mode & 0o022 == 0;
     ok.then_some(home)
 }
@@ -245,6 +260,70 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    /// The default runtime directory under the given environment.
+    fn chosen(env: &[(&str, &Path)], temp: &Path) -> PathBuf {
+        let env: Vec<(String, std::ffi::OsString)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.as_os_str().to_owned()))
+            .collect();
+        choose_runtime_dir(
+            |name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+            temp,
+            crate::sys::uid(),
+        )
+    }
+
+    #[test]
+    fn the_default_is_the_first_place_no_other_user_can_squat() {
+        let tmp = tempfile::tempdir().unwrap();
+        let temp = tmp.path().join("tmp");
+        let home = tmp.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let xdg = tmp.path().join("xdg");
+        let own = tmp.path().join("own");
+        let uid = crate::sys::uid();
+        // The variable first, then $XDG_RUNTIME_DIR, then a private home,
+        // and only then the shared temporary directory.
+        assert_eq!(
+            chosen(
+                &[
+                    (RUNTIME_DIR_ENV, &own),
+                    ("XDG_RUNTIME_DIR", &xdg),
+                    ("HOME", &home)
+                ],
+                &temp
+            ),
+            own
+        );
+        assert_eq!(
+            chosen(&[("XDG_RUNTIME_DIR", &xdg), ("HOME", &home)], &temp),
+            xdg.join("switchyard")
+        );
+        assert_eq!(
+            chosen(&[("HOME", &home)], &temp),
+            home.join(".switchyard").join("run")
+        );
+        assert_eq!(chosen(&[], &temp), temp.join(format!("switchyard-{uid}")));
+        // Empty values count as unset.
+        assert_eq!(
+            chosen(&[(RUNTIME_DIR_ENV, Path::new("")), ("HOME", &home)], &temp),
+            home.join(".switchyard").join("run")
+        );
+        // A home others may write to is passed over: they could plant the
+        // directory there.
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(
+            chosen(&[("HOME", &home)], &temp),
+            temp.join(format!("switchyard-{uid}"))
+        );
+        // So is a home that is not a directory, or missing.
+        assert_eq!(
+            chosen(&[("HOME", &tmp.path().join("missing"))], &temp),
+            temp.join(format!("switchyard-{uid}"))
+        );
+    }
 
     fn mode(path: &Path) -> u32 {
         std::fs::symlink_metadata(path)

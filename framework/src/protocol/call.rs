@@ -165,14 +165,23 @@ pub struct AdmittedCall {
 pub struct ServerCalls<H> {
     in_flight: HashMap<u64, H>,
     limit: usize,
+    /// The setting that raises the limit, for messages.
+    knob: &'static str,
 }
 
 impl<H> ServerCalls<H> {
     /// A table that admits at most `limit` calls at once.
     pub fn new(limit: usize) -> Self {
+        Self::with_knob(limit, "ServerBuilder::max_in_flight")
+    }
+
+    /// A table that admits at most `limit` calls at once, set by `knob`
+    /// (named when a call is refused).
+    pub fn with_knob(limit: usize, knob: &'static str) -> Self {
         Self {
             in_flight: HashMap::new(),
             limit,
+            knob,
         }
     }
 
@@ -193,8 +202,8 @@ impl<H> ServerCalls<H> {
         if self.in_flight.len() >= self.limit {
             return Err(Status::resource_exhausted(format!(
                 "this connection already has {} calls in flight, the server's limit; \
-                 retry after some finish, or raise it with ServerBuilder::max_in_flight",
-                self.limit
+                 retry after some finish, or raise it with {}",
+                self.limit, self.knob
             )));
         }
         if self.in_flight.contains_key(&header.call_id) {

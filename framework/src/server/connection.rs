@@ -401,7 +401,7 @@ impl Serving {
             Ok(metadata) => metadata,
             Err(err) => {
                 let status =
-                    metadata_refused(method.full_name, &err, "ServerBuilder::max_metadata");
+                    metadata_refused(method.full_name, &err, self.shared.config.knobs.metadata);
                 return Err(Refused::new(status, Some(counters)));
             }
         };

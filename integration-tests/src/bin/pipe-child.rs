@@ -37,6 +37,7 @@ async fn main() -> ExitCode {
     let result = match arg(0).as_str() {
         "worker" => worker().await,
         "worker-32m" => worker_32m().await,
+        "worker-tight" => worker_tight().await,
         "call-parent" => call_parent().await,
         "garbage" => garbage(arg(1) == "after-hello").await,
         "orphan" => orphan(&arg(1)).await,
@@ -67,6 +68,13 @@ async fn worker() -> Result<(), Status> {
 
 async fn worker_32m() -> Result<(), Status> {
     process::serve_parent(testing().max_frame(32 << 20)).await?;
+    process::parent_gone().await;
+    Ok(())
+}
+
+/// A child serving one call at a time, with at most 256 bytes of metadata.
+async fn worker_tight() -> Result<(), Status> {
+    process::serve_parent(testing().max_in_flight(1).max_metadata(256, 8)).await?;
     process::parent_gone().await;
     Ok(())
 }

@@ -9,10 +9,14 @@ use super::encode::{self, RequestHead};
 /// tell the user which knob to turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LimitKnobs {
-    /// This side's setting.
+    /// This side's frame limit setting.
     pub own: &'static str,
-    /// The peer's setting.
+    /// The peer's frame limit setting.
     pub peer: &'static str,
+    /// This side's limit on calls in flight, where it serves.
+    pub in_flight: &'static str,
+    /// This side's limit on request metadata, where it serves.
+    pub metadata: &'static str,
 }
 
 impl LimitKnobs {
@@ -20,21 +24,29 @@ impl LimitKnobs {
     pub const CLIENT: Self = Self {
         own: "ChannelBuilder::max_frame",
         peer: "the server's ServerBuilder::max_frame",
+        in_flight: "ServerBuilder::max_in_flight",
+        metadata: "ChannelBuilder::max_metadata",
     };
     /// A server of clients.
     pub const SERVER: Self = Self {
         own: "ServerBuilder::max_frame",
         peer: "the client's ChannelBuilder::max_frame",
+        in_flight: "ServerBuilder::max_in_flight",
+        metadata: "ServerBuilder::max_metadata",
     };
     /// A parent on the pipes to the child it spawned.
     pub const PARENT: Self = Self {
         own: "Spawner::channel_settings(ChannelBuilder::max_frame) or Services::max_frame",
         peer: "the child's process::Services::max_frame",
+        in_flight: "the parent's process::Services::max_in_flight",
+        metadata: "the parent's process::Services::max_metadata",
     };
     /// A child on the pipes to its parent.
     pub const CHILD: Self = Self {
         own: "process::Services::max_frame",
         peer: "the parent's Spawner::channel_settings(ChannelBuilder::max_frame)",
+        in_flight: "process::Services::max_in_flight",
+        metadata: "process::Services::max_metadata",
     };
 }
 

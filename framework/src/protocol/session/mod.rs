@@ -219,7 +219,7 @@ impl<W, H> Session<W, H> {
     pub fn new(now: Instant, config: SessionConfig) -> Self {
         Self {
             calls: ClientCalls::new(config.max_pending),
-            handlers: ServerCalls::new(config.max_in_flight),
+            handlers: ServerCalls::with_knob(config.max_in_flight, config.limits.knobs.in_flight),
             cancels: CancelBudget::new(config.cancel_rate, now),
             drain_reason: None,
             clock: Clock::new(config.timers, now),
