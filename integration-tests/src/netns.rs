@@ -13,6 +13,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 static LAN_SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -191,6 +192,22 @@ impl Host {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
+
+    /// Runs `future` to completion on a single-threaded tokio runtime in
+    /// this namespace ([`enter`](Self::enter)), failing after `limit`.
+    pub fn run<T: Send>(&self, limit: Duration, future: impl Future<Output = T> + Send) -> T {
+        self.enter(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(async {
+                    tokio::time::timeout(limit, future)
+                        .await
+                        .unwrap_or_else(|_| panic!("did not finish within {limit:?}"))
+                })
+        })
+    }
 }
 
 /// Hosts on one bridge.
@@ -202,6 +219,13 @@ pub struct Lan {
 }
 
 impl Lan {
+    /// [`new`](Self::new), or `None` after printing why `test` skips.
+    pub fn or_skip(count: usize, test: &str) -> Option<Self> {
+        Self::new(count)
+            .inspect_err(|why| eprintln!("skipping {test}: {why}"))
+            .ok()
+    }
+
     /// `count` hosts joined by a bridge, or why they cannot be made here
     /// (not root, no `ip`, namespaces not permitted).
     pub fn new(count: usize) -> Result<Self, String> {

@@ -120,12 +120,8 @@ async fn delayed_through_relay(transport: Transport, address: &str, local: Ipv4A
 
 fn faults(transport: Transport) {
     let test = format!("network_faults_over_{transport}");
-    let lan = match Lan::new(2) {
-        Ok(lan) => lan,
-        Err(why) => {
-            eprintln!("skipping {test}: {why}");
-            return;
-        }
+    let Some(lan) = Lan::or_skip(2, &test) else {
+        return;
     };
     let (a, b) = (&lan.hosts[0], &lan.hosts[1]);
     let server = b.serve_test_server();
@@ -250,12 +246,8 @@ fn established_with(host: &switchyard_integration_tests::netns::Host, peer: Ipv4
 #[test]
 fn a_client_cut_without_a_fin_is_dropped_within_the_keepalive_bound() {
     let test = "a_client_cut_without_a_fin_is_dropped_within_the_keepalive_bound";
-    let lan = match Lan::new(2) {
-        Ok(lan) => lan,
-        Err(why) => {
-            eprintln!("skipping {test}: {why}");
-            return;
-        }
+    let Some(lan) = Lan::or_skip(2, test) else {
+        return;
     };
     let (a, b) = (&lan.hosts[0], &lan.hosts[1]);
     if b.exec("ss", &["-V"]).is_err() {
@@ -264,42 +256,32 @@ fn a_client_cut_without_a_fin_is_dropped_within_the_keepalive_bound() {
     }
     let server = b.serve_test_server_with(&["--keepalive-ms", "1000"]);
     let address = server.endpoint("tcp").replace("0.0.0.0", &b.ip.to_string());
-    a.enter(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime")
-            .block_on(async {
-                tokio::time::timeout(Duration::from_secs(60), async {
-                    let channel = Channel::builder()
-                        .prefer(Transport::Tcp)
-                        .timeout(DEADLINE)
-                        .connect(&address)
-                        .await
-                        .expect("connects");
-                    let client = TestingClient::new(channel);
-                    assert_eq!(client.add(1, 2).await.unwrap(), 3);
-                    assert_eq!(established_with(b, a.ip), 1, "the server sees the client");
-                    a.unplug();
-                    let cut = Instant::now();
-                    while established_with(b, a.ip) > 0 {
-                        assert!(
-                            cut.elapsed() < Duration::from_secs(2) + SLACK + Duration::from_secs(2),
-                            "the server kept a cut client for {:?}",
-                            cut.elapsed()
-                        );
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    let dropped = cut.elapsed();
-                    eprintln!(
-                        "a client cut without a FIN: the server dropped it after {dropped:?} \
-                         (keepalive 1 s + 1 s)"
-                    );
-                    assert!(dropped >= Duration::from_secs(1), "dropped before any ping");
-                    a.plug();
-                })
-                .await
-                .expect("the test finished in time");
-            });
+    a.run(Duration::from_secs(60), async {
+        let channel = Channel::builder()
+            .prefer(Transport::Tcp)
+            .timeout(DEADLINE)
+            .connect(&address)
+            .await
+            .expect("connects");
+        let client = TestingClient::new(channel);
+        assert_eq!(client.add(1, 2).await.unwrap(), 3);
+        assert_eq!(established_with(b, a.ip), 1, "the server sees the client");
+        a.unplug();
+        let cut = Instant::now();
+        while established_with(b, a.ip) > 0 {
+            assert!(
+                cut.elapsed() < Duration::from_secs(2) + SLACK + Duration::from_secs(2),
+                "the server kept a cut client for {:?}",
+                cut.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let dropped = cut.elapsed();
+        eprintln!(
+            "a client cut without a FIN: the server dropped it after {dropped:?} (keepalive 1 s \
+             + 1 s)"
+        );
+        assert!(dropped >= Duration::from_secs(1), "dropped before any ping");
+        a.plug();
     });
 }

@@ -26,6 +26,19 @@ fn deadline() -> FrameDeadline {
     }
 }
 
+/// A budget of `limit` bytes, limits with it and [`deadline`], and the
+/// first bytes of a 4 MiB frame.
+fn started_frame(limit: usize) -> (Arc<PartialBudget>, IntakeLimits, FrameDecoder, BytesMut) {
+    let budget = PartialBudget::new(limit);
+    let limits = IntakeLimits {
+        deadline: Some(deadline()),
+        budget: Some(Arc::clone(&budget)),
+    };
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&header(4 << 20)[..8]);
+    (budget, limits, FrameDecoder::new(16 << 20), buf)
+}
+
 #[test]
 fn a_frame_gets_the_base_time_plus_a_second_per_min_rate_bytes() {
     let rule = deadline();
@@ -91,14 +104,7 @@ fn buffers_beyond_the_free_part_are_charged_and_dropping_frees_them() {
 
 #[tokio::test(start_paused = true)]
 async fn past_the_budget_one_receiver_grows_and_the_others_wait_for_it() {
-    let budget = PartialBudget::new(1 << 20);
-    let limits = IntakeLimits {
-        deadline: Some(deadline()),
-        budget: Some(Arc::clone(&budget)),
-    };
-    let decoder = FrameDecoder::new(16 << 20);
-    let mut buf = BytesMut::new();
-    buf.extend_from_slice(&header(4 << 20)[..8]);
+    let (budget, limits, decoder, buf) = started_frame(1 << 20);
     // The first takes the whole budget.
     let mut first = Intake::new(limits.clone(), 0);
     first.settle(false, &decoder, &buf);
@@ -130,14 +136,7 @@ async fn past_the_budget_one_receiver_grows_and_the_others_wait_for_it() {
 
 #[tokio::test(start_paused = true)]
 async fn a_receiver_waiting_for_room_fails_at_its_frames_deadline() {
-    let budget = PartialBudget::new(0);
-    let limits = IntakeLimits {
-        deadline: Some(deadline()),
-        budget: Some(Arc::clone(&budget)),
-    };
-    let decoder = FrameDecoder::new(16 << 20);
-    let mut buf = BytesMut::new();
-    buf.extend_from_slice(&header(4 << 20)[..8]);
+    let (_budget, limits, decoder, buf) = started_frame(0);
     let mut holder = Intake::new(limits.clone(), 0);
     holder.settle(false, &decoder, &buf);
     holder.room(&buf, 1 << 20).await.unwrap();
