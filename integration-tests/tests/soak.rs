@@ -33,6 +33,8 @@ struct Count {
     sent: u64,
     answered: u64,
     bytes: u64,
+    /// Pauses past the idle timeout (idle-then-busy workers).
+    pauses: u64,
 }
 
 /// Both sides' view of every connection, printed when a call is lost so
@@ -111,6 +113,7 @@ async fn worker(
             && seq.is_multiple_of(idle.every)
         {
             tokio::time::sleep(idle.pause).await;
+            count.pauses += 1;
         }
         seq += 1;
         // An id, then filler whose length varies with it.
@@ -278,6 +281,7 @@ async fn mixed_load_over_every_local_transport_loses_nothing_and_grows_nothing()
             sum.sent += count.sent;
             sum.answered += count.answered;
             sum.bytes += count.bytes;
+            sum.pauses += count.pauses;
         }
         if !lost.is_empty() {
             eprintln!("calls lost: {lost:#?}");
@@ -293,14 +297,16 @@ async fn mixed_load_over_every_local_transport_loses_nothing_and_grows_nothing()
             "soak {secs} s over shm (+ bulk), unix, tcp, quic: {} calls sent, {} answered, \
              0 lost, 0 misrouted; {:.0} calls/s held after warm-up; {:.1} MiB echoed; server \
              RSS {rss_warm} -> {rss_end} KiB ({:+.1} %), fds {server_fds} -> {server_fds_end}; \
-             client fds {client_fds} -> {client_fds_end}; {} busy connections closed; {idled} \
-             idle-then-busy connections let go by the idle timeout and reopened",
+             client fds {client_fds} -> {client_fds_end}; {} busy connections closed; {} \
+             pauses past the idle timeout by the idle-then-busy workers ({idled} of their \
+             connections let go among the last closed ones the recorder keeps)",
             sum.sent,
             sum.answered,
             held,
             sum.bytes as f64 / f64::from(1 << 20),
             growth * 100.0,
-            closed.len()
+            closed.len(),
+            sum.pauses
         );
         assert_eq!(sum.sent, sum.answered, "calls lost");
         // A short run (CI's 20 s) measures over ~10 s, where the allocator
