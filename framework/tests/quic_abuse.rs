@@ -95,6 +95,32 @@ async fn replay(initials: &[Vec<u8>], to: SocketAddr, wait: Duration) -> Vec<Vec
     back
 }
 
+/// Settings that let every attempt start a handshake at once (no Retry),
+/// and drop a silent one after 2 s.
+fn without_retry() -> QuicConfig {
+    let mut config = QuicConfig::default();
+    config.address_validation = AddressValidation::Never;
+    config.handshake_timeout = Duration::from_secs(2);
+    config
+}
+
+/// A listener with `config` that has seen `count` clients at one address
+/// send their Initial and never answer, served for 400 ms: the listener,
+/// its address and pin, and the datagrams that came back.
+async fn after_silent_attempts(
+    config: &QuicConfig,
+    count: usize,
+) -> (QuicListener, SocketAddr, Fingerprint, Vec<Vec<u8>>) {
+    let listener = listener(config).await;
+    let addr = listener.local_addr();
+    let pin = listener.fingerprint();
+    let initials = capture_initials(pin, count).await;
+    let serving = tokio::spawn(serve_for(listener, Duration::from_millis(400)));
+    let back = replay(&initials, addr, Duration::from_millis(300)).await;
+    let (listener, _) = serving.await.unwrap();
+    (listener, addr, pin, back)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unvalidated_address_is_sent_only_a_retry() {
     bounded(async {
@@ -140,18 +166,10 @@ async fn an_unvalidated_address_is_sent_only_a_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshakes_beyond_the_cap_wait_and_abandoned_ones_are_dropped() {
     bounded(async {
-        let mut config = QuicConfig::default();
-        config.address_validation = AddressValidation::Never;
+        let mut config = without_retry();
         config.max_handshakes = 4;
-        config.handshake_timeout = Duration::from_secs(2);
-        let listener = listener(&config).await;
-        let addr = listener.local_addr();
-        let pin = listener.fingerprint();
-        let initials = capture_initials(pin, 6).await;
-        let serving = tokio::spawn(serve_for(listener, Duration::from_millis(400)));
         // Six clients that never answer: four handshakes, two ignored.
-        let back = replay(&initials, addr, Duration::from_millis(300)).await;
-        let (listener, _) = serving.await.unwrap();
+        let (listener, addr, pin, back) = after_silent_attempts(&config, 6).await;
         let counts = listener.attempt_counts();
         assert_eq!((counts.started, counts.ignored), (4, 2), "{counts:?}");
         assert_eq!(listener.handshakes_under_way(), 4);
@@ -263,19 +281,11 @@ async fn what_a_retry_costs_a_first_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_gets_at_most_its_share_of_the_handshakes() {
     bounded(async {
-        let mut config = QuicConfig::default();
-        config.address_validation = AddressValidation::Never;
+        let mut config = without_retry();
         config.max_handshakes_per_address = 2;
-        config.handshake_timeout = Duration::from_secs(2);
-        let listener = listener(&config).await;
-        let addr = listener.local_addr();
-        let pin = listener.fingerprint();
-        let initials = capture_initials(pin, 5).await;
-        let serving = tokio::spawn(serve_for(listener, Duration::from_millis(400)));
         // Five silent clients at one address: two handshakes, three ignored
         // though the listener has room for 256.
-        replay(&initials, addr, Duration::from_millis(300)).await;
-        let (listener, _) = serving.await.unwrap();
+        let (listener, addr, pin, _) = after_silent_attempts(&config, 5).await;
         let counts = listener.attempt_counts();
         assert_eq!(
             (counts.started, counts.ignored_per_address, counts.ignored),

@@ -141,23 +141,15 @@ impl PartialBudget {
 
     /// Makes `id` the one receiver allowed past the limit, if none is.
     fn claim_exemption(&self, id: u64) -> bool {
-        match self
-            .exempt
+        self.exempt
             .compare_exchange(0, id, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => true,
-            Err(holder) => holder == id,
-        }
+            .is_ok()
     }
 
-    fn release_exemption(&self, id: u64) {
-        if self
-            .exempt
-            .compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.wake_waiters();
-        }
+    /// Lets go of the exemption (its holder calls this).
+    fn release_exemption(&self) {
+        self.exempt.store(0, Ordering::Release);
+        self.wake_waiters();
     }
 
     /// Moves the charge of one receiver from `from` to `to` bytes.
@@ -207,6 +199,8 @@ pub(crate) struct Intake {
     sized: bool,
     /// The bytes charged to the budget.
     charged: usize,
+    /// Whether it is the one receiver allowed past the budget.
+    exempt: bool,
 }
 
 impl Intake {
@@ -223,12 +217,8 @@ impl Intake {
             started: None,
             sized: false,
             charged: 0,
+            exempt: false,
         }
-    }
-
-    /// An account with nothing to enforce.
-    pub(crate) fn unlimited() -> Self {
-        Self::new(IntakeLimits::default(), 0)
     }
 
     /// Notes what `buf` holds after decoding: whether a frame is under way
@@ -246,10 +236,10 @@ impl Intake {
                 self.sized = false;
             }
             if under_way {
-                let now = Instant::now();
-                let (since, _) = *self
-                    .started
-                    .get_or_insert_with(|| (now, now + deadline.base));
+                let (since, _) = *self.started.get_or_insert_with(|| {
+                    let now = Instant::now();
+                    (now, now + deadline.base)
+                });
                 if !self.sized
                     && let Some(total) = decoder.frame_len()
                 {
@@ -264,8 +254,8 @@ impl Intake {
                 budget.recharge(self.charged, charge);
                 self.charged = charge;
             }
-            if !under_way {
-                budget.release_exemption(self.id);
+            if !under_way && std::mem::take(&mut self.exempt) {
+                budget.release_exemption();
             }
         }
     }
@@ -292,7 +282,8 @@ impl Intake {
                 self.charged += growth;
                 return Ok(());
             }
-            if budget.claim_exemption(self.id) {
+            if self.exempt || budget.claim_exemption(self.id) {
+                self.exempt = true;
                 budget.used.fetch_add(growth, Ordering::AcqRel);
                 self.charged += growth;
                 return Ok(());
@@ -327,10 +318,17 @@ impl Intake {
     pub(crate) fn abandon(&mut self) {
         self.started = None;
         self.sized = false;
+        self.release();
+    }
+
+    /// Gives back every byte charged, and the exemption if it holds it.
+    fn release(&mut self) {
         if let Some(budget) = &self.limits.budget {
             budget.recharge(self.charged, 0);
             self.charged = 0;
-            budget.release_exemption(self.id);
+            if std::mem::take(&mut self.exempt) {
+                budget.release_exemption();
+            }
         }
     }
 }
@@ -368,10 +366,7 @@ impl Due {
 
 impl Drop for Intake {
     fn drop(&mut self) {
-        if let Some(budget) = &self.limits.budget {
-            budget.recharge(self.charged, 0);
-            budget.release_exemption(self.id);
-        }
+        self.release();
     }
 }
 

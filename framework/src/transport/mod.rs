@@ -158,7 +158,8 @@ pub enum LinkError {
     /// [`intake`]); its bytes were dropped.
     #[error(
         "the peer did not finish a frame within {allowed:?} of its first byte (this server gives \
-         a frame {rule}: ServerBuilder::frame_timeout)"
+         a frame {rule}); a client on a slow link should send smaller bodies, or the server's \
+         operator raise ServerBuilder::frame_timeout"
     )]
     FrameTimeout {
         /// The time this frame had.

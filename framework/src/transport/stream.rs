@@ -76,16 +76,14 @@ impl<R> StreamRx<R> {
             reader,
             buf,
             decoder: FrameDecoder::new(frame_limit),
-            intake: Intake::unlimited(),
+            intake: Intake::new(IntakeLimits::default(), 0),
         }
     }
 
     /// Holds partial frames under `limits` (a deadline for each frame, a
     /// budget shared with other receivers).
     pub fn with_limits(mut self, limits: IntakeLimits) -> Self {
-        if !limits.is_none() {
-            self.intake = Intake::new(limits, FREE_PER_RECEIVER);
-        }
+        self.intake = Intake::new(limits, FREE_PER_RECEIVER);
         self
     }
 }

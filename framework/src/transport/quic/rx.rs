@@ -122,11 +122,7 @@ impl QuicRx {
             role,
             buf: BytesMut::new(),
             decoder: FrameDecoder::new(self.frame_limit),
-            intake: if self.intake.is_none() {
-                Intake::unlimited()
-            } else {
-                Intake::new(self.intake.clone(), FREE_PER_STREAM)
-            },
+            intake: Intake::new(self.intake.clone(), FREE_PER_STREAM),
             calls: Arc::clone(&self.calls),
             error: None,
         };
