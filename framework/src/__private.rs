@@ -15,6 +15,8 @@ pub use crate::protocol::metadata::Metadata;
 pub use crate::protocol::status::Status;
 pub use crate::select::Selection;
 pub use crate::service::{HandlerFuture, Reply, Request, Service};
+pub use crate::streaming::Streaming;
+pub use futures_util::Stream;
 
 /// Boxes a handler future.
 pub fn box_handler<F>(future: F) -> HandlerFuture

@@ -11,6 +11,7 @@ mod polled;
 #[cfg(feature = "quic")]
 mod quic;
 mod response_metadata;
+mod stream_call;
 #[cfg(target_os = "linux")]
 mod upgrade;
 
@@ -51,6 +52,7 @@ pub struct ChannelBuilder {
     attempt_timeout: Duration,
     backoff: Backoff,
     queue_full_wait: Duration,
+    stream_window: u32,
     #[cfg(feature = "quic")]
     quic: quic::QuicSettings,
 }
@@ -77,6 +79,7 @@ impl Default for ChannelBuilder {
             attempt_timeout: open::DEFAULT_ATTEMPT_TIMEOUT,
             backoff: Backoff::default(),
             queue_full_wait: DEFAULT_QUEUE_FULL_WAIT,
+            stream_window: crate::streaming::DEFAULT_STREAM_WINDOW,
             #[cfg(feature = "quic")]
             quic: quic::QuicSettings::default(),
         }
@@ -116,6 +119,17 @@ impl ChannelBuilder {
     /// How long connecting and the handshake may take.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// How many messages of a stream the server may send this client
+    /// before the client grants more (default
+    /// [`DEFAULT_STREAM_WINDOW`](crate::streaming::DEFAULT_STREAM_WINDOW),
+    /// 64; at least 1). A stream its reader stops reading holds at most
+    /// this many messages in memory; more lets a fast stream run with
+    /// fewer pauses.
+    pub fn stream_window(mut self, messages: u32) -> Self {
+        self.stream_window = messages.max(1);
         self
     }
 
@@ -572,6 +586,11 @@ impl Channel {
     /// The default call deadline.
     pub(crate) fn default_timeout(&self) -> Option<Duration> {
         self.shared.builder.timeout
+    }
+
+    /// The window of the streams this channel receives.
+    pub(crate) fn stream_window(&self) -> u32 {
+        self.shared.builder.stream_window
     }
 
     /// How long a one-way call with no deadline waits on a full queue.

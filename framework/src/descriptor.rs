@@ -21,6 +21,12 @@ pub struct MethodDescriptor {
     /// For one-way methods, the message-queue priority
     /// (`#[switchyard(oneway, priority = N)]`, 0 to 32767; higher first).
     pub priority: u32,
+    /// Whether an argument is a [`Streaming`](crate::streaming::Streaming):
+    /// the caller sends a stream of messages after the other arguments.
+    pub client_streaming: bool,
+    /// Whether the result is a [`Streaming`](crate::streaming::Streaming):
+    /// the callee answers with a stream of messages.
+    pub server_streaming: bool,
     /// The signature as text, e.g. `add(i64, i64) -> i64`; shown in errors
     /// when client and server disagree.
     pub signature: &'static str,

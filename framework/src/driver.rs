@@ -20,6 +20,7 @@ use crate::protocol::frame::{Decoded, Frame};
 use crate::protocol::session::{Event, Session};
 use crate::protocol::status::Status;
 use crate::session::{CallerSide, Outbound, Outgoing};
+use crate::streaming::Grants;
 use crate::transport::{LinkError, LinkRx};
 
 /// Where a server is in its life.
@@ -128,6 +129,39 @@ pub(crate) trait Serve: Send {
 
     /// Notes that the connection drains.
     fn draining(&self);
+
+    /// A message on the stream of call `call_id`, which the session
+    /// accepted (within the credit granted).
+    fn stream_data(
+        &mut self,
+        _session: &Session<Infallible, Self::Handle>,
+        _call_id: u64,
+        _frame: Frame,
+    ) {
+    }
+
+    /// The caller of `call_id` half-closed its stream.
+    fn stream_end(&mut self, _session: &Session<Infallible, Self::Handle>, _call_id: u64) {}
+
+    /// The caller of `call_id` granted `credit` more messages.
+    fn stream_credit(
+        &mut self,
+        _session: &Session<Infallible, Self::Handle>,
+        _call_id: u64,
+        _credit: u32,
+    ) {
+    }
+
+    /// A call broke its stream's rules and was answered with `status`:
+    /// stop its handler.
+    fn stream_failed(&mut self, handle: Self::Handle, _status: Status) {
+        self.cancelled(handle);
+    }
+
+    /// Where the handlers' stream grants are queued, if they stream.
+    fn grants(&self) -> Option<Arc<Grants>> {
+        None
+    }
 }
 
 /// The serving side of a connection that serves nothing (a client's).
@@ -252,6 +286,7 @@ impl<S: Serve> Driver<S> {
         let timer = tokio::time::sleep_until(far_future().into());
         tokio::pin!(timer);
         let mut timer_at = None;
+        let grants = self.serve.grants();
         loop {
             for decoded in std::mem::take(&mut frames) {
                 if let Err(status) = self.handle(decoded, true).await {
@@ -358,6 +393,14 @@ impl<S: Serve> Driver<S> {
                     }
                     self.flush().await;
                 }
+                () = queued(grants.as_deref()) => {
+                    if let Some(grants) = &grants {
+                        for (call_id, credit) in grants.take() {
+                            self.session.grant(false, call_id, credit);
+                        }
+                        self.flush().await;
+                    }
+                }
                 () = &mut stopped => return End::Stopped,
                 evicted = evicted(&mut self.evict) => {
                     self.evict = None;
@@ -409,6 +452,25 @@ impl<S: Serve> Driver<S> {
                     }
                 }
                 Event::Cancelled { handle, .. } => self.serve.cancelled(handle),
+                Event::StreamData {
+                    call_id,
+                    ours: false,
+                    frame,
+                } => self.serve.stream_data(&self.session, call_id, frame),
+                Event::StreamEnd { call_id } => self.serve.stream_end(&self.session, call_id),
+                Event::StreamCredit {
+                    call_id,
+                    ours: false,
+                    credit,
+                } => self.serve.stream_credit(&self.session, call_id, credit),
+                Event::StreamFailed { handle, status, .. } => {
+                    self.serve.stream_failed(handle, status);
+                }
+                // This side's calls' streams are the caller side's session's.
+                Event::StreamData { ours: true, .. } | Event::StreamCredit { ours: true, .. } => {}
+                Event::Stray { kind, call_id } => {
+                    tracing::debug!(peer = %self.peer, ?kind, call_id, "dropped a stream frame of a call that has no stream (ended, or never opened)");
+                }
                 Event::ForCaller(decoded) => {
                     if let Some(caller) = self.caller.as_ref().and_then(Weak::upgrade) {
                         caller.handle(decoded);
@@ -459,6 +521,14 @@ impl<S: Serve> Driver<S> {
                 let _ = self.outgoing.send(transmit.bytes.into()).await;
             }
         }
+    }
+}
+
+/// Waits for handlers' stream grants, if they can come.
+async fn queued(grants: Option<&Grants>) {
+    match grants {
+        Some(grants) => grants.queued().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -105,6 +105,8 @@ pub mod server;
 pub mod service;
 #[cfg(feature = "rt")]
 mod session;
+#[cfg(feature = "rt")]
+pub mod streaming;
 pub(crate) mod sync;
 bench_internal! {
     pub mod sys;
@@ -127,6 +129,8 @@ pub use context::Context;
 pub use select::{Selection, Transport};
 #[cfg(feature = "rt")]
 pub use server::{Server, ServerBuilder, ServerHandle};
+#[cfg(feature = "rt")]
+pub use streaming::{IntoStreamItem, StreamSender, Streaming};
 #[cfg(feature = "rt")]
 #[doc(inline)]
 pub use switchyard_macros::service;

@@ -66,6 +66,8 @@ pub(crate) struct ServerConfig {
     pub(crate) partial_budget: usize,
     /// The most connections kept (`None`: from `RLIMIT_NOFILE`).
     pub(crate) max_connections: Option<usize>,
+    /// Messages a client may send on a stream before it is granted more.
+    pub(crate) stream_window: u32,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +75,7 @@ impl Default for ServerConfig {
         Self {
             frame_limit: DEFAULT_FRAME_LIMIT,
             max_in_flight: 1024,
+            stream_window: crate::streaming::DEFAULT_STREAM_WINDOW,
             handshake_timeout: Duration::from_secs(5),
             shm_spin: None,
             bulk_threshold: None,
@@ -212,6 +215,17 @@ impl ServerBuilder {
     /// with ResourceExhausted.
     pub fn max_in_flight(mut self, calls: usize) -> Self {
         self.config.max_in_flight = calls;
+        self
+    }
+
+    /// How many messages of a stream a client may send before the server
+    /// grants more (default
+    /// [`DEFAULT_STREAM_WINDOW`](crate::streaming::DEFAULT_STREAM_WINDOW),
+    /// 64; at least 1): a handler that stops reading its stream holds at
+    /// most this many messages of it in memory. Streams count against
+    /// [`max_in_flight`](Self::max_in_flight) as calls do.
+    pub fn stream_window(mut self, messages: u32) -> Self {
+        self.config.stream_window = messages.max(1);
         self
     }
 

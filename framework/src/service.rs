@@ -13,7 +13,10 @@ use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::protocol::frame::HEADER_LEN;
 use crate::protocol::metadata::Metadata;
 use crate::protocol::status::Status;
+use crate::streaming::pump::{Sent, StreamSink, pump};
+use crate::streaming::{Granter, Inbox, Received, Streaming};
 use crate::transport::bulk::{BulkBody, SpillWriter};
+use std::sync::Arc;
 
 /// The future a handler returns: the encoded reply, or a status.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, Status>> + Send + 'static>>;
@@ -30,16 +33,69 @@ pub trait Service: Send + Sync + 'static {
     fn call(&self, method_id: u32, request: Request) -> Option<HandlerFuture>;
 }
 
-/// The encoded arguments of one call, as received.
-#[derive(Debug, Clone)]
+/// The encoded arguments of one call, as received, and the stream of
+/// messages that follows them in a client-streaming call.
 pub struct Request {
     payload: Bytes,
+    stream: Option<RequestStream>,
+}
+
+/// The receiving end of a call's stream argument, until the handler takes it.
+pub(crate) struct RequestStream {
+    pub(crate) inbox: Arc<Inbox>,
+    pub(crate) granter: Arc<dyn Granter>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("payload", &self.payload.len())
+            .field("stream", &self.stream.is_some())
+            .finish()
+    }
 }
 
 impl Request {
     /// Wraps received payload bytes.
     pub fn new(payload: Bytes) -> Self {
-        Self { payload }
+        Self {
+            payload,
+            stream: None,
+        }
+    }
+
+    /// A request whose messages follow in `stream`.
+    pub(crate) fn with_stream(payload: Bytes, stream: RequestStream) -> Self {
+        Self {
+            payload,
+            stream: Some(stream),
+        }
+    }
+
+    /// Takes the call's stream argument, decoding its messages as `T`.
+    /// INVALID_ARGUMENT when the call carries no stream (the caller does
+    /// not stream: client and server disagree on the method).
+    pub fn take_stream<C: Codec, T: DeserializeOwned + Send + 'static>(
+        &mut self,
+        method: &'static MethodDescriptor,
+    ) -> Result<Streaming<T>, Status> {
+        let Some(stream) = self.stream.take() else {
+            return Err(Status::invalid_argument(format!(
+                "{} takes a stream, but the call carries none; do client and server use the \
+                 same version of the trait?",
+                method.full_name
+            )));
+        };
+        Ok(Streaming::received(Received {
+            inbox: stream.inbox,
+            granter: stream.granter,
+            decode: |bytes| C::decode_shared(bytes).map_err(|err| err.to_string()),
+            what: method.full_name,
+            deadline: None,
+            call: None,
+            received: 0,
+            trailers: None,
+        }))
     }
 
     /// The encoded arguments.
@@ -69,15 +125,77 @@ impl Request {
 /// runtime writes the header in place instead of copying the payload. On a
 /// link with a bulk path (shared memory) a large result is encoded straight
 /// into a bulk region instead.
-#[derive(Debug)]
 pub struct Reply {
     buf: Vec<u8>,
     bulk: Option<BulkBody>,
     /// Bytes of response metadata at the start of the body.
     metadata_len: usize,
+    /// A stream result: sends its messages; the reply proper (the
+    /// trailers) is made once it ended.
+    stream: Option<StreamOut>,
+}
+
+/// Sends a stream result's messages on a sink: how it ended, and what it
+/// sent.
+pub(crate) type StreamOut = Box<
+    dyn FnOnce(StreamSink) -> Pin<Box<dyn Future<Output = (Result<(), Status>, Sent)> + Send>>
+        + Send,
+>;
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("len", &self.buf.len())
+            .field("bulk", &self.bulk.as_ref().map(BulkBody::len))
+            .field("stream", &self.stream.is_some())
+            .finish()
+    }
 }
 
 impl Reply {
+    /// The reply of a method whose result is a stream: its messages are
+    /// sent as the caller grants credit; an `Err` item ends the call with
+    /// that status.
+    pub fn stream<C: Codec, T: Serialize + Send + 'static>(
+        out: Streaming<T>,
+        method: &'static MethodDescriptor,
+    ) -> Result<Self, Status> {
+        let _ = method;
+        let mut items = out.into_local();
+        let run: StreamOut = Box::new(move |sink: StreamSink| {
+            Box::pin(async move {
+                let mut sent = Sent::default();
+                let ended = pump::<C, T>(&sink, &mut items, &mut sent).await;
+                (ended, sent)
+            })
+        });
+        Ok(Self {
+            buf: Vec::new(),
+            bulk: None,
+            metadata_len: 0,
+            stream: Some(run),
+        })
+    }
+
+    /// The stream of a stream result, to be sent before the reply.
+    pub(crate) fn take_stream(&mut self) -> Option<StreamOut> {
+        self.stream.take()
+    }
+
+    /// The final reply of a stream result: no payload, the handler's
+    /// response metadata as trailers.
+    pub(crate) fn end_of_stream() -> Self {
+        let metadata = crate::context::Context::take_response_metadata();
+        let mut buf = Vec::with_capacity(HEADER_LEN + metadata.encoded_len());
+        buf.resize(HEADER_LEN, 0);
+        metadata.encode_into(&mut buf);
+        Self {
+            metadata_len: metadata.encoded_len(),
+            buf,
+            bulk: None,
+            stream: None,
+        }
+    }
     /// Encodes `value` as the reply of `method`. Inside a handler, a result
     /// over the client's frame limit is refused (ResourceExhausted) before
     /// its bytes are copied.
@@ -136,6 +254,7 @@ impl Reply {
             buf,
             bulk,
             metadata_len,
+            stream: None,
         })
     }
 

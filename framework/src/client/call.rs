@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::Channel;
-use super::connection::Connection;
+use super::connection::{Connection, Waiter};
 use super::driver::{Waited, wait_response};
 use super::oneway::{OnewayRoute, QueueRoute};
 use crate::codec::Codec;
@@ -32,22 +32,22 @@ use crate::transport::bulk::{BulkBody, SpillWriter};
 
 /// An encoded request: the frame (or, with `bulk`, its header room), the
 /// metadata's length, and the body when it went into a bulk region.
-struct Encoded {
-    buf: Vec<u8>,
-    metadata_len: usize,
-    bulk: Option<BulkBody>,
+pub(super) struct Encoded {
+    pub(super) buf: Vec<u8>,
+    pub(super) metadata_len: usize,
+    pub(super) bulk: Option<BulkBody>,
 }
 
 /// The untyped client that generated `FooClient`s wrap: a [`Channel`], the
 /// service it calls, and per-client call options (deadline, metadata).
 #[derive(Clone, Debug)]
 pub struct ClientCore {
-    channel: Channel,
-    service: &'static ServiceDescriptor,
+    pub(super) channel: Channel,
+    pub(super) service: &'static ServiceDescriptor,
     timeout: Option<Duration>,
     metadata: Arc<Metadata>,
     /// Set when an option was invalid; every call fails with it.
-    invalid: Option<Status>,
+    pub(super) invalid: Option<Status>,
 }
 
 impl ClientCore {
@@ -134,7 +134,7 @@ impl ClientCore {
     /// timeout, capped by the deadline of the call being handled when this
     /// runs inside a handler, whose trace it also continues (else a new
     /// trace starts).
-    fn call_context(&self, now: Instant) -> (Option<Instant>, TraceContext) {
+    pub(super) fn call_context(&self, now: Instant) -> (Option<Instant>, TraceContext) {
         let (inherited, parent) = Context::inherited();
         let own = self.timeout.map(|timeout| now + timeout);
         let deadline = match (own, inherited) {
@@ -161,7 +161,7 @@ impl ClientCore {
     /// passes its threshold (the arguments are then copied once, into the
     /// region the server maps); a body over the server's limit is refused
     /// before its bytes are copied.
-    fn encode_spilling<C: Codec, Req: Serialize>(
+    pub(super) fn encode_spilling<C: Codec, Req: Serialize>(
         &self,
         method: &'static MethodDescriptor,
         request: &Req,
@@ -296,7 +296,12 @@ impl ClientCore {
                     .session
                     .lock()
                     .map_err(|_| Status::internal("the call table lock is poisoned"))?;
-                match session.start_call(Instant::now(), deadline, method.full_name, waiter) {
+                match session.start_call(
+                    Instant::now(),
+                    deadline,
+                    method.full_name,
+                    Waiter::Call(waiter),
+                ) {
                     Ok(started) => started,
                     Err(_) if session.closed().is_some() && !retried => {
                         retried = true;
@@ -327,6 +332,8 @@ impl ClientCore {
             tell_server: true,
         };
         let head = RequestHead {
+            flags: 0,
+            credit: 0,
             kind: Kind::Request,
             call_id: started.call_id,
             method_id: method.id,
@@ -483,6 +490,8 @@ impl ClientCore {
                 self.channel.current().check_method(self.service, method)?;
             }
             let head = RequestHead {
+                flags: 0,
+                credit: 0,
                 kind: Kind::OneWay,
                 call_id: QUEUE_CALL_IDS.fetch_add(1, Relaxed),
                 method_id: method.id,
@@ -519,6 +528,8 @@ impl ClientCore {
             .map_err(|_| Status::internal("the call table lock is poisoned"))?
             .allocate_id();
         let head = RequestHead {
+            flags: 0,
+            credit: 0,
             kind: Kind::OneWay,
             call_id,
             method_id: method.id,

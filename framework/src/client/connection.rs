@@ -22,11 +22,31 @@ use crate::protocol::session::cancel_budget::CancelRate;
 use crate::protocol::session::{Event, FrameLimits, Session, SessionConfig, Sides, Timers};
 use crate::protocol::status::Status;
 use crate::select::Selection;
+use super::stream_call::StreamCall;
 use crate::session::{CallerSide, Outbound, hello_frame, local_hello, read_hello};
 use crate::transport::{Link, LinkError, LinkRx, LinkTuning, PeerInfo};
 
-/// What a waiting call receives: the response frame, or why there is none.
-pub(crate) type Waiter = oneshot::Sender<Result<Frame, Status>>;
+/// What a waiting call is answered through: a unary call's one-shot, or
+/// a streaming call's receiving end.
+#[derive(Debug)]
+pub(crate) enum Waiter {
+    /// A unary call: the response frame, or why there is none.
+    Call(oneshot::Sender<Result<Frame, Status>>),
+    /// A streaming call.
+    Stream(Arc<StreamCall>),
+}
+
+impl Waiter {
+    /// Answers the call: its response frame, or why there is none.
+    pub(crate) fn answer(self, result: Result<Frame, Status>) {
+        match self {
+            Self::Call(waiter) => {
+                let _ = waiter.send(result);
+            }
+            Self::Stream(call) => call.answer(result),
+        }
+    }
+}
 
 /// Settings a connection is opened with.
 #[derive(Clone, Debug)]
@@ -427,7 +447,7 @@ impl Connection {
             tracing::debug!(url = %self.url, pending = waiters.len(), %status, "connection closed");
         }
         for waiter in waiters {
-            let _ = waiter.send(Err(status.clone()));
+            waiter.answer(Err(status.clone()));
         }
     }
 
@@ -452,7 +472,33 @@ impl Connection {
                     // rather than a clock read per frame.
                     let _ = session.handle_frame(self.opened, decoded);
                 }
-                let event = session.poll_event();
+                let mut event = session.poll_event();
+                // Stream messages and credit go to their calls here, under
+                // the lock that keeps the calls' table.
+                while let Some(Event::StreamData { .. } | Event::StreamCredit { .. }) = &event {
+                    match event.take() {
+                        Some(Event::StreamData {
+                            call_id,
+                            ours: true,
+                            frame,
+                        }) => {
+                            if let Some(Waiter::Stream(call)) = session.waiter(call_id) {
+                                call.data(frame);
+                            }
+                        }
+                        Some(Event::StreamCredit {
+                            call_id,
+                            ours: true,
+                            credit,
+                        }) => {
+                            if let Some(Waiter::Stream(call)) = session.waiter(call_id) {
+                                call.credit(credit);
+                            }
+                        }
+                        _ => {}
+                    }
+                    event = session.poll_event();
+                }
                 let transmit = session.poll_transmit();
                 (event, transmit, !session.is_quiet())
             };
@@ -461,24 +507,28 @@ impl Connection {
                 let _ = self.outgoing.try_send(transmit.bytes.into());
             }
             match event {
-                Some(Event::Response { waiter, frame }) => {
-                    let _ = waiter.send(Ok(frame));
-                }
-                Some(Event::CallFailed { waiter, status }) => {
-                    let _ = waiter.send(Err(status));
-                }
+                Some(Event::Response { waiter, frame }) => waiter.answer(Ok(frame)),
+                Some(Event::CallFailed { waiter, status }) => waiter.answer(Err(status)),
                 Some(Event::PeerGoingAway(status)) => {
                     self.draining.store(true, Ordering::Release);
                     self.stats.draining();
                     self.stats.event("goaway", status.to_string());
                     tracing::debug!(url = %self.url, %status, "server sent goaway");
                 }
-                Some(Event::Cancelled { handle, .. }) => match handle {},
+                Some(
+                    Event::Cancelled { handle, .. } | Event::StreamFailed { handle, .. },
+                ) => match handle {},
+                Some(Event::Stray { kind, call_id }) => {
+                    tracing::debug!(url = %self.url, ?kind, call_id, "dropped a stream frame of a call that has no stream (it ended)");
+                }
                 // This session runs no clocks and serves nothing.
                 Some(
                     Event::Request(_)
                     | Event::ForCaller(_)
                     | Event::Dropped { .. }
+                    | Event::StreamData { .. }
+                    | Event::StreamEnd { .. }
+                    | Event::StreamCredit { .. }
                     | Event::PeerSilent(_)
                     | Event::Idle(_),
                 )

@@ -381,9 +381,28 @@ pub(crate) struct MethodCounters {
     latency: Histogram,
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
+    /// Stream messages sent and received, and their bytes.
+    stream_messages_sent: AtomicU64,
+    stream_messages_received: AtomicU64,
 }
 
 impl MethodCounters {
+    /// A stream of a call of this method sent `messages` messages in
+    /// `bytes` bytes (headers included).
+    pub(crate) fn stream_sent(&self, messages: u64, bytes: u64) {
+        self.stream_messages_sent
+            .fetch_add(messages, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A stream of a call of this method received `messages` messages in
+    /// `bytes` bytes.
+    pub(crate) fn stream_received(&self, messages: u64, bytes: u64) {
+        self.stream_messages_received
+            .fetch_add(messages, Ordering::Relaxed);
+        self.bytes_received.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     pub(crate) fn finished(
         &self,
         code: Code,

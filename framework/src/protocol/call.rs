@@ -115,6 +115,11 @@ impl<W> ClientCalls<W> {
         self.pending.remove(&call_id)
     }
 
+    /// The waiter of a pending call.
+    pub fn get(&self, call_id: u64) -> Option<&W> {
+        self.pending.get(&call_id)
+    }
+
     /// Forgets a call the caller gave up on; `true` if it was pending, in
     /// which case a Cancel frame should be sent.
     pub fn abandon(&mut self, call_id: u64) -> bool {
@@ -217,6 +222,11 @@ impl<H> ServerCalls<H> {
         Ok(AdmittedCall {
             deadline: deadline_from_budget(now, header.deadline_us),
         })
+    }
+
+    /// The handle of a call in flight.
+    pub fn get(&self, call_id: u64) -> Option<&H> {
+        self.in_flight.get(&call_id)
     }
 
     /// Removes a finished call; `None` if it was cancelled meanwhile.

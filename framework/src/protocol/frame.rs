@@ -5,13 +5,14 @@
 //!  0     2    magic        0x5953 (the bytes "SY")
 //!  2     1    version      1
 //!  3     1    kind         see [`Kind`]
-//!  4     2    flags        reserved, sent as 0, ignored on receipt
+//!  4     2    flags        see the `FLAG_` constants; unknown bits are ignored
 //!  6     2    status       a [`Code`](super::status::Code) (Response, GoAway), else 0
 //!  8     8    call id      chosen by the caller, unique among its calls in flight
 //! 16     4    method id    32-bit FNV-1a of "Service.method" (Request, OneWay)
 //! 20     4    metadata len bytes of metadata after the header
 //! 24     4    payload len  bytes of payload after the metadata
-//! 28     4    reserved     sent as 0, ignored on receipt
+//! 28     4    credit       stream messages granted (Credit; a streaming Request:
+//!                          the caller's window for the callee's Data), else 0
 //! 32     8    deadline     remaining budget in microseconds, 0 = none (Request, OneWay)
 //! ```
 //!
@@ -56,6 +57,15 @@ pub enum Kind {
     /// The sender will start no new calls and accept none; status and UTF-8
     /// message say why. Calls in flight still complete.
     GoAway = 8,
+    /// One message of a streaming call: the caller's (no flag) or the
+    /// callee's ([`FLAG_FROM_CALLEE`]). Sent only within the credit the
+    /// receiver granted.
+    Data = 9,
+    /// The caller sends no more messages on this call (half-close).
+    End = 10,
+    /// The sender grants `credit` more messages on this call: to the
+    /// callee ([`FLAG_FROM_CALLEE`] unset) or from it (set).
+    Credit = 11,
 }
 
 impl Kind {
@@ -70,6 +80,9 @@ impl Kind {
             6 => Self::Ping,
             7 => Self::Pong,
             8 => Self::GoAway,
+            9 => Self::Data,
+            10 => Self::End,
+            11 => Self::Credit,
             _ => return None,
         })
     }
@@ -92,6 +105,9 @@ pub struct Header {
     pub metadata_len: u32,
     /// Bytes of payload.
     pub payload_len: u32,
+    /// Stream messages granted (Credit; a streaming Request: the caller's
+    /// receive window).
+    pub credit: u32,
     /// Remaining deadline budget in microseconds; 0 means none.
     pub deadline_us: u64,
 }
@@ -107,8 +123,15 @@ impl Header {
             method_id: 0,
             metadata_len: 0,
             payload_len: 0,
+            credit: 0,
             deadline_us: 0,
         }
+    }
+
+    /// Whether the side serving the call sent this frame (a stream frame
+    /// with [`FLAG_FROM_CALLEE`]).
+    pub fn from_callee(&self) -> bool {
+        self.flags & FLAG_FROM_CALLEE != 0
     }
 
     /// Bytes that follow the header.
@@ -131,7 +154,7 @@ impl Header {
         out[16..20].copy_from_slice(&self.method_id.to_le_bytes());
         out[20..24].copy_from_slice(&self.metadata_len.to_le_bytes());
         out[24..28].copy_from_slice(&self.payload_len.to_le_bytes());
-        out[28..32].copy_from_slice(&0u32.to_le_bytes());
+        out[28..32].copy_from_slice(&self.credit.to_le_bytes());
         out[32..40].copy_from_slice(&self.deadline_us.to_le_bytes());
     }
 
@@ -162,6 +185,7 @@ impl Header {
             method_id: u32_at(16),
             metadata_len: u32_at(20),
             payload_len: u32_at(24),
+            credit: u32_at(28),
             deadline_us: u64_at(32),
         })
     }
@@ -178,6 +202,20 @@ pub const FLAG_BULK: u16 = 1;
 /// another connection without doing its work twice (HTTP/2's
 /// REFUSED_STREAM). Receivers that do not know it ignore it.
 pub const FLAG_NOT_STARTED: u16 = 2;
+
+/// Header flag of a stream frame (Data, Credit): the side serving the call
+/// sent it. Without it, the caller did. It tells the two directions of a
+/// peer link apart, where both sides make calls with their own ids.
+pub const FLAG_FROM_CALLEE: u16 = 4;
+
+/// Header flag of a Request: the caller sends more messages (Data frames,
+/// then End) once the callee grants it credit (client streaming).
+pub const FLAG_CLIENT_STREAM: u16 = 8;
+
+/// Header flag of a Request: the callee answers with any number of Data
+/// frames, then the Response that carries the final status and trailers
+/// (server streaming). The header's `credit` is the caller's window.
+pub const FLAG_SERVER_STREAM: u16 = 16;
 
 /// Where the body of a [`FLAG_BULK`] frame is: the sequence number of the
 /// region the transport passed (regions go in order) and the lengths of

@@ -19,14 +19,18 @@ use crate::debug::model::PeerInfo as PeerModel;
 use crate::debug::recorder::{ConnectionStats, MethodCounters, Side, counters_by_id, recorder};
 pub(crate) use crate::driver::End;
 use crate::driver::{Driver, HandlerFuture, Serve, Tenancy};
-use crate::protocol::frame::{Decoded, Frame, HEADER_LEN, Kind};
+use crate::protocol::frame::{
+    Decoded, FLAG_CLIENT_STREAM, FLAG_SERVER_STREAM, Frame, HEADER_LEN, Kind,
+};
 use crate::protocol::hello::{Hello, Role};
 use crate::protocol::metadata::{Metadata, MetadataError};
 use crate::protocol::session::{FrameLimits, ReplyBody, Session, SessionConfig, Sides};
 use crate::protocol::status::Code;
 use crate::protocol::status::Status;
 use crate::select::{Selection, Transport};
-use crate::service::{Reply, Request};
+use crate::service::{Reply, Request, RequestStream};
+use crate::streaming::pump::StreamSink;
+use crate::streaming::{Ending, Grants, Inbox, SendGate};
 use crate::session::{
     CallerSide, Outbound, Outgoing, hello_frame, local_hello, read_hello, status_frame,
 };
@@ -212,6 +216,8 @@ pub(crate) async fn drive<R: LinkRx>(
         stats,
         counters,
         introspection_denied: None,
+        outbound: link.outgoing.clone(),
+        grants: Arc::new(Grants::default()),
     };
     serving.introspection_denied = introspection_denied(&serving.shared, &serving.info);
     let peer = serving.info.peer.addr.clone();
@@ -247,6 +253,10 @@ struct Serving {
     /// Why this connection's peer may not call the introspection service
     /// (decided once per connection), if it may not.
     introspection_denied: Option<String>,
+    /// Where stream results' messages go.
+    outbound: Outbound,
+    /// Credit the handlers give back for the stream messages they read.
+    grants: Arc<Grants>,
 }
 
 /// The session of a serving connection.
@@ -258,6 +268,25 @@ struct InFlight {
     started: Instant,
     received: usize,
     counters: Arc<MethodCounters>,
+    /// The call's stream argument, where its messages go.
+    inbox: Option<Arc<Inbox>>,
+    /// The credit of the call's stream result.
+    gate: Option<Arc<SendGate>>,
+}
+
+impl InFlight {
+    /// The call ended early: nobody waits for its stream any more.
+    fn end_streams(&self, status: &Status) {
+        if let Some(inbox) = &self.inbox {
+            inbox.end(Ending::Failed {
+                status: status.clone(),
+                trailers: Metadata::new(),
+            });
+        }
+        if let Some(gate) = &self.gate {
+            gate.close(status.clone());
+        }
+    }
 }
 
 impl Serve for Serving {
@@ -274,6 +303,7 @@ impl Serve for Serving {
     }
 
     fn cancelled(&mut self, call: InFlight) {
+        call.end_streams(&Status::cancelled("cancelled by the caller"));
         call.abort.abort();
         self.stats.finished(
             &call.counters,
@@ -295,6 +325,42 @@ impl Serve for Serving {
 
     fn draining(&self) {
         self.stats.draining();
+    }
+
+    fn stream_data(&mut self, session: &ServerSession, call_id: u64, frame: Frame) {
+        if let Some(inbox) = session.handler(call_id).and_then(|call| call.inbox.as_ref()) {
+            inbox.push(frame.payload);
+        }
+    }
+
+    fn stream_end(&mut self, session: &ServerSession, call_id: u64) {
+        if let Some(inbox) = session.handler(call_id).and_then(|call| call.inbox.as_ref()) {
+            inbox.end(Ending::Done {
+                trailers: Metadata::new(),
+            });
+        }
+    }
+
+    fn stream_credit(&mut self, session: &ServerSession, call_id: u64, credit: u32) {
+        if let Some(gate) = session.handler(call_id).and_then(|call| call.gate.as_ref()) {
+            gate.grant(credit);
+        }
+    }
+
+    fn stream_failed(&mut self, call: InFlight, status: Status) {
+        call.end_streams(&status);
+        call.abort.abort();
+        self.stats.finished(
+            &call.counters,
+            status.code(),
+            Some(call.started.elapsed()),
+            0,
+            call.received,
+        );
+    }
+
+    fn grants(&self) -> Option<Arc<Grants>> {
+        Some(Arc::clone(&self.grants))
     }
 }
 
@@ -406,11 +472,18 @@ impl Serving {
             }
         };
         let (abort, registration) = AbortHandle::new_pair();
+        let flags = if oneway { 0 } else { frame.header.flags };
+        let inbox = (flags & FLAG_CLIENT_STREAM != 0)
+            .then(|| Inbox::new(self.shared.config.stream_window));
+        let gate = (flags & FLAG_SERVER_STREAM != 0)
+            .then(|| Arc::new(SendGate::new(frame.header.credit)));
         let in_flight = InFlight {
             abort,
             started,
             received,
             counters: Arc::clone(&counters),
+            inbox: inbox.clone(),
+            gate: gate.clone(),
         };
         let admitted = match session.admit(started, &frame.header, in_flight) {
             Ok(admitted) => admitted,
@@ -418,8 +491,22 @@ impl Serving {
                 return Err(Refused::new(status, Some(counters)));
             }
         };
+        let request = match &inbox {
+            Some(inbox) => {
+                // The caller's messages may come now.
+                session.grant(false, call_id, inbox.window());
+                Request::with_stream(
+                    frame.payload,
+                    RequestStream {
+                        inbox: Arc::clone(inbox),
+                        granter: self.grants.granter(call_id),
+                    },
+                )
+            }
+            None => Request::new(frame.payload),
+        };
         // The router found the method, so the service has it.
-        let Some(handler) = service.call(method.id, Request::new(frame.payload)) else {
+        let Some(handler) = service.call(method.id, request) else {
             session.finish(started, call_id);
             let status = self.shared.router.unknown(method.id);
             return Err(Refused::new(status, Some(counters)));
@@ -433,6 +520,34 @@ impl Serving {
         );
         let deadline = admitted.deadline;
         let response_metadata = ctx.response_metadata_handle();
+        let sink = gate.map(|gate| StreamSink {
+            outbound: self.outbound.clone(),
+            gate,
+            call_id,
+            from_callee: true,
+            limit: session.limits().peer,
+            bulk_threshold: self.outbound.bulk_threshold(),
+            what: method.full_name,
+        });
+        let counters_for_stream = Arc::clone(&counters);
+        // A stream result is sent inside the handler's scope and deadline;
+        // its end is the reply, with the handler's metadata as trailers.
+        let handler = async move {
+            let mut reply = handler.await?;
+            match (reply.take_stream(), sink) {
+                (None, _) => Ok(reply),
+                (Some(run), Some(sink)) => {
+                    let (ended, sent) = run(sink).await;
+                    counters_for_stream.stream_sent(sent.messages, sent.bytes);
+                    ended.map(|()| Reply::end_of_stream())
+                }
+                (Some(_), None) => Err(Status::invalid_argument(format!(
+                    "{} returns a stream, but the caller did not ask for one; do client and \
+                     server use the same version of the trait?",
+                    method.full_name
+                ))),
+            }
+        };
         let span = tracing::debug_span!(
             "switchyard.handle",
             method = method.full_name,

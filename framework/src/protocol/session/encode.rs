@@ -1,11 +1,13 @@
 //! The one encoder of the frames a session sends: hello, request and reply
 //! headers, status frames (Response with an error, GoAway, Cancel), Ping
-//! and Pong. Everything that puts a frame on a link encodes it here.
+//! and Pong, and the frames of streams (Data, End, Credit). Everything that puts a frame on a link encodes it here.
 
 use super::super::frame::Frame;
 use super::super::frame::{
-    FrameError, HEADER_LEN, Header, Kind, finish_frame, len_u32, start_frame,
+    FLAG_FROM_CALLEE, FrameError, HEADER_LEN, Header, Kind, finish_frame, len_u32, start_frame,
 };
+#[cfg(doc)]
+use super::super::frame::{FLAG_CLIENT_STREAM, FLAG_SERVER_STREAM};
 use super::super::hello::Hello;
 use super::super::metadata::Metadata;
 use super::super::status::{Code, Status};
@@ -70,6 +72,12 @@ pub struct RequestHead {
     pub method_id: u32,
     /// The deadline budget in microseconds (0: none).
     pub deadline_us: u64,
+    /// Stream flags ([`FLAG_CLIENT_STREAM`], [`FLAG_SERVER_STREAM`]); 0
+    /// for a unary call.
+    pub flags: u16,
+    /// A server-streaming call: the caller's window, the Data frames the
+    /// callee may send before it is granted more.
+    pub credit: u32,
 }
 
 impl RequestHead {
@@ -77,6 +85,8 @@ impl RequestHead {
         let mut header = Header::new(self.kind, self.call_id);
         header.method_id = self.method_id;
         header.deadline_us = self.deadline_us;
+        header.flags = self.flags;
+        header.credit = self.credit;
         header
     }
 }
@@ -111,4 +121,55 @@ pub fn seal_reply(buf: &mut [u8], call_id: u64, metadata_len: usize, body_len: u
     header.metadata_len = len_u32(metadata_len);
     header.payload_len = len_u32(body_len - metadata_len);
     header.write_to(buf);
+}
+
+/// The header of a stream message on `call_id` whose body is `body_len`
+/// bytes (all payload), sent by the callee when `from_callee`.
+pub fn data_header(call_id: u64, from_callee: bool, body_len: usize) -> Header {
+    let mut header = Header::new(Kind::Data, call_id);
+    if from_callee {
+        header.flags = FLAG_FROM_CALLEE;
+    }
+    header.payload_len = len_u32(body_len);
+    header
+}
+
+/// Writes the header of a stream message whose payload follows the
+/// [`HEADER_LEN`] bytes reserved at the start of `buf` (or, when it went
+/// into a bulk region, is `bulk_len` bytes there), checking it against
+/// `limit`.
+pub fn seal_data(
+    buf: &mut [u8],
+    call_id: u64,
+    from_callee: bool,
+    bulk_len: Option<usize>,
+    limit: u32,
+) -> Result<(), FrameError> {
+    let body = bulk_len.unwrap_or(buf.len() - HEADER_LEN);
+    if body > limit as usize {
+        return Err(FrameError::TooLarge {
+            len: body as u64,
+            limit,
+        });
+    }
+    data_header(call_id, from_callee, body).write_to(buf);
+    Ok(())
+}
+
+/// The caller's half-close of a streaming call.
+pub fn end_frame(call_id: u64) -> Vec<u8> {
+    bare_frame(Kind::End, call_id)
+}
+
+/// A grant of `credit` more stream messages on `call_id`: from the callee
+/// to the caller (`from_callee`) or the other way.
+pub fn credit_frame(call_id: u64, from_callee: bool, credit: u32) -> Vec<u8> {
+    let mut header = Header::new(Kind::Credit, call_id);
+    if from_callee {
+        header.flags = FLAG_FROM_CALLEE;
+    }
+    header.credit = credit;
+    let mut buf = vec![0; HEADER_LEN];
+    header.write_to(&mut buf);
+    buf
 }

@@ -33,6 +33,7 @@ pub mod cancel_budget;
 pub mod encode;
 pub mod handshake;
 pub mod limits;
+pub mod streams;
 pub mod timers;
 
 #[cfg(test)]
@@ -42,12 +43,16 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use self::cancel_budget::{CancelBudget, CancelRate};
-use self::encode::{bare_frame, frame_status, status_frame, status_frame_with};
+use self::encode::{bare_frame, credit_frame, frame_status, status_frame, status_frame_with};
 pub use self::limits::{FrameLimits, LimitKnobs};
+use self::streams::{Arrival, Streams, Whose};
 pub use self::timers::Timers;
 use self::timers::{Clock, Due};
 use super::call::{AdmittedCall, ClientCalls, ServerCalls, StartedCall};
-use super::frame::{Decoded, FLAG_NOT_STARTED, Frame, HEADER_LEN, Header, Kind};
+use super::frame::{
+    Decoded, FLAG_CLIENT_STREAM, FLAG_NOT_STARTED, FLAG_SERVER_STREAM, Frame, HEADER_LEN, Header,
+    Kind,
+};
 use super::hello::Role;
 use super::metadata::Metadata;
 use super::status::{Code, Status};
@@ -136,6 +141,50 @@ pub enum Event<W, H> {
     /// The connection had no calls for the idle timeout: it drains (a
     /// GoAway went out) and ends once the drain grace has passed.
     Idle(Status),
+    /// A message on a stream: to the reader of this side's call `call_id`
+    /// (`ours`) or of the peer's call this side serves.
+    StreamData {
+        /// The call.
+        call_id: u64,
+        /// Whose call it is: this side's (`true`) or the peer's.
+        ours: bool,
+        /// The Data frame.
+        frame: Frame,
+    },
+    /// The caller of a call this side serves sends no more messages.
+    StreamEnd {
+        /// The call.
+        call_id: u64,
+    },
+    /// The peer grants `credit` more messages on a stream this side sends
+    /// on: this side's call (`ours`) or the peer's call it serves.
+    StreamCredit {
+        /// The call.
+        call_id: u64,
+        /// Whose call it is: this side's (`true`) or the peer's.
+        ours: bool,
+        /// Messages granted.
+        credit: u32,
+    },
+    /// A call this side serves broke its stream's rules (a message after
+    /// its half-close, a message over this side's frame limit): its
+    /// handler must stop; the caller was sent `status`. Other calls go on.
+    StreamFailed {
+        /// The call.
+        call_id: u64,
+        /// What [`Session::admit`] was given for it.
+        handle: H,
+        /// What the caller was told.
+        status: Status,
+    },
+    /// A stream frame for a call that has no stream (never opened, or
+    /// already ended: a frame that crossed the end of its call), dropped.
+    Stray {
+        /// Its kind.
+        kind: Kind,
+        /// The call it named.
+        call_id: u64,
+    },
     /// A frame the session has no use for and dropped (an oversized frame
     /// of a kind that cannot be answered), for the runtime's logs.
     Dropped {
@@ -210,6 +259,8 @@ pub struct Session<W, H> {
     /// Why this side drains, for the calls it refuses meanwhile.
     drain_reason: Option<Status>,
     clock: Clock,
+    /// The receiving halves of the streams of calls either way.
+    streams: Streams,
     events: VecDeque<Event<W, H>>,
     transmits: VecDeque<Transmit>,
 }
@@ -223,6 +274,7 @@ impl<W, H> Session<W, H> {
             cancels: CancelBudget::new(config.cancel_rate, now),
             drain_reason: None,
             clock: Clock::new(config.timers, now),
+            streams: Streams::default(),
             config,
             peer_going_away: None,
             draining: false,
@@ -288,12 +340,55 @@ impl<W, H> Session<W, H> {
                     true,
                 );
             }
+            Kind::Data | Kind::Credit
+                if frame.header.from_callee() && sides.forwards_to_caller =>
+            {
+                self.events
+                    .push_back(Event::ForCaller(Decoded::Frame(frame)));
+            }
+            Kind::Data if frame.header.from_callee() && sides.calls => {
+                self.clock.busy(now);
+                return self.data_arrived(Whose::Ours, frame);
+            }
+            Kind::Data if !frame.header.from_callee() && sides.serves => {
+                self.clock.busy(now);
+                return self.data_arrived(Whose::Theirs, frame);
+            }
+            Kind::End if sides.serves => {
+                let call_id = frame.header.call_id;
+                if self.streams.end(call_id) {
+                    self.events.push_back(Event::StreamEnd { call_id });
+                } else {
+                    self.stray(&frame.header);
+                }
+            }
+            Kind::Credit if sides.serves || sides.calls => {
+                let whose = if frame.header.from_callee() {
+                    Whose::Ours
+                } else {
+                    Whose::Theirs
+                };
+                let call_id = frame.header.call_id;
+                let ours = whose == Whose::Ours;
+                if (ours && !sides.calls) || (!ours && !sides.serves) {
+                    self.stray(&frame.header);
+                } else if self.streams.contains(whose, call_id) {
+                    self.events.push_back(Event::StreamCredit {
+                        call_id,
+                        ours,
+                        credit: frame.header.credit,
+                    });
+                } else {
+                    self.stray(&frame.header);
+                }
+            }
             Kind::Cancel if sides.serves => {
                 // A cancel that stops a running call counts against the
                 // flood budget; one for a call already ended costs nothing.
                 // (Callers send none when a deadline ends a call: this
                 // side's own timer ends it too.)
                 if let Some(handle) = self.handlers.cancel(frame.header.call_id) {
+                    self.streams.close(Whose::Theirs, frame.header.call_id);
                     self.cancels.take(now).map_err(Status::resource_exhausted)?;
                     self.events.push_back(Event::Cancelled {
                         call_id: frame.header.call_id,
@@ -313,6 +408,7 @@ impl<W, H> Session<W, H> {
             }
             Kind::Response if sides.calls => {
                 self.clock.busy(now);
+                self.streams.close(Whose::Ours, frame.header.call_id);
                 if let Some(waiter) = self.calls.complete(frame.header.call_id) {
                     self.events.push_back(Event::Response { waiter, frame });
                 }
@@ -343,13 +439,119 @@ impl<W, H> Session<W, H> {
                     .push_back(Event::ForCaller(Decoded::Oversized(header)));
             }
             Kind::Response if sides.calls => {
+                self.streams.close(Whose::Ours, header.call_id);
                 if let Some(waiter) = self.calls.complete(header.call_id) {
                     let status = self.config.limits.response_received_too_large(len);
                     self.events.push_back(Event::CallFailed { waiter, status });
                 }
             }
+            Kind::Data if header.from_callee() && sides.forwards_to_caller => {
+                self.events
+                    .push_back(Event::ForCaller(Decoded::Oversized(header)));
+            }
+            // A message lost to the limit ends its stream, not the
+            // connection: the call fails with why, and the peer is told.
+            Kind::Data if header.from_callee() && sides.calls => {
+                self.streams.close(Whose::Ours, header.call_id);
+                if let Some(waiter) = self.calls.complete(header.call_id) {
+                    let status = self.config.limits.response_received_too_large(len);
+                    self.transmit(status_frame(Kind::Cancel, header.call_id, &status), true);
+                    self.events.push_back(Event::CallFailed { waiter, status });
+                }
+            }
+            Kind::Data if sides.serves => {
+                let status = self.config.limits.request_received_too_large(len);
+                self.fail_stream(header.call_id, status);
+            }
             kind => self.events.push_back(Event::Dropped { kind, len }),
         }
+    }
+
+    /// A Data frame arrived on a stream of `whose` call.
+    fn data_arrived(&mut self, whose: Whose, frame: Frame) -> Result<(), Status> {
+        let call_id = frame.header.call_id;
+        match self.streams.arrive(whose, call_id) {
+            Arrival::Accepted => {
+                self.events.push_back(Event::StreamData {
+                    call_id,
+                    ours: whose == Whose::Ours,
+                    frame,
+                });
+            }
+            Arrival::Unknown => self.stray(&frame.header),
+            Arrival::OverCredit => {
+                return Err(Status::resource_exhausted(format!(
+                    "flow-control violation: the peer sent a stream message on call {call_id} \
+                     beyond the credit this side granted; a sender must wait for Credit frames \
+                     (is the peer's switchyard implementation correct?)"
+                )));
+            }
+            Arrival::AfterEnd => match whose {
+                Whose::Theirs => {
+                    let status = Status::invalid_argument(format!(
+                        "call {call_id}: a stream message came after the caller half-closed \
+                         its stream (or on a call that takes no stream); this call ends, the \
+                         connection's other calls go on"
+                    ));
+                    self.fail_stream(call_id, status);
+                }
+                // The callee's stream ends only with its Response, which
+                // closes it: a message after that is stray.
+                Whose::Ours => self.stray(&frame.header),
+            },
+        }
+        Ok(())
+    }
+
+    /// Ends the peer's call `call_id` for breaking its stream's rules:
+    /// answers it with `status` and stops its handler.
+    fn fail_stream(&mut self, call_id: u64, status: Status) {
+        self.streams.close(Whose::Theirs, call_id);
+        if let Some(handle) = self.handlers.cancel(call_id) {
+            self.transmit(status_frame(Kind::Response, call_id, &status), false);
+            self.events.push_back(Event::StreamFailed {
+                call_id,
+                handle,
+                status,
+            });
+        }
+    }
+
+    fn stray(&mut self, header: &Header) {
+        self.events.push_back(Event::Stray {
+            kind: header.kind,
+            call_id: header.call_id,
+        });
+    }
+
+    // ----- streams, either way -----
+
+    /// Grants the peer `credit` more messages on the stream of `call_id`
+    /// (this side's call when `ours`): queues the Credit frame. `false`
+    /// when the stream has ended (nothing is sent).
+    pub fn grant(&mut self, ours: bool, call_id: u64, credit: u32) -> bool {
+        let whose = if ours { Whose::Ours } else { Whose::Theirs };
+        if credit == 0 || !self.streams.grant(whose, call_id, credit) {
+            return false;
+        }
+        self.transmit(credit_frame(call_id, !ours, credit), false);
+        true
+    }
+
+    /// Streams open: of this side's calls, and of the peer's calls it
+    /// serves.
+    pub fn open_streams(&self) -> (usize, usize) {
+        self.streams.len()
+    }
+
+    /// The waiter of this side's call `call_id`, while it waits.
+    pub fn waiter(&self, call_id: u64) -> Option<&W> {
+        self.calls.get(call_id)
+    }
+
+    /// The handle of the peer's call `call_id`, while it is served.
+    pub fn handler(&self, call_id: u64) -> Option<&H> {
+        self.handlers.get(call_id)
     }
 
     // ----- the calls this side makes -----
@@ -370,6 +572,30 @@ impl<W, H> Session<W, H> {
         self.calls.start(now, deadline, what, waiter)
     }
 
+    /// [`start_call`](Self::start_call) for a streaming call: `flags` says
+    /// which ways it streams ([`FLAG_CLIENT_STREAM`], [`FLAG_SERVER_STREAM`]);
+    /// the callee may send `window` messages before it is granted more
+    /// (put it in the request's `credit`).
+    pub fn start_stream_call(
+        &mut self,
+        now: Instant,
+        deadline: Option<Instant>,
+        what: &str,
+        waiter: W,
+        flags: u16,
+        window: u32,
+    ) -> Result<StartedCall, (Status, W)> {
+        let started = self.start_call(now, deadline, what, waiter)?;
+        let receives = flags & FLAG_SERVER_STREAM != 0;
+        self.streams.open(
+            Whose::Ours,
+            started.call_id,
+            if receives { window } else { 0 },
+            receives,
+        );
+        Ok(started)
+    }
+
     /// A fresh call id for a call that expects no response (one-way).
     pub fn allocate_id(&mut self) -> u64 {
         self.calls.allocate_id()
@@ -379,6 +605,7 @@ impl<W, H> Session<W, H> {
     /// send when the call was still waiting and `tell_peer` (not when the
     /// deadline ended it: the peer's timer ends it too).
     pub fn abandon(&mut self, call_id: u64, tell_peer: bool) -> Option<Vec<u8>> {
+        self.streams.close(Whose::Ours, call_id);
         let abandoned = self.calls.abandon(call_id);
         (abandoned && tell_peer).then(|| {
             let status = Status::cancelled("the caller dropped the call");
@@ -390,6 +617,7 @@ impl<W, H> Session<W, H> {
     /// fails with `status` (the first one given is kept), and every waiting
     /// call is handed back, to be failed with it.
     pub fn close(&mut self, status: Status) -> impl Iterator<Item = W> + '_ {
+        self.streams.close_ours();
         self.calls.close(status)
     }
 
@@ -432,7 +660,16 @@ impl<W, H> Session<W, H> {
         header: &Header,
         handle: H,
     ) -> Result<AdmittedCall, Status> {
-        self.handlers.admit(now, header, handle)
+        let admitted = self.handlers.admit(now, header, handle)?;
+        if header.kind == Kind::Request
+            && header.flags & (FLAG_CLIENT_STREAM | FLAG_SERVER_STREAM) != 0
+        {
+            // The caller's messages wait for this side's first grant.
+            let receives = header.flags & FLAG_CLIENT_STREAM != 0;
+            self.streams
+                .open(Whose::Theirs, header.call_id, 0, receives);
+        }
+        Ok(admitted)
     }
 
     /// Answers a call that was not started with `status` (nothing for a
@@ -469,6 +706,7 @@ impl<W, H> Session<W, H> {
     /// `None` if it was cancelled meanwhile (then send nothing).
     pub fn finish(&mut self, now: Instant, call_id: u64) -> Option<H> {
         self.clock.busy(now);
+        self.streams.close(Whose::Theirs, call_id);
         self.handlers.finish(call_id)
     }
 

@@ -219,6 +219,8 @@ fn request(
     metadata.encode_into(&mut wire);
     wire.extend_from_slice(payload);
     let head = RequestHead {
+        flags: 0,
+        credit: 0,
         kind: Kind::Request,
         call_id,
         method_id: 7,
@@ -442,6 +444,8 @@ fn a_one_way_call_gets_no_answer_even_when_refused() {
     let mut wire = Vec::new();
     start_frame(&mut wire);
     let head = RequestHead {
+        flags: 0,
+        credit: 0,
         kind: Kind::OneWay,
         call_id: id,
         method_id: 7,

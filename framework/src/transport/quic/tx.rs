@@ -74,6 +74,9 @@ enum Then {
     Finish {
         drain: bool,
     },
+    /// The stream of the peer's call stays open for the rest of its
+    /// stream and its Response.
+    Refile(u64),
 }
 
 #[derive(Debug)]
@@ -133,6 +136,22 @@ impl QuicTx {
                 Some(stream) => (Dest::Stream(stream), Then::Finish { drain: false }),
                 None => (Dest::Control, Then::Nothing),
             },
+            // A stream frame goes on its call's stream, behind the frames
+            // before it; once the call is over, on the control stream
+            // (the peer drops it as stray).
+            Kind::Data | Kind::Credit if header.from_callee() => {
+                match self.calls.take_response_stream(id) {
+                    Some(stream) => (Dest::Stream(stream), Then::Refile(id)),
+                    None => (Dest::Control, Then::Nothing),
+                }
+            }
+            Kind::Data | Kind::Credit | Kind::End => match self.calls.take_open(id) {
+                Some(stream) => {
+                    self.calls.begin_request(id);
+                    (Dest::Stream(stream), Then::Request(id))
+                }
+                None => (Dest::Control, Then::Nothing),
+            },
             Kind::Hello | Kind::Ping | Kind::Pong | Kind::GoAway => (Dest::Control, Then::Nothing),
         };
         self.last_request = (header.kind == Kind::Request).then_some(id);
@@ -171,6 +190,9 @@ impl QuicTx {
                     // (say, refusing it for its size): the call is over.
                     let _ = answered.finish();
                 }
+            }
+            (Dest::Stream(stream), Then::Refile(id)) => {
+                self.calls.expect_response(id, stream);
             }
             (Dest::Stream(mut stream), Then::Finish { drain }) => {
                 let _ = stream.finish();

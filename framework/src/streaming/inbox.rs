@@ -1,0 +1,195 @@
+//! The receiving end of one stream: the messages that arrived and are not
+//! read yet, and how the stream ended. The connection pushes; the
+//! [`Streaming`](super::Streaming) reader pops, and grants the peer credit
+//! for what it read, in batches.
+//!
+//! Nothing here bounds the queue by itself: the session refuses a message
+//! beyond the credit granted (the peer's connection closes), and credit is
+//! granted only for messages read, so at most the window is ever queued.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+
+use crate::protocol::metadata::Metadata;
+use crate::protocol::status::Status;
+
+/// Gives the peer credit for messages this side read: to the connection's
+/// driver (server side) or through the connection's session (client side).
+pub(crate) trait Granter: Send + Sync {
+    /// Grants `credit` more messages on the stream.
+    fn grant(&self, credit: u32);
+}
+
+/// How a stream's messages ended.
+#[derive(Clone, Debug)]
+pub(crate) enum Ending {
+    /// The sender ended it cleanly; `trailers` came with the end (the
+    /// callee's response metadata; empty from a caller's half-close).
+    Done {
+        /// The response metadata sent with the final status.
+        trailers: Metadata,
+    },
+    /// It failed: the callee's status, a cancel, a lost connection.
+    Failed {
+        /// Why.
+        status: Status,
+        /// The response metadata sent with the status, if any.
+        trailers: Metadata,
+    },
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Bytes>,
+    ending: Option<Ending>,
+    waker: Option<Waker>,
+    /// Messages read since the last grant.
+    read: u32,
+    /// Bytes waiting to be read.
+    bytes: usize,
+}
+
+/// One stream's received messages.
+pub(crate) struct Inbox {
+    state: Mutex<State>,
+    /// Messages the peer may send before it is granted more.
+    window: u32,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("Inbox")
+            .field("queued", &state.queue.len())
+            .field("ended", &state.ending.is_some())
+            .field("window", &self.window)
+            .finish()
+    }
+}
+
+/// What a reader found.
+pub(crate) enum Next {
+    /// A message, and the credit to grant now (0: not yet).
+    Message(Bytes, u32),
+    /// The stream ended.
+    Ended(Ending),
+}
+
+impl Inbox {
+    /// An empty inbox whose peer was granted `window` messages.
+    pub(crate) fn new(window: u32) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            window: window.max(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every change is one push or pop: consistent whatever panicked.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The window the peer was granted.
+    pub(crate) fn window(&self) -> u32 {
+        self.window
+    }
+
+    /// A message arrived (ignored once the stream ended).
+    pub(crate) fn push(&self, message: Bytes) {
+        let waker = {
+            let mut state = self.lock();
+            if state.ending.is_some() {
+                return;
+            }
+            state.bytes += message.len();
+            state.queue.push_back(message);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// The stream ended (the first ending is kept); messages queued before
+    /// it are still read.
+    pub(crate) fn end(&self, ending: Ending) {
+        let waker = {
+            let mut state = self.lock();
+            if state.ending.is_none() {
+                state.ending = Some(ending);
+            }
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Messages and bytes waiting to be read.
+    pub(crate) fn queued(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.queue.len(), state.bytes)
+    }
+
+    /// The next message, or the end, or `Pending` (the waker is kept).
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
+        let mut state = self.lock();
+        if let Some(message) = state.queue.pop_front() {
+            state.bytes -= message.len();
+            state.read += 1;
+            // Credit goes back in batches of half the window: one Credit
+            // frame per many messages, and the sender never runs dry while
+            // the reader keeps up.
+            let grant = if state.read >= self.window.div_ceil(2) {
+                std::mem::take(&mut state.read)
+            } else {
+                0
+            };
+            return Poll::Ready(Next::Message(message, grant));
+        }
+        if let Some(ending) = &state.ending {
+            return Poll::Ready(Next::Ended(ending.clone()));
+        }
+        match &mut state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    #[test]
+    fn credit_goes_back_in_batches_of_half_the_window() {
+        let inbox = Inbox::new(4);
+        for n in 0..4u8 {
+            inbox.push(Bytes::from(vec![n]));
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut grants = Vec::new();
+        for _ in 0..4 {
+            match inbox.poll_next(&mut cx) {
+                Poll::Ready(Next::Message(_, grant)) => grants.push(grant),
+                _ => panic!("a message was queued"),
+            }
+        }
+        assert_eq!(grants, [0, 2, 0, 2]);
+        assert!(inbox.poll_next(&mut cx).is_pending());
+        inbox.end(Ending::Done {
+            trailers: Metadata::new(),
+        });
+        assert!(matches!(
+            inbox.poll_next(&mut cx),
+            Poll::Ready(Next::Ended(Ending::Done { .. }))
+        ));
+    }
+}
