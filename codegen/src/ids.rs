@@ -102,6 +102,18 @@ mod tests {
     }
 
     #[test]
+    fn streams_change_the_signature_and_fingerprint() {
+        let args = ["String".to_owned(), "u64".to_owned()];
+        let unary = signature("tail", &args, Some("Line"), false);
+        let streaming = signature("tail", &args, Some("Streaming<Line>"), false);
+        assert_eq!(streaming, "tail(String,u64) -> Streaming<Line>");
+        assert_ne!(fnv1a64(&unary), fnv1a64(&streaming));
+        let client = signature("put", &["Streaming<u8>".to_owned()], None, false);
+        let unary = signature("put", &["u8".to_owned()], None, false);
+        assert_ne!(fnv1a64(&client), fnv1a64(&unary));
+    }
+
+    #[test]
     fn service_fingerprint_joins_with_semicolons() {
         assert_eq!(
             service_fingerprint(["a() -> ()", "b() -> ()"]),

@@ -54,7 +54,8 @@ pub fn model(attr: TokenStream, item: TokenStream) -> syn::Result<model::Service
 }
 
 /// The model of a service as pretty-printed JSON: name, fingerprint and, for
-/// each method, its arguments, return type, id, signature and fingerprint.
+/// each method, its arguments, return type, streams, id, signature and
+/// fingerprint.
 pub fn describe(attr: TokenStream, item: TokenStream) -> syn::Result<String> {
     let service = model(attr, item)?;
     Ok(serde_json::to_string_pretty(&service).expect("the model serializes to JSON"))

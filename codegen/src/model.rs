@@ -71,6 +71,14 @@ pub struct Method {
     pub status_ok: Option<syn::Type>,
     /// Whether the return type is `Result<T, Status>` (see `status_ok`).
     pub returns_status: bool,
+    /// The argument of type `Streaming<T>`, if any: the caller sends a
+    /// stream of `T` after the other arguments (client streaming).
+    pub client_stream: Option<ClientStream>,
+    /// When the return type is `Streaming<T>` or `Result<Streaming<T>,
+    /// Status>`: `T`, the item type of the stream the handler answers with
+    /// (server streaming).
+    #[serde(serialize_with = "opt_type")]
+    pub server_stream: Option<syn::Type>,
     /// Whether the method is `#[switchyard(oneway)]`: no reply is sent.
     pub oneway: bool,
     /// `#[switchyard(oneway, priority = N)]`: the message-queue priority of
@@ -132,6 +140,16 @@ pub struct Arg {
     pub pat: syn::Pat,
 }
 
+/// The stream argument of a client-streaming method.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientStream {
+    /// The argument's position in [`Method::args`].
+    pub index: usize,
+    /// `T` of the argument's `Streaming<T>`.
+    #[serde(serialize_with = "type_str")]
+    pub item: syn::Type,
+}
+
 impl Service {
     /// The name of the emitted descriptor static, e.g. `CALCULATOR_DESCRIPTOR`.
     pub fn descriptor_ident(&self) -> syn::Ident {
@@ -157,6 +175,17 @@ impl Method {
     /// The method's name without any `r#`.
     pub fn name_str(&self) -> String {
         syn::ext::IdentExt::unraw(&self.name).to_string()
+    }
+
+    /// The arguments sent as the request payload: all but the stream
+    /// argument, in declaration order.
+    pub fn request_args(&self) -> impl Iterator<Item = &Arg> {
+        let stream = self.client_stream.as_ref().map(|stream| stream.index);
+        self.args
+            .iter()
+            .enumerate()
+            .filter(move |(index, _)| Some(*index) != stream)
+            .map(|(_, arg)| arg)
     }
 }
 

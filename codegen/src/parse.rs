@@ -9,7 +9,7 @@ use syn::spanned::Spanned;
 use syn::{Attribute, Expr, ExprLit, Lit, Meta, Token};
 
 use crate::ids;
-use crate::model::{Arg, Method, MethodSyntax, Receiver, Service, ServiceSyntax};
+use crate::model::{Arg, ClientStream, Method, MethodSyntax, Receiver, Service, ServiceSyntax};
 
 /// Options for the service as a whole, from `#[switchyard::service(...)]` and
 /// from `#[switchyard(...)]` on the trait.
@@ -240,15 +240,26 @@ fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
     };
 
     let status_result = output.as_ref().and_then(status_result);
+    let client_stream = args.iter().enumerate().find_map(|(index, arg)| {
+        stream_item(&arg.ty).map(|item| ClientStream {
+            index,
+            item: item.clone(),
+        })
+    });
+    let server_stream = output
+        .as_ref()
+        .and_then(|output| stream_item(output).or_else(|| stream_item(status_ok(output)?)))
+        .cloned();
     let name = syn::ext::IdentExt::unraw(&sig.ident).to_string();
-    let arg_types: Vec<String> = args.iter().map(|arg| ids::type_text(&arg.ty)).collect();
-    // `Result<T, Status>` is one contract however `Status` is spelled.
+    // `Result<T, Status>` and `Streaming<T>` are one contract however
+    // `Status` and `Streaming` are spelled.
+    let arg_types: Vec<String> = args.iter().map(|arg| signature_type(&arg.ty)).collect();
     let output_text = match &status_result {
         Some(ok) => Some(format!(
             "Result<{},Status>",
-            ok.as_ref().map_or_else(|| "()".to_owned(), ids::type_text)
+            ok.as_ref().map_or_else(|| "()".to_owned(), signature_type)
         )),
-        None => output.as_ref().map(ids::type_text),
+        None => output.as_ref().map(signature_type),
     };
     let oneway = oneway_span.is_some();
     let signature = ids::signature(&name, &arg_types, output_text.as_deref(), oneway);
@@ -259,6 +270,8 @@ fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
         output,
         returns_status: status_result.is_some(),
         status_ok: status_result.flatten(),
+        client_stream,
+        server_stream,
         oneway,
         priority: priority.map_or(0, |(value, _)| value),
         id: ids::method_id(service, &name),
@@ -322,9 +335,59 @@ fn docs(attrs: &[Attribute]) -> Vec<String> {
         .collect()
 }
 
+/// A type as signature text ([`ids::type_text`]), with a stream written
+/// `Streaming<T>` however its path is spelled.
+fn signature_type(ty: &syn::Type) -> String {
+    match stream_item(ty) {
+        Some(item) => format!("Streaming<{}>", ids::type_text(item)),
+        None => ids::type_text(ty),
+    }
+}
+
+/// Whether `path` names a stream type: no `<T as Trait>::` and a last
+/// segment `Streaming`, whatever its arguments (`Streaming<T>`,
+/// `switchyard::Streaming<T>`, but also a malformed `Streaming`).
+pub(crate) fn is_streaming_path(path: &syn::TypePath) -> bool {
+    path.qself.is_none()
+        && path
+            .path
+            .segments
+            .last()
+            .is_some_and(|last| last.ident == "Streaming")
+}
+
+/// `T` of a stream type `Streaming<T>`: a [streaming path](is_streaming_path)
+/// with exactly one generic argument, a type.
+fn stream_item(ty: &syn::Type) -> Option<&syn::Type> {
+    match ty {
+        syn::Type::Path(path) => path_stream_item(path),
+        _ => None,
+    }
+}
+
+/// [`stream_item`] of a path type.
+pub(crate) fn path_stream_item(path: &syn::TypePath) -> Option<&syn::Type> {
+    if !is_streaming_path(path) {
+        return None;
+    }
+    let last = path.path.segments.last()?;
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.first() {
+        Some(syn::GenericArgument::Type(item)) if args.args.len() == 1 => Some(item),
+        _ => None,
+    }
+}
+
 /// For `Result<T, Status>` (any path ending in `Result` whose error type's
 /// path ends in `Status`): `Some(Some(T))`, or `Some(None)` when `T` is `()`.
 fn status_result(ty: &syn::Type) -> Option<Option<syn::Type>> {
+    status_ok(ty).map(|ok| (!is_unit(ok)).then(|| ok.clone()))
+}
+
+/// `T` of `Result<T, Status>` (see [`status_result`]), `()` included.
+pub(crate) fn status_ok(ty: &syn::Type) -> Option<&syn::Type> {
     let syn::Type::Path(path) = ty else {
         return None;
     };
@@ -347,114 +410,8 @@ fn status_result(ty: &syn::Type) -> Option<Option<syn::Type>> {
     if err.ident != "Status" || !err.arguments.is_none() {
         return None;
     }
-    Some((!is_unit(ok)).then(|| ok.clone()))
+    Some(ok)
 }
 
 #[cfg(test)]
-mod tests {
-    use quote::quote;
-
-    use super::*;
-    use crate::model::Receiver;
-
-    fn parse_ok(attr: TokenStream, item: TokenStream) -> Service {
-        parse(attr, item, &syn::parse_quote!(::switchyard)).expect("parses")
-    }
-
-    #[test]
-    fn status_results_are_told_from_typed_errors() {
-        let ty = |text: &str| syn::parse_str::<syn::Type>(text).unwrap();
-        let ok = |text: &str| status_result(&ty(text)).map(|t| t.map(|t| ids::type_text(&t)));
-        assert_eq!(ok("Result<u64, Status>"), Some(Some("u64".into())));
-        assert_eq!(
-            ok("std::result::Result<Vec<u8>, switchyard::Status>"),
-            Some(Some("Vec<u8>".into()))
-        );
-        assert_eq!(ok("Result<(), ::switchyard::Status>"), Some(None));
-        assert_eq!(ok("Result<u64, MathError>"), None);
-        assert_eq!(ok("Result<u64, StatusCode>"), None);
-        assert_eq!(ok("Option<Status>"), None);
-        assert_eq!(ok("u64"), None);
-    }
-
-    #[test]
-    fn reads_options_methods_and_docs() {
-        let service = parse_ok(
-            quote!(crate = "::renamed", name = "Calc"),
-            quote! {
-                /// A calculator.
-                pub trait Calculator {
-                    /// Adds.
-                    async fn add(&self, a: i64, b: i64) -> i64;
-                    #[switchyard(oneway)]
-                    async fn log(&self, line: String) -> ();
-                }
-            },
-        );
-        assert_eq!(service.name, "Calc");
-        assert_eq!(ids::type_text(&service.crate_path), "::renamed");
-        assert_eq!(service.docs, ["A calculator."]);
-        let [add, log] = &service.methods[..] else {
-            panic!("two methods")
-        };
-        assert_eq!(add.docs, ["Adds."]);
-        assert_eq!(add.id, ids::fnv1a32("Calc.add"));
-        assert_eq!(add.signature, "add(i64,i64) -> i64");
-        assert!(matches!(add.syntax.receiver, Receiver::Ref));
-        assert!(log.oneway && log.output.is_none());
-        assert_eq!(log.signature, "oneway log(String) -> ()");
-        assert!(service.syntax.errors.is_empty());
-        assert!(service.syntax.item.items.iter().all(|item| match item {
-            syn::TraitItem::Fn(f) => f.attrs.iter().all(|a| !is_switchyard_attr(a)),
-            _ => true,
-        }));
-    }
-
-    #[test]
-    fn records_unknown_options_instead_of_failing() {
-        let service = parse_ok(
-            quote!(timeout = 5),
-            quote! {
-                #[switchyard(retries = 3)]
-                trait T { #[switchyard(fast)] async fn f(&self); }
-            },
-        );
-        assert_eq!(service.syntax.errors.len(), 2);
-        assert_eq!(service.methods[0].syntax.errors.len(), 1);
-    }
-
-    #[test]
-    fn keeps_odd_receivers_and_patterns_for_validation() {
-        let service = parse_ok(
-            quote!(),
-            quote!(
-                trait T {
-                    async fn f(&mut self, (a, b): (u8, u8));
-                    async fn g(x: u8);
-                }
-            ),
-        );
-        assert!(matches!(
-            service.methods[0].syntax.receiver,
-            Receiver::Other(_)
-        ));
-        assert_eq!(service.methods[0].args[0].name, "arg0");
-        assert!(matches!(
-            service.methods[1].syntax.receiver,
-            Receiver::Missing
-        ));
-    }
-
-    #[test]
-    fn rejects_non_traits() {
-        let err = parse(
-            quote!(),
-            quote!(
-                struct S;
-            ),
-            &syn::parse_quote!(::switchyard),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("applies to traits only"));
-    }
-}
+mod tests;

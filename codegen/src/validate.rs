@@ -8,7 +8,8 @@ use proc_macro2::Span;
 use quote::ToTokens;
 use syn::visit::Visit;
 
-use crate::model::{Method, Receiver, Service};
+use crate::model::{Arg, Method, Receiver, Service};
+use crate::parse::{is_streaming_path, path_stream_item, status_ok};
 
 fn spanned(errors: &mut Vec<syn::Error>, tokens: impl ToTokens, message: impl std::fmt::Display) {
     errors.push(syn::Error::new_spanned(tokens, message));
@@ -262,9 +263,11 @@ fn check_method(service: &Service, method: &Method, errors: &mut Vec<syn::Error>
             );
         }
     }
+    check_streams(method, errors);
     if let Some(output) = &method.output {
         check_owned(output, "return types", errors);
-        if method.oneway {
+        // A stream result in a one-way method has an error of its own.
+        if method.oneway && streaming_paths(output).is_empty() {
             spanned(
                 errors,
                 output,
@@ -309,6 +312,123 @@ fn check_method(service: &Service, method: &Method, errors: &mut Vec<syn::Error>
             ),
         );
     }
+}
+
+/// Checks where `Streaming` appears: as at most one argument's whole type,
+/// as the whole return type or as `T` of `Result<T, Status>`, never in a
+/// one-way method, and always with exactly one type argument.
+fn check_streams(method: &Method, errors: &mut Vec<syn::Error>) {
+    let name = method.name_str();
+    let mut first_stream: Option<&Arg> = None;
+    for arg in &method.args {
+        for found in streaming_paths(&arg.ty) {
+            if method.oneway {
+                oneway_stream(found, &name, errors);
+            } else if !is_whole(found, &arg.ty) {
+                spanned(
+                    errors,
+                    found,
+                    format!(
+                        "a stream can only be an argument's whole type, as in `items: \
+                         Streaming<T>`, not part of `{}`: its items are sent one by one after \
+                         the other arguments; make the argument a `Streaming<T>`, or send the \
+                         values together in an ordinary type such as `Vec<T>`",
+                        display(&arg.ty)
+                    ),
+                );
+            } else if check_arity(found, errors) {
+                match first_stream {
+                    Some(first) => spanned(
+                        errors,
+                        found,
+                        format!(
+                            "a method takes at most one stream argument; `{name}` already \
+                             takes `{}: {}`: send both kinds of items in one stream (of an \
+                             enum or a tuple), or split `{name}` into two methods",
+                            first.name,
+                            display(&first.ty)
+                        ),
+                    ),
+                    None => first_stream = Some(arg),
+                }
+            }
+        }
+    }
+    let Some(output) = &method.output else {
+        return;
+    };
+    let ok = status_ok(output);
+    for found in streaming_paths(output) {
+        if method.oneway {
+            oneway_stream(found, &name, errors);
+        } else if is_whole(found, output) || ok.is_some_and(|ok| is_whole(found, ok)) {
+            check_arity(found, errors);
+        } else {
+            spanned(
+                errors,
+                found,
+                format!(
+                    "a stream can only be the whole return type, `-> Streaming<T>`, or the \
+                     `Ok` type of `-> Result<Streaming<T>, Status>` (to refuse the call before \
+                     streaming), not part of `{}`: return one of these two",
+                    display(output)
+                ),
+            );
+        }
+    }
+}
+
+fn oneway_stream(found: &syn::TypePath, name: &str, errors: &mut Vec<syn::Error>) {
+    spanned(
+        errors,
+        found,
+        format!(
+            "a `#[switchyard(oneway)]` method cannot take or return a stream: a stream needs a \
+             connection for its whole length, and one-way calls may go through a message \
+             queue; remove `oneway` to make `{name}` a streaming call, or send each item as a \
+             one-way call of its own"
+        ),
+    );
+}
+
+/// Whether `Streaming` in `found` has exactly one type argument; reports it
+/// if not.
+fn check_arity(found: &syn::TypePath, errors: &mut Vec<syn::Error>) -> bool {
+    if path_stream_item(found).is_some() {
+        return true;
+    }
+    let segment = found.path.segments.last();
+    spanned(
+        errors,
+        segment,
+        format!(
+            "`Streaming` takes exactly one type argument, the type of its items: write \
+             `Streaming<Item>` instead of `{}`",
+            display(found)
+        ),
+    );
+    false
+}
+
+/// Whether `found` is `ty` itself, not a part of it.
+fn is_whole(found: &syn::TypePath, ty: &syn::Type) -> bool {
+    matches!(ty, syn::Type::Path(path) if std::ptr::eq(path, found))
+}
+
+/// Every path in `ty` naming a stream type, outermost first.
+fn streaming_paths(ty: &syn::Type) -> Vec<&syn::TypePath> {
+    struct Finder<'ast>(Vec<&'ast syn::TypePath>);
+    impl<'ast> Visit<'ast> for Finder<'ast> {
+        fn visit_type_path(&mut self, path: &'ast syn::TypePath) {
+            if is_streaming_path(path) {
+                self.0.push(path);
+            }
+            syn::visit::visit_type_path(self, path);
+        }
+    }
+    let mut finder = Finder(Vec::new());
+    finder.visit_type(ty);
+    finder.0
 }
 
 /// Rejects references and `impl Trait` anywhere in `ty`.

@@ -123,6 +123,8 @@ fn describe_gives_the_model_as_json() {
                     "output": "i64",
                     "status_ok": null,
                     "returns_status": false,
+                    "client_stream": null,
+                    "server_stream": null,
                     "oneway": false,
                     "priority": 0,
                     "id": ids::fnv1a32("Calc.add"),
@@ -136,6 +138,8 @@ fn describe_gives_the_model_as_json() {
                     "output": "Result<i64,MathError>",
                     "status_ok": null,
                     "returns_status": false,
+                    "client_stream": null,
+                    "server_stream": null,
                     "oneway": false,
                     "priority": 0,
                     "id": ids::fnv1a32("Calc.div"),
@@ -149,6 +153,8 @@ fn describe_gives_the_model_as_json() {
                     "output": null,
                     "status_ok": null,
                     "returns_status": false,
+                    "client_stream": null,
+                    "server_stream": null,
                     "oneway": true,
                     "priority": 7,
                     "id": ids::fnv1a32("Calc.log"),
@@ -157,6 +163,54 @@ fn describe_gives_the_model_as_json() {
                 },
             ],
         })
+    );
+}
+
+#[test]
+fn describe_gives_the_streams_of_each_method() {
+    let json = describe(
+        quote!(),
+        quote! {
+            pub trait Files {
+                async fn tail(&self, path: String) -> switchyard::Streaming<Line>;
+                async fn upload(&self, name: String, chunks: Streaming<Vec<u8>>) -> Result<u64, Status>;
+                async fn chat(&self, incoming: Streaming<Msg>) -> Result<Streaming<Msg>, Status>;
+            }
+        },
+    )
+    .unwrap();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let streams: Vec<_> = value["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|method| {
+            (
+                method["signature"].clone(),
+                method["client_stream"].clone(),
+                method["server_stream"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        streams,
+        [
+            (
+                serde_json::json!("tail(String) -> Streaming<Line>"),
+                serde_json::Value::Null,
+                serde_json::json!("Line"),
+            ),
+            (
+                serde_json::json!("upload(String,Streaming<Vec<u8>>) -> Result<u64,Status>"),
+                serde_json::json!({"index": 1, "item": "Vec<u8>"}),
+                serde_json::Value::Null,
+            ),
+            (
+                serde_json::json!("chat(Streaming<Msg>) -> Result<Streaming<Msg>,Status>"),
+                serde_json::json!({"index": 0, "item": "Msg"}),
+                serde_json::json!("Msg"),
+            ),
+        ]
     );
 }
 

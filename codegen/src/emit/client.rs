@@ -27,15 +27,65 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
         let docs = doc_attrs(method, &default_doc);
         let name = &method.name;
         let arg_names: Vec<_> = method.args.iter().map(|arg| &arg.name).collect();
-        let arg_types = method.args.iter().map(|arg| &arg.ty);
+        // A stream argument takes any stream of its items.
+        let params = method.args.iter().enumerate().map(|(arg_index, arg)| {
+            let arg_name = &arg.name;
+            match &method.client_stream {
+                Some(stream) if stream.index == arg_index => {
+                    let item = &stream.item;
+                    quote! {
+                        #arg_name: impl #private::Stream<Item = #item> + ::core::marker::Send + 'static
+                    }
+                }
+                _ => {
+                    let ty = &arg.ty;
+                    quote!(#arg_name: #ty)
+                }
+            }
+        });
         let request = args_tuple_type(method);
+        let request_names = method.request_args().map(|arg| &arg.name);
+        let request_value = quote!((#(#request_names,)*));
         let output = output_type(method);
         let index = proc_macro2::Literal::usize_unsuffixed(index);
         let method_ref = quote!(&#descriptor.methods[#index]);
-        let call = if method.oneway {
-            quote!(self.core.oneway::<#codec, #request>(#method_ref, (#(#arg_names,)*)).await)
-        } else {
-            quote!(self.core.call::<#codec, #request, #output>(#method_ref, (#(#arg_names,)*)).await)
+        let (call, output) = match (&method.client_stream, &method.server_stream) {
+            (None, None) if method.oneway => (
+                quote!(self.core.oneway::<#codec, #request>(#method_ref, #request_value).await),
+                output,
+            ),
+            (None, None) => (
+                quote!(self.core.call::<#codec, #request, #output>(#method_ref, #request_value).await),
+                output,
+            ),
+            (None, Some(resp)) => (
+                quote! {
+                    self.core.server_streaming::<#codec, #request, #resp>(#method_ref, #request_value).await
+                },
+                quote!(#private::Streaming<#resp>),
+            ),
+            (Some(stream), None) => {
+                let (items, item) = (&method.args[stream.index].name, &stream.item);
+                (
+                    quote! {
+                        self.core.client_streaming::<#codec, #request, #item, #output, _>(
+                            #method_ref, #request_value, #items,
+                        ).await
+                    },
+                    output,
+                )
+            }
+            (Some(stream), Some(resp)) => {
+                let (items, item) = (&method.args[stream.index].name, &stream.item);
+                (
+                    quote! {
+                        self.core.bidi_streaming::<#codec, #request, #item, #resp, _>(
+                            #method_ref, #request_value, #items,
+                        ).await
+                    },
+                    quote!(#private::Streaming<#resp>),
+                )
+            }
         };
         let try_form = method.oneway.then(|| {
             let try_name = quote::format_ident!("try_{}", method.name_str());
@@ -50,13 +100,13 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
                 #vis async fn #try_name(&self, #(#arg_names: #arg_types),*)
                     -> ::core::result::Result<(), #private::Status>
                 {
-                    self.core.try_oneway::<#codec, #request>(#method_ref, (#(#arg_names,)*)).await
+                    self.core.try_oneway::<#codec, #request>(#method_ref, #request_value).await
                 }
             }
         });
         quote! {
             #docs
-            #vis async fn #name(&self, #(#arg_names: #arg_types),*)
+            #vis async fn #name(&self, #(#params),*)
                 -> ::core::result::Result<#output, #private::Status>
             {
                 #call

@@ -23,6 +23,8 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
         let id = hex_u32(method.id);
         let oneway = method.oneway;
         let priority = method.priority;
+        let client_streaming = method.client_stream.is_some();
+        let server_streaming = method.server_stream.is_some();
         let signature = &method.signature;
         let fingerprint = hex_u64(method.fingerprint);
         quote! {
@@ -33,6 +35,8 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
                 id: #id,
                 oneway: #oneway,
                 priority: #priority,
+                client_streaming: #client_streaming,
+                server_streaming: #server_streaming,
                 signature: #signature,
                 fingerprint: #fingerprint,
             }

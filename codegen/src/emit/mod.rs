@@ -128,9 +128,10 @@ pub(crate) fn fallback(service: &Service) -> TokenStream {
     }
 }
 
-/// The method's arguments as a tuple type: `()`, `(T,)` or `(T1, T2)`.
+/// The type of the request payload: the method's arguments but a stream,
+/// as a tuple: `()`, `(T,)` or `(T1, T2)`.
 pub(crate) fn args_tuple_type(method: &Method) -> TokenStream {
-    let types = method.args.iter().map(|arg| &arg.ty);
+    let types = method.request_args().map(|arg| &arg.ty);
     quote!((#(#types,)*))
 }
 

@@ -30,30 +30,50 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
         let name = &method.name;
         let request = args_tuple_type(method);
         let output = output_type(method);
-        let (decode, args) = if method.args.is_empty() {
-            (quote!(request.decode::<#codec, ()>(method)?;), Vec::new())
+        let stream_index = method.client_stream.as_ref().map(|stream| stream.index);
+        let decode = if method.request_args().next().is_none() {
+            quote!(request.decode::<#codec, ()>(method)?;)
         } else {
-            let fields = (0..method.args.len()).map(syn::Index::from);
-            (
-                quote!(let args: #request = request.decode::<#codec, #request>(method)?;),
-                fields.map(|field| quote!(args.#field)).collect(),
-            )
+            quote!(let args: #request = request.decode::<#codec, #request>(method)?;)
         };
+        // A client stream follows the other arguments.
+        let take_stream = method.client_stream.as_ref().map(|stream| {
+            let item = &stream.item;
+            quote! {
+                let stream = #private::Request::take_stream::<#codec, #item>(&mut request, method)?;
+            }
+        });
+        let mutable = take_stream
+            .is_some()
+            .then(|| quote!(let mut request = request;));
+        let mut fields = (0..).map(syn::Index::from);
+        let args = (0..method.args.len()).map(|arg| {
+            if Some(arg) == stream_index {
+                quote!(stream)
+            } else {
+                let field = fields.next();
+                quote!(args.#field)
+            }
+        });
         let call = quote!(<#imp as #trait_ident>::#name(&*inner, #(#args),*).await);
+        let reply = match &method.server_stream {
+            Some(item) => quote!(#private::Reply::stream::<#codec, #item>(out, method)),
+            None => quote!(#private::Reply::encode::<#codec, #output>(&out, method)),
+        };
         // No `let out = ()` for unit results (clippy's `let_unit_value`).
         let call_and_encode = match &method.output {
             // The handler's status is the call's status.
             Some(_) if method.returns_status => quote! {
                 match #call {
                     ::core::result::Result::Ok(out) => {
-                        #private::Reply::encode::<#codec, #output>(&out, method)
+                        #reply
                     }
                     ::core::result::Result::Err(status) => ::core::result::Result::Err(status),
                 }
             },
             Some(_) => quote! {
                 let out = #call;
-                #private::Reply::encode::<#codec, #output>(&out, method)
+                #reply
             },
             None => quote! {
                 #call;
@@ -66,7 +86,9 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
                 let inner = ::core::clone::Clone::clone(&self.inner);
                 ::core::option::Option::Some(#private::box_handler(async move {
                     let method = &#descriptor.methods[#index];
+                    #mutable
                     #decode
+                    #take_stream
                     #call_and_encode
                 }))
             }

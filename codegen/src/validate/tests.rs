@@ -340,3 +340,208 @@ fn self_types_and_cfg() {
     ));
     assert!(message.contains("`#[cfg]` is not supported"), "{message}");
 }
+
+#[test]
+fn accepts_every_stream_shape() {
+    let errors = errors(
+        quote!(),
+        quote! {
+            pub trait Files {
+                async fn tail(&self, path: String, from: u64) -> switchyard::Streaming<Line>;
+                async fn upload(&self, name: String, chunks: ::switchyard::Streaming<Bytes>) -> Result<Digest, Status>;
+                async fn chat(&self, incoming: Streaming<Msg>) -> Streaming<Msg>;
+                async fn watch(&self, key: String) -> Result<crate::x::Streaming<Event>, Status>;
+                async fn put(&self, items: Streaming<Vec<u8>>);
+            }
+        },
+    );
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+#[test]
+fn two_stream_arguments() {
+    let message = one_error(quote!(
+        trait T {
+            async fn f(&self, a: Streaming<u8>, b: u8, c: switchyard::Streaming<u16>);
+        }
+    ));
+    assert!(
+        message.starts_with(
+            "a method takes at most one stream argument; `f` already takes `a: Streaming<u8>`"
+        ),
+        "{message}"
+    );
+    let errors = errors(
+        quote!(),
+        quote!(
+            trait T {
+                async fn f(&self, a: Streaming<u8>, b: Streaming<u8>, c: Streaming<u8>);
+            }
+        ),
+    );
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+}
+
+#[test]
+fn streams_in_oneway_methods() {
+    for item in [
+        quote!(
+            trait T {
+                #[switchyard(oneway)]
+                async fn f(&self, items: Streaming<u8>);
+            }
+        ),
+        quote!(
+            trait T {
+                #[switchyard(oneway)]
+                async fn f(&self) -> Streaming<u8>;
+            }
+        ),
+        quote!(
+            trait T {
+                #[switchyard(oneway)]
+                async fn f(&self, items: Vec<Streaming<u8>>);
+            }
+        ),
+    ] {
+        let message = one_error(item);
+        assert!(
+            message.contains("`#[switchyard(oneway)]` method cannot take or return a stream")
+                && message.contains("message queue")
+                && message.contains("remove `oneway`"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn nested_streams() {
+    for (item, ty) in [
+        (
+            quote!(
+                trait T {
+                    async fn f(&self, items: Vec<Streaming<u8>>);
+                }
+            ),
+            "Vec<Streaming<u8>>",
+        ),
+        (
+            quote!(
+                trait T {
+                    async fn f(&self, items: Option<Streaming<u8>>);
+                }
+            ),
+            "Option<Streaming<u8>>",
+        ),
+        (
+            quote!(
+                trait T {
+                    async fn f(&self, items: (Streaming<u8>, u8));
+                }
+            ),
+            "(Streaming<u8>, u8)",
+        ),
+        (
+            quote!(
+                trait T {
+                    async fn f(&self, items: Streaming<Streaming<u8>>);
+                }
+            ),
+            "Streaming<Streaming<u8>>",
+        ),
+    ] {
+        let message = one_error(item);
+        assert!(
+            message.starts_with("a stream can only be an argument's whole type")
+                && message.contains(&format!("not part of `{ty}`")),
+            "{message}"
+        );
+    }
+    for (item, ty) in [
+        (
+            quote!(
+                trait T {
+                    async fn f(&self) -> Vec<Streaming<u8>>;
+                }
+            ),
+            "Vec<Streaming<u8>>",
+        ),
+        (
+            quote!(
+                trait T {
+                    async fn f(&self) -> Result<Streaming<u8>, MyError>;
+                }
+            ),
+            "Result<Streaming<u8>, MyError>",
+        ),
+        (
+            quote!(
+                trait T {
+                    async fn f(&self) -> Result<Option<Streaming<u8>>, Status>;
+                }
+            ),
+            "Result<Option<Streaming<u8>>, Status>",
+        ),
+        (
+            quote!(
+                trait T {
+                    async fn f(&self) -> Result<u8, Streaming<u8>>;
+                }
+            ),
+            "Result<u8, Streaming<u8>>",
+        ),
+    ] {
+        let message = one_error(item);
+        assert!(
+            message.starts_with("a stream can only be the whole return type")
+                && message.contains("`-> Result<Streaming<T>, Status>`")
+                && message.contains(&format!("not part of `{ty}`")),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn streams_without_one_type_argument() {
+    for (item, ty) in [
+        (
+            quote!(
+                trait T {
+                    async fn f(&self, items: Streaming);
+                }
+            ),
+            "Streaming",
+        ),
+        (
+            quote!(
+                trait T {
+                    async fn f(&self, items: switchyard::Streaming<A, B>);
+                }
+            ),
+            "switchyard::Streaming<A, B>",
+        ),
+        (
+            quote!(
+                trait T {
+                    async fn f(&self) -> Streaming<'static>;
+                }
+            ),
+            "Streaming<'static>",
+        ),
+        (
+            quote!(
+                trait T {
+                    async fn f(&self) -> Result<Streaming, Status>;
+                }
+            ),
+            "Streaming",
+        ),
+    ] {
+        let message = one_error(item);
+        assert!(
+            message.starts_with("`Streaming` takes exactly one type argument")
+                && message.contains(&format!("write `Streaming<Item>` instead of `{ty}`")),
+            "{message}"
+        );
+    }
+}
