@@ -5,6 +5,17 @@ pub struct TestError {
     pub message: String,
 }
 
+/// One request of `full_duplex_call` (gRPC's `StreamingOutputCallRequest`
+/// with one response parameter).
+#[derive(Debug, Clone, PartialEq, Eq, ::serde::Serialize, ::serde::Deserialize)]
+pub struct DuplexRequest {
+    /// Bytes of the payload to answer with.
+    pub response_size: u64,
+    /// Instead of answering, end the stream with this status (code,
+    /// message).
+    pub end_with: Option<(u16, String)>,
+}
+
 /// A service whose methods exercise the runtime: payloads, deadlines,
 /// cancellation, metadata, errors, panics and one-way calls.
 #[switchyard::service]
@@ -53,4 +64,26 @@ pub trait Testing {
     /// Fails with the status `code` and `message`: the handler's own
     /// status is the call's.
     async fn status(&self, code: u16, message: String) -> Result<(), switchyard::Status>;
+    /// gRPC's `StreamingOutputCall`: one message per entry of `sizes`, a
+    /// payload of that many bytes (see `payload_pattern`, seeded with the
+    /// message's index), `interval_ms` apart; then the end, or `end_with`'s
+    /// status.
+    async fn streaming_output_call(
+        &self,
+        sizes: Vec<u64>,
+        interval_ms: u64,
+        end_with: Option<(u16, String)>,
+    ) -> switchyard::Streaming<switchyard::Bytes>;
+    /// gRPC's `StreamingInputCall`: the payloads' total size, their count
+    /// and a 64-bit FNV-1a over all their bytes in order.
+    async fn streaming_input_call(
+        &self,
+        payloads: switchyard::Streaming<switchyard::Bytes>,
+    ) -> Result<(u64, u64, u64), switchyard::Status>;
+    /// gRPC's `FullDuplexCall`: answers each request with a payload of
+    /// its size as it comes (or ends with its status).
+    async fn full_duplex_call(
+        &self,
+        requests: switchyard::Streaming<DuplexRequest>,
+    ) -> switchyard::Streaming<switchyard::Bytes>;
 }

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+
 include!(concat!(env!("OUT_DIR"), "/testing.rs"));
 
 pub mod acceptance;
@@ -185,6 +187,81 @@ impl Testing for TestingImpl {
             message,
         ))
     }
+
+    async fn streaming_output_call(
+        &self,
+        sizes: Vec<u64>,
+        interval_ms: u64,
+        end_with: Option<(u16, String)>,
+    ) -> switchyard::Streaming<switchyard::Bytes> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        echo_grpc_test_metadata();
+        let interval = Duration::from_millis(interval_ms);
+        let messages = sizes.into_iter().enumerate().map(|(index, size)| {
+            let size = usize::try_from(size).unwrap_or(usize::MAX);
+            Ok(switchyard::Bytes::from(payload_pattern(size, index as u8)))
+        });
+        let end = end_with.map(|(code, message)| {
+            Err(switchyard::Status::new(
+                switchyard::Code::from_u16(code),
+                message,
+            ))
+        });
+        let items = messages.chain(end);
+        switchyard::Streaming::new(
+            futures_util::stream::iter(items).then(move |item| async move {
+                if !interval.is_zero() {
+                    tokio::time::sleep(interval).await;
+                }
+                item
+            }),
+        )
+    }
+
+    async fn streaming_input_call(
+        &self,
+        mut payloads: switchyard::Streaming<switchyard::Bytes>,
+    ) -> Result<(u64, u64, u64), switchyard::Status> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        echo_grpc_test_metadata();
+        let (mut total, mut count, mut digest) = (0u64, 0u64, FNV_OFFSET);
+        while let Some(payload) = payloads.message().await? {
+            total += payload.len() as u64;
+            count += 1;
+            digest = fnv1a64_from(digest, &payload);
+        }
+        Ok((total, count, digest))
+    }
+
+    async fn full_duplex_call(
+        &self,
+        requests: switchyard::Streaming<DuplexRequest>,
+    ) -> switchyard::Streaming<switchyard::Bytes> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        echo_grpc_test_metadata();
+        switchyard::Streaming::new(requests.map(|request| {
+            let request = request?;
+            if let Some((code, message)) = request.end_with {
+                return Err(switchyard::Status::new(
+                    switchyard::Code::from_u16(code),
+                    message,
+                ));
+            }
+            let size = usize::try_from(request.response_size).unwrap_or(usize::MAX);
+            Ok(switchyard::Bytes::from(payload_pattern(size, 0)))
+        }))
+    }
+}
+
+/// The offset basis of 64-bit FNV-1a.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// 64-bit FNV-1a of `bytes`, continuing from `hash` (start from
+/// [`FNV_OFFSET`]): a digest of many chunks in order.
+pub fn fnv1a64_from(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// The keys gRPC's interop server echoes back (custom_metadata): the first

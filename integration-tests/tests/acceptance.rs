@@ -9,6 +9,8 @@
 
 #[path = "acceptance/cases.rs"]
 mod cases;
+#[path = "acceptance/streaming.rs"]
+mod streaming;
 
 use std::time::Duration;
 
@@ -32,6 +34,43 @@ macro_rules! suite {
         }
     };
 }
+
+/// gRPC's streaming cases, in a module `<transport>_streams`.
+macro_rules! streaming_suite {
+    ($module:ident, $transport:expr) => {
+        mod $module {
+            streaming_suite!(@cases $transport, [
+                server_streaming,
+                client_streaming,
+                ping_pong,
+                empty_stream,
+                cancel_after_first_response,
+                timeout_on_sleeping_server_stream,
+                custom_metadata_stream,
+                status_code_and_message_stream,
+            ]);
+        }
+    };
+    (@cases $transport:expr, [$($case:ident),* $(,)?]) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                switchyard_integration_tests::within(
+                    super::LIMIT,
+                    super::streaming::$case($transport),
+                )
+                .await;
+            }
+        )*
+    };
+}
+
+streaming_suite!(pipe_streams, ::switchyard::Transport::Pipe);
+streaming_suite!(shm_streams, ::switchyard::Transport::Shm);
+streaming_suite!(mmap_streams, ::switchyard::Transport::Mmap);
+streaming_suite!(unix_streams, ::switchyard::Transport::Unix);
+streaming_suite!(tcp_streams, ::switchyard::Transport::Tcp);
+streaming_suite!(quic_streams, ::switchyard::Transport::Quic);
 
 /// The cases every connection-based transport runs. `graceful_shutdown`
 /// and the order of one-way calls are listed per transport.

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use super::driver::ResponseDriver;
 use super::oneway::{OnewayRoutes, ServerFacts};
 use super::polled::{PolledDriver, PolledReader};
+use super::stream_call::StreamCall;
 use crate::debug::model::PeerInfo as PeerModel;
 use crate::debug::recorder::{ConnectionStats, MethodCounters, Side, recorder};
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
@@ -22,7 +23,6 @@ use crate::protocol::session::cancel_budget::CancelRate;
 use crate::protocol::session::{Event, FrameLimits, Session, SessionConfig, Sides, Timers};
 use crate::protocol::status::Status;
 use crate::select::Selection;
-use super::stream_call::StreamCall;
 use crate::session::{CallerSide, Outbound, hello_frame, local_hello, read_hello};
 use crate::transport::{Link, LinkError, LinkRx, LinkTuning, PeerInfo};
 
@@ -515,9 +515,9 @@ impl Connection {
                     self.stats.event("goaway", status.to_string());
                     tracing::debug!(url = %self.url, %status, "server sent goaway");
                 }
-                Some(
-                    Event::Cancelled { handle, .. } | Event::StreamFailed { handle, .. },
-                ) => match handle {},
+                Some(Event::Cancelled { handle, .. } | Event::StreamFailed { handle, .. }) => {
+                    match handle {}
+                }
                 Some(Event::Stray { kind, call_id }) => {
                     tracing::debug!(url = %self.url, ?kind, call_id, "dropped a stream frame of a call that has no stream (it ended)");
                 }

@@ -20,13 +20,9 @@ use crate::codec::Codec;
 use crate::debug::recorder::MethodCounters;
 use crate::descriptor::MethodDescriptor;
 use crate::protocol::call::deadline_budget;
-use crate::protocol::frame::{
-    FLAG_CLIENT_STREAM, FLAG_SERVER_STREAM, Frame, HEADER_LEN, Kind,
-};
+use crate::protocol::frame::{FLAG_CLIENT_STREAM, FLAG_SERVER_STREAM, Frame, HEADER_LEN, Kind};
 use crate::protocol::metadata::{Metadata, MetadataLimits};
-use crate::protocol::session::encode::{
-    RequestHead, end_frame, frame_status, seal_bulk_request,
-};
+use crate::protocol::session::encode::{RequestHead, end_frame, frame_status, seal_bulk_request};
 use crate::protocol::status::{Code, Status};
 use crate::session::Outgoing;
 use crate::streaming::pump::{Sent, StreamSink, pump};
@@ -362,7 +358,10 @@ impl ClientCore {
             }
         };
         let frame = self.waited(method, &mut opened, waited)?;
-        opened.guard.ended(Code::Ok, HEADER_LEN + frame.payload.len() + frame.metadata.len());
+        opened.guard.ended(
+            Code::Ok,
+            HEADER_LEN + frame.payload.len() + frame.metadata.len(),
+        );
         C::decode_shared(&frame.payload).map_err(|err| {
             Status::internal(format!(
                 "the response of {} could not be decoded ({err}); do client and server use \

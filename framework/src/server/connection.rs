@@ -29,11 +29,11 @@ use crate::protocol::status::Code;
 use crate::protocol::status::Status;
 use crate::select::{Selection, Transport};
 use crate::service::{Reply, Request, RequestStream};
-use crate::streaming::pump::StreamSink;
-use crate::streaming::{Ending, Grants, Inbox, SendGate};
 use crate::session::{
     CallerSide, Outbound, Outgoing, hello_frame, local_hello, read_hello, status_frame,
 };
+use crate::streaming::pump::StreamSink;
+use crate::streaming::{Ending, Grants, Inbox, SendGate};
 use crate::transport::bulk::BulkBody;
 use crate::transport::{Link, LinkRx, LinkTuning, PeerIdentity, PeerInfo};
 
@@ -328,13 +328,19 @@ impl Serve for Serving {
     }
 
     fn stream_data(&mut self, session: &ServerSession, call_id: u64, frame: Frame) {
-        if let Some(inbox) = session.handler(call_id).and_then(|call| call.inbox.as_ref()) {
+        if let Some(inbox) = session
+            .handler(call_id)
+            .and_then(|call| call.inbox.as_ref())
+        {
             inbox.push(frame.payload);
         }
     }
 
     fn stream_end(&mut self, session: &ServerSession, call_id: u64) {
-        if let Some(inbox) = session.handler(call_id).and_then(|call| call.inbox.as_ref()) {
+        if let Some(inbox) = session
+            .handler(call_id)
+            .and_then(|call| call.inbox.as_ref())
+        {
             inbox.end(Ending::Done {
                 trailers: Metadata::new(),
             });
@@ -473,10 +479,10 @@ impl Serving {
         };
         let (abort, registration) = AbortHandle::new_pair();
         let flags = if oneway { 0 } else { frame.header.flags };
-        let inbox = (flags & FLAG_CLIENT_STREAM != 0)
-            .then(|| Inbox::new(self.shared.config.stream_window));
-        let gate = (flags & FLAG_SERVER_STREAM != 0)
-            .then(|| Arc::new(SendGate::new(frame.header.credit)));
+        let inbox =
+            (flags & FLAG_CLIENT_STREAM != 0).then(|| Inbox::new(self.shared.config.stream_window));
+        let gate =
+            (flags & FLAG_SERVER_STREAM != 0).then(|| Arc::new(SendGate::new(frame.header.credit)));
         let in_flight = InFlight {
             abort,
             started,

@@ -315,10 +315,7 @@ impl<T> StreamSender<T> {
     /// ones (its peer reads slower than this side sends). CANCELLED when
     /// the stream is gone (its call ended).
     pub async fn send(&self, message: T) -> Result<(), Status> {
-        self.tx
-            .send(Ok(message))
-            .await
-            .map_err(|_| gone())
+        self.tx.send(Ok(message)).await.map_err(|_| gone())
     }
 
     /// Sends a message if there is room now: RESOURCE_EXHAUSTED (nothing

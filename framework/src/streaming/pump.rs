@@ -105,8 +105,8 @@ async fn encode<C: Codec, T: Serialize>(
 ) -> Result<(), Status> {
     let start = start_frame(batch);
     let limit = sink.limit as usize;
-    let mut writer = SpillWriter::new(batch, start + HEADER_LEN, sink.bulk_threshold)
-        .with_limit(Some(limit));
+    let mut writer =
+        SpillWriter::new(batch, start + HEADER_LEN, sink.bulk_threshold).with_limit(Some(limit));
     let encoded = C::encode_to(&item, &mut writer);
     drop(item);
     let over = writer.over_limit();

@@ -24,7 +24,7 @@ const SIZE_LIMIT: u32 = 1 << 20;
 const FIXED_TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
 /// Starts a harness, or prints why this transport is skipped here.
-async fn start(transport: Transport, options: Options) -> Option<Harness> {
+pub(crate) async fn start(transport: Transport, options: Options) -> Option<Harness> {
     match Harness::start(transport, options).await {
         Ok(harness) => Some(harness),
         Err(reason) => {

@@ -3,11 +3,11 @@
 //! and Pong, and the frames of streams (Data, End, Credit). Everything that puts a frame on a link encodes it here.
 
 use super::super::frame::Frame;
+#[cfg(doc)]
+use super::super::frame::{FLAG_CLIENT_STREAM, FLAG_SERVER_STREAM};
 use super::super::frame::{
     FLAG_FROM_CALLEE, FrameError, HEADER_LEN, Header, Kind, finish_frame, len_u32, start_frame,
 };
-#[cfg(doc)]
-use super::super::frame::{FLAG_CLIENT_STREAM, FLAG_SERVER_STREAM};
 use super::super::hello::Hello;
 use super::super::metadata::Metadata;
 use super::super::status::{Code, Status};

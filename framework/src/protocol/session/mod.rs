@@ -340,9 +340,7 @@ impl<W, H> Session<W, H> {
                     true,
                 );
             }
-            Kind::Data | Kind::Credit
-                if frame.header.from_callee() && sides.forwards_to_caller =>
-            {
+            Kind::Data | Kind::Credit if frame.header.from_callee() && sides.forwards_to_caller => {
                 self.events
                     .push_back(Event::ForCaller(Decoded::Frame(frame)));
             }
