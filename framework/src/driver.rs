@@ -158,6 +158,11 @@ pub(crate) trait Serve: Send {
         self.cancelled(handle);
     }
 
+    /// The session reads no more (the peer broke the protocol): the
+    /// streams of the calls in flight get nothing more, so they end with
+    /// `status` rather than wait for their deadlines.
+    fn reading_stopped(&mut self, _session: &Session<Infallible, Self::Handle>, _status: &Status) {}
+
     /// Where the handlers' stream grants are queued, if they stream.
     fn grants(&self) -> Option<Arc<Grants>> {
         None
@@ -506,6 +511,7 @@ impl<S: Serve> Driver<S> {
         self.serve.draining();
         self.serve.event("protocol error", status.to_string());
         self.session.protocol_error(&status);
+        self.serve.reading_stopped(&self.session, &status);
         self.flush().await;
     }
 

@@ -45,12 +45,16 @@ pub(crate) struct StreamCall {
     response: Mutex<Option<oneshot::Sender<Result<Frame, Status>>>>,
     metadata_limits: MetadataLimits,
     what: &'static str,
+    /// The method's counters on this connection.
+    counters: Arc<MethodCounters>,
 }
 
 impl StreamCall {
     /// A message from the callee.
     pub(crate) fn data(&self, frame: Frame) {
         if let Some(inbox) = &self.inbox {
+            let len = HEADER_LEN + frame.metadata.len() + frame.payload.len();
+            self.counters.stream_received(1, len as u64);
             inbox.push(frame.payload);
         }
     }
@@ -498,6 +502,7 @@ impl ClientCore {
             response: Mutex::new(response_tx),
             metadata_limits: conn.metadata_limits,
             what: method.full_name,
+            counters: Arc::clone(&counters),
         });
         let begun = conn
             .session

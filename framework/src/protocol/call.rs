@@ -224,6 +224,11 @@ impl<H> ServerCalls<H> {
         })
     }
 
+    /// The handles of the calls in flight.
+    pub fn iter(&self) -> impl Iterator<Item = &H> {
+        self.in_flight.values()
+    }
+
     /// The handle of a call in flight.
     pub fn get(&self, call_id: u64) -> Option<&H> {
         self.in_flight.get(&call_id)

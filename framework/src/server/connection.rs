@@ -328,10 +328,12 @@ impl Serve for Serving {
     }
 
     fn stream_data(&mut self, session: &ServerSession, call_id: u64, frame: Frame) {
-        if let Some(inbox) = session
-            .handler(call_id)
-            .and_then(|call| call.inbox.as_ref())
-        {
+        let Some(call) = session.handler(call_id) else {
+            return;
+        };
+        if let Some(inbox) = &call.inbox {
+            let len = HEADER_LEN + frame.metadata.len() + frame.payload.len();
+            call.counters.stream_received(1, len as u64);
             inbox.push(frame.payload);
         }
     }
@@ -363,6 +365,19 @@ impl Serve for Serving {
             0,
             call.received,
         );
+    }
+
+    fn reading_stopped(&mut self, session: &ServerSession, status: &Status) {
+        let status = Status::new(
+            status.code(),
+            format!(
+                "the connection stopped reading ({}); the call's stream ended",
+                status.message()
+            ),
+        );
+        for call in session.handlers() {
+            call.end_streams(&status);
+        }
     }
 
     fn grants(&self) -> Option<Arc<Grants>> {

@@ -130,12 +130,6 @@ impl Inbox {
         }
     }
 
-    /// Messages and bytes waiting to be read.
-    pub(crate) fn queued(&self) -> (usize, usize) {
-        let state = self.lock();
-        (state.queue.len(), state.bytes)
-    }
-
     /// The next message, or the end, or `Pending` (the waker is kept).
     pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
         let mut state = self.lock();

@@ -37,6 +37,8 @@ pub mod streams;
 pub mod timers;
 
 #[cfg(test)]
+mod stream_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::VecDeque;
@@ -545,6 +547,11 @@ impl<W, H> Session<W, H> {
     /// The waiter of this side's call `call_id`, while it waits.
     pub fn waiter(&self, call_id: u64) -> Option<&W> {
         self.calls.get(call_id)
+    }
+
+    /// The handles of the peer's calls being served.
+    pub fn handlers(&self) -> impl Iterator<Item = &H> {
+        self.handlers.iter()
     }
 
     /// The handle of the peer's call `call_id`, while it is served.

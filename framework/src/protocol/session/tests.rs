@@ -16,14 +16,14 @@ use crate::protocol::frame::{
 use crate::protocol::hello::{Hello, HostIdentity, Locality};
 
 /// What a test caller waits on: a tag.
-type Tag = u32;
+pub(super) type Tag = u32;
 /// What stops a test handler: its call id.
-type Stop = u64;
+pub(super) type Stop = u64;
 
 /// One end: a session and the bytes it has received and not decoded yet.
-struct End {
-    session: Session<Tag, Stop>,
-    inbox: BytesMut,
+pub(super) struct End {
+    pub(super) session: Session<Tag, Stop>,
+    pub(super) inbox: BytesMut,
     decoder: FrameDecoder,
 }
 
@@ -36,7 +36,7 @@ impl End {
         }
     }
 
-    fn decoded(&mut self) -> Vec<Decoded> {
+    pub(super) fn decoded(&mut self) -> Vec<Decoded> {
         let mut out = Vec::new();
         while let Some(decoded) = self.decoder.decode(&mut self.inbox).unwrap() {
             out.push(decoded);
@@ -65,14 +65,14 @@ fn config(role: Role, own: u32, peer: u32) -> SessionConfig {
 }
 
 /// Two ends joined in memory, with a virtual clock.
-struct Pair {
-    now: Instant,
-    a: End,
-    b: End,
+pub(super) struct Pair {
+    pub(super) now: Instant,
+    pub(super) a: End,
+    pub(super) b: End,
 }
 
 impl Pair {
-    fn client_server() -> Self {
+    pub(super) fn client_server() -> Self {
         Self::with(
             config(Role::Client, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
             config(Role::Server, DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_LIMIT),
@@ -105,7 +105,7 @@ impl Pair {
 
     /// Moves every frame each side transmits to the other (`may_drop`
     /// frames too: the link is not backed up).
-    fn flush(&mut self) {
+    pub(super) fn flush(&mut self) {
         while let Some(t) = self.a.session.poll_transmit() {
             self.b.inbox.extend_from_slice(&t.bytes);
         }
@@ -133,7 +133,7 @@ impl Pair {
 
     /// `b` reads everything and returns its events; protocol errors are
     /// given to `protocol_error`, as the runtime does.
-    fn b_reads(&mut self) -> Vec<Event<Tag, Stop>> {
+    pub(super) fn b_reads(&mut self) -> Vec<Event<Tag, Stop>> {
         let now = self.now;
         for decoded in self.b.decoded() {
             if let Err(status) = self.b.session.handle_frame(now, decoded) {
@@ -145,7 +145,7 @@ impl Pair {
     }
 
     /// `a` reads everything and returns its events.
-    fn a_reads(&mut self) -> Vec<Event<Tag, Stop>> {
+    pub(super) fn a_reads(&mut self) -> Vec<Event<Tag, Stop>> {
         let now = self.now;
         for decoded in self.a.decoded() {
             self.a.session.handle_frame(now, decoded).unwrap();
@@ -187,7 +187,7 @@ impl Pair {
     }
 
     /// `a`'s responses: (tag, code, payload or message).
-    fn a_responses(&mut self) -> Vec<(Tag, Code, Bytes)> {
+    pub(super) fn a_responses(&mut self) -> Vec<(Tag, Code, Bytes)> {
         self.a_reads()
             .into_iter()
             .filter_map(|event| match event {
