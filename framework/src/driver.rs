@@ -342,6 +342,16 @@ impl<S: Serve> Driver<S> {
                         }
                     }
                 }
+                // Credit first: a link that always has data waiting must
+                // not hold back the grants its handlers gave.
+                () = queued(grants.as_deref()) => {
+                    if let Some(grants) = &grants {
+                        for (call_id, credit) in grants.take() {
+                            self.session.grant(false, call_id, credit);
+                        }
+                        self.flush().await;
+                    }
+                }
                 received = rx.recv(&mut frames), if self.session.is_reading() => match received {
                     Ok(true) => {}
                     // The peer is gone: nobody waits for the handlers, but
@@ -397,14 +407,6 @@ impl<S: Serve> Driver<S> {
                         return end;
                     }
                     self.flush().await;
-                }
-                () = queued(grants.as_deref()) => {
-                    if let Some(grants) = &grants {
-                        for (call_id, credit) in grants.take() {
-                            self.session.grant(false, call_id, credit);
-                        }
-                        self.flush().await;
-                    }
                 }
                 () = &mut stopped => return End::Stopped,
                 evicted = evicted(&mut self.evict) => {

@@ -470,7 +470,20 @@ impl Connection {
                     // It runs no clocks either (the driver's session pings),
                     // so it is given the instant the connection opened
                     // rather than a clock read per frame.
-                    let _ = session.handle_frame(self.opened, decoded);
+                    if let Err(status) = session.handle_frame(self.opened, decoded) {
+                        // Only the server's streams can break a rule here
+                        // (a message beyond the credit this side granted):
+                        // the connection is not to be trusted any more.
+                        drop(session);
+                        tracing::warn!(url = %self.url, %status, "the server broke the protocol; closing the connection");
+                        self.stats.event("protocol error", status.to_string());
+                        self.close(Status::unavailable(format!(
+                            "{}: the server broke the protocol ({status}); calls made now \
+                             reconnect",
+                            self.url
+                        )));
+                        return;
+                    }
                 }
                 let mut event = session.poll_event();
                 // Stream messages and credit go to their calls here, under

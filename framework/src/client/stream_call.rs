@@ -17,7 +17,7 @@ use tokio::task::AbortHandle;
 use super::connection::{Connection, Waiter};
 use super::driver::{Waited, wait_response};
 use crate::codec::Codec;
-use crate::debug::recorder::MethodCounters;
+use crate::debug::recorder::{ConnectionStats, MethodCounters};
 use crate::descriptor::MethodDescriptor;
 use crate::protocol::call::deadline_budget;
 use crate::protocol::frame::{FLAG_CLIENT_STREAM, FLAG_SERVER_STREAM, Frame, HEADER_LEN, Kind};
@@ -47,6 +47,8 @@ pub(crate) struct StreamCall {
     what: &'static str,
     /// The method's counters on this connection.
     counters: Arc<MethodCounters>,
+    /// The connection's counters.
+    stats: Arc<ConnectionStats>,
 }
 
 impl StreamCall {
@@ -55,6 +57,7 @@ impl StreamCall {
         if let Some(inbox) = &self.inbox {
             let len = HEADER_LEN + frame.metadata.len() + frame.payload.len();
             self.counters.stream_received(1, len as u64);
+            self.stats.stream_messages(0, 1);
             inbox.push(frame.payload);
         }
     }
@@ -167,6 +170,7 @@ impl CallEnd for StreamGuard {
             return;
         }
         self.armed = false;
+        self.conn.stats.stream_open(false);
         // Gone from the table (the Response took it) unless a deadline
         // ended it here: the server's timer ends it there too.
         if let Ok(mut session) = self.conn.session.lock() {
@@ -190,6 +194,7 @@ impl Drop for StreamGuard {
         if !self.armed {
             return;
         }
+        self.conn.stats.stream_open(false);
         if self.sent > 0 {
             self.conn.stats.finished(
                 &self.counters,
@@ -350,8 +355,8 @@ impl ClientCore {
                 (result, sent) = &mut sending, if !sending_done => {
                     sending_done = true;
                     opened.guard.sent += sent.bytes as usize;
+                    opened.conn.stats.stream_messages(sent.messages, 0);
                     if let Err(status) = result
-                        && !opened.call.gate.stalls().0
                         && !gate_closed(&opened.call.gate)
                     {
                         // This side's stream failed (a message over the
@@ -401,7 +406,8 @@ impl ClientCore {
         let conn = Arc::clone(&opened.conn);
         let call_id = opened.guard.call_id;
         let sender = tokio::spawn(async move {
-            let (result, _sent) = send_stream::<C, Item>(sink, items).await;
+            let (result, sent) = send_stream::<C, Item>(sink, items).await;
+            conn.stats.stream_messages(sent.messages, 0);
             if let Err(status) = result
                 && !gate_closed(&call.gate)
             {
@@ -498,12 +504,14 @@ impl ClientCore {
         };
         let call = Arc::new(StreamCall {
             inbox: server_streams.then(|| Inbox::new(window)),
-            gate: Arc::new(SendGate::new(0)),
+            gate: Arc::new(SendGate::watched(0, Arc::clone(&conn.stats))),
             response: Mutex::new(response_tx),
             metadata_limits: conn.metadata_limits,
             what: method.full_name,
             counters: Arc::clone(&counters),
+            stats: Arc::clone(&conn.stats),
         });
+        conn.stats.stream_open(true);
         let begun = conn
             .session
             .lock()
@@ -589,5 +597,5 @@ impl ClientCore {
 
 /// Whether `gate` was closed because the call ended.
 fn gate_closed(gate: &SendGate) -> bool {
-    gate.try_take().is_err()
+    gate.is_closed()
 }

@@ -318,6 +318,15 @@ fn write_connection(out: &mut String, c: &ConnectionInfo, now: u64) -> fmt::Resu
             Ago(now.saturating_sub(closed))
         )?;
     }
+    let streams = &c.streams;
+    if streams.open + streams.messages_sent + streams.messages_received > 0 {
+        write!(
+            out,
+            "<div class=\"streams\">streams: {} open, {} waiting for credit; {} messages \
+             sent, {} received</div>",
+            streams.open, streams.stalled, streams.messages_sent, streams.messages_received
+        )?;
+    }
     out.push_str("</td>\n</tr>\n");
     write_events(out, &c.events, now)?;
     out.push_str("</tbody>\n");

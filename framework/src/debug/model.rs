@@ -138,6 +138,24 @@ pub struct ConnectionInfo {
     /// connections only. Included in `bytes_sent` and `bytes_received`.
     #[serde(default)]
     pub mmap: Option<MmapTrack>,
+    /// The streams of this connection's calls.
+    #[serde(default)]
+    pub streams: StreamsInfo,
+}
+
+/// The streams of a connection: open now, waiting for credit now, and
+/// the messages they moved.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamsInfo {
+    /// Streaming calls open now.
+    pub open: u64,
+    /// Of them, how many wait for the peer's credit now (their reader is
+    /// slower than their sender).
+    pub stalled: u64,
+    /// Stream messages sent.
+    pub messages_sent: u64,
+    /// Stream messages received.
+    pub messages_received: u64,
 }
 
 /// Bodies a shared-memory connection moved as memory-mapped regions.
@@ -227,4 +245,10 @@ pub struct MethodStats {
     pub bytes_sent: u64,
     /// Bytes received by this side for these calls.
     pub bytes_received: u64,
+    /// Stream messages this side sent in these calls.
+    #[serde(default)]
+    pub stream_messages_sent: u64,
+    /// Stream messages this side received in these calls.
+    #[serde(default)]
+    pub stream_messages_received: u64,
 }

@@ -163,6 +163,36 @@ fn write_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
 
     family(
         out,
+        "switchyard_stream_messages_sent_total",
+        "counter",
+        "Stream messages this side sent in calls of the method.",
+    )?;
+    for &m in methods {
+        writeln!(
+            out,
+            "switchyard_stream_messages_sent_total{{{}}} {}",
+            MethodLabels(m),
+            m.stream_messages_sent
+        )?;
+    }
+
+    family(
+        out,
+        "switchyard_stream_messages_received_total",
+        "counter",
+        "Stream messages this side received in calls of the method.",
+    )?;
+    for &m in methods {
+        writeln!(
+            out,
+            "switchyard_stream_messages_received_total{{{}}} {}",
+            MethodLabels(m),
+            m.stream_messages_received
+        )?;
+    }
+
+    family(
+        out,
         "switchyard_received_bytes_total",
         "counter",
         "Bytes this side received for calls.",
@@ -256,6 +286,30 @@ fn write_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
             Label(role),
             Label(state)
         )?;
+    }
+
+    family(
+        out,
+        "switchyard_streams",
+        "gauge",
+        "Streaming calls open now on connections not yet closed, by transport, role and \
+         state (stalled: waiting for the peer's credit).",
+    )?;
+    let mut streams: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+    for c in s.connections.iter().filter(|c| c.state != "closed") {
+        let entry = streams.entry((&c.transport, &c.role)).or_default();
+        entry.0 += c.streams.open;
+        entry.1 += c.streams.stalled;
+    }
+    for ((transport, role), (open, stalled)) in streams {
+        for (state, n) in [("open", open), ("stalled", stalled)] {
+            writeln!(
+                out,
+                "switchyard_streams{{transport=\"{}\",role=\"{}\",state=\"{state}\"}} {n}",
+                Label(transport),
+                Label(role),
+            )?;
+        }
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::histogram::Histogram;
 use super::model::{
     ConnectionInfo, Event, Latency, ListenerInfo, MethodStats, MmapTrack, PeerInfo, Rejected,
-    ServiceInfo,
+    ServiceInfo, StreamsInfo,
 };
 use crate::protocol::status::Code;
 use crate::select::{Selection, Transport};
@@ -132,6 +132,10 @@ impl Recorder {
             latency: Histogram::default(),
             events: Mutex::new(VecDeque::new()),
             bulk: OnceLock::new(),
+            streams_open: AtomicU64::new(0),
+            streams_stalled: AtomicU64::new(0),
+            stream_messages_sent: AtomicU64::new(0),
+            stream_messages_received: AtomicU64::new(0),
         });
         lock(&self.open).insert(id, Arc::downgrade(&stats));
         stats
@@ -240,6 +244,11 @@ pub(crate) struct ConnectionStats {
     events: Mutex<VecDeque<Event>>,
     /// The link's bulk regions (the mmap track), where it has them.
     bulk: OnceLock<Arc<crate::transport::bulk::BulkCounters>>,
+    /// Streaming calls open, those waiting for credit, and their messages.
+    streams_open: AtomicU64,
+    streams_stalled: AtomicU64,
+    stream_messages_sent: AtomicU64,
+    stream_messages_received: AtomicU64,
 }
 
 impl ConnectionStats {
@@ -249,6 +258,24 @@ impl ConnectionStats {
         if let Some(counters) = counters {
             let _ = self.bulk.set(counters);
         }
+    }
+
+    /// A streaming call opened (`true`) or ended.
+    pub(crate) fn stream_open(&self, open: bool) {
+        gauge(&self.streams_open, open);
+    }
+
+    /// A stream's sender started (`true`) or stopped waiting for credit.
+    pub(crate) fn stream_stalled(&self, stalled: bool) {
+        gauge(&self.streams_stalled, stalled);
+    }
+
+    /// Stream messages sent and received on this connection.
+    pub(crate) fn stream_messages(&self, sent: u64, received: u64) {
+        self.stream_messages_sent
+            .fetch_add(sent, Ordering::Relaxed);
+        self.stream_messages_received
+            .fetch_add(received, Ordering::Relaxed);
     }
 
     /// The process-unique id.
@@ -349,6 +376,12 @@ impl ConnectionStats {
                 p99_us,
             },
             events: lock(&self.events).iter().cloned().collect(),
+            streams: StreamsInfo {
+                open: self.streams_open.load(Ordering::Relaxed),
+                stalled: self.streams_stalled.load(Ordering::Relaxed),
+                messages_sent: self.stream_messages_sent.load(Ordering::Relaxed),
+                messages_received: self.stream_messages_received.load(Ordering::Relaxed),
+            },
             mmap: self.bulk.get().map(|bulk| MmapTrack {
                 bodies_sent: bulk.sent.load(Ordering::Relaxed),
                 bodies_received: bulk.received.load(Ordering::Relaxed),
@@ -455,7 +488,18 @@ impl MethodCounters {
             latency_sum_seconds,
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             bytes_received: self.bytes_received.load(Ordering::Relaxed),
+            stream_messages_sent: self.stream_messages_sent.load(Ordering::Relaxed),
+            stream_messages_received: self.stream_messages_received.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Moves a gauge up (`up`) or down, never below 0.
+fn gauge(value: &AtomicU64, up: bool) {
+    if up {
+        value.fetch_add(1, Ordering::Relaxed);
+    } else {
+        let _ = value.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 }
 

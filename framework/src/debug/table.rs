@@ -88,6 +88,13 @@ pub fn connections_table(snapshot: &Snapshot) -> String {
                     )
                 }),
         );
+        let streams = &conn.streams;
+        if streams.open + streams.messages_sent + streams.messages_received > 0 {
+            below.push(format!(
+                "streams: {} open ({} waiting for credit), {} messages sent, {} received",
+                streams.open, streams.stalled, streams.messages_sent, streams.messages_received
+            ));
+        }
         table.row(connection_cells(conn, &p.hostname), below);
     }
     table.render(&mut out);

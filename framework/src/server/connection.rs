@@ -274,6 +274,15 @@ struct InFlight {
     gate: Option<Arc<SendGate>>,
 }
 
+impl Serving {
+    /// A call ended: a streaming one no longer counts as an open stream.
+    fn stream_ended(&self, call: &InFlight) {
+        if call.inbox.is_some() || call.gate.is_some() {
+            self.stats.stream_open(false);
+        }
+    }
+}
+
 impl InFlight {
     /// The call ended early: nobody waits for its stream any more.
     fn end_streams(&self, status: &Status) {
@@ -303,6 +312,7 @@ impl Serve for Serving {
     }
 
     fn cancelled(&mut self, call: InFlight) {
+        self.stream_ended(&call);
         call.end_streams(&Status::cancelled("cancelled by the caller"));
         call.abort.abort();
         self.stats.finished(
@@ -334,6 +344,7 @@ impl Serve for Serving {
         if let Some(inbox) = &call.inbox {
             let len = HEADER_LEN + frame.metadata.len() + frame.payload.len();
             call.counters.stream_received(1, len as u64);
+            self.stats.stream_messages(0, 1);
             inbox.push(frame.payload);
         }
     }
@@ -356,6 +367,7 @@ impl Serve for Serving {
     }
 
     fn stream_failed(&mut self, call: InFlight, status: Status) {
+        self.stream_ended(&call);
         call.end_streams(&status);
         call.abort.abort();
         self.stats.finished(
@@ -496,8 +508,15 @@ impl Serving {
         let flags = if oneway { 0 } else { frame.header.flags };
         let inbox =
             (flags & FLAG_CLIENT_STREAM != 0).then(|| Inbox::new(self.shared.config.stream_window));
-        let gate =
-            (flags & FLAG_SERVER_STREAM != 0).then(|| Arc::new(SendGate::new(frame.header.credit)));
+        let gate = (flags & FLAG_SERVER_STREAM != 0).then(|| {
+            Arc::new(SendGate::watched(
+                frame.header.credit,
+                Arc::clone(&self.stats),
+            ))
+        });
+        if inbox.is_some() || gate.is_some() {
+            self.stats.stream_open(true);
+        }
         let in_flight = InFlight {
             abort,
             started,
@@ -551,15 +570,22 @@ impl Serving {
             what: method.full_name,
         });
         let counters_for_stream = Arc::clone(&counters);
+        let stats_for_stream = Arc::clone(&self.stats);
         // A stream result is sent inside the handler's scope and deadline;
         // its end is the reply, with the handler's metadata as trailers.
         let handler = async move {
             let mut reply = handler.await?;
             match (reply.take_stream(), sink) {
-                (None, _) => Ok(reply),
+                (None, None) => Ok(reply),
+                (None, Some(_)) => Err(Status::invalid_argument(format!(
+                    "the caller asked {} for a stream, but it returns one value; do client and \
+                     server use the same version of the trait?",
+                    method.full_name
+                ))),
                 (Some(run), Some(sink)) => {
                     let (ended, sent) = run(sink).await;
                     counters_for_stream.stream_sent(sent.messages, sent.bytes);
+                    stats_for_stream.stream_messages(sent.messages, 0);
                     ended.map(|()| Reply::end_of_stream())
                 }
                 (Some(_), None) => Err(Status::invalid_argument(format!(
@@ -625,6 +651,7 @@ impl Serving {
     ) -> Option<Outgoing> {
         let now = Instant::now();
         let call = session.finish(now, call_id)?;
+        self.stream_ended(&call);
         let took = now.saturating_duration_since(call.started);
         if oneway {
             let code = match &result {

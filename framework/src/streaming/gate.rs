@@ -3,9 +3,10 @@
 //! source, so a peer that stops reading stops the sender (and the source
 //! is not drained into a buffer).
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+use crate::debug::recorder::ConnectionStats;
 use crate::protocol::status::Status;
 
 #[derive(Default)]
@@ -14,16 +15,16 @@ struct State {
     /// The stream can take no more messages: why.
     closed: Option<Status>,
     waker: Option<Waker>,
-    /// Times a sender found no credit and waited.
-    stalls: u64,
     /// A sender waits for credit now.
     stalled: bool,
 }
 
 /// One stream's send credit.
-#[derive(Default)]
 pub(crate) struct SendGate {
     state: Mutex<State>,
+    /// The connection's counters, told when a sender starts and stops
+    /// waiting for credit.
+    stats: Option<Arc<ConnectionStats>>,
 }
 
 impl std::fmt::Debug for SendGate {
@@ -37,13 +38,21 @@ impl std::fmt::Debug for SendGate {
 }
 
 impl SendGate {
-    /// A gate with `credit` granted at once.
-    pub(crate) fn new(credit: u32) -> Self {
+    /// A gate whose stalls show in `stats`.
+    pub(crate) fn watched(credit: u32, stats: Arc<ConnectionStats>) -> Self {
         Self {
             state: Mutex::new(State {
                 credit,
                 ..State::default()
             }),
+            stats: Some(stats),
+        }
+    }
+
+    /// Tells the connection's counters that a sender stalled or resumed.
+    fn note_stall(&self, stalled: bool) {
+        if let Some(stats) = &self.stats {
+            stats.stream_stalled(stalled);
         }
     }
 
@@ -68,13 +77,16 @@ impl SendGate {
     /// Nothing more may be sent (the call ended): a waiting sender stops
     /// with `status`.
     pub(crate) fn close(&self, status: Status) {
-        let waker = {
+        let (waker, was_stalled) = {
             let mut state = self.lock();
             if state.closed.is_none() {
                 state.closed = Some(status);
             }
-            state.waker.take()
+            (state.waker.take(), std::mem::take(&mut state.stalled))
         };
+        if was_stalled {
+            self.note_stall(false);
+        }
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -90,40 +102,40 @@ impl SendGate {
         if state.credit > 0 {
             let taken = state.credit.min(most.max(1));
             state.credit -= taken;
-            state.stalled = false;
+            let resumed = std::mem::take(&mut state.stalled);
+            drop(state);
+            if resumed {
+                self.note_stall(false);
+            }
             return Poll::Ready(Ok(taken));
         }
+        state.waker = Some(cx.waker().clone());
         if !state.stalled {
             state.stalled = true;
-            state.stalls += 1;
+            drop(state);
+            self.note_stall(true);
         }
-        state.waker = Some(cx.waker().clone());
         Poll::Pending
-    }
-
-    /// Takes one message's credit if there is some now.
-    pub(crate) fn try_take(&self) -> Result<bool, Status> {
-        let mut state = self.lock();
-        if let Some(status) = &state.closed {
-            return Err(status.clone());
-        }
-        if state.credit == 0 {
-            return Ok(false);
-        }
-        state.credit -= 1;
-        Ok(true)
     }
 
     /// Gives back credit taken and not used.
     pub(crate) fn give_back(&self, credit: u32) {
         if credit > 0 {
-            self.lock().credit += credit;
+            let mut state = self.lock();
+            state.credit = state.credit.saturating_add(credit);
         }
     }
 
-    /// Whether a sender waits for credit now, and how often one has.
-    pub(crate) fn stalls(&self) -> (bool, u64) {
-        let state = self.lock();
-        (state.stalled, state.stalls)
+    /// Whether the gate was closed (the call ended).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+}
+
+impl Drop for SendGate {
+    fn drop(&mut self) {
+        if self.lock().stalled {
+            self.note_stall(false);
+        }
     }
 }

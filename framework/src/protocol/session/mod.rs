@@ -459,7 +459,7 @@ impl<W, H> Session<W, H> {
                     self.events.push_back(Event::CallFailed { waiter, status });
                 }
             }
-            Kind::Data if sides.serves => {
+            Kind::Data if !header.from_callee() && sides.serves => {
                 let status = self.config.limits.request_received_too_large(len);
                 self.fail_stream(header.call_id, status);
             }
