@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use switchyard::protocol::frame::{
-    Decoded, FLAG_CLIENT_STREAM, FLAG_SERVER_STREAM, Frame, FrameDecoder, HEADER_LEN, Header,
-    Kind, finish_frame, start_frame,
+    Decoded, FLAG_CLIENT_STREAM, FLAG_SERVER_STREAM, Frame, FrameDecoder, HEADER_LEN, Header, Kind,
+    finish_frame, start_frame,
 };
 use switchyard::protocol::session::encode::{credit_frame, data_header, end_frame};
 use switchyard::{Bincode, Code, Codec};
@@ -135,7 +135,10 @@ async fn a_window_violation_closes_the_peers_connection_with_a_goaway_naming_it(
         raw.send(&flood).await;
         let goaway = raw.next_control().await.expect("a GoAway");
         assert_eq!(goaway.header.kind, Kind::GoAway);
-        assert_eq!(Code::from_u16(goaway.header.status), Code::ResourceExhausted);
+        assert_eq!(
+            Code::from_u16(goaway.header.status),
+            Code::ResourceExhausted
+        );
         let text = String::from_utf8_lossy(&goaway.payload).into_owned();
         assert!(text.contains("flow-control violation"), "{text}");
         assert!(text.contains("call 1"), "{text}");
@@ -145,7 +148,10 @@ async fn a_window_violation_closes_the_peers_connection_with_a_goaway_naming_it(
             while raw.next().await.is_some() {}
         })
         .await;
-        assert!(closed.is_ok(), "the server closes the violator's connection");
+        assert!(
+            closed.is_ok(),
+            "the server closes the violator's connection"
+        );
         still_serves(&server).await;
     })
     .await;
@@ -161,8 +167,15 @@ async fn a_peer_that_never_grants_credit_is_bounded_by_the_deadline() {
         let started = Instant::now();
         let args = (vec![100_u64; 1_000], 0_u64, None::<(u16, String)>);
         let deadline = Duration::from_millis(500);
-        raw.send(&request(1, "streaming_output_call", FLAG_SERVER_STREAM, 1, deadline, &args))
-            .await;
+        raw.send(&request(
+            1,
+            "streaming_output_call",
+            FLAG_SERVER_STREAM,
+            1,
+            deadline,
+            &args,
+        ))
+        .await;
         let first = raw.next().await.expect("the one message granted");
         assert_eq!(first.header.kind, Kind::Data);
         assert!(first.header.from_callee());
@@ -173,7 +186,8 @@ async fn a_peer_that_never_grants_credit_is_bounded_by_the_deadline() {
         println!("a stalled stream ended after {took:?} (deadline {deadline:?})");
         assert!(took < deadline + Duration::from_secs(5), "{took:?}");
         // The connection lives on.
-        raw.send(&request(2, "add", 0, 0, LIMIT, &(1_i64, 2_i64))).await;
+        raw.send(&request(2, "add", 0, 0, LIMIT, &(1_i64, 2_i64)))
+            .await;
         let answer = raw.next_control().await.expect("an answer");
         assert_eq!((answer.header.call_id, answer.header.status), (2, 0));
         still_serves(&server).await;
@@ -186,8 +200,15 @@ async fn a_message_after_the_half_close_ends_that_call_with_invalid_argument() {
     let server = ServerProcess::start(&[]);
     within(LIMIT, async {
         let mut raw = Raw::connect(&server).await;
-        raw.send(&request(1, "streaming_input_call", FLAG_CLIENT_STREAM, 0, LIMIT, &()))
-            .await;
+        raw.send(&request(
+            1,
+            "streaming_input_call",
+            FLAG_CLIENT_STREAM,
+            0,
+            LIMIT,
+            &(),
+        ))
+        .await;
         let grant = raw.next().await.expect("the server's first grant");
         assert_eq!(grant.header.kind, Kind::Credit);
         let mut wire = message(1, &switchyard::Bytes::from(vec![1, 2, 3]));
@@ -200,10 +221,15 @@ async fn a_message_after_the_half_close_ends_that_call_with_invalid_argument() {
         // The call ended one way or the other: with its result if the
         // handler finished before the late message came, else refused.
         if end.header.status != 0 {
-            assert_eq!(Code::from_u16(end.header.status), Code::InvalidArgument, "{text}");
+            assert_eq!(
+                Code::from_u16(end.header.status),
+                Code::InvalidArgument,
+                "{text}"
+            );
             assert!(text.contains("half-closed"), "{text}");
         }
-        raw.send(&request(2, "add", 0, 0, LIMIT, &(1_i64, 2_i64))).await;
+        raw.send(&request(2, "add", 0, 0, LIMIT, &(1_i64, 2_i64)))
+            .await;
         let answer = raw.next_control().await.expect("the connection lives");
         assert_eq!((answer.header.call_id, answer.header.status), (2, 0));
     })
@@ -221,15 +247,23 @@ async fn stream_frames_for_unknown_or_finished_calls_are_dropped_and_harm_nothin
         raw.send(&wire).await;
         // A finished stream: one call runs to its end, then gets more.
         let args = (vec![1_u64], 0_u64, None::<(u16, String)>);
-        raw.send(&request(1, "streaming_output_call", FLAG_SERVER_STREAM, 8, LIMIT, &args))
-            .await;
+        raw.send(&request(
+            1,
+            "streaming_output_call",
+            FLAG_SERVER_STREAM,
+            8,
+            LIMIT,
+            &args,
+        ))
+        .await;
         let end = raw.next_control().await.expect("the call's end");
         assert_eq!((end.header.kind, end.header.status), (Kind::Response, 0));
         let mut late = credit_frame(1, false, 5);
         late.extend_from_slice(&message(1, &duplex(1)));
         late.extend_from_slice(&end_frame(1));
         raw.send(&late).await;
-        raw.send(&request(2, "add", 0, 0, LIMIT, &(40_i64, 2_i64))).await;
+        raw.send(&request(2, "add", 0, 0, LIMIT, &(40_i64, 2_i64)))
+            .await;
         let answer = raw.next_control().await.expect("the connection lives");
         assert_eq!((answer.header.call_id, answer.header.status), (2, 0));
         still_serves(&server).await;

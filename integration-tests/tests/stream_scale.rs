@@ -95,8 +95,8 @@ async fn one_gib_checked_by_hash(transport: Transport) {
             digest = fnv1a64_from(digest, &chunks[index % 4]);
         }
         let started = Instant::now();
-        let items = futures_util::stream::iter(0..CHUNKS)
-            .map(move |index| chunks[index % 4].clone());
+        let items =
+            futures_util::stream::iter(0..CHUNKS).map(move |index| chunks[index % 4].clone());
         let (len, count, seen) = client.streaming_input_call(items).await.unwrap();
         let took = started.elapsed();
         assert_eq!((len, count), ((CHUNK * CHUNKS) as u64, CHUNKS as u64));

@@ -355,11 +355,13 @@ mod tests {
             format!("switchyard_call_duration_seconds_count{{{labels}}} 3"),
             format!("switchyard_call_duration_seconds_sum{{{labels}}} 0.000005"),
             "switchyard_connections{transport=\"tcp\",role=\"server\",state=\"open\"} 1".into(),
+            format!("switchyard_stream_messages_sent_total{{{labels}}} 0"),
+            "switchyard_streams{transport=\"tcp\",role=\"server\",state=\"stalled\"} 0".into(),
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }
         assert!(!text.contains("state=\"closed\""));
-        assert_eq!(text.matches("# TYPE ").count(), 6);
+        assert_eq!(text.matches("# TYPE ").count(), 9);
         // A method nobody called exports nothing.
         s.methods.push(MethodStats {
             service: "Idle".into(),

@@ -272,8 +272,7 @@ impl ConnectionStats {
 
     /// Stream messages sent and received on this connection.
     pub(crate) fn stream_messages(&self, sent: u64, received: u64) {
-        self.stream_messages_sent
-            .fetch_add(sent, Ordering::Relaxed);
+        self.stream_messages_sent.fetch_add(sent, Ordering::Relaxed);
         self.stream_messages_received
             .fetch_add(received, Ordering::Relaxed);
     }

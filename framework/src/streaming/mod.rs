@@ -61,7 +61,7 @@ impl<T> IntoStreamItem<T> for T {
 }
 
 impl<T> IntoStreamItem<T> for Result<T, Status> {
-    fn into_item(self) -> Result<T, Status> {
+    fn into_item(self) -> Self {
         self
     }
 }

@@ -27,7 +27,11 @@ fn open(pair: &mut Pair, flags: u16, window: u32) -> u64 {
         method_id: 7,
         deadline_us: 0,
         flags,
-        credit: if flags & FLAG_SERVER_STREAM != 0 { window } else { 0 },
+        credit: if flags & FLAG_SERVER_STREAM != 0 {
+            window
+        } else {
+            0
+        },
     };
     pair.a
         .session
@@ -96,9 +100,14 @@ fn a_message_beyond_the_credit_closes_the_connection_with_a_goaway_naming_it() {
     pair.flush();
     pair.a_reads();
     pair.b.inbox.extend_from_slice(&data(id, false, b"ok"));
-    pair.b.inbox.extend_from_slice(&data(id, false, b"one too many"));
+    pair.b
+        .inbox
+        .extend_from_slice(&data(id, false, b"one too many"));
     let events = pair.b_reads();
-    assert!(matches!(events[..], [Event::StreamData { .. }]), "{events:?}");
+    assert!(
+        matches!(events[..], [Event::StreamData { .. }]),
+        "{events:?}"
+    );
     assert!(!pair.b.session.is_reading(), "a violator is read no more");
     pair.flush();
     let events = pair.a_reads();
@@ -106,7 +115,10 @@ fn a_message_beyond_the_credit_closes_the_connection_with_a_goaway_naming_it() {
         panic!("a GoAway: {events:?}");
     };
     assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(status.message().contains("flow-control violation"), "{status}");
+    assert!(
+        status.message().contains("flow-control violation"),
+        "{status}"
+    );
     assert!(status.message().contains(&format!("call {id}")), "{status}");
 }
 
@@ -156,17 +168,23 @@ fn stream_frames_for_unknown_or_finished_calls_are_dropped_as_strays() {
     let events = pair.b_reads();
     assert_eq!(events.len(), 4, "{events:?}");
     assert!(
-        events.iter().all(|event| matches!(event, Event::Stray { .. })),
+        events
+            .iter()
+            .all(|event| matches!(event, Event::Stray { .. })),
         "{events:?}"
     );
     assert!(pair.b.session.is_reading());
     // The caller side drops the callee's strays too.
     pair.a.inbox.extend_from_slice(&data(4_242, true, b"?"));
-    pair.a.inbox.extend_from_slice(&credit_frame(4_242, true, 1));
+    pair.a
+        .inbox
+        .extend_from_slice(&credit_frame(4_242, true, 1));
     let events = pair.a_reads();
     assert_eq!(events.len(), 2, "{events:?}");
     assert!(
-        events.iter().all(|event| matches!(event, Event::Stray { .. })),
+        events
+            .iter()
+            .all(|event| matches!(event, Event::Stray { .. })),
         "{events:?}"
     );
 }
@@ -182,7 +200,10 @@ fn a_server_stream_spends_the_callers_window_and_ends_with_trailers() {
     // A third before the caller grants more is a violation.
     pair.a.inbox.extend_from_slice(&data(id, true, b"3"));
     let decoded = pair.a.decoded();
-    let violation = pair.a.session.handle_frame(pair.now, decoded.into_iter().next().unwrap());
+    let violation = pair
+        .a
+        .session
+        .handle_frame(pair.now, decoded.into_iter().next().unwrap());
     assert_eq!(violation.unwrap_err().code(), Code::ResourceExhausted);
     // Granting lets more through; the caller's grant names the callee.
     let mut pair = Pair::client_server();
@@ -198,11 +219,10 @@ fn a_server_stream_spends_the_callers_window_and_ends_with_trailers() {
     let mut trailers = Metadata::new();
     trailers.insert("done", "yes").unwrap();
     assert_eq!(pair.b.session.finish(pair.now, id), Some(id));
-    let sealed = pair.b.session.reply(
-        id,
-        Err(Status::aborted("stopped early")),
-        &trailers,
-    );
+    let sealed = pair
+        .b
+        .session
+        .reply(id, Err(Status::aborted("stopped early")), &trailers);
     pair.a.inbox.extend_from_slice(&sealed.bytes);
     let events = pair.a_reads();
     let [Event::Response { frame, .. }] = &events[..] else {
