@@ -95,6 +95,7 @@ impl Request {
             call: None,
             received: 0,
             trailers: None,
+            unchecked: 0,
         }))
     }
 

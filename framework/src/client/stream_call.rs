@@ -262,6 +262,7 @@ impl Opened {
             call: Some(Box::new(self.guard)),
             received: 0,
             trailers: None,
+            unchecked: 0,
         })
     }
 }

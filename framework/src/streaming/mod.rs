@@ -110,6 +110,8 @@ pub(crate) struct Received<T> {
     pub(crate) received: usize,
     /// The metadata that came with the end, once it came.
     pub(crate) trailers: Option<Metadata>,
+    /// Messages read since the deadline was last looked at.
+    pub(crate) unchecked: u32,
 }
 
 impl<T> Streaming<T> {
@@ -212,9 +214,39 @@ impl<T> Received<T> {
         self.trailers.as_ref()
     }
 
+    /// The status that ends the stream when its call's deadline passed.
+    fn deadline_passed(&mut self, cx: &mut Context<'_>) -> Option<Status> {
+        let (sleep, length) = self.deadline.as_mut()?;
+        if sleep.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        let length = *length;
+        self.deadline = None;
+        self.trailers = Some(Metadata::new());
+        if let Some(mut call) = self.call.take() {
+            call.ended(Code::DeadlineExceeded, self.received);
+        }
+        Some(Status::deadline_exceeded(format!(
+            "{} did not end its stream within the call's deadline of {length:?}; the call was \
+             cancelled — raise the timeout if the stream needs longer",
+            self.what
+        )))
+    }
+
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, Status>>> {
         if self.trailers.is_some() {
             return Poll::Ready(None);
+        }
+        // The deadline covers the whole stream, a reader that keeps up
+        // included: looked at when nothing is there to read, and every
+        // so many messages (a timer read per message would cost more than
+        // a small message does).
+        self.unchecked += 1;
+        if self.unchecked >= DEADLINE_CHECK_EVERY {
+            self.unchecked = 0;
+            if let Some(status) = self.deadline_passed(cx) {
+                return Poll::Ready(Some(Err(status)));
+            }
         }
         match self.inbox.poll_next(cx) {
             Poll::Ready(Next::Message(bytes, grant)) => {
@@ -245,27 +277,17 @@ impl<T> Received<T> {
                 }
                 Poll::Ready(Some(Err(status)))
             }
-            Poll::Pending => {
-                if let Some((sleep, length)) = &mut self.deadline
-                    && sleep.as_mut().poll(cx).is_ready()
-                {
-                    let length = *length;
-                    self.deadline = None;
-                    self.trailers = Some(Metadata::new());
-                    if let Some(mut call) = self.call.take() {
-                        call.ended(Code::DeadlineExceeded, self.received);
-                    }
-                    return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
-                        "{} did not end its stream within the call's deadline of {length:?}; \
-                         the call was cancelled — raise the timeout if the stream needs longer",
-                        self.what
-                    )))));
-                }
-                Poll::Pending
-            }
+            Poll::Pending => match self.deadline_passed(cx) {
+                Some(status) => Poll::Ready(Some(Err(status))),
+                None => Poll::Pending,
+            },
         }
     }
 }
+
+/// A stream read off a connection looks at its deadline at least once per
+/// this many messages.
+const DEADLINE_CHECK_EVERY: u32 = 64;
 
 impl<T> Stream for Streaming<T> {
     type Item = Result<T, Status>;
