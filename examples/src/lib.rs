@@ -68,4 +68,6 @@ impl Calculator for Arithmetic {
     }
 }
 
+pub mod chat;
 pub mod cluster;
+pub mod files;

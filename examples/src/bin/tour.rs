@@ -1,20 +1,67 @@
 //! The switchyard tour: starts a calculator server in a child process, calls
 //! it from this process over every transport this build has, and prints one
 //! line per call: the transport, the call, its result, and why that
-//! transport was chosen.
+//! transport was chosen; then streams both ways, timed, and one whose
+//! reader pauses, to show the server waits for credit.
 //!
 //! `cargo run --release -p switchyard-examples --bin tour`
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use switchyard::process::{self, Services, Spawner};
-use switchyard::{Channel, Server, Status, Transport};
+use switchyard::{Channel, Server, Status, Streaming, Transport};
 use switchyard_examples::{Arithmetic, CALCULATOR_DESCRIPTOR, CalculatorClient, CalculatorServer};
 
 const SERVE_FLAG: &str = "--serve";
 const PIPE_WORKER_FLAG: &str = "--pipe-worker";
+
+/// Messages in each timed stream.
+const STREAM_MESSAGES: u64 = 100_000;
+
+/// Streams of numbers, both ways.
+#[switchyard::service]
+pub trait Counter {
+    /// The numbers `0..n`, one message each.
+    async fn count(&self, n: u64) -> Streaming<u64>;
+    /// How many messages `count` streams have taken so far (all calls).
+    async fn produced(&self) -> u64;
+    /// The sum of the numbers sent and how many there were.
+    async fn sum(&self, numbers: Streaming<u64>) -> Result<(u64, u64), Status>;
+}
+
+/// The tour's `Counter`: counts what its streams produce.
+#[derive(Debug, Default)]
+struct Numbers {
+    produced: Arc<AtomicU64>,
+}
+
+impl Counter for Numbers {
+    async fn count(&self, n: u64) -> Streaming<u64> {
+        let produced = Arc::clone(&self.produced);
+        // A message is taken from this iterator only when the client has
+        // granted credit for it: `produced` counts what was let through.
+        Streaming::from_iter((0..n).inspect(move |_| {
+            produced.fetch_add(1, Ordering::Relaxed);
+        }))
+    }
+
+    async fn produced(&self) -> u64 {
+        self.produced.load(Ordering::Relaxed)
+    }
+
+    async fn sum(&self, mut numbers: Streaming<u64>) -> Result<(u64, u64), Status> {
+        let (mut sum, mut count) = (0u64, 0u64);
+        while let Some(number) = numbers.message().await? {
+            sum = sum.wrapping_add(number);
+            count += 1;
+        }
+        Ok((sum, count))
+    }
+}
 
 fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
@@ -36,6 +83,7 @@ fn main() -> ExitCode {
 async fn serve() -> Result<(), String> {
     let server = Server::builder()
         .add_service(CalculatorServer::new(Arithmetic))
+        .add_service(CounterServer::new(Numbers::default()))
         .tcp("127.0.0.1:0")
         .quic("127.0.0.1:0")
         .start()
@@ -125,6 +173,7 @@ async fn tour() -> Result<(), String> {
     );
 
     bulk_line(&by_name, &calc).await?;
+    stream_lines(&by_name).await?;
 
     let unix = connect_when_published(&server.runtime_dir, Some(Transport::Unix)).await?;
     let sum = CalculatorClient::new(unix.clone())
@@ -240,6 +289,71 @@ async fn bulk_line(channel: &Channel, calc: &CalculatorClient) -> Result<(), Str
         &format!("{sum} over {len} bytes"),
     );
     Ok(())
+}
+
+/// Streams over `channel`: numbers from the server and to it, timed; then a
+/// stream whose reader stops after a few messages, to show that the server
+/// stops too once the credit it was granted is used up.
+async fn stream_lines(channel: &Channel) -> Result<(), String> {
+    let counter = CounterClient::new(channel.clone());
+    let transport = channel.selection().transport;
+    let started = Instant::now();
+    let mut numbers = counter
+        .count(STREAM_MESSAGES)
+        .await
+        .map_err(|s| s.to_string())?;
+    let mut received = 0u64;
+    while numbers
+        .message()
+        .await
+        .map_err(|s| s.to_string())?
+        .is_some()
+    {
+        received += 1;
+    }
+    println!(
+        "{transport:<7} {:<44} server streaming, {}",
+        format!("count({STREAM_MESSAGES}) = {received} messages"),
+        per_second(received, started.elapsed())
+    );
+
+    let started = Instant::now();
+    let (sum, count) = counter
+        .sum(futures_util::stream::iter(0..STREAM_MESSAGES))
+        .await
+        .map_err(|s| s.to_string())?;
+    println!(
+        "{transport:<7} {:<44} client streaming, {}",
+        format!("sum(0..{STREAM_MESSAGES}) = {sum}"),
+        per_second(count, started.elapsed())
+    );
+
+    let before = counter.produced().await.map_err(|s| s.to_string())?;
+    let mut paused = counter.count(u64::MAX).await.map_err(|s| s.to_string())?;
+    const READ: u64 = 10;
+    for _ in 0..READ {
+        paused.message().await.map_err(|s| s.to_string())?;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = counter.produced().await.map_err(|s| s.to_string())? - before;
+    drop(paused); // cancels the call: the server stops streaming
+    println!(
+        "{transport:<7} {:<44} flow controlled: the server waits for credit (a window of {} \
+         messages, granted back as they are read)",
+        format!("count(endless), {READ} read, paused = {sent} sent"),
+        switchyard::streaming::DEFAULT_STREAM_WINDOW
+    );
+    Ok(())
+}
+
+/// `messages` over `elapsed` as "1.23M msg/s".
+fn per_second(messages: u64, elapsed: Duration) -> String {
+    let rate = messages as f64 / elapsed.as_secs_f64().max(1e-9);
+    if rate >= 1e6 {
+        format!("{:.2}M msg/s", rate / 1e6)
+    } else {
+        format!("{:.0}k msg/s", rate / 1e3)
+    }
 }
 
 /// Waits until the child has published itself, then connects by name.
