@@ -85,7 +85,9 @@ impl Numbers for Impl {
     async fn stop_early(&self, before: u64) -> Streaming<u64> {
         let items = (0..before)
             .map(Ok)
-            .chain(std::iter::once(Err(Status::failed_precondition("stopped early"))));
+            .chain(std::iter::once(Err(Status::failed_precondition(
+                "stopped early",
+            ))));
         Streaming::from_iter(items)
     }
 }
@@ -122,7 +124,11 @@ async fn the_three_shapes_work_over_the_in_memory_link() {
         .map(Result::unwrap)
         .collect()
         .await;
-    assert_eq!(counted, (0..1_000).collect::<Vec<_>>(), "in order, all of them");
+    assert_eq!(
+        counted,
+        (0..1_000).collect::<Vec<_>>(),
+        "in order, all of them"
+    );
     let sum = client
         .sum(futures_util::stream::iter(1..=100u64))
         .await
@@ -172,7 +178,10 @@ async fn a_reader_that_stops_holds_back_the_sender_and_try_send_says_resource_ex
         .filter(|c| c.transport == "memory" && c.role == "server")
         .map(|c| c.streams.stalled)
         .sum();
-    assert!(stalled >= 1, "the server's stream shows as stalled: {snapshot:?}");
+    assert!(
+        stalled >= 1,
+        "the server's stream shows as stalled: {snapshot:?}"
+    );
     // Dropping the stream cancels the call: the handler's sender sees
     // its stream gone.
     drop(stream);
@@ -185,7 +194,8 @@ async fn a_reader_that_stops_holds_back_the_sender_and_try_send_says_resource_ex
     .expect("the cancel reaches the handler's stream");
     let metrics = switchyard::debug::render_prometheus(&switchyard::debug::snapshot());
     assert!(
-        metrics.contains("switchyard_stream_messages_sent_total{service=\"Numbers\",method=\"flood\""),
+        metrics
+            .contains("switchyard_stream_messages_sent_total{service=\"Numbers\",method=\"flood\""),
         "{metrics}"
     );
     server.shutdown().await;
@@ -202,10 +212,17 @@ async fn a_handler_that_stops_early_ends_the_clients_stream_with_its_status() {
     let status = stream.message().await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status}");
     assert!(status.message().contains("stopped early"), "{status}");
-    assert_eq!(stream.message().await.unwrap(), None, "then the stream is over");
+    assert_eq!(
+        stream.message().await.unwrap(),
+        None,
+        "then the stream is over"
+    );
     // Other calls on the connection go on.
     assert_eq!(
-        client.sum(futures_util::stream::iter([1u64, 2])).await.unwrap(),
+        client
+            .sum(futures_util::stream::iter([1u64, 2]))
+            .await
+            .unwrap(),
         3
     );
     server.shutdown().await;

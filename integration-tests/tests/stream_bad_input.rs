@@ -270,3 +270,50 @@ async fn stream_frames_for_unknown_or_finished_calls_are_dropped_and_harm_nothin
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_stream_beyond_the_servers_concurrent_limit_is_resource_exhausted() {
+    let server = ServerProcess::start(&["--max-in-flight", "2"]);
+    within(LIMIT, async {
+        let client = TestingClient::new(server.channel().await);
+        // Two streams whose messages are a minute apart hold both places.
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(
+                client
+                    .streaming_output_call(vec![1; 2], 60_000, None)
+                    .await
+                    .unwrap(),
+            );
+        }
+        // The third is refused, by the server, naming the knob.
+        let mut third = client
+            .streaming_output_call(vec![1], 0, None)
+            .await
+            .unwrap();
+        let status = third.message().await.unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+        assert!(status.message().contains("max_in_flight"), "{status}");
+        // Once one ends, a new stream gets its place.
+        drop(held.pop());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut next = client
+                .streaming_output_call(vec![5], 0, None)
+                .await
+                .unwrap();
+            match next.message().await {
+                Ok(Some(message)) => {
+                    assert_eq!(message.len(), 5);
+                    break;
+                }
+                Err(status) if status.code() == Code::ResourceExhausted => {
+                    assert!(Instant::now() < deadline, "the place never came free");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+}

@@ -19,6 +19,21 @@ pub mod no_prelude {
         async fn log(&self, line: ::std::string::String);
         /// Divides, failing on zero.
         async fn div(&self, a: i64, b: i64) -> ::std::result::Result<i64, ::std::string::String>;
+        /// Streams the words of `text`, each echoed as it comes.
+        async fn words(
+            &self,
+            words: ::switchyard::Streaming<::std::string::String>,
+        ) -> ::switchyard::Streaming<::std::string::String>;
+        /// Counts `n` down, or refuses.
+        async fn countdown(
+            &self,
+            n: u32,
+        ) -> ::std::result::Result<::switchyard::Streaming<u32>, ::switchyard::Status>;
+        /// How many words came.
+        async fn tally(
+            &self,
+            words: ::switchyard::Streaming<::std::string::String>,
+        ) -> ::std::result::Result<u64, ::switchyard::Status>;
     }
 
     /// An implementation, also without the prelude.
@@ -40,6 +55,29 @@ pub mod no_prelude {
             } else {
                 ::std::result::Result::Ok(a / b)
             }
+        }
+
+        async fn words(
+            &self,
+            words: ::switchyard::Streaming<::std::string::String>,
+        ) -> ::switchyard::Streaming<::std::string::String> {
+            words
+        }
+
+        async fn countdown(
+            &self,
+            n: u32,
+        ) -> ::std::result::Result<::switchyard::Streaming<u32>, ::switchyard::Status> {
+            ::std::result::Result::Ok(::switchyard::Streaming::from_iter(
+                <::std::ops::Range<u32> as ::std::iter::Iterator>::rev(0..n),
+            ))
+        }
+
+        async fn tally(
+            &self,
+            _words: ::switchyard::Streaming<::std::string::String>,
+        ) -> ::std::result::Result<u64, ::switchyard::Status> {
+            ::std::result::Result::Ok(0)
         }
     }
 }
@@ -77,7 +115,17 @@ fn assert_service<S: switchyard::__private::Service + Clone + std::fmt::Debug>(s
 #[test]
 fn the_expansions_are_usable() {
     assert_service(&no_prelude::EchoServer::new(no_prelude::Impl));
-    assert_eq!(no_prelude::ECHO_DESCRIPTOR.methods.len(), 4);
+    assert_eq!(no_prelude::ECHO_DESCRIPTOR.methods.len(), 7);
+    let words = &no_prelude::ECHO_DESCRIPTOR.methods[4];
+    assert!(words.client_streaming && words.server_streaming);
+    assert_eq!(
+        words.signature,
+        "words(Streaming<::std::string::String>) -> Streaming<::std::string::String>"
+    );
+    let countdown = &no_prelude::ECHO_DESCRIPTOR.methods[5];
+    assert!(!countdown.client_streaming && countdown.server_streaming);
+    let tally = &no_prelude::ECHO_DESCRIPTOR.methods[6];
+    assert!(tally.client_streaming && !tally.server_streaming);
     assert_eq!(
         no_prelude::ECHO_DESCRIPTOR.methods[3].signature,
         "div(i64,i64) -> ::std::result::Result<i64,::std::string::String>"
