@@ -400,6 +400,26 @@ id  role    state   transport  peer          calls ok/failed  bytes sent/recv  p
     }
 
     #[test]
+    fn streams_show_below_their_connection() {
+        let mut snap = snapshot();
+        snap.connections[1].streams = crate::debug::model::StreamsInfo {
+            open: 3,
+            stalled: 1,
+            messages_sent: 120,
+            messages_received: 7,
+        };
+        let text = connections_table(&snap);
+        assert!(
+            text.ends_with(
+                "    streams: 3 open (1 waiting for credit), 120 messages sent, 7 received\n"
+            ),
+            "\n{text}"
+        );
+        // A connection that never streamed shows no such line.
+        assert_eq!(text.matches("streams:").count(), 1, "\n{text}");
+    }
+
+    #[test]
     fn an_empty_snapshot_says_so() {
         let text = connections_table(&Snapshot::default());
         assert_eq!(
