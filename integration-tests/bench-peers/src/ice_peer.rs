@@ -24,7 +24,7 @@ use crate::child::{ChildSet, Cpus, arg, pin_to, say};
 use crate::{SMALL, Spec};
 
 /// Subscriber buffer (samples in flight) for 64-byte and for 1 MiB messages.
-const BUFFER_SMALL: usize = 256;
+const BUFFER_SMALL: usize = 4096;
 const BUFFER_LARGE: usize = 16;
 
 fn node() -> Result<Node<ipc::Service>, String> {
