@@ -505,10 +505,20 @@ async fn json_shows_connections_on_two_transports_field_by_field() {
                 "rejected",
                 "role",
                 "state",
+                "streams",
                 "transport"
             ]
         );
         assert_eq!(conn["transport"], "unix");
+        assert_eq!(
+            keys(&conn["streams"]),
+            ["messages_received", "messages_sent", "open", "stalled"]
+        );
+        let method = &raw["methods"].as_array().unwrap()[0];
+        assert!(
+            method["stream_messages_sent"].is_u64() && method["stream_messages_received"].is_u64(),
+            "{method}"
+        );
         assert_eq!(
             keys(&conn["peer"]),
             ["addr", "hostname", "locality", "pid", "process", "uid"]
