@@ -18,7 +18,9 @@
 //!   timed from the go byte until the last frame. Over a unix socket, TCP
 //!   loopback, the child's stdout (a pipe enlarged as switchyard enlarges
 //!   its own) and, for shm, the spin ring of [`crate::bench_shm`] (two
-//!   busy-polled rings, the floor for same-host IPC). QUIC has none.
+//!   busy-polled rings, the floor for same-host IPC); for QUIC, one stream
+//!   of plain quinn with switchyard's TLS and transport settings, the
+//!   frames written in 256 KiB pieces.
 //!
 //! Each measurement stops at its count or its time limit, whichever comes
 //! first: the rate is what the receiver counted over the time it took.
@@ -196,7 +198,7 @@ pub(crate) fn run(quick: bool, only: &[Transport]) -> Result<(), String> {
          with the count, timed from the call to the reply; stream window {} (both sides; a pipe \
          child's server side keeps 64); raw framed: a child writes u32-length frames through a \
          256 KiB BufWriter, the parent reads with a 1 MiB buffer and parses them (shm: the spin \
-         ring); pinned to CPUs 0 and 1: {}",
+         ring; quic: one plain quinn stream); pinned to CPUs 0 and 1: {}",
         plan.small,
         plan.chunks,
         plan.limit.as_secs_f64(),
@@ -516,6 +518,8 @@ fn raw_rate(
             drop(child);
             rate
         }
+        #[cfg(feature = "quic")]
+        "quic" => raw_quic(&env, count)?,
         _ => return Ok(Err("no raw framed path")),
     };
     Ok(Ok(rate))
@@ -684,6 +688,12 @@ pub(crate) fn child(role: &str) -> Result<(), String> {
                     let (stream, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
                     write_frames(stream, count, size)
                 }
+                #[cfg(feature = "quic")]
+                "streams-raw-quic" => {
+                    let runtime =
+                        tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
+                    runtime.block_on(raw_quic_child(count, size))
+                }
                 other => Err(format!("unknown child role {other}")),
             }
         }
@@ -739,6 +749,106 @@ async fn quic_child(window: u32) -> Result<(), String> {
             Err(err) => eprintln!("streams-quic child: {err}"),
         }
     }
+}
+
+/// The raw framed path over one quinn stream: the parent opens it and
+/// sends the go byte, the `streams-raw-quic` child writes the frames back.
+#[cfg(feature = "quic")]
+fn raw_quic(env: &[(&str, &OsStr)], count: u64) -> Result<Rate, String> {
+    use switchyard::transport::quic::{self, QuicConfig};
+    let (child, addr, pin) = crate::bench_quic::spawn("streams-raw-quic", None, env)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
+    let rate = runtime.block_on(async move {
+        let client =
+            quic::quinn_client_config(&quic::ClientTls::pinned(pin), &QuicConfig::default())
+                .map_err(|e| format!("quinn client configuration: {e}"))?;
+        let mut endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::UNSPECIFIED, 0).into())
+            .map_err(|e| format!("a UDP socket for quinn: {e}"))?;
+        endpoint.set_default_client_config(client);
+        let conn = endpoint
+            .connect(addr, "switchyard")
+            .map_err(|e| format!("connecting to the raw quic child at {addr}: {e}"))?
+            .await
+            .map_err(|e| format!("the QUIC handshake with the raw quic child at {addr}: {e}"))?;
+        let quinn_err = |e: &dyn std::fmt::Display| format!("raw quinn stream: {e}");
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| quinn_err(&e))?;
+        let mut buf = vec![0u8; READ_BUFFER];
+        let mut frames = Frames::default();
+        send.write_all(&[1]).await.map_err(|e| quinn_err(&e))?;
+        let start = Instant::now();
+        while frames.messages < count {
+            match recv.read(&mut buf).await.map_err(|e| quinn_err(&e))? {
+                Some(n) => frames.feed(&buf[..n]),
+                None => {
+                    return Err(format!(
+                        "the raw quinn writer stopped after {} of {count} frames",
+                        frames.messages
+                    ));
+                }
+            }
+        }
+        let elapsed = start.elapsed();
+        endpoint.close(0u32.into(), b"done");
+        Ok::<_, String>(Rate {
+            messages: frames.messages,
+            bytes: frames.bytes,
+            elapsed,
+        })
+    })?;
+    drop(child);
+    Ok(rate)
+}
+
+/// The `streams-raw-quic` child: accepts one connection and one stream,
+/// waits for the go byte, writes `count` frames of `size` bytes in pieces
+/// of up to [`WRITE_BUFFER`] (as a `BufWriter` would), and stays until the
+/// parent closes the connection.
+#[cfg(feature = "quic")]
+async fn raw_quic_child(count: u64, size: usize) -> Result<(), String> {
+    use switchyard::transport::quic::{self, Identity, QuicConfig};
+    let identity = Identity::self_signed(&["localhost"]).map_err(|e| e.to_string())?;
+    let server = quic::quinn_server_config(
+        &quic::ServerTls::new(identity.clone()),
+        &QuicConfig::default(),
+    )
+    .map_err(|e| format!("quinn server configuration: {e}"))?;
+    let endpoint = quinn::Endpoint::server(server, (std::net::Ipv4Addr::LOCALHOST, 0).into())
+        .map_err(|e| format!("bind: {e}"))?;
+    let addr = endpoint.local_addr().map_err(|e| format!("address: {e}"))?;
+    announce(&format!("{addr} {}", identity.fingerprint()));
+    let quinn_err = |e: &dyn std::fmt::Display| format!("raw quinn writer: {e}");
+    let conn = endpoint
+        .accept()
+        .await
+        .ok_or("the endpoint closed before a connection came")?
+        .await
+        .map_err(|e| quinn_err(&e))?;
+    let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| quinn_err(&e))?;
+    let mut go = [0u8; 1];
+    recv.read_exact(&mut go).await.map_err(|e| quinn_err(&e))?;
+    let header = u32::try_from(size)
+        .map_err(|_| format!("{size} bytes do not fit a frame"))?
+        .to_le_bytes();
+    let payload = vec![7u8; size];
+    let mut buf = Vec::with_capacity(WRITE_BUFFER);
+    for _ in 0..count {
+        if buf.len() + header.len() + size > WRITE_BUFFER {
+            send.write_all(&buf).await.map_err(|e| quinn_err(&e))?;
+            buf.clear();
+        }
+        if header.len() + size > WRITE_BUFFER {
+            send.write_all(&header).await.map_err(|e| quinn_err(&e))?;
+            send.write_all(&payload).await.map_err(|e| quinn_err(&e))?;
+        } else {
+            buf.extend_from_slice(&header);
+            buf.extend_from_slice(&payload);
+        }
+    }
+    send.write_all(&buf).await.map_err(|e| quinn_err(&e))?;
+    send.finish().map_err(|e| quinn_err(&e))?;
+    // Until the parent has read it all and closes.
+    conn.closed().await;
+    Ok(())
 }
 
 #[cfg(test)]
