@@ -115,7 +115,7 @@ pub(crate) const CONCURRENCY: usize = 32;
 /// their stdin and stdout.
 pub(crate) const CHILD_ENV: &str = "SWITCHYARD_BENCH_CHILD";
 /// Set in a child process: the scratch directory.
-const DIR_ENV: &str = "SWITCHYARD_RUNTIME_DIR";
+pub(crate) const DIR_ENV: &str = "SWITCHYARD_RUNTIME_DIR";
 
 /// What the raw baseline of shm is, printed and reported with its row.
 pub(crate) const SPIN_RING_NOTE: &str = "raw spin ring: two shared-memory rings (switchyard's \
@@ -472,7 +472,7 @@ fn text_row(row: &Row) -> String {
     ])
 }
 
-fn pinning() -> bool {
+pub(crate) fn pinning() -> bool {
     // The machine's CPU count, not this process's affinity mask (which
     // pinning itself narrows to one CPU).
     let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
@@ -480,7 +480,7 @@ fn pinning() -> bool {
     std::env::var("SWITCHYARD_BENCH_PIN").as_deref() != Ok("0") && several
 }
 
-fn pin(cpu: usize) {
+pub(crate) fn pin(cpu: usize) {
     if !pinning() {
         return;
     }
@@ -728,13 +728,14 @@ fn child(role: &str) -> Result<(), String> {
         }
         #[cfg(feature = "quic")]
         "raw-quic" | "switchyard-quic" => return crate::bench_quic::child(role),
+        streams if streams.starts_with("streams-") => return crate::bench_streams::child(streams),
         other => return crate::bench_extra::child(other),
     }
     Ok(())
 }
 
 /// A reading half and a writing half as one stream.
-struct Duplex<R, W>(R, W);
+pub(crate) struct Duplex<R, W>(pub(crate) R, pub(crate) W);
 
 impl<R: Read, W> Read for Duplex<R, W> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {

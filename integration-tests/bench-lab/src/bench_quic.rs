@@ -47,7 +47,7 @@ pub(crate) fn raw_figures(s: &Settings) -> Result<Figures, String> {
 
 /// [`raw_figures`] with the child in `veth`'s namespace, if given.
 fn raw_figures_at(veth: Option<&Veth>, s: &Settings) -> Result<Figures, String> {
-    let (child, addr, pin) = spawn("raw-quic", veth)?;
+    let (child, addr, pin) = spawn("raw-quic", veth, &[])?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
     runtime.block_on(async move {
         let client =
@@ -94,7 +94,7 @@ async fn raw_call(conn: &quinn::Connection, payload: &[u8]) -> Result<(), String
 pub(crate) async fn connect_switchyard(
     veth: Option<&Veth>,
 ) -> Result<(Serving, Channel, String), String> {
-    let (child, addr, pin) = spawn("switchyard-quic", veth)?;
+    let (child, addr, pin) = spawn("switchyard-quic", veth, &[])?;
     let target = quic::url(addr);
     let link = quic::connect(&addr.to_string(), &pin)
         .await
@@ -107,22 +107,20 @@ pub(crate) async fn connect_switchyard(
 }
 
 /// Starts the child in `role` (in `veth`'s namespace, bound to its address,
-/// if given) and reads its address and fingerprint.
-fn spawn(
+/// if given) with `env` added, and reads its address and fingerprint.
+pub(crate) fn spawn(
     role: &str,
     veth: Option<&Veth>,
+    env: &[(&str, &OsStr)],
 ) -> Result<(ChildGuard, std::net::SocketAddr, Fingerprint), String> {
     let what = "its address and fingerprint";
     let (child, _stdout, line) = match veth {
-        None => announcing(child_command(role)?, role, &[], what)?,
+        None => announcing(child_command(role)?, role, env, what)?,
         Some(veth) => {
             let bind = format!("{}:0", veth.child_addr);
-            announcing(
-                veth.command(role)?,
-                role,
-                &[(BIND_ENV, OsStr::new(&bind))],
-                what,
-            )?
+            let mut env = env.to_vec();
+            env.push((BIND_ENV, OsStr::new(&bind)));
+            announcing(veth.command(role)?, role, &env, what)?
         }
     };
     let parsed = line

@@ -33,7 +33,7 @@ use switchyard::sys::shm::{create_memfd, map_sealed};
 use switchyard::transport::shm::DEFAULT_CAPACITY;
 use switchyard::transport::shm::ring::{Consumer, Producer, Ring, Role, region_len};
 
-use crate::bench::{Figures, Settings, raw_run, spawn_announcing};
+use crate::bench::{ChildGuard, Figures, Settings, raw_run, spawn_announcing};
 
 /// Set in the `raw-shm` child: the number of the inherited memfd holding
 /// both rings.
@@ -54,6 +54,17 @@ const fn mapping_len() -> usize {
 /// The parent's side: creates the rings, starts the echoing child, and
 /// measures round trips over them.
 pub(crate) fn raw_figures(s: &Settings) -> Result<Figures, String> {
+    let (stream, child) = spawn_with_rings("raw-shm", &[])?;
+    raw_run(stream, &child, s)
+}
+
+/// Creates the rings and starts this binary as a child in `role` (one that
+/// calls [`attach`] and announces itself) with `env` added; returns this
+/// side's stream and the child once it attached.
+pub(crate) fn spawn_with_rings(
+    role: &str,
+    env: &[(&str, &OsStr)],
+) -> Result<(SpinStream, ChildGuard), String> {
     let len = mapping_len();
     let memfd = create_memfd("switchyard-bench-ring", len as u64)
         .map_err(|e| format!("creating the spin rings' memfd: {e}"))?;
@@ -66,14 +77,12 @@ pub(crate) fn raw_figures(s: &Settings) -> Result<Figures, String> {
     let inherited =
         rustix::io::dup(&memfd).map_err(|e| format!("duplicating the spin rings' memfd: {e}"))?;
     let number = inherited.as_raw_fd().to_string();
-    let spawned = spawn_announcing(
-        "raw-shm",
-        &[(FD_ENV, OsStr::new(&number))],
-        "that it attached",
-    );
+    let mut env = env.to_vec();
+    env.push((FD_ENV, OsStr::new(&number)));
+    let spawned = spawn_announcing(role, &env, "that it attached");
     drop(inherited);
     let (child, _stdout, _attached) = spawned?;
-    raw_run(stream, &child, s)
+    Ok((stream, child))
 }
 
 /// The child's side: attaches to the rings of the memfd it inherited.

@@ -16,7 +16,9 @@ use switchyard::Transport;
 /// the CPU time client and server spent per call. As root with iproute2 on
 /// Linux, the quic pair is measured again with the server in a network
 /// namespace reached through a veth pair (both made for the run and removed
-/// after it). Then the bulk (mmap) and one-way tables.
+/// after it). Then the bulk (mmap) and one-way tables, and the streams
+/// table: server- and client-streaming rates of 64-byte messages and 1 MiB
+/// chunks per transport beside a raw framed one-way path.
 ///
 /// The server side runs in a child process (this binary, re-executed).
 /// Client and child are pinned to CPUs 0 and 1 when there are two or more;
@@ -44,6 +46,9 @@ pub(crate) struct Args {
         conflicts_with = "report"
     )]
     pub(crate) only: Option<Vec<Transport>>,
+    /// Only the streams table (with --only: only those transports' rows).
+    #[arg(long, verbatim_doc_comment, conflicts_with = "report")]
+    pub(crate) only_streams: bool,
     /// Also write the run into the markdown FILE between
     /// <!-- bench:start --> and <!-- bench:end --> (added at the end if
     /// missing; the rest of the file is kept), with a bar chart next to it
@@ -82,6 +87,9 @@ mod tests {
         assert!(args.quick);
         assert_eq!(args.only, Some(vec![Transport::Quic, Transport::Tcp]));
         assert_eq!(parse(&[]).unwrap().only, None);
+        let args = parse(&["--only-streams", "--only", "shm"]).unwrap();
+        assert!(args.only_streams);
+        assert_eq!(args.only, Some(vec![Transport::Shm]));
         let args = parse(&["--report", "docs/performance.md"]).unwrap();
         assert_eq!(args.report, Some(PathBuf::from("docs/performance.md")));
     }

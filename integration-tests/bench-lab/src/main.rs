@@ -1,9 +1,9 @@
 //! `switchyard-bench`: the benchmark lab. Every transport switchyard can use
 //! between processes, beside the raw OS path measured in the same run, in
-//! one table; then the bulk (mmap) and one-way tables.
+//! one table; then the bulk (mmap), one-way and streams tables.
 //!
 //! ```text
-//! cargo run --release -p switchyard-bench-lab -- [--quick] [--only T,..] [--report FILE]
+//! cargo run --release -p switchyard-bench-lab -- [--quick] [--only T,..] [--only-streams] [--report FILE]
 //! ```
 //!
 //! The server side of each measurement is this binary re-executed as a
@@ -22,6 +22,7 @@ mod bench_extra;
 mod bench_quic;
 #[cfg(target_os = "linux")]
 mod bench_shm;
+mod bench_streams;
 mod cli;
 mod report;
 
@@ -33,6 +34,9 @@ use clap::Parser;
 /// measured, and writes the report when asked; `command` is the command
 /// line, recorded in the report.
 fn run(args: &cli::Args, command: &str) -> Result<(), String> {
+    if args.only_streams {
+        return bench_streams::run(args.quick, args.only.as_deref().unwrap_or_default());
+    }
     let settings = if args.quick {
         bench::Settings::quick()
     } else {
@@ -43,6 +47,7 @@ fn run(args: &cli::Args, command: &str) -> Result<(), String> {
         return Ok(());
     }
     let extras = bench_extra::run(args.quick)?;
+    bench_streams::run(args.quick, &[])?;
     if let Some(report) = &args.report {
         let svg = report::write(report, &outcome, command)?;
         bench_extra::write_report(report, &extras)?;

@@ -25,7 +25,7 @@ fn help_lists_the_options() {
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let stdout = text(&out.stdout);
         assert!(stdout.contains("Usage: switchyard-bench"), "{stdout}");
-        for option in ["--quick", "--only", "--report"] {
+        for option in ["--quick", "--only", "--only-streams", "--report"] {
             assert!(stdout.contains(option), "{flag}: {option} in\n{stdout}");
         }
     }
