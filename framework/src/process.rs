@@ -83,6 +83,15 @@ impl Services {
         self
     }
 
+    /// As [`ServerBuilder::stream_window`](crate::ServerBuilder::stream_window):
+    /// the messages of a stream the other side may send before this side
+    /// grants more (the window of this side's own calls' streams is the
+    /// channel's, [`ChannelBuilder::stream_window`](crate::ChannelBuilder::stream_window)).
+    pub fn stream_window(mut self, messages: u32) -> Self {
+        self.config.stream_window = messages.max(1);
+        self
+    }
+
     /// As [`ServerBuilder::max_metadata`](crate::ServerBuilder::max_metadata).
     pub fn max_metadata(mut self, bytes: usize, entries: usize) -> Self {
         self.config.metadata_limits = crate::protocol::metadata::MetadataLimits {

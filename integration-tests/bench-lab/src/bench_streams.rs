@@ -9,8 +9,8 @@
 //!   calls `sink` with a stream of `count` messages, timed from the call
 //!   until the reply, and the reply is the count. Each (transport, window)
 //!   gets its own child, with the stream window set on both sides
-//!   ([`WINDOW_ENV`]), except that a pipe child's server side keeps the
-//!   default 64 (`process::Services` has no window knob).
+//!   ([`WINDOW_ENV`]); a pipe child's server side takes it through
+//!   `process::Services::stream_window`.
 //! * **raw framed**: a child writes `count` frames (u32 little-endian
 //!   length, then the payload) through a 256 KiB `BufWriter` (many frames
 //!   per system call) once the parent sent a go byte; the parent reads
@@ -37,6 +37,7 @@ use crate::bench::{
     ChildGuard, DIR_ENV, ScratchDir, announce, child_command, pin, pinning, spawn_announcing,
 };
 
+mod peers;
 mod raw;
 
 /// The streamed service.
@@ -184,8 +185,7 @@ pub(crate) fn run(quick: bool, only: &[Transport]) -> Result<(), String> {
         "\nstreams: {} messages of {SMALL} B (msgs/s) and {} chunks of 1 MiB (GB/s) per \
          measurement, at most {:.0} s each, counted by the receiver; server stream: the client \
          reads `source`, timed from the call to the stream's end; client stream: `sink` replies \
-         with the count, timed from the call to the reply; stream window {} (both sides; a pipe \
-         child's server side keeps 64); raw framed: a child writes u32-length frames through a \
+         with the count, timed from the call to the reply; stream window {} (both sides); raw framed: a child writes u32-length frames through a \
          256 KiB BufWriter, the parent reads with a 1 MiB buffer and parses them (shm: the spin \
          ring; quic: one plain quinn stream); pinned to CPUs 0 and 1: {}",
         plan.small,
@@ -240,6 +240,9 @@ pub(crate) fn run(quick: bool, only: &[Transport]) -> Result<(), String> {
             "shm moves a 1 MiB message as a sealed memfd, not through the ring, so its 1 MiB \
              ratio is to the ring, not to its own floor (the hand-off in the shm bulk table)"
         );
+    }
+    if let Some(peers) = peers::run(quick)? {
+        print!("{}", peers::text(&lines, &peers));
     }
     Ok(())
 }
@@ -492,10 +495,9 @@ pub(crate) fn child(role: &str) -> Result<(), String> {
             runtime.block_on(async {
                 match role {
                     "streams-pipe" => {
-                        // The server side's window stays the default: pipes
-                        // have no knob for it.
                         switchyard::process::serve_parent(
                             switchyard::process::Services::new()
+                                .stream_window(window())
                                 .add_service(StreamsServer::new(Source)),
                         )
                         .await
