@@ -489,6 +489,18 @@ pub(crate) fn pin(cpu: usize) {
     let _ = rustix::thread::sched_setaffinity(None, &set);
 }
 
+/// Lets this thread (and the processes it starts from now on) run on every
+/// CPU again, undoing [`pin`].
+pub(crate) fn unpin() {
+    // Every CPU the set can name (the kernel keeps those that exist;
+    // available_parallelism would count only the pinned one).
+    let mut set = rustix::thread::CpuSet::new();
+    for cpu in 0..rustix::thread::CpuSet::MAX_CPU {
+        set.set(cpu);
+    }
+    let _ = rustix::thread::sched_setaffinity(None, &set);
+}
+
 /// A private directory for the children's sockets and registry, removed on
 /// drop, with the message queue the `switchyard` children made for it.
 pub(crate) struct ScratchDir(PathBuf);

@@ -77,6 +77,9 @@ pub(super) fn run(quick: bool) -> Result<Option<Vec<PeerRate>>, String> {
         );
         return Ok(None);
     }
+    // The peers pin their own sides; this process is pinned to one CPU,
+    // which its children would inherit.
+    crate::bench::unpin();
     let mut command = Command::new(&binary);
     command
         .arg("--json")
