@@ -163,6 +163,9 @@ pub(crate) trait Serve: Send {
     /// `status` rather than wait for their deadlines.
     fn reading_stopped(&mut self, _session: &Session<Infallible, Self::Handle>, _status: &Status) {}
 
+    /// The frames at hand are handled: hand over what was gathered.
+    fn frames_handled(&mut self) {}
+
     /// Where the handlers' stream grants are queued, if they stream.
     fn grants(&self) -> Option<Arc<Grants>> {
         None
@@ -220,6 +223,8 @@ pub(crate) struct Driver<S: Serve> {
     idle: Option<Arc<IdleMark>>,
     /// Fires when its server asks it to go.
     evict: Option<oneshot::Receiver<Status>>,
+    /// Frames for this side's callers, gathered while a batch is handled.
+    for_caller: Vec<Decoded>,
 }
 
 impl<S: Serve> Driver<S> {
@@ -241,6 +246,7 @@ impl<S: Serve> Driver<S> {
             end: End::Stopped,
             idle: None,
             evict: None,
+            for_caller: Vec::new(),
         }
     }
 
@@ -293,11 +299,8 @@ impl<S: Serve> Driver<S> {
         let mut timer_at = None;
         let grants = self.serve.grants();
         loop {
-            for decoded in std::mem::take(&mut frames) {
-                if let Err(status) = self.handle(decoded, true).await {
-                    self.protocol_error(status).await;
-                    break;
-                }
+            if let Err(status) = self.handle_all(std::mem::take(&mut frames), true).await {
+                self.protocol_error(status).await;
             }
             if self.session.is_draining()
                 && self.handlers.is_empty()
@@ -373,11 +376,7 @@ impl<S: Serve> Driver<S> {
                     Err(err) => {
                         self.end = End::Failed(err.to_string());
                         // Frames decoded before the bad bytes still count.
-                        for decoded in std::mem::take(&mut frames) {
-                            if self.handle(decoded, true).await.is_err() {
-                                break;
-                            }
-                        }
+                        let _ = self.handle_all(std::mem::take(&mut frames), true).await;
                         self.protocol_error(Status::invalid_argument(format!(
                             "{err}; closing the connection"
                         )))
@@ -403,7 +402,9 @@ impl<S: Serve> Driver<S> {
                     timer_at = None;
                     let now = Instant::now();
                     self.session.handle_timeout(now);
-                    if let Some(end) = self.events(now, true) {
+                    let end = self.events(now, true);
+                    self.deliver_for_caller();
+                    if let Some(end) = end {
                         return end;
                     }
                     self.flush().await;
@@ -427,22 +428,44 @@ impl<S: Serve> Driver<S> {
     /// Hands what arrived with the end of the link to this side's callers;
     /// requests in it are not started (nobody could get their replies).
     async fn deliver_last(&mut self, frames: &mut Vec<Decoded>) {
-        for decoded in std::mem::take(frames) {
-            if self.handle(decoded, false).await.is_err() {
+        let _ = self.handle_all(std::mem::take(frames), false).await;
+    }
+
+    /// Handles frames in order (starting requests only if `serving`),
+    /// up to the first that breaks the protocol (the error). What they
+    /// carry for this side's callers is handed over together at the end,
+    /// and what the session asks to send is written once.
+    async fn handle_all(&mut self, frames: Vec<Decoded>, serving: bool) -> Result<(), Status> {
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut handled = Ok(());
+        for decoded in frames {
+            handled = self.session.handle_frame(now, decoded);
+            // Each frame's events before the next frame: a request is
+            // admitted (its stream opened) before what follows it.
+            // Only timeouts end a connection by themselves, never frames.
+            let _ = self.events(now, serving);
+            if handled.is_err() {
                 break;
             }
         }
-    }
-
-    /// Handles one frame (starting requests only if `serving`); an error
-    /// is a protocol violation.
-    async fn handle(&mut self, decoded: Decoded, serving: bool) -> Result<(), Status> {
-        let now = Instant::now();
-        let handled = self.session.handle_frame(now, decoded);
-        // Only timeouts end a connection by themselves, never frames.
-        let _ = self.events(now, serving);
+        self.serve.frames_handled();
+        self.deliver_for_caller();
         self.flush().await;
         handled
+    }
+
+    /// Hands the frames gathered for this side's callers to them.
+    fn deliver_for_caller(&mut self) {
+        if self.for_caller.is_empty() {
+            return;
+        }
+        let frames = std::mem::take(&mut self.for_caller);
+        if let Some(caller) = self.caller.as_ref().and_then(Weak::upgrade) {
+            caller.handle_all(frames);
+        }
     }
 
     /// Carries out what the session asks for (starting requests only if
@@ -478,11 +501,8 @@ impl<S: Serve> Driver<S> {
                 Event::Stray { kind, call_id } => {
                     tracing::debug!(peer = %self.peer, ?kind, call_id, "dropped a stream frame of a call that has no stream (ended, or never opened)");
                 }
-                Event::ForCaller(decoded) => {
-                    if let Some(caller) = self.caller.as_ref().and_then(Weak::upgrade) {
-                        caller.handle(decoded);
-                    }
-                }
+                // Handed over together once the frames at hand are handled.
+                Event::ForCaller(decoded) => self.for_caller.push(decoded),
                 Event::Dropped { kind, len } => {
                     tracing::warn!(?kind, len, "dropped an oversized frame");
                 }

@@ -91,6 +91,13 @@ pub(crate) trait CallerSide: Send + Sync + std::fmt::Debug {
     /// Takes a frame for this side's calls: a response or a GoAway.
     fn handle(&self, decoded: Decoded);
 
+    /// Takes frames for this side's calls, in order.
+    fn handle_all(&self, frames: Vec<Decoded>) {
+        for decoded in frames {
+            self.handle(decoded);
+        }
+    }
+
     /// The link ended, cleanly (`Ok`) or not, as a caller reading it found:
     /// this side's calls fail.
     fn link_ended(&self, end: Result<bool, crate::transport::LinkError>);

@@ -457,99 +457,100 @@ impl Connection {
     }
 
     /// Takes a frame the peer sent this side as a caller: a response, a
-    /// goaway, a ping.
+    /// goaway, a ping, a stream's message or credit.
     pub(crate) fn handle(&self, decoded: Decoded) {
-        let mut decoded = Some(decoded);
-        loop {
-            let (event, transmit, more) = {
-                let Ok(mut session) = self.session.lock() else {
-                    return;
-                };
-                if let Some(decoded) = decoded.take() {
-                    // A session that serves nothing finds no protocol errors.
-                    // It runs no clocks either (the driver's session pings),
-                    // so it is given the instant the connection opened
-                    // rather than a clock read per frame.
-                    if let Err(status) = session.handle_frame(self.opened, decoded) {
-                        // Only the server's streams can break a rule here
-                        // (a message beyond the credit this side granted):
-                        // the connection is not to be trusted any more.
-                        drop(session);
-                        tracing::warn!(url = %self.url, %status, "the server broke the protocol; closing the connection");
-                        self.stats.event("protocol error", status.to_string());
-                        self.close(Status::unavailable(format!(
-                            "{}: the server broke the protocol ({status}); calls made now \
-                             reconnect",
-                            self.url
-                        )));
-                        return;
-                    }
+        self.handle_all(std::iter::once(decoded));
+    }
+
+    /// Takes the frames the peer sent this side as a caller, in order,
+    /// under one lock of the call table: a stream's messages that arrived
+    /// together reach its reader together (one lock, one wake-up).
+    pub(crate) fn handle_all(&self, frames: impl IntoIterator<Item = Decoded>) {
+        let mut answers: Vec<(Waiter, Result<Frame, Status>)> = Vec::new();
+        let mut transmits = Vec::new();
+        let mut going_away = Vec::new();
+        let mut broken = None;
+        {
+            let Ok(mut session) = self.session.lock() else {
+                return;
+            };
+            let mut run = MessageRun::default();
+            for decoded in frames {
+                // A session that serves nothing runs no clocks (the
+                // driver's session pings), so it is given the instant the
+                // connection opened rather than a clock read per frame.
+                if let Err(status) = session.handle_frame(self.opened, decoded) {
+                    // Only the server's streams can break a rule here (a
+                    // message beyond the credit this side granted): the
+                    // connection is not to be trusted any more.
+                    broken = Some(status);
+                    break;
                 }
-                let mut event = session.poll_event();
-                // Stream messages and credit go to their calls here, under
-                // the lock that keeps the calls' table.
-                while let Some(Event::StreamData { .. } | Event::StreamCredit { .. }) = &event {
-                    match event.take() {
-                        Some(Event::StreamData {
+                while let Some(event) = session.poll_event() {
+                    match event {
+                        Event::StreamData {
                             call_id,
                             ours: true,
                             frame,
-                        }) => {
+                        } => {
                             if let Some(Waiter::Stream(call)) = session.waiter(call_id) {
-                                call.data(frame);
+                                run.push(call, frame);
                             }
                         }
-                        Some(Event::StreamCredit {
+                        Event::StreamCredit {
                             call_id,
                             ours: true,
                             credit,
-                        }) => {
+                        } => {
                             if let Some(Waiter::Stream(call)) = session.waiter(call_id) {
                                 call.credit(credit);
                             }
                         }
-                        _ => {}
+                        Event::Response { waiter, frame } => answers.push((waiter, Ok(frame))),
+                        Event::CallFailed { waiter, status } => answers.push((waiter, Err(status))),
+                        Event::PeerGoingAway(status) => going_away.push(status),
+                        Event::Cancelled { handle, .. } | Event::StreamFailed { handle, .. } => {
+                            match handle {}
+                        }
+                        Event::Stray { kind, call_id } => {
+                            tracing::debug!(url = %self.url, ?kind, call_id, "dropped a stream frame of a call that has no stream (it ended)");
+                        }
+                        // This session runs no clocks and serves nothing.
+                        Event::Request(_)
+                        | Event::ForCaller(_)
+                        | Event::Dropped { .. }
+                        | Event::StreamData { .. }
+                        | Event::StreamEnd { .. }
+                        | Event::StreamCredit { .. }
+                        | Event::PeerSilent(_)
+                        | Event::Idle(_) => {}
                     }
-                    event = session.poll_event();
                 }
-                let transmit = session.poll_transmit();
-                (event, transmit, !session.is_quiet())
-            };
-            if let Some(transmit) = transmit {
-                // Control frames (Pong, Unimplemented) wait for nothing.
-                let _ = self.outgoing.try_send(transmit.bytes.into());
+                transmits.extend(std::iter::from_fn(|| session.poll_transmit()));
             }
-            match event {
-                Some(Event::Response { waiter, frame }) => waiter.answer(Ok(frame)),
-                Some(Event::CallFailed { waiter, status }) => waiter.answer(Err(status)),
-                Some(Event::PeerGoingAway(status)) => {
-                    self.draining.store(true, Ordering::Release);
-                    self.stats.draining();
-                    self.stats.event("goaway", status.to_string());
-                    tracing::debug!(url = %self.url, %status, "server sent goaway");
-                }
-                Some(Event::Cancelled { handle, .. } | Event::StreamFailed { handle, .. }) => {
-                    match handle {}
-                }
-                Some(Event::Stray { kind, call_id }) => {
-                    tracing::debug!(url = %self.url, ?kind, call_id, "dropped a stream frame of a call that has no stream (it ended)");
-                }
-                // This session runs no clocks and serves nothing.
-                Some(
-                    Event::Request(_)
-                    | Event::ForCaller(_)
-                    | Event::Dropped { .. }
-                    | Event::StreamData { .. }
-                    | Event::StreamEnd { .. }
-                    | Event::StreamCredit { .. }
-                    | Event::PeerSilent(_)
-                    | Event::Idle(_),
-                )
-                | None => {}
-            }
-            if !more {
-                return;
-            }
+            // The messages go in before the answers below end their streams.
+            run.deliver();
+        }
+        for transmit in transmits {
+            // Control frames (Pong, Unimplemented, Cancel) wait for nothing.
+            let _ = self.outgoing.try_send(transmit.bytes.into());
+        }
+        for status in going_away {
+            self.draining.store(true, Ordering::Release);
+            self.stats.draining();
+            self.stats.event("goaway", status.to_string());
+            tracing::debug!(url = %self.url, %status, "server sent goaway");
+        }
+        for (waiter, result) in answers {
+            waiter.answer(result);
+        }
+        if let Some(status) = broken {
+            tracing::warn!(url = %self.url, %status, "the server broke the protocol; closing the connection");
+            self.stats.event("protocol error", status.to_string());
+            self.close(Status::unavailable(format!(
+                "{}: the server broke the protocol ({status}); calls made now reconnect",
+                self.url
+            )));
         }
     }
 }
@@ -559,8 +560,42 @@ impl CallerSide for Connection {
         Self::handle(self, decoded);
     }
 
+    fn handle_all(&self, frames: Vec<Decoded>) {
+        Self::handle_all(self, frames);
+    }
+
     fn link_ended(&self, end: Result<bool, LinkError>) {
         self.close(ended_status(&self.url, end));
+    }
+}
+
+/// Consecutive messages of one stream, handed to its reader at once.
+#[derive(Default)]
+struct MessageRun {
+    call: Option<Arc<StreamCall>>,
+    messages: Vec<Frame>,
+}
+
+impl MessageRun {
+    /// Adds a message of `call`'s stream; a message of another stream
+    /// first hands over the run so far.
+    fn push(&mut self, call: &Arc<StreamCall>, frame: Frame) {
+        if !self
+            .call
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, call))
+        {
+            self.deliver();
+            self.call = Some(Arc::clone(call));
+        }
+        self.messages.push(frame);
+    }
+
+    /// Hands the run to its stream's reader.
+    fn deliver(&mut self) {
+        if let Some(call) = self.call.take() {
+            call.data(std::mem::take(&mut self.messages));
+        }
     }
 }
 

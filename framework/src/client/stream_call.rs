@@ -52,13 +52,17 @@ pub(crate) struct StreamCall {
 }
 
 impl StreamCall {
-    /// A message from the callee.
-    pub(crate) fn data(&self, frame: Frame) {
+    /// Messages from the callee, in order.
+    pub(crate) fn data(&self, frames: Vec<Frame>) {
         if let Some(inbox) = &self.inbox {
-            let len = HEADER_LEN + frame.metadata.len() + frame.payload.len();
-            self.counters.stream_received(1, len as u64);
-            self.stats.stream_messages(0, 1);
-            inbox.push(frame.payload);
+            let len: usize = frames
+                .iter()
+                .map(|frame| HEADER_LEN + frame.metadata.len() + frame.payload.len())
+                .sum();
+            let count = frames.len() as u64;
+            self.counters.stream_received(count, len as u64);
+            self.stats.stream_messages(0, count);
+            inbox.push_all(frames.into_iter().map(|frame| frame.payload));
         }
     }
 

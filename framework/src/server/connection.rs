@@ -218,6 +218,7 @@ pub(crate) async fn drive<R: LinkRx>(
         introspection_denied: None,
         outbound: link.outgoing.clone(),
         grants: Arc::new(Grants::default()),
+        pending: None,
     };
     serving.introspection_denied = introspection_denied(&serving.shared, &serving.info);
     let peer = serving.info.peer.addr.clone();
@@ -257,6 +258,9 @@ struct Serving {
     outbound: Outbound,
     /// Credit the handlers give back for the stream messages they read.
     grants: Arc<Grants>,
+    /// Consecutive messages of one stream, handed to its handler together
+    /// once the frames at hand are handled.
+    pending: Option<(Arc<Inbox>, Vec<bytes::Bytes>)>,
 }
 
 /// The session of a serving connection.
@@ -275,6 +279,13 @@ struct InFlight {
 }
 
 impl Serving {
+    /// Hands the messages gathered for one stream to its handler.
+    fn deliver_pending(&mut self) {
+        if let Some((inbox, messages)) = self.pending.take() {
+            inbox.push_all(messages);
+        }
+    }
+
     /// A call ended: a streaming one no longer counts as an open stream.
     fn stream_ended(&self, call: &InFlight) {
         if call.inbox.is_some() || call.gate.is_some() {
@@ -312,6 +323,7 @@ impl Serve for Serving {
     }
 
     fn cancelled(&mut self, call: InFlight) {
+        self.deliver_pending();
         self.stream_ended(&call);
         call.end_streams(&Status::cancelled("cancelled by the caller"));
         call.abort.abort();
@@ -345,11 +357,25 @@ impl Serve for Serving {
             let len = HEADER_LEN + frame.metadata.len() + frame.payload.len();
             call.counters.stream_received(1, len as u64);
             self.stats.stream_messages(0, 1);
-            inbox.push(frame.payload);
+            match &mut self.pending {
+                Some((pending, messages)) if Arc::ptr_eq(pending, inbox) => {
+                    messages.push(frame.payload);
+                }
+                _ => {
+                    let inbox = Arc::clone(inbox);
+                    self.deliver_pending();
+                    self.pending = Some((inbox, vec![frame.payload]));
+                }
+            }
         }
     }
 
+    fn frames_handled(&mut self) {
+        self.deliver_pending();
+    }
+
     fn stream_end(&mut self, session: &ServerSession, call_id: u64) {
+        self.deliver_pending();
         if let Some(inbox) = session
             .handler(call_id)
             .and_then(|call| call.inbox.as_ref())
@@ -367,6 +393,7 @@ impl Serve for Serving {
     }
 
     fn stream_failed(&mut self, call: InFlight, status: Status) {
+        self.deliver_pending();
         self.stream_ended(&call);
         call.end_streams(&status);
         call.abort.abort();

@@ -99,15 +99,18 @@ impl Inbox {
         self.window
     }
 
-    /// A message arrived (ignored once the stream ended).
-    pub(crate) fn push(&self, message: Bytes) {
+    /// Messages arrived, in order: one lock, one wake-up (ignored once the
+    /// stream ended).
+    pub(crate) fn push_all(&self, messages: impl IntoIterator<Item = Bytes>) {
         let waker = {
             let mut state = self.lock();
             if state.ending.is_some() {
                 return;
             }
-            state.bytes += message.len();
-            state.queue.push_back(message);
+            for message in messages {
+                state.bytes += message.len();
+                state.queue.push_back(message);
+            }
             state.waker.take()
         };
         if let Some(waker) = waker {
@@ -165,9 +168,7 @@ mod tests {
     #[test]
     fn credit_goes_back_in_batches_of_half_the_window() {
         let inbox = Inbox::new(4);
-        for n in 0..4u8 {
-            inbox.push(Bytes::from(vec![n]));
-        }
+        inbox.push_all((0..4u8).map(|n| Bytes::from(vec![n])));
         let mut cx = Context::from_waker(Waker::noop());
         let mut grants = Vec::new();
         for _ in 0..4 {
