@@ -14,7 +14,7 @@ use crate::protocol::frame::HEADER_LEN;
 use crate::protocol::metadata::Metadata;
 use crate::protocol::status::Status;
 use crate::streaming::pump::{Sent, StreamSink, pump};
-use crate::streaming::{Granter, Inbox, Received, Streaming};
+use crate::streaming::{GrantBatch, Granter, Inbox, Received, Streaming};
 use crate::transport::bulk::{BulkBody, SpillWriter};
 use std::sync::Arc;
 
@@ -86,6 +86,7 @@ impl Request {
                 method.full_name
             )));
         };
+        let window = stream.inbox.window();
         Ok(Streaming::received(Received {
             inbox: stream.inbox,
             granter: stream.granter,
@@ -96,6 +97,8 @@ impl Request {
             received: 0,
             trailers: None,
             unchecked: 0,
+            local: std::collections::VecDeque::new(),
+            grants: GrantBatch::new(window),
         }))
     }
 

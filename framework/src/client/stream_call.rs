@@ -27,7 +27,7 @@ use crate::protocol::status::{Code, Status};
 use crate::session::Outgoing;
 use crate::streaming::pump::{Sent, StreamSink, pump};
 use crate::streaming::{
-    CallEnd, Ending, Granter, Inbox, Received, SendGate, Streaming, deadline_timer,
+    CallEnd, Ending, GrantBatch, Granter, Inbox, Received, SendGate, Streaming, deadline_timer,
 };
 use crate::transport::bulk::BulkBody;
 
@@ -254,6 +254,7 @@ impl Opened {
         let Some(inbox) = self.call.inbox.clone() else {
             unreachable!("a call with a stream result has an inbox");
         };
+        let window = inbox.window();
         Streaming::received(Received {
             inbox,
             granter: Arc::new(ConnectionGrants {
@@ -267,6 +268,8 @@ impl Opened {
             received: 0,
             trailers: None,
             unchecked: 0,
+            local: std::collections::VecDeque::new(),
+            grants: GrantBatch::new(window),
         })
     }
 }

@@ -46,10 +46,6 @@ struct State {
     queue: VecDeque<Bytes>,
     ending: Option<Ending>,
     waker: Option<Waker>,
-    /// Messages read since the last grant.
-    read: u32,
-    /// Bytes waiting to be read.
-    bytes: usize,
 }
 
 /// One stream's received messages.
@@ -68,14 +64,6 @@ impl std::fmt::Debug for Inbox {
             .field("window", &self.window)
             .finish()
     }
-}
-
-/// What a reader found.
-pub(crate) enum Next {
-    /// A message, and the credit to grant now (0: not yet).
-    Message(Bytes, u32),
-    /// The stream ended.
-    Ended(Ending),
 }
 
 impl Inbox {
@@ -107,10 +95,7 @@ impl Inbox {
             if state.ending.is_some() {
                 return;
             }
-            for message in messages {
-                state.bytes += message.len();
-                state.queue.push_back(message);
-            }
+            state.queue.extend(messages);
             state.waker.take()
         };
         if let Some(waker) = waker {
@@ -133,30 +118,57 @@ impl Inbox {
         }
     }
 
-    /// The next message, or the end, or `Pending` (the waker is kept).
-    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
+    /// Moves every message queued into `into` (`Ready(None)`; the reader
+    /// then takes them without the lock), or says how the stream ended
+    /// once nothing is left (`Ready(Some)`), or keeps the waker
+    /// (`Pending`).
+    pub(crate) fn poll_drain(
+        &self,
+        cx: &mut Context<'_>,
+        into: &mut VecDeque<Bytes>,
+    ) -> Poll<Option<Ending>> {
         let mut state = self.lock();
-        if let Some(message) = state.queue.pop_front() {
-            state.bytes -= message.len();
-            state.read += 1;
-            // Credit goes back in batches of half the window: one Credit
-            // frame per many messages, and the sender never runs dry while
-            // the reader keeps up.
-            let grant = if state.read >= self.window.div_ceil(2) {
-                std::mem::take(&mut state.read)
-            } else {
-                0
-            };
-            return Poll::Ready(Next::Message(message, grant));
+        if !state.queue.is_empty() {
+            into.append(&mut state.queue);
+            return Poll::Ready(None);
         }
         if let Some(ending) = &state.ending {
-            return Poll::Ready(Next::Ended(ending.clone()));
+            return Poll::Ready(Some(ending.clone()));
         }
         match &mut state.waker {
             Some(waker) if waker.will_wake(cx.waker()) => {}
             slot => *slot = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+}
+
+/// Counts the messages a reader took and says when to grant them back:
+/// in batches of half the window, one Credit frame per many messages, so
+/// that the sender never runs dry while the reader keeps up.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GrantBatch {
+    read: u32,
+    batch: u32,
+}
+
+impl GrantBatch {
+    /// Batches for a stream of `window`.
+    pub(crate) fn new(window: u32) -> Self {
+        Self {
+            read: 0,
+            batch: window.max(1).div_ceil(2),
+        }
+    }
+
+    /// One more message was read: the credit to grant now (0: not yet).
+    pub(crate) fn read_one(&mut self) -> u32 {
+        self.read += 1;
+        if self.read >= self.batch {
+            std::mem::take(&mut self.read)
+        } else {
+            0
+        }
     }
 }
 
@@ -167,24 +179,30 @@ mod tests {
 
     #[test]
     fn credit_goes_back_in_batches_of_half_the_window() {
+        let mut batch = GrantBatch::new(4);
+        let grants: Vec<u32> = (0..4).map(|_| batch.read_one()).collect();
+        assert_eq!(grants, [0, 2, 0, 2]);
+        assert_eq!(GrantBatch::new(1).read_one(), 1);
+    }
+
+    #[test]
+    fn a_reader_takes_every_queued_message_at_once_then_the_end() {
         let inbox = Inbox::new(4);
         inbox.push_all((0..4u8).map(|n| Bytes::from(vec![n])));
         let mut cx = Context::from_waker(Waker::noop());
-        let mut grants = Vec::new();
-        for _ in 0..4 {
-            match inbox.poll_next(&mut cx) {
-                Poll::Ready(Next::Message(_, grant)) => grants.push(grant),
-                _ => panic!("a message was queued"),
-            }
-        }
-        assert_eq!(grants, [0, 2, 0, 2]);
-        assert!(inbox.poll_next(&mut cx).is_pending());
+        let mut local = VecDeque::new();
+        assert!(matches!(
+            inbox.poll_drain(&mut cx, &mut local),
+            Poll::Ready(None)
+        ));
+        assert_eq!(local.len(), 4);
+        assert!(inbox.poll_drain(&mut cx, &mut local).is_pending());
         inbox.end(Ending::Done {
             trailers: Metadata::new(),
         });
         assert!(matches!(
-            inbox.poll_next(&mut cx),
-            Poll::Ready(Next::Ended(Ending::Done { .. }))
+            inbox.poll_drain(&mut cx, &mut local),
+            Poll::Ready(Some(Ending::Done { .. }))
         ));
     }
 }

@@ -39,7 +39,7 @@ use tokio::sync::mpsc;
 
 pub(crate) use self::gate::SendGate;
 pub(crate) use self::grants::Grants;
-pub(crate) use self::inbox::{Ending, Granter, Inbox, Next};
+pub(crate) use self::inbox::{Ending, GrantBatch, Granter, Inbox};
 use crate::protocol::metadata::Metadata;
 use crate::protocol::status::{Code, Status};
 
@@ -112,6 +112,10 @@ pub(crate) struct Received<T> {
     pub(crate) trailers: Option<Metadata>,
     /// Messages read since the deadline was last looked at.
     pub(crate) unchecked: u32,
+    /// Messages taken from the inbox and not read yet.
+    pub(crate) local: std::collections::VecDeque<Bytes>,
+    /// When to grant back what was read.
+    pub(crate) grants: GrantBatch,
 }
 
 impl<T> Streaming<T> {
@@ -248,8 +252,9 @@ impl<T> Received<T> {
                 return Poll::Ready(Some(Err(status)));
             }
         }
-        match self.inbox.poll_next(cx) {
-            Poll::Ready(Next::Message(bytes, grant)) => {
+        loop {
+            if let Some(bytes) = self.local.pop_front() {
+                let grant = self.grants.read_one();
                 if grant > 0 {
                     self.granter.grant(grant);
                 }
@@ -261,26 +266,31 @@ impl<T> Received<T> {
                         self.what
                     ))
                 });
-                Poll::Ready(Some(item))
+                return Poll::Ready(Some(item));
             }
-            Poll::Ready(Next::Ended(Ending::Done { trailers })) => {
-                self.trailers = Some(trailers);
-                if let Some(mut call) = self.call.take() {
-                    call.ended(Code::Ok, self.received);
+            match self.inbox.poll_drain(cx, &mut self.local) {
+                Poll::Ready(None) => {}
+                Poll::Ready(Some(Ending::Done { trailers })) => {
+                    self.trailers = Some(trailers);
+                    if let Some(mut call) = self.call.take() {
+                        call.ended(Code::Ok, self.received);
+                    }
+                    return Poll::Ready(None);
                 }
-                Poll::Ready(None)
-            }
-            Poll::Ready(Next::Ended(Ending::Failed { status, trailers })) => {
-                self.trailers = Some(trailers);
-                if let Some(mut call) = self.call.take() {
-                    call.ended(status.code(), self.received);
+                Poll::Ready(Some(Ending::Failed { status, trailers })) => {
+                    self.trailers = Some(trailers);
+                    if let Some(mut call) = self.call.take() {
+                        call.ended(status.code(), self.received);
+                    }
+                    return Poll::Ready(Some(Err(status)));
                 }
-                Poll::Ready(Some(Err(status)))
+                Poll::Pending => {
+                    return match self.deadline_passed(cx) {
+                        Some(status) => Poll::Ready(Some(Err(status))),
+                        None => Poll::Pending,
+                    };
+                }
             }
-            Poll::Pending => match self.deadline_passed(cx) {
-                Some(status) => Poll::Ready(Some(Err(status))),
-                None => Poll::Pending,
-            },
         }
     }
 }
