@@ -38,6 +38,43 @@ pub(super) struct Encoded {
     pub(super) bulk: Option<BulkBody>,
 }
 
+impl Encoded {
+    /// Writes the request's header (`head`) and hands back the frame to
+    /// send and its length, the bulk body included; a body over `conn`'s
+    /// peer limit is refused.
+    pub(super) fn seal(
+        self,
+        conn: &Connection,
+        head: RequestHead,
+        method: &'static MethodDescriptor,
+    ) -> Result<(Outgoing, usize), Status> {
+        let Self {
+            mut buf,
+            metadata_len,
+            bulk,
+        } = self;
+        let len = match &bulk {
+            None => {
+                conn.limits()
+                    .seal_request(&mut buf, head, metadata_len, method.full_name)?;
+                buf.len()
+            }
+            Some(body) => {
+                // The limit was checked while the body was written.
+                seal_bulk_request(&mut buf, head, metadata_len, body.len());
+                HEADER_LEN + body.len()
+            }
+        };
+        let outgoing = Outgoing {
+            bytes: buf,
+            written: None,
+            bulk,
+            budget: None,
+        };
+        Ok((outgoing, len))
+    }
+}
+
 /// The untyped client that generated `FooClient`s wrap: a [`Channel`], the
 /// service it calls, and per-client call options (deadline, metadata).
 #[derive(Clone, Debug)]
@@ -339,29 +376,7 @@ impl ClientCore {
             method_id: method.id,
             deadline_us: started.deadline_us,
         };
-        let Encoded {
-            mut buf,
-            metadata_len,
-            bulk,
-        } = encoded;
-        let len = match &bulk {
-            None => {
-                conn.limits()
-                    .seal_request(&mut buf, head, metadata_len, method.full_name)?;
-                buf.len()
-            }
-            Some(body) => {
-                // The limit was checked while the body was written.
-                seal_bulk_request(&mut buf, head, metadata_len, body.len());
-                HEADER_LEN + body.len()
-            }
-        };
-        let outgoing = Outgoing {
-            bytes: buf,
-            written: None,
-            bulk,
-            budget: None,
-        };
+        let (outgoing, len) = encoded.seal(&conn, head, method)?;
         let send = conn.outgoing.send(outgoing);
         let sent = match deadline {
             None => send.await,

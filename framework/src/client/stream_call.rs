@@ -22,14 +22,12 @@ use crate::descriptor::MethodDescriptor;
 use crate::protocol::call::deadline_budget;
 use crate::protocol::frame::{FLAG_CLIENT_STREAM, FLAG_SERVER_STREAM, Frame, HEADER_LEN, Kind};
 use crate::protocol::metadata::{Metadata, MetadataLimits};
-use crate::protocol::session::encode::{RequestHead, end_frame, frame_status, seal_bulk_request};
+use crate::protocol::session::encode::{RequestHead, end_frame, frame_status};
 use crate::protocol::status::{Code, Status};
-use crate::session::Outgoing;
 use crate::streaming::pump::{Sent, StreamSink, pump};
 use crate::streaming::{
     CallEnd, Ending, GrantBatch, Granter, Inbox, Received, SendGate, Streaming, deadline_timer,
 };
-use crate::transport::bulk::BulkBody;
 
 use super::ClientCore;
 
@@ -519,7 +517,6 @@ impl ClientCore {
             counters: Arc::clone(&counters),
             stats: Arc::clone(&conn.stats),
         });
-        conn.stats.stream_open(true);
         let begun = conn
             .session
             .lock()
@@ -542,6 +539,8 @@ impl ClientCore {
             armed: true,
             sender: None,
         };
+        // Counted open once the guard that counts it closed exists.
+        conn.stats.stream_open(true);
         let head = RequestHead {
             kind: Kind::Request,
             call_id: begun.call_id,
@@ -550,28 +549,8 @@ impl ClientCore {
             flags,
             credit: if server_streams { window } else { 0 },
         };
-        let super::call::Encoded {
-            mut buf,
-            metadata_len,
-            bulk,
-        } = encoded;
-        let len = match &bulk {
-            None => {
-                conn.limits()
-                    .seal_request(&mut buf, head, metadata_len, method.full_name)?;
-                buf.len()
-            }
-            Some(body) => {
-                seal_bulk_request(&mut buf, head, metadata_len, body.len());
-                HEADER_LEN + body.len()
-            }
-        };
-        let send = conn.outgoing.send(Outgoing {
-            bytes: buf,
-            written: None,
-            bulk,
-            budget: None,
-        });
+        let (outgoing, len) = encoded.seal(&conn, head, method)?;
+        let send = conn.outgoing.send(outgoing);
         let sent = match deadline {
             None => send.await,
             Some(at) => tokio::time::timeout_at(at.into(), send)
@@ -590,7 +569,6 @@ impl ClientCore {
                 .unwrap_or_else(|| Status::unavailable("the connection's writer has stopped"))
         })?;
         guard.sent = len;
-        let _ = BulkBody::len;
         conn.stats.started();
         Ok(Opened {
             conn,

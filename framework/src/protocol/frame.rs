@@ -93,7 +93,7 @@ impl Kind {
 pub struct Header {
     /// What the frame is.
     pub kind: Kind,
-    /// Reserved flags.
+    /// Flags (the `FLAG_` constants); unknown bits are ignored.
     pub flags: u16,
     /// Status code (Response, GoAway).
     pub status: u16,

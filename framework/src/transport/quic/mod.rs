@@ -14,6 +14,8 @@
 //! | OneWay | a new bidirectional stream, finished after the frame |
 //! | Cancel | the stream of its Request, which is then finished |
 //! | Response | the stream its Request came on, which is then finished |
+//! | Data, End, Credit from the caller | the stream of its Request, behind it |
+//! | Data, Credit from the callee (`FLAG_FROM_CALLEE`) | the stream its Request came on, kept open until the Response |
 //! | Hello, Ping, Pong, GoAway | the sender's control stream |
 //!
 //! Each side has one control stream, a unidirectional stream it opens with
