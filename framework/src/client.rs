@@ -53,6 +53,7 @@ pub struct ChannelBuilder {
     backoff: Backoff,
     queue_full_wait: Duration,
     stream_window: u32,
+    layers: crate::layers::LayerList,
     #[cfg(feature = "quic")]
     quic: quic::QuicSettings,
 }
@@ -80,6 +81,7 @@ impl Default for ChannelBuilder {
             backoff: Backoff::default(),
             queue_full_wait: DEFAULT_QUEUE_FULL_WAIT,
             stream_window: crate::streaming::DEFAULT_STREAM_WINDOW,
+            layers: crate::layers::LayerList::default(),
             #[cfg(feature = "quic")]
             quic: quic::QuicSettings::default(),
         }
@@ -130,6 +132,14 @@ impl ChannelBuilder {
     /// fewer pauses.
     pub fn stream_window(mut self, messages: u32) -> Self {
         self.stream_window = messages.max(1);
+        self
+    }
+
+    /// Runs every call through `layer` before it is made, after the layers
+    /// added before it (the first added is the outermost); see
+    /// [`layers`](crate::layers).
+    pub fn layer<L: crate::layers::Layer>(mut self, layer: L) -> Self {
+        self.layers.push(Arc::new(layer));
         self
     }
 
@@ -258,13 +268,7 @@ impl ChannelBuilder {
             },
         };
         Ok(Channel {
-            shared: Arc::new(Shared {
-                target: Some((target.to_owned(), parsed)),
-                builder: self,
-                current: Mutex::new(conn),
-                reconnect: tokio::sync::Mutex::new(backoff::BackoffState::default()),
-                queue_only: oneway::OnewayRoutes::default(),
-            }),
+            shared: Arc::new(Shared::new(Some((target.to_owned(), parsed)), self, conn)),
         })
     }
 
@@ -282,13 +286,7 @@ impl ChannelBuilder {
 
     fn channel_over(self, conn: Arc<Connection>) -> Channel {
         Channel {
-            shared: Arc::new(Shared {
-                target: None,
-                builder: self,
-                current: Mutex::new(conn),
-                reconnect: tokio::sync::Mutex::new(backoff::BackoffState::default()),
-                queue_only: oneway::OnewayRoutes::default(),
-            }),
+            shared: Arc::new(Shared::new(None, self, conn)),
         }
     }
 
@@ -373,6 +371,29 @@ struct Shared {
     reconnect: tokio::sync::Mutex<backoff::BackoffState>,
     /// One-way routes used while no server is connected.
     queue_only: oneway::OnewayRoutes,
+    /// What every call runs through before it is made.
+    layers: crate::layers::Layers,
+}
+
+impl Shared {
+    fn new(
+        target: Option<(String, Target)>,
+        builder: ChannelBuilder,
+        conn: Arc<Connection>,
+    ) -> Self {
+        let owner = match &target {
+            Some((name, _)) => name.clone(),
+            None => conn.url.clone(),
+        };
+        Self {
+            layers: builder.layers.build(crate::layers::Side::Client, &owner),
+            target,
+            builder,
+            current: Mutex::new(conn),
+            reconnect: tokio::sync::Mutex::new(backoff::BackoffState::default()),
+            queue_only: oneway::OnewayRoutes::default(),
+        }
+    }
 }
 
 impl Channel {
@@ -380,13 +401,7 @@ impl Channel {
     /// (a peer link); it does not reconnect.
     pub(crate) fn from_connection(conn: Arc<Connection>, builder: ChannelBuilder) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                target: None,
-                builder,
-                current: Mutex::new(conn),
-                reconnect: tokio::sync::Mutex::new(backoff::BackoffState::default()),
-                queue_only: oneway::OnewayRoutes::default(),
-            }),
+            shared: Arc::new(Shared::new(None, builder, conn)),
         }
     }
 
@@ -398,6 +413,11 @@ impl Channel {
     /// A builder for a channel with non-default settings.
     pub fn builder() -> ChannelBuilder {
         ChannelBuilder::new()
+    }
+
+    /// The channel's layers.
+    pub(crate) fn layers(&self) -> &crate::layers::Layers {
+        &self.shared.layers
     }
 
     fn current(&self) -> Arc<Connection> {

@@ -189,6 +189,12 @@ impl Context {
         &self.metadata
     }
 
+    /// The metadata, for a server's layer to change before the handler
+    /// reads it.
+    pub(crate) fn metadata_mut(&mut self) -> &mut Metadata {
+        &mut self.metadata
+    }
+
     /// Adds an entry to the metadata sent back to the caller with this
     /// call's response, or with its error status: gRPC's initial and
     /// trailing metadata in one. The caller reads it with

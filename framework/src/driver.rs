@@ -343,6 +343,11 @@ impl<S: Serve> Driver<S> {
                             _ = phase.wait_for(|p| *p == Phase::Stopped) => return End::Stopped,
                             _ = self.outgoing.send(reply) => {}
                         }
+                        // That wait saw any change of phase meanwhile, so
+                        // `changed` below will not: a shutdown that began
+                        // while the reply was sent is followed here.
+                        let now = *phase.borrow();
+                        self.follow(now).await;
                     }
                 }
                 // Credit first: a link that always has data waiting must
@@ -388,14 +393,7 @@ impl<S: Serve> Driver<S> {
                     if changed.is_err() || now == Phase::Stopped {
                         return End::Stopped;
                     }
-                    let status = Status::unavailable(
-                        "the server is shutting down; calls in flight finish, new calls go elsewhere",
-                    );
-                    if now == Phase::Draining && self.session.drain(&status) {
-                        self.serve.draining();
-                        self.serve.event("goaway", "the server is shutting down".to_owned());
-                        self.flush().await;
-                    }
+                    self.follow(now).await;
                 }
                 () = &mut timer, if timeout.is_some() => {
                     // Fired: re-armed on the next turn (the clocks move on).
@@ -422,6 +420,20 @@ impl<S: Serve> Driver<S> {
                     }
                 }
             }
+        }
+    }
+
+    /// Follows the server into `phase`: a server that began to shut down
+    /// tells the peer (GoAway) once, and lets the calls in flight finish.
+    async fn follow(&mut self, phase: Phase) {
+        let status = Status::unavailable(
+            "the server is shutting down; calls in flight finish, new calls go elsewhere",
+        );
+        if phase == Phase::Draining && self.session.drain(&status) {
+            self.serve.draining();
+            self.serve
+                .event("goaway", "the server is shutting down".to_owned());
+            self.flush().await;
         }
     }
 

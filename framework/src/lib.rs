@@ -95,6 +95,8 @@ pub mod debug;
 pub mod discovery;
 #[cfg(feature = "rt")]
 mod driver;
+#[cfg(feature = "rt")]
+pub mod layers;
 #[cfg(all(unix, feature = "rt"))]
 pub mod process;
 #[cfg(feature = "rt")]

@@ -51,6 +51,7 @@ pub struct Services {
     /// The largest body this side takes on the link, if set here.
     frame_limit: Option<u32>,
     config: ServerConfig,
+    layers: crate::layers::LayerList,
 }
 
 impl Services {
@@ -64,6 +65,13 @@ impl Services {
         if let Err(status) = self.router.add(Arc::new(service)) {
             self.error.get_or_insert(status);
         }
+        self
+    }
+
+    /// As [`ServerBuilder::layer`](crate::ServerBuilder::layer): every call
+    /// served over the pipe runs through `layer` first.
+    pub fn layer<L: crate::layers::Layer>(mut self, layer: L) -> Self {
+        self.layers.push(Arc::new(layer));
         self
     }
 
@@ -120,7 +128,11 @@ impl Services {
         if let Some(status) = self.error {
             return Err(status);
         }
+        let layers = self
+            .layers
+            .build(crate::layers::Side::Server, &self.router.names().join(", "));
         Ok(Arc::new(ServerShared {
+            layers,
             router: self.router,
             config: ServerConfig {
                 frame_limit,

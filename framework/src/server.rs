@@ -108,6 +108,8 @@ pub(crate) struct ServerShared {
     pub(crate) intake: IntakeLimits,
     /// Its connections, capped.
     pub(crate) slots: Arc<slots::Slots>,
+    /// What every call runs through before its handler.
+    pub(crate) layers: crate::layers::Layers,
 }
 
 #[derive(Clone, Debug)]
@@ -136,6 +138,7 @@ pub struct ServerBuilder {
     remove_queues_on_shutdown: bool,
     require_queues: bool,
     debug_addr: Option<String>,
+    layers: crate::layers::LayerList,
 }
 
 /// Entry point: `Server::builder()`.
@@ -164,6 +167,7 @@ impl Server {
             remove_queues_on_shutdown: false,
             require_queues: false,
             debug_addr: None,
+            layers: crate::layers::LayerList::default(),
         }
     }
 }
@@ -177,6 +181,16 @@ impl ServerBuilder {
         if let Err(status) = self.router.add(Arc::new(service)) {
             self.errors.push(status);
         }
+        self
+    }
+
+    /// Runs every call through `layer` before its handler, after the layers
+    /// added before it (the first added is the outermost); see
+    /// [`layers`](crate::layers). The introspection service that
+    /// `switchyard inspect` reads is not layered: it answers only local
+    /// callers of the server's own user.
+    pub fn layer<L: crate::layers::Layer>(mut self, layer: L) -> Self {
+        self.layers.push(Arc::new(layer));
         self
     }
 
@@ -501,6 +515,9 @@ impl ServerBuilder {
             endpoints: std::sync::OnceLock::new(),
             intake,
             slots: slots::Slots::new(cap, source),
+            layers: self
+                .layers
+                .build(crate::layers::Side::Server, &service_names.join(", ")),
         });
         let (phase, _) = watch::channel(Phase::Serving);
         let (alive, connections_done) = mpsc::channel::<()>(1);

@@ -282,4 +282,37 @@ impl Reply {
     pub(crate) fn into_parts(self) -> (Vec<u8>, Option<BulkBody>, usize) {
         (self.buf, self.bulk, self.metadata_len)
     }
+
+    /// The encoded result, unless it went to a bulk region (or this is a
+    /// stream's reply, whose messages went before it).
+    pub(crate) fn encoded(&self) -> Option<&[u8]> {
+        if self.bulk.is_some() {
+            return None;
+        }
+        self.buf.get(HEADER_LEN + self.metadata_len..)
+    }
+
+    /// The encoded result's length, wherever it is.
+    pub(crate) fn encoded_len(&self) -> usize {
+        match &self.bulk {
+            Some(bulk) => bulk.len(),
+            None => self.encoded().map_or(0, <[u8]>::len),
+        }
+    }
+
+    /// A reply of an already encoded result (a layer's answer), with the
+    /// response metadata the handler's context holds in front of it.
+    pub(crate) fn from_encoded(encoded: &[u8]) -> Self {
+        let metadata = crate::context::Context::take_response_metadata();
+        let mut buf = Vec::with_capacity(HEADER_LEN + metadata.encoded_len() + encoded.len());
+        buf.resize(HEADER_LEN, 0);
+        metadata.encode_into(&mut buf);
+        buf.extend_from_slice(encoded);
+        Self {
+            metadata_len: metadata.encoded_len(),
+            buf,
+            bulk: None,
+            stream: None,
+        }
+    }
 }

@@ -471,6 +471,7 @@ async fn json_shows_connections_on_two_transports_field_by_field() {
             keys(&raw),
             [
                 "connections",
+                "layers",
                 "listeners",
                 "methods",
                 "mmap",

@@ -41,6 +41,10 @@ pub struct Options {
     pub client_max_frame: Option<u32>,
     /// How long a graceful shutdown waits for calls in flight.
     pub grace: Option<Duration>,
+    /// The bearer token the server requires (`layers::RequireBearer`).
+    pub require_token: Option<String>,
+    /// The bearer token the client sends (`layers::Bearer`).
+    pub client_token: Option<String>,
 }
 
 /// The server side of a harness.
@@ -99,6 +103,9 @@ impl Harness {
                 if let Some(grace) = options.grace {
                     args.extend(["--grace-ms".into(), grace.as_millis().to_string()]);
                 }
+                if let Some(token) = &options.require_token {
+                    args.extend(["--require-token".into(), token.clone()]);
+                }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 Side::Process(ServerProcess::start(&args))
             }
@@ -137,16 +144,23 @@ impl Harness {
     /// A new connection to the server (for `pipe`, a new child: a pipe
     /// connects only a parent and the child it spawned).
     pub async fn fresh_channel(&self) -> Fresh {
+        self.fresh_channel_with(&self.options).await
+    }
+
+    /// [`fresh_channel`](Self::fresh_channel) with the client set up by
+    /// `options` (its token, its frame limit; for `pipe`, the new child's
+    /// server side too).
+    pub async fn fresh_channel_with(&self, options: &Options) -> Fresh {
         let fresh = match &self.side {
             Side::Child(_) => {
-                let child = spawn_child(&self.options).await.expect("spawn a child");
+                let child = spawn_child(options).await.expect("spawn a child");
                 Fresh {
                     channel: child.channel(),
                     _child: Some(child),
                 }
             }
             Side::Process(server) => Fresh {
-                channel: connect(self.transport, &self.options, server)
+                channel: connect(self.transport, options, server)
                     .await
                     .unwrap_or_else(|status| panic!("connect over {}: {status}", self.transport)),
                 _child: None,
@@ -246,10 +260,16 @@ impl Drop for Harness {
 async fn spawn_child(options: &Options) -> Result<ChildProcess, String> {
     let exe = test_server_exe().with_file_name("pipe-child");
     let mut command = std::process::Command::new(exe);
-    command.arg("worker");
+    match &options.require_token {
+        Some(token) => command.args(["worker-token", token]),
+        None => command.arg("worker"),
+    };
     let mut settings = ChannelBuilder::new();
     if let Some(limit) = options.client_max_frame {
         settings = settings.max_frame(limit);
+    }
+    if let Some(token) = &options.client_token {
+        settings = settings.layer(switchyard::layers::Bearer::new(token));
     }
     Spawner::new(command)
         .channel_settings(settings)
@@ -267,6 +287,9 @@ async fn connect(
     let mut builder = Channel::builder();
     if let Some(limit) = options.client_max_frame {
         builder = builder.max_frame(limit);
+    }
+    if let Some(token) = &options.client_token {
+        builder = builder.layer(switchyard::layers::Bearer::new(token));
     }
     match transport {
         Transport::Quic => connect_quic(&server.endpoint("quic"), builder).await,

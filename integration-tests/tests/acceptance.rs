@@ -9,6 +9,8 @@
 
 #[path = "acceptance/cases.rs"]
 mod cases;
+#[path = "acceptance/layers.rs"]
+mod layers;
 #[path = "acceptance/streaming.rs"]
 mod streaming;
 
@@ -71,6 +73,60 @@ streaming_suite!(mmap_streams, ::switchyard::Transport::Mmap);
 streaming_suite!(unix_streams, ::switchyard::Transport::Unix);
 streaming_suite!(tcp_streams, ::switchyard::Transport::Tcp);
 streaming_suite!(quic_streams, ::switchyard::Transport::Quic);
+
+/// Layers across processes, in a module `<transport>_layers`.
+macro_rules! layers_suite {
+    ($module:ident, $transport:expr, [$($case:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    switchyard_integration_tests::within(
+                        super::LIMIT,
+                        super::layers::$case($transport),
+                    )
+                    .await;
+                }
+            )*
+        }
+    };
+}
+
+layers_suite!(
+    pipe_layers,
+    ::switchyard::Transport::Pipe,
+    [bearer_token_required]
+);
+layers_suite!(
+    shm_layers,
+    ::switchyard::Transport::Shm,
+    [bearer_token_required]
+);
+layers_suite!(
+    mmap_layers,
+    ::switchyard::Transport::Mmap,
+    [bearer_token_required]
+);
+layers_suite!(
+    unix_layers,
+    ::switchyard::Transport::Unix,
+    [bearer_token_required]
+);
+layers_suite!(
+    tcp_layers,
+    ::switchyard::Transport::Tcp,
+    [bearer_token_required]
+);
+layers_suite!(
+    quic_layers,
+    ::switchyard::Transport::Quic,
+    [bearer_token_required]
+);
+layers_suite!(
+    mqueue_layers,
+    ::switchyard::Transport::MessageQueue,
+    [bearer_token_required_oneway]
+);
 
 /// The cases every connection-based transport runs. `graceful_shutdown`
 /// and the order of one-way calls are listed per transport.

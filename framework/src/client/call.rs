@@ -1,5 +1,6 @@
 //! Making calls: [`ClientCore`], what every generated client wraps.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,6 +19,7 @@ use crate::codec::Codec;
 use crate::context::Context;
 use crate::debug::recorder::MethodCounters;
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
+use crate::layers::{Call, Response};
 use crate::protocol::call::deadline_budget;
 use crate::protocol::frame::{FLAG_NOT_STARTED, HEADER_LEN, Kind, start_frame};
 use crate::protocol::metadata::Metadata;
@@ -29,6 +31,44 @@ use crate::select::{self, CallKind, CallTrack, Selection, Tracks, Transport};
 use crate::session::Outgoing;
 use crate::trace::{TRACEPARENT, TraceContext};
 use crate::transport::bulk::{BulkBody, SpillWriter};
+
+/// Decodes a response's payload as `Resp`; a failure is INTERNAL naming
+/// the method.
+fn decode_response<C: Codec, Resp: DeserializeOwned>(
+    payload: &bytes::Bytes,
+    method: &'static MethodDescriptor,
+) -> Result<Resp, Status> {
+    C::decode_shared(payload).map_err(|err| {
+        Status::internal(format!(
+            "the response of {} could not be decoded ({err}); do client and server use the \
+             same version of the trait?",
+            method.full_name
+        ))
+    })
+}
+
+/// Runs a call through a channel's layers within its deadline: a layer
+/// that waits past it ends the call with DEADLINE_EXCEEDED.
+pub(super) async fn within_deadline<T>(
+    deadline: Option<Instant>,
+    started: Instant,
+    method: &'static MethodDescriptor,
+    layered: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    match deadline {
+        None => layered.await,
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), layered)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(format!(
+                    "{} did not complete within its deadline of {:?} (it was still in the \
+                     channel's layers or on its way); raise the timeout if the work needs longer",
+                    method.full_name,
+                    deadline.saturating_duration_since(started)
+                )))
+            }),
+    }
+}
 
 /// An encoded request: the frame (or, with `bulk`, its header room), the
 /// metadata's length, and the body when it went into a bulk region.
@@ -261,33 +301,72 @@ impl ClientCore {
             transport = tracing::field::Empty,
             trace_id = %format_args!("{:032x}", trace.trace_id),
         );
-        self.call_traced::<C, Req, Resp>(method, request, now, deadline, trace)
+        let Some(stack) = self.channel.layers().stack() else {
+            let decode = |payload: &bytes::Bytes| decode_response::<C, Resp>(payload, method);
+            return self
+                .call_traced::<C, Req, Resp>(method, request, now, deadline, trace, &decode)
+                .instrument(span)
+                .await;
+        };
+        let layered = stack.run(self.layer_call(method, deadline), |call| async move {
+            let core = self.with_layer_metadata(call);
+            let keep = |payload: &bytes::Bytes| Ok(payload.clone());
+            core.call_traced::<C, Req, bytes::Bytes>(method, request, now, deadline, trace, &keep)
+                .await
+                .map(Response::from_encoded)
+        });
+        let response = within_deadline(deadline, now, method, layered)
             .instrument(span)
-            .await
+            .await?;
+        decode_response::<C, Resp>(&response.into_encoded(method.full_name)?, method)
+    }
+
+    /// The call as this channel's layers see it.
+    pub(super) fn layer_call(
+        &self,
+        method: &'static MethodDescriptor,
+        deadline: Option<Instant>,
+    ) -> Call {
+        Call::client(
+            method,
+            deadline,
+            (*self.metadata).clone(),
+            Some(self.channel.current().selection.transport),
+        )
+    }
+
+    /// A copy that sends the metadata the layers left on `call`.
+    pub(super) fn with_layer_metadata(&self, call: Call) -> Self {
+        Self {
+            metadata: Arc::new(call.into_client_metadata()),
+            ..self.clone()
+        }
     }
 
     /// Makes the call; a server that refused it as never started (it was
     /// letting the connection go) gets it once more, on a new connection.
-    async fn call_traced<C: Codec, Req: Serialize + Send, Resp: DeserializeOwned>(
+    async fn call_traced<C: Codec, Req: Serialize + Send, Out>(
         &self,
         method: &'static MethodDescriptor,
         request: Req,
         now: Instant,
         deadline: Option<Instant>,
         trace: TraceContext,
-    ) -> Result<Resp, Status> {
+        accept: &(dyn Fn(&bytes::Bytes) -> Result<Out, Status> + Sync),
+    ) -> Result<Out, Status> {
         let mut request = Some(request);
         let mut retried = false;
         loop {
             let mut not_started = false;
             let result = self
-                .attempt::<C, Req, Resp>(
+                .attempt::<C, Req, Out>(
                     method,
                     &mut request,
                     now,
                     deadline,
                     &trace,
                     &mut not_started,
+                    accept,
                 )
                 .await;
             // Once, and only with the arguments kept for it (small ones).
@@ -302,7 +381,8 @@ impl ClientCore {
     }
 
     /// One try of a call.
-    async fn attempt<C: Codec, Req: Serialize + Send, Resp: DeserializeOwned>(
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt<C: Codec, Req: Serialize + Send, Out>(
         &self,
         method: &'static MethodDescriptor,
         request: &mut Option<Req>,
@@ -310,14 +390,15 @@ impl ClientCore {
         deadline: Option<Instant>,
         trace: &TraceContext,
         not_started: &mut bool,
-    ) -> Result<Resp, Status> {
+        accept: &(dyn Fn(&bytes::Bytes) -> Result<Out, Status> + Sync),
+    ) -> Result<Out, Status> {
         // A deadline already past fails before anything else happens.
         deadline_budget(now, deadline, method.full_name)?;
-        let Some(arguments) = request.as_ref() else {
+        if request.is_none() {
             return Err(Status::internal(
                 "the call's arguments were already dropped",
             ));
-        };
+        }
         // A connection that closes between being handed out and the call
         // registering in its table never saw the call: it is retried once
         // on a fresh connection (gRPC's transparent retry).
@@ -326,7 +407,18 @@ impl ClientCore {
             let conn = self.channel.connection(deadline).await?;
             tracing::Span::current().record("transport", conn.selection.transport.as_str());
             let counters = Arc::clone(conn.check_method(self.service, method)?);
-            let encoded = self.encode_spilling::<C, Req>(method, arguments, trace, Some(&conn))?;
+            // Borrowed only here: `Req` need not be `Sync` for the call's
+            // future to be `Send` (a channel's layers need it to be).
+            let encoded = match request.as_ref() {
+                Some(arguments) => {
+                    self.encode_spilling::<C, Req>(method, arguments, trace, Some(&conn))?
+                }
+                None => {
+                    return Err(Status::internal(
+                        "the call's arguments were already dropped",
+                    ));
+                }
+            };
             let (waiter, response) = oneshot::channel();
             let started = {
                 let mut session = conn
@@ -454,14 +546,7 @@ impl ClientCore {
             *not_started = frame.header.flags & FLAG_NOT_STARTED != 0;
             return Err(frame_status(&frame));
         }
-        C::decode_shared(&frame.payload).map_err(|err| {
-            guard.code = Code::Internal;
-            Status::internal(format!(
-                "the response of {} could not be decoded ({err}); do client and server use \
-                 the same version of the trait?",
-                method.full_name
-            ))
-        })
+        accept(&frame.payload).inspect_err(|_| guard.code = Code::Internal)
     }
 
     /// Sends a one-way call: returns once the transport has it. When the
@@ -493,6 +578,31 @@ impl ClientCore {
         if let Some(invalid) = &self.invalid {
             return Err(invalid.clone());
         }
+        let Some(stack) = self.channel.layers().stack() else {
+            return self
+                .send_oneway_direct::<C, Req>(method, request, wait)
+                .await;
+        };
+        let now = Instant::now();
+        let (deadline, _) = self.call_context(now);
+        let layered = stack.run(self.layer_call(method, deadline), |call| async move {
+            self.with_layer_metadata(call)
+                .send_oneway_direct::<C, Req>(method, request, wait)
+                .await
+                .map(|()| Response::sent())
+        });
+        within_deadline(deadline, now, method, layered)
+            .await
+            .map(drop)
+    }
+
+    /// [`send_oneway`](Self::send_oneway) past the layers.
+    async fn send_oneway_direct<C: Codec, Req: Serialize + Send>(
+        &self,
+        method: &'static MethodDescriptor,
+        request: Req,
+        wait: bool,
+    ) -> Result<(), Status> {
         let now = Instant::now();
         let (deadline, trace) = self.call_context(now);
         let deadline_us = deadline_budget(now, deadline, method.full_name)?;

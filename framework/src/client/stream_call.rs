@@ -19,6 +19,7 @@ use super::driver::{Waited, wait_response};
 use crate::codec::Codec;
 use crate::debug::recorder::{ConnectionStats, MethodCounters};
 use crate::descriptor::MethodDescriptor;
+use crate::layers::Response;
 use crate::protocol::call::deadline_budget;
 use crate::protocol::frame::{FLAG_CLIENT_STREAM, FLAG_SERVER_STREAM, Frame, HEADER_LEN, Kind};
 use crate::protocol::metadata::{Metadata, MetadataLimits};
@@ -493,6 +494,41 @@ impl ClientCore {
         if let Some(invalid) = &self.invalid {
             return Err(invalid.clone());
         }
+        let Some(stack) = self.channel.layers().stack() else {
+            return self
+                .open_stream_direct::<C, Req>(method, request, flags)
+                .await;
+        };
+        // The layers see the stream opened; its messages go beside them.
+        let now = Instant::now();
+        let (deadline, _) = self.call_context(now);
+        let mut opened = None;
+        let slot = &mut opened;
+        let layered = stack.run(self.layer_call(method, deadline), |call| async move {
+            let stream = self
+                .with_layer_metadata(call)
+                .open_stream_direct::<C, Req>(method, request, flags)
+                .await?;
+            *slot = Some(stream);
+            Ok(Response::stream())
+        });
+        super::call::within_deadline(deadline, now, method, layered).await?;
+        opened.ok_or_else(|| {
+            Status::internal(format!(
+                "a layer answered the stream call {} without calling on; a stream cannot be \
+                 made up by a layer",
+                method.full_name
+            ))
+        })
+    }
+
+    /// [`open_stream`](Self::open_stream) past the layers.
+    async fn open_stream_direct<C: Codec, Req: Serialize + Send>(
+        &self,
+        method: &'static MethodDescriptor,
+        request: Req,
+        flags: u16,
+    ) -> Result<Opened, Status> {
         let started = Instant::now();
         let (deadline, trace) = self.call_context(started);
         deadline_budget(started, deadline, method.full_name)?;

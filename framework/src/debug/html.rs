@@ -120,6 +120,7 @@ fn write_page(out: &mut String, s: &Snapshot) -> fmt::Result {
     out.push_str("</dl>\n</section>\n");
 
     write_services(out, s)?;
+    write_layers(out, s)?;
     write_listeners(out, s)?;
     write_connections(out, s)?;
     write_methods(out, &s.methods)?;
@@ -163,6 +164,39 @@ fn write_services(out: &mut String, s: &Snapshot) -> fmt::Result {
                 m.id,
                 if m.oneway { "one-way" } else { "unary" },
                 Esc(&m.signature)
+            )?;
+        }
+    }
+    out.push_str("</tbody>\n</table>\n</section>\n");
+    Ok(())
+}
+
+fn write_layers(out: &mut String, s: &Snapshot) -> fmt::Result {
+    if s.layers.is_empty() {
+        return Ok(());
+    }
+    out.push_str(
+        "<section id=\"layers\">\n<h2>Layers</h2>\n<p class=\"muted\">Outermost first; \
+         refused: calls a layer answered itself.</p>\n<table>\n<thead><tr><th>side</th>\
+         <th>of</th><th>layer</th><th>refused</th></tr></thead>\n<tbody>\n",
+    );
+    for stack in &s.layers {
+        for (i, layer) in stack.layers.iter().enumerate() {
+            out.push_str("<tr class=\"layer\">");
+            if i == 0 {
+                write!(
+                    out,
+                    "<td rowspan=\"{n}\">{}</td><td rowspan=\"{n}\">{}</td>",
+                    Esc(&stack.side),
+                    Esc(&stack.owner),
+                    n = stack.layers.len()
+                )?;
+            }
+            writeln!(
+                out,
+                "<td>{}</td><td class=\"num\">{}</td></tr>",
+                Esc(&layer.name),
+                layer.rejected
             )?;
         }
     }

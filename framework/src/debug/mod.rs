@@ -29,7 +29,7 @@ pub use service::{
 };
 
 /// The version of the [`Snapshot`] schema.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// What this process moved over the mmap track so far.
 fn mmap_totals() -> MmapTrack {
@@ -72,6 +72,7 @@ pub fn snapshot() -> Snapshot {
         connections: recorder.connections(),
         methods: recorder.method_stats(),
         mmap: mmap_totals(),
+        layers: crate::layers::stack_snapshot(),
     }
 }
 

@@ -33,6 +33,29 @@ pub struct Snapshot {
     /// shared-memory connections, closed ones included).
     #[serde(default)]
     pub mmap: MmapTrack,
+    /// Every server's and channel's layers, in the order they run.
+    #[serde(default)]
+    pub layers: Vec<LayerStackInfo>,
+}
+
+/// The layers of one server or channel.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerStackInfo {
+    /// `server` or `client` (a channel).
+    pub side: String,
+    /// The server's services, or the channel's target.
+    pub owner: String,
+    /// Its layers, outermost first.
+    pub layers: Vec<LayerInfo>,
+}
+
+/// One layer and how often it answered a call itself instead of calling on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    /// The layer's name.
+    pub name: String,
+    /// Calls it refused (answered with an error without calling on).
+    pub rejected: u64,
 }
 
 /// The process the snapshot describes.

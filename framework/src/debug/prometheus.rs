@@ -80,6 +80,27 @@ fn write_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
         .collect();
     let methods = &methods;
 
+    if s.layers.iter().any(|stack| !stack.layers.is_empty()) {
+        family(
+            out,
+            "switchyard_layer_rejections_total",
+            "counter",
+            "Calls a layer answered itself (refused) instead of calling on.",
+        )?;
+        for stack in &s.layers {
+            for layer in &stack.layers {
+                writeln!(
+                    out,
+                    "switchyard_layer_rejections_total{{side=\"{}\",owner=\"{}\",layer=\"{}\"}} {}",
+                    Label(&stack.side),
+                    Label(&stack.owner),
+                    Label(&layer.name),
+                    layer.rejected
+                )?;
+            }
+        }
+    }
+
     family(
         out,
         "switchyard_calls_total",

@@ -52,6 +52,20 @@ pub fn connections_table(snapshot: &Snapshot) -> String {
         escape_terminal(&list_or_none(&services)),
         escape_terminal(&list_or_none(&listeners))
     );
+    for stack in &snapshot.layers {
+        let layers: Vec<String> = stack
+            .layers
+            .iter()
+            .map(|l| format!("{} ({} refused)", l.name, l.rejected))
+            .collect();
+        let _ = writeln!(
+            out,
+            "layers of {} {}: {}",
+            escape_terminal(&stack.side),
+            escape_terminal(&stack.owner),
+            escape_terminal(&layers.join(" > "))
+        );
+    }
     out.push('\n');
     if snapshot.connections.is_empty() {
         out.push_str("no connections\n");
@@ -376,6 +390,7 @@ mod tests {
             ],
             methods: Vec::new(),
             mmap: MmapTrack::default(),
+            layers: Vec::new(),
         }
     }
 
@@ -396,6 +411,32 @@ id  role    state   transport  peer          calls ok/failed  bytes sent/recv  p
         assert!(
             text.lines().all(|l| l == l.trim_end()),
             "no trailing spaces"
+        );
+    }
+
+    #[test]
+    fn layers_show_in_order_with_their_refusals() {
+        let mut snap = snapshot();
+        snap.layers.push(crate::debug::model::LayerStackInfo {
+            side: "server".into(),
+            owner: "Calculator".into(),
+            layers: vec![
+                crate::debug::model::LayerInfo {
+                    name: "require-bearer".into(),
+                    rejected: 3,
+                },
+                crate::debug::model::LayerInfo {
+                    name: "concurrency-limit".into(),
+                    rejected: 0,
+                },
+            ],
+        });
+        let text = connections_table(&snap);
+        assert!(
+            text.contains(
+                "layers of server Calculator: require-bearer (3 refused) > concurrency-limit (0 refused)\n"
+            ),
+            "\n{text}"
         );
     }
 

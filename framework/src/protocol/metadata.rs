@@ -214,10 +214,24 @@ impl Metadata {
     }
 }
 
+/// Keys whose values are secrets: `Debug` shows them as `<redacted>`, so a
+/// token logged with its context or call stays out of the log.
+const REDACTED: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+];
+
 impl fmt::Debug for Metadata {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut map = f.debug_map();
         for (key, value) in &self.entries {
+            if REDACTED.iter().any(|k| key.eq_ignore_ascii_case(k)) {
+                map.entry(key, &"<redacted>");
+                continue;
+            }
             match std::str::from_utf8(value) {
                 Ok(text) => map.entry(key, &text),
                 Err(_) => map.entry(key, value),
@@ -249,6 +263,19 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let mut md = Metadata::new();
+        md.insert("Authorization", "Bearer s3cret-token").unwrap();
+        md.insert("tenant", "acme").unwrap();
+        let shown = format!("{md:?}");
+        assert!(!shown.contains("s3cret-token"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("acme"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn round_trips_text_and_binary_values() {

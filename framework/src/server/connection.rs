@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::FutureExt;
-use futures_util::future::{AbortHandle, Abortable};
+use futures_util::future::{AbortHandle, Abortable, Either};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -19,6 +19,7 @@ use crate::debug::model::PeerInfo as PeerModel;
 use crate::debug::recorder::{ConnectionStats, MethodCounters, Side, counters_by_id, recorder};
 pub(crate) use crate::driver::End;
 use crate::driver::{Driver, HandlerFuture, Serve, Tenancy};
+use crate::layers::{Call, Response};
 use crate::protocol::frame::{
     Decoded, FLAG_CLIENT_STREAM, FLAG_SERVER_STREAM, Frame, HEADER_LEN, Kind,
 };
@@ -572,11 +573,25 @@ impl Serving {
             }
             None => Request::new(frame.payload),
         };
-        // The router found the method, so the service has it.
-        let Some(handler) = service.call(method.id, request) else {
-            session.finish(started, call_id);
-            let status = self.shared.router.unknown(method.id);
-            return Err(Refused::new(status, Some(counters)));
+        // The introspection service has its own rule of who may read it.
+        let layers = self
+            .shared
+            .layers
+            .stack()
+            .filter(|_| service.descriptor().name != crate::debug::INTROSPECTION_DESCRIPTOR.name)
+            .cloned();
+        let (handler, request) = match layers {
+            // Without layers the handler starts at once.
+            None => {
+                // The router found the method, so the service has it.
+                let Some(handler) = service.call(method.id, request) else {
+                    session.finish(started, call_id);
+                    let status = self.shared.router.unknown(method.id);
+                    return Err(Refused::new(status, Some(counters)));
+                };
+                (Some(handler), None)
+            }
+            Some(_) => (None, Some(request)),
         };
         let ctx = Context::new(
             Arc::clone(&self.info),
@@ -600,7 +615,7 @@ impl Serving {
         let stats_for_stream = Arc::clone(&self.stats);
         // A stream result is sent inside the handler's scope and deadline;
         // its end is the reply, with the handler's metadata as trailers.
-        let handler = async move {
+        let complete = move |handler: crate::service::HandlerFuture| async move {
             let mut reply = handler.await?;
             match (reply.take_stream(), sink) {
                 (None, None) => Ok(reply),
@@ -629,8 +644,32 @@ impl Serving {
             call_id,
             trace_id = %ctx.trace().map(|t| t.trace_id_hex()).unwrap_or_default(),
         );
+        let run = match handler {
+            Some(handler) => Either::Left(ctx.scope(complete(handler))),
+            None => Either::Right(async move {
+                let (Some(stack), Some(request)) = (layers, request) else {
+                    return Err(Status::internal("a layered call lost its layers"));
+                };
+                let call = Call::server(ctx, request);
+                stack
+                    .run(call, move |call| async move {
+                        let Some((ctx, request)) = call.into_server() else {
+                            return Err(Status::internal("a server layer lost the request"));
+                        };
+                        let Some(handler) = service.call(method.id, request) else {
+                            return Err(Status::internal(format!(
+                                "{} is routed to a service that does not have it",
+                                method.full_name
+                            )));
+                        };
+                        ctx.scope(complete(handler)).await.map(Response::reply)
+                    })
+                    .await
+                    .and_then(|response| response.into_reply(method.full_name))
+            }),
+        };
         let guarded = async move {
-            let run = AssertUnwindSafe(ctx.scope(handler).instrument(span)).catch_unwind();
+            let run = AssertUnwindSafe(run.instrument(span)).catch_unwind();
             let result = match deadline {
                 None => run.await,
                 Some(deadline) => match tokio::time::timeout_at(deadline.into(), run).await {

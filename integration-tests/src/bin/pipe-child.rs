@@ -4,6 +4,8 @@
 //! - `worker`: serves `Testing` to the parent, exits when the parent is gone.
 //! - `worker-32m`: as `worker`, taking bodies up to 32 MiB on its pipe
 //!   (`Services::max_frame`).
+//! - `worker-token TOKEN`: as `worker`, refusing calls without the bearer
+//!   token TOKEN (`layers::RequireBearer`).
 //! - `call-parent`: calls the parent's `Testing.add(2, 3)` by name and
 //!   prints `<transport> <sum> <reason>`.
 //! - `garbage [after-hello]`: writes bytes that are not frames into its pipe
@@ -38,6 +40,7 @@ async fn main() -> ExitCode {
         "worker" => worker().await,
         "worker-32m" => worker_32m().await,
         "worker-tight" => worker_tight().await,
+        "worker-token" => worker_token(&arg(1)).await,
         "call-parent" => call_parent().await,
         "garbage" => garbage(arg(1) == "after-hello").await,
         "orphan" => orphan(&arg(1)).await,
@@ -68,6 +71,14 @@ async fn worker() -> Result<(), Status> {
 
 async fn worker_32m() -> Result<(), Status> {
     process::serve_parent(testing().max_frame(32 << 20)).await?;
+    process::parent_gone().await;
+    Ok(())
+}
+
+/// A child whose calls need the bearer token `token`.
+async fn worker_token(token: &str) -> Result<(), Status> {
+    let services = testing().layer(switchyard::layers::RequireBearer::new(token));
+    process::serve_parent(services).await?;
     process::parent_gone().await;
     Ok(())
 }

@@ -8,7 +8,8 @@
 //! shutdown), `--max-in-flight N`, `--max-frame BYTES`,
 //! `--grace-ms MS`, `--bulk-threshold BYTES`, `--quic-validation
 //! always|never|N` (a Retry always, never, or while more than N handshakes
-//! are under way), `--quic-max-handshakes N`.
+//! are under way), `--quic-max-handshakes N`, `--require-token TOKEN`
+//! (calls without `authorization: Bearer TOKEN` are refused).
 //! With `call TARGET` it is a client instead: it calls `add(2, 3)` on TARGET
 //! and prints `<transport> <result>` (for tests of SWITCHYARD_TRANSPORT).
 //! With `hold TARGET N DIR` it starts N calls of `sleep_or_mark(60 s)` on
@@ -99,13 +100,13 @@ async fn main() -> ExitCode {
             continue;
         }
         if let Some(addr) = match flag.as_str() {
-            "--tcp-at" | "--quic" => it.next(),
+            "--tcp-at" | "--quic" | "--require-token" => it.next(),
             _ => None,
         } {
-            builder = if flag == "--quic" {
-                builder.quic(addr)
-            } else {
-                builder.tcp(addr)
+            builder = match flag.as_str() {
+                "--quic" => builder.quic(addr),
+                "--require-token" => builder.layer(switchyard::layers::RequireBearer::new(addr)),
+                _ => builder.tcp(addr),
             };
             continue;
         }

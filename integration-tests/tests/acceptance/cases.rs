@@ -82,7 +82,7 @@ async fn until_handling(client: &TestingClient, before: u64) {
 }
 
 /// The lines of `path` once it has `n`.
-async fn lines(path: &Path, n: usize) -> Vec<String> {
+pub(crate) async fn lines(path: &Path, n: usize) -> Vec<String> {
     let mut got = Vec::new();
     until(async || {
         got = std::fs::read_to_string(path)

@@ -1,0 +1,215 @@
+//! A server's or a channel's layers in order, running a call through them
+//! ([`Next`]), and what the debug endpoint shows of them.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+
+use super::{Call, Layer, Response, Side};
+use crate::protocol::status::Status;
+
+/// The future a layer returns.
+pub type LayerFuture<'a> = Pin<Box<dyn Future<Output = Result<Response, Status>> + Send + 'a>>;
+
+/// The rest of the chain: the layers after this one, then the handler (on
+/// a server) or the call itself (on a channel).
+pub struct Next<'a> {
+    stack: &'a LayerStack,
+    index: usize,
+    depth: &'a AtomicUsize,
+    end: &'a mut (dyn FnMut(Call) -> LayerFuture<'a> + Send),
+}
+
+impl std::fmt::Debug for Next<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Next")
+            .field("side", &self.stack.side)
+            .field("layers_left", &(self.stack.layers.len() - self.index))
+            .finish()
+    }
+}
+
+impl<'a> Next<'a> {
+    /// Calls on: the next layer, or the handler or call itself after the
+    /// last.
+    pub fn run(self, call: Call) -> LayerFuture<'a> {
+        match self.stack.layers.get(self.index) {
+            Some(layer) => {
+                self.depth.store(self.index + 1, Relaxed);
+                layer.layer.call(
+                    call,
+                    Next {
+                        stack: self.stack,
+                        index: self.index + 1,
+                        depth: self.depth,
+                        end: self.end,
+                    },
+                )
+            }
+            None => {
+                self.depth.store(self.stack.layers.len() + 1, Relaxed);
+                (self.end)(call)
+            }
+        }
+    }
+}
+
+/// Layers as a builder collects them.
+#[derive(Clone, Default)]
+pub(crate) struct LayerList(Vec<Arc<dyn Layer>>);
+
+impl std::fmt::Debug for LayerList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|layer| layer.name()))
+            .finish()
+    }
+}
+
+impl LayerList {
+    pub(crate) fn push(&mut self, layer: Arc<dyn Layer>) {
+        self.0.push(layer);
+    }
+
+    /// The running stack of a server or channel named `owner`, registered
+    /// with the debug endpoint while it lives; `None` without layers.
+    pub(crate) fn build(&self, side: Side, owner: &str) -> Layers {
+        if self.0.is_empty() {
+            return Layers(None);
+        }
+        let stack = Arc::new(LayerStack {
+            side,
+            owner: owner.to_owned(),
+            layers: self
+                .0
+                .iter()
+                .map(|layer| Entry {
+                    name: layer.name().to_owned(),
+                    layer: Arc::clone(layer),
+                    rejected: AtomicU64::new(0),
+                })
+                .collect(),
+        });
+        let mut live = lock(registry());
+        live.retain(|weak| weak.strong_count() > 0);
+        live.push(Arc::downgrade(&stack));
+        Layers(Some(stack))
+    }
+}
+
+/// The layers a server or channel runs its calls through (`None`: none,
+/// and calls take no detour).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Layers(Option<Arc<LayerStack>>);
+
+impl Layers {
+    pub(crate) fn stack(&self) -> Option<&Arc<LayerStack>> {
+        self.0.as_ref()
+    }
+}
+
+/// Running layers with their rejection counts.
+pub(crate) struct LayerStack {
+    side: Side,
+    owner: String,
+    layers: Vec<Entry>,
+}
+
+struct Entry {
+    name: String,
+    layer: Arc<dyn Layer>,
+    rejected: AtomicU64,
+}
+
+impl std::fmt::Debug for LayerStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerStack")
+            .field("side", &self.side)
+            .field("owner", &self.owner)
+            .field(
+                "layers",
+                &self.layers.iter().map(|e| &e.name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl LayerStack {
+    /// Runs `call` through the layers, then `end`. A call that fails
+    /// without reaching `end` counts as a rejection by the innermost layer
+    /// it entered: that one answered instead of calling on.
+    pub(crate) async fn run<'a, F, Fut>(&'a self, call: Call, end: F) -> Result<Response, Status>
+    where
+        F: FnOnce(Call) -> Fut + Send + 'a,
+        Fut: Future<Output = Result<Response, Status>> + Send + 'a,
+    {
+        let depth = AtomicUsize::new(0);
+        let mut end = Some(end);
+        let mut end_fn = move |call: Call| -> LayerFuture<'_> {
+            match end.take() {
+                Some(end) => Box::pin(end(call)),
+                // `Next` is consumed by `run`, so the end runs once.
+                None => super::refuse(Status::internal("a layer called on twice")),
+            }
+        };
+        let method = call.method().full_name;
+        let result = Next {
+            stack: self,
+            index: 0,
+            depth: &depth,
+            end: &mut end_fn,
+        }
+        .run(call)
+        .await;
+        if let Err(status) = &result {
+            let entered = depth.load(Relaxed);
+            if let Some(entry) = entered.checked_sub(1).and_then(|at| self.layers.get(at)) {
+                entry.rejected.fetch_add(1, Relaxed);
+                tracing::debug!(
+                    layer = %entry.name,
+                    side = self.side.as_str(),
+                    method,
+                    %status,
+                    "a layer refused the call"
+                );
+            }
+        }
+        result
+    }
+
+    /// What the debug endpoint shows of it.
+    fn info(&self) -> crate::debug::model::LayerStackInfo {
+        crate::debug::model::LayerStackInfo {
+            side: self.side.as_str().to_owned(),
+            owner: self.owner.clone(),
+            layers: self
+                .layers
+                .iter()
+                .map(|entry| crate::debug::model::LayerInfo {
+                    name: entry.name.clone(),
+                    rejected: entry.rejected.load(Relaxed),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn registry() -> &'static Mutex<Vec<Weak<LayerStack>>> {
+    static LIVE: OnceLock<Mutex<Vec<Weak<LayerStack>>>> = OnceLock::new();
+    LIVE.get_or_init(Mutex::default)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Every live server's and channel's layers, in the order they were made.
+pub(crate) fn snapshot() -> Vec<crate::debug::model::LayerStackInfo> {
+    lock(registry())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .map(|stack| stack.info())
+        .collect()
+}
