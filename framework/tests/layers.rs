@@ -96,7 +96,7 @@ impl Layer for Recording {
     }
 
     fn call<'a>(&'a self, call: Call, next: Next<'a>) -> LayerFuture<'a> {
-        Box::pin(async move {
+        LayerFuture::new(async move {
             self.log.lock().unwrap().push(format!("{}>", self.name));
             let result = next.run(call).await;
             self.log.lock().unwrap().push(format!("{}<", self.name));
@@ -279,7 +279,7 @@ impl Layer for Slow {
     }
 
     fn call<'a>(&'a self, call: Call, next: Next<'a>) -> LayerFuture<'a> {
-        Box::pin(async move {
+        LayerFuture::new(async move {
             tokio::time::sleep(self.0).await;
             next.run(call).await
         })
@@ -560,9 +560,9 @@ impl Layer for Cache {
 
     fn call<'a>(&'a self, call: Call, next: Next<'a>) -> LayerFuture<'a> {
         if let Some(hit) = self.0.lock().unwrap().clone() {
-            return Box::pin(async move { Ok(Response::from_encoded(hit)) });
+            return LayerFuture::ready(Ok(Response::from_encoded(hit)));
         }
-        Box::pin(async move {
+        LayerFuture::new(async move {
             let response = next.run(call).await?;
             let encoded = response.encoded().map(<[u8]>::to_vec);
             *self.0.lock().unwrap() = encoded;
@@ -586,6 +586,102 @@ async fn a_layer_may_answer_with_an_encoded_result_on_either_side() {
             "{side}: from the cache"
         );
         assert_eq!(service.handled.load(Ordering::SeqCst), 1, "{side}");
+        server.shutdown().await;
+    }
+}
+
+mod tower_bridge {
+    use std::time::Duration;
+
+    use switchyard::Code;
+    use switchyard::layers::tower::{ClientService, TowerLayer};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_tower_rate_limit_holds_calls_to_its_rate_within_their_deadline() {
+        let (server, client, service) = serve(
+            |s| {
+                s.layer(TowerLayer::new(
+                    "tower-rate",
+                    tower::limit::RateLimitLayer::new(2, Duration::from_secs(3600)),
+                ))
+            },
+            |c| c,
+        )
+        .await;
+        assert_eq!(client.add(1, 1).await.unwrap(), 2);
+        assert_eq!(client.add(2, 2).await.unwrap(), 4);
+        // The third waits for the next hour's budget: its deadline ends it.
+        let err = client
+            .with_timeout(Duration::from_millis(300))
+            .add(3, 3)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+        assert_eq!(service.handled.load(Ordering::SeqCst), 2);
+        let listed = switchyard::debug::snapshot()
+            .layers
+            .iter()
+            .any(|stack| stack.layers.iter().any(|l| l.name == "tower-rate"));
+        assert!(listed, "the debug endpoint lists the bridged layer");
+        drop(client);
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn tower_load_shed_answers_unavailable_through_the_bridge() {
+        let shed = tower::ServiceBuilder::new()
+            .load_shed()
+            .concurrency_limit(1)
+            .into_inner();
+        let (server, client, service) =
+            serve(|s| s.layer(TowerLayer::new("tower-shed", shed)), |c| c).await;
+        let held = tokio::spawn({
+            let client = client.clone();
+            async move { client.hold().await }
+        });
+        until("one call in flight", || {
+            service.in_flight.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        let err = client.add(1, 1).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err}");
+        assert!(
+            err.message().contains("shed by the tower layer tower-shed"),
+            "{err}"
+        );
+        service.release.add_permits(1);
+        held.await.unwrap().unwrap();
+        assert_eq!(client.add(1, 1).await.unwrap(), 2, "a permit again");
+        assert_eq!(rejected("Shop", "tower-shed"), 1);
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_client_is_a_tower_service() {
+        let (server, client, _) = serve(|s| s, |c| c).await;
+        let service = tower::ServiceBuilder::new()
+            .concurrency_limit(4)
+            .service(ClientService::new(client.clone()));
+        let sum = service
+            .clone()
+            .oneshot(|client: ShopClient| async move { client.add(20, 22).await })
+            .await
+            .unwrap();
+        assert_eq!(sum, 42);
+        let err = ClientService::new(client)
+            .oneshot(|client: ShopClient| async move {
+                client.with_timeout(Duration::from_millis(50)).hold().await
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::DeadlineExceeded,
+            "statuses pass as they are"
+        );
         server.shutdown().await;
     }
 }

@@ -75,7 +75,7 @@ impl InFlight {
 
 /// Runs `next` holding `permit` until the call (its stream too) ended.
 fn holding<'a>(permit: Permit, call: Call, next: Next<'a>) -> LayerFuture<'a> {
-    Box::pin(async move {
+    LayerFuture::new(async move {
         let _permit = permit;
         next.run(call).await
     })

@@ -37,7 +37,7 @@ impl Layer for RequestLog {
         let transport = call.transport().map_or("-", |t| t.as_str());
         let request_bytes = call.request_payload().map(|p| p.len());
         let errors_only = self.errors_only;
-        Box::pin(async move {
+        LayerFuture::new(async move {
             let result = next.run(call).await;
             let took_us = started.elapsed().as_micros() as u64;
             match &result {

@@ -60,12 +60,16 @@ mod fn_layer;
 mod limit;
 mod log;
 mod stack;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use auth::{AUTHORIZATION, Bearer, RequireBearer, RequireIdentity};
 pub use call::{Call, Response, Side};
 pub use fn_layer::{FnLayer, from_fn};
 pub use limit::{ConcurrencyLimit, LoadShed, RateLimit};
 pub use log::RequestLog;
+#[cfg(feature = "unstable-bench-internals")]
+pub use stack::bench_chain;
 pub use stack::{LayerFuture, Next};
 pub(crate) use stack::{LayerList, Layers, snapshot as stack_snapshot};
 
@@ -79,12 +83,13 @@ pub trait Layer: Send + Sync + 'static {
     /// The name the debug endpoint lists, with its rejections.
     fn name(&self) -> &str;
 
-    /// Handles one call: answer it (`Box::pin(async { Err(status) })`) or
-    /// call on with `next.run(call)`, before or after doing something.
+    /// Handles one call: answer it ([`refuse`]`(status)`), or call on with
+    /// `next.run(call)`, before or after doing something (in
+    /// `LayerFuture::new(async move { ... next.run(call).await ... })`).
     fn call<'a>(&'a self, call: Call, next: Next<'a>) -> LayerFuture<'a>;
 }
 
 /// A refusal future: what a layer returns to answer with `status`.
 pub fn refuse<'a>(status: Status) -> LayerFuture<'a> {
-    Box::pin(std::future::ready(Err(status)))
+    LayerFuture::ready(Err(status))
 }

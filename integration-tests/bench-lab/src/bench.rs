@@ -741,6 +741,7 @@ fn child(role: &str) -> Result<(), String> {
         #[cfg(feature = "quic")]
         "raw-quic" | "switchyard-quic" => return crate::bench_quic::child(role),
         streams if streams.starts_with("streams-") => return crate::bench_streams::child(streams),
+        layers if layers.starts_with("layers-") => return crate::bench_layers::child(layers),
         other => return crate::bench_extra::child(other),
     }
     Ok(())

@@ -49,6 +49,10 @@ pub(crate) struct Args {
     /// Only the streams table (with --only: only those transports' rows).
     #[arg(long, verbatim_doc_comment, conflicts_with = "report")]
     pub(crate) only_streams: bool,
+    /// Only the layers table (shm and tcp with no layers, an empty layer,
+    /// auth plus a concurrency limit; the chain's own cost per call).
+    #[arg(long, verbatim_doc_comment, conflicts_with_all = ["report", "only_streams", "only"])]
+    pub(crate) only_layers: bool,
     /// Also write the run into the markdown FILE between
     /// <!-- bench:start --> and <!-- bench:end --> (added at the end if
     /// missing; the rest of the file is kept), with a bar chart next to it

@@ -3,7 +3,7 @@
 //! one table; then the bulk (mmap), one-way and streams tables.
 //!
 //! ```text
-//! cargo run --release -p switchyard-bench-lab -- [--quick] [--only T,..] [--only-streams] [--report FILE]
+//! cargo run --release -p switchyard-bench-lab -- [--quick] [--only T,..] [--only-streams] [--only-layers] [--report FILE]
 //! ```
 //!
 //! The server side of each measurement is this binary re-executed as a
@@ -18,6 +18,7 @@
 mod bench;
 mod bench_bulk;
 mod bench_extra;
+mod bench_layers;
 #[cfg(feature = "quic")]
 mod bench_quic;
 #[cfg(target_os = "linux")]
@@ -37,6 +38,9 @@ fn run(args: &cli::Args, command: &str) -> Result<(), String> {
     if args.only_streams {
         return bench_streams::run(args.quick, args.only.as_deref().unwrap_or_default());
     }
+    if args.only_layers {
+        return bench_layers::run(args.quick);
+    }
     let settings = if args.quick {
         bench::Settings::quick()
     } else {
@@ -48,6 +52,7 @@ fn run(args: &cli::Args, command: &str) -> Result<(), String> {
     }
     let extras = bench_extra::run(args.quick)?;
     bench_streams::run(args.quick, &[])?;
+    bench_layers::run(args.quick)?;
     if let Some(report) = &args.report {
         let svg = report::write(report, &outcome, command)?;
         bench_extra::write_report(report, &extras)?;
