@@ -297,6 +297,56 @@ async fn mutual_tls_shows_the_client_identity_and_refuses_clients_without_one() 
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_identity_admits_callers_by_their_certificate_names() {
+    use switchyard::layers::RequireIdentity;
+    bounded(async {
+        let pki = Pki::new("switchyard test CA");
+        let dir = runtime();
+        let server_identity = pki.issue(&["localhost", "127.0.0.1"]);
+        // A Unix socket too: a same-host caller without a certificate
+        // reaches the layer there, and is refused by it.
+        let server = server(dir.path(), true, false, |b| {
+            b.tls_identity(server_identity)
+                .require_client_certs(pki.roots())
+                .layer(RequireIdentity::dns_name("gateway.cluster.test"))
+        })
+        .await;
+        let addr = server.quic_addr().unwrap();
+        let as_name = |name: &'static str| {
+            let roots = pki.roots();
+            let identity = pki.issue(&[name]);
+            async move {
+                let channel = Channel::builder()
+                    .tls_ca(roots)
+                    .tls_identity(identity)
+                    .connect(&format!("quic://{addr}"))
+                    .await?;
+                WhoamiClient::new(channel).whoami().await
+            }
+        };
+        assert_eq!(
+            as_name("gateway.cluster.test").await.unwrap(),
+            "gateway.cluster.test via quic"
+        );
+        let refused = as_name("batch.cluster.test").await.unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused}");
+        assert!(refused.message().contains("batch.cluster.test"), "{refused}");
+        // Over the Unix socket: no certificate at all.
+        let unix = server.unix_path().unwrap().display().to_string();
+        let channel = Channel::builder()
+            .prefer(Transport::Unix)
+            .connect(&format!("unix://{unix}"))
+            .await
+            .unwrap();
+        let refused = WhoamiClient::new(channel).whoami().await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused}");
+        assert!(refused.message().contains("client certificate"), "{refused}");
+        server.shutdown().await;
+    })
+    .await;
+}
+
 fn discovery(dir: &Path, name: &str, addresses: &[String]) -> std::path::PathBuf {
     let path = dir.join("discovery.toml");
     let list: Vec<String> = addresses.iter().map(|a| format!("{a:?}")).collect();

@@ -2,7 +2,8 @@
 //! it from this process over every transport this build has, and prints one
 //! line per call: the transport, the call, its result, and why that
 //! transport was chosen; then streams both ways, timed, and one whose
-//! reader pauses, to show the server waits for credit.
+//! reader pauses, to show the server waits for credit; then layers: a
+//! server that requires a bearer token, called without it and with it.
 //!
 //! `cargo run --release -p switchyard-examples --bin tour`
 
@@ -174,6 +175,8 @@ async fn tour() -> Result<(), String> {
 
     bulk_line(&by_name, &calc).await?;
     stream_lines(&by_name).await?;
+    // Kept until the end, so that the debug table lists their layers.
+    let _layered = layer_lines().await?;
 
     let unix = connect_when_published(&server.runtime_dir, Some(Transport::Unix)).await?;
     let sum = CalculatorClient::new(unix.clone())
@@ -243,6 +246,54 @@ async fn tour() -> Result<(), String> {
     println!("tour: done; stopping the server");
     drop(server);
     Ok(())
+}
+
+/// The token of the tour's layered server (a demo secret, not a real one).
+const TOUR_TOKEN: &str = "tour-demo-token";
+
+/// A server in this process, over the in-memory link, whose layers require
+/// a bearer token and limit each method's calls in flight: a call without
+/// the token is refused before the handler runs; a channel whose
+/// `layers::Bearer` sends it is served. Returns what keeps them running.
+async fn layer_lines() -> Result<(switchyard::ServerHandle, Channel, Channel), String> {
+    use switchyard::layers::{Bearer, ConcurrencyLimit, RequireBearer};
+    use switchyard::transport::memory;
+    let server = Server::builder()
+        .add_service(CalculatorServer::new(Arithmetic))
+        .layer(RequireBearer::new(TOUR_TOKEN))
+        .layer(ConcurrencyLimit::per_method(64))
+        .no_unix()
+        .unpublished()
+        .message_queues(false)
+        .introspection(false)
+        .start()
+        .await
+        .map_err(|s| s.to_string())?;
+    let (client_end, server_end) = memory::pair();
+    server.serve_link(server_end);
+    let without = Channel::builder()
+        .connect_link(client_end)
+        .await
+        .map_err(|s| s.to_string())?;
+    let refused = CalculatorClient::new(without.clone())
+        .add(1, 2)
+        .await
+        .map(|v| v.to_string())
+        .unwrap_or_else(|status| status.code().to_string());
+    line(&without, "add(1, 2) without a token (layers)", &refused);
+    let (client_end, server_end) = memory::pair();
+    server.serve_link(server_end);
+    let with = Channel::builder()
+        .layer(Bearer::new(TOUR_TOKEN))
+        .connect_link(client_end)
+        .await
+        .map_err(|s| s.to_string())?;
+    let sum = CalculatorClient::new(with.clone())
+        .add(1, 2)
+        .await
+        .map_err(|s| s.to_string())?;
+    line(&with, "add(1, 2) with layers::Bearer", &sum.to_string());
+    Ok((server, without, with))
 }
 
 fn line(channel: &Channel, call: &str, result: &str) {
