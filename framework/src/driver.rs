@@ -281,6 +281,7 @@ impl<S: Serve> Driver<S> {
         // Without a server, nothing changes the phase.
         let (_serving, mut own_phase) = watch::channel(Phase::Serving);
         let phase = phase.unwrap_or(&mut own_phase);
+        let mut sending_phase = phase.clone();
         let stopped = async move {
             match stopped {
                 Some(stopped) => {
@@ -338,16 +339,13 @@ impl<S: Serve> Driver<S> {
                         // Sending waits while the peer does not read its
                         // replies (OUTGOING_BYTES queued); a server that
                         // stops must not wait for it.
+                        // Its own receiver: a change it sees (a shutdown
+                        // that began meanwhile) still wakes `changed` below.
                         tokio::select! {
                             biased;
-                            _ = phase.wait_for(|p| *p == Phase::Stopped) => return End::Stopped,
+                            _ = sending_phase.wait_for(|p| *p == Phase::Stopped) => return End::Stopped,
                             _ = self.outgoing.send(reply) => {}
                         }
-                        // That wait saw any change of phase meanwhile, so
-                        // `changed` below will not: a shutdown that began
-                        // while the reply was sent is followed here.
-                        let now = *phase.borrow();
-                        self.follow(now).await;
                     }
                 }
                 // Credit first: a link that always has data waiting must

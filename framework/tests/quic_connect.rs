@@ -331,7 +331,10 @@ async fn require_identity_admits_callers_by_their_certificate_names() {
         );
         let refused = as_name("batch.cluster.test").await.unwrap_err();
         assert_eq!(refused.code(), Code::PermissionDenied, "{refused}");
-        assert!(refused.message().contains("batch.cluster.test"), "{refused}");
+        assert!(
+            refused.message().contains("batch.cluster.test"),
+            "{refused}"
+        );
         // Over the Unix socket: no certificate at all.
         let unix = server.unix_path().unwrap().display().to_string();
         let channel = Channel::builder()
@@ -341,7 +344,10 @@ async fn require_identity_admits_callers_by_their_certificate_names() {
             .unwrap();
         let refused = WhoamiClient::new(channel).whoami().await.unwrap_err();
         assert_eq!(refused.code(), Code::Unauthenticated, "{refused}");
-        assert!(refused.message().contains("client certificate"), "{refused}");
+        assert!(
+            refused.message().contains("client certificate"),
+            "{refused}"
+        );
         server.shutdown().await;
     })
     .await;

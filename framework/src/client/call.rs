@@ -308,17 +308,36 @@ impl ClientCore {
                 .instrument(span)
                 .await;
         };
-        let layered = stack.run(self.layer_call(method, deadline), |call| async move {
-            let core = self.with_layer_metadata(call);
-            let keep = |payload: &bytes::Bytes| Ok(payload.clone());
-            core.call_traced::<C, Req, bytes::Bytes>(method, request, now, deadline, trace, &keep)
-                .await
-                .map(Response::from_encoded)
-        });
+        let layered = self.call_layered::<C, Req>(stack, method, request, now, deadline, trace);
         let response = within_deadline(deadline, now, method, layered)
             .instrument(span)
             .await?;
         decode_response::<C, Resp>(&response.into_encoded(method.full_name)?, method)
+    }
+
+    /// A call through this channel's layers: the response as encoded.
+    async fn call_layered<C: Codec, Req: Serialize + Send>(
+        &self,
+        stack: &crate::layers::LayerStack,
+        method: &'static MethodDescriptor,
+        request: Req,
+        now: Instant,
+        deadline: Option<Instant>,
+        trace: TraceContext,
+    ) -> Result<Response, Status> {
+        stack
+            .run(self.layer_call(method, deadline), |call| async move {
+                let core = self.with_layer_metadata(call);
+                let keep = |payload: &bytes::Bytes| Ok(payload.clone());
+                // Boxed once: the chain then moves a small future around,
+                // not the call's (kilobytes of state, copied at each move).
+                Box::pin(core.call_traced::<C, Req, bytes::Bytes>(
+                    method, request, now, deadline, trace, &keep,
+                ))
+                .await
+                .map(Response::from_encoded)
+            })
+            .await
     }
 
     /// The call as this channel's layers see it.
@@ -335,12 +354,16 @@ impl ClientCore {
         )
     }
 
-    /// A copy that sends the metadata the layers left on `call`.
-    pub(super) fn with_layer_metadata(&self, call: Call) -> Self {
-        Self {
+    /// This client, or a copy that sends the metadata the layers left on
+    /// `call` when they changed it.
+    pub(super) fn with_layer_metadata(&self, call: Call) -> std::borrow::Cow<'_, Self> {
+        if call.metadata() == &*self.metadata {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        std::borrow::Cow::Owned(Self {
             metadata: Arc::new(call.into_client_metadata()),
             ..self.clone()
-        }
+        })
     }
 
     /// Makes the call; a server that refused it as never started (it was
@@ -586,8 +609,8 @@ impl ClientCore {
         let now = Instant::now();
         let (deadline, _) = self.call_context(now);
         let layered = stack.run(self.layer_call(method, deadline), |call| async move {
-            self.with_layer_metadata(call)
-                .send_oneway_direct::<C, Req>(method, request, wait)
+            let core = self.with_layer_metadata(call);
+            Box::pin(core.send_oneway_direct::<C, Req>(method, request, wait))
                 .await
                 .map(|()| Response::sent())
         });

@@ -505,10 +505,9 @@ impl ClientCore {
         let mut opened = None;
         let slot = &mut opened;
         let layered = stack.run(self.layer_call(method, deadline), |call| async move {
-            let stream = self
-                .with_layer_metadata(call)
-                .open_stream_direct::<C, Req>(method, request, flags)
-                .await?;
+            let core = self.with_layer_metadata(call);
+            let stream =
+                Box::pin(core.open_stream_direct::<C, Req>(method, request, flags)).await?;
             *slot = Some(stream);
             Ok(Response::stream())
         });

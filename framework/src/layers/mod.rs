@@ -71,7 +71,7 @@ pub use log::RequestLog;
 #[cfg(feature = "unstable-bench-internals")]
 pub use stack::bench_chain;
 pub use stack::{LayerFuture, Next};
-pub(crate) use stack::{LayerList, Layers, snapshot as stack_snapshot};
+pub(crate) use stack::{LayerList, LayerStack, Layers, snapshot as stack_snapshot};
 
 use crate::protocol::status::Status;
 

@@ -644,9 +644,16 @@ impl Serving {
             call_id,
             trace_id = %ctx.trace().map(|t| t.trace_id_hex()).unwrap_or_default(),
         );
+        let who = if handler.is_some() {
+            "the handler of"
+        } else {
+            "a layer or the handler of"
+        };
         let run = match handler {
             Some(handler) => Either::Left(ctx.scope(complete(handler))),
-            None => Either::Right(async move {
+            // Boxed: the layered branch's larger future stays out of the
+            // handler future of every call without layers.
+            None => Either::Right(Box::pin(async move {
                 let (Some(stack), Some(request)) = (layers, request) else {
                     return Err(Status::internal("a layered call lost its layers"));
                 };
@@ -666,7 +673,7 @@ impl Serving {
                     })
                     .await
                     .and_then(|response| response.into_reply(method.full_name))
-            }),
+            })),
         };
         let guarded = async move {
             let run = AssertUnwindSafe(run.instrument(span)).catch_unwind();
@@ -688,7 +695,7 @@ impl Serving {
                     .unwrap_or_else(|| "a non-string payload".to_owned());
                 tracing::error!(method = method.full_name, panic = %what, "handler panicked");
                 Err(Status::internal(format!(
-                    "the handler of {} panicked: {what}",
+                    "{who} {} panicked: {what}",
                     method.full_name
                 )))
             });

@@ -23,6 +23,10 @@ const TOKEN: &str = "bench-layers-token-0123456789abcdef";
 enum Stack {
     /// No layers at all (the calls take no detour).
     None,
+    /// One layer that calls on, on the server only.
+    EmptyServer,
+    /// One layer that calls on, on the client only.
+    EmptyClient,
     /// One layer that calls on, on each side.
     Empty,
     /// The client sends a bearer token; the server checks it and limits
@@ -31,11 +35,19 @@ enum Stack {
 }
 
 impl Stack {
-    const ALL: [Self; 3] = [Self::None, Self::Empty, Self::AuthAndLimit];
+    const ALL: [Self; 5] = [
+        Self::None,
+        Self::EmptyServer,
+        Self::EmptyClient,
+        Self::Empty,
+        Self::AuthAndLimit,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Self::None => "none",
+            Self::EmptyServer => "empty-srv",
+            Self::EmptyClient => "empty-cli",
             Self::Empty => "empty",
             Self::AuthAndLimit => "auth+limit",
         }
@@ -51,8 +63,8 @@ impl Stack {
 
     fn server(self, builder: ServerBuilder) -> ServerBuilder {
         match self {
-            Self::None => builder,
-            Self::Empty => builder.layer(Pass),
+            Self::None | Self::EmptyClient => builder,
+            Self::Empty | Self::EmptyServer => builder.layer(Pass),
             Self::AuthAndLimit => builder
                 .layer(RequireBearer::new(TOKEN))
                 .layer(ConcurrencyLimit::per_method(1024)),
@@ -61,8 +73,8 @@ impl Stack {
 
     fn client(self, builder: ChannelBuilder) -> ChannelBuilder {
         match self {
-            Self::None => builder,
-            Self::Empty => builder.layer(Pass),
+            Self::None | Self::EmptyServer => builder,
+            Self::Empty | Self::EmptyClient => builder.layer(Pass),
             Self::AuthAndLimit => builder.layer(Bearer::new(TOKEN)),
         }
     }
@@ -151,8 +163,8 @@ pub(crate) fn run(quick: bool) -> Result<(), String> {
     };
     bench::pin(0);
     println!(
-        "\nlayers: 64 B echo round trips, {}; layers: none, empty (one layer that calls on, \
-         on each side), auth+limit (client: bearer token; server: bearer check in constant \
+        "\nlayers: 64 B echo round trips, {}; layers: none, empty-srv / empty-cli / empty (one \
+         layer that calls on, on the server, the client, each side), auth+limit (client: bearer token; server: bearer check in constant \
          time + concurrency limit per method); pinned to CPUs 0 and 1: {}",
         settings.describe(),
         if bench::pinning() { "yes" } else { "no" }
@@ -167,7 +179,12 @@ pub(crate) fn run(quick: bool) -> Result<(), String> {
             continue;
         }
         let mut base: Option<Figures> = None;
-        for stack in Stack::ALL {
+        // For profiling one row: SWITCHYARD_BENCH_LAYERS=empty-cli (say).
+        let only = std::env::var("SWITCHYARD_BENCH_LAYERS").ok();
+        for stack in Stack::ALL
+            .into_iter()
+            .filter(|s| only.as_deref().is_none_or(|o| o == s.name()))
+        {
             let dir = ScratchDir::new()?;
             let figures = bench::echo_figures(&settings, connect(transport, stack, dir.path()))?;
             let delta = base.map_or_else(
