@@ -22,6 +22,23 @@ struct Scope {
 }
 
 impl Scope {
+    /// A server layer's step: calls it covers pass `check` or are refused
+    /// with its status; the rest go on untouched.
+    fn guard<'a>(
+        &self,
+        call: Call,
+        next: Next<'a>,
+        check: impl FnOnce(&Call) -> Result<(), Status>,
+    ) -> LayerFuture<'a> {
+        if call.side() == Side::Server
+            && self.covers(&call)
+            && let Err(status) = check(&call)
+        {
+            return super::refuse(status);
+        }
+        next.run(call)
+    }
+
     fn covers(&self, call: &Call) -> bool {
         let method = call.method();
         (self.services.is_empty() && self.methods.is_empty())
@@ -154,13 +171,7 @@ impl Layer for RequireBearer {
     }
 
     fn call<'a>(&'a self, call: Call, next: Next<'a>) -> LayerFuture<'a> {
-        if call.side() == Side::Server
-            && self.scope.covers(&call)
-            && let Err(status) = self.check(&call)
-        {
-            return super::refuse(status);
-        }
-        next.run(call)
+        self.scope.guard(call, next, |call| self.check(call))
     }
 }
 
@@ -330,13 +341,7 @@ impl Layer for RequireIdentity {
     }
 
     fn call<'a>(&'a self, call: Call, next: Next<'a>) -> LayerFuture<'a> {
-        if call.side() == Side::Server
-            && self.scope.covers(&call)
-            && let Err(status) = self.check(&call)
-        {
-            return super::refuse(status);
-        }
-        next.run(call)
+        self.scope.guard(call, next, |call| self.check(call))
     }
 }
 

@@ -250,6 +250,37 @@ impl LayerStack {
         result
     }
 
+    /// Serves a call a server received through the layers: at their end
+    /// the handler starts, under the context the layers leave, and
+    /// `complete` turns its future into the reply (a stream result's pump,
+    /// say).
+    pub(crate) async fn serve<F>(
+        &self,
+        ctx: crate::context::Context,
+        request: crate::service::Request,
+        service: Arc<dyn crate::service::Service>,
+        complete: impl FnOnce(crate::service::HandlerFuture) -> F + Send,
+    ) -> Result<crate::service::Reply, Status>
+    where
+        F: Future<Output = Result<crate::service::Reply, Status>> + Send,
+    {
+        let method = ctx.method();
+        self.run(Call::server(ctx, request), move |call| async move {
+            let Some((ctx, request)) = call.into_server() else {
+                return Err(Status::internal("a server layer lost the request"));
+            };
+            let Some(handler) = service.call(method.id, request) else {
+                return Err(Status::internal(format!(
+                    "{} is routed to a service that does not have it",
+                    method.full_name
+                )));
+            };
+            ctx.scope(complete(handler)).await.map(Response::reply)
+        })
+        .await
+        .and_then(|response| response.into_reply(method.full_name))
+    }
+
     /// What the debug endpoint shows of it.
     fn info(&self) -> crate::debug::model::LayerStackInfo {
         crate::debug::model::LayerStackInfo {

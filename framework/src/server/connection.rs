@@ -19,7 +19,6 @@ use crate::debug::model::PeerInfo as PeerModel;
 use crate::debug::recorder::{ConnectionStats, MethodCounters, Side, counters_by_id, recorder};
 pub(crate) use crate::driver::End;
 use crate::driver::{Driver, HandlerFuture, Serve, Tenancy};
-use crate::layers::{Call, Response};
 use crate::protocol::frame::{
     Decoded, FLAG_CLIENT_STREAM, FLAG_SERVER_STREAM, Frame, HEADER_LEN, Kind,
 };
@@ -672,22 +671,7 @@ impl Serving {
                 let (Some(stack), Some(request)) = (layers, request) else {
                     return Err(Status::internal("a layered call lost its layers"));
                 };
-                let call = Call::server(ctx, request);
-                stack
-                    .run(call, move |call| async move {
-                        let Some((ctx, request)) = call.into_server() else {
-                            return Err(Status::internal("a server layer lost the request"));
-                        };
-                        let Some(handler) = service.call(method.id, request) else {
-                            return Err(Status::internal(format!(
-                                "{} is routed to a service that does not have it",
-                                method.full_name
-                            )));
-                        };
-                        ctx.scope(complete(handler)).await.map(Response::reply)
-                    })
-                    .await
-                    .and_then(|response| response.into_reply(method.full_name))
+                stack.serve(ctx, request, service, complete).await
             })
                 as std::pin::Pin<Box<dyn Future<Output = Result<Reply, Status>> + Send>>),
         };

@@ -29,10 +29,9 @@ use super::{Phase, ServerShared};
 use crate::context::{ConnectionInfo, Context};
 use crate::debug::model::PeerInfo as PeerModel;
 use crate::debug::recorder::{ConnectionStats, MethodCounters, Side, counters_by_id, recorder};
-use crate::layers::{Call, Response};
 use crate::protocol::frame::{Frame, HEADER_LEN};
 use crate::protocol::metadata::Metadata;
-use crate::protocol::status::{Code, Status};
+use crate::protocol::status::Code;
 use crate::select::Transport;
 use crate::service::Request;
 use crate::transport::mqueue::{self, MqReceiver};
@@ -385,20 +384,7 @@ async fn handle(
             AssertUnwindSafe(ctx.scope(handler)).catch_unwind().await
         }
         Some(stack) => {
-            let layered = stack
-                .run(Call::server(ctx, request), move |call| async move {
-                    let Some((ctx, request)) = call.into_server() else {
-                        return Err(Status::internal("a server layer lost the request"));
-                    };
-                    let Some(handler) = service.call(method.id, request) else {
-                        return Err(Status::internal(format!(
-                            "{} is routed to a service that does not have it",
-                            method.full_name
-                        )));
-                    };
-                    ctx.scope(handler).await.map(Response::reply)
-                })
-                .map(|result| result.and_then(|r| r.into_reply(method.full_name)));
+            let layered = stack.serve(ctx, request, service, std::convert::identity);
             AssertUnwindSafe(layered).catch_unwind().await
         }
     };
