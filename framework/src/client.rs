@@ -54,6 +54,7 @@ pub struct ChannelBuilder {
     queue_full_wait: Duration,
     stream_window: u32,
     layers: crate::layers::LayerList,
+    compression: crate::protocol::compress::Compression,
     #[cfg(feature = "quic")]
     quic: quic::QuicSettings,
 }
@@ -82,6 +83,7 @@ impl Default for ChannelBuilder {
             queue_full_wait: DEFAULT_QUEUE_FULL_WAIT,
             stream_window: crate::streaming::DEFAULT_STREAM_WINDOW,
             layers: crate::layers::LayerList::default(),
+            compression: crate::protocol::compress::Compression::auto(),
             #[cfg(feature = "quic")]
             quic: quic::QuicSettings::default(),
         }
@@ -132,6 +134,18 @@ impl ChannelBuilder {
     /// fewer pauses.
     pub fn stream_window(mut self, messages: u32) -> Self {
         self.stream_window = messages.max(1);
+        self
+    }
+
+    /// How this client compresses what it sends (default
+    /// [`Compression::auto`](crate::Compression::auto): zstd for payloads
+    /// of 1 KiB or more over TCP and QUIC to another host or network
+    /// namespace, nothing where bytes move through memory). The server
+    /// decides the same for its replies; each connection's choice and why
+    /// are on the debug page. `#[switchyard(compress = false)]` exempts a
+    /// method whose payloads are compressed already.
+    pub fn compression(mut self, compression: crate::protocol::compress::Compression) -> Self {
+        self.compression = compression;
         self
     }
 
@@ -337,6 +351,7 @@ impl ChannelBuilder {
             metadata_limits: self.metadata_limits,
             knobs: crate::session::LimitKnobs::CLIENT,
             timers: self.timers,
+            compression: self.compression,
         }
     }
 

@@ -120,6 +120,7 @@ pub mod transport;
 pub use codec::{Bincode, Codec, CodecError};
 pub use descriptor::{MethodDescriptor, ServiceDescriptor};
 pub use payload::Bytes;
+pub use protocol::compress::{Compression, CompressionMode};
 pub use protocol::metadata::Metadata;
 pub use protocol::status::{Code, Status};
 

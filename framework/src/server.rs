@@ -68,6 +68,8 @@ pub(crate) struct ServerConfig {
     pub(crate) max_connections: Option<usize>,
     /// Messages a client may send on a stream before it is granted more.
     pub(crate) stream_window: u32,
+    /// How replies are compressed.
+    pub(crate) compression: crate::protocol::compress::Compression,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +78,7 @@ impl Default for ServerConfig {
             frame_limit: DEFAULT_FRAME_LIMIT,
             max_in_flight: 1024,
             stream_window: crate::streaming::DEFAULT_STREAM_WINDOW,
+            compression: crate::protocol::compress::Compression::auto(),
             handshake_timeout: Duration::from_secs(5),
             shm_spin: None,
             bulk_threshold: None,
@@ -315,6 +318,16 @@ impl ServerBuilder {
     /// accept lets the longest idle connection go too.
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.config.max_connections = Some(connections.max(1));
+        self
+    }
+
+    /// How this server compresses its replies and stream messages
+    /// (default [`Compression::auto`](crate::Compression::auto): zstd for
+    /// payloads of 1 KiB or more over TCP and QUIC to another host or
+    /// network namespace, nothing where bytes move through memory). Each
+    /// connection's choice and why are on the debug page.
+    pub fn compression(mut self, compression: crate::protocol::compress::Compression) -> Self {
+        self.config.compression = compression;
         self
     }
 

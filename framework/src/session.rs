@@ -1,13 +1,14 @@
 //! What client and server connections share: the hello exchange, status
 //! frames, and the task that writes queued frames to a link in batches.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc::error::{SendError, TrySendError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
+use crate::protocol::compress::{Compression, CompressionChoice, FrameCompressor, LinkFacts};
 use crate::protocol::frame::Decoded;
 use crate::protocol::hello::{Hello, Role, ServiceInfo};
 pub(crate) use crate::protocol::session::LimitKnobs;
@@ -15,7 +16,7 @@ pub(crate) use crate::protocol::session::encode::{hello_frame, status_frame};
 use crate::protocol::session::handshake::check_hello;
 use crate::protocol::status::Status;
 use crate::transport::bulk::{BulkBody, BulkCounters, BulkTx};
-use crate::transport::{DirectWrite, LinkRx, LinkTx};
+use crate::transport::{DirectWrite, LinkRx, LinkTx, Transport};
 
 /// Frames queued for the writer task before senders wait.
 pub(crate) const OUTGOING_QUEUE: usize = 4096;
@@ -45,7 +46,28 @@ pub(crate) fn local_hello(
         services,
         queues: Vec::new(),
         endpoints: Vec::new(),
+        codecs: crate::protocol::compress::readable_codecs(),
     }
+}
+
+/// Whether a connection over `transport` between the processes that sent
+/// `own` and `peer` compresses what this side sends, with `setting`.
+pub(crate) fn compression_choice(
+    setting: &Compression,
+    transport: Transport,
+    own: &Hello,
+    peer: &Hello,
+) -> CompressionChoice {
+    crate::protocol::compress::decide(
+        setting,
+        &LinkFacts {
+            transport: transport.as_str(),
+            networked: matches!(transport, Transport::Tcp | Transport::Quic),
+            locality: own.host.locality(&peer.host),
+            same_net_ns: own.host.net_ns != 0 && own.host.net_ns == peer.host.net_ns,
+            peer_codecs: peer.codecs,
+        },
+    )
 }
 
 /// A frame queued for the writer task.
@@ -162,6 +184,9 @@ pub(crate) struct Outbound {
     bulk: Option<(usize, Arc<BulkCounters>)>,
     /// Set to why the writer task stopped, if it failed.
     failure: watch::Receiver<Option<WriterFailure>>,
+    /// Compresses the payloads that pay, once the connection decided to
+    /// ([`compress_with`](Self::compress_with)); shared by every clone.
+    compressor: Arc<OnceLock<FrameCompressor>>,
 }
 
 /// Why a connection's writer task stopped.
@@ -193,6 +218,7 @@ impl Outbound {
             budget: Arc::new(Semaphore::new(OUTGOING_BYTES)),
             bulk: tx.bulk().map(|bulk| (bulk.threshold(), bulk.counters())),
             failure,
+            compressor: Arc::default(),
         };
         let writer = async move {
             let written = write_loop(tx, receiver, queued).await;
@@ -242,7 +268,26 @@ impl Outbound {
             budget: Arc::new(Semaphore::new(OUTGOING_BYTES)),
             bulk: None,
             failure: watch::channel(None).1,
+            compressor: Arc::default(),
         }
+    }
+
+    /// From now on, compresses frames with `compressor` (every clone; the
+    /// first one set stays).
+    pub(crate) fn compress_with(&self, compressor: FrameCompressor) {
+        let _ = self.compressor.set(compressor);
+    }
+
+    /// `outgoing` with the payloads that pay compressed, where the
+    /// connection compresses (never a frame whose body is a bulk region).
+    fn compressed(&self, mut outgoing: Outgoing) -> Outgoing {
+        if let Some(compressor) = self.compressor.get()
+            && outgoing.bulk.is_none()
+            && let Some(bytes) = compressor.compress(&outgoing.bytes)
+        {
+            outgoing.bytes = bytes;
+        }
+        outgoing
     }
 
     /// Frame bodies above this size should be encoded into a bulk region
@@ -277,6 +322,7 @@ impl Outbound {
     /// Sends a frame, waiting for room in the writer's queue (frames and
     /// bytes) if need be.
     pub(crate) async fn send(&self, outgoing: Outgoing) -> Result<(), SendError<Outgoing>> {
+        let outgoing = self.compressed(outgoing);
         let Err(mut outgoing) = self.try_direct(outgoing) else {
             return Ok(());
         };
@@ -299,6 +345,7 @@ impl Outbound {
 
     /// Sends a frame if that needs no wait.
     pub(crate) fn try_send(&self, outgoing: Outgoing) -> Result<(), TrySendError<Outgoing>> {
+        let outgoing = self.compressed(outgoing);
         let Err(mut outgoing) = self.try_direct(outgoing) else {
             return Ok(());
         };

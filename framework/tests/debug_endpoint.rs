@@ -470,6 +470,7 @@ async fn json_shows_connections_on_two_transports_field_by_field() {
         assert_eq!(
             keys(&raw),
             [
+                "compression",
                 "connections",
                 "layers",
                 "listeners",
@@ -496,6 +497,7 @@ async fn json_shows_connections_on_two_transports_field_by_field() {
                 "calls_started",
                 "calls_succeeded",
                 "closed_unix_ms",
+                "compression",
                 "events",
                 "id",
                 "latency",
@@ -511,6 +513,20 @@ async fn json_shows_connections_on_two_transports_field_by_field() {
             ]
         );
         assert_eq!(conn["transport"], "unix");
+        assert_eq!(keys(&conn["compression"]), ["moved", "on", "reason"]);
+        assert_eq!(conn["compression"]["on"], false);
+        assert_eq!(
+            keys(&conn["compression"]["moved"]),
+            [
+                "incompressible",
+                "payloads_received",
+                "payloads_sent",
+                "raw_bytes_received",
+                "raw_bytes_sent",
+                "wire_bytes_received",
+                "wire_bytes_sent"
+            ]
+        );
         assert_eq!(
             keys(&conn["streams"]),
             ["messages_received", "messages_sent", "open", "stalled"]

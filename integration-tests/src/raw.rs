@@ -18,6 +18,7 @@ pub fn client_hello(process_name: &str) -> Vec<u8> {
         services: Vec::new(),
         queues: Vec::new(),
         endpoints: Vec::new(),
+        codecs: 0,
     };
     let mut buf = Vec::new();
     let start = start_frame(&mut buf);

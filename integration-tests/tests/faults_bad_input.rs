@@ -364,3 +364,96 @@ async fn connecting_to_nothing_fails_fast_with_a_reason() {
     })
     .await;
 }
+
+/// `frame` with its payload compressed as a peer that compresses would send it.
+fn compressed(frame: &[u8]) -> Vec<u8> {
+    let compressor =
+        switchyard::protocol::compress::FrameCompressor::new(64, 1, std::sync::Arc::default());
+    compressor.compress(frame).expect("the payload compresses")
+}
+
+#[tokio::test]
+async fn a_compression_bomb_is_resource_exhausted_and_the_server_stays_small() {
+    let server = ServerProcess::start(&[]);
+    within(LIMIT, async {
+        let (mut stream, hello) = raw(&server).await;
+        let echo = hello.services[0]
+            .methods
+            .iter()
+            .find(|m| m.name == "echo")
+            .unwrap()
+            .id;
+        // 256 MiB of zeros in about 8 KiB: 16 times the server's limit.
+        let bomb = compressed(&request(1, echo, &vec![0u8; 256 << 20]));
+        assert!(bomb.len() < 64 * 1024, "{} bytes", bomb.len());
+        let rss_before = switchyard_integration_tests::measure::rss_kib(server.pid());
+        for call_id in 1..=100u64 {
+            let mut bomb = bomb.clone();
+            bomb[8..16].copy_from_slice(&call_id.to_le_bytes());
+            stream.write_all(&bomb).await.unwrap();
+            let (id, code, message) = response_status(read_frame(&mut stream).await);
+            assert_eq!((id, code), (call_id, Code::ResourceExhausted), "{message}");
+            assert!(message.contains("exceeds this server's limit"), "{message}");
+        }
+        let rss_after = switchyard_integration_tests::measure::rss_kib(server.pid());
+        println!(
+            "100 bombs of {} bytes each declaring 256 MiB: server RSS {rss_before} KiB -> \
+             {rss_after} KiB",
+            bomb.len()
+        );
+        assert!(
+            rss_after < rss_before + 16 * 1024,
+            "the server grew from {rss_before} KiB to {rss_after} KiB"
+        );
+        // The connection lives on, and a payload compressed honestly is
+        // served: the reply is the echo of what was compressed.
+        let text = b"the same line again and again; ".repeat(4096);
+        let mut plain = Vec::new();
+        <switchyard::Bincode as switchyard::Codec>::encode(&text.to_vec(), &mut plain).unwrap();
+        stream
+            .write_all(&compressed(&request(500, echo, &plain)))
+            .await
+            .unwrap();
+        let Some(Decoded::Frame(reply)) = read_frame(&mut stream).await else {
+            panic!("expected the echo");
+        };
+        assert_eq!(reply.header.call_id, 500);
+        assert_eq!(Code::from_u16(reply.header.status), Code::Ok);
+        assert_eq!(&reply.payload[..], &plain[..]);
+        still_serves(&server).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_corrupt_compressed_payload_gets_goaway_naming_it() {
+    let server = ServerProcess::start(&[]);
+    within(LIMIT, async {
+        let (mut stream, hello) = raw(&server).await;
+        let echo = hello.services[0]
+            .methods
+            .iter()
+            .find(|m| m.name == "echo")
+            .unwrap()
+            .id;
+        let mut frame = compressed(&request(3, echo, &b"abcd".repeat(4096)));
+        // Scribble over the compressed blocks, past the zstd frame header.
+        let len = frame.len();
+        for byte in &mut frame[HEADER_LEN + 12..len - 4] {
+            *byte ^= 0x5a;
+        }
+        stream.write_all(&frame).await.unwrap();
+        let Some(Decoded::Frame(goaway)) = read_frame(&mut stream).await else {
+            panic!("expected goaway");
+        };
+        assert_eq!(goaway.header.kind, Kind::GoAway);
+        assert_eq!(Code::from_u16(goaway.header.status), Code::InvalidArgument);
+        let message = String::from_utf8_lossy(&goaway.payload);
+        assert!(
+            message.contains("compressed payload is corrupt"),
+            "{message}"
+        );
+        still_serves(&server).await;
+    })
+    .await;
+}

@@ -64,6 +64,8 @@ pub(crate) struct ConnectionConfig {
     pub(crate) knobs: crate::session::LimitKnobs,
     /// Keepalive pings to the server.
     pub(crate) timers: Timers,
+    /// How requests are compressed.
+    pub(crate) compression: crate::protocol::compress::Compression,
 }
 
 /// One established connection.
@@ -95,6 +97,8 @@ pub(crate) struct Connection {
     pub(crate) oneway: OnewayRoutes,
     /// When the connection opened.
     opened: Instant,
+    /// What compression did on this connection, both ways.
+    compression: Arc<crate::protocol::compress::CompressionCounters>,
 }
 
 impl Connection {
@@ -151,7 +155,8 @@ impl Connection {
                 cancel_rate: CancelRate::default(),
                 timers,
             },
-        );
+        )
+        .with_compression_counters(Arc::clone(&self.compression));
         let caller = Arc::downgrade(self) as Weak<dyn CallerSide>;
         let weak = Arc::downgrade(self);
         let url = self.url.clone();
@@ -277,6 +282,13 @@ impl Connection {
             "connected",
             format!("{transport} to {url}: {}", selection.reason),
         );
+        let compression = Arc::new(crate::protocol::compress::CompressionCounters::default());
+        let choice =
+            crate::session::compression_choice(&config.compression, transport, hello, &peer_hello);
+        if let Some(compressor) = choice.compressor(Arc::clone(&compression)) {
+            outgoing.compress_with(compressor);
+        }
+        stats.track_compression(&choice, Arc::clone(&compression));
         let locality = hello.host.locality(&peer_hello.host);
         let limits = FrameLimits {
             own: config.frame_limit,
@@ -295,27 +307,31 @@ impl Connection {
             methods,
             stats,
             outgoing,
-            session: Mutex::new(Session::new(
-                Instant::now(),
-                SessionConfig {
-                    role: hello.role,
-                    sides: Sides {
-                        calls: true,
-                        serves: false,
-                        forwards_to_caller: false,
+            session: Mutex::new(
+                Session::new(
+                    Instant::now(),
+                    SessionConfig {
+                        role: hello.role,
+                        sides: Sides {
+                            calls: true,
+                            serves: false,
+                            forwards_to_caller: false,
+                        },
+                        limits,
+                        max_pending: config.max_pending,
+                        max_in_flight: 0,
+                        cancel_rate: CancelRate::default(),
+                        timers: Timers::default(),
                     },
-                    limits,
-                    max_pending: config.max_pending,
-                    max_in_flight: 0,
-                    cancel_rate: CancelRate::default(),
-                    timers: Timers::default(),
-                },
-            )),
+                )
+                .with_compression_counters(Arc::clone(&compression)),
+            ),
             closed: OnceLock::new(),
             draining: AtomicBool::new(false),
             _stop_reader: stop_reader,
             driver: OnceLock::new(),
             opened: Instant::now(),
+            compression,
         })
     }
 

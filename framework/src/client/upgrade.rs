@@ -120,6 +120,7 @@ mod tests {
             services: Vec::new(),
             queues: Vec::new(),
             endpoints: Vec::new(),
+            codecs: 0,
         }
     }
 

@@ -273,13 +273,15 @@ fn write_connection(out: &mut String, c: &ConnectionInfo, now: u64) -> fmt::Resu
     writeln!(
         out,
         "<td class=\"num id\">#{}</td><td class=\"role\">{}</td><td class=\"state\">{}</td>\
-         <td class=\"transport\">{}</td><td class=\"reason\">{}</td>",
+         <td class=\"transport\">{}</td><td class=\"reason\">{}",
         c.id,
         Esc(&c.role),
         Esc(&c.state),
         Esc(&c.transport),
         Esc(&c.reason)
     )?;
+    write_compression(out, c)?;
+    out.push_str("</td>\n");
     out.push_str("<td class=\"rejected\">");
     if c.rejected.is_empty() {
         out.push_str("<span class=\"muted\">none</span>");
@@ -364,6 +366,43 @@ fn write_connection(out: &mut String, c: &ConnectionInfo, now: u64) -> fmt::Resu
     out.push_str("</td>\n</tr>\n");
     write_events(out, &c.events, now)?;
     out.push_str("</tbody>\n");
+    Ok(())
+}
+
+/// The connection's compression choice, and what it saved, under its
+/// reason.
+fn write_compression(out: &mut String, c: &ConnectionInfo) -> fmt::Result {
+    let z = &c.compression;
+    if z.reason.is_empty() {
+        return Ok(());
+    }
+    let class = if z.on {
+        "compression on"
+    } else {
+        "compression muted"
+    };
+    let prefix = if z.on { "compression: " } else { "" };
+    write!(
+        out,
+        "<div class=\"{class}\">{prefix}{}</div>",
+        Esc(&z.reason)
+    )?;
+    let m = &z.moved;
+    if m.payloads_sent + m.payloads_received > 0 {
+        write!(
+            out,
+            "<div class=\"compression-moved\">{} payloads sent as {} of {} ({:.1}x), {} \
+             received as {} of {}; {} saved</div>",
+            m.payloads_sent,
+            Bytes(m.wire_bytes_sent),
+            Bytes(m.raw_bytes_sent),
+            m.ratio_sent(),
+            m.payloads_received,
+            Bytes(m.wire_bytes_received),
+            Bytes(m.raw_bytes_received),
+            Bytes(m.saved())
+        )?;
+    }
     Ok(())
 }
 

@@ -29,7 +29,7 @@ pub use service::{
 };
 
 /// The version of the [`Snapshot`] schema.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// What this process moved over the mmap track so far.
 fn mmap_totals() -> MmapTrack {
@@ -73,6 +73,7 @@ pub fn snapshot() -> Snapshot {
         methods: recorder.method_stats(),
         mmap: mmap_totals(),
         layers: crate::layers::stack_snapshot(),
+        compression: recorder.compression_totals(),
     }
 }
 

@@ -9,6 +9,7 @@
 //! later shows up without a change here.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +37,10 @@ pub struct Snapshot {
     /// Every server's and channel's layers, in the order they run.
     #[serde(default)]
     pub layers: Vec<LayerStackInfo>,
+    /// Everything this process's connections compressed and decompressed
+    /// so far (closed ones included).
+    #[serde(default)]
+    pub compression: CompressionTrack,
 }
 
 /// The layers of one server or channel.
@@ -164,6 +169,87 @@ pub struct ConnectionInfo {
     /// The streams of this connection's calls.
     #[serde(default)]
     pub streams: StreamsInfo,
+    /// Whether this side compresses what it sends, why, and what
+    /// compression moved both ways.
+    #[serde(default)]
+    pub compression: CompressionInfo,
+}
+
+/// A connection's compression: this side's choice for what it sends, and
+/// the payloads compressed and decompressed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompressionInfo {
+    /// Whether this side compresses what it sends.
+    pub on: bool,
+    /// Why (or why not), e.g. "zstd level 1 for payloads of 1024 bytes or
+    /// more: tcp to another host".
+    pub reason: String,
+    /// What it moved.
+    pub moved: CompressionTrack,
+}
+
+/// Payloads compressed and decompressed, and their bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompressionTrack {
+    /// Payloads sent compressed.
+    pub payloads_sent: u64,
+    /// Their bytes before compression.
+    pub raw_bytes_sent: u64,
+    /// Their bytes on the wire.
+    pub wire_bytes_sent: u64,
+    /// Payloads big enough to compress that did not shrink by a sixteenth
+    /// and went as they were.
+    pub incompressible: u64,
+    /// Compressed payloads received.
+    pub payloads_received: u64,
+    /// Their bytes on the wire.
+    pub wire_bytes_received: u64,
+    /// Their bytes after decompression.
+    pub raw_bytes_received: u64,
+}
+
+impl CompressionTrack {
+    /// Bytes compression kept off the wire, both ways.
+    pub fn saved(&self) -> u64 {
+        self.raw_bytes_sent.saturating_sub(self.wire_bytes_sent)
+            + self
+                .raw_bytes_received
+                .saturating_sub(self.wire_bytes_received)
+    }
+
+    /// Raw bytes per wire byte of what was sent compressed (0 if nothing).
+    pub fn ratio_sent(&self) -> f64 {
+        if self.wire_bytes_sent == 0 {
+            0.0
+        } else {
+            self.raw_bytes_sent as f64 / self.wire_bytes_sent as f64
+        }
+    }
+
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &Self) {
+        self.payloads_sent += other.payloads_sent;
+        self.raw_bytes_sent += other.raw_bytes_sent;
+        self.wire_bytes_sent += other.wire_bytes_sent;
+        self.incompressible += other.incompressible;
+        self.payloads_received += other.payloads_received;
+        self.wire_bytes_received += other.wire_bytes_received;
+        self.raw_bytes_received += other.raw_bytes_received;
+    }
+
+    /// The counts of `counters` now.
+    pub(crate) fn read(counters: &crate::protocol::compress::CompressionCounters) -> Self {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Self {
+            payloads_sent: load(&counters.compressed),
+            raw_bytes_sent: load(&counters.sent_raw),
+            wire_bytes_sent: load(&counters.sent_wire),
+            incompressible: load(&counters.incompressible),
+            payloads_received: load(&counters.inflated),
+            wire_bytes_received: load(&counters.received_wire),
+            raw_bytes_received: load(&counters.received_raw),
+        }
+    }
 }
 
 /// The streams of a connection: open now, waiting for credit now, and

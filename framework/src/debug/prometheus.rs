@@ -265,6 +265,45 @@ fn write_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
         )?;
     }
 
+    // Compression: payload bytes before and after, by direction (process
+    // totals, closed connections included), once anything was compressed.
+    let z = &s.compression;
+    if z.payloads_sent + z.payloads_received > 0 {
+        family(
+            out,
+            "switchyard_compressed_payloads_total",
+            "counter",
+            "Payloads compressed (sent) and decompressed (received), by direction.",
+        )?;
+        writeln!(
+            out,
+            "switchyard_compressed_payloads_total{{direction=\"sent\"}} {}",
+            z.payloads_sent
+        )?;
+        writeln!(
+            out,
+            "switchyard_compressed_payloads_total{{direction=\"received\"}} {}",
+            z.payloads_received
+        )?;
+        family(
+            out,
+            "switchyard_compressed_bytes_total",
+            "counter",
+            "Bytes of compressed payloads by direction, uncompressed (raw) and on the wire.",
+        )?;
+        for (direction, form, value) in [
+            ("sent", "raw", z.raw_bytes_sent),
+            ("sent", "wire", z.wire_bytes_sent),
+            ("received", "raw", z.raw_bytes_received),
+            ("received", "wire", z.wire_bytes_received),
+        ] {
+            writeln!(
+                out,
+                "switchyard_compressed_bytes_total{{direction=\"{direction}\",form=\"{form}\"}} {value}"
+            )?;
+        }
+    }
+
     // What listeners did with connection attempts (QUIC: Retries sent,
     // attempts ignored, handshakes started and timed out); only what
     // happened, so a quiet listener exports nothing here.
@@ -424,5 +463,17 @@ mod tests {
             text.lines()
                 .any(|l| l == "switchyard_mmap_bytes_total{direction=\"sent\"} 600000")
         );
+        assert!(!text.contains("switchyard_compressed"), "none before any");
+        s.compression.payloads_sent = 3;
+        s.compression.raw_bytes_sent = 196_608;
+        s.compression.wire_bytes_sent = 2_048;
+        let text = render(&s);
+        for line in [
+            "switchyard_compressed_payloads_total{direction=\"sent\"} 3",
+            "switchyard_compressed_bytes_total{direction=\"sent\",form=\"raw\"} 196608",
+            "switchyard_compressed_bytes_total{direction=\"sent\",form=\"wire\"} 2048",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
     }
 }

@@ -9,9 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::histogram::Histogram;
 use super::model::{
-    ConnectionInfo, Event, Latency, ListenerInfo, MethodStats, MmapTrack, PeerInfo, Rejected,
-    ServiceInfo, StreamsInfo,
+    CompressionInfo, CompressionTrack, ConnectionInfo, Event, Latency, ListenerInfo, MethodStats,
+    MmapTrack, PeerInfo, Rejected, ServiceInfo, StreamsInfo,
 };
+use crate::protocol::compress::{CompressionChoice, CompressionCounters};
 use crate::protocol::status::Code;
 use crate::select::{Selection, Transport};
 
@@ -61,6 +62,8 @@ pub(crate) struct Recorder {
     closed: Mutex<VecDeque<ConnectionInfo>>,
     methods: Mutex<BTreeMap<MethodKey, Arc<MethodCounters>>>,
     servers: Mutex<BTreeMap<u64, ServerEntry>>,
+    /// What closed connections compressed and decompressed.
+    compression_retired: Mutex<CompressionTrack>,
 }
 
 type MethodKey = (String, String, Transport, Side);
@@ -94,6 +97,7 @@ pub(crate) fn recorder() -> &'static Recorder {
         closed: Mutex::new(VecDeque::new()),
         methods: Mutex::new(BTreeMap::new()),
         servers: Mutex::new(BTreeMap::new()),
+        compression_retired: Mutex::new(CompressionTrack::default()),
     })
 }
 
@@ -132,6 +136,7 @@ impl Recorder {
             latency: Histogram::default(),
             events: Mutex::new(VecDeque::new()),
             bulk: OnceLock::new(),
+            compression: OnceLock::new(),
             streams_open: AtomicU64::new(0),
             streams_stalled: AtomicU64::new(0),
             stream_messages_sent: AtomicU64::new(0),
@@ -197,6 +202,26 @@ impl Recorder {
         out
     }
 
+    /// What every connection compressed and decompressed so far, closed
+    /// ones included.
+    pub(crate) fn compression_totals(&self) -> CompressionTrack {
+        // Declared first, so dropped last: after the locks are released,
+        // since dropping the last reference to a connection's stats takes
+        // them.
+        let open: Vec<Arc<ConnectionStats>>;
+        let retired = lock(&self.compression_retired);
+        open = lock(&self.open)
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let mut total = retired.clone();
+        drop(retired);
+        for connection in &open {
+            total.add(&connection.compression_moved());
+        }
+        total
+    }
+
     pub(crate) fn method_stats(&self) -> Vec<MethodStats> {
         lock(&self.methods)
             .iter()
@@ -244,6 +269,8 @@ pub(crate) struct ConnectionStats {
     events: Mutex<VecDeque<Event>>,
     /// The link's bulk regions (the mmap track), where it has them.
     bulk: OnceLock<Arc<crate::transport::bulk::BulkCounters>>,
+    /// Whether this side compresses, why, and what compression moved.
+    compression: OnceLock<(bool, String, Arc<CompressionCounters>)>,
     /// Streaming calls open, those waiting for credit, and their messages.
     streams_open: AtomicU64,
     streams_stalled: AtomicU64,
@@ -258,6 +285,26 @@ impl ConnectionStats {
         if let Some(counters) = counters {
             let _ = self.bulk.set(counters);
         }
+    }
+
+    /// Shows this connection's compression: the choice for what this side
+    /// sends, and the counters of both ways.
+    pub(crate) fn track_compression(
+        &self,
+        choice: &CompressionChoice,
+        counters: Arc<CompressionCounters>,
+    ) {
+        let _ = self
+            .compression
+            .set((choice.on.is_some(), choice.reason.clone(), counters));
+    }
+
+    /// What compression moved on this connection so far.
+    fn compression_moved(&self) -> CompressionTrack {
+        self.compression
+            .get()
+            .map(|(_, _, counters)| CompressionTrack::read(counters))
+            .unwrap_or_default()
     }
 
     /// A streaming call opened (`true`) or ended.
@@ -387,6 +434,14 @@ impl ConnectionStats {
                 bytes_sent: bulk.bytes_sent.load(Ordering::Relaxed),
                 bytes_received: bulk.bytes_received.load(Ordering::Relaxed),
             }),
+            compression: match self.compression.get() {
+                Some((on, reason, counters)) => CompressionInfo {
+                    on: *on,
+                    reason: reason.clone(),
+                    moved: CompressionTrack::read(counters),
+                },
+                None => CompressionInfo::default(),
+            },
         }
     }
 }
@@ -396,7 +451,13 @@ impl Drop for ConnectionStats {
         self.closed();
         let info = self.snapshot();
         let recorder = recorder();
-        lock(&recorder.open).remove(&self.id);
+        {
+            // Retired and unlisted at once (the retired lock first, as in
+            // `compression_totals`), so no total counts it twice or never.
+            let mut retired = lock(&recorder.compression_retired);
+            retired.add(&info.compression.moved);
+            lock(&recorder.open).remove(&self.id);
+        }
         let mut closed = lock(&recorder.closed);
         if closed.len() == CLOSED_KEPT {
             closed.pop_back();

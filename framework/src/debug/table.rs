@@ -109,10 +109,42 @@ pub fn connections_table(snapshot: &Snapshot) -> String {
                 streams.open, streams.stalled, streams.messages_sent, streams.messages_received
             ));
         }
+        below.extend(compression_line(conn));
         table.row(connection_cells(conn, &p.hostname), below);
     }
     table.render(&mut out);
     out
+}
+
+/// The line below a connection on its compression: where it compresses,
+/// moved anything, or runs over a network (where a reader may wonder).
+fn compression_line(conn: &ConnectionInfo) -> Option<String> {
+    let c = &conn.compression;
+    let m = &c.moved;
+    let moved = m.payloads_sent + m.payloads_received > 0;
+    let networked = matches!(conn.transport.as_str(), "tcp" | "quic");
+    if !(c.on || moved || (networked && !c.reason.is_empty())) {
+        return None;
+    }
+    let mut line = if c.on {
+        format!("compression: {}", c.reason)
+    } else {
+        c.reason.clone()
+    };
+    if moved {
+        line.push_str(&format!(
+            "; sent {} payloads of {} as {} ({:.1}x), received {} of {} as {}; saved {}",
+            m.payloads_sent,
+            bytes(m.raw_bytes_sent),
+            bytes(m.wire_bytes_sent),
+            m.ratio_sent(),
+            m.payloads_received,
+            bytes(m.wire_bytes_received),
+            bytes(m.raw_bytes_received),
+            bytes(m.saved())
+        ));
+    }
+    Some(line)
 }
 
 /// One row per live registry entry: name, pid, services and endpoints
@@ -391,6 +423,7 @@ mod tests {
             methods: Vec::new(),
             mmap: MmapTrack::default(),
             layers: Vec::new(),
+            compression: Default::default(),
         }
     }
 
@@ -458,6 +491,37 @@ id  role    state   transport  peer          calls ok/failed  bytes sent/recv  p
         );
         // A connection that never streamed shows no such line.
         assert_eq!(text.matches("streams:").count(), 1, "\n{text}");
+    }
+
+    #[test]
+    fn compression_shows_its_choice_and_what_it_saved() {
+        let mut snap = snapshot();
+        snap.connections[1].compression = crate::debug::model::CompressionInfo {
+            on: true,
+            reason: "zstd level 1 for payloads of 1024 bytes or more: tcp to another host".into(),
+            moved: crate::debug::model::CompressionTrack {
+                payloads_sent: 2,
+                raw_bytes_sent: 128 * 1024,
+                wire_bytes_sent: 4 * 1024,
+                payloads_received: 1,
+                wire_bytes_received: 1024,
+                raw_bytes_received: 64 * 1024,
+                ..Default::default()
+            },
+        };
+        snap.connections[0].compression.reason =
+            "compression off: unix moves bytes through memory".into();
+        let text = connections_table(&snap);
+        assert!(
+            text.ends_with(
+                "    compression: zstd level 1 for payloads of 1024 bytes or more: tcp to another \
+                 host; sent 2 payloads of 128.0 KiB as 4.0 KiB (32.0x), received 1 of 1.0 KiB as \
+                 64.0 KiB; saved 187.0 KiB\n"
+            ),
+            "\n{text}"
+        );
+        // Off on a link through memory, and nothing moved: no line.
+        assert!(!text.contains("compression off"), "\n{text}");
     }
 
     #[test]

@@ -217,6 +217,18 @@ pub const FLAG_CLIENT_STREAM: u16 = 8;
 /// (server streaming). The header's `credit` is the caller's window.
 pub const FLAG_SERVER_STREAM: u16 = 16;
 
+/// Header flag of a Request, OneWay, Response or Data frame: the payload is
+/// compressed (one zstd frame that records its size; see
+/// [`compress`](super::compress)); the header's payload length is the
+/// compressed one. Sent only to a peer whose hello lists the codec.
+/// Receivers decompress before anything else sees the frame.
+pub const FLAG_COMPRESSED: u16 = 32;
+
+/// Header flag: the sender's application said this payload does not
+/// compress (`#[switchyard(compress = false)]`: it is compressed already),
+/// so links that compress send it as it is. Receivers ignore it.
+pub const FLAG_INCOMPRESSIBLE: u16 = 64;
+
 /// Where the body of a [`FLAG_BULK`] frame is: the sequence number of the
 /// region the transport passed (regions go in order) and the lengths of
 /// the metadata and payload the region holds, back to back.

@@ -15,6 +15,8 @@
 //!         u32 id  u8 flags (bit 0: one-way)  str name  str signature  u64 fingerprint
 //! u16 queue count (optional: absent in older hellos), then per queue:
 //!     str service name  str POSIX message queue name
+//! u16 endpoint count (optional), then per endpoint: str URL
+//! u8  codecs the sender can read (optional, 0 if absent): bit 0 zstd
 //! ```
 //!
 //! Unknown trailing bytes are ignored, so later versions may append fields.
@@ -160,6 +162,10 @@ pub struct Hello {
     /// to shared memory through its Unix socket. Decoding skips URLs this
     /// version cannot parse.
     pub endpoints: Vec<Endpoint>,
+    /// The compression codecs the sender can read (a bit set of
+    /// [`CODEC_ZSTD`](super::compress::CODEC_ZSTD)); 0 from a peer that
+    /// predates compression, which is then sent nothing compressed.
+    pub codecs: u8,
 }
 
 /// Why a hello could not be decoded.
@@ -228,6 +234,7 @@ impl Hello {
         for endpoint in &self.endpoints {
             put_str(out, &endpoint.to_string());
         }
+        out.push(self.codecs);
     }
 
     /// Parses the wire form.
@@ -286,7 +293,8 @@ impl Hello {
             }
         }
         let mut endpoints = Vec::new();
-        if r.remaining() >= 2 {
+        let with_endpoints = r.remaining() >= 2;
+        if with_endpoints {
             let count = r.u16("endpoint count")?;
             for _ in 0..count {
                 // A newer peer may list transports this version does not
@@ -296,6 +304,13 @@ impl Hello {
                 }
             }
         }
+        // Only after the lists it follows: a hello that ends inside them
+        // is an older one.
+        let codecs = if with_endpoints && r.remaining() >= 1 {
+            r.u8("codecs")?
+        } else {
+            0
+        };
         Ok(Self {
             role,
             host,
@@ -307,6 +322,7 @@ impl Hello {
             services,
             queues,
             endpoints,
+            codecs,
         })
     }
 
@@ -423,6 +439,7 @@ mod tests {
                 Endpoint::Unix("/run/calculator.sock".into()),
                 Endpoint::Tcp("127.0.0.1:7000".into()),
             ],
+            codecs: crate::protocol::compress::CODEC_ZSTD,
         }
     }
 
@@ -432,8 +449,9 @@ mod tests {
         hello.endpoints.clear();
         let mut wire = Vec::new();
         hello.encode_into(&mut wire);
-        // Replace the empty endpoint list with URLs, one of them unknown.
-        wire.truncate(wire.len() - 2);
+        // Replace the empty endpoint list (and the codecs) with URLs, one
+        // of them unknown.
+        wire.truncate(wire.len() - 3);
         put_u16_len(&mut wire, 3);
         for url in ["unix:///s.sock", "carrier-pigeon://roof", "tcp://h:1"] {
             put_str(&mut wire, url);
@@ -448,7 +466,7 @@ mod tests {
         // What goes on the wire is the URL text.
         let mut sent = Vec::new();
         sample().encode_into(&mut sent);
-        let tail = b"\x1b\x00unix:///run/calculator.sock\x14\x00tcp://127.0.0.1:7000";
+        let tail = b"\x1b\x00unix:///run/calculator.sock\x14\x00tcp://127.0.0.1:7000\x01";
         assert!(sent.ends_with(tail));
     }
 
@@ -472,26 +490,34 @@ mod tests {
             // A hello cut exactly before an optional list is an older hello
             // without it (and without the lists after it).
             if let Ok(decoded) = Hello::decode(&wire[..cut]) {
+                let without_codecs = Hello {
+                    codecs: 0,
+                    ..hello.clone()
+                };
                 let without_endpoints = Hello {
                     endpoints: Vec::new(),
-                    ..hello.clone()
+                    ..without_codecs.clone()
                 };
                 let without_both = Hello {
                     queues: Vec::new(),
                     ..without_endpoints.clone()
                 };
                 assert!(
-                    decoded == without_endpoints || decoded == without_both,
+                    decoded == without_codecs
+                        || decoded == without_endpoints
+                        || decoded == without_both,
                     "cut at {cut}: {decoded:?}"
                 );
             }
         }
         hello.queues.clear();
         hello.endpoints.clear();
-        // An older hello ends before both lists (two empty counts).
+        hello.codecs = 0;
+        // An older hello ends before both lists (two empty counts) and
+        // the codecs.
         let mut older = Vec::new();
         hello.encode_into(&mut older);
-        older.truncate(older.len() - 4);
+        older.truncate(older.len() - 5);
         assert_eq!(Hello::decode(&older).unwrap(), hello);
         assert!(Hello::decode(&older[..older.len() - 1]).is_err());
     }
@@ -504,8 +530,9 @@ mod tests {
         hello.queues.clear();
         hello.endpoints.clear();
         hello.encode_into(&mut wire);
-        // The service count sits before the (empty) queue and endpoint lists.
-        let n = wire.len() - 4;
+        // The service count sits before the (empty) queue and endpoint
+        // lists and the codecs byte.
+        let n = wire.len() - 5;
         wire[n - 2..n].copy_from_slice(&u16::MAX.to_le_bytes());
         assert!(matches!(
             Hello::decode(&wire),

@@ -12,6 +12,7 @@
 //! See `docs/wire-protocol.md` for the byte-level description.
 
 pub mod call;
+pub mod compress;
 pub mod endpoint;
 pub mod frame;
 pub mod hello;
@@ -20,6 +21,7 @@ pub mod session;
 pub mod status;
 
 pub use call::{ClientCalls, ServerCalls};
+pub use compress::{Compression, CompressionMode};
 pub use endpoint::{Endpoint, EndpointError, PipeSide};
 pub use frame::{Decoded, Frame, FrameDecoder, FrameError, Header, Kind};
 pub use hello::{Hello, HelloError, HostIdentity, Locality, Role};

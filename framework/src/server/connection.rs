@@ -182,6 +182,17 @@ pub(crate) async fn drive<R: LinkRx>(
         },
     );
     stats.track_bulk(link.outgoing.bulk_counters());
+    let compression = Arc::new(crate::protocol::compress::CompressionCounters::default());
+    let choice = crate::session::compression_choice(
+        &shared.config.compression,
+        transport,
+        &link.hello,
+        peer_hello,
+    );
+    if let Some(compressor) = choice.compressor(Arc::clone(&compression)) {
+        link.outgoing.compress_with(compressor);
+    }
+    stats.track_compression(&choice, Arc::clone(&compression));
     stats.event(
         "accepted",
         format!(
@@ -209,7 +220,8 @@ pub(crate) async fn drive<R: LinkRx>(
             cancel_rate: shared.config.cancel_rate,
             timers: shared.config.timers,
         },
-    );
+    )
+    .with_compression_counters(compression);
     let mut serving = Serving {
         shared,
         info,

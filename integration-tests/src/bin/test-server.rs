@@ -9,7 +9,8 @@
 //! `--grace-ms MS`, `--bulk-threshold BYTES`, `--quic-validation
 //! always|never|N` (a Retry always, never, or while more than N handshakes
 //! are under way), `--quic-max-handshakes N`, `--require-token TOKEN`
-//! (calls without `authorization: Bearer TOKEN` are refused).
+//! (calls without `authorization: Bearer TOKEN` are refused),
+//! `--compression off|auto|always` (how replies are compressed).
 //! With `call TARGET` it is a client instead: it calls `add(2, 3)` on TARGET
 //! and prints `<transport> <result>` (for tests of SWITCHYARD_TRANSPORT).
 //! With `hold TARGET N DIR` it starts N calls of `sleep_or_mark(60 s)` on
@@ -97,6 +98,15 @@ async fn main() -> ExitCode {
                     }),
                 },
             };
+            continue;
+        }
+        if flag == "--compression" {
+            builder = builder.compression(match it.next().map(String::as_str) {
+                Some("off") => switchyard::Compression::off(),
+                Some("always") => switchyard::Compression::always(),
+                Some("auto") => switchyard::Compression::auto(),
+                other => panic!("--compression needs off, auto or always, not {other:?}"),
+            });
             continue;
         }
         if let Some(addr) = match flag.as_str() {

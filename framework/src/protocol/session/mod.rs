@@ -42,6 +42,7 @@ mod stream_tests;
 mod tests;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use self::cancel_budget::{CancelBudget, CancelRate};
@@ -51,9 +52,10 @@ use self::streams::{Arrival, Streams, Whose};
 pub use self::timers::Timers;
 use self::timers::{Clock, Due};
 use super::call::{AdmittedCall, ClientCalls, ServerCalls, StartedCall};
+use super::compress::{self, CompressionCounters};
 use super::frame::{
-    Decoded, FLAG_CLIENT_STREAM, FLAG_NOT_STARTED, FLAG_SERVER_STREAM, Frame, HEADER_LEN, Header,
-    Kind,
+    Decoded, FLAG_CLIENT_STREAM, FLAG_COMPRESSED, FLAG_NOT_STARTED, FLAG_SERVER_STREAM, Frame,
+    HEADER_LEN, Header, Kind,
 };
 use super::hello::Role;
 use super::metadata::Metadata;
@@ -265,6 +267,9 @@ pub struct Session<W, H> {
     streams: Streams,
     events: VecDeque<Event<W, H>>,
     transmits: VecDeque<Transmit>,
+    /// What decompressing received payloads did (and, shared with the
+    /// runtime's compressor, what compressing sent ones did).
+    compression: Arc<CompressionCounters>,
 }
 
 impl<W, H> Session<W, H> {
@@ -283,7 +288,23 @@ impl<W, H> Session<W, H> {
             reading: true,
             events: VecDeque::new(),
             transmits: VecDeque::new(),
+            compression: Arc::default(),
         }
+    }
+
+    /// Counts decompressed payloads into `counters` (shared with the
+    /// connection's compressor and its debug view) instead of its own.
+    #[must_use]
+    pub fn with_compression_counters(mut self, counters: Arc<CompressionCounters>) -> Self {
+        self.compression = counters;
+        self
+    }
+
+    /// The connection's compression counters: the session counts the
+    /// payloads it decompresses; the runtime's
+    /// [`FrameCompressor`](compress::FrameCompressor) counts into the same.
+    pub fn compression_counters(&self) -> &Arc<CompressionCounters> {
+        &self.compression
     }
 
     /// What the session was made with.
@@ -321,6 +342,22 @@ impl<W, H> Session<W, H> {
     pub fn handle_frame(&mut self, now: Instant, decoded: Decoded) -> Result<(), Status> {
         self.clock.received(now);
         let frame = match decoded {
+            // Decompressed first: nothing after this sees the wire form.
+            Decoded::Frame(frame) if frame.header.flags & FLAG_COMPRESSED != 0 => {
+                let (kind, call_id) = (frame.header.kind, frame.header.call_id);
+                match compress::inflate(frame, self.config.limits.own, &self.compression) {
+                    Ok(Decoded::Frame(frame)) => frame,
+                    Ok(Decoded::Oversized(header)) => {
+                        self.handle_oversized(header);
+                        return Ok(());
+                    }
+                    Err(err) => {
+                        return Err(Status::invalid_argument(format!(
+                            "the {kind:?} frame of call {call_id}: {err}"
+                        )));
+                    }
+                }
+            }
             Decoded::Frame(frame) => frame,
             Decoded::Oversized(header) => {
                 self.handle_oversized(header);

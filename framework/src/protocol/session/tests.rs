@@ -263,6 +263,7 @@ fn hello(role: Role) -> Hello {
         services: Vec::new(),
         queues: Vec::new(),
         endpoints: Vec::new(),
+        codecs: 0,
     }
 }
 
