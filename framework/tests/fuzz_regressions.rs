@@ -28,6 +28,7 @@ fn check_for(target: &str) -> fn(&[u8]) {
     match target {
         "frame_decoder" => checks::frame_decoder,
         "hello" => checks::hello,
+        "inflate" => checks::inflate,
         "codec" => checks::codec,
         "shm_ring" => checks::shm_ring,
         other => panic!("no fuzz target {other}"),

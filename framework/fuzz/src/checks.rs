@@ -443,12 +443,79 @@ pub fn hello(data: &[u8]) {
     let mut wire2 = Vec::new();
     again.encode_into(&mut wire2);
     assert_eq!(wire2, wire, "encoding is not stable");
-    // Only the two optional lists can add bytes (their counts).
-    assert!(wire.len() <= data.len() + 4, "re-encoding grew the hello");
+    // Only the optional fields can add bytes (two counts and the codecs).
+    assert!(wire.len() <= data.len() + 5, "re-encoding grew the hello");
     // A later version may append fields: they are ignored.
     let mut longer = wire.clone();
     longer.extend_from_slice(data);
     assert_eq!(Hello::decode(&longer).as_ref(), Ok(&hello));
+}
+
+// ------------------------------------------------------------ inflate
+
+/// The frame limit the `inflate` target decompresses within.
+pub const INFLATE_LIMIT: u32 = 64 * 1024;
+
+/// `compress::inflate` on an arbitrary payload flagged compressed: never a
+/// panic; a payload that declares more than the limit is oversized with
+/// nothing reserved for it; one that inflates is exactly its declared size
+/// and within the limit; and `data` itself, compressed by the sender's
+/// `FrameCompressor`, inflates back to `data`.
+pub fn inflate(data: &[u8]) {
+    use switchyard::protocol::compress::{self, CompressionCounters, FrameCompressor};
+    let counters = CompressionCounters::default();
+    let mut header = Header::new(Kind::Request, 1);
+    header.flags = switchyard::protocol::frame::FLAG_COMPRESSED;
+    let frame = Frame::new(
+        header,
+        bytes::Bytes::new(),
+        bytes::Bytes::copy_from_slice(data),
+    );
+    let (result, usage) = usage_during(|| compress::inflate(frame, INFLATE_LIMIT, &counters));
+    // The output (at most the limit) and little else; zstd's own context
+    // comes from its allocator, not this one.
+    let bound = INFLATE_LIMIT as usize + 4096;
+    assert!(
+        usage.peak <= bound,
+        "inflating {} bytes allocated {} (bound {bound})",
+        data.len(),
+        usage.peak
+    );
+    match result {
+        Ok(Decoded::Frame(frame)) => {
+            assert_eq!(frame.payload.len(), frame.header.payload_len as usize);
+            assert!(frame.payload.len() <= INFLATE_LIMIT as usize);
+            assert_eq!(
+                frame.header.flags & switchyard::protocol::frame::FLAG_COMPRESSED,
+                0
+            );
+        }
+        Ok(Decoded::Oversized(header)) => {
+            assert!(header.payload_len > INFLATE_LIMIT, "{header:?}");
+            assert!(usage.peak < 4096, "an oversized payload reserved {}", usage.peak);
+        }
+        Err(_) => {}
+    }
+    // The round trip.
+    let mut wire = Vec::new();
+    Frame::new(
+        Header::new(Kind::Request, 2),
+        bytes::Bytes::new(),
+        bytes::Bytes::copy_from_slice(data),
+    )
+    .encode_into(&mut wire);
+    let compressor = FrameCompressor::new(64, 1, Arc::default());
+    if let Some(compressed) = compressor.compress(&wire) {
+        let mut decoder = FrameDecoder::new(u32::MAX);
+        let mut buf = BytesMut::from(&compressed[..]);
+        let Ok(Some(Decoded::Frame(frame))) = decoder.decode(&mut buf) else {
+            panic!("a compressed frame does not decode as a frame");
+        };
+        match compress::inflate(frame, u32::MAX, &counters) {
+            Ok(Decoded::Frame(frame)) => assert_eq!(&frame.payload[..], data),
+            other => panic!("a compressed payload did not come back: {other:?}"),
+        }
+    }
 }
 
 // ------------------------------------------------------------ codec
@@ -1273,6 +1340,7 @@ pub fn sample_hello() -> Hello {
             Endpoint::Unix("/run/calc.sock".into()),
             Endpoint::Tcp("127.0.0.1:4000".into()),
         ],
+        codecs: switchyard::protocol::compress::CODEC_ZSTD,
     }
 }
 
@@ -1389,9 +1457,10 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let mut old = sample_hello();
     old.queues.clear();
     old.endpoints.clear();
+    old.codecs = 0;
     let mut old_wire = Vec::new();
     old.encode_into(&mut old_wire);
-    old_wire.truncate(old_wire.len() - 4); // an older peer sends no lists
+    old_wire.truncate(old_wire.len() - 5); // an older peer sends no lists, no codecs
     seeds.push(("hello", "old-without-lists", old_wire));
     let mut client = sample_hello();
     client.role = Role::Client;
@@ -1399,6 +1468,31 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let mut client_wire = Vec::new();
     client.encode_into(&mut client_wire);
     seeds.push(("hello", "client", client_wire));
+
+    // A compressed payload as a sender makes it, and a bomb (64 MiB of
+    // zeros declared in a few bytes).
+    let compressed_payload = |plain: &[u8]| {
+        let mut wire = Vec::new();
+        Frame::new(
+            Header::new(Kind::Request, 1),
+            bytes::Bytes::new(),
+            bytes::Bytes::copy_from_slice(plain),
+        )
+        .encode_into(&mut wire);
+        let compressor = switchyard::protocol::compress::FrameCompressor::new(
+            64,
+            1,
+            Arc::default(),
+        );
+        let compressed = compressor.compress(&wire).expect("the seed compresses");
+        compressed[HEADER_LEN..].to_vec()
+    };
+    seeds.push((
+        "inflate",
+        "text",
+        compressed_payload(&b"{\"sku\":\"A-1\",\"stock\":7}\n".repeat(200)),
+    ));
+    seeds.push(("inflate", "bomb", compressed_payload(&vec![0u8; 64 << 20])));
 
     seeds.push(("codec", "i64-pair", encoded(0, &(-3i64, 1i64 << 40))));
     seeds.push((
