@@ -84,6 +84,11 @@ pub struct Method {
     /// `#[switchyard(oneway, priority = N)]`: the message-queue priority of
     /// a one-way call (higher is delivered first); 0 by default.
     pub priority: u32,
+    /// Whether the method's payloads (arguments, result, stream messages) may
+    /// be compressed on links that compress: `true` unless the method says
+    /// `#[switchyard(compress = false)]`. Not part of the signature: each
+    /// end decides for what it sends.
+    pub compress: bool,
     /// The method id, [`method_id`](crate::ids::method_id).
     pub id: u32,
     /// The signature text, [`signature`](crate::ids::signature).
@@ -110,6 +115,8 @@ pub struct MethodSyntax {
     pub oneway_span: Option<Span>,
     /// The span of `priority` in `#[switchyard(priority = N)]`.
     pub priority_span: Option<Span>,
+    /// The span of `compress = ...` in `#[switchyard(compress = false)]`.
+    pub compress_span: Option<Span>,
     /// Options that could not be understood: keys and malformed values.
     pub errors: Vec<syn::Error>,
 }

@@ -3,6 +3,7 @@
 //! in its `syntax` fields for [`validate`](crate::validate) to reject.
 
 use proc_macro2::{Span, TokenStream};
+use quote::ToTokens;
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
@@ -10,6 +11,15 @@ use syn::{Attribute, Expr, ExprLit, Lit, Meta, Token};
 
 use crate::ids;
 use crate::model::{Arg, ClientStream, Method, MethodSyntax, Receiver, Service, ServiceSyntax};
+
+/// The options of `#[switchyard(...)]` on a method, told apart from service
+/// options when they are put on the trait.
+const METHOD_OPTIONS: &[&str] = &["oneway", "priority", "compress"];
+
+/// How to write the `compress` option, for its error messages.
+const COMPRESS_HINT: &str = "write `compress = false` for a method whose payloads are already \
+                             compressed (images, archives), so that links that compress leave \
+                             them alone; `compress = true` is the default";
 
 /// Options for the service as a whole, from `#[switchyard::service(...)]` and
 /// from `#[switchyard(...)]` on the trait.
@@ -147,6 +157,16 @@ fn service_option(meta: Meta, args: &mut ServiceArgs) {
                 "write `name = \"Name\"` (the service name used on the wire)",
             )),
         }
+    } else if METHOD_OPTIONS.iter().any(|option| key.is_ident(option)) {
+        args.errors.push(syn::Error::new_spanned(
+            &key,
+            format!(
+                "`{}` is a method option, not a service option: write `#[switchyard({})]` \
+                 on each method it applies to",
+                ids::type_text(&key),
+                meta.to_token_stream()
+            ),
+        ));
     } else {
         args.errors.push(syn::Error::new_spanned(
             &key,
@@ -163,6 +183,7 @@ fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
     let (switchyard_attrs, attrs) = split_attrs(&function.attrs);
     let mut oneway_span = None;
     let mut priority = None;
+    let mut compress = None;
     let mut errors = Vec::new();
     for attr in switchyard_attrs {
         let metas = match attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated) {
@@ -190,17 +211,24 @@ fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
                         "write `priority = N` with N a whole number from 0 to 32767",
                     )),
                 },
+                Meta::NameValue(nv) if nv.path.is_ident("compress") => {
+                    compress_option(nv, &mut compress, &mut errors);
+                }
                 _ if meta.path().is_ident("oneway") => {
                     errors.push(syn::Error::new_spanned(
                         meta,
                         "write `#[switchyard(oneway)]`",
                     ));
                 }
+                _ if meta.path().is_ident("compress") => errors.push(syn::Error::new_spanned(
+                    meta,
+                    format!("`compress` needs a value: {COMPRESS_HINT}"),
+                )),
                 _ => errors.push(syn::Error::new_spanned(
                     meta.path(),
                     format!(
-                        "unknown method option `{}`: the method options are `oneway` and \
-                         `priority = N` (for one-way methods)",
+                        "unknown method option `{}`: the method options are `oneway`, \
+                         `priority = N` (for one-way methods) and `compress = false`",
                         ids::type_text(meta.path())
                     ),
                 )),
@@ -274,6 +302,7 @@ fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
         server_stream,
         oneway,
         priority: priority.map_or(0, |(value, _)| value),
+        compress: compress.is_none_or(|(value, _)| value),
         id: ids::method_id(service, &name),
         fingerprint: ids::fnv1a64(&signature),
         signature,
@@ -284,9 +313,53 @@ fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
             default_body: function.default.clone(),
             oneway_span,
             priority_span: priority.map(|(_, span)| span),
+            compress_span: compress.map(|(_, span)| span),
             errors,
         },
     }
+}
+
+/// Reads `compress = <bool>` into `compress` (the value and the span of
+/// `compress`), or records why it cannot.
+fn compress_option(
+    nv: &syn::MetaNameValue,
+    compress: &mut Option<(bool, Span)>,
+    errors: &mut Vec<syn::Error>,
+) {
+    let value = match &nv.value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(value),
+            ..
+        }) => value.value,
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(text),
+            ..
+        }) if matches!(text.value().as_str(), "true" | "false") => {
+            errors.push(syn::Error::new_spanned(
+                text,
+                format!(
+                    "`compress` takes a bool, not a string: write `compress = {}` without quotes",
+                    text.value()
+                ),
+            ));
+            return;
+        }
+        other => {
+            errors.push(syn::Error::new_spanned(
+                other,
+                format!("`compress` takes `true` or `false`: {COMPRESS_HINT}"),
+            ));
+            return;
+        }
+    };
+    if compress.is_some() {
+        errors.push(syn::Error::new_spanned(
+            nv,
+            "`compress` is given twice: keep one",
+        ));
+        return;
+    }
+    *compress = Some((value, nv.path.span()));
 }
 
 /// `&self`: a shared reference, no lifetime, no explicit type.

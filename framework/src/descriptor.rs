@@ -27,6 +27,11 @@ pub struct MethodDescriptor {
     /// Whether the result is a [`Streaming`](crate::streaming::Streaming):
     /// the callee answers with a stream of messages.
     pub server_streaming: bool,
+    /// Whether this method's payloads (arguments, result, stream messages)
+    /// may be compressed on links that compress; `#[switchyard(compress =
+    /// false)]` turns it off for payloads that are already compressed
+    /// (images, archives).
+    pub compress: bool,
     /// The signature as text, e.g. `add(i64, i64) -> i64`; shown in errors
     /// when client and server disagree.
     pub signature: &'static str,

@@ -14,9 +14,13 @@
 //! ```
 //!
 //! Options: `#[switchyard::service(crate = "::path::to::switchyard", name =
-//! "WireName")]`. The expansion is the trait (each `async fn` rewritten to
-//! return a `Send` future), a `CALCULATOR_DESCRIPTOR` static, a
-//! `CalculatorClient` and a `CalculatorServer` adapter.
+//! "WireName")]`. Method options, in `#[switchyard(...)]` on a method:
+//! `oneway` (no reply is sent), `priority = N` (with `oneway`: its
+//! message-queue priority, 0 to 32767) and `compress = false` (its payloads
+//! are never compressed, for data that is already compressed). The expansion
+//! is the trait (each `async fn` rewritten to return a `Send` future), a
+//! `CALCULATOR_DESCRIPTOR` static, a `CalculatorClient` and a
+//! `CalculatorServer` adapter.
 
 #![forbid(unsafe_code)]
 

@@ -25,6 +25,9 @@ pub trait Calculator {
     async fn log(&self, line: String);
     /// Counts the lines logged so far.
     async fn lines(&self) -> u64;
+    /// The size of an image that is compressed already.
+    #[switchyard(compress = false)]
+    async fn image_size(&self, png: Vec<u8>) -> u64;
 }
 
 #[derive(Debug, Default)]
@@ -51,6 +54,10 @@ impl Calculator for Simple {
 
     async fn lines(&self) -> u64 {
         self.lines.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn image_size(&self, png: Vec<u8>) -> u64 {
+        png.len() as u64
     }
 }
 
@@ -89,6 +96,12 @@ async fn calls_reach_the_implementation() {
         .await
         .unwrap();
     assert_eq!(call::<u64>(&server, 3, encode(&())).await.unwrap(), 1);
+    assert_eq!(
+        call::<u64>(&server, 4, encode(&(vec![0x89_u8, b'P', b'N', b'G'],)))
+            .await
+            .unwrap(),
+        4
+    );
 }
 
 #[tokio::test]
@@ -126,6 +139,30 @@ fn the_descriptor_matches_the_runtime_hashes() {
         "div(i64,i64) -> Result<i64,MathError>"
     );
     assert_eq!(descriptor.methods[2].signature, "oneway log(String) -> ()");
+}
+
+#[test]
+fn compress_false_reaches_the_descriptor_only() {
+    let compress: Vec<(&str, bool)> = server_descriptor()
+        .methods
+        .iter()
+        .map(|m| (m.name, m.compress))
+        .collect();
+    assert_eq!(
+        compress,
+        [
+            ("add", true),
+            ("div", true),
+            ("log", true),
+            ("lines", true),
+            ("image_size", false),
+        ]
+    );
+    // Not part of the contract: the signature is what it would be without it.
+    assert_eq!(
+        CALCULATOR_DESCRIPTOR.methods[4].signature,
+        "image_size(Vec<u8>) -> u64"
+    );
 }
 
 fn server_descriptor() -> &'static switchyard::ServiceDescriptor {

@@ -15,7 +15,7 @@ pub mod no_prelude {
         /// Does nothing.
         async fn ping(&self);
         /// Logs `line`; no reply.
-        #[switchyard(oneway)]
+        #[switchyard(oneway, compress = false)]
         async fn log(&self, line: ::std::string::String);
         /// Divides, failing on zero.
         async fn div(&self, a: i64, b: i64) -> ::std::result::Result<i64, ::std::string::String>;
@@ -116,6 +116,8 @@ fn assert_service<S: switchyard::__private::Service + Clone + std::fmt::Debug>(s
 fn the_expansions_are_usable() {
     assert_service(&no_prelude::EchoServer::new(no_prelude::Impl));
     assert_eq!(no_prelude::ECHO_DESCRIPTOR.methods.len(), 7);
+    let log = &no_prelude::ECHO_DESCRIPTOR.methods[2];
+    assert!(log.oneway && !log.compress);
     let words = &no_prelude::ECHO_DESCRIPTOR.methods[4];
     assert!(words.client_streaming && words.server_streaming);
     assert_eq!(

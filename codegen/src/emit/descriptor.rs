@@ -25,6 +25,7 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
         let priority = method.priority;
         let client_streaming = method.client_stream.is_some();
         let server_streaming = method.server_stream.is_some();
+        let compress = method.compress;
         let signature = &method.signature;
         let fingerprint = hex_u64(method.fingerprint);
         quote! {
@@ -37,6 +38,7 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
                 priority: #priority,
                 client_streaming: #client_streaming,
                 server_streaming: #server_streaming,
+                compress: #compress,
                 signature: #signature,
                 fingerprint: #fingerprint,
             }

@@ -208,3 +208,72 @@ fn rejects_non_traits() {
     .unwrap_err();
     assert!(err.to_string().contains("applies to traits only"));
 }
+
+#[test]
+fn reads_compress_alone_and_with_other_options() {
+    let service = parse_ok(
+        quote!(),
+        quote! {
+            trait Images {
+                async fn name(&self) -> String;
+                #[switchyard(compress = false)]
+                async fn png(&self, id: u64) -> Vec<u8>;
+                #[switchyard(oneway, compress = false, priority = 3)]
+                async fn store(&self, archive: Vec<u8>);
+                #[switchyard(oneway)]
+                #[switchyard(compress = true)]
+                async fn note(&self, text: String);
+            }
+        },
+    );
+    let options: Vec<_> = service
+        .methods
+        .iter()
+        .map(|m| {
+            (
+                m.oneway,
+                m.priority,
+                m.compress,
+                m.syntax.compress_span.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        options,
+        [
+            (false, 0, true, false),
+            (false, 0, false, true),
+            (true, 3, false, true),
+            (true, 0, true, true),
+        ]
+    );
+    assert!(service.methods.iter().all(|m| m.syntax.errors.is_empty()));
+    // A transport hint, not part of the contract: the signature is the same.
+    assert_eq!(service.methods[1].signature, "png(u64) -> Vec<u8>");
+}
+
+#[test]
+fn records_malformed_compress_options() {
+    let service = parse_ok(
+        quote!(),
+        quote! {
+            trait T {
+                #[switchyard(compress = "no")]
+                async fn a(&self);
+                #[switchyard(compress = 0)]
+                async fn b(&self);
+                #[switchyard(compress)]
+                async fn c(&self);
+                #[switchyard(compress = false, compress = true)]
+                async fn d(&self);
+                #[switchyard(compress(false))]
+                async fn e(&self);
+            }
+        },
+    );
+    for method in &service.methods {
+        assert_eq!(method.syntax.errors.len(), 1, "{}", method.name);
+    }
+    // The first of two stays.
+    assert!(!service.methods[3].compress);
+}

@@ -545,3 +545,77 @@ fn streams_without_one_type_argument() {
         );
     }
 }
+
+#[test]
+fn compress_options() {
+    assert_eq!(
+        errors(
+            quote!(),
+            quote! {
+                trait T {
+                    #[switchyard(compress = false)]
+                    async fn a(&self, png: Vec<u8>) -> Vec<u8>;
+                    #[switchyard(oneway, compress = false)]
+                    async fn b(&self, archive: Vec<u8>);
+                    #[switchyard(compress = true)]
+                    async fn c(&self) -> Streaming<Vec<u8>>;
+                }
+            },
+        ),
+        Vec::<String>::new()
+    );
+    let errors = errors(
+        quote!(),
+        quote! {
+            trait T {
+                #[switchyard(compress = "no")]
+                async fn a(&self);
+                #[switchyard(compress = 0)]
+                async fn b(&self);
+                #[switchyard(compress)]
+                async fn c(&self);
+                #[switchyard(compress = false, compress = false)]
+                async fn d(&self);
+                #[switchyard(compress = "false")]
+                async fn e(&self);
+            }
+        },
+    );
+    assert_eq!(errors.len(), 5, "{errors:#?}");
+    for message in &errors[..2] {
+        assert!(
+            message.starts_with("`compress` takes `true` or `false`: write `compress = false`"),
+            "{message}"
+        );
+    }
+    assert!(
+        errors[2].starts_with("`compress` needs a value: write `compress = false`"),
+        "{}",
+        errors[2]
+    );
+    assert_eq!(errors[3], "`compress` is given twice: keep one");
+    assert_eq!(
+        errors[4],
+        "`compress` takes a bool, not a string: write `compress = false` without quotes"
+    );
+}
+
+#[test]
+fn method_options_on_the_trait() {
+    let errors = errors(
+        quote!(compress = false),
+        quote! {
+            #[switchyard(oneway)]
+            trait T { async fn f(&self); }
+        },
+    );
+    assert_eq!(
+        errors,
+        [
+            "`compress` is a method option, not a service option: write \
+             `#[switchyard(compress = false)]` on each method it applies to",
+            "`oneway` is a method option, not a service option: write \
+             `#[switchyard(oneway)]` on each method it applies to",
+        ]
+    );
+}
