@@ -51,6 +51,20 @@ pub struct ServiceDescriptor {
     pub methods: &'static [MethodDescriptor],
 }
 
+impl MethodDescriptor {
+    /// The header flags its payloads carry: [`FLAG_INCOMPRESSIBLE`]
+    /// when the method says they do not compress (`compress = false`).
+    ///
+    /// [`FLAG_INCOMPRESSIBLE`]: crate::protocol::frame::FLAG_INCOMPRESSIBLE
+    pub const fn frame_flags(&self) -> u16 {
+        if self.compress {
+            0
+        } else {
+            crate::protocol::frame::FLAG_INCOMPRESSIBLE
+        }
+    }
+}
+
 impl ServiceDescriptor {
     /// The method with this id.
     pub fn method(&self, id: u32) -> Option<&'static MethodDescriptor> {

@@ -137,6 +137,8 @@ pub struct Reply {
     /// A stream result: sends its messages; the reply proper (the
     /// trailers) is made once it ended.
     stream: Option<StreamOut>,
+    /// Header flags of the reply frame ([`MethodDescriptor::frame_flags`]).
+    flags: u16,
 }
 
 /// Sends a stream result's messages on a sink: how it ended, and what it
@@ -178,6 +180,7 @@ impl Reply {
             bulk: None,
             metadata_len: 0,
             stream: Some(run),
+            flags: 0,
         })
     }
 
@@ -198,6 +201,7 @@ impl Reply {
             buf,
             bulk: None,
             stream: None,
+            flags: 0,
         }
     }
     /// Encodes `value` as the reply of `method`. Inside a handler, a result
@@ -259,6 +263,7 @@ impl Reply {
             bulk,
             metadata_len,
             stream: None,
+            flags: method.frame_flags(),
         })
     }
 
@@ -313,6 +318,13 @@ impl Reply {
             buf,
             bulk: None,
             stream: None,
+            flags: 0,
         }
+    }
+
+    /// Header flags of the reply frame: the method's
+    /// ([`MethodDescriptor::frame_flags`]).
+    pub(crate) fn frame_flags(&self) -> u16 {
+        self.flags
     }
 }

@@ -2,17 +2,24 @@
 //! off where bytes move through memory (shared memory, TCP on loopback)
 //! with the reason; each side decides for what it sends; set to always, a
 //! compressible payload shrinks on the wire both ways and comes back
-//! intact, while small and incompressible ones go as they are. (On across
+//! intact, stream messages too, while small and incompressible ones and
+//! those of a `compress = false` method go as they are. (On across
 //! network namespaces: `integration-tests/tests/netns_compression.rs`.)
 
+use futures_util::StreamExt;
 use switchyard::debug::ConnectionInfo;
-use switchyard::{Channel, Compression, Server, ServerHandle, Transport};
+use switchyard::{Channel, Compression, Server, ServerHandle, Streaming, Transport};
 
 /// A service that hands back what it is given.
 #[switchyard::service]
 pub trait Archive {
     /// `data`, back.
     async fn echo(&self, data: Vec<u8>) -> Vec<u8>;
+    /// `data`, back, never compressed (as if it were an archive already).
+    #[switchyard(compress = false)]
+    async fn store(&self, data: Vec<u8>) -> Vec<u8>;
+    /// `count` copies of `data`, as a stream.
+    async fn repeat(&self, data: Vec<u8>, count: u32) -> Streaming<Vec<u8>>;
 }
 
 struct Impl;
@@ -20,6 +27,14 @@ struct Impl;
 impl Archive for Impl {
     async fn echo(&self, data: Vec<u8>) -> Vec<u8> {
         data
+    }
+
+    async fn store(&self, data: Vec<u8>) -> Vec<u8> {
+        data
+    }
+
+    async fn repeat(&self, data: Vec<u8>, count: u32) -> Streaming<Vec<u8>> {
+        Streaming::from_iter(std::iter::repeat_n(data, count as usize))
     }
 }
 
@@ -207,6 +222,34 @@ async fn set_to_always_a_compressible_payload_shrinks_both_ways_and_comes_back_i
         "{moved:?}"
     );
     assert!(moved.saved() > 5 * payload.len() as u64, "{moved:?}");
+
+    // A method marked `compress = false` goes as it is, both ways.
+    assert_eq!(client.store(payload.clone()).await.unwrap(), payload);
+    let after_store = client_view(&channel).compression.moved;
+    assert_eq!(
+        (after_store.payloads_sent, after_store.payloads_received),
+        (3, 3),
+        "{after_store:?}"
+    );
+    assert_eq!(
+        after_store.incompressible, 1,
+        "not even tried: {after_store:?}"
+    );
+
+    // Stream messages are compressed one by one.
+    let mut stream = client.repeat(text(32 * 1024), 5).await.unwrap();
+    let mut messages = 0;
+    while let Some(message) = stream.next().await {
+        assert_eq!(message.unwrap(), text(32 * 1024));
+        messages += 1;
+    }
+    assert_eq!(messages, 5);
+    let after_stream = client_view(&channel).compression.moved;
+    assert_eq!(
+        after_stream.payloads_received,
+        3 + 5,
+        "each message compressed: {after_stream:?}"
+    );
     // Prometheus shows the process totals.
     let metrics = switchyard::debug::render_prometheus(&switchyard::debug::snapshot());
     assert!(

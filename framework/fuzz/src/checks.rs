@@ -492,7 +492,11 @@ pub fn inflate(data: &[u8]) {
         }
         Ok(Decoded::Oversized(header)) => {
             assert!(header.payload_len > INFLATE_LIMIT, "{header:?}");
-            assert!(usage.peak < 4096, "an oversized payload reserved {}", usage.peak);
+            assert!(
+                usage.peak < 4096,
+                "an oversized payload reserved {}",
+                usage.peak
+            );
         }
         Err(_) => {}
     }
@@ -1479,11 +1483,8 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             bytes::Bytes::copy_from_slice(plain),
         )
         .encode_into(&mut wire);
-        let compressor = switchyard::protocol::compress::FrameCompressor::new(
-            64,
-            1,
-            Arc::default(),
-        );
+        let compressor =
+            switchyard::protocol::compress::FrameCompressor::new(64, 1, Arc::default());
         let compressed = compressor.compress(&wire).expect("the seed compresses");
         compressed[HEADER_LEN..].to_vec()
     };

@@ -484,7 +484,7 @@ impl ClientCore {
             tell_server: true,
         };
         let head = RequestHead {
-            flags: 0,
+            flags: method.frame_flags(),
             credit: 0,
             kind: Kind::Request,
             call_id: started.call_id,
@@ -676,7 +676,7 @@ impl ClientCore {
             .map_err(|_| Status::internal("the call table lock is poisoned"))?
             .allocate_id();
         let head = RequestHead {
-            flags: 0,
+            flags: method.frame_flags(),
             credit: 0,
             kind: Kind::OneWay,
             call_id,

@@ -233,7 +233,7 @@ struct Opened {
 }
 
 impl Opened {
-    fn sink(&self, what: &'static str) -> StreamSink {
+    fn sink(&self, method: &'static MethodDescriptor) -> StreamSink {
         StreamSink {
             outbound: self.conn.outgoing.clone(),
             gate: Arc::clone(&self.call.gate),
@@ -241,7 +241,8 @@ impl Opened {
             from_callee: false,
             limit: self.conn.limits().peer,
             bulk_threshold: self.conn.outgoing.bulk_threshold(),
-            what,
+            what: method.full_name,
+            flags: method.frame_flags(),
         }
     }
 
@@ -337,7 +338,7 @@ impl ClientCore {
         let mut opened = self
             .open_stream::<C, Req>(method, request, FLAG_CLIENT_STREAM)
             .await?;
-        let sink = opened.sink(method.full_name);
+        let sink = opened.sink(method);
         let items: Pin<Box<dyn Stream<Item = Result<Item, Status>> + Send>> =
             Box::pin(items.map(Ok));
         let Some(response) = opened.response.take() else {
@@ -406,7 +407,7 @@ impl ClientCore {
         let mut opened = self
             .open_stream::<C, Req>(method, request, FLAG_CLIENT_STREAM | FLAG_SERVER_STREAM)
             .await?;
-        let sink = opened.sink(method.full_name);
+        let sink = opened.sink(method);
         let items: Pin<Box<dyn Stream<Item = Result<Item, Status>> + Send>> =
             Box::pin(items.map(Ok));
         let call = Arc::clone(&opened.call);
@@ -581,7 +582,7 @@ impl ClientCore {
             call_id: begun.call_id,
             method_id: method.id,
             deadline_us: begun.deadline_us,
-            flags,
+            flags: flags | method.frame_flags(),
             credit: if server_streams { window } else { 0 },
         };
         let (outgoing, len) = encoded.seal(&conn, head, method)?;

@@ -621,6 +621,7 @@ impl Serving {
             limit: session.limits().peer,
             bulk_threshold: self.outbound.bulk_threshold(),
             what: method.full_name,
+            flags: method.frame_flags(),
         });
         let stream_call = sink.is_some();
         // A unary handler's reply, refused if it is a stream (the caller
@@ -760,6 +761,7 @@ impl Serving {
         }
         let mut bulk_body = None;
         let body = result.map(|reply| {
+            let flags = reply.frame_flags();
             let (buf, bulk, metadata_len) = reply.into_parts();
             let bulk_len = bulk.as_ref().map(BulkBody::len);
             bulk_body = bulk;
@@ -767,6 +769,7 @@ impl Serving {
                 buf,
                 metadata_len,
                 bulk_len,
+                flags,
             }
         });
         let sealed = session.reply(call_id, body, metadata);

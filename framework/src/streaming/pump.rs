@@ -38,6 +38,8 @@ pub(crate) struct StreamSink {
     pub(crate) bulk_threshold: Option<usize>,
     /// The method, for messages.
     pub(crate) what: &'static str,
+    /// Header flags of every message ([`MethodDescriptor::frame_flags`](crate::MethodDescriptor::frame_flags)).
+    pub(crate) flags: u16,
 }
 
 /// What a pump sent.
@@ -137,7 +139,14 @@ async fn encode<C: Codec, T: Serialize>(
         None => {
             let frame = &mut batch[start..];
             // The limit was checked while the message was written.
-            let _ = seal_data(frame, sink.call_id, sink.from_callee, None, u32::MAX);
+            let _ = seal_data(
+                frame,
+                sink.call_id,
+                sink.from_callee,
+                sink.flags,
+                None,
+                u32::MAX,
+            );
             sent.bytes += frame.len() as u64;
             Ok(())
         }
@@ -148,6 +157,7 @@ async fn encode<C: Codec, T: Serialize>(
                 &mut header,
                 sink.call_id,
                 sink.from_callee,
+                sink.flags,
                 Some(body.len()),
                 u32::MAX,
             );

@@ -115,9 +115,11 @@ pub fn seal_bulk_request(buf: &mut [u8], head: RequestHead, metadata_len: usize,
 
 /// Writes the header of a successful reply to `call_id` whose body is
 /// `body_len` bytes (`metadata_len` of them response metadata), in `buf`
-/// or in a bulk region, into the first [`HEADER_LEN`] bytes of `buf`.
-pub fn seal_reply(buf: &mut [u8], call_id: u64, metadata_len: usize, body_len: usize) {
+/// or in a bulk region, with `flags`, into the first [`HEADER_LEN`] bytes
+/// of `buf`.
+pub fn seal_reply(buf: &mut [u8], call_id: u64, flags: u16, metadata_len: usize, body_len: usize) {
     let mut header = Header::new(Kind::Response, call_id);
+    header.flags = flags;
     header.metadata_len = len_u32(metadata_len);
     header.payload_len = len_u32(body_len - metadata_len);
     header.write_to(buf);
@@ -136,12 +138,14 @@ pub fn data_header(call_id: u64, from_callee: bool, body_len: usize) -> Header {
 
 /// Writes the header of a stream message whose payload follows the
 /// [`HEADER_LEN`] bytes reserved at the start of `buf` (or, when it went
-/// into a bulk region, is `bulk_len` bytes there), checking it against
-/// `limit`.
+/// into a bulk region, is `bulk_len` bytes there), with `flags` added
+/// (e.g. [`FLAG_INCOMPRESSIBLE`](super::super::frame::FLAG_INCOMPRESSIBLE)),
+/// checking it against `limit`.
 pub fn seal_data(
     buf: &mut [u8],
     call_id: u64,
     from_callee: bool,
+    flags: u16,
     bulk_len: Option<usize>,
     limit: u32,
 ) -> Result<(), FrameError> {
@@ -152,7 +156,9 @@ pub fn seal_data(
             limit,
         });
     }
-    data_header(call_id, from_callee, body).write_to(buf);
+    let mut header = data_header(call_id, from_callee, body);
+    header.flags |= flags;
+    header.write_to(buf);
     Ok(())
 }
 

@@ -228,6 +228,9 @@ pub struct ReplyBody {
     pub metadata_len: usize,
     /// The body's length when it went into a bulk region.
     pub bulk_len: Option<usize>,
+    /// Header flags of the reply (e.g.
+    /// [`FLAG_INCOMPRESSIBLE`](super::frame::FLAG_INCOMPRESSIBLE)).
+    pub flags: u16,
 }
 
 /// A reply ready to write, from [`Session::reply`].
@@ -781,6 +784,7 @@ impl<W, H> Session<W, H> {
                 mut buf,
                 metadata_len,
                 bulk_len,
+                flags,
             }) => {
                 let body = buf.len() - HEADER_LEN + bulk_len.unwrap_or(0);
                 if body > peer_limit {
@@ -792,7 +796,7 @@ impl<W, H> Session<W, H> {
                         metadata_dropped: false,
                     };
                 }
-                encode::seal_reply(&mut buf, call_id, metadata_len, body);
+                encode::seal_reply(&mut buf, call_id, flags, metadata_len, body);
                 SealedReply {
                     code: Code::Ok,
                     bytes: buf,

@@ -240,6 +240,7 @@ fn echo(payload: &[u8]) -> ReplyBody {
         buf,
         metadata_len: 0,
         bulk_len: None,
+        flags: 0,
     }
 }
 
@@ -550,6 +551,7 @@ fn a_reply_over_the_callers_limit_becomes_resource_exhausted() {
         buf: vec![0; HEADER_LEN],
         metadata_len: 0,
         bulk_len: Some(9),
+        flags: 0,
     };
     let sealed = session.reply(4, Ok(bulk), &Metadata::new());
     assert_eq!((sealed.code, sealed.bulk), (Code::ResourceExhausted, false));
@@ -557,6 +559,7 @@ fn a_reply_over_the_callers_limit_becomes_resource_exhausted() {
         buf: vec![0; HEADER_LEN],
         metadata_len: 0,
         bulk_len: Some(8),
+        flags: 0,
     };
     let sealed = session.reply(5, Ok(fits), &Metadata::new());
     assert_eq!((sealed.code, sealed.bulk), (Code::Ok, true));
