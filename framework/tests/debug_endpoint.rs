@@ -1319,6 +1319,7 @@ async fn env_var_turns_it_on() {
 #[tokio::test]
 async fn introspection_answers_remote_peers_only_when_turned_on() {
     use switchyard::debug::IntrospectionClient;
+    let _serial = FIXTURE_LOCK.lock().await;
     timeout(TEST_TIMEOUT, async {
         let dir = tempfile::tempdir().unwrap();
         let start = |remote: bool, name: &'static str| {
@@ -1387,6 +1388,7 @@ async fn introspection_answers_remote_peers_only_when_turned_on() {
 
 #[tokio::test]
 async fn bodies_over_the_mmap_track_show_in_the_table_json_and_metrics() {
+    let _serial = FIXTURE_LOCK.lock().await;
     timeout(TEST_TIMEOUT, async {
         let dir = tempfile::tempdir().unwrap();
         let server = Server::builder()
@@ -1627,6 +1629,7 @@ async fn endpoint_cost_on_the_fastest_transport() {
 /// the handshake that followed; a listener that counts nothing shows none.
 #[tokio::test]
 async fn quic_attempts_show_on_the_listener() {
+    let _serial = FIXTURE_LOCK.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::builder()
         .add_service(DebugProbeServer::new(Probe))

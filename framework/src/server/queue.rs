@@ -342,6 +342,29 @@ async fn handle(
 ) {
     let started = Instant::now();
     let received = HEADER_LEN + frame.metadata.len() + frame.payload.len();
+    // Senders never compress into a queue; a message that says it is
+    // compressed is inflated within the limit all the same, or dropped.
+    let frame = match crate::protocol::compress::inflate(
+        frame,
+        shared.config.frame_limit,
+        &crate::protocol::compress::CompressionCounters::default(),
+    ) {
+        Ok(crate::protocol::frame::Decoded::Frame(frame)) => frame,
+        Ok(crate::protocol::frame::Decoded::Oversized(header)) => {
+            stats.event(
+                "dropped",
+                format!(
+                    "a queued one-way call of {} bytes decompressed, over this server's limit",
+                    header.body_len()
+                ),
+            );
+            return;
+        }
+        Err(err) => {
+            stats.event("dropped", format!("a queued one-way call: {err}"));
+            return;
+        }
+    };
     stats.started();
     let Some((service, method)) = shared.router.route(frame.header.method_id).cloned() else {
         tracing::error!(
