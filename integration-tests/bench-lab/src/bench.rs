@@ -742,6 +742,9 @@ fn child(role: &str) -> Result<(), String> {
         "raw-quic" | "switchyard-quic" => return crate::bench_quic::child(role),
         streams if streams.starts_with("streams-") => return crate::bench_streams::child(streams),
         layers if layers.starts_with("layers-") => return crate::bench_layers::child(layers),
+        compress if compress.starts_with("compress-") => {
+            return crate::bench_compress::child(compress);
+        }
         other => return crate::bench_extra::child(other),
     }
     Ok(())

@@ -22,13 +22,12 @@ use std::time::{Duration, Instant};
 use switchyard::Status;
 
 use crate::bench::{BenchClient, MESSAGE, histogram, micros, spawn_role, spawn_switchyard_pipe};
+use crate::report::Table;
 
 /// Payload of a bulk round trip, bytes (1 MiB), and the pipe buffer asked.
 const BULK: usize = 1 << 20;
 /// Set in the `raw-mqueue` child: how many messages to wait for.
 const COUNT_ENV: &str = "SWITCHYARD_BENCH_COUNT";
-/// The end marker of the report's section (`crate::report::END`).
-const REPORT_END: &str = "<!-- bench:end -->";
 
 /// How much to measure.
 #[derive(Clone, Copy, Debug)]
@@ -181,53 +180,6 @@ fn oneway_intro(sizes: &Sizes) -> String {
     )
 }
 
-/// A small table, printed as text or markdown.
-struct Table {
-    header: &'static [&'static str],
-    rows: Vec<Vec<String>>,
-}
-
-impl Table {
-    /// Columns as wide as their widest cell, the first left-aligned.
-    fn text(&self) -> String {
-        let widths: Vec<usize> = (0..self.header.len())
-            .map(|i| {
-                let cells = self.rows.iter().map(|row| row[i].chars().count());
-                cells
-                    .chain([self.header[i].chars().count()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let mut out = String::new();
-        let header = self.header.iter().map(|h| (*h).to_owned()).collect();
-        for row in std::iter::once(&header).chain(&self.rows) {
-            let mut line = String::new();
-            for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
-                if i == 0 {
-                    let _ = write!(line, "{cell:<width$}");
-                } else {
-                    let _ = write!(line, "  {cell:>width$}");
-                }
-            }
-            let _ = writeln!(out, "{}", line.trim_end());
-        }
-        out
-    }
-
-    fn markdown(&self) -> String {
-        let mut out = format!(
-            "| {} |\n|{}\n",
-            self.header.join(" | "),
-            "---|".repeat(self.header.len())
-        );
-        for row in &self.rows {
-            let _ = writeln!(out, "| {} |", row.join(" | "));
-        }
-        out
-    }
-}
-
 fn ratio(x: f64) -> String {
     format!("{x:.2}x")
 }
@@ -242,7 +194,7 @@ fn bulk_table(raw: &BulkFigures, ours: &BulkFigures) -> Table {
         ]
     };
     Table {
-        header: &["path", "GB/s", "p50 µs/round trip", "GB/s vs raw"],
+        header: Table::header(&["path", "GB/s", "p50 µs/round trip", "GB/s vs raw"]),
         rows: vec![
             row("raw pipe pair", raw, String::new()),
             row("switchyard pipe", ours, ratio(ours.gb_per_s / raw.gb_per_s)),
@@ -267,7 +219,7 @@ fn oneway_table(raw: &OnewayFigures, ours: &OnewayFigures) -> Table {
         ratio(ours.p99_us / raw.p99_us),
     ];
     Table {
-        header: &[
+        header: Table::header(&[
             "path",
             "calls/s",
             "p50 µs",
@@ -275,7 +227,7 @@ fn oneway_table(raw: &OnewayFigures, ours: &OnewayFigures) -> Table {
             "calls/s vs raw",
             "p50 vs raw",
             "p99 vs raw",
-        ],
+        ]),
         rows: vec![
             row("raw message queue", raw, Default::default()),
             row("switchyard mqueue", ours, vs_raw),
@@ -618,20 +570,7 @@ mod mq {
 /// Adds both measurements to the section `switchyard-bench --report` just
 /// wrote into `report`, before its end marker.
 pub(crate) fn write_report(report: &Path, extras: &Extras) -> Result<(), String> {
-    let doc = std::fs::read_to_string(report)
-        .map_err(|err| format!("reading {}: {err}", report.display()))?;
-    let end = doc
-        .find(REPORT_END)
-        .ok_or_else(|| format!("{} has no {REPORT_END} marker", report.display()))?;
-    let (before, after) = doc.split_at(end);
-    let doc = format!("{}\n\n{}{after}", before.trim_end(), markdown(extras));
-    let tmp = report.with_extension("tmp-switchyard");
-    std::fs::write(&tmp, doc)
-        .and_then(|()| std::fs::rename(&tmp, report))
-        .map_err(|err| {
-            let _ = std::fs::remove_file(&tmp);
-            format!("writing {}: {err}", report.display())
-        })
+    crate::report::append(report, &markdown(extras))
 }
 
 /// The markdown of both measurements, ending with a newline.
@@ -689,11 +628,6 @@ fn markdown(extras: &Extras) -> String {
 #[cfg(test)]
 mod tests {
     // Full paths, no imports: see the note in bench.rs's tests.
-
-    #[test]
-    fn the_end_marker_is_the_reports() {
-        assert_eq!(super::REPORT_END, crate::report::END);
-    }
 
     #[test]
     fn the_report_gets_both_tables_inside_the_section() {

@@ -19,25 +19,21 @@
 //!
 //! Over veth (Linux, as root, with `ip`): the same two rows again with the
 //! children in a network namespace of their own, reached through a veth
-//! pair ([`Veth`]), so that packets cross a network device instead of
-//! loopback. The namespace and the pair carry this process's pid in their
-//! names and are removed when the rows are done, whatever happened.
+//! pair ([`Veth`], in [`crate::netns`]), so that packets cross a network
+//! device instead of loopback.
 
 use std::ffi::OsStr;
-use std::process::Command;
 use std::sync::Arc;
 
 use switchyard::transport::Listener;
 use switchyard::transport::quic::{self, Fingerprint, Identity, QuicConfig, QuicListener};
-use switchyard::{Channel, Server};
+use switchyard::{Channel, Compression, Server};
 
 use crate::bench::{
-    BenchServer, CHILD_ENV, ChildGuard, Echo, Figures, MESSAGE, Row, Serving, Settings, announce,
-    announcing, child_command, echo_figures, measure_calls,
+    BenchServer, ChildGuard, Echo, Figures, MESSAGE, Row, Serving, Settings, announce,
+    echo_figures, measure_calls,
 };
-
-/// Set in a child: the address to bind (default `127.0.0.1:0`).
-const BIND_ENV: &str = "SWITCHYARD_BENCH_QUIC_BIND";
+use crate::netns::{self, Veth};
 
 /// The parent's side of "raw quinn": starts the echoing child, connects,
 /// and measures round trips.
@@ -113,16 +109,7 @@ pub(crate) fn spawn(
     veth: Option<&Veth>,
     env: &[(&str, &OsStr)],
 ) -> Result<(ChildGuard, std::net::SocketAddr, Fingerprint), String> {
-    let what = "its address and fingerprint";
-    let (child, _stdout, line) = match veth {
-        None => announcing(child_command(role)?, role, env, what)?,
-        Some(veth) => {
-            let bind = format!("{}:0", veth.child_addr);
-            let mut env = env.to_vec();
-            env.push((BIND_ENV, OsStr::new(&bind)));
-            announcing(veth.command(role)?, role, &env, what)?
-        }
-    };
+    let (child, line) = netns::spawn(role, veth, env, "its address and fingerprint")?;
     let parsed = line
         .split_once(' ')
         .and_then(|(addr, pin)| Some((addr.parse().ok()?, pin.parse::<Fingerprint>().ok()?)));
@@ -139,7 +126,7 @@ pub(crate) fn child(role: &str) -> Result<(), String> {
     runtime.block_on(async {
         match role {
             "raw-quic" => raw_child().await,
-            _ => switchyard_child().await,
+            _ => serve_switchyard(Compression::auto()).await,
         }
     })
 }
@@ -152,7 +139,7 @@ async fn raw_child() -> Result<(), String> {
     )
     .map_err(|e| format!("quinn server configuration: {e}"))?;
     let endpoint =
-        quinn::Endpoint::server(server, bind_addr()?).map_err(|e| format!("bind: {e}"))?;
+        quinn::Endpoint::server(server, netns::bind_addr()?).map_err(|e| format!("bind: {e}"))?;
     let addr = endpoint.local_addr().map_err(|e| format!("address: {e}"))?;
     announce(&format!("{addr} {}", identity.fingerprint()));
     while let Some(incoming) = endpoint.accept().await {
@@ -175,16 +162,20 @@ async fn raw_echo(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
     }
 }
 
-async fn switchyard_child() -> Result<(), String> {
+/// Serves `echo` over a [`QuicListener`] bound to [`netns::bind_addr`],
+/// compressing replies as `compression` says, after announcing `ADDR
+/// FINGERPRINT`; until the parent kills it or closes its stdin.
+pub(crate) async fn serve_switchyard(compression: Compression) -> Result<(), String> {
     let server = Server::builder()
         .add_service(BenchServer::new(Echo::new()?))
+        .compression(compression)
         .unpublished()
         .no_unix()
         .message_queues(false)
         .start()
         .await
         .map_err(|e| format!("server: {e}"))?;
-    let mut listener = QuicListener::bind(&bind_addr()?.to_string())
+    let mut listener = QuicListener::bind(&netns::bind_addr()?.to_string())
         .await
         .map_err(|e| format!("bind: {e}"))?;
     announce(&format!(
@@ -200,28 +191,18 @@ async fn switchyard_child() -> Result<(), String> {
     }
 }
 
-/// Where a child binds: [`BIND_ENV`], else `127.0.0.1:0`.
-fn bind_addr() -> Result<std::net::SocketAddr, String> {
-    match std::env::var(BIND_ENV) {
-        Ok(addr) => addr
-            .parse()
-            .map_err(|e| format!("{BIND_ENV}={addr:?}: {e}")),
-        Err(_) => Ok((std::net::Ipv4Addr::LOCALHOST, 0).into()),
-    }
-}
-
 /// The QUIC rows again with the children behind a veth pair: `raw quinn
 /// (veth)` and `switchyard quic (veth)`. An error says why they could not
 /// be measured.
 #[cfg(target_os = "linux")]
 pub(crate) fn veth_rows(s: &Settings) -> Result<[Row; 2], String> {
-    if !rustix::process::geteuid().is_root() {
-        return Err("needs root to make a network namespace".to_owned());
-    }
+    netns::may_make_namespaces()?;
     let veth = Veth::new()?;
     println!(
         "quic over veth: children in network namespace {} at {}, reached through {}",
-        veth.namespace, veth.child_addr, veth.outer
+        veth.namespace(),
+        veth.child_addr(),
+        veth.outer()
     );
     let raw = raw_figures_at(Some(&veth), s)?;
     let ours = echo_figures(s, connect_switchyard(Some(&veth)))?;
@@ -239,89 +220,4 @@ pub(crate) fn veth_rows(s: &Settings) -> Result<[Row; 2], String> {
             base: Some(raw),
         },
     ])
-}
-
-/// A network namespace holding one end of a veth pair, the other end here;
-/// both are removed on drop.
-pub(crate) struct Veth {
-    namespace: String,
-    /// This side's end.
-    outer: String,
-    /// The children's address, in the namespace.
-    child_addr: std::net::Ipv4Addr,
-}
-
-impl Veth {
-    /// Makes the namespace and the pair, addressed from 10.240.0.0/12 by
-    /// this process's pid (a /30 each), so that two runs do not collide.
-    fn new() -> Result<Self, String> {
-        let pid = std::process::id();
-        let (a, b) = (240 + (pid >> 14) % 16, (pid >> 6) % 256);
-        let c = (pid % 64) * 4;
-        let outer_addr = format!("10.{a}.{b}.{}", c + 1);
-        let inner_addr = format!("10.{a}.{b}.{}", c + 2);
-        // Dropped, and so removed, if any step below fails.
-        let veth = Self {
-            namespace: format!("switchyard-bench-{pid}"),
-            outer: format!("syb{pid}o"),
-            child_addr: inner_addr
-                .parse()
-                .map_err(|e| format!("the namespace's address {inner_addr}: {e}"))?,
-        };
-        let (ns, outer) = (veth.namespace.as_str(), veth.outer.as_str());
-        let inner = format!("syb{pid}i");
-        ip(&["netns", "add", ns])?;
-        ip(&["link", "add", outer, "type", "veth", "peer", "name", &inner])?;
-        ip(&["link", "set", &inner, "netns", ns])?;
-        ip(&["addr", "add", &format!("{outer_addr}/30"), "dev", outer])?;
-        ip(&["link", "set", outer, "up"])?;
-        ip(&[
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{inner_addr}/30"),
-            "dev",
-            &inner,
-        ])?;
-        ip(&["-n", ns, "link", "set", &inner, "up"])?;
-        ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        Ok(veth)
-    }
-
-    /// This binary as a child in `role`, run inside the namespace.
-    fn command(&self, role: &str) -> Result<Command, String> {
-        let exe = std::env::current_exe().map_err(|err| format!("finding this binary: {err}"))?;
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", &self.namespace])
-            .arg(exe)
-            .env(CHILD_ENV, role);
-        Ok(command)
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        // Removing the namespace removes the inner end, and with it the pair.
-        let _ = ip(&["link", "del", &self.outer]);
-        let _ = ip(&["netns", "del", &self.namespace]);
-    }
-}
-
-/// Runs `ip ARGS`; its error output on failure.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("running ip (iproute2): {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }

@@ -18,7 +18,10 @@ use switchyard::Transport;
 /// namespace reached through a veth pair (both made for the run and removed
 /// after it). Then the bulk (mmap) and one-way tables, and the streams
 /// table: server- and client-streaming rates of 64-byte messages and 1 MiB
-/// chunks per transport beside a raw framed one-way path.
+/// chunks per transport beside a raw framed one-way path; the layers
+/// table; and the compression table (as root with iproute2): 64 KiB
+/// echoes over tcp and quic to a network namespace, compression on and
+/// off, with the bytes each call puts on the veth.
 ///
 /// The server side runs in a child process (this binary, re-executed).
 /// Client and child are pinned to CPUs 0 and 1 when there are two or more;
@@ -53,6 +56,13 @@ pub(crate) struct Args {
     /// auth plus a concurrency limit; the chain's own cost per call).
     #[arg(long, verbatim_doc_comment, conflicts_with_all = ["report", "only_streams", "only"])]
     pub(crate) only_layers: bool,
+    /// Only the compression table: 64 KiB echoes of JSON lines and of
+    /// random bytes to a server in a network namespace over a veth pair,
+    /// tcp and quic, compression on and off; then the JSON rows with the
+    /// veth shaped to 1gbit and to 100mbit (SWITCHYARD_BENCH_COMPRESS_RATES
+    /// names others, or none). Needs root and iproute2; about 1.5 min.
+    #[arg(long, verbatim_doc_comment, conflicts_with_all = ["report", "only_streams", "only", "only_layers"])]
+    pub(crate) only_compression: bool,
     /// Also write the run into the markdown FILE between
     /// <!-- bench:start --> and <!-- bench:end --> (added at the end if
     /// missing; the rest of the file is kept), with a bar chart next to it
@@ -94,6 +104,13 @@ mod tests {
         let args = parse(&["--only-streams", "--only", "shm"]).unwrap();
         assert!(args.only_streams);
         assert_eq!(args.only, Some(vec![Transport::Shm]));
+        assert!(
+            parse(&["--only-compression", "--quick"])
+                .unwrap()
+                .only_compression
+        );
+        let err = parse(&["--only-compression", "--only-layers"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
         let args = parse(&["--report", "docs/performance.md"]).unwrap();
         assert_eq!(args.report, Some(PathBuf::from("docs/performance.md")));
     }

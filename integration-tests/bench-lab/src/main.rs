@@ -1,9 +1,10 @@
 //! `switchyard-bench`: the benchmark lab. Every transport switchyard can use
 //! between processes, beside the raw OS path measured in the same run, in
-//! one table; then the bulk (mmap), one-way and streams tables.
+//! one table; then the bulk (mmap), one-way, streams, layers and
+//! compression tables.
 //!
 //! ```text
-//! cargo run --release -p switchyard-bench-lab -- [--quick] [--only T,..] [--only-streams] [--only-layers] [--report FILE]
+//! cargo run --release -p switchyard-bench-lab -- [--quick] [--only T,..] [--only-streams] [--only-layers] [--only-compression] [--report FILE]
 //! ```
 //!
 //! The server side of each measurement is this binary re-executed as a
@@ -17,6 +18,7 @@
 
 mod bench;
 mod bench_bulk;
+mod bench_compress;
 mod bench_extra;
 mod bench_layers;
 #[cfg(feature = "quic")]
@@ -25,6 +27,7 @@ mod bench_quic;
 mod bench_shm;
 mod bench_streams;
 mod cli;
+mod netns;
 mod report;
 
 use std::process::ExitCode;
@@ -41,6 +44,9 @@ fn run(args: &cli::Args, command: &str) -> Result<(), String> {
     if args.only_layers {
         return bench_layers::run(args.quick);
     }
+    if args.only_compression {
+        return bench_compress::run(args.quick, false).map(drop);
+    }
     let settings = if args.quick {
         bench::Settings::quick()
     } else {
@@ -53,9 +59,13 @@ fn run(args: &cli::Args, command: &str) -> Result<(), String> {
     let extras = bench_extra::run(args.quick)?;
     bench_streams::run(args.quick, &[])?;
     bench_layers::run(args.quick)?;
+    // Without root or iproute2 the run goes on without it (the reason is
+    // printed and reported).
+    let compression = bench_compress::run(args.quick, true)?;
     if let Some(report) = &args.report {
         let svg = report::write(report, &outcome, command)?;
         bench_extra::write_report(report, &extras)?;
+        bench_compress::write_report(report, &compression)?;
         println!(
             "wrote the run into {} and the chart to {}",
             report.display(),

@@ -84,6 +84,114 @@ pub(crate) fn replace_section(doc: &str, body: &str) -> Result<String, String> {
     }
 }
 
+/// Adds `markdown` to the section `write` wrote into `report`, at its end
+/// (before [`END`]), after a blank line.
+pub(crate) fn append(report: &Path, markdown: &str) -> Result<(), String> {
+    let doc = std::fs::read_to_string(report)
+        .map_err(|err| format!("reading {}: {err}", report.display()))?;
+    let end = doc
+        .find(END)
+        .ok_or_else(|| format!("{} has no {END} marker", report.display()))?;
+    let (before, after) = doc.split_at(end);
+    let doc = format!("{}\n\n{markdown}{after}", before.trim_end());
+    write_atomically(report, &doc)
+}
+
+/// A small table, printed as text or markdown.
+pub(crate) struct Table {
+    pub(crate) header: Vec<String>,
+    pub(crate) rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A header of these column names.
+    pub(crate) fn header(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    /// Each column's width: its widest cell.
+    fn widths(&self) -> Vec<usize> {
+        (0..self.header.len())
+            .map(|i| {
+                let cells = self.rows.iter().map(|row| row[i].chars().count());
+                cells
+                    .chain([self.header[i].chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// Columns as wide as their widest cell, the first left-aligned.
+    pub(crate) fn text(&self) -> String {
+        let widths = self.widths();
+        let mut out = String::new();
+        for row in std::iter::once(&self.header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
+                if i == 0 {
+                    let _ = write!(line, "{cell:<width$}");
+                } else {
+                    let _ = write!(line, "  {cell:>width$}");
+                }
+            }
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+        out
+    }
+
+    /// A markdown table, one line a row.
+    pub(crate) fn markdown(&self) -> String {
+        let mut out = format!(
+            "| {} |\n|{}\n",
+            self.header.join(" | "),
+            "---|".repeat(self.header.len())
+        );
+        for row in &self.rows {
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+        out
+    }
+
+    /// The markdown table with its columns padded to line up, for a
+    /// terminal (the same table to a markdown reader).
+    pub(crate) fn markdown_aligned(&self) -> String {
+        let widths = self.widths();
+        let line = |row: &[String]| {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(i, (cell, &width))| {
+                    if i == 0 {
+                        format!("{cell:<width$}")
+                    } else {
+                        format!("{cell:>width$}")
+                    }
+                })
+                .collect();
+            format!("| {} |\n", cells.join(" | "))
+        };
+        let rule: Vec<String> = widths
+            .iter()
+            .enumerate()
+            .map(|(i, &width)| {
+                if i == 0 {
+                    "-".repeat(width + 2)
+                } else {
+                    format!("{}:", "-".repeat(width + 1))
+                }
+            })
+            .collect();
+        let mut out = line(&self.header);
+        let _ = writeln!(out, "|{}|", rule.join("|"));
+        for row in &self.rows {
+            out.push_str(&line(row));
+        }
+        out
+    }
+}
+
 /// The machine the run was on.
 #[derive(Debug, Default)]
 struct Machine {
@@ -630,6 +738,32 @@ mod tests {
             row.transport = "quic";
         }
         assert!(text(&run).contains("The raw quinn: plain quinn"));
+    }
+
+    #[test]
+    fn small_tables_print_as_aligned_markdown_and_go_to_the_end_of_the_section() {
+        let table = Table {
+            header: Table::header(&["path", "calls/s"]),
+            rows: vec![vec!["tcp on".to_owned(), "1234".to_owned()]],
+        };
+        assert_eq!(
+            table.markdown_aligned(),
+            "| path   | calls/s |\n|--------|--------:|\n| tcp on |    1234 |\n"
+        );
+        assert_eq!(
+            table.markdown(),
+            "| path | calls/s |\n|---|---|\n| tcp on | 1234 |\n"
+        );
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("perf.md");
+        let doc = format!("# Perf\n\n{}\nmatrix\n{}\nafter\n", START, END);
+        std::fs::write(&path, doc).expect("writable");
+        append(&path, &table.markdown()).expect("appended");
+        let text = std::fs::read_to_string(&path).expect("readable");
+        assert!(
+            text.ends_with("matrix\n\n| path | calls/s |\n|---|---|\n| tcp on | 1234 |\n<!-- bench:end -->\nafter\n"),
+            "{text}"
+        );
     }
 
     #[test]
