@@ -325,8 +325,10 @@ impl ClientCore {
         deadline: Option<Instant>,
         trace: TraceContext,
     ) -> Result<Response, Status> {
-        stack
-            .run(self.layer_call(method, deadline), |call| async move {
+        crate::layers::LayerStack::run(
+            stack,
+            self.layer_call(method, deadline),
+            |call| async move {
                 let core = self.with_layer_metadata(call);
                 let keep = |payload: &bytes::Bytes| Ok(payload.clone());
                 // Boxed once: the chain then moves a small future around,
@@ -336,8 +338,9 @@ impl ClientCore {
                 ))
                 .await
                 .map(Response::from_encoded)
-            })
-            .await
+            },
+        )
+        .await
     }
 
     /// The call as this channel's layers see it.
@@ -608,12 +611,16 @@ impl ClientCore {
         };
         let now = Instant::now();
         let (deadline, _) = self.call_context(now);
-        let layered = stack.run(self.layer_call(method, deadline), |call| async move {
-            let core = self.with_layer_metadata(call);
-            Box::pin(core.send_oneway_direct::<C, Req>(method, request, wait))
-                .await
-                .map(|()| Response::sent())
-        });
+        let layered = crate::layers::LayerStack::run(
+            &**stack,
+            self.layer_call(method, deadline),
+            |call| async move {
+                let core = self.with_layer_metadata(call);
+                Box::pin(core.send_oneway_direct::<C, Req>(method, request, wait))
+                    .await
+                    .map(|()| Response::sent())
+            },
+        );
         within_deadline(deadline, now, method, layered)
             .await
             .map(drop)

@@ -505,13 +505,17 @@ impl ClientCore {
         let (deadline, _) = self.call_context(now);
         let mut opened = None;
         let slot = &mut opened;
-        let layered = stack.run(self.layer_call(method, deadline), |call| async move {
-            let core = self.with_layer_metadata(call);
-            let stream =
-                Box::pin(core.open_stream_direct::<C, Req>(method, request, flags)).await?;
-            *slot = Some(stream);
-            Ok(Response::stream())
-        });
+        let layered = crate::layers::LayerStack::run(
+            &**stack,
+            self.layer_call(method, deadline),
+            |call| async move {
+                let core = self.with_layer_metadata(call);
+                let stream =
+                    Box::pin(core.open_stream_direct::<C, Req>(method, request, flags)).await?;
+                *slot = Some(stream);
+                Ok(Response::stream())
+            },
+        );
         super::call::within_deadline(deadline, now, method, layered).await?;
         opened.ok_or_else(|| {
             Status::internal(format!(

@@ -199,10 +199,13 @@ impl LayerStack {
     /// Runs `call` through the layers, then `end`. A call that fails
     /// without reaching `end` counts as a rejection by the innermost layer
     /// it entered: that one answered instead of calling on.
-    pub(crate) async fn run<'a, F, Fut>(&'a self, call: Call, end: F) -> Result<Response, Status>
+    /// `stack` is the stack itself or what owns it (a server's call
+    /// future owns an `Arc` of it; a channel's borrows it).
+    pub(crate) async fn run<S, F, Fut>(stack: S, call: Call, end: F) -> Result<Response, Status>
     where
-        F: FnOnce(Call) -> Fut + Send + 'a,
-        Fut: Future<Output = Result<Response, Status>> + Send + 'a,
+        S: std::ops::Deref<Target = Self> + Send,
+        F: FnOnce(Call) -> Fut + Send,
+        Fut: Future<Output = Result<Response, Status>> + Send,
     {
         let depth = AtomicUsize::new(0);
         // The end's future lives here, in this call's frame: reaching the
@@ -225,9 +228,12 @@ impl LayerStack {
                 _ => super::refuse(Status::internal("a layer called on twice")),
             }
         };
-        let method = call.method().full_name;
+        // Kept across the wait as the descriptor (one word; its name is
+        // two): this future is boxed per call on a server, where every
+        // word counts against glibc's per-thread cache of 1032 bytes.
+        let method = call.method();
         let result = Next {
-            stack: self,
+            stack: &stack,
             index: 0,
             depth: &depth,
             end: &mut end_fn,
@@ -236,12 +242,12 @@ impl LayerStack {
         .await;
         if let Err(status) = &result {
             let entered = depth.load(Relaxed);
-            if let Some(entry) = entered.checked_sub(1).and_then(|at| self.layers.get(at)) {
+            if let Some(entry) = entered.checked_sub(1).and_then(|at| stack.layers.get(at)) {
                 entry.rejected.fetch_add(1, Relaxed);
                 tracing::debug!(
                     layer = %entry.name,
-                    side = self.side.as_str(),
-                    method,
+                    side = stack.side.as_str(),
+                    method = method.full_name,
                     %status,
                     "a layer refused the call"
                 );
@@ -254,31 +260,41 @@ impl LayerStack {
     /// the handler starts, under the context the layers leave, and
     /// `complete` turns its future into the reply (a stream result's pump,
     /// say).
-    pub(crate) async fn serve<F>(
-        &self,
+    pub(crate) fn serve<S, F>(
+        stack: S,
         ctx: crate::context::Context,
         request: crate::service::Request,
         service: Arc<dyn crate::service::Service>,
         complete: impl FnOnce(crate::service::HandlerFuture) -> F + Send,
-    ) -> Result<crate::service::Reply, Status>
+    ) -> impl Future<Output = Result<crate::service::Reply, Status>> + Send
     where
+        S: std::ops::Deref<Target = Self> + Send,
         F: Future<Output = Result<crate::service::Reply, Status>> + Send,
     {
+        use futures_util::FutureExt as _;
+        use futures_util::future::{Either, ready};
         let method = ctx.method();
-        self.run(Call::server(ctx, request), move |call| async move {
-            let Some((ctx, request)) = call.into_server() else {
-                return Err(Status::internal("a server layer lost the request"));
-            };
-            let Some(handler) = service.call(method.id, request) else {
-                return Err(Status::internal(format!(
+        // Combinators, not `async` blocks: a block keeps its captures
+        // beside the future it awaits, and this future is boxed per call
+        // (past glibc's per-thread cache of 1032 bytes, every call would
+        // take the slow malloc).
+        let end = move |call: Call| match call.into_server() {
+            None => Either::Right(ready(Err(Status::internal(
+                "a server layer lost the request",
+            )))),
+            Some((ctx, request)) => match service.call(method.id, request) {
+                None => Either::Right(ready(Err(Status::internal(format!(
                     "{} is routed to a service that does not have it",
                     method.full_name
-                )));
-            };
-            ctx.scope(complete(handler)).await.map(Response::reply)
-        })
-        .await
-        .and_then(|response| response.into_reply(method.full_name))
+                ))))),
+                Some(handler) => Either::Left(
+                    ctx.scope(complete(handler))
+                        .map(|reply| reply.map(Response::reply)),
+                ),
+            },
+        };
+        Self::run(stack, Call::server(ctx, request), end)
+            .map(move |response| response.and_then(|r| r.into_reply(method.full_name)))
     }
 
     /// What the debug endpoint shows of it.
@@ -337,8 +353,7 @@ bench_internal! {
         for _ in 0..calls {
             let call = Call::client(method, None, crate::Metadata::new(), None);
             let answered = match built.stack() {
-                Some(stack) => stack
-                    .run(call, |_| async { Ok(Response::sent()) })
+                Some(stack) => LayerStack::run(&**stack, call, |_| async { Ok(Response::sent()) })
                     .now_or_never(),
                 None => {
                     std::hint::black_box(call);

@@ -407,7 +407,13 @@ async fn handle(
             AssertUnwindSafe(ctx.scope(handler)).catch_unwind().await
         }
         Some(stack) => {
-            let layered = stack.serve(ctx, request, service, std::convert::identity);
+            let layered = crate::layers::LayerStack::serve(
+                &**stack,
+                ctx,
+                request,
+                service,
+                std::convert::identity,
+            );
             AssertUnwindSafe(layered).catch_unwind().await
         }
     };
