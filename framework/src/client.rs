@@ -537,6 +537,14 @@ impl Channel {
         self.current().selection.clone()
     }
 
+    /// Whether the current connection compresses what this side sends,
+    /// and why (the compression half of the selection; the server decides
+    /// apart for its replies). The debug endpoint shows both sides, and
+    /// what compression saved.
+    pub fn compression(&self) -> crate::protocol::compress::CompressionChoice {
+        self.current().compression_choice.clone()
+    }
+
     /// What the kernel or transport says about the server.
     pub fn peer(&self) -> PeerInfo {
         self.current().peer.clone()

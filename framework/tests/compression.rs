@@ -124,6 +124,15 @@ async fn shared_memory_and_loopback_send_plain_and_say_why() {
         assert_eq!(client.echo(payload.clone()).await.unwrap(), payload);
         let view = client_view(&channel);
         assert!(!view.compression.on, "{:?}", view.compression);
+        assert_eq!(channel.compression().on, None);
+        assert_eq!(channel.compression().reason, view.compression.reason);
+        assert!(
+            view.events
+                .iter()
+                .any(|e| e.kind == "compression" && e.detail == view.compression.reason),
+            "{:?}",
+            view.events
+        );
         assert!(
             view.compression.reason.starts_with(why),
             "{transport}: {}",
@@ -182,6 +191,7 @@ async fn set_to_always_a_compressible_payload_shrinks_both_ways_and_comes_back_i
     .await;
     let view = client_view(&channel);
     assert!(view.compression.on);
+    assert_eq!(channel.compression().on, Some((1024, 1)));
     assert!(
         view.compression
             .reason

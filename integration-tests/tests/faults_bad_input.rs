@@ -383,9 +383,9 @@ async fn a_compression_bomb_is_resource_exhausted_and_the_server_stays_small() {
             .find(|m| m.name == "echo")
             .unwrap()
             .id;
-        // 256 MiB of zeros in about 8 KiB: 16 times the server's limit.
-        let bomb = compressed(&request(1, echo, &vec![0u8; 256 << 20]));
-        assert!(bomb.len() < 64 * 1024, "{} bytes", bomb.len());
+        // 24 MiB of zeros in under 1 KiB, past the server's 16 MiB limit.
+        let bomb = compressed(&request(1, echo, &vec![0u8; 24 << 20]));
+        assert!(bomb.len() <= 1024, "{} bytes", bomb.len());
         let rss_before = switchyard_integration_tests::measure::rss_kib(server.pid());
         for call_id in 1..=100u64 {
             let mut bomb = bomb.clone();
@@ -397,7 +397,7 @@ async fn a_compression_bomb_is_resource_exhausted_and_the_server_stays_small() {
         }
         let rss_after = switchyard_integration_tests::measure::rss_kib(server.pid());
         println!(
-            "100 bombs of {} bytes each declaring 256 MiB: server RSS {rss_before} KiB -> \
+            "100 bombs of {} bytes each declaring 24 MiB: server RSS {rss_before} KiB -> \
              {rss_after} KiB",
             bomb.len()
         );

@@ -99,6 +99,8 @@ pub(crate) struct Connection {
     opened: Instant,
     /// What compression did on this connection, both ways.
     compression: Arc<crate::protocol::compress::CompressionCounters>,
+    /// Whether this side compresses what it sends, and why.
+    pub(crate) compression_choice: crate::protocol::compress::CompressionChoice,
 }
 
 impl Connection {
@@ -289,6 +291,7 @@ impl Connection {
             outgoing.compress_with(compressor);
         }
         stats.track_compression(&choice, Arc::clone(&compression));
+        stats.event("compression", choice.reason.clone());
         let locality = hello.host.locality(&peer_hello.host);
         let limits = FrameLimits {
             own: config.frame_limit,
@@ -332,6 +335,7 @@ impl Connection {
             driver: OnceLock::new(),
             opened: Instant::now(),
             compression,
+            compression_choice: choice,
         })
     }
 

@@ -193,6 +193,7 @@ pub(crate) async fn drive<R: LinkRx>(
         link.outgoing.compress_with(compressor);
     }
     stats.track_compression(&choice, Arc::clone(&compression));
+    stats.event("compression", choice.reason.clone());
     stats.event(
         "accepted",
         format!(
