@@ -96,6 +96,8 @@ pub mod discovery;
 #[cfg(feature = "rt")]
 mod driver;
 #[cfg(feature = "rt")]
+pub mod health;
+#[cfg(feature = "rt")]
 pub mod layers;
 #[cfg(all(unix, feature = "rt"))]
 pub mod process;

@@ -137,6 +137,7 @@ pub struct ServerBuilder {
     grace: Duration,
     runtime_dir: Option<PathBuf>,
     introspection: bool,
+    health: bool,
     message_queues: bool,
     remove_queues_on_shutdown: bool,
     require_queues: bool,
@@ -166,6 +167,7 @@ impl Server {
             grace: Duration::from_secs(30),
             runtime_dir: None,
             introspection: true,
+            health: true,
             message_queues: true,
             remove_queues_on_shutdown: false,
             require_queues: false,
@@ -384,6 +386,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Whether to serve the [`Health`](crate::health::Health) service (on
+    /// by default): `check` and `watch` per service, set through
+    /// [`ServerHandle::health`].
+    pub fn health(mut self, enabled: bool) -> Self {
+        self.health = enabled;
+        self
+    }
+
     /// Also answers introspection calls over TCP and QUIC, and from local
     /// peers of another user (off by default): turn it on only where every
     /// peer that can reach those listeners may read the connection table,
@@ -467,6 +477,14 @@ impl ServerBuilder {
                 .add(Arc::new(crate::debug::IntrospectionServer::new(
                     crate::debug::ProcessIntrospection,
                 )))?;
+        }
+        let health = crate::health::HealthReporter::new(&service_names);
+        if self.health {
+            self.router.add(Arc::new(crate::health::HealthServer::new(
+                crate::health::HealthService {
+                    reporter: health.clone(),
+                },
+            )))?;
         }
         let needs_registry = self.publish || matches!(self.unix, UnixSetting::Auto);
         let registry = if needs_registry {
@@ -713,6 +731,7 @@ impl ServerBuilder {
             _registration: registration,
             #[cfg(target_os = "linux")]
             queues,
+            health,
         })
     }
 }
@@ -851,9 +870,17 @@ pub struct ServerHandle {
     _registration: crate::debug::recorder::ServerRegistration,
     #[cfg(target_os = "linux")]
     queues: Vec<queue::QueueHandle>,
+    /// What the health service reports.
+    health: crate::health::HealthReporter,
 }
 
 impl ServerHandle {
+    /// Sets what this server's [`Health`](crate::health::Health) service
+    /// reports: a service NOT_SERVING while it cannot do its work, say.
+    pub fn health(&self) -> crate::health::HealthReporter {
+        self.health.clone()
+    }
+
     /// The POSIX message queues one-way calls reach this server through.
     #[cfg(target_os = "linux")]
     pub fn queues(&self) -> Vec<String> {
@@ -938,6 +965,8 @@ impl ServerHandle {
     /// (clients keep enqueueing one-way calls meanwhile) unless
     /// [`ServerBuilder::remove_queues_on_shutdown`] was set.
     pub async fn shutdown(mut self) {
+        // Watchers of its health learn first, and their watches end.
+        self.health.shutting_down();
         self.published.clear();
         let _ = self.phase.send(Phase::Draining);
         for task in self.tasks.drain(..) {
@@ -982,6 +1011,7 @@ impl ServerHandle {
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
+        self.health.shutting_down();
         let _ = self.phase.send(Phase::Stopped);
         for task in &self.tasks {
             task.abort();

@@ -585,12 +585,17 @@ impl Serving {
             }
             None => Request::new(frame.payload),
         };
-        // The introspection service has its own rule of who may read it.
+        // The introspection service has its own rule of who may read it;
+        // health is for anyone who probes (balancers, orchestrators).
         let layers = self
             .shared
             .layers
             .stack()
-            .filter(|_| service.descriptor().name != crate::debug::INTROSPECTION_DESCRIPTOR.name)
+            .filter(|_| {
+                let name = service.descriptor().name;
+                name != crate::debug::INTROSPECTION_DESCRIPTOR.name
+                    && name != crate::health::HEALTH_DESCRIPTOR.name
+            })
             .cloned();
         let (handler, request) = match layers {
             // Without layers the handler starts at once.
