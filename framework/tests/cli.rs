@@ -62,7 +62,7 @@ fn dir_arg(dir: &Path) -> &str {
 async fn help_and_usage_errors() {
     let out = switchyard(&["--help"]).await;
     let stdout = expect_code(&out, 0, "--help");
-    for command in ["inspect", "services", "certs"] {
+    for command in ["inspect", "health", "services", "certs"] {
         assert!(
             stdout.contains(&format!("switchyard {command}")),
             "{stdout}"
@@ -115,6 +115,7 @@ async fn every_command_has_help() {
     assert_eq!(expect_code(&out, 0, "--version").trim(), version);
     for (command, option) in [
         ("inspect", "--json"),
+        ("health", "--service"),
         ("services", "--remove-queue"),
         ("certs", "--out"),
     ] {
@@ -201,6 +202,68 @@ async fn services_lists_and_prunes_the_registry() {
     let out = switchyard(&["services", "--prune", "--runtime-dir", dir]).await;
     assert!(expect_code(&out, 0, "services --prune").contains("pruned 0 entries"));
 
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_probes_exit_zero_only_while_serving() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let rt = temp.path().join("rt");
+    let dir = dir_arg(&rt);
+    let server = Server::builder()
+        .add_service(GreeterServer::new(English))
+        .runtime_dir(&rt)
+        .start()
+        .await
+        .expect("server starts");
+    let out = switchyard(&["health", "greeter", "--runtime-dir", dir]).await;
+    assert_eq!(expect_code(&out, 0, "health greeter").trim(), "SERVING");
+    let args = [
+        "health",
+        "greeter",
+        "--service",
+        "Greeter",
+        "--runtime-dir",
+        dir,
+    ];
+    let out = switchyard(&args).await;
+    assert_eq!(
+        expect_code(&out, 0, "health --service Greeter").trim(),
+        "SERVING"
+    );
+    server.health().set_not_serving("Greeter").unwrap();
+    let out = switchyard(&args).await;
+    assert_eq!(
+        expect_code(&out, 1, "health --service Greeter, not serving").trim(),
+        "NOT_SERVING"
+    );
+    assert!(
+        text(&out.stderr).contains("reports \"Greeter\" as not serving"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = switchyard(&[
+        "health",
+        "greeter",
+        "--service",
+        "Nope",
+        "--runtime-dir",
+        dir,
+    ])
+    .await;
+    expect_code(&out, 1, "health --service Nope");
+    assert!(
+        text(&out.stderr).contains("does not serve \"Nope\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = switchyard(&["health", "nobody-here", "--runtime-dir", dir]).await;
+    expect_code(&out, 1, "health nobody-here");
+    assert!(
+        text(&out.stderr).contains("could not reach nobody-here"),
+        "{}",
+        text(&out.stderr)
+    );
     server.shutdown().await;
 }
 

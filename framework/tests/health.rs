@@ -64,7 +64,10 @@ async fn check_reports_each_service_and_names_what_is_served_when_asked_for_anot
     let dir = tempfile::tempdir().unwrap();
     let server = server(dir.path(), "orders-check").await;
     let health = health(dir.path(), "orders-check").await;
-    assert_eq!(health.check(String::new()).await.unwrap(), ServingStatus::Serving);
+    assert_eq!(
+        health.check(String::new()).await.unwrap(),
+        ServingStatus::Serving
+    );
     assert_eq!(
         health.check("Orders".into()).await.unwrap(),
         ServingStatus::Serving
@@ -84,7 +87,10 @@ async fn check_reports_each_service_and_names_what_is_served_when_asked_for_anot
         health.check("Orders".into()).await.unwrap(),
         ServingStatus::NotServing
     );
-    assert_eq!(health.check(String::new()).await.unwrap(), ServingStatus::Serving);
+    assert_eq!(
+        health.check(String::new()).await.unwrap(),
+        ServingStatus::Serving
+    );
     reporter.set_serving("Orders").unwrap();
     assert_eq!(
         health.check("Orders".into()).await.unwrap(),

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 /// The synopsis at the top of `switchyard --help`, one line per command.
 const USAGE: &str = "\
 switchyard inspect <name | unix:///path | tcp://host:port> [--json] [--runtime-dir DIR]
+       switchyard health <name | url> [--service SERVICE] [--runtime-dir DIR]
        switchyard services [--prune] [--json] [--runtime-dir DIR]
        switchyard services --remove-queue SERVICE [--runtime-dir DIR]
        switchyard certs --out DIR NAME[,SAN...]...
@@ -53,6 +54,15 @@ pub(crate) enum Command {
     /// each have 5 seconds.
     #[command(verbatim_doc_comment)]
     Inspect(InspectArgs),
+    /// Ask a server whether it serves: prints SERVING or NOT_SERVING and
+    /// exits 0 only for SERVING (a probe for orchestrators).
+    ///
+    /// Calls the server's health service (every server answers it unless
+    /// built with `.health(false)`). Connecting and the call each have 5
+    /// seconds; a server that cannot be reached, or does not serve the
+    /// service asked about, exits 1 saying why.
+    #[command(verbatim_doc_comment)]
+    Health(HealthArgs),
     /// List the live entries of the local registry; --prune removes dead
     /// ones, --remove-queue a stopped service's message queue.
     ///
@@ -84,6 +94,7 @@ impl Command {
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::Inspect(_) => "inspect",
+            Self::Health(_) => "health",
             Self::Services(_) => "services",
             Self::Certs(_) => "certs",
             Self::Bench(_) => "bench",
@@ -112,6 +123,21 @@ pub(crate) struct InspectArgs {
     /// Print the whole snapshot as JSON instead of the table.
     #[arg(long, verbatim_doc_comment)]
     pub(crate) json: bool,
+    /// Look names up in DIR's registry.
+    #[arg(long, verbatim_doc_comment, value_name = "DIR", long_help = runtime_dir_help("Look names up in DIR's registry"))]
+    pub(crate) runtime_dir: Option<PathBuf>,
+}
+
+/// The options of `switchyard health`.
+#[derive(Debug, Args)]
+pub(crate) struct HealthArgs {
+    /// A name published in the local registry, unix:///path/to.sock,
+    /// tcp://host:port or quic://host:port?pin=...
+    #[arg(verbatim_doc_comment, value_name = "TARGET")]
+    pub(crate) target: String,
+    /// The service to ask about; without it, the server as a whole.
+    #[arg(long, verbatim_doc_comment, value_name = "SERVICE", default_value = "")]
+    pub(crate) service: String,
     /// Look names up in DIR's registry.
     #[arg(long, verbatim_doc_comment, value_name = "DIR", long_help = runtime_dir_help("Look names up in DIR's registry"))]
     pub(crate) runtime_dir: Option<PathBuf>,

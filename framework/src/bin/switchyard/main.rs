@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! switchyard inspect <name | unix:///path | tcp://host:port> [--json] [--runtime-dir DIR]
+//! switchyard health <name | url> [--service SERVICE] [--runtime-dir DIR]
 //! switchyard services [--prune] [--json] [--runtime-dir DIR]
 //! switchyard services --remove-queue SERVICE [--runtime-dir DIR]
 //! switchyard certs --out DIR NAME[,SAN...]...
@@ -17,6 +18,7 @@
 #[cfg(feature = "quic")]
 mod certs;
 mod cli;
+mod health;
 mod inspect;
 mod services;
 mod usage;
@@ -41,6 +43,9 @@ fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Inspect(args) => {
             inspect::run(&args.target, args.json, args.runtime_dir).map_err(Failure::Failed)
+        }
+        Command::Health(args) => {
+            health::run(&args.target, &args.service, args.runtime_dir).map_err(Failure::Failed)
         }
         Command::Services(args) => match args.remove_queue {
             Some(service) => {

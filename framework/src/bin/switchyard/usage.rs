@@ -62,7 +62,7 @@ pub(crate) fn describe(err: &clap::Error, args: &[String]) -> Option<String> {
 /// The command named on the command line, if one of the tool's.
 fn command_of(args: &[String]) -> Option<&'static str> {
     let first = args.iter().find(|arg| !arg.starts_with('-'))?;
-    ["inspect", "services", "certs", "bench", "version", "help"]
+    ["inspect", "health", "services", "certs", "bench", "version", "help"]
         .into_iter()
         .find(|command| command == first)
 }
