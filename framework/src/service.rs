@@ -318,7 +318,7 @@ impl Reply {
             buf,
             bulk: None,
             stream: None,
-            flags: 0,
+            flags: crate::context::Context::current().map_or(0, |ctx| ctx.method().frame_flags()),
         }
     }
 

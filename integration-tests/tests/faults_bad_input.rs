@@ -457,3 +457,31 @@ async fn a_corrupt_compressed_payload_gets_goaway_naming_it() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_server_with_compression_off_lists_no_codec_and_refuses_compressed_frames() {
+    let server = ServerProcess::start(&["--compression", "off"]);
+    within(LIMIT, async {
+        let (mut stream, hello) = raw(&server).await;
+        assert_eq!(hello.codecs, 0, "its hello lists no codec");
+        let echo = hello.services[0]
+            .methods
+            .iter()
+            .find(|m| m.name == "echo")
+            .unwrap()
+            .id;
+        stream
+            .write_all(&compressed(&request(4, echo, &b"abcd".repeat(4096))))
+            .await
+            .unwrap();
+        let Some(Decoded::Frame(goaway)) = read_frame(&mut stream).await else {
+            panic!("expected goaway");
+        };
+        assert_eq!(goaway.header.kind, Kind::GoAway);
+        assert_eq!(Code::from_u16(goaway.header.status), Code::InvalidArgument);
+        let message = String::from_utf8_lossy(&goaway.payload);
+        assert!(message.contains("reads no codec"), "{message}");
+        still_serves(&server).await;
+    })
+    .await;
+}

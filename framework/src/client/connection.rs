@@ -101,6 +101,8 @@ pub(crate) struct Connection {
     compression: Arc<crate::protocol::compress::CompressionCounters>,
     /// Whether this side compresses what it sends, and why.
     pub(crate) compression_choice: crate::protocol::compress::CompressionChoice,
+    /// This side's hello listed no codec: compressed payloads are refused.
+    refuses_compressed: bool,
 }
 
 impl Connection {
@@ -158,7 +160,8 @@ impl Connection {
                 timers,
             },
         )
-        .with_compression_counters(Arc::clone(&self.compression));
+        .with_compression_counters(Arc::clone(&self.compression))
+        .refusing_compressed_if(self.refuses_compressed);
         let caller = Arc::downgrade(self) as Weak<dyn CallerSide>;
         let weak = Arc::downgrade(self);
         let url = self.url.clone();
@@ -195,7 +198,11 @@ impl Connection {
         let peer = link.peer();
         let url = peer.addr.clone();
         let (mut tx, mut rx) = link.split(config.frame_limit);
-        let hello = local_hello(Role::Client, Vec::new(), config.frame_limit, 0);
+        let mut hello = local_hello(Role::Client, Vec::new(), config.frame_limit, 0);
+        // A client whose compression is off reads none either.
+        if config.compression.mode() == crate::protocol::compress::CompressionMode::Off {
+            hello.codecs = 0;
+        }
         crate::transport::LinkTx::send(&mut tx, &hello_frame(&hello))
             .await
             .map_err(|err| {
@@ -327,7 +334,8 @@ impl Connection {
                         timers: Timers::default(),
                     },
                 )
-                .with_compression_counters(Arc::clone(&compression)),
+                .with_compression_counters(Arc::clone(&compression))
+                .refusing_compressed_if(hello.codecs == 0),
             ),
             closed: OnceLock::new(),
             draining: AtomicBool::new(false),
@@ -336,6 +344,7 @@ impl Connection {
             opened: Instant::now(),
             compression,
             compression_choice: choice,
+            refuses_compressed: hello.codecs == 0,
         })
     }
 

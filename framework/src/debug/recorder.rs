@@ -62,8 +62,6 @@ pub(crate) struct Recorder {
     closed: Mutex<VecDeque<ConnectionInfo>>,
     methods: Mutex<BTreeMap<MethodKey, Arc<MethodCounters>>>,
     servers: Mutex<BTreeMap<u64, ServerEntry>>,
-    /// What closed connections compressed and decompressed.
-    compression_retired: Mutex<CompressionTrack>,
 }
 
 type MethodKey = (String, String, Transport, Side);
@@ -97,7 +95,6 @@ pub(crate) fn recorder() -> &'static Recorder {
         closed: Mutex::new(VecDeque::new()),
         methods: Mutex::new(BTreeMap::new()),
         servers: Mutex::new(BTreeMap::new()),
-        compression_retired: Mutex::new(CompressionTrack::default()),
     })
 }
 
@@ -203,23 +200,9 @@ impl Recorder {
     }
 
     /// What every connection compressed and decompressed so far, closed
-    /// ones included.
+    /// ones included (process totals that only grow).
     pub(crate) fn compression_totals(&self) -> CompressionTrack {
-        // Declared first, so dropped last: after the locks are released,
-        // since dropping the last reference to a connection's stats takes
-        // them.
-        let open: Vec<Arc<ConnectionStats>>;
-        let retired = lock(&self.compression_retired);
-        open = lock(&self.open)
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect();
-        let mut total = retired.clone();
-        drop(retired);
-        for connection in &open {
-            total.add(&connection.compression_moved());
-        }
-        total
+        CompressionTrack::read(crate::protocol::compress::process_totals())
     }
 
     pub(crate) fn method_stats(&self) -> Vec<MethodStats> {
@@ -297,14 +280,6 @@ impl ConnectionStats {
         let _ = self
             .compression
             .set((choice.on.is_some(), choice.reason.clone(), counters));
-    }
-
-    /// What compression moved on this connection so far.
-    fn compression_moved(&self) -> CompressionTrack {
-        self.compression
-            .get()
-            .map(|(_, _, counters)| CompressionTrack::read(counters))
-            .unwrap_or_default()
     }
 
     /// A streaming call opened (`true`) or ended.
@@ -451,13 +426,7 @@ impl Drop for ConnectionStats {
         self.closed();
         let info = self.snapshot();
         let recorder = recorder();
-        {
-            // Retired and unlisted at once (the retired lock first, as in
-            // `compression_totals`), so no total counts it twice or never.
-            let mut retired = lock(&recorder.compression_retired);
-            retired.add(&info.compression.moved);
-            lock(&recorder.open).remove(&self.id);
-        }
+        lock(&recorder.open).remove(&self.id);
         let mut closed = lock(&recorder.closed);
         if closed.len() == CLOSED_KEPT {
             closed.pop_back();

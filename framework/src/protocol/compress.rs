@@ -240,7 +240,48 @@ pub struct CompressionCounters {
     pub received_raw: AtomicU64,
 }
 
+/// What every connection of this process compressed and decompressed so
+/// far: each connection's counts are added here too, so the totals only
+/// ever grow (Prometheus counters), whenever connections close.
+pub fn process_totals() -> &'static CompressionCounters {
+    static TOTALS: CompressionCounters = CompressionCounters {
+        compressed: AtomicU64::new(0),
+        sent_raw: AtomicU64::new(0),
+        sent_wire: AtomicU64::new(0),
+        incompressible: AtomicU64::new(0),
+        inflated: AtomicU64::new(0),
+        received_wire: AtomicU64::new(0),
+        received_raw: AtomicU64::new(0),
+    };
+    &TOTALS
+}
+
 impl CompressionCounters {
+    /// Adds a payload sent compressed, `raw` bytes as `wire`.
+    fn count_sent(&self, raw: u64, wire: u64) {
+        for counters in [self, process_totals()] {
+            counters.compressed.fetch_add(1, Ordering::Relaxed);
+            counters.sent_raw.fetch_add(raw, Ordering::Relaxed);
+            counters.sent_wire.fetch_add(wire, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds a payload that did not shrink enough to be sent compressed.
+    fn count_incompressible(&self) {
+        for counters in [self, process_totals()] {
+            counters.incompressible.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds a compressed payload received, `wire` bytes inflated to `raw`.
+    fn count_received(&self, wire: u64, raw: u64) {
+        for counters in [self, process_totals()] {
+            counters.inflated.fetch_add(1, Ordering::Relaxed);
+            counters.received_wire.fetch_add(wire, Ordering::Relaxed);
+            counters.received_raw.fetch_add(raw, Ordering::Relaxed);
+        }
+    }
+
     /// Bytes the compression kept off the wire, both ways.
     pub fn saved(&self) -> u64 {
         let sent = self
@@ -337,7 +378,7 @@ impl FrameCompressor {
         let compressed_len = match zstd_compress(payload, self.level, &mut out) {
             Some(len) if len <= payload_len - payload_len / 16 => len,
             _ => {
-                self.counters.incompressible.fetch_add(1, Ordering::Relaxed);
+                self.counters.count_incompressible();
                 return None;
             }
         };
@@ -345,14 +386,8 @@ impl FrameCompressor {
         sealed.flags |= FLAG_COMPRESSED;
         sealed.payload_len = u32::try_from(compressed_len).ok()?;
         sealed.write_to(&mut out);
-        let counters = &self.counters;
-        counters.compressed.fetch_add(1, Ordering::Relaxed);
-        counters
-            .sent_raw
-            .fetch_add(payload_len as u64, Ordering::Relaxed);
-        counters
-            .sent_wire
-            .fetch_add(compressed_len as u64, Ordering::Relaxed);
+        self.counters
+            .count_sent(payload_len as u64, compressed_len as u64);
         Some(out)
     }
 }
@@ -372,6 +407,21 @@ pub enum InflateError {
     /// The payload is not a valid zstd frame, or not of the size it declares.
     #[error("a compressed payload is corrupt: {0}")]
     Corrupt(String),
+    /// Only the payloads of Request, OneWay, successful Response and Data
+    /// frames may be compressed.
+    #[error(
+        "a {kind:?} frame came compressed; only requests, successful responses and stream messages may be"
+    )]
+    NotAllowed {
+        /// The frame's kind.
+        kind: Kind,
+    },
+    /// This side's hello listed no codec (its compression is off), yet a
+    /// compressed payload came.
+    #[error(
+        "a compressed payload arrived, but this side's hello said it reads no codec (its compression is off)"
+    )]
+    Refused,
 }
 
 /// Decompresses the payload of `frame` if it arrived compressed, within
@@ -386,6 +436,16 @@ pub fn inflate(
     if frame.header.flags & FLAG_COMPRESSED == 0 {
         return Ok(Decoded::Frame(frame));
     }
+    let may_compress = match frame.header.kind {
+        Kind::Request | Kind::OneWay | Kind::Data => true,
+        Kind::Response => frame.header.status == 0,
+        _ => false,
+    };
+    if !may_compress {
+        return Err(InflateError::NotAllowed {
+            kind: frame.header.kind,
+        });
+    }
     let declared = zstd_content_size(&frame.payload)?;
     let mut header = frame.header;
     header.flags &= !FLAG_COMPRESSED;
@@ -397,13 +457,7 @@ pub fn inflate(
     // declared + metadata <= limit <= u32::MAX: it fits.
     let declared = declared as usize;
     let payload = zstd_decompress(&frame.payload, declared)?;
-    counters.inflated.fetch_add(1, Ordering::Relaxed);
-    counters
-        .received_wire
-        .fetch_add(frame.payload.len() as u64, Ordering::Relaxed);
-    counters
-        .received_raw
-        .fetch_add(declared as u64, Ordering::Relaxed);
+    counters.count_received(frame.payload.len() as u64, declared as u64);
     header.payload_len = u32::try_from(declared).unwrap_or(u32::MAX);
     Ok(Decoded::Frame(Frame {
         header,
@@ -437,10 +491,16 @@ mod codec {
     pub(super) fn compress(payload: &[u8], level: i32, out: &mut Vec<u8>) -> Option<usize> {
         COMPRESSOR.with(|cell| {
             let mut cell = cell.borrow_mut();
-            if cell.as_ref().is_none_or(|(set, _)| *set != level) {
+            if cell.is_none() {
                 *cell = Some((level, zstd::bulk::Compressor::new(level).ok()?));
             }
-            let (_, compressor) = cell.as_mut()?;
+            let (set, compressor) = cell.as_mut()?;
+            if *set != level {
+                // One context per thread, whatever the levels of the
+                // connections it serves.
+                compressor.set_compression_level(level).ok()?;
+                *set = level;
+            }
             let start = out.len();
             out.reserve(bound(payload.len()));
             let mut cursor = Cursor::new(out);
@@ -676,6 +736,39 @@ mod tests {
             inflate(frame, DEFAULT_FRAME_LIMIT, &counters),
             Err(InflateError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn only_requests_successful_responses_and_stream_messages_may_come_compressed() {
+        let counters = CompressionCounters::default();
+        for (kind, status) in [
+            (Kind::Ping, 0),
+            (Kind::Cancel, 1),
+            (Kind::GoAway, 14),
+            (Kind::Response, 13),
+        ] {
+            let mut header = Header::new(kind, 1);
+            header.flags = FLAG_COMPRESSED;
+            header.status = status;
+            let frame = Frame::new(header, Bytes::new(), Bytes::from_static(b"x"));
+            assert_eq!(
+                inflate(frame, DEFAULT_FRAME_LIMIT, &counters),
+                Err(InflateError::NotAllowed { kind }),
+                "{kind:?}"
+            );
+        }
+        let before = process_totals().inflated.load(Ordering::Relaxed);
+        let wire = request(1, 0, b"", &b"abc".repeat(1000));
+        let compressed = compressor().compress(&wire).unwrap();
+        let Decoded::Frame(frame) = decode_all(&compressed).remove(0) else {
+            panic!()
+        };
+        inflate(frame, DEFAULT_FRAME_LIMIT, &counters).unwrap();
+        assert_eq!(counters.inflated.load(Ordering::Relaxed), 1);
+        assert!(
+            process_totals().inflated.load(Ordering::Relaxed) > before,
+            "the process totals count it too"
+        );
     }
 
     #[test]

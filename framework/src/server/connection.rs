@@ -119,6 +119,10 @@ pub(crate) fn server_hello(shared: &ServerShared, role: Role) -> Hello {
         u32::try_from(shared.config.max_in_flight).unwrap_or(u32::MAX),
     );
     hello.queues = shared.queues.clone();
+    // A server whose compression is off reads none either.
+    if shared.config.compression.mode() == crate::protocol::compress::CompressionMode::Off {
+        hello.codecs = 0;
+    }
     hello.endpoints = shared.endpoints.get().cloned().unwrap_or_default();
     hello
 }
@@ -223,6 +227,7 @@ pub(crate) async fn drive<R: LinkRx>(
         },
     )
     .with_compression_counters(compression);
+    let session = session.refusing_compressed_if(link.hello.codecs == 0);
     let mut serving = Serving {
         shared,
         info,

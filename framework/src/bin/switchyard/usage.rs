@@ -62,9 +62,11 @@ pub(crate) fn describe(err: &clap::Error, args: &[String]) -> Option<String> {
 /// The command named on the command line, if one of the tool's.
 fn command_of(args: &[String]) -> Option<&'static str> {
     let first = args.iter().find(|arg| !arg.starts_with('-'))?;
-    ["inspect", "health", "services", "certs", "bench", "version", "help"]
-        .into_iter()
-        .find(|command| command == first)
+    [
+        "inspect", "health", "services", "certs", "bench", "version", "help",
+    ]
+    .into_iter()
+    .find(|command| command == first)
 }
 
 /// clap's own message without its `error: ` prefix, usage and tips.

@@ -273,6 +273,9 @@ pub struct Session<W, H> {
     /// What decompressing received payloads did (and, shared with the
     /// runtime's compressor, what compressing sent ones did).
     compression: Arc<CompressionCounters>,
+    /// Whether compressed payloads are taken (this side's hello listed a
+    /// codec).
+    inflates: bool,
 }
 
 impl<W, H> Session<W, H> {
@@ -292,7 +295,16 @@ impl<W, H> Session<W, H> {
             events: VecDeque::new(),
             transmits: VecDeque::new(),
             compression: Arc::default(),
+            inflates: true,
         }
+    }
+
+    /// Refuses compressed payloads (a protocol error) when `refuse`: for a
+    /// side whose compression is off, whose hello lists no codec.
+    #[must_use]
+    pub fn refusing_compressed_if(mut self, refuse: bool) -> Self {
+        self.inflates = !refuse;
+        self
     }
 
     /// Counts decompressed payloads into `counters` (shared with the
@@ -348,6 +360,12 @@ impl<W, H> Session<W, H> {
             // Decompressed first: nothing after this sees the wire form.
             Decoded::Frame(frame) if frame.header.flags & FLAG_COMPRESSED != 0 => {
                 let (kind, call_id) = (frame.header.kind, frame.header.call_id);
+                if !self.inflates {
+                    return Err(Status::invalid_argument(format!(
+                        "the {kind:?} frame of call {call_id}: {}",
+                        compress::InflateError::Refused
+                    )));
+                }
                 match compress::inflate(frame, self.config.limits.own, &self.compression) {
                     Ok(Decoded::Frame(frame)) => frame,
                     Ok(Decoded::Oversized(header)) => {
