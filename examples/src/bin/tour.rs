@@ -3,7 +3,8 @@
 //! line per call: the transport, the call, its result, and why that
 //! transport was chosen; then streams both ways, timed, and one whose
 //! reader pauses, to show the server waits for credit; then layers: a
-//! server that requires a bearer token, called without it and with it.
+//! server that requires a bearer token, called without it and with it; the
+//! server's health, and why a connection does (not) compress.
 //!
 //! `cargo run --release -p switchyard-examples --bin tour`
 
@@ -189,6 +190,19 @@ async fn tour() -> Result<(), String> {
     let calc_tcp = CalculatorClient::new(tcp.clone());
     let sum = calc_tcp.add(40, 2).await.map_err(|s| s.to_string())?;
     line(&tcp, "add(40, 2)", &sum.to_string());
+    // Every server answers the health service; each connection says
+    // whether it compresses, and why (loopback: no).
+    let health = switchyard::health::HealthClient::new(tcp.clone())
+        .check(String::new())
+        .await
+        .map_err(|s| s.to_string())?;
+    line(&tcp, "health.check(\"\")", &format!("{health:?}"));
+    println!(
+        "{:<7} {:<44} {}",
+        "",
+        "compression of what this side sends",
+        tcp.compression().reason
+    );
 
     // QUIC, the track between machines: TLS 1.3 with the certificate's
     // fingerprint pinned from the registry entry, one stream per call.
