@@ -41,6 +41,16 @@ async fn read_frame(stream: &mut UnixStream) -> Option<Decoded> {
     }
 }
 
+/// The id of the served method `name` in the server's hello.
+fn method_id(hello: &Hello, name: &str) -> u32 {
+    hello.services[0]
+        .methods
+        .iter()
+        .find(|m| m.name == name)
+        .unwrap_or_else(|| panic!("the server serves no {name}"))
+        .id
+}
+
 fn request(call_id: u64, method_id: u32, payload: &[u8]) -> Vec<u8> {
     let mut header = Header::new(Kind::Request, call_id);
     header.method_id = method_id;
@@ -110,12 +120,7 @@ async fn a_length_of_u32_max_is_refused_without_allocating_and_the_connection_li
     let server = ServerProcess::start(&[]);
     within(LIMIT, async {
         let (mut stream, hello) = raw(&server).await;
-        let add = hello.services[0]
-            .methods
-            .iter()
-            .find(|m| m.name == "add")
-            .unwrap()
-            .id;
+        let add = method_id(&hello, "add");
         let mut header = Header::new(Kind::Request, 7);
         header.method_id = add;
         header.payload_len = u32::MAX;
@@ -377,12 +382,7 @@ async fn a_compression_bomb_is_resource_exhausted_and_the_server_stays_small() {
     let server = ServerProcess::start(&[]);
     within(LIMIT, async {
         let (mut stream, hello) = raw(&server).await;
-        let echo = hello.services[0]
-            .methods
-            .iter()
-            .find(|m| m.name == "echo")
-            .unwrap()
-            .id;
+        let echo = method_id(&hello, "echo");
         // 24 MiB of zeros in under 1 KiB, past the server's 16 MiB limit.
         let bomb = compressed(&request(1, echo, &vec![0u8; 24 << 20]));
         assert!(bomb.len() <= 1024, "{} bytes", bomb.len());
@@ -430,12 +430,7 @@ async fn a_corrupt_compressed_payload_gets_goaway_naming_it() {
     let server = ServerProcess::start(&[]);
     within(LIMIT, async {
         let (mut stream, hello) = raw(&server).await;
-        let echo = hello.services[0]
-            .methods
-            .iter()
-            .find(|m| m.name == "echo")
-            .unwrap()
-            .id;
+        let echo = method_id(&hello, "echo");
         let mut frame = compressed(&request(3, echo, &b"abcd".repeat(4096)));
         // Scribble over the compressed blocks, past the zstd frame header.
         let len = frame.len();
@@ -464,12 +459,7 @@ async fn a_server_with_compression_off_lists_no_codec_and_refuses_compressed_fra
     within(LIMIT, async {
         let (mut stream, hello) = raw(&server).await;
         assert_eq!(hello.codecs, 0, "its hello lists no codec");
-        let echo = hello.services[0]
-            .methods
-            .iter()
-            .find(|m| m.name == "echo")
-            .unwrap()
-            .id;
+        let echo = method_id(&hello, "echo");
         stream
             .write_all(&compressed(&request(4, echo, &b"abcd".repeat(4096))))
             .await

@@ -14,21 +14,6 @@ use switchyard::{Channel, Transport};
 use switchyard_integration_tests::netns::{Host, Lan};
 use switchyard_integration_tests::{ServerProcess, TestingClient};
 
-/// Runs `f` on `host` in a runtime of its own, with a watchdog.
-fn on<T: Send>(host: &Host, f: impl AsyncFnOnce() -> T + Send) -> T {
-    host.enter(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime")
-            .block_on(async {
-                tokio::time::timeout(Duration::from_secs(90), f())
-                    .await
-                    .expect("a hang: the test did not finish in 90 s")
-            })
-    })
-}
-
 /// The server's endpoint of `scheme` as seen from other hosts.
 fn address(server: &ServerProcess, host: &Host, scheme: &str) -> String {
     server
@@ -77,7 +62,7 @@ fn across_namespaces_both_sides_compress_large_payloads_over_tcp_and_quic() {
     let server = b.serve_test_server();
     for (scheme, transport) in [("tcp", Transport::Tcp), ("quic", Transport::Quic)] {
         let target = address(&server, b, scheme);
-        on(a, async || {
+        a.run(Duration::from_secs(90), async {
             let channel = Channel::connect(&target).await.expect("connects");
             assert_eq!(channel.selection().transport, transport);
             let client = TestingClient::new(channel.clone());
@@ -129,7 +114,7 @@ fn a_server_with_compression_off_reads_none_so_nothing_is_compressed_either_way(
     let (a, b) = (&lan.hosts[0], &lan.hosts[1]);
     let server = b.serve_test_server_with(&["--compression", "off"]);
     let target = address(&server, b, "tcp");
-    on(a, async || {
+    a.run(Duration::from_secs(90), async {
         let channel = Channel::connect(&target).await.expect("connects");
         assert_eq!(channel.server_hello().codecs, 0);
         let client = TestingClient::new(channel.clone());

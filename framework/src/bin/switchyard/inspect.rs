@@ -2,29 +2,15 @@
 //! prints its connections.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
+use switchyard::Code;
 use switchyard::debug::{IntrospectionClient, table};
-use switchyard::{Channel, Code};
 
-/// How long connecting, and then the call, may take.
-const TIMEOUT: Duration = Duration::from_secs(5);
+use crate::reach::{self, TIMEOUT};
 
 /// Connects to `target`, takes a snapshot and prints it.
 pub(crate) fn run(target: &str, json: bool, runtime_dir: Option<PathBuf>) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|err| format!("starting the tokio runtime: {err}"))?;
-    let snapshot = runtime.block_on(async {
-        let mut builder = Channel::builder().connect_timeout(TIMEOUT).timeout(TIMEOUT);
-        if let Some(dir) = runtime_dir {
-            builder = builder.runtime_dir(dir);
-        }
-        let channel = builder
-            .connect(target)
-            .await
-            .map_err(|status| format!("could not reach {target}: {}", status.message()))?;
+    let snapshot = reach::call(target, runtime_dir, async |channel| {
         let client = IntrospectionClient::new(channel);
         client
             .snapshot()

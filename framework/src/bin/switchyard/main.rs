@@ -20,6 +20,7 @@ mod certs;
 mod cli;
 mod health;
 mod inspect;
+mod reach;
 mod services;
 mod usage;
 
