@@ -270,18 +270,19 @@ fn write_connection(out: &mut String, c: &ConnectionInfo, now: u64) -> fmt::Resu
         role = Esc(&c.role),
         state = Esc(&c.state),
     )?;
-    writeln!(
+    // The compression choice goes under the transport: the reason cell
+    // holds the transport's reason alone.
+    write!(
         out,
         "<td class=\"num id\">#{}</td><td class=\"role\">{}</td><td class=\"state\">{}</td>\
-         <td class=\"transport\">{}</td><td class=\"reason\">{}",
+         <td class=\"transport\">{}",
         c.id,
         Esc(&c.role),
         Esc(&c.state),
         Esc(&c.transport),
-        Esc(&c.reason)
     )?;
     write_compression(out, c)?;
-    out.push_str("</td>\n");
+    writeln!(out, "</td><td class=\"reason\">{}</td>", Esc(&c.reason))?;
     out.push_str("<td class=\"rejected\">");
     if c.rejected.is_empty() {
         out.push_str("<span class=\"muted\">none</span>");
