@@ -89,6 +89,10 @@ pub struct Method {
     /// `#[switchyard(compress = false)]`. Not part of the signature: each
     /// end decides for what it sends.
     pub compress: bool,
+    /// Whether the method is `#[switchyard(idempotent)]`: making it twice
+    /// does no harm, so a client may retry it on a retryable failure (and
+    /// hedge it). Not part of the signature: only the client acts on it.
+    pub idempotent: bool,
     /// The method id, [`method_id`](crate::ids::method_id).
     pub id: u32,
     /// The signature text, [`signature`](crate::ids::signature).
@@ -117,6 +121,8 @@ pub struct MethodSyntax {
     pub priority_span: Option<Span>,
     /// The span of `compress = ...` in `#[switchyard(compress = false)]`.
     pub compress_span: Option<Span>,
+    /// The span of `idempotent` in `#[switchyard(idempotent)]`.
+    pub idempotent_span: Option<Span>,
     /// Options that could not be understood: keys and malformed values.
     pub errors: Vec<syn::Error>,
 }

@@ -14,7 +14,7 @@ use crate::model::{Arg, ClientStream, Method, MethodSyntax, Receiver, Service, S
 
 /// The options of `#[switchyard(...)]` on a method, told apart from service
 /// options when they are put on the trait.
-const METHOD_OPTIONS: &[&str] = &["oneway", "priority", "compress"];
+const METHOD_OPTIONS: &[&str] = &["oneway", "priority", "compress", "idempotent"];
 
 /// How to write the `compress` option, for its error messages.
 const COMPRESS_HINT: &str = "write `compress = false` for a method whose payloads are already \
@@ -182,6 +182,7 @@ fn service_option(meta: Meta, args: &mut ServiceArgs) {
 fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
     let (switchyard_attrs, attrs) = split_attrs(&function.attrs);
     let mut oneway_span = None;
+    let mut idempotent_span = None;
     let mut priority = None;
     let mut compress = None;
     let mut errors = Vec::new();
@@ -196,6 +197,9 @@ fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
         for meta in metas {
             match &meta {
                 Meta::Path(path) if path.is_ident("oneway") => oneway_span = Some(path.span()),
+                Meta::Path(path) if path.is_ident("idempotent") => {
+                    idempotent_span = Some(path.span());
+                }
                 Meta::NameValue(nv) if nv.path.is_ident("priority") => match &nv.value {
                     Expr::Lit(ExprLit {
                         lit: Lit::Int(int), ..
@@ -220,6 +224,10 @@ fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
                         "write `#[switchyard(oneway)]`",
                     ));
                 }
+                _ if meta.path().is_ident("idempotent") => errors.push(syn::Error::new_spanned(
+                    meta,
+                    "write `#[switchyard(idempotent)]`: it takes no value",
+                )),
                 _ if meta.path().is_ident("compress") => errors.push(syn::Error::new_spanned(
                     meta,
                     format!("`compress` needs a value: {COMPRESS_HINT}"),
@@ -228,7 +236,8 @@ fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
                     meta.path(),
                     format!(
                         "unknown method option `{}`: the method options are `oneway`, \
-                         `priority = N` (for one-way methods) and `compress = false`",
+                         `priority = N` (for one-way methods), `idempotent` and \
+                         `compress = false`",
                         ids::type_text(meta.path())
                     ),
                 )),
@@ -303,6 +312,7 @@ fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
         oneway,
         priority: priority.map_or(0, |(value, _)| value),
         compress: compress.is_none_or(|(value, _)| value),
+        idempotent: idempotent_span.is_some(),
         id: ids::method_id(service, &name),
         fingerprint: ids::fnv1a64(&signature),
         signature,
@@ -314,6 +324,7 @@ fn parse_method(function: &syn::TraitItemFn, service: &str) -> Method {
             oneway_span,
             priority_span: priority.map(|(_, span)| span),
             compress_span: compress.map(|(_, span)| span),
+            idempotent_span,
             errors,
         },
     }

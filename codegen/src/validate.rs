@@ -263,6 +263,27 @@ fn check_method(service: &Service, method: &Method, errors: &mut Vec<syn::Error>
             );
         }
     }
+    if let Some(span) = method.syntax.idempotent_span {
+        let why = if method.oneway {
+            Some("a one-way call gets no reply, so nothing tells the client to make it again")
+        } else if method.client_stream.is_some() || method.server_stream.is_some() {
+            Some(
+                "retries make unary calls again, and a stream's messages are not kept to be \
+                 sent twice",
+            )
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            at(
+                errors,
+                span,
+                format!(
+                    "`idempotent` lets a client retry `{name}`, but {why}: remove `idempotent`"
+                ),
+            );
+        }
+    }
     check_streams(method, errors);
     if let Some(output) = &method.output {
         check_owned(output, "return types", errors);

@@ -92,6 +92,7 @@ fn describe_gives_the_model_as_json() {
         quote! {
             /// Arithmetic.
             pub trait Calculator {
+                #[switchyard(idempotent)]
                 async fn add(&self, a: i64, b: i64) -> i64;
                 async fn div(&self, a: i64, b: i64) -> Result<i64, MathError>;
                 #[switchyard(oneway, priority = 7)]
@@ -128,6 +129,7 @@ fn describe_gives_the_model_as_json() {
                     "oneway": false,
                     "priority": 0,
                     "compress": true,
+                    "idempotent": true,
                     "id": ids::fnv1a32("Calc.add"),
                     "signature": signatures[0],
                     "fingerprint": ids::fnv1a64(signatures[0]),
@@ -144,6 +146,7 @@ fn describe_gives_the_model_as_json() {
                     "oneway": false,
                     "priority": 0,
                     "compress": true,
+                    "idempotent": false,
                     "id": ids::fnv1a32("Calc.div"),
                     "signature": signatures[1],
                     "fingerprint": ids::fnv1a64(signatures[1]),
@@ -160,6 +163,7 @@ fn describe_gives_the_model_as_json() {
                     "oneway": true,
                     "priority": 7,
                     "compress": true,
+                    "idempotent": false,
                     "id": ids::fnv1a32("Calc.log"),
                     "signature": signatures[2],
                     "fingerprint": ids::fnv1a64(signatures[2]),

@@ -2,15 +2,19 @@
 //! breaks) and [`ClientCore`], which the generated `FooClient` types wrap.
 
 mod backoff;
+pub(crate) mod balance;
 mod call;
 pub(crate) mod connection;
 mod driver;
 mod oneway;
 mod open;
+mod outlier;
 mod polled;
 #[cfg(feature = "quic")]
 mod quic;
+mod replicas;
 mod response_metadata;
+mod retry;
 mod stream_call;
 #[cfg(target_os = "linux")]
 mod upgrade;
@@ -28,11 +32,15 @@ use crate::protocol::hello::Hello;
 use crate::protocol::status::{Code, Status};
 use crate::select::{self, Decision, Forced, HostFacts, Known, Selection, Target, Transport};
 use crate::transport::{Link, PeerInfo};
+use replicas::ReplicaSet;
 
 pub use backoff::Backoff;
+pub use balance::Balance;
 pub use call::ClientCore;
 pub(crate) use connection::{Connection, ConnectionConfig};
+pub use outlier::OutlierEjection;
 pub use response_metadata::with_response_metadata;
+pub use retry::{RetryBudget, RetryPolicy};
 
 /// Configures and opens a [`Channel`].
 #[derive(Clone, Debug)]
@@ -55,9 +63,18 @@ pub struct ChannelBuilder {
     stream_window: u32,
     layers: crate::layers::LayerList,
     compression: crate::protocol::compress::Compression,
+    balance: Balance,
+    resolve_interval: Duration,
+    retry: RetryPolicy,
+    retry_budget: RetryBudget,
+    ejection: OutlierEjection,
     #[cfg(feature = "quic")]
     quic: quic::QuicSettings,
 }
+
+/// How often a channel looks its name up again by default, to follow
+/// replicas that come and go.
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a one-way call with no deadline waits for room in a full
 /// message queue, by default.
@@ -84,6 +101,11 @@ impl Default for ChannelBuilder {
             stream_window: crate::streaming::DEFAULT_STREAM_WINDOW,
             layers: crate::layers::LayerList::default(),
             compression: crate::protocol::compress::Compression::auto(),
+            balance: Balance::default(),
+            resolve_interval: DEFAULT_RESOLVE_INTERVAL,
+            retry: RetryPolicy::default(),
+            retry_budget: RetryBudget::default(),
+            ejection: OutlierEjection::default(),
             #[cfg(feature = "quic")]
             quic: quic::QuicSettings::default(),
         }
@@ -146,6 +168,52 @@ impl ChannelBuilder {
     /// method whose payloads are compressed already.
     pub fn compression(mut self, compression: crate::protocol::compress::Compression) -> Self {
         self.compression = compression;
+        self
+    }
+
+    /// How calls are spread over the replicas behind the name this channel
+    /// connects to (default [`Balance::PickFirst`]: one connection, to the
+    /// first replica that answers). Each replica gets its own connection
+    /// and transport (shared memory to one on this host, QUIC or TCP to
+    /// others); [`Channel::replicas`] and the debug endpoint show them.
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.balance = balance;
+        self
+    }
+
+    /// How often the channel looks its name up again (default
+    /// [`DEFAULT_RESOLVE_INTERVAL`], 1 s), so that replicas that appear get
+    /// calls and replicas that go away get none; it also looks again
+    /// whenever no replica it knows answers.
+    pub fn resolve_interval(mut self, interval: Duration) -> Self {
+        self.resolve_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How calls of methods declared `#[switchyard(idempotent)]` are
+    /// retried (default [`RetryPolicy::default`]: up to 3 attempts on
+    /// UNAVAILABLE, each retry on another replica when one is ready;
+    /// [`RetryPolicy::off`] for none). Other methods are never retried. The
+    /// call's deadline bounds every attempt and wait.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The budget that keeps retries from multiplying an outage (default
+    /// [`RetryBudget::default`]: a bucket of 10 tokens, 0.1 back per
+    /// success; retries stop while half of it is spent).
+    pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.retry_budget = budget;
+        self
+    }
+
+    /// When a replica whose calls keep failing (UNAVAILABLE, INTERNAL,
+    /// UNKNOWN, DATA_LOSS) is left out of picking (default: 5 in a row,
+    /// for 10 s, then 20 s, ... up to 5 min; [`OutlierEjection::off`] for
+    /// never). The last ready replica is never left out.
+    pub fn outlier_ejection(mut self, ejection: OutlierEjection) -> Self {
+        self.ejection = ejection;
         self
     }
 
@@ -274,16 +342,120 @@ impl ChannelBuilder {
                 return Ok(Channel::from_connection(conn, self));
             }
         }
-        let conn = match open::open(&self, &parsed, None).await {
-            Ok(conn) => conn,
-            Err(status) => match self.queue_standin(&parsed, &status) {
-                Some(conn) => conn,
-                None => return Err(status),
-            },
-        };
+        if let Target::Name(name) = &parsed {
+            let name = name.clone();
+            return self.connect_name(target, parsed, &name).await;
+        }
+        let conn = open::open(&self, &parsed, None).await?;
         Ok(Channel {
-            shared: Arc::new(Shared::new(Some((target.to_owned(), parsed)), self, conn)),
+            shared: Shared::new(
+                Some((target.to_owned(), parsed)),
+                self,
+                Arc::clone(&conn),
+                ReplicaSet::fixed(conn),
+            ),
         })
+    }
+
+    /// Connects to the replicas behind `name`: the first that answers
+    /// ([`Balance::PickFirst`]), or all of them at once (any other policy;
+    /// at least one must answer).
+    async fn connect_name(
+        self,
+        target: &str,
+        parsed: Target,
+        name: &str,
+    ) -> Result<Channel, Status> {
+        let found = match open::discover(&self, name).await? {
+            Some(found) if !found.replicas.is_empty() => found,
+            _ => {
+                let status = open::not_found(&self, &parsed, name).await;
+                let ejection = self.ejection;
+                return match self.queue_standin(&parsed, &status) {
+                    Some(conn) => Ok(Channel {
+                        shared: Shared::new(
+                            Some((target.to_owned(), parsed)),
+                            self,
+                            conn,
+                            ReplicaSet {
+                                ejection,
+                                ..ReplicaSet::default()
+                            },
+                        ),
+                    }),
+                    None => Err(status),
+                };
+            }
+        };
+        let mut set = ReplicaSet {
+            ejection: self.ejection,
+            ..ReplicaSet::default()
+        };
+        let subchannels = set.follow(found);
+        set.changes.clear();
+        let mut failures = Vec::new();
+        let mut first = None;
+        if self.balance.connects_all() && subchannels.len() > 1 {
+            let mut attempts = tokio::task::JoinSet::new();
+            for (i, sub) in subchannels.iter().enumerate() {
+                let (builder, parsed) = (self.clone(), parsed.clone());
+                let replica = sub.replica();
+                attempts.spawn(async move {
+                    let result = match replica {
+                        Some(replica) => {
+                            open::open_replica(&builder, &parsed, &replica, None).await
+                        }
+                        None => Err(Status::internal("a replica without an address")),
+                    };
+                    (i, result)
+                });
+            }
+            let mut results: Vec<_> = attempts.join_all().await;
+            results.sort_by_key(|(i, _)| *i);
+            for (i, result) in results {
+                let sub = &subchannels[i];
+                match result {
+                    Ok(conn) => {
+                        first.get_or_insert_with(|| Arc::clone(&conn));
+                        sub.connected(conn);
+                    }
+                    Err(status) => {
+                        sub.failed(&self.backoff, status.clone());
+                        failures.push((sub.key.clone(), status));
+                    }
+                }
+            }
+        } else {
+            for sub in &subchannels {
+                let Some(replica) = sub.replica() else {
+                    continue;
+                };
+                match open::open_replica(&self, &parsed, &replica, None).await {
+                    Ok(conn) => {
+                        sub.connected(Arc::clone(&conn));
+                        first = Some(conn);
+                        break;
+                    }
+                    // A replica whose answer fails the peer check (an
+                    // impostor, a tampered registry) is not passed over
+                    // for the next: that is said, loudly.
+                    Err(status) if status.code() == Code::Unauthenticated => return Err(status),
+                    Err(status) => {
+                        sub.failed(&self.backoff, status.clone());
+                        failures.push((sub.key.clone(), status));
+                    }
+                }
+            }
+        }
+        let Some(conn) = first else {
+            return Err(none_answered(name, failures));
+        };
+        for (key, status) in failures {
+            set.note(format!("{key} did not answer: {status}"));
+        }
+        let shared = Shared::new(Some((target.to_owned(), parsed)), self, conn, set);
+        Shared::follow_in_background(&shared);
+        Ok(Channel { shared })
     }
 
     /// Runs the handshake over a link you opened yourself (for example one
@@ -300,7 +472,7 @@ impl ChannelBuilder {
 
     fn channel_over(self, conn: Arc<Connection>) -> Channel {
         Channel {
-            shared: Arc::new(Shared::new(None, self, conn)),
+            shared: Shared::new(None, self, Arc::clone(&conn), ReplicaSet::fixed(conn)),
         }
     }
 
@@ -381,7 +553,15 @@ pub struct Channel {
 struct Shared {
     target: Option<(String, Target)>,
     builder: ChannelBuilder,
-    current: Mutex<Arc<Connection>>,
+    /// The replicas behind the target and their connections.
+    replicas: Mutex<ReplicaSet>,
+    /// Where the policy is between calls.
+    picker: balance::Picker,
+    /// The retry budget and what retrying did.
+    retries: retry::RetryThrottle,
+    /// The connection opened last (or the queue stand-in): what the
+    /// channel describes when no replica is ready.
+    last: Mutex<Arc<Connection>>,
     /// Held while reconnecting; the backoff between failed attempts.
     reconnect: tokio::sync::Mutex<backoff::BackoffState>,
     /// One-way routes used while no server is connected.
@@ -390,23 +570,187 @@ struct Shared {
     layers: crate::layers::Layers,
 }
 
+/// Locks a mutex whose value stays valid if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The status when no replica of `name` answered: the one replica's own,
+/// or each replica's in turn.
+fn none_answered(name: &str, failures: Vec<(String, Status)>) -> Status {
+    if failures.len() == 1 {
+        return failures
+            .into_iter()
+            .next()
+            .map(|(_, s)| s)
+            .unwrap_or_else(|| Status::unavailable(format!("no replica of {name:?} answered")));
+    }
+    let code = failures
+        .first()
+        .map_or(Code::Unavailable, |(_, s)| s.code());
+    let each: Vec<String> = failures
+        .iter()
+        .map(|(key, s)| format!("{key}: {}", s.message()))
+        .collect();
+    Status::new(
+        code,
+        format!(
+            "none of the {} replicas of {name:?} answered ({}); are their servers running?",
+            failures.len(),
+            each.join("; ")
+        ),
+    )
+}
+
+/// The channels to names this process holds, for the debug views.
+static CHANNELS: Mutex<Vec<std::sync::Weak<Shared>>> = Mutex::new(Vec::new());
+
+/// Every live channel to a name, as the debug views show them.
+pub(crate) fn channels_snapshot() -> Vec<crate::debug::ChannelInfo> {
+    let live: Vec<Arc<Shared>> = {
+        let mut channels = lock(&CHANNELS);
+        channels.retain(|weak| weak.strong_count() > 0);
+        channels
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect()
+    };
+    live.iter().map(|shared| shared.info()).collect()
+}
+
 impl Shared {
     fn new(
         target: Option<(String, Target)>,
         builder: ChannelBuilder,
         conn: Arc<Connection>,
-    ) -> Self {
+        replicas: ReplicaSet,
+    ) -> Arc<Self> {
         let owner = match &target {
             Some((name, _)) => name.clone(),
             None => conn.url.clone(),
         };
-        Self {
+        let named = matches!(target, Some((_, Target::Name(_))));
+        let retries = retry::RetryThrottle::new(builder.retry_budget);
+        let shared = Arc::new(Self {
             layers: builder.layers.build(crate::layers::Side::Client, &owner),
             target,
             builder,
-            current: Mutex::new(conn),
+            replicas: Mutex::new(replicas),
+            picker: balance::Picker::default(),
+            retries,
+            last: Mutex::new(conn),
             reconnect: tokio::sync::Mutex::new(backoff::BackoffState::default()),
             queue_only: oneway::OnewayRoutes::default(),
+        });
+        if named {
+            let mut channels = lock(&CHANNELS);
+            channels.retain(|weak| weak.strong_count() > 0);
+            channels.push(Arc::downgrade(&shared));
+        }
+        shared
+    }
+
+    /// What the debug views show of this channel.
+    fn info(&self) -> crate::debug::ChannelInfo {
+        let set = lock(&self.replicas);
+        crate::debug::ChannelInfo {
+            target: self
+                .target
+                .as_ref()
+                .map_or_else(|| lock(&self.last).url.clone(), |(t, _)| t.clone()),
+            balance: self.builder.balance.to_string(),
+            source: set.source.clone(),
+            discovery_error: set.discovery_error.clone(),
+            replicas: set.subchannels.iter().map(|s| s.info()).collect(),
+            changes: set.changes.iter().cloned().collect(),
+            retries: self
+                .retries
+                .retries
+                .load(std::sync::atomic::Ordering::Relaxed),
+            retries_throttled: self
+                .retries
+                .throttled
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Looks the channel's name up again every resolve interval, for as
+    /// long as the channel lives, and connects to new replicas when the
+    /// policy wants them all.
+    fn follow_in_background(shared: &Arc<Self>) {
+        let weak = Arc::downgrade(shared);
+        let interval = shared.builder.resolve_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(shared) = weak.upgrade() else { return };
+                shared.rediscover().await;
+                shared.connect_in_background();
+            }
+        });
+    }
+
+    /// Looks the name up and follows what changed; a failed lookup, or one
+    /// that finds nothing, keeps the replicas known and records why.
+    async fn rediscover(&self) {
+        let Some((_, Target::Name(name))) = &self.target else {
+            return;
+        };
+        let lookup = tokio::time::timeout(
+            self.builder.connect_timeout,
+            open::discover(&self.builder, name),
+        )
+        .await;
+        let problem = match lookup {
+            Ok(Ok(Some(found))) if !found.replicas.is_empty() => {
+                lock(&self.replicas).follow(found);
+                return;
+            }
+            Ok(Ok(_)) => format!("{name:?} is no longer listed anywhere"),
+            Ok(Err(status)) => format!("looking {name:?} up failed: {status}"),
+            Err(_) => format!(
+                "looking {name:?} up did not finish within {:?}",
+                self.builder.connect_timeout
+            ),
+        };
+        let mut set = lock(&self.replicas);
+        if set.discovery_error.as_deref() != Some(problem.as_str()) {
+            let kept = set.subchannels.len();
+            set.note(format!("{problem}; keeping the {kept} replica(s) known"));
+            set.discovery_error = Some(problem);
+        }
+    }
+
+    /// Starts connecting to every replica without a connection that is out
+    /// of its backoff, when the policy spreads calls over them all.
+    fn connect_in_background(&self) {
+        if !self.builder.balance.connects_all() {
+            return;
+        }
+        let Some((_, parsed)) = &self.target else {
+            return;
+        };
+        let subchannels = lock(&self.replicas).subchannels.clone();
+        for sub in subchannels {
+            let Some(replica) = sub.replica() else {
+                continue;
+            };
+            if !sub.claim_background_connect() {
+                continue;
+            }
+            let (builder, parsed) = (self.builder.clone(), parsed.clone());
+            tokio::spawn(async move {
+                match open::open_replica(&builder, &parsed, &replica, None).await {
+                    Ok(conn) => sub.connected(conn),
+                    Err(status) => {
+                        tracing::debug!(replica = %sub.key, %status, "connecting to a replica failed");
+                        sub.failed(&builder.backoff, status);
+                    }
+                }
+                sub.done_connecting();
+            });
         }
     }
 }
@@ -416,7 +760,7 @@ impl Channel {
     /// (a peer link); it does not reconnect.
     pub(crate) fn from_connection(conn: Arc<Connection>, builder: ChannelBuilder) -> Self {
         Self {
-            shared: Arc::new(Shared::new(None, builder, conn)),
+            shared: Shared::new(None, builder, Arc::clone(&conn), ReplicaSet::fixed(conn)),
         }
     }
 
@@ -435,27 +779,64 @@ impl Channel {
         &self.shared.layers
     }
 
+    /// The connection the channel describes: the first ready replica's,
+    /// else the one opened last.
     fn current(&self) -> Arc<Connection> {
-        // The lock only guards a pointer swap; a poisoned lock still holds a
-        // valid Arc.
-        match self.shared.current.lock() {
-            Ok(guard) => Arc::clone(&guard),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        let first_ready = lock(&self.shared.replicas)
+            .subchannels
+            .iter()
+            .find_map(|s| s.ready());
+        first_ready.unwrap_or_else(|| Arc::clone(&lock(&self.shared.last)))
     }
 
-    /// The connection to use for a call: the current one, or a new one if
-    /// it broke. Reconnecting is bounded by `deadline` (the call's) and
-    /// waits out the reconnect backoff after failures by failing at once.
+    /// A ready replica's connection, as the policy picks it; not the one
+    /// with the connection id `avoid` when another is ready.
+    fn pick(&self, avoid: Option<u64>) -> Option<Arc<Connection>> {
+        let set = lock(&self.shared.replicas);
+        if let [only] = set.subchannels.as_slice() {
+            return only.ready();
+        }
+        let mut ready = set.ready();
+        drop(set);
+        if let Some(avoid) = avoid
+            && ready.iter().any(|(_, c)| c.stats.id() != avoid)
+        {
+            ready.retain(|(_, c)| c.stats.id() != avoid);
+        }
+        let loads: Vec<balance::Load> = ready
+            .iter()
+            .map(|(_, conn)| replicas::Subchannel::load(conn))
+            .collect();
+        let i = self
+            .shared
+            .picker
+            .pick(self.shared.builder.balance, &loads)?;
+        ready.into_iter().nth(i).map(|(_, conn)| conn)
+    }
+
+    /// The connection to use for a call: a ready replica's, as the policy
+    /// picks it, or a new one if none is ready. Reconnecting (looking the
+    /// name up afresh) is bounded by `deadline` (the call's) and waits out
+    /// the reconnect backoff after failures by failing at once.
     pub(crate) async fn connection(
         &self,
         deadline: Option<Instant>,
     ) -> Result<Arc<Connection>, Status> {
-        let conn = self.current();
-        if conn.is_usable() {
+        self.connection_avoiding(deadline, None).await
+    }
+
+    /// [`connection`](Self::connection), preferring a replica other than
+    /// the one whose connection id is `avoid` (a retry's).
+    pub(crate) async fn connection_avoiding(
+        &self,
+        deadline: Option<Instant>,
+        avoid: Option<u64>,
+    ) -> Result<Arc<Connection>, Status> {
+        if let Some(conn) = self.pick(avoid) {
             return Ok(conn);
         }
         let Some((target, parsed)) = &self.shared.target else {
+            let conn = self.current();
             return Err(conn
                 .unusable_reason()
                 .unwrap_or_else(|| Status::unavailable("the connection is closed")));
@@ -475,12 +856,12 @@ impl Channel {
             }
             None => self.shared.reconnect.lock().await,
         };
-        let conn = self.current();
-        if conn.is_usable() {
+        if let Some(conn) = self.pick(avoid) {
             return Ok(conn);
         }
+        let conn = self.current();
         backoff.check(target, Instant::now())?;
-        let fresh = match open::open(&self.shared.builder, parsed, deadline).await {
+        let fresh = match self.reconnect(parsed, deadline).await {
             Ok(fresh) => fresh,
             // The call's deadline ended the attempt, not the server: no
             // backoff for it.
@@ -525,11 +906,75 @@ impl Channel {
                     .unwrap_or_default()
             ),
         );
-        match self.shared.current.lock() {
-            Ok(mut guard) => *guard = Arc::clone(&fresh),
-            Err(poisoned) => *poisoned.into_inner() = Arc::clone(&fresh),
-        }
+        *lock(&self.shared.last) = Arc::clone(&fresh);
+        // Replicas that came back with the name get connections too.
+        self.shared.connect_in_background();
         Ok(fresh)
+    }
+
+    /// Opens a connection when no replica is ready: an address again, or
+    /// the name looked up afresh and its replicas tried in turn (from
+    /// where the policy is).
+    async fn reconnect(
+        &self,
+        parsed: &Target,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<Connection>, Status> {
+        let builder = &self.shared.builder;
+        let Target::Name(name) = parsed else {
+            let fresh = open::open(builder, parsed, deadline).await?;
+            *lock(&self.shared.replicas) = ReplicaSet::fixed(Arc::clone(&fresh));
+            return Ok(fresh);
+        };
+        self.shared.rediscover().await;
+        let mut subchannels = lock(&self.shared.replicas).subchannels.clone();
+        if subchannels.is_empty() {
+            return Err(open::not_found(builder, parsed, name).await);
+        }
+        let start = self.shared.picker.start(builder.balance, subchannels.len());
+        subchannels.rotate_left(start);
+        let mut failures = Vec::new();
+        for sub in subchannels {
+            if let Some(conn) = sub.ready() {
+                return Ok(conn);
+            }
+            let Some(replica) = sub.replica() else {
+                continue;
+            };
+            match open::open_replica(builder, parsed, &replica, deadline).await {
+                Ok(fresh) => {
+                    sub.connected(Arc::clone(&fresh));
+                    return Ok(fresh);
+                }
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        Code::DeadlineExceeded | Code::Unauthenticated
+                    ) =>
+                {
+                    sub.failed(&builder.backoff, status.clone());
+                    return Err(status);
+                }
+                Err(status) => {
+                    sub.failed(&builder.backoff, status.clone());
+                    failures.push((sub.key.clone(), status));
+                }
+            }
+        }
+        Err(none_answered(name, failures))
+    }
+
+    /// The replicas behind this channel's target, each with its state,
+    /// transport and why, calls in flight and latency (one for a channel
+    /// to an address or over a link).
+    pub fn replicas(&self) -> Vec<crate::debug::ReplicaInfo> {
+        self.info().replicas
+    }
+
+    /// The channel as the debug endpoint shows it: its target, policy,
+    /// where its replicas were found, and each replica.
+    pub fn info(&self) -> crate::debug::ChannelInfo {
+        self.shared.info()
     }
 
     /// Which transport the current connection uses, and why.
@@ -634,6 +1079,16 @@ impl Channel {
     /// The window of the streams this channel receives.
     pub(crate) fn stream_window(&self) -> u32 {
         self.shared.builder.stream_window
+    }
+
+    /// The retry policy for idempotent methods.
+    pub(crate) fn retry_policy(&self) -> &RetryPolicy {
+        &self.shared.builder.retry
+    }
+
+    /// The channel's retry budget.
+    pub(crate) fn retry_throttle(&self) -> &retry::RetryThrottle {
+        &self.shared.retries
     }
 
     /// How long a one-way call with no deadline waits on a full queue.

@@ -32,6 +32,11 @@ pub struct MethodDescriptor {
     /// false)]` turns it off for payloads that are already compressed
     /// (images, archives).
     pub compress: bool,
+    /// `#[switchyard(idempotent)]`: making the call twice does no harm, so
+    /// a channel retries it on a retryable failure
+    /// ([`RetryPolicy`](crate::RetryPolicy)), on another replica when it
+    /// has one.
+    pub idempotent: bool,
     /// The signature as text, e.g. `add(i64, i64) -> i64`; shown in errors
     /// when client and server disagree.
     pub signature: &'static str,

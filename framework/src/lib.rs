@@ -127,7 +127,10 @@ pub use protocol::metadata::Metadata;
 pub use protocol::status::{Code, Status};
 
 #[cfg(feature = "rt")]
-pub use client::{Backoff, Channel, ChannelBuilder, DEFAULT_QUEUE_FULL_WAIT};
+pub use client::{
+    Backoff, Balance, Channel, ChannelBuilder, DEFAULT_QUEUE_FULL_WAIT, DEFAULT_RESOLVE_INTERVAL,
+    OutlierEjection, RetryBudget, RetryPolicy,
+};
 #[cfg(feature = "rt")]
 pub use context::Context;
 #[cfg(feature = "rt")]

@@ -470,6 +470,7 @@ async fn json_shows_connections_on_two_transports_field_by_field() {
         assert_eq!(
             keys(&raw),
             [
+                "channels",
                 "compression",
                 "connections",
                 "layers",
@@ -539,6 +540,40 @@ async fn json_shows_connections_on_two_transports_field_by_field() {
         assert_eq!(
             keys(&conn["peer"]),
             ["addr", "hostname", "locality", "pid", "process", "uid"]
+        );
+        // The fixture's channels to "probe", each with its one replica.
+        let channel = raw["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["target"] == "probe")
+            .expect("the fixture's channel is listed");
+        assert_eq!(
+            keys(channel),
+            [
+                "balance",
+                "changes",
+                "discovery_error",
+                "replicas",
+                "source",
+                "target"
+            ]
+        );
+        assert_eq!(channel["balance"], "pick_first");
+        assert_eq!(
+            keys(&channel["replicas"][0]),
+            [
+                "addresses",
+                "calls_started",
+                "connection",
+                "in_flight",
+                "key",
+                "last_error",
+                "latency_ewma_us",
+                "reason",
+                "state",
+                "transport"
+            ]
         );
         drop(f.server);
     })

@@ -47,7 +47,8 @@ pub trait Testing {
     async fn record_urgent(&self, path: String, line: String);
     /// Returns a payload of `len` bytes.
     async fn payload(&self, len: u64) -> Vec<u8>;
-    /// The serving process's id.
+    /// The serving process's id; idempotent, so a channel retries it.
+    #[switchyard(idempotent)]
     async fn pid(&self) -> u32;
     /// The trace id of this call, as the handler sees it.
     async fn trace_id(&self) -> Option<String>;

@@ -337,14 +337,31 @@ impl ServerProcess {
 
     /// Starts `command` (the test server, perhaps behind `ip netns exec`)
     /// with `args` in an existing runtime directory.
-    pub fn start_command(
+    pub fn start_command(command: Command, runtime_dir: tempfile::TempDir, args: &[&str]) -> Self {
+        let publish_in = runtime_dir.path().to_owned();
+        Self::start_publishing(command, runtime_dir, &publish_in, args)
+    }
+
+    /// Starts another `test-server` publishing in `dir`, the runtime
+    /// directory of a server already there: a replica of it (its own
+    /// [`runtime_dir`](Self::runtime_dir) stays empty).
+    pub fn start_replica(dir: &Path, args: &[&str]) -> Self {
+        let own = tempfile::Builder::new()
+            .prefix("sy-it-")
+            .tempdir()
+            .expect("a temp dir");
+        Self::start_publishing(Command::new(test_server_exe()), own, dir, args)
+    }
+
+    fn start_publishing(
         mut command: Command,
         runtime_dir: tempfile::TempDir,
+        publish_in: &Path,
         args: &[&str],
     ) -> Self {
         let mut child = command
             .args(args)
-            .env("SWITCHYARD_RUNTIME_DIR", runtime_dir.path())
+            .env("SWITCHYARD_RUNTIME_DIR", publish_in)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -26,6 +26,7 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
         let client_streaming = method.client_stream.is_some();
         let server_streaming = method.server_stream.is_some();
         let compress = method.compress;
+        let idempotent = method.idempotent;
         let signature = &method.signature;
         let fingerprint = hex_u64(method.fingerprint);
         quote! {
@@ -39,6 +40,7 @@ pub(crate) fn emit(service: &Service, names: &Names) -> TokenStream {
                 client_streaming: #client_streaming,
                 server_streaming: #server_streaming,
                 compress: #compress,
+                idempotent: #idempotent,
                 signature: #signature,
                 fingerprint: #fingerprint,
             }

@@ -114,7 +114,7 @@ impl BackoffState {
 
 /// A number in [0, 1) that differs between processes and calls: the
 /// standard library's randomly keyed hasher, so no RNG crate is needed.
-fn random_unit() -> f64 {
+pub(super) fn random_unit() -> f64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(
         std::time::SystemTime::now()

@@ -382,8 +382,13 @@ impl ClientCore {
     ) -> Result<Out, Status> {
         let mut request = Some(request);
         let mut retried = false;
+        let mut attempts = 1u32;
+        let mut avoid = None;
+        let policy = method.idempotent.then(|| self.channel.retry_policy());
+        let throttle = self.channel.retry_throttle();
         loop {
             let mut not_started = false;
+            let mut used = None;
             let result = self
                 .attempt::<C, Req, Out>(
                     method,
@@ -391,18 +396,69 @@ impl ClientCore {
                     now,
                     deadline,
                     &trace,
-                    &mut not_started,
+                    Tried {
+                        not_started: &mut not_started,
+                        avoid,
+                        used: &mut used,
+                    },
                     accept,
                 )
                 .await;
-            // Once, and only with the arguments kept for it (small ones).
-            match result {
+            let status = match result {
+                Ok(out) => {
+                    if policy.is_some() {
+                        throttle.succeeded();
+                    }
+                    return Ok(out);
+                }
+                // Once, and only with the arguments kept for it (small ones).
                 Err(status) if not_started && !retried && request.is_some() => {
                     tracing::debug!(%status, "the server did not start the call; making it again on a new connection");
                     retried = true;
+                    avoid = used;
+                    continue;
                 }
-                other => return other,
+                Err(status) => status,
+            };
+            let Some(policy) = policy.filter(|p| p.retryable.contains(&status.code())) else {
+                return Err(status);
+            };
+            throttle.failed();
+            let why_not = if !policy.retries(status.code(), attempts) {
+                Some(format!(
+                    "after {attempts} attempt{} (RetryPolicy::max_attempts)",
+                    if attempts == 1 { "" } else { "s" }
+                ))
+            } else if request.is_none() {
+                Some("not retried: its arguments were already dropped".to_owned())
+            } else if !throttle.allow() {
+                Some(format!(
+                    "not retried after attempt {attempts}: most recent attempts on this channel \
+                     failed, and its retry budget (ChannelBuilder::retry_budget) holds retries \
+                     back until calls succeed again"
+                ))
+            } else {
+                let wait = policy.backoff(attempts, super::backoff::random_unit());
+                if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                    Some(format!(
+                        "not retried after attempt {attempts}: the call's deadline leaves no \
+                         time for another"
+                    ))
+                } else {
+                    tracing::debug!(%status, attempt = attempts, ?wait, "retrying an idempotent call");
+                    tokio::time::sleep(wait).await;
+                    None
+                }
+            };
+            if let Some(why_not) = why_not {
+                return Err(if attempts > 1 || why_not.starts_with("not retried") {
+                    Status::new(status.code(), format!("{} ({why_not})", status.message()))
+                } else {
+                    status
+                });
             }
+            attempts += 1;
+            avoid = used;
         }
     }
 
@@ -415,9 +471,14 @@ impl ClientCore {
         now: Instant,
         deadline: Option<Instant>,
         trace: &TraceContext,
-        not_started: &mut bool,
+        tried: Tried<'_>,
         accept: &(dyn Fn(&bytes::Bytes) -> Result<Out, Status> + Sync),
     ) -> Result<Out, Status> {
+        let Tried {
+            not_started,
+            avoid,
+            used,
+        } = tried;
         // A deadline already past fails before anything else happens.
         deadline_budget(now, deadline, method.full_name)?;
         if request.is_none() {
@@ -430,7 +491,8 @@ impl ClientCore {
         // on a fresh connection (gRPC's transparent retry).
         let mut retried = false;
         let (conn, counters, encoded, started, response) = loop {
-            let conn = self.channel.connection(deadline).await?;
+            let conn = self.channel.connection_avoiding(deadline, avoid).await?;
+            *used = Some(conn.stats.id());
             tracing::Span::current().record("transport", conn.selection.transport.as_str());
             let counters = Arc::clone(conn.check_method(self.service, method)?);
             // Borrowed only here: `Req` need not be `Sync` for the call's
@@ -472,7 +534,10 @@ impl ClientCore {
         // then serves the response); only small ones are kept to make the
         // call again if the server refuses it as never started.
         let encoded_len = encoded.buf.len() + encoded.bulk.as_ref().map_or(0, BulkBody::len);
-        if encoded_len > KEEP_ARGUMENTS_UP_TO {
+        // An idempotent method's are kept whatever their size: a retry
+        // needs them.
+        let retries = method.idempotent && self.channel.retry_policy().max_attempts > 1;
+        if encoded_len > KEEP_ARGUMENTS_UP_TO && !retries {
             *request = None;
         }
         let mut guard = PendingGuard {
@@ -818,6 +883,17 @@ impl ClientCore {
     }
 }
 
+/// What one attempt of a call reports back, and what it should avoid.
+struct Tried<'a> {
+    /// Set when the server refused the call as never started.
+    not_started: &'a mut bool,
+    /// The connection id of the previous attempt: another replica is
+    /// preferred.
+    avoid: Option<u64>,
+    /// Set to the connection id this attempt used.
+    used: &'a mut Option<u64>,
+}
+
 /// Arguments whose encoding is at most this many bytes are kept until the
 /// response, to make the call again when a server refuses it as never
 /// started (it was letting an idle connection go); larger ones are freed
@@ -853,10 +929,31 @@ struct PendingGuard<'a> {
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         if self.sent > 0 {
+            let elapsed = self.started.elapsed();
+            if self.code != Code::Cancelled {
+                self.conn.stats.unary_latency(elapsed);
+            }
+            if let Some(outlier) = self.conn.outlier.get()
+                && outlier.record(self.code, super::outlier::now_ns())
+            {
+                tracing::info!(url = %self.conn.url, code = ?self.code, "a replica failing call after call is ejected");
+                self.conn.stats.event(
+                    "ejected",
+                    format!(
+                        "its calls failed {} times in a row (last: {:?}); the channel picks \
+                         other replicas for {:?} (ChannelBuilder::outlier_ejection)",
+                        outlier.threshold(),
+                        self.code,
+                        outlier
+                            .ejected_for(super::outlier::now_ns())
+                            .unwrap_or_default()
+                    ),
+                );
+            }
             self.conn.stats.finished(
                 self.counters,
                 self.code,
-                Some(self.started.elapsed()),
+                Some(elapsed),
                 self.sent,
                 self.received,
             );

@@ -87,6 +87,9 @@ pub(crate) struct Connection {
     /// The connection's rules: this side's calls waiting for responses.
     pub(crate) session: Mutex<Session<Waiter, std::convert::Infallible>>,
     closed: OnceLock<Status>,
+    /// The record of the replica this connection reaches, once a channel's
+    /// replica set owns it: its calls' outcomes feed outlier ejection.
+    pub(crate) outlier: OnceLock<Arc<super::outlier::Outlier>>,
     draining: AtomicBool,
     _stop_reader: Option<oneshot::Sender<()>>,
     /// Set on links the waiting caller reads itself (shared memory).
@@ -338,6 +341,7 @@ impl Connection {
                 .refusing_compressed_if(hello.codecs == 0),
             ),
             closed: OnceLock::new(),
+            outlier: OnceLock::new(),
             draining: AtomicBool::new(false),
             _stop_reader: stop_reader,
             driver: OnceLock::new(),
@@ -384,6 +388,11 @@ impl Connection {
     /// The driver callers poll while waiting, on links that have one.
     pub(crate) fn driver(&self) -> Option<&dyn ResponseDriver> {
         self.driver.get().map(|driver| &**driver)
+    }
+
+    /// Whether the connection is closed (not merely draining).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get().is_some()
     }
 
     /// Whether new calls may use this connection.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::ChannelBuilder;
 use super::connection::{Connection, ConnectionConfig};
-use crate::discovery::{Registry, Resolved, Resolver, StaticFile};
+use crate::discovery::{Entry, Registry, Resolved, Resolver, StaticFile};
 use crate::protocol::status::{Code, Status};
 use crate::select::{
     self, Decision, Forced, HostFacts, Known, PassedOver, Plan, Reason, Rejection, Target,
@@ -26,6 +26,32 @@ pub(super) async fn open(
     deadline: Option<Instant>,
 ) -> Result<Arc<Connection>, Status> {
     let forced = builder.forced()?;
+    let (plans, local) = plans(builder, target, forced).await?;
+    connect_plans(builder, target, plans, local, forced, deadline).await
+}
+
+/// Connects to one replica of the name `target` (found by [`discover`]).
+pub(super) async fn open_replica(
+    builder: &ChannelBuilder,
+    target: &Target,
+    replica: &Replica,
+    deadline: Option<Instant>,
+) -> Result<Arc<Connection>, Status> {
+    let forced = builder.forced()?;
+    let (plans, local) = replica_plans(builder, target, replica, forced)?;
+    connect_plans(builder, target, plans, local, forced, deadline).await
+}
+
+/// Connects to the first of `plans` that answers, within the builder's
+/// connect timeout and `deadline`.
+async fn connect_plans(
+    builder: &ChannelBuilder,
+    target: &Target,
+    plans: Vec<Plan>,
+    local: Option<Local>,
+    forced: Option<Forced>,
+    deadline: Option<Instant>,
+) -> Result<Arc<Connection>, Status> {
     let started = Instant::now();
     let mut end = started + builder.connect_timeout;
     let mut by_deadline = false;
@@ -33,7 +59,6 @@ pub(super) async fn open(
         end = deadline;
         by_deadline = true;
     }
-    let (plans, local) = plans(builder, target, forced).await?;
     let count = plans.len();
     let mut passed_over: Vec<(Transport, PassedOver)> = Vec::new();
     for (i, mut plan) in plans.into_iter().enumerate() {
@@ -207,56 +232,205 @@ fn connect_failed(what: String, err: &std::io::Error) -> Status {
     unreachable(what, err)
 }
 
-/// The candidates for `target`, in order, and the local registry entry
-/// they came from: looks the name up (registry, then resolver) and lets
-/// [`select`](select::select) decide ([`select::Connect`]) on what was found.
-async fn plans(
+/// One server behind a name, as discovery found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Replica {
+    /// A live entry of the local registry.
+    Local(Entry),
+    /// A replica a resolver or the discovery file lists.
+    Listed(Resolved),
+}
+
+impl Replica {
+    /// What tells this replica apart from the others of its name: the
+    /// publishing process (pid and start time) on this host, else its
+    /// addresses.
+    pub(super) fn key(&self) -> String {
+        match self {
+            Self::Local(entry) => format!("pid {}", entry.pid),
+            Self::Listed(resolved) => resolved.urls().join(" "),
+        }
+    }
+
+    /// The same server as `other` (a local entry republished by the same
+    /// process, with the same start time).
+    pub(super) fn same_server(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Local(a), Self::Local(b)) => a.pid == b.pid && a.start_time == b.start_time,
+            (Self::Listed(a), Self::Listed(b)) => a.addresses == b.addresses,
+            _ => false,
+        }
+    }
+
+    /// Its addresses as URLs.
+    pub(super) fn urls(&self) -> Vec<String> {
+        match self {
+            Self::Local(entry) => entry.urls(),
+            Self::Listed(resolved) => resolved.urls(),
+        }
+    }
+}
+
+/// What discovery found for a name.
+#[derive(Debug)]
+pub(super) struct Discovered {
+    /// The replicas, in the order discovery gives them (the local
+    /// registry's newest first).
+    pub(super) replicas: Vec<Replica>,
+    /// Who answered: the local registry or the resolver.
+    pub(super) source: String,
+}
+
+/// Looks `name` up: the local registry's live entries if it has any, else
+/// the resolver or discovery file. `Ok(None)`: nobody knows the name.
+pub(super) async fn discover(
     builder: &ChannelBuilder,
-    target: &Target,
-    forced: Option<Forced>,
-) -> Result<(Vec<Plan>, Option<Local>), Status> {
-    let facts = HostFacts::of_this_process(None);
-    let decide = |known| match select::select(select::Connect {
-        target,
-        known,
-        facts: &facts,
-        forced,
-    })? {
-        Decision::Connect(plans) => Ok(plans),
-        other => Err(Status::internal(format!(
-            "selection answered {other:?} for {target:?} after its lookup"
-        ))),
-    };
-    let Target::Name(name) = target else {
-        return Ok((decide(Known::NotLookedUp)?, None));
-    };
+    name: &str,
+) -> Result<Option<Discovered>, Status> {
     let registry_dir = builder
         .runtime_dir
         .clone()
         .unwrap_or_else(crate::discovery::runtime_dir);
     let registry =
         Registry::open(&registry_dir).map_err(|err| Status::unavailable(err.to_string()))?;
-    let entry = registry
-        .lookup(name)
+    let entries = registry
+        .lookup_all(name)
         .map_err(|err| Status::invalid_argument(err.to_string()))?;
-    if let Some(entry) = entry {
-        let plans = decide(Known::Entry(&entry))?;
-        let local = Local {
-            registry,
-            name: name.clone(),
-            pid: entry.pid,
-        };
-        return Ok((plans, Some(local)));
+    if !entries.is_empty() {
+        return Ok(Some(Discovered {
+            replicas: entries.into_iter().map(Replica::Local).collect(),
+            source: format!("the local registry in {}", registry_dir.display()),
+        }));
     }
     let (resolved, consulted) = resolve(builder, name).await?;
-    let plans = match &resolved {
-        Some(resolved) => decide(Known::Resolved(resolved))?,
-        None => decide(Known::Nothing {
+    Ok(resolved.map(|replicas| Discovered {
+        source: replicas
+            .first()
+            .map_or_else(|| consulted.clone(), |r| r.source.clone()),
+        replicas: replicas.into_iter().map(Replica::Listed).collect(),
+    }))
+}
+
+/// The candidates for one replica of the name `target`, in order, and
+/// the local registry entry they came from.
+fn replica_plans(
+    builder: &ChannelBuilder,
+    target: &Target,
+    replica: &Replica,
+    forced: Option<Forced>,
+) -> Result<(Vec<Plan>, Option<Local>), Status> {
+    let facts = HostFacts::of_this_process(None);
+    let Target::Name(name) = target else {
+        return Err(Status::internal(format!(
+            "a replica of {target:?}, which is not a name"
+        )));
+    };
+    match replica {
+        Replica::Local(entry) => {
+            let registry_dir = builder
+                .runtime_dir
+                .clone()
+                .unwrap_or_else(crate::discovery::runtime_dir);
+            let registry = Registry::open(&registry_dir)
+                .map_err(|err| Status::unavailable(err.to_string()))?;
+            let plans = decide(target, Known::Entry(entry), &facts, forced)?;
+            let local = Local {
+                registry,
+                name: name.clone(),
+                pid: entry.pid,
+            };
+            Ok((plans, Some(local)))
+        }
+        Replica::Listed(resolved) => Ok((
+            decide(target, Known::Resolved(resolved), &facts, forced)?,
+            None,
+        )),
+    }
+}
+
+/// The selection's candidates for `target` from what is `known` of it.
+fn decide(
+    target: &Target,
+    known: Known<'_>,
+    facts: &HostFacts,
+    forced: Option<Forced>,
+) -> Result<Vec<Plan>, Status> {
+    match select::select(select::Connect {
+        target,
+        known,
+        facts,
+        forced,
+    })? {
+        Decision::Connect(plans) => Ok(plans),
+        other => Err(Status::internal(format!(
+            "selection answered {other:?} for {target:?} after its lookup"
+        ))),
+    }
+}
+
+/// The candidates for `target`, in order, and the local registry entry
+/// they came from: looks the name up (registry, then resolver; the first
+/// replica found) and lets [`select`](select::select) decide
+/// ([`select::Connect`]) on what was found.
+async fn plans(
+    builder: &ChannelBuilder,
+    target: &Target,
+    forced: Option<Forced>,
+) -> Result<(Vec<Plan>, Option<Local>), Status> {
+    let Target::Name(name) = target else {
+        let facts = HostFacts::of_this_process(None);
+        return Ok((decide(target, Known::NotLookedUp, &facts, forced)?, None));
+    };
+    match discover(builder, name).await? {
+        Some(Discovered { replicas, .. }) if !replicas.is_empty() => {
+            replica_plans(builder, target, &replicas[0], forced)
+        }
+        _ => Err(not_found(builder, target, name).await),
+    }
+}
+
+/// Why `name` cannot be reached: nobody knows it (NotFound, saying where
+/// it was looked for), or its resolver lists no replica now.
+pub(super) async fn not_found(builder: &ChannelBuilder, target: &Target, name: &str) -> Status {
+    let registry_dir = builder
+        .runtime_dir
+        .clone()
+        .unwrap_or_else(crate::discovery::runtime_dir);
+    let consulted = match resolve(builder, name).await {
+        Ok((Some(_), _)) => format!(
+            "{} lists no replica of it now",
+            resolver_name(builder).unwrap_or_else(|| "the resolver".to_owned())
+        ),
+        Ok((None, consulted)) => consulted,
+        Err(status) => return status,
+    };
+    let facts = HostFacts::of_this_process(None);
+    match decide(
+        target,
+        Known::Nothing {
             registry_dir: &registry_dir,
             consulted: &consulted,
-        })?,
-    };
-    Ok((plans, None))
+        },
+        &facts,
+        None,
+    ) {
+        Err(status) => status,
+        Ok(_) => Status::not_found(format!("nothing publishes {name:?}")),
+    }
+}
+
+/// The resolver a name is looked up in after the local registry, as
+/// messages name it.
+fn resolver_name(builder: &ChannelBuilder) -> Option<String> {
+    if let Some(resolver) = &builder.resolver {
+        return Some(format!("the resolver {resolver:?}"));
+    }
+    let path = builder.discovery_file.clone().or_else(|| {
+        std::env::var_os(crate::discovery::DISCOVERY_ENV)
+            .filter(|p| !p.is_empty())
+            .map(Into::into)
+    })?;
+    Some(format!("the discovery file {}", path.display()))
 }
 
 /// Asks the builder's resolver, or the discovery file; the second value
@@ -264,7 +438,7 @@ async fn plans(
 async fn resolve(
     builder: &ChannelBuilder,
     name: &str,
-) -> Result<(Option<Resolved>, String), Status> {
+) -> Result<(Option<Vec<Resolved>>, String), Status> {
     if let Some(resolver) = &builder.resolver {
         let resolved = resolver.resolve(name).await?;
         return Ok((

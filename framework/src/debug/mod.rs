@@ -16,8 +16,8 @@ pub mod service;
 pub mod table;
 
 pub use model::{
-    ConnectionInfo, Event, Latency, ListenerInfo, MethodInfo, MethodStats, MmapTrack, PeerInfo,
-    ProcessInfo, Rejected, ServiceInfo, Snapshot,
+    ChannelInfo, ConnectionInfo, Event, Latency, ListenerInfo, MethodInfo, MethodStats, MmapTrack,
+    PeerInfo, ProcessInfo, Rejected, ReplicaInfo, ServiceInfo, Snapshot,
 };
 
 pub use http::{DEBUG_ADDR_ENV, DebugEndpoint, HTML_PATH, JSON_PATH, METRICS_PATH};
@@ -29,7 +29,7 @@ pub use service::{
 };
 
 /// The version of the [`Snapshot`] schema.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// What this process moved over the mmap track so far.
 fn mmap_totals() -> MmapTrack {
@@ -74,6 +74,7 @@ pub fn snapshot() -> Snapshot {
         mmap: mmap_totals(),
         layers: crate::layers::stack_snapshot(),
         compression: recorder.compression_totals(),
+        channels: crate::client::channels_snapshot(),
     }
 }
 

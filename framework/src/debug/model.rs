@@ -41,6 +41,68 @@ pub struct Snapshot {
     /// so far (closed ones included).
     #[serde(default)]
     pub compression: CompressionTrack,
+    /// This process's channels to names, with their replicas.
+    #[serde(default)]
+    pub channels: Vec<ChannelInfo>,
+}
+
+/// A channel to a target and the replicas behind it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChannelInfo {
+    /// What the channel connects to (a name or an address).
+    pub target: String,
+    /// How calls are spread (`pick_first`, `round_robin`,
+    /// `least_in_flight`, `peak_ewma`).
+    pub balance: String,
+    /// Who listed the replicas (the local registry, a resolver), if the
+    /// target is a name.
+    pub source: Option<String>,
+    /// Why the last lookup failed or found nothing, while the channel
+    /// keeps the replicas it knew.
+    pub discovery_error: Option<String>,
+    /// The replicas, in discovery's order.
+    pub replicas: Vec<ReplicaInfo>,
+    /// What changed (replicas added, removed, not answering), oldest first.
+    pub changes: Vec<String>,
+    /// Retries of idempotent calls made (each after a failed attempt).
+    pub retries: u64,
+    /// Retries the retry budget refused.
+    pub retries_throttled: u64,
+}
+
+/// One replica behind a channel and its connection.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaInfo {
+    /// What tells it apart (`pid 1234` on this host, else its addresses).
+    pub key: String,
+    /// Its addresses, as discovery listed them.
+    pub addresses: Vec<String>,
+    /// `ready` (takes calls), `ejected` (connected, but its calls failed
+    /// too often in a row), `idle` (no connection yet), `connecting`,
+    /// `draining` (its server is shutting down) or `failed` (the last
+    /// attempt failed).
+    pub state: String,
+    /// The id of its connection in [`Snapshot::connections`], if one is
+    /// open.
+    pub connection: Option<u64>,
+    /// The transport its connection uses, and why.
+    pub transport: Option<String>,
+    /// Why that transport.
+    pub reason: Option<String>,
+    /// Calls in flight on it now.
+    pub in_flight: u64,
+    /// Calls started on its current connection.
+    pub calls_started: u64,
+    /// The peak-sensitive moving average of its unary call latency, in
+    /// microseconds, as [`Balance::PeakEwma`](crate::Balance::PeakEwma)
+    /// weighs it.
+    pub latency_ewma_us: Option<f64>,
+    /// How often it was ejected for failing call after call.
+    pub ejections: u32,
+    /// How much longer it stays ejected, in milliseconds, if it is.
+    pub ejected_for_ms: Option<u64>,
+    /// Why the last attempt to connect failed, until one succeeds.
+    pub last_error: Option<String>,
 }
 
 /// The layers of one server or channel.

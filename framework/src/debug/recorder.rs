@@ -86,6 +86,13 @@ impl AttemptEvents for crate::transport::quic::AttemptTally {
 }
 
 /// The recorder of this process.
+/// Nanoseconds since the first time anyone asked, on the monotonic clock.
+fn process_clock_ns() -> u64 {
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
 pub(crate) fn recorder() -> &'static Recorder {
     static RECORDER: OnceLock<Recorder> = OnceLock::new();
     RECORDER.get_or_init(|| Recorder {
@@ -138,6 +145,7 @@ impl Recorder {
             streams_stalled: AtomicU64::new(0),
             stream_messages_sent: AtomicU64::new(0),
             stream_messages_received: AtomicU64::new(0),
+            latency_ewma: Default::default(),
         });
         lock(&self.open).insert(id, Arc::downgrade(&stats));
         stats
@@ -259,9 +267,37 @@ pub(crate) struct ConnectionStats {
     streams_stalled: AtomicU64,
     stream_messages_sent: AtomicU64,
     stream_messages_received: AtomicU64,
+    /// The peak-EWMA latency of unary calls, which balancing weighs.
+    latency_ewma: crate::client::balance::PeakEwma,
 }
 
 impl ConnectionStats {
+    /// Calls started on this connection.
+    pub(crate) fn calls_started(&self) -> u64 {
+        self.calls_started.load(Ordering::Relaxed)
+    }
+
+    /// Calls started and not yet finished.
+    pub(crate) fn in_flight(&self) -> u64 {
+        let done = self.calls_succeeded.load(Ordering::Relaxed)
+            + self.calls_failed.load(Ordering::Relaxed);
+        self.calls_started
+            .load(Ordering::Relaxed)
+            .saturating_sub(done)
+    }
+
+    /// A unary call took `elapsed`: what balancing learns of this peer.
+    pub(crate) fn unary_latency(&self, elapsed: Duration) {
+        self.latency_ewma
+            .record(elapsed.as_nanos() as f64, process_clock_ns());
+    }
+
+    /// The peak-EWMA latency of unary calls, nanoseconds (`None`: no call
+    /// finished yet).
+    pub(crate) fn latency_ewma(&self) -> Option<f64> {
+        self.latency_ewma.get()
+    }
+
     /// Shows what the link moves as bulk regions (the mmap track) with this
     /// connection.
     pub(crate) fn track_bulk(&self, counters: Option<Arc<crate::transport::bulk::BulkCounters>>) {

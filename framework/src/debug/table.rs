@@ -69,6 +69,7 @@ pub fn connections_table(snapshot: &Snapshot) -> String {
     out.push('\n');
     if snapshot.connections.is_empty() {
         out.push_str("no connections\n");
+        channels_table(snapshot, &mut out);
         return out;
     }
     let mut table = Table::new(&[
@@ -113,7 +114,61 @@ pub fn connections_table(snapshot: &Snapshot) -> String {
         table.row(connection_cells(conn, &p.hostname), below);
     }
     table.render(&mut out);
+    channels_table(snapshot, &mut out);
     out
+}
+
+/// Each channel to a name with its replicas, after a blank line: the
+/// policy, where the replicas were found, and per replica its state,
+/// transport, load and connection (whose row above says more).
+fn channels_table(snapshot: &Snapshot, out: &mut String) {
+    for channel in &snapshot.channels {
+        let _ = writeln!(
+            out,
+            "\nchannel {} ({}{}):",
+            escape_terminal(&channel.target),
+            escape_terminal(&channel.balance),
+            channel
+                .source
+                .as_deref()
+                .map(|s| format!(", replicas from {}", escape_terminal(s)))
+                .unwrap_or_default()
+        );
+        if let Some(problem) = &channel.discovery_error {
+            let _ = writeln!(out, "  discovery: {}", escape_terminal(problem));
+        }
+        let mut table = Table::new(&[
+            "  replica",
+            "state",
+            "transport",
+            "in flight",
+            "calls",
+            "ewma µs",
+            "conn",
+        ]);
+        for replica in &channel.replicas {
+            let below = replica
+                .last_error
+                .iter()
+                .map(|e| format!("  last error: {e}"))
+                .collect();
+            table.row(
+                vec![
+                    format!("  {}", replica.key),
+                    replica.state.clone(),
+                    replica.transport.clone().unwrap_or_else(|| "-".into()),
+                    replica.in_flight.to_string(),
+                    replica.calls_started.to_string(),
+                    replica.latency_ewma_us.map_or_else(|| "-".into(), micros),
+                    replica
+                        .connection
+                        .map_or_else(|| "-".into(), |id| id.to_string()),
+                ],
+                below,
+            );
+        }
+        table.render(out);
+    }
 }
 
 /// The line below a connection on its compression: where it compresses,
@@ -424,6 +479,7 @@ mod tests {
             mmap: MmapTrack::default(),
             layers: Vec::new(),
             compression: Default::default(),
+            channels: Vec::new(),
         }
     }
 

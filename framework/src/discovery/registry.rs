@@ -185,12 +185,20 @@ impl Registry {
     /// The live entry for `name`, the most recently published if several
     /// processes serve it. Entries of dead processes are removed on the way.
     pub fn lookup(&self, name: &str) -> Result<Option<Entry>, RegistryError> {
+        Ok(self.lookup_all(name)?.into_iter().next())
+    }
+
+    /// Every live entry publishing `name`: the replicas of a service on
+    /// this host, newest first (then by pid).
+    pub fn lookup_all(&self, name: &str) -> Result<Vec<Entry>, RegistryError> {
         let name = normalize_name(name)?;
-        Ok(self
+        let mut entries: Vec<Entry> = self
             .scan()?
             .into_iter()
             .filter(|entry| entry.name == name)
-            .max_by_key(|entry| entry.published_ms))
+            .collect();
+        entries.sort_by(|a, b| b.published_ms.cmp(&a.published_ms).then(a.pid.cmp(&b.pid)));
+        Ok(entries)
     }
 
     /// Every live entry, sorted by name. Entries of dead processes are

@@ -1,7 +1,7 @@
 //! Finding services beyond this host: a [`Resolver`] maps a service name to
-//! the addresses that serve it (`quic://…`, `tcp://…`, `unix://…`). Host
-//! names in those addresses are resolved by DNS when connecting, and every
-//! IP address a name has is tried in turn.
+//! the replicas that serve it, each with its addresses (`quic://…`,
+//! `tcp://…`, `unix://…`). Host names in those addresses are resolved by DNS
+//! when connecting, and every IP address a name has is tried in turn.
 //!
 //! A client asks the local registry first (a server on this host is reached
 //! over shared memory or its Unix socket), then its resolver: the one given
@@ -23,11 +23,12 @@ use crate::transport::Endpoint;
 /// local registry does not know.
 pub const DISCOVERY_ENV: &str = "SWITCHYARD_DISCOVERY";
 
-/// What a resolver knows about one name.
+/// What a resolver knows about one replica of a name: one server, reached
+/// at any of its addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolved {
-    /// Addresses, in the order to try them within each transport (the
-    /// client tries QUIC before TCP whatever the order here).
+    /// The replica's addresses, in the order to try them within each
+    /// transport (the client tries QUIC before TCP whatever the order here).
     pub addresses: Vec<Endpoint>,
     /// Who answered, for the selection's reason (e.g. the file's path).
     pub source: String,
@@ -72,15 +73,22 @@ impl Resolved {
 
 /// A future returned by [`Resolver::resolve`].
 pub type ResolveFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Option<Resolved>, Status>> + Send + 'a>>;
+    Pin<Box<dyn Future<Output = Result<Option<Vec<Resolved>>, Status>> + Send + 'a>>;
 
-/// Maps service names to addresses.
+/// Maps service names to the replicas that serve them.
 ///
-/// Implement it to plug in a discovery system of your own (Consul, etcd, a
-/// control plane); `Ok(None)` means the name is unknown to this resolver.
+/// Implement it to plug in a discovery system of your own (Consul, a
+/// control plane). A channel asks again every
+/// [`resolve_interval`](crate::ChannelBuilder::resolve_interval) and
+/// whenever no replica it knows answers, and follows what changed: new
+/// replicas get connections, vanished ones are dropped once their calls
+/// finish.
 pub trait Resolver: Send + Sync + fmt::Debug {
-    /// The addresses serving `name` ([`Resolved::from_urls`] parses them
-    /// from text).
+    /// The replicas serving `name`, one [`Resolved`] each
+    /// ([`Resolved::from_urls`] parses one from text). `Ok(None)`: the name
+    /// is unknown to this resolver; `Ok(Some(vec![]))`: known, with no
+    /// replica now. An `Err` (the resolver's backend is unreachable) makes
+    /// a channel keep the replicas it knew, and say so.
     fn resolve<'a>(&'a self, name: &'a str) -> ResolveFuture<'a>;
 }
 

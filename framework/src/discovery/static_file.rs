@@ -11,10 +11,20 @@
 //!
 //! [services.billing]
 //! addresses = ["quic://billing.default.svc.cluster.local:7443"]
+//!
+//! # Several replicas of one service: one table each, with its own
+//! # addresses (and pin). A channel spreads calls over them
+//! # (ChannelBuilder::balance).
+//! [[services.inventory.replicas]]
+//! addresses = ["quic://10.0.0.5:7443", "tcp://10.0.0.5:7000"]
+//! [[services.inventory.replicas]]
+//! addresses = ["tcp://10.0.0.6:7000"]
 //! ```
 //!
 //! The file is read when it is opened and again whenever it has changed
-//! since (its modification time), so edits take effect at the next connect.
+//! since (its modification time); a channel looks again every
+//! [`resolve_interval`](crate::ChannelBuilder::resolve_interval), so an
+//! edit adds or drops replicas of a running channel.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,7 +52,8 @@ pub enum StaticFileError {
     /// The file is not valid TOML of the expected shape.
     #[error(
         "the discovery file {} is not valid: {reason}; expected tables like \
-         [services.calculator] with addresses = [\"quic://host:port\", \"tcp://host:port\"]",
+         [services.calculator] with addresses = [\"quic://host:port\", \"tcp://host:port\"], \
+         or [[services.calculator.replicas]] tables with addresses each",
         path.display()
     )]
     Parse {
@@ -63,6 +74,19 @@ struct FileModel {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServiceModel {
+    /// The addresses of a service with one replica.
+    #[serde(default)]
+    addresses: Option<Vec<String>>,
+    #[serde(default)]
+    pin: Option<String>,
+    /// One table per replica.
+    #[serde(default)]
+    replicas: Option<Vec<ReplicaModel>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplicaModel {
     addresses: Vec<String>,
     #[serde(default)]
     pin: Option<String>,
@@ -78,7 +102,8 @@ pub struct StaticFile {
 #[derive(Debug)]
 struct Loaded {
     modified: Option<SystemTime>,
-    services: BTreeMap<String, Vec<Endpoint>>,
+    /// Each name's replicas, each with its addresses.
+    services: BTreeMap<String, Vec<Vec<Endpoint>>>,
 }
 
 impl StaticFile {
@@ -111,8 +136,9 @@ impl StaticFile {
         &self.path
     }
 
-    /// The addresses of `name`, reading the file again if it changed.
-    pub fn lookup(&self, name: &str) -> Result<Option<Vec<Endpoint>>, StaticFileError> {
+    /// The replicas of `name`, each with its addresses, reading the file
+    /// again if it changed.
+    pub fn lookup(&self, name: &str) -> Result<Option<Vec<Vec<Endpoint>>>, StaticFileError> {
         let mut loaded = self
             .loaded
             .lock()
@@ -127,12 +153,18 @@ impl StaticFile {
 impl Resolver for StaticFile {
     fn resolve<'a>(&'a self, name: &'a str) -> ResolveFuture<'a> {
         Box::pin(async move {
-            let addresses = self
+            let replicas = self
                 .lookup(name)
                 .map_err(|err| Status::failed_precondition(err.to_string()))?;
-            Ok(addresses.map(|addresses| Resolved {
-                addresses,
-                source: format!("the discovery file {}", self.path.display()),
+            let source = format!("the discovery file {}", self.path.display());
+            Ok(replicas.map(|replicas| {
+                replicas
+                    .into_iter()
+                    .map(|addresses| Resolved {
+                        addresses,
+                        source: source.clone(),
+                    })
+                    .collect()
             }))
         })
     }
@@ -154,7 +186,7 @@ fn load(path: &Path) -> Result<Loaded, StaticFileError> {
     })
 }
 
-fn parse(path: &Path, text: &str) -> Result<BTreeMap<String, Vec<Endpoint>>, StaticFileError> {
+fn parse(path: &Path, text: &str) -> Result<BTreeMap<String, Vec<Vec<Endpoint>>>, StaticFileError> {
     let invalid = |reason: String| StaticFileError::Parse {
         path: path.to_owned(),
         reason,
@@ -162,31 +194,68 @@ fn parse(path: &Path, text: &str) -> Result<BTreeMap<String, Vec<Endpoint>>, Sta
     let model: FileModel = toml::from_str(text).map_err(|err| invalid(err.to_string()))?;
     let mut services = BTreeMap::new();
     for (name, service) in model.services {
-        if service.addresses.is_empty() {
-            return Err(invalid(format!("services.{name} lists no addresses")));
-        }
-        let mut addresses = Vec::with_capacity(service.addresses.len());
-        for address in service.addresses {
-            let scheme = Endpoint::scheme_of(&address);
-            if !matches!(scheme, Some("quic" | "tcp" | "unix")) {
+        let replicas = match (service.addresses, service.replicas) {
+            (Some(addresses), None) => vec![ReplicaModel {
+                addresses,
+                pin: service.pin,
+            }],
+            (None, Some(replicas)) if service.pin.is_none() => replicas,
+            (None, Some(_)) => {
                 return Err(invalid(format!(
-                    "services.{name}: {address:?} is not a quic://, tcp:// or unix:// address"
+                    "services.{name}: give each replica its own pin, not the service"
                 )));
             }
-            let quic = scheme == Some("quic");
-            let address = match &service.pin {
-                Some(pin) if quic && !address.contains("?pin=") => format!("{address}?pin={pin}"),
-                _ => address,
-            };
-            // The same checks a connect would make, now, and only now.
-            let endpoint = address
-                .parse::<Endpoint>()
-                .map_err(|err| invalid(format!("services.{name}: {err}")))?;
-            addresses.push(endpoint);
+            (Some(_), Some(_)) => {
+                return Err(invalid(format!(
+                    "services.{name} has both addresses and replicas; list the addresses in \
+                     a replica table"
+                )));
+            }
+            (None, None) => {
+                return Err(invalid(format!("services.{name} lists no addresses")));
+            }
+        };
+        if replicas.is_empty() {
+            return Err(invalid(format!("services.{name} lists no replicas")));
         }
-        services.insert(name.to_ascii_lowercase(), addresses);
+        let mut parsed = Vec::with_capacity(replicas.len());
+        for replica in replicas {
+            parsed.push(parse_addresses(&name, replica, &invalid)?);
+        }
+        services.insert(name.to_ascii_lowercase(), parsed);
     }
     Ok(services)
+}
+
+/// One replica's addresses, checked as a connect would check them.
+fn parse_addresses(
+    name: &str,
+    replica: ReplicaModel,
+    invalid: &dyn Fn(String) -> StaticFileError,
+) -> Result<Vec<Endpoint>, StaticFileError> {
+    if replica.addresses.is_empty() {
+        return Err(invalid(format!("services.{name} lists no addresses")));
+    }
+    let mut addresses = Vec::with_capacity(replica.addresses.len());
+    for address in replica.addresses {
+        let scheme = Endpoint::scheme_of(&address);
+        if !matches!(scheme, Some("quic" | "tcp" | "unix")) {
+            return Err(invalid(format!(
+                "services.{name}: {address:?} is not a quic://, tcp:// or unix:// address"
+            )));
+        }
+        let quic = scheme == Some("quic");
+        let address = match &replica.pin {
+            Some(pin) if quic && !address.contains("?pin=") => format!("{address}?pin={pin}"),
+            _ => address,
+        };
+        // The same checks a connect would make, now, and only now.
+        let endpoint = address
+            .parse::<Endpoint>()
+            .map_err(|err| invalid(format!("services.{name}: {err}")))?;
+        addresses.push(endpoint);
+    }
+    Ok(addresses)
 }
 
 #[cfg(test)]
@@ -207,15 +276,41 @@ mod tests {
         .unwrap();
         assert_eq!(
             file.lookup("calculator").unwrap().unwrap(),
-            vec![
+            vec![vec![
                 Endpoint::Tcp("10.0.0.5:7000".into()),
                 Endpoint::Quic {
                     host_port: "10.0.0.5:7443".into(),
                     pin: Some(PIN.into())
                 }
-            ]
+            ]]
         );
         assert_eq!(file.lookup("other").unwrap(), None);
+    }
+
+    #[test]
+    fn replicas_each_have_their_addresses_and_pin() {
+        let file = StaticFile::from_toml(
+            "/x.toml",
+            &format!(
+                "[[services.inventory.replicas]]\naddresses = [\"quic://10.0.0.5:7443\", \
+                 \"tcp://10.0.0.5:7000\"]\npin = \"{PIN}\"\n\
+                 [[services.inventory.replicas]]\naddresses = [\"tcp://10.0.0.6:7000\"]\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            file.lookup("inventory").unwrap().unwrap(),
+            vec![
+                vec![
+                    Endpoint::Quic {
+                        host_port: "10.0.0.5:7443".into(),
+                        pin: Some(PIN.into())
+                    },
+                    Endpoint::Tcp("10.0.0.5:7000".into()),
+                ],
+                vec![Endpoint::Tcp("10.0.0.6:7000".into())],
+            ]
+        );
     }
 
     #[test]
@@ -229,6 +324,16 @@ mod tests {
             ("[services.a]\naddresses = [\"tcp://x\"]\n", "needs a port"),
             ("[services.a]\naddress = [\"tcp://x:1\"]\n", "unknown field"),
             ("[services.a\n", "parse error"),
+            ("[services.a]\nreplicas = []\n", "no replicas"),
+            (
+                "[services.a]\naddresses = [\"tcp://x:1\"]\n[[services.a.replicas]]\n\
+                 addresses = [\"tcp://y:1\"]\n",
+                "both addresses and replicas",
+            ),
+            (
+                "[[services.a.replicas]]\naddresses = [\"tcp://y\"]\n",
+                "needs a port",
+            ),
         ] {
             let err = StaticFile::from_toml("/bad.toml", text).unwrap_err();
             let message = err.to_string();
@@ -245,7 +350,7 @@ mod tests {
         let file = StaticFile::open(&path).unwrap();
         assert_eq!(
             file.lookup("a").unwrap().unwrap(),
-            vec![Endpoint::Tcp("h:1".into())]
+            vec![vec![Endpoint::Tcp("h:1".into())]]
         );
         // A different length and a later time: the change is seen.
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -259,7 +364,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             file.lookup("a").unwrap().unwrap(),
-            vec![Endpoint::Tcp("other:22".into())]
+            vec![vec![Endpoint::Tcp("other:22".into())]]
         );
         let missing = StaticFile::open(dir.path().join("none.toml")).unwrap_err();
         assert!(missing.to_string().contains("none.toml"), "{missing}");

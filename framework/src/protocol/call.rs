@@ -115,6 +115,19 @@ impl<W> ClientCalls<W> {
         self.pending.remove(&call_id)
     }
 
+    /// Takes the waiters of the pending calls whose ids are above `last`.
+    pub fn take_above(&mut self, last: u64) -> Vec<(u64, W)> {
+        let ids: Vec<u64> = self
+            .pending
+            .keys()
+            .copied()
+            .filter(|&id| id > last)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.pending.remove(&id).map(|w| (id, w)))
+            .collect()
+    }
+
     /// The waiter of a pending call.
     pub fn get(&self, call_id: u64) -> Option<&W> {
         self.pending.get(&call_id)

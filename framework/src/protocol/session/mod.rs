@@ -259,6 +259,9 @@ pub struct Session<W, H> {
     cancels: CancelBudget,
     /// Set when the peer said GoAway.
     peer_going_away: Option<Status>,
+    /// The highest call id the peer sent this side (its GoAway names it:
+    /// calls above it were never seen).
+    last_peer_call: u64,
     /// No new calls are admitted (this side said GoAway).
     draining: bool,
     /// Frames are still read (false after a protocol error).
@@ -290,6 +293,7 @@ impl<W, H> Session<W, H> {
             streams: Streams::default(),
             config,
             peer_going_away: None,
+            last_peer_call: 0,
             draining: false,
             reading: true,
             events: VecDeque::new(),
@@ -389,6 +393,7 @@ impl<W, H> Session<W, H> {
         match frame.header.kind {
             Kind::Request | Kind::OneWay if sides.serves => {
                 self.clock.busy(now);
+                self.last_peer_call = self.last_peer_call.max(frame.header.call_id);
                 self.events.push_back(Event::Request(frame));
             }
             Kind::Request => {
@@ -474,7 +479,10 @@ impl<W, H> Session<W, H> {
             Kind::GoAway if sides.calls => {
                 let status = frame_status(&frame);
                 self.peer_going_away = Some(status.clone());
-                self.events.push_back(Event::PeerGoingAway(status));
+                self.events.push_back(Event::PeerGoingAway(status.clone()));
+                if frame.header.flags & FLAG_NOT_STARTED != 0 {
+                    self.never_seen_above(frame.header.call_id, &status);
+                }
             }
             // A caller-only side ignores cancels and hellos; Pongs answer
             // nothing this side waits for; a side that makes no calls
@@ -840,14 +848,42 @@ impl<W, H> Session<W, H> {
     }
 
     /// Starts draining (once; `true` the first time): no new calls are
-    /// admitted and the peer is told with a GoAway carrying `status`.
+    /// admitted and the peer is told with a GoAway carrying `status` and
+    /// the last call id this side saw ([`FLAG_NOT_STARTED`] set: the peer's
+    /// calls above it were never seen, and are made again elsewhere).
     pub fn drain(&mut self, status: &Status) -> bool {
         if self.draining {
             return false;
         }
         self.draining = true;
-        self.transmit(status_frame(Kind::GoAway, 0, status), true);
+        let mut frame = status_frame(Kind::GoAway, self.last_peer_call, status);
+        mark_not_started(&mut frame);
+        self.transmit(frame, true);
         true
+    }
+
+    /// The peer drains and never saw this side's calls above `last`: each
+    /// is answered as never started (UNAVAILABLE with
+    /// [`FLAG_NOT_STARTED`]), so its caller makes it again on another
+    /// connection, as gRPC does with the streams above an HTTP/2 GOAWAY's
+    /// last stream id.
+    fn never_seen_above(&mut self, last: u64, going: &Status) {
+        let status = Status::unavailable(format!(
+            "the server drained before it saw this call ({}); it was never started",
+            going.message()
+        ));
+        for (call_id, waiter) in self.calls.take_above(last) {
+            self.streams.close(Whose::Ours, call_id);
+            let mut header = Header::new(Kind::Response, call_id);
+            header.status = status.code().as_u16();
+            header.flags |= FLAG_NOT_STARTED;
+            let frame = Frame::new(
+                header,
+                bytes::Bytes::new(),
+                bytes::Bytes::copy_from_slice(status.message().as_bytes()),
+            );
+            self.events.push_back(Event::Response { waiter, frame });
+        }
     }
 
     /// The peer broke the protocol: tell it why (GoAway), read nothing

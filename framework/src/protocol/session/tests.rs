@@ -1070,6 +1070,36 @@ fn an_idle_connection_drains_after_the_timeout_and_refuses_crossing_calls_as_not
 }
 
 #[test]
+fn a_drain_goaway_names_the_last_call_seen_so_calls_above_it_are_made_again() {
+    let mut pair = Pair::client_server();
+    let seen = pair.call(1, None, b"seen").unwrap();
+    let events = pair.b_reads();
+    assert!(
+        matches!(events.as_slice(), [Event::Request(_)]),
+        "{events:?}"
+    );
+    pair.b.session.drain(&Status::unavailable("stopping"));
+    let goaway = pair.b.session.poll_transmit().unwrap();
+    // Sent after the GoAway left; the server closes without reading it.
+    let unseen = pair.call(2, None, b"unseen").unwrap();
+    pair.a.inbox.extend_from_slice(&goaway.bytes);
+    let events = pair.a_reads();
+    assert_eq!(events.len(), 2, "call {seen} still waits: {events:?}");
+    assert!(matches!(events[0], Event::PeerGoingAway(_)));
+    let Event::Response { waiter: 2, frame } = &events[1] else {
+        panic!("{events:?}");
+    };
+    assert_eq!(frame.header.call_id, unseen);
+    assert_ne!(frame.header.flags & FLAG_NOT_STARTED, 0);
+    assert_eq!(frame.header.status, Code::Unavailable.as_u16());
+    let message = String::from_utf8_lossy(&frame.payload);
+    assert!(
+        message.contains("never started") && message.contains("stopping"),
+        "{message}"
+    );
+}
+
+#[test]
 fn a_server_shutdown_does_not_mark_refusals_as_not_started() {
     let mut pair = Pair::client_server();
     pair.b.session.drain(&Status::unavailable("stopping"));

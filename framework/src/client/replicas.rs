@@ -1,0 +1,268 @@
+//! The replicas of a channel: one sub-connection ([`Subchannel`]) per
+//! server behind its target, each with its own transport selection and
+//! reconnect backoff, kept in step with discovery ([`ReplicaSet::follow`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::backoff::{Backoff, BackoffState};
+use super::balance::Load;
+use super::connection::Connection;
+use super::open::{Discovered, Replica};
+use super::outlier::{Outlier, OutlierEjection};
+use crate::protocol::status::Status;
+
+/// One server behind a channel's target and the connection to it, if one
+/// is open.
+#[derive(Debug)]
+pub(crate) struct Subchannel {
+    /// How discovery found it (`None`: the channel's own target, an
+    /// address or a link).
+    replica: Mutex<Option<Replica>>,
+    /// What tells it apart from its siblings (for the debug views).
+    pub(super) key: String,
+    conn: Mutex<Option<Arc<Connection>>>,
+    /// Between failed background reconnects.
+    backoff: Mutex<BackoffState>,
+    /// A background connect is under way.
+    connecting: AtomicBool,
+    /// Why the last attempt to connect failed, until one succeeds.
+    last_error: Mutex<Option<Status>>,
+    /// Failures in a row and ejections, across its connections.
+    pub(super) outlier: Arc<Outlier>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every guarded value stays valid if a holder panicked.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Subchannel {
+    /// A sub-connection to `replica`, connected over `conn` if given.
+    pub(super) fn new(
+        replica: Option<Replica>,
+        key: String,
+        conn: Option<Arc<Connection>>,
+        ejection: OutlierEjection,
+    ) -> Self {
+        let outlier = Arc::new(Outlier::new(ejection));
+        if let Some(conn) = &conn {
+            let _ = conn.outlier.set(Arc::clone(&outlier));
+        }
+        Self {
+            replica: Mutex::new(replica),
+            key,
+            conn: Mutex::new(conn),
+            backoff: Mutex::new(BackoffState::default()),
+            connecting: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+            outlier,
+        }
+    }
+
+    /// Whether it is ejected for failing call after call.
+    pub(super) fn is_ejected(&self) -> bool {
+        self.outlier.is_ejected(super::outlier::now_ns())
+    }
+
+    /// The replica as discovery last described it.
+    pub(super) fn replica(&self) -> Option<Replica> {
+        lock(&self.replica).clone()
+    }
+
+    /// Its connection, if one was opened (usable or not).
+    pub(super) fn connection(&self) -> Option<Arc<Connection>> {
+        lock(&self.conn).clone()
+    }
+
+    /// Its connection when it takes calls.
+    pub(super) fn ready(&self) -> Option<Arc<Connection>> {
+        lock(&self.conn).as_ref().filter(|c| c.is_usable()).cloned()
+    }
+
+    /// Records a connection that was just opened.
+    pub(super) fn connected(&self, conn: Arc<Connection>) {
+        let _ = conn.outlier.set(Arc::clone(&self.outlier));
+        *lock(&self.conn) = Some(conn);
+        lock(&self.backoff).succeeded();
+        *lock(&self.last_error) = None;
+    }
+
+    /// Records a failed attempt; returns when the background may try again.
+    pub(super) fn failed(&self, backoff: &Backoff, status: Status) {
+        lock(&self.backoff).failed(backoff, status.clone(), Instant::now());
+        *lock(&self.last_error) = Some(status);
+    }
+
+    /// Why the last attempt failed, while no attempt has succeeded since.
+    pub(super) fn last_error(&self) -> Option<Status> {
+        lock(&self.last_error).clone()
+    }
+
+    /// Claims the right to connect in the background: not ready, nobody
+    /// else connecting, and out of its backoff. Release with
+    /// [`done_connecting`](Self::done_connecting).
+    pub(super) fn claim_background_connect(&self) -> bool {
+        if self.ready().is_some()
+            || lock(&self.backoff)
+                .check(&self.key, Instant::now())
+                .is_err()
+        {
+            return false;
+        }
+        !self.connecting.swap(true, Ordering::AcqRel)
+    }
+
+    /// Ends a background connect.
+    pub(super) fn done_connecting(&self) {
+        self.connecting.store(false, Ordering::Release);
+    }
+
+    /// What the debug views show of it.
+    pub(super) fn info(&self) -> crate::debug::ReplicaInfo {
+        let conn = self.connection();
+        let last_error = self.last_error();
+        let now = super::outlier::now_ns();
+        let state = match &conn {
+            Some(c) if c.is_usable() && self.outlier.is_ejected(now) => "ejected",
+            Some(c) if c.is_usable() => "ready",
+            Some(c) if !c.is_closed() => "draining",
+            _ if self.connecting.load(Ordering::Acquire) => "connecting",
+            Some(_) => "failed",
+            None if last_error.is_some() => "failed",
+            None => "idle",
+        };
+        crate::debug::ReplicaInfo {
+            key: self.key.clone(),
+            addresses: self.replica().map(|r| r.urls()).unwrap_or_default(),
+            state: state.to_owned(),
+            connection: conn.as_ref().map(|c| c.stats.id()),
+            transport: conn.as_ref().map(|c| c.selection.transport.to_string()),
+            reason: conn.as_ref().map(|c| c.selection.reason.to_string()),
+            in_flight: conn.as_ref().map_or(0, |c| c.stats.in_flight()),
+            calls_started: conn.as_ref().map_or(0, |c| c.stats.calls_started()),
+            latency_ewma_us: conn
+                .as_ref()
+                .and_then(|c| c.stats.latency_ewma())
+                .map(|ns| (ns / 100.0).round() / 10.0),
+            ejections: self.outlier.ejections(),
+            ejected_for_ms: self
+                .outlier
+                .ejected_for(now)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            last_error: last_error.map(|s| s.to_string()).or_else(|| {
+                conn.as_ref()
+                    .and_then(|c| c.unusable_reason())
+                    .map(|s| s.to_string())
+            }),
+        }
+    }
+
+    /// What a policy weighs.
+    pub(super) fn load(conn: &Connection) -> Load {
+        Load {
+            in_flight: conn.stats.in_flight(),
+            latency_ns: conn.stats.latency_ewma(),
+        }
+    }
+}
+
+/// The sub-connections of a channel, in discovery's order, and what
+/// discovery last said.
+#[derive(Debug, Default)]
+pub(crate) struct ReplicaSet {
+    pub(super) subchannels: Vec<Arc<Subchannel>>,
+    /// When a replica failing call after call is ejected.
+    pub(super) ejection: OutlierEjection,
+    /// Who listed the replicas (the local registry, a resolver).
+    pub(super) source: Option<String>,
+    /// Why the last lookup failed or found nothing, while the channel keeps
+    /// the replicas it knew.
+    pub(super) discovery_error: Option<String>,
+    /// What changed, newest last (bounded).
+    pub(super) changes: std::collections::VecDeque<String>,
+}
+
+/// How many changes a channel remembers for its debug view.
+const CHANGES_KEPT: usize = 32;
+
+impl ReplicaSet {
+    /// A set of one sub-connection that is never looked up again.
+    pub(super) fn fixed(conn: Arc<Connection>) -> Self {
+        let key = conn.url.clone();
+        Self {
+            subchannels: vec![Arc::new(Subchannel::new(
+                None,
+                key,
+                Some(conn),
+                OutlierEjection::off(),
+            ))],
+            ..Self::default()
+        }
+    }
+
+    /// Takes in what discovery found: keeps the sub-connections of
+    /// replicas still listed (in the new order), adds the new ones, drops
+    /// the vanished ones (their connections close once their calls are
+    /// done). Returns the added sub-connections.
+    pub(super) fn follow(&mut self, found: Discovered) -> Vec<Arc<Subchannel>> {
+        let mut added = Vec::new();
+        let mut next = Vec::with_capacity(found.replicas.len());
+        for replica in found.replicas {
+            let key = replica.key();
+            let kept = self.subchannels.iter().position(|s| {
+                s.key == key && s.replica().is_some_and(|known| known.same_server(&replica))
+            });
+            match kept {
+                Some(i) => {
+                    let sub = self.subchannels.swap_remove(i);
+                    *lock(&sub.replica) = Some(replica);
+                    next.push(sub);
+                }
+                None => {
+                    let urls = replica.urls().join(", ");
+                    let sub = Arc::new(Subchannel::new(Some(replica), key, None, self.ejection));
+                    self.note(format!("added {} ({urls})", sub.key));
+                    added.push(Arc::clone(&sub));
+                    next.push(sub);
+                }
+            }
+        }
+        let gone = std::mem::replace(&mut self.subchannels, next);
+        for sub in gone {
+            self.note(format!(
+                "removed {}: {} no longer lists it",
+                sub.key, found.source
+            ));
+        }
+        self.source = Some(found.source);
+        self.discovery_error = None;
+        added
+    }
+
+    /// Remembers a change for the debug view.
+    pub(super) fn note(&mut self, change: String) {
+        tracing::debug!(%change, "replicas changed");
+        if self.changes.len() == CHANGES_KEPT {
+            self.changes.pop_front();
+        }
+        self.changes.push_back(change);
+    }
+
+    /// The ready sub-connections with their connections, in order: those
+    /// not ejected, or every ready one when all are.
+    pub(super) fn ready(&self) -> Vec<(Arc<Subchannel>, Arc<Connection>)> {
+        let mut ready: Vec<_> = self
+            .subchannels
+            .iter()
+            .filter_map(|s| s.ready().map(|c| (Arc::clone(s), c)))
+            .collect();
+        if ready.iter().any(|(s, _)| !s.is_ejected()) {
+            ready.retain(|(s, _)| !s.is_ejected());
+        }
+        ready
+    }
+}
