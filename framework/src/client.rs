@@ -417,7 +417,7 @@ impl ChannelBuilder {
                 match result {
                     Ok(conn) => {
                         first.get_or_insert_with(|| Arc::clone(&conn));
-                        sub.connected(conn);
+                        sub.connected(conn, &self);
                     }
                     Err(status) => {
                         sub.failed(&self.backoff, status.clone());
@@ -432,7 +432,7 @@ impl ChannelBuilder {
                 };
                 match open::open_replica(&self, &parsed, &replica, None).await {
                     Ok(conn) => {
-                        sub.connected(Arc::clone(&conn));
+                        sub.connected(Arc::clone(&conn), &self);
                         first = Some(conn);
                         break;
                     }
@@ -604,6 +604,15 @@ fn none_answered(name: &str, failures: Vec<(String, Status)>) -> Status {
     )
 }
 
+/// What a call wants of the replica it is given.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Want<'a> {
+    /// The service it calls: replicas not serving it are left out.
+    pub(crate) service: Option<&'a str>,
+    /// A retry's previous connection id: another replica is preferred.
+    pub(crate) avoid: Option<u64>,
+}
+
 /// The channels to names this process holds, for the debug views.
 static CHANNELS: Mutex<Vec<std::sync::Weak<Shared>>> = Mutex::new(Vec::new());
 
@@ -743,7 +752,7 @@ impl Shared {
             let (builder, parsed) = (self.builder.clone(), parsed.clone());
             tokio::spawn(async move {
                 match open::open_replica(&builder, &parsed, &replica, None).await {
-                    Ok(conn) => sub.connected(conn),
+                    Ok(conn) => sub.connected(conn, &builder),
                     Err(status) => {
                         tracing::debug!(replica = %sub.key, %status, "connecting to a replica failed");
                         sub.failed(&builder.backoff, status);
@@ -789,14 +798,16 @@ impl Channel {
         first_ready.unwrap_or_else(|| Arc::clone(&lock(&self.shared.last)))
     }
 
-    /// A ready replica's connection, as the policy picks it; not the one
-    /// with the connection id `avoid` when another is ready.
-    fn pick(&self, avoid: Option<u64>) -> Option<Arc<Connection>> {
+    /// A ready replica's connection, as the policy picks it among those
+    /// serving `want.service`; not the one with the connection id
+    /// `want.avoid` when another is ready.
+    fn pick(&self, want: Want<'_>) -> Option<Arc<Connection>> {
         let set = lock(&self.shared.replicas);
         if let [only] = set.subchannels.as_slice() {
             return only.ready();
         }
-        let mut ready = set.ready();
+        let mut ready = set.ready(want.service);
+        let avoid = want.avoid;
         drop(set);
         if let Some(avoid) = avoid
             && ready.iter().any(|(_, c)| c.stats.id() != avoid)
@@ -818,21 +829,17 @@ impl Channel {
     /// picks it, or a new one if none is ready. Reconnecting (looking the
     /// name up afresh) is bounded by `deadline` (the call's) and waits out
     /// the reconnect backoff after failures by failing at once.
-    pub(crate) async fn connection(
+    ///
+    /// For a call of `want.service`, replicas whose health service says
+    /// they do not serve it are left out while others do, and a replica
+    /// other than the one whose connection id is `want.avoid` (a retry's)
+    /// is preferred.
+    pub(crate) async fn connection_for(
         &self,
         deadline: Option<Instant>,
+        want: Want<'_>,
     ) -> Result<Arc<Connection>, Status> {
-        self.connection_avoiding(deadline, None).await
-    }
-
-    /// [`connection`](Self::connection), preferring a replica other than
-    /// the one whose connection id is `avoid` (a retry's).
-    pub(crate) async fn connection_avoiding(
-        &self,
-        deadline: Option<Instant>,
-        avoid: Option<u64>,
-    ) -> Result<Arc<Connection>, Status> {
-        if let Some(conn) = self.pick(avoid) {
+        if let Some(conn) = self.pick(want) {
             return Ok(conn);
         }
         let Some((target, parsed)) = &self.shared.target else {
@@ -856,7 +863,7 @@ impl Channel {
             }
             None => self.shared.reconnect.lock().await,
         };
-        if let Some(conn) = self.pick(avoid) {
+        if let Some(conn) = self.pick(want) {
             return Ok(conn);
         }
         let conn = self.current();
@@ -943,7 +950,7 @@ impl Channel {
             };
             match open::open_replica(builder, parsed, &replica, deadline).await {
                 Ok(fresh) => {
-                    sub.connected(Arc::clone(&fresh));
+                    sub.connected(Arc::clone(&fresh), builder);
                     return Ok(fresh);
                 }
                 Err(status)

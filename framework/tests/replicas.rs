@@ -570,3 +570,59 @@ async fn a_replica_failing_call_after_call_is_ejected_and_no_call_fails() {
     failing.handle.shutdown().await;
     healthy.handle.shutdown().await;
 }
+
+/// Waits up to 10 s until replica `i` of the channel reports `not_serving`;
+/// returns how long that took.
+async fn until_not_serving(client: &ReplicaClient, i: usize, not_serving: &[&str]) -> Duration {
+    let start = Instant::now();
+    loop {
+        let replicas = client.channel().replicas();
+        if replicas[i].not_serving == not_serving {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "replica {i} never reported {not_serving:?}: {replicas:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_replica_not_serving_gets_no_calls_until_it_serves_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("discovery.toml");
+    let r: Vec<Running> =
+        futures_util::future::join_all((1..=3).map(|id| replica(dir.path(), id, Duration::ZERO)))
+            .await;
+    list(&file, &[&r[0].path, &r[1].path, &r[2].path]);
+    let client = channel(dir.path(), &file, Balance::RoundRobin).await;
+    assert_eq!(spread(&client, 30).await.get(&1), Some(&10));
+
+    r[0].handle.health().set_not_serving("Replica").unwrap();
+    let took = until_not_serving(&client, 0, &["Replica"]).await;
+    println!("a replica set NOT_SERVING was left out after {took:?}");
+    let counts = spread(&client, 60).await;
+    assert_eq!(counts.get(&1), None, "{counts:?}");
+    assert_eq!(counts.get(&2), Some(&30), "{counts:?}");
+
+    r[0].handle.health().set_serving("Replica").unwrap();
+    let took = until_not_serving(&client, 0, &[]).await;
+    println!("back to SERVING, it was picked again after {took:?}");
+    assert_eq!(spread(&client, 90).await.get(&1), Some(&30));
+
+    // The server as a whole not serving counts for every service.
+    r[1].handle.health().set_not_serving("").unwrap();
+    until_not_serving(&client, 1, &[""]).await;
+    let counts = spread(&client, 60).await;
+    assert_eq!(counts.get(&2), None, "{counts:?}");
+    // With none serving, calls go to all of them again: the servers decide.
+    r[0].handle.health().set_not_serving("").unwrap();
+    r[2].handle.health().set_not_serving("").unwrap();
+    until_not_serving(&client, 0, &[""]).await;
+    until_not_serving(&client, 2, &[""]).await;
+    assert_eq!(spread(&client, 30).await.len(), 3);
+    for running in r {
+        running.handle.shutdown().await;
+    }
+}

@@ -47,9 +47,7 @@ fn callers(
         .collect()
 }
 
-async fn collect(
-    tasks: Vec<tokio::task::JoinHandle<Seen>>,
-) -> Seen {
+async fn collect(tasks: Vec<tokio::task::JoinHandle<Seen>>) -> Seen {
     let (mut ok, mut failed) = (HashMap::new(), Vec::new());
     for task in tasks {
         let (o, f) = task.await.expect("caller task");

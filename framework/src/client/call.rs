@@ -491,7 +491,11 @@ impl ClientCore {
         // on a fresh connection (gRPC's transparent retry).
         let mut retried = false;
         let (conn, counters, encoded, started, response) = loop {
-            let conn = self.channel.connection_avoiding(deadline, avoid).await?;
+            let want = super::Want {
+                service: Some(self.service.name),
+                avoid,
+            };
+            let conn = self.channel.connection_for(deadline, want).await?;
             *used = Some(conn.stats.id());
             tracing::Span::current().record("transport", conn.selection.transport.as_str());
             let counters = Arc::clone(conn.check_method(self.service, method)?);
@@ -740,7 +744,11 @@ impl ClientCore {
                 "one-way call larger than the queue's message size: sent over the connection"
             );
         }
-        let conn = self.channel.connection(deadline).await?;
+        let want = super::Want {
+            service: Some(self.service.name),
+            avoid: None,
+        };
+        let conn = self.channel.connection_for(deadline, want).await?;
         let counters = Arc::clone(conn.check_method(self.service, method)?);
         let call_id = conn
             .session

@@ -2,15 +2,19 @@
 //! server behind its target, each with its own transport selection and
 //! reconnect backoff, kept in step with discovery ([`ReplicaSet::follow`]).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
+
+use futures_util::StreamExt;
 
 use super::backoff::{Backoff, BackoffState};
 use super::balance::Load;
 use super::connection::Connection;
 use super::open::{Discovered, Replica};
 use super::outlier::{Outlier, OutlierEjection};
+use crate::health::ServingStatus;
 use crate::protocol::status::Status;
 
 /// One server behind a channel's target and the connection to it, if one
@@ -31,6 +35,19 @@ pub(crate) struct Subchannel {
     last_error: Mutex<Option<Status>>,
     /// Failures in a row and ejections, across its connections.
     pub(super) outlier: Arc<Outlier>,
+    /// What its server's health service reports, per service (`""`: the
+    /// server as a whole), while its connection is watched.
+    health: Mutex<HashMap<String, ServingStatus>>,
+    /// The tasks watching its health; stopped when it goes.
+    watchers: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Subchannel {
+    fn drop(&mut self) {
+        for watcher in lock(&self.watchers).drain(..) {
+            watcher.abort();
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -60,6 +77,85 @@ impl Subchannel {
             connecting: AtomicBool::new(false),
             last_error: Mutex::new(None),
             outlier,
+            health: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Whether its server serves `service` as far as its health service
+    /// says (not NOT_SERVING for it, nor for the server as a whole).
+    pub(super) fn serves(&self, service: &str) -> bool {
+        let health = lock(&self.health);
+        let not_serving = |name: &str| health.get(name) == Some(&ServingStatus::NotServing);
+        !not_serving("") && !not_serving(service)
+    }
+
+    /// The services its server reports NOT_SERVING (`""`: all of them).
+    fn not_serving(&self) -> Vec<String> {
+        let mut names: Vec<String> = lock(&self.health)
+            .iter()
+            .filter(|(_, status)| **status == ServingStatus::NotServing)
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Watches the health of every service `conn`'s server lists (and of
+    /// the server as a whole), over `conn`, replacing earlier watches.
+    fn watch_health(self: &Arc<Self>, conn: &Arc<Connection>, builder: &super::ChannelBuilder) {
+        let mut watchers = lock(&self.watchers);
+        for watcher in watchers.drain(..) {
+            watcher.abort();
+        }
+        lock(&self.health).clear();
+        if conn
+            .peer_hello
+            .service(crate::health::HEALTH_DESCRIPTOR.name)
+            .is_none()
+            || tokio::runtime::Handle::try_current().is_err()
+        {
+            return;
+        }
+        // The watches bypass the channel's layers, as the server's health
+        // service bypasses its own.
+        let plain = super::ChannelBuilder {
+            layers: crate::layers::LayerList::default(),
+            ..builder.clone()
+        };
+        let channel = super::Channel::from_connection(Arc::clone(conn), plain);
+        let services = std::iter::once(String::new()).chain(
+            conn.peer_hello
+                .services
+                .iter()
+                .map(|s| s.name.clone())
+                .filter(|name| !name.starts_with("Switchyard")),
+        );
+        for service in services {
+            let client = crate::health::HealthClient::new(channel.clone());
+            let me: Weak<Self> = Arc::downgrade(self);
+            let stats = Arc::clone(&conn.stats);
+            let task = tokio::spawn(async move {
+                // Not a call of the application's: balancing does not
+                // count it in flight.
+                let _background = Background::open(stats);
+                let Ok(mut updates) = client.watch(service.clone()).await else {
+                    return;
+                };
+                while let Some(Ok(status)) = updates.next().await {
+                    let Some(me) = me.upgrade() else { return };
+                    let was = lock(&me.health).insert(service.clone(), status);
+                    if was.is_some_and(|was| was != status) || status == ServingStatus::NotServing {
+                        tracing::debug!(replica = %me.key, %service, ?status, "replica health changed");
+                    }
+                }
+                // The watch ended (the connection closed, or the server
+                // went away): nothing is known any more.
+                if let Some(me) = me.upgrade() {
+                    lock(&me.health).remove(&service);
+                }
+            });
+            watchers.push(task.abort_handle());
         }
     }
 
@@ -83,9 +179,15 @@ impl Subchannel {
         lock(&self.conn).as_ref().filter(|c| c.is_usable()).cloned()
     }
 
-    /// Records a connection that was just opened.
-    pub(super) fn connected(&self, conn: Arc<Connection>) {
+    /// Records a connection that was just opened, and watches its
+    /// server's health.
+    pub(super) fn connected(
+        self: &Arc<Self>,
+        conn: Arc<Connection>,
+        builder: &super::ChannelBuilder,
+    ) {
         let _ = conn.outlier.set(Arc::clone(&self.outlier));
+        self.watch_health(&conn, builder);
         *lock(&self.conn) = Some(conn);
         lock(&self.backoff).succeeded();
         *lock(&self.last_error) = None;
@@ -149,6 +251,7 @@ impl Subchannel {
                 .and_then(|c| c.stats.latency_ewma())
                 .map(|ns| (ns / 100.0).round() / 10.0),
             ejections: self.outlier.ejections(),
+            not_serving: self.not_serving(),
             ejected_for_ms: self
                 .outlier
                 .ejected_for(now)
@@ -167,6 +270,22 @@ impl Subchannel {
             in_flight: conn.stats.in_flight(),
             latency_ns: conn.stats.latency_ewma(),
         }
+    }
+}
+
+/// A call the framework keeps open on a connection, while it lives.
+struct Background(Arc<crate::debug::recorder::ConnectionStats>);
+
+impl Background {
+    fn open(stats: Arc<crate::debug::recorder::ConnectionStats>) -> Self {
+        stats.background(true);
+        Self(stats)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.background(false);
     }
 }
 
@@ -253,13 +372,19 @@ impl ReplicaSet {
     }
 
     /// The ready sub-connections with their connections, in order: those
-    /// not ejected, or every ready one when all are.
-    pub(super) fn ready(&self) -> Vec<(Arc<Subchannel>, Arc<Connection>)> {
+    /// serving `service` (as their health service says) and not ejected;
+    /// failing that, those serving it; failing that, every ready one.
+    pub(super) fn ready(&self, service: Option<&str>) -> Vec<(Arc<Subchannel>, Arc<Connection>)> {
         let mut ready: Vec<_> = self
             .subchannels
             .iter()
             .filter_map(|s| s.ready().map(|c| (Arc::clone(s), c)))
             .collect();
+        if let Some(service) = service
+            && ready.iter().any(|(s, _)| s.serves(service))
+        {
+            ready.retain(|(s, _)| s.serves(service));
+        }
         if ready.iter().any(|(s, _)| !s.is_ejected()) {
             ready.retain(|(s, _)| !s.is_ejected());
         }

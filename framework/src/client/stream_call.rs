@@ -536,7 +536,11 @@ impl ClientCore {
         let started = Instant::now();
         let (deadline, trace) = self.call_context(started);
         deadline_budget(started, deadline, method.full_name)?;
-        let conn = self.channel.connection(deadline).await?;
+        let want = super::Want {
+            service: Some(self.service.name),
+            avoid: None,
+        };
+        let conn = self.channel.connection_for(deadline, want).await?;
         let counters = Arc::clone(conn.check_method(self.service, method)?);
         let encoded = self.encode_spilling::<C, Req>(method, &request, &trace, Some(&conn))?;
         drop(request);

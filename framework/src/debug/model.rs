@@ -99,6 +99,9 @@ pub struct ReplicaInfo {
     pub latency_ewma_us: Option<f64>,
     /// How often it was ejected for failing call after call.
     pub ejections: u32,
+    /// The services its health service reports NOT_SERVING (`""`: the
+    /// server as a whole): it gets no calls of them while others serve.
+    pub not_serving: Vec<String>,
     /// How much longer it stays ejected, in milliseconds, if it is.
     pub ejected_for_ms: Option<u64>,
     /// Why the last attempt to connect failed, until one succeeds.

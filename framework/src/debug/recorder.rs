@@ -146,6 +146,7 @@ impl Recorder {
             stream_messages_sent: AtomicU64::new(0),
             stream_messages_received: AtomicU64::new(0),
             latency_ewma: Default::default(),
+            background: AtomicU64::new(0),
         });
         lock(&self.open).insert(id, Arc::downgrade(&stats));
         stats
@@ -269,6 +270,9 @@ pub(crate) struct ConnectionStats {
     stream_messages_received: AtomicU64,
     /// The peak-EWMA latency of unary calls, which balancing weighs.
     latency_ewma: crate::client::balance::PeakEwma,
+    /// Calls the framework keeps open on its own (health watches), left
+    /// out of [`in_flight`](Self::in_flight).
+    background: AtomicU64,
 }
 
 impl ConnectionStats {
@@ -277,13 +281,20 @@ impl ConnectionStats {
         self.calls_started.load(Ordering::Relaxed)
     }
 
-    /// Calls started and not yet finished.
+    /// Calls started and not yet finished, but for the framework's own
+    /// ([`background`](Self::background)).
     pub(crate) fn in_flight(&self) -> u64 {
         let done = self.calls_succeeded.load(Ordering::Relaxed)
-            + self.calls_failed.load(Ordering::Relaxed);
+            + self.calls_failed.load(Ordering::Relaxed)
+            + self.background.load(Ordering::Relaxed);
         self.calls_started
             .load(Ordering::Relaxed)
             .saturating_sub(done)
+    }
+
+    /// A call the framework keeps open on its own starts (`true`) or ends.
+    pub(crate) fn background(&self, open: bool) {
+        gauge(&self.background, open);
     }
 
     /// A unary call took `elapsed`: what balancing learns of this peer.

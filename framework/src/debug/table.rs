@@ -125,14 +125,22 @@ fn channels_table(snapshot: &Snapshot, out: &mut String) {
     for channel in &snapshot.channels {
         let _ = writeln!(
             out,
-            "\nchannel {} ({}{}):",
+            "\nchannel {} ({}{}{}):",
             escape_terminal(&channel.target),
             escape_terminal(&channel.balance),
             channel
                 .source
                 .as_deref()
                 .map(|s| format!(", replicas from {}", escape_terminal(s)))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if channel.retries + channel.retries_throttled > 0 {
+                format!(
+                    ", {} retries, {} held back by the budget",
+                    channel.retries, channel.retries_throttled
+                )
+            } else {
+                String::new()
+            }
         );
         if let Some(problem) = &channel.discovery_error {
             let _ = writeln!(out, "  discovery: {}", escape_terminal(problem));
@@ -147,11 +155,17 @@ fn channels_table(snapshot: &Snapshot, out: &mut String) {
             "conn",
         ]);
         for replica in &channel.replicas {
-            let below = replica
+            let mut below: Vec<String> = replica
                 .last_error
                 .iter()
                 .map(|e| format!("  last error: {e}"))
                 .collect();
+            if let Some(ms) = replica.ejected_for_ms {
+                below.push(format!(
+                    "  ejected for failing call after call: {ms} ms left (ejection {})",
+                    replica.ejections
+                ));
+            }
             table.row(
                 vec![
                     format!("  {}", replica.key),
@@ -401,7 +415,8 @@ impl Table {
 mod tests {
     use super::*;
     use crate::debug::model::{
-        Latency, ListenerInfo, MmapTrack, ProcessInfo, Rejected, ServiceInfo,
+        ChannelInfo, Latency, ListenerInfo, MmapTrack, ProcessInfo, Rejected, ReplicaInfo,
+        ServiceInfo,
     };
 
     fn snapshot() -> Snapshot {
@@ -481,6 +496,51 @@ mod tests {
             compression: Default::default(),
             channels: Vec::new(),
         }
+    }
+
+    #[test]
+    fn channels_follow_the_connections_with_their_replicas() {
+        let mut s = snapshot();
+        s.channels = vec![ChannelInfo {
+            target: "inventory".into(),
+            balance: "round_robin".into(),
+            source: Some("the discovery file /d.toml".into()),
+            discovery_error: None,
+            replicas: vec![
+                ReplicaInfo {
+                    key: "pid 7".into(),
+                    state: "ready".into(),
+                    connection: Some(1),
+                    transport: Some("shm".into()),
+                    in_flight: 2,
+                    calls_started: 40,
+                    latency_ewma_us: Some(4.5),
+                    ..ReplicaInfo::default()
+                },
+                ReplicaInfo {
+                    key: "tcp://10.0.0.6:7000".into(),
+                    state: "ejected".into(),
+                    connection: Some(12),
+                    transport: Some("tcp".into()),
+                    ejections: 1,
+                    ejected_for_ms: Some(9000),
+                    ..ReplicaInfo::default()
+                },
+            ],
+            changes: Vec::new(),
+            retries: 5,
+            retries_throttled: 0,
+        }];
+        let text = connections_table(&s);
+        let channels = &text[text.find("\nchannel ").expect("a channel block")..];
+        let expected = "
+channel inventory (round_robin, replicas from the discovery file /d.toml, 5 retries, 0 held back by the budget):
+  replica              state    transport  in flight  calls  ewma µs  conn
+  pid 7                ready    shm        2          40     4.5      1
+  tcp://10.0.0.6:7000  ejected  tcp        0          0      -        12
+      ejected for failing call after call: 9000 ms left (ejection 1)
+";
+        assert_eq!(channels, expected, "\n{channels}");
     }
 
     #[test]
