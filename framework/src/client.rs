@@ -417,7 +417,7 @@ impl ChannelBuilder {
                 match result {
                     Ok(conn) => {
                         first.get_or_insert_with(|| Arc::clone(&conn));
-                        sub.connected(conn, &self);
+                        sub.connected(conn);
                     }
                     Err(status) => {
                         sub.failed(&self.backoff, status.clone());
@@ -432,7 +432,7 @@ impl ChannelBuilder {
                 };
                 match open::open_replica(&self, &parsed, &replica, None).await {
                     Ok(conn) => {
-                        sub.connected(Arc::clone(&conn), &self);
+                        sub.connected(Arc::clone(&conn));
                         first = Some(conn);
                         break;
                     }
@@ -454,6 +454,7 @@ impl ChannelBuilder {
             set.note(format!("{key} did not answer: {status}"));
         }
         let shared = Shared::new(Some((target.to_owned(), parsed)), self, conn, set);
+        shared.watch_health();
         Shared::follow_in_background(&shared);
         Ok(Channel { shared })
     }
@@ -697,6 +698,7 @@ impl Shared {
                 let Some(shared) = weak.upgrade() else { return };
                 shared.rediscover().await;
                 shared.connect_in_background();
+                shared.watch_health();
             }
         });
     }
@@ -732,6 +734,24 @@ impl Shared {
         }
     }
 
+    /// With more than one replica, watches each ready replica's health
+    /// (once per connection), so that picking can leave out those not
+    /// serving. A channel to a single replica opens no watch: there is
+    /// nothing to pick between, and the watches would take two of its
+    /// server's call slots.
+    fn watch_health(&self) {
+        let subchannels = {
+            let set = lock(&self.replicas);
+            if set.subchannels.len() < 2 {
+                return;
+            }
+            set.subchannels.clone()
+        };
+        for sub in subchannels {
+            sub.watch_health(&self.builder);
+        }
+    }
+
     /// Starts connecting to every replica without a connection that is out
     /// of its backoff, when the policy spreads calls over them all.
     fn connect_in_background(&self) {
@@ -752,7 +772,7 @@ impl Shared {
             let (builder, parsed) = (self.builder.clone(), parsed.clone());
             tokio::spawn(async move {
                 match open::open_replica(&builder, &parsed, &replica, None).await {
-                    Ok(conn) => sub.connected(conn, &builder),
+                    Ok(conn) => sub.connected(conn),
                     Err(status) => {
                         tracing::debug!(replica = %sub.key, %status, "connecting to a replica failed");
                         sub.failed(&builder.backoff, status);
@@ -916,6 +936,7 @@ impl Channel {
         *lock(&self.shared.last) = Arc::clone(&fresh);
         // Replicas that came back with the name get connections too.
         self.shared.connect_in_background();
+        self.shared.watch_health();
         Ok(fresh)
     }
 
@@ -950,7 +971,7 @@ impl Channel {
             };
             match open::open_replica(builder, parsed, &replica, deadline).await {
                 Ok(fresh) => {
-                    sub.connected(Arc::clone(&fresh), builder);
+                    sub.connected(Arc::clone(&fresh));
                     return Ok(fresh);
                 }
                 Err(status)

@@ -555,6 +555,8 @@ async fn json_shows_connections_on_two_transports_field_by_field() {
                 "changes",
                 "discovery_error",
                 "replicas",
+                "retries",
+                "retries_throttled",
                 "source",
                 "target"
             ]
@@ -566,10 +568,13 @@ async fn json_shows_connections_on_two_transports_field_by_field() {
                 "addresses",
                 "calls_started",
                 "connection",
+                "ejected_for_ms",
+                "ejections",
                 "in_flight",
                 "key",
                 "last_error",
                 "latency_ewma_us",
+                "not_serving",
                 "reason",
                 "state",
                 "transport"

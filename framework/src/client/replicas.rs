@@ -40,6 +40,8 @@ pub(crate) struct Subchannel {
     health: Mutex<HashMap<String, ServingStatus>>,
     /// The tasks watching its health; stopped when it goes.
     watchers: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// The id of the connection they watch over (0: none).
+    watched: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Subchannel {
@@ -79,6 +81,7 @@ impl Subchannel {
             outlier,
             health: Mutex::new(HashMap::new()),
             watchers: Mutex::new(Vec::new()),
+            watched: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -101,9 +104,16 @@ impl Subchannel {
         names
     }
 
-    /// Watches the health of every service `conn`'s server lists (and of
-    /// the server as a whole), over `conn`, replacing earlier watches.
-    fn watch_health(self: &Arc<Self>, conn: &Arc<Connection>, builder: &super::ChannelBuilder) {
+    /// Watches the health of every service its ready connection's server
+    /// lists (and of the server as a whole), over that connection, unless
+    /// it does already; replaces watches of an earlier connection.
+    pub(super) fn watch_health(self: &Arc<Self>, builder: &super::ChannelBuilder) {
+        let Some(conn) = self.ready() else { return };
+        let id = conn.stats.id();
+        if self.watched.swap(id, Ordering::AcqRel) == id {
+            return;
+        }
+        let conn = &conn;
         let mut watchers = lock(&self.watchers);
         for watcher in watchers.drain(..) {
             watcher.abort();
@@ -179,15 +189,9 @@ impl Subchannel {
         lock(&self.conn).as_ref().filter(|c| c.is_usable()).cloned()
     }
 
-    /// Records a connection that was just opened, and watches its
-    /// server's health.
-    pub(super) fn connected(
-        self: &Arc<Self>,
-        conn: Arc<Connection>,
-        builder: &super::ChannelBuilder,
-    ) {
+    /// Records a connection that was just opened.
+    pub(super) fn connected(&self, conn: Arc<Connection>) {
         let _ = conn.outlier.set(Arc::clone(&self.outlier));
-        self.watch_health(&conn, builder);
         *lock(&self.conn) = Some(conn);
         lock(&self.backoff).succeeded();
         *lock(&self.last_error) = None;
