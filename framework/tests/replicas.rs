@@ -227,6 +227,19 @@ async fn round_robin_spreads_calls_over_every_replica_the_file_lists() {
         shown.replicas.iter().all(|r| r.calls_started >= 100),
         "{shown:#?}"
     );
+    let metrics = switchyard::debug::render_prometheus(&snapshot);
+    for running in &r {
+        let series = format!(
+            "switchyard_replica_in_flight{{target=\"inventory\",replica=\"unix://{}\"}} 0",
+            running.path.display()
+        );
+        assert!(metrics.contains(&series), "{series} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("# TYPE switchyard_channel_replicas gauge")
+            && metrics.contains("switchyard_channel_retries_total{target=\"inventory\"}"),
+        "{metrics}"
+    );
     let table = switchyard::debug::table::connections_table(&snapshot);
     assert!(
         table.contains("channel inventory (round_robin, replicas from the discovery file"),
@@ -563,6 +576,12 @@ async fn a_replica_failing_call_after_call_is_ejected_and_no_call_fails() {
         "{info:#?}"
     );
     assert_eq!(failing.calls.load(Ordering::Relaxed), 5);
+    let metrics = switchyard::debug::render_prometheus(&switchyard::debug::snapshot());
+    let series = format!(
+        "switchyard_replica_ejections_total{{target=\"inventory\",replica=\"unix://{}\"}} 1",
+        failing.path.display()
+    );
+    assert!(metrics.contains(&series), "{series} in\n{metrics}");
     // Not idempotent, and still no failure: the ejected replica gets none.
     for _ in 0..20 {
         assert_eq!(client.who_once().await.expect("replica 2 answers"), 2);

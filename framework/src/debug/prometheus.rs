@@ -304,6 +304,8 @@ fn write_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
         }
     }
 
+    channel_metrics(out, s)?;
+
     // What listeners did with connection attempts (QUIC: Retries sent,
     // attempts ignored, handshakes started and timed out); only what
     // happened, so a quiet listener exports nothing here.
@@ -476,4 +478,117 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
     }
+}
+
+/// Channels to names, summed over the channels of one target: retries, and
+/// per replica its state, calls in flight, latency estimate and ejections.
+fn channel_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
+    if s.channels.is_empty() {
+        return Ok(());
+    }
+    let mut retries: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut states: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    // (target, replica) -> (in flight, ejections, latency EWMA in µs)
+    let mut replicas: BTreeMap<(&str, &str), (u64, u64, Option<f64>)> = BTreeMap::new();
+    for c in &s.channels {
+        let r = retries.entry(&c.target).or_default();
+        r.0 += c.retries;
+        r.1 += c.retries_throttled;
+        for replica in &c.replicas {
+            *states.entry((&c.target, &replica.state)).or_default() += 1;
+            let e = replicas.entry((&c.target, &replica.key)).or_default();
+            e.0 += replica.in_flight;
+            e.1 += u64::from(replica.ejections);
+            e.2 = match (e.2, replica.latency_ewma_us) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    family(
+        out,
+        "switchyard_channel_retries_total",
+        "counter",
+        "Retries of idempotent calls a channel made, by target.",
+    )?;
+    for (target, (made, _)) in &retries {
+        writeln!(
+            out,
+            "switchyard_channel_retries_total{{target=\"{}\"}} {made}",
+            Label(target)
+        )?;
+    }
+    family(
+        out,
+        "switchyard_channel_retries_throttled_total",
+        "counter",
+        "Retries the retry budget held back, by target.",
+    )?;
+    for (target, (_, held)) in &retries {
+        writeln!(
+            out,
+            "switchyard_channel_retries_throttled_total{{target=\"{}\"}} {held}",
+            Label(target)
+        )?;
+    }
+    family(
+        out,
+        "switchyard_channel_replicas",
+        "gauge",
+        "Replicas behind a channel's target, by state (ready, ejected, idle, connecting, draining, failed).",
+    )?;
+    for ((target, state), n) in &states {
+        writeln!(
+            out,
+            "switchyard_channel_replicas{{target=\"{}\",state=\"{}\"}} {n}",
+            Label(target),
+            Label(state)
+        )?;
+    }
+    family(
+        out,
+        "switchyard_replica_in_flight",
+        "gauge",
+        "Calls in flight on a replica.",
+    )?;
+    for ((target, replica), (in_flight, _, _)) in &replicas {
+        writeln!(
+            out,
+            "switchyard_replica_in_flight{{target=\"{}\",replica=\"{}\"}} {in_flight}",
+            Label(target),
+            Label(replica)
+        )?;
+    }
+    family(
+        out,
+        "switchyard_replica_ejections_total",
+        "counter",
+        "Times a replica was ejected for failing call after call.",
+    )?;
+    for ((target, replica), (_, ejections, _)) in &replicas {
+        writeln!(
+            out,
+            "switchyard_replica_ejections_total{{target=\"{}\",replica=\"{}\"}} {ejections}",
+            Label(target),
+            Label(replica)
+        )?;
+    }
+    family(
+        out,
+        "switchyard_replica_latency_ewma_seconds",
+        "gauge",
+        "The peak-EWMA latency of a replica's unary calls, as peak_ewma balancing weighs it.",
+    )?;
+    for ((target, replica), (_, _, ewma)) in &replicas {
+        if let Some(us) = ewma {
+            writeln!(
+                out,
+                "switchyard_replica_latency_ewma_seconds{{target=\"{}\",replica=\"{}\"}} {}",
+                Label(target),
+                Label(replica),
+                Value(us / 1e6)
+            )?;
+        }
+    }
+    Ok(())
 }
