@@ -376,110 +376,6 @@ fn write_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::model::ConnectionInfo;
-    use super::*;
-
-    #[test]
-    fn labels_are_escaped_and_histograms_complete() {
-        let mut s = Snapshot::default();
-        s.methods.push(MethodStats {
-            service: "Svc\"\\\n".into(),
-            method: "m".into(),
-            transport: "unix".into(),
-            role: "client".into(),
-            calls: 3,
-            errors: [("DEADLINE_EXCEEDED".to_owned(), 1)].into_iter().collect(),
-            histogram: vec![(1e-6, 0), (2e-6, 2), (4e-6, 3)],
-            latency_sum_seconds: 5e-6,
-            ..MethodStats::default()
-        });
-        s.connections.push(ConnectionInfo {
-            transport: "tcp".into(),
-            role: "server".into(),
-            state: "open".into(),
-            ..ConnectionInfo::default()
-        });
-        s.connections.push(ConnectionInfo {
-            transport: "tcp".into(),
-            role: "server".into(),
-            state: "closed".into(),
-            ..ConnectionInfo::default()
-        });
-        let text = render(&s);
-        let labels = r#"service="Svc\"\\\n",method="m",transport="unix",role="client""#;
-        for line in [
-            format!("switchyard_calls_total{{{labels}}} 3"),
-            format!("switchyard_call_errors_total{{{labels},code=\"DEADLINE_EXCEEDED\"}} 1"),
-            format!("switchyard_call_duration_seconds_bucket{{{labels},le=\"0.000002\"}} 2"),
-            format!("switchyard_call_duration_seconds_bucket{{{labels},le=\"+Inf\"}} 3"),
-            format!("switchyard_call_duration_seconds_count{{{labels}}} 3"),
-            format!("switchyard_call_duration_seconds_sum{{{labels}}} 0.000005"),
-            "switchyard_connections{transport=\"tcp\",role=\"server\",state=\"open\"} 1".into(),
-            format!("switchyard_stream_messages_sent_total{{{labels}}} 0"),
-            "switchyard_streams{transport=\"tcp\",role=\"server\",state=\"stalled\"} 0".into(),
-        ] {
-            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
-        }
-        assert!(!text.contains("state=\"closed\""));
-        assert_eq!(text.matches("# TYPE ").count(), 9);
-        // A method nobody called exports nothing.
-        s.methods.push(MethodStats {
-            service: "Idle".into(),
-            method: "never".into(),
-            transport: "tcp".into(),
-            role: "server".into(),
-            histogram: vec![(1e-6, 0), (2e-6, 0)],
-            ..MethodStats::default()
-        });
-        assert!(!render(&s).contains("Idle"), "{}", render(&s));
-        assert!(
-            !render(&s).contains("mmap"),
-            "no mmap series before anything moved"
-        );
-        assert!(
-            !render(&s).contains("switchyard_listener_attempts_total"),
-            "no attempt series before any attempt"
-        );
-        s.listeners.push(crate::debug::ListenerInfo {
-            url: "quic://127.0.0.1:4433".into(),
-            transport: "quic".into(),
-            attempts: [("retried".to_owned(), 3)].into(),
-        });
-        assert!(
-            render(&s)
-                .lines()
-                .any(|l| l == "switchyard_listener_attempts_total{listener=\"quic://127.0.0.1:4433\",event=\"retried\"} 3"),
-            "{}",
-            render(&s)
-        );
-        s.mmap.bodies_sent = 2;
-        s.mmap.bytes_sent = 600_000;
-        let text = render(&s);
-        assert!(
-            text.lines()
-                .any(|l| l == "switchyard_mmap_bodies_total{direction=\"sent\"} 2")
-        );
-        assert!(
-            text.lines()
-                .any(|l| l == "switchyard_mmap_bytes_total{direction=\"sent\"} 600000")
-        );
-        assert!(!text.contains("switchyard_compressed"), "none before any");
-        s.compression.payloads_sent = 3;
-        s.compression.raw_bytes_sent = 196_608;
-        s.compression.wire_bytes_sent = 2_048;
-        let text = render(&s);
-        for line in [
-            "switchyard_compressed_payloads_total{direction=\"sent\"} 3",
-            "switchyard_compressed_bytes_total{direction=\"sent\",form=\"raw\"} 196608",
-            "switchyard_compressed_bytes_total{direction=\"sent\",form=\"wire\"} 2048",
-        ] {
-            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
-        }
-    }
-}
-
 /// Channels to names, summed over the channels of one target: retries, and
 /// per replica its state, calls in flight, latency estimate and ejections.
 fn channel_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
@@ -591,4 +487,108 @@ fn channel_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::ConnectionInfo;
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped_and_histograms_complete() {
+        let mut s = Snapshot::default();
+        s.methods.push(MethodStats {
+            service: "Svc\"\\\n".into(),
+            method: "m".into(),
+            transport: "unix".into(),
+            role: "client".into(),
+            calls: 3,
+            errors: [("DEADLINE_EXCEEDED".to_owned(), 1)].into_iter().collect(),
+            histogram: vec![(1e-6, 0), (2e-6, 2), (4e-6, 3)],
+            latency_sum_seconds: 5e-6,
+            ..MethodStats::default()
+        });
+        s.connections.push(ConnectionInfo {
+            transport: "tcp".into(),
+            role: "server".into(),
+            state: "open".into(),
+            ..ConnectionInfo::default()
+        });
+        s.connections.push(ConnectionInfo {
+            transport: "tcp".into(),
+            role: "server".into(),
+            state: "closed".into(),
+            ..ConnectionInfo::default()
+        });
+        let text = render(&s);
+        let labels = r#"service="Svc\"\\\n",method="m",transport="unix",role="client""#;
+        for line in [
+            format!("switchyard_calls_total{{{labels}}} 3"),
+            format!("switchyard_call_errors_total{{{labels},code=\"DEADLINE_EXCEEDED\"}} 1"),
+            format!("switchyard_call_duration_seconds_bucket{{{labels},le=\"0.000002\"}} 2"),
+            format!("switchyard_call_duration_seconds_bucket{{{labels},le=\"+Inf\"}} 3"),
+            format!("switchyard_call_duration_seconds_count{{{labels}}} 3"),
+            format!("switchyard_call_duration_seconds_sum{{{labels}}} 0.000005"),
+            "switchyard_connections{transport=\"tcp\",role=\"server\",state=\"open\"} 1".into(),
+            format!("switchyard_stream_messages_sent_total{{{labels}}} 0"),
+            "switchyard_streams{transport=\"tcp\",role=\"server\",state=\"stalled\"} 0".into(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        assert!(!text.contains("state=\"closed\""));
+        assert_eq!(text.matches("# TYPE ").count(), 9);
+        // A method nobody called exports nothing.
+        s.methods.push(MethodStats {
+            service: "Idle".into(),
+            method: "never".into(),
+            transport: "tcp".into(),
+            role: "server".into(),
+            histogram: vec![(1e-6, 0), (2e-6, 0)],
+            ..MethodStats::default()
+        });
+        assert!(!render(&s).contains("Idle"), "{}", render(&s));
+        assert!(
+            !render(&s).contains("mmap"),
+            "no mmap series before anything moved"
+        );
+        assert!(
+            !render(&s).contains("switchyard_listener_attempts_total"),
+            "no attempt series before any attempt"
+        );
+        s.listeners.push(crate::debug::ListenerInfo {
+            url: "quic://127.0.0.1:4433".into(),
+            transport: "quic".into(),
+            attempts: [("retried".to_owned(), 3)].into(),
+        });
+        assert!(
+            render(&s)
+                .lines()
+                .any(|l| l == "switchyard_listener_attempts_total{listener=\"quic://127.0.0.1:4433\",event=\"retried\"} 3"),
+            "{}",
+            render(&s)
+        );
+        s.mmap.bodies_sent = 2;
+        s.mmap.bytes_sent = 600_000;
+        let text = render(&s);
+        assert!(
+            text.lines()
+                .any(|l| l == "switchyard_mmap_bodies_total{direction=\"sent\"} 2")
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == "switchyard_mmap_bytes_total{direction=\"sent\"} 600000")
+        );
+        assert!(!text.contains("switchyard_compressed"), "none before any");
+        s.compression.payloads_sent = 3;
+        s.compression.raw_bytes_sent = 196_608;
+        s.compression.wire_bytes_sent = 2_048;
+        let text = render(&s);
+        for line in [
+            "switchyard_compressed_payloads_total{direction=\"sent\"} 3",
+            "switchyard_compressed_bytes_total{direction=\"sent\",form=\"raw\"} 196608",
+            "switchyard_compressed_bytes_total{direction=\"sent\",form=\"wire\"} 2048",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
 }

@@ -2,15 +2,21 @@
 //! client looks them up.
 //!
 //! On one host, the [`registry`] in the runtime directory. Beyond it, a
-//! [`Resolver`]: a [`StaticFile`] (TOML), or one of your own; host names in
-//! the addresses it gives are resolved by DNS when connecting.
+//! [`Resolver`]: a [`StaticFile`] (TOML), `Dns` (A/AAAA or SRV records, as a
+//! Kubernetes headless Service publishes them; the `dns` feature), or one of
+//! your own; host names in the addresses it gives are resolved by DNS when
+//! connecting.
 
+#[cfg(feature = "dns")]
+pub mod dns;
 mod entry;
 pub mod registry;
 pub mod resolver;
 pub mod runtime_dir;
 pub mod static_file;
 
+#[cfg(feature = "dns")]
+pub use dns::Dns;
 pub use registry::{Entry, KeptQueue, PublishGuard, Registry, RegistryError};
 pub use resolver::{DISCOVERY_ENV, ResolveFuture, Resolved, Resolver};
 pub use runtime_dir::runtime_dir;
