@@ -826,6 +826,18 @@ impl Channel {
         if let [only] = set.subchannels.as_slice() {
             return only.ready();
         }
+        // Pick-first's common case, without collecting: the first ready
+        // replica that serves the call's service and is not ejected.
+        if self.shared.builder.balance == Balance::PickFirst
+            && want.avoid.is_none()
+            && let Some(conn) = set.subchannels.iter().find_map(|s| {
+                s.ready().filter(|_| {
+                    !s.is_ejected() && want.service.is_none_or(|service| s.serves(service))
+                })
+            })
+        {
+            return Some(conn);
+        }
         let mut ready = set.ready(want.service);
         let avoid = want.avoid;
         drop(set);

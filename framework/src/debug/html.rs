@@ -123,6 +123,7 @@ fn write_page(out: &mut String, s: &Snapshot) -> fmt::Result {
     write_layers(out, s)?;
     write_listeners(out, s)?;
     write_connections(out, s)?;
+    write_channels(out, s)?;
     write_methods(out, &s.methods)?;
     out.push_str("</body>\n</html>\n");
     Ok(())
@@ -437,6 +438,75 @@ fn write_events(out: &mut String, events: &[Event], now: u64) -> fmt::Result {
     Ok(())
 }
 
+/// Each channel to a name: its policy, where its replicas were found,
+/// retries, and per replica its state, transport and why, load and
+/// ejection; then what changed.
+fn write_channels(out: &mut String, s: &Snapshot) -> fmt::Result {
+    if s.channels.is_empty() {
+        return Ok(());
+    }
+    out.push_str("<section id=\"channels\">\n<h2>Channels</h2>\n");
+    for c in &s.channels {
+        writeln!(
+            out,
+            "<h3 class=\"channel\">{} <span class=\"muted\">{} · replicas from {} · {} retries, \
+             {} held back by the budget</span></h3>",
+            Esc(&c.target),
+            Esc(&c.balance),
+            Esc(c.source.as_deref().unwrap_or("-")),
+            c.retries,
+            c.retries_throttled
+        )?;
+        if let Some(problem) = &c.discovery_error {
+            writeln!(out, "<p class=\"warn\">discovery: {}</p>", Esc(problem))?;
+        }
+        out.push_str(
+            "<table>\n<thead><tr><th>replica</th><th>state</th><th>transport</th><th>why</th>\
+             <th>in flight</th><th>calls</th><th>EWMA</th><th>not serving</th>\
+             <th>ejections</th><th>connection</th><th>last error</th></tr></thead>\n<tbody>\n",
+        );
+        for r in &c.replicas {
+            let ewma = r
+                .latency_ewma_us
+                .map_or_else(|| "-".to_owned(), |us| Micros(us).to_string());
+            let ejected = match r.ejected_for_ms {
+                Some(ms) => format!("{} ({ms} ms left)", r.ejections),
+                None => r.ejections.to_string(),
+            };
+            writeln!(
+                out,
+                "<tr class=\"replica\" data-state=\"{}\"><td class=\"mono\">{}</td><td>{}</td>\
+                 <td class=\"transport\">{}</td><td>{}</td><td class=\"num\">{}</td>\
+                 <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td>\
+                 <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+                Esc(&r.state),
+                Esc(&r.key),
+                Esc(&r.state),
+                Esc(r.transport.as_deref().unwrap_or("-")),
+                Esc(r.reason.as_deref().unwrap_or("")),
+                r.in_flight,
+                r.calls_started,
+                ewma,
+                Esc(&r.not_serving.join(", ")),
+                ejected,
+                r.connection
+                    .map_or_else(|| "-".to_owned(), |id| format!("#{id}")),
+                Esc(r.last_error.as_deref().unwrap_or(""))
+            )?;
+        }
+        out.push_str("</tbody>\n</table>\n");
+        if !c.changes.is_empty() {
+            out.push_str("<ul class=\"changes\">\n");
+            for change in &c.changes {
+                writeln!(out, "<li>{}</li>", Esc(change))?;
+            }
+            out.push_str("</ul>\n");
+        }
+    }
+    out.push_str("</section>\n");
+    Ok(())
+}
+
 fn write_methods(out: &mut String, methods: &[MethodStats]) -> fmt::Result {
     out.push_str("<section id=\"methods\">\n<h2>Methods</h2>\n");
     if methods.is_empty() {
@@ -652,6 +722,39 @@ mod tests {
         assert!(page.contains("data-transport=\"unix&quot;&gt;&lt;b&gt;\""));
         assert_eq!(page.matches("<tr class=\"connection ").count(), 1);
         assert_eq!(page.matches("<tr class=\"connection-events\"").count(), 1);
+    }
+
+    #[test]
+    fn channels_show_each_replica_escaped() {
+        let mut s = Snapshot::default();
+        s.channels.push(super::super::model::ChannelInfo {
+            target: "inventory".into(),
+            balance: "round_robin".into(),
+            source: Some("DNS (<inventory>)".into()),
+            replicas: vec![super::super::model::ReplicaInfo {
+                key: "tcp://10.0.0.6:7000".into(),
+                state: "ejected".into(),
+                transport: Some("tcp".into()),
+                ejections: 2,
+                ejected_for_ms: Some(19_000),
+                not_serving: vec!["Inventory".into()],
+                last_error: Some("<b>refused</b>".into()),
+                ..Default::default()
+            }],
+            changes: vec!["added tcp://10.0.0.6:7000".into()],
+            retries: 3,
+            ..Default::default()
+        });
+        let page = render(&s);
+        assert!(page.contains("<section id=\"channels\">"), "{page}");
+        assert_eq!(
+            page.matches("<tr class=\"replica\" data-state=\"ejected\">")
+                .count(),
+            1
+        );
+        assert!(page.contains("2 (19000 ms left)") && page.contains("Inventory"));
+        assert!(page.contains("DNS (&lt;inventory&gt;)") && !page.contains("<b>refused"));
+        assert!(page.contains("<li>added tcp://10.0.0.6:7000</li>"));
     }
 
     #[test]

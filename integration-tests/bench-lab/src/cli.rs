@@ -63,6 +63,11 @@ pub(crate) struct Args {
     /// names others, or none). Needs root and iproute2; about 1.5 min.
     #[arg(long, verbatim_doc_comment, conflicts_with_all = ["report", "only_streams", "only", "only_layers"])]
     pub(crate) only_compression: bool,
+    /// Only the balancing table: a channel to a name with one replica
+    /// beside channels to three replicas on this host (server children
+    /// publishing one name, over shared memory), with each policy.
+    #[arg(long, verbatim_doc_comment, conflicts_with_all = ["report", "only_streams", "only", "only_layers", "only_compression"])]
+    pub(crate) only_balance: bool,
     /// Also write the run into the markdown FILE between
     /// <!-- bench:start --> and <!-- bench:end --> (added at the end if
     /// missing; the rest of the file is kept), with a bar chart next to it

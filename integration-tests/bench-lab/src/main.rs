@@ -4,7 +4,7 @@
 //! compression tables.
 //!
 //! ```text
-//! cargo run --release -p switchyard-bench-lab -- [--quick] [--only T,..] [--only-streams] [--only-layers] [--only-compression] [--report FILE]
+//! cargo run --release -p switchyard-bench-lab -- [--quick] [--only T,..] [--only-streams] [--only-layers] [--only-compression] [--only-balance] [--report FILE]
 //! ```
 //!
 //! The server side of each measurement is this binary re-executed as a
@@ -17,6 +17,7 @@
 //! error.
 
 mod bench;
+mod bench_balance;
 mod bench_bulk;
 mod bench_compress;
 mod bench_extra;
@@ -47,6 +48,9 @@ fn run(args: &cli::Args, command: &str) -> Result<(), String> {
     if args.only_compression {
         return bench_compress::run(args.quick, false).map(drop);
     }
+    if args.only_balance {
+        return bench_balance::run(args.quick);
+    }
     let settings = if args.quick {
         bench::Settings::quick()
     } else {
@@ -59,6 +63,7 @@ fn run(args: &cli::Args, command: &str) -> Result<(), String> {
     let extras = bench_extra::run(args.quick)?;
     bench_streams::run(args.quick, &[])?;
     bench_layers::run(args.quick)?;
+    bench_balance::run(args.quick)?;
     // Without root or iproute2 the run goes on without it (the reason is
     // printed and reported).
     let compression = bench_compress::run(args.quick, true)?;
