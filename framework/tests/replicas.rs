@@ -103,6 +103,21 @@ async fn replica_failing(dir: &Path, id: u32, delay: Duration, failing: bool) ->
     }
 }
 
+/// Replicas 1, 2 and 3, listed in `file`.
+async fn three_listed(dir: &Path, file: &Path) -> Vec<Running> {
+    let r: Vec<Running> =
+        futures_util::future::join_all((1..=3).map(|id| replica(dir, id, Duration::ZERO))).await;
+    list(file, &[&r[0].path, &r[1].path, &r[2].path]);
+    r
+}
+
+/// Shuts every replica of `r` down.
+async fn shut_down(r: Vec<Running>) {
+    for running in r {
+        running.handle.shutdown().await;
+    }
+}
+
 /// Writes the discovery file listing `paths` as replicas of "inventory",
 /// with a modification time after any before it.
 fn list(file: &Path, paths: &[&Path]) {
@@ -182,10 +197,7 @@ async fn until_ready(client: &ReplicaClient, ready: usize) -> Duration {
 async fn round_robin_spreads_calls_over_every_replica_the_file_lists() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("discovery.toml");
-    let r: Vec<Running> =
-        futures_util::future::join_all((1..=3).map(|id| replica(dir.path(), id, Duration::ZERO)))
-            .await;
-    list(&file, &[&r[0].path, &r[1].path, &r[2].path]);
+    let r = three_listed(dir.path(), &file).await;
     let client = channel(dir.path(), &file, Balance::RoundRobin).await;
     let info = client.channel().info();
     assert_eq!(info.balance, "round_robin");
@@ -245,9 +257,7 @@ async fn round_robin_spreads_calls_over_every_replica_the_file_lists() {
         table.contains("channel inventory (round_robin, replicas from the discovery file"),
         "{table}"
     );
-    for running in r {
-        running.handle.shutdown().await;
-    }
+    shut_down(r).await;
 }
 
 #[tokio::test]
@@ -313,19 +323,14 @@ async fn edits_to_the_file_add_and_drop_replicas_of_a_running_channel() {
             .any(|c| c.starts_with("removed unix://") && c.contains("replica-1")),
         "{changes:#?}"
     );
-    for running in r {
-        running.handle.shutdown().await;
-    }
+    shut_down(r).await;
 }
 
 #[tokio::test]
 async fn a_draining_replica_takes_no_new_calls_and_fails_none() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("discovery.toml");
-    let mut r: Vec<Running> =
-        futures_util::future::join_all((1..=3).map(|id| replica(dir.path(), id, Duration::ZERO)))
-            .await;
-    list(&file, &[&r[0].path, &r[1].path, &r[2].path]);
+    let mut r = three_listed(dir.path(), &file).await;
     let client = channel(dir.path(), &file, Balance::RoundRobin).await;
     // Calls keep coming from 8 tasks while replica 1 shuts down.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -364,9 +369,7 @@ async fn a_draining_replica_takes_no_new_calls_and_fails_none() {
     );
     assert!(ok > 100, "{ok}");
     assert_eq!(spread(&client, 60).await.get(&1), None);
-    for running in r {
-        running.handle.shutdown().await;
-    }
+    shut_down(r).await;
 }
 
 #[tokio::test]
@@ -421,10 +424,7 @@ async fn peak_ewma_sends_most_calls_to_the_faster_replica() {
 async fn least_in_flight_avoids_a_replica_with_calls_stuck_on_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("discovery.toml");
-    let r: Vec<Running> =
-        futures_util::future::join_all((1..=3).map(|id| replica(dir.path(), id, Duration::ZERO)))
-            .await;
-    list(&file, &[&r[0].path, &r[1].path, &r[2].path]);
+    let r = three_listed(dir.path(), &file).await;
     let client = channel(dir.path(), &file, Balance::LeastInFlight).await;
     // 30 long calls, spread as they start; the ones that land on replica
     // 1 stay there, the rest are counted out.
@@ -460,9 +460,7 @@ async fn least_in_flight_avoids_a_replica_with_calls_stuck_on_it() {
     for call in long {
         call.await.unwrap().unwrap();
     }
-    for running in r {
-        running.handle.shutdown().await;
-    }
+    shut_down(r).await;
 }
 
 #[tokio::test]
@@ -611,10 +609,7 @@ async fn until_not_serving(client: &ReplicaClient, i: usize, not_serving: &[&str
 async fn a_replica_not_serving_gets_no_calls_until_it_serves_again() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("discovery.toml");
-    let r: Vec<Running> =
-        futures_util::future::join_all((1..=3).map(|id| replica(dir.path(), id, Duration::ZERO)))
-            .await;
-    list(&file, &[&r[0].path, &r[1].path, &r[2].path]);
+    let r = three_listed(dir.path(), &file).await;
     let client = channel(dir.path(), &file, Balance::RoundRobin).await;
     assert_eq!(spread(&client, 30).await.get(&1), Some(&10));
 
@@ -641,7 +636,5 @@ async fn a_replica_not_serving_gets_no_calls_until_it_serves_again() {
     until_not_serving(&client, 0, &[""]).await;
     until_not_serving(&client, 2, &[""]).await;
     assert_eq!(spread(&client, 30).await.len(), 3);
-    for running in r {
-        running.handle.shutdown().await;
-    }
+    shut_down(r).await;
 }

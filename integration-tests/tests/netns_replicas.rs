@@ -39,6 +39,22 @@ fn replica(host: &Host) -> ServerProcess {
     )
 }
 
+/// A replica on each of `hosts`, and a directory holding
+/// `discovery.toml`, which lists them as the replicas of "testing".
+fn replicas_listed(hosts: &[Host]) -> (Vec<ServerProcess>, tempfile::TempDir) {
+    let servers = hosts.iter().map(replica).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = String::new();
+    for host in hosts {
+        toml.push_str(&format!(
+            "[[services.testing.replicas]]\naddresses = [\"tcp://{}:{PORT}\"]\n",
+            host.ip
+        ));
+    }
+    std::fs::write(dir.path().join("discovery.toml"), toml).unwrap();
+    (servers, dir)
+}
+
 /// What the calls of one phase saw: successes per replica ip (by pid) and
 /// the failures.
 #[derive(Debug, Default)]
@@ -128,17 +144,8 @@ fn replicas_on_three_hosts_share_calls_and_a_killed_one_fails_no_idempotent_call
         return;
     };
     let client_host = &lan.hosts[0];
-    let mut servers: Vec<ServerProcess> = lan.hosts[1..].iter().map(replica).collect();
-    let dir = tempfile::tempdir().unwrap();
+    let (mut servers, dir) = replicas_listed(&lan.hosts[1..]);
     let file = dir.path().join("discovery.toml");
-    let mut toml = String::new();
-    for host in &lan.hosts[1..] {
-        toml.push_str(&format!(
-            "[[services.testing.replicas]]\naddresses = [\"tcp://{}:{PORT}\"]\n",
-            host.ip
-        ));
-    }
-    std::fs::write(&file, toml).unwrap();
     let pids: Vec<u32> = servers.iter().map(ServerProcess::pid).collect();
     client_host.run(Duration::from_secs(90), async {
         let channel = channel_builder(&file)
@@ -217,17 +224,8 @@ fn a_rolling_restart_of_three_replicas_with_graceful_drain_fails_no_call() {
         return;
     };
     let client_host = &lan.hosts[0];
-    let mut servers: Vec<ServerProcess> = lan.hosts[1..].iter().map(replica).collect();
-    let dir = tempfile::tempdir().unwrap();
+    let (mut servers, dir) = replicas_listed(&lan.hosts[1..]);
     let file = dir.path().join("discovery.toml");
-    let mut toml = String::new();
-    for host in &lan.hosts[1..] {
-        toml.push_str(&format!(
-            "[[services.testing.replicas]]\naddresses = [\"tcp://{}:{PORT}\"]\n",
-            host.ip
-        ));
-    }
-    std::fs::write(&file, toml).unwrap();
     client_host.run(Duration::from_secs(120), async {
         let channel = channel_builder(&file)
             .connect("testing")
