@@ -40,7 +40,7 @@ pub use call::ClientCore;
 pub(crate) use connection::{Connection, ConnectionConfig};
 pub use outlier::OutlierEjection;
 pub use response_metadata::with_response_metadata;
-pub use retry::{RetryBudget, RetryPolicy};
+pub use retry::{HedgePolicy, RetryBudget, RetryPolicy};
 
 /// Configures and opens a [`Channel`].
 #[derive(Clone, Debug)]
@@ -67,6 +67,7 @@ pub struct ChannelBuilder {
     resolve_interval: Duration,
     retry: RetryPolicy,
     retry_budget: RetryBudget,
+    hedge: Option<HedgePolicy>,
     ejection: OutlierEjection,
     #[cfg(feature = "quic")]
     quic: quic::QuicSettings,
@@ -105,6 +106,7 @@ impl Default for ChannelBuilder {
             resolve_interval: DEFAULT_RESOLVE_INTERVAL,
             retry: RetryPolicy::default(),
             retry_budget: RetryBudget::default(),
+            hedge: None,
             ejection: OutlierEjection::default(),
             #[cfg(feature = "quic")]
             quic: quic::QuicSettings::default(),
@@ -197,6 +199,15 @@ impl ChannelBuilder {
     /// call's deadline bounds every attempt and wait.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
+        self
+    }
+
+    /// Hedges calls of methods declared `#[switchyard(idempotent)]`
+    /// instead of retrying them (see [`HedgePolicy`]; off by default): a
+    /// slow replica's call is raced by another replica's after
+    /// `policy.delay`, and the loser is cancelled.
+    pub fn hedge(mut self, policy: HedgePolicy) -> Self {
+        self.hedge = Some(policy);
         self
     }
 
@@ -683,6 +694,10 @@ impl Shared {
                 .retries
                 .throttled
                 .load(std::sync::atomic::Ordering::Relaxed),
+            hedges: self
+                .retries
+                .hedges
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -1124,6 +1139,11 @@ impl Channel {
     /// The retry policy for idempotent methods.
     pub(crate) fn retry_policy(&self) -> &RetryPolicy {
         &self.shared.builder.retry
+    }
+
+    /// The hedging policy for idempotent methods, if one is set.
+    pub(crate) fn hedge_policy(&self) -> Option<&HedgePolicy> {
+        self.shared.builder.hedge.as_ref()
     }
 
     /// The channel's retry budget.

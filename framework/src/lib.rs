@@ -129,7 +129,7 @@ pub use protocol::status::{Code, Status};
 #[cfg(feature = "rt")]
 pub use client::{
     Backoff, Balance, Channel, ChannelBuilder, DEFAULT_QUEUE_FULL_WAIT, DEFAULT_RESOLVE_INTERVAL,
-    OutlierEjection, RetryBudget, RetryPolicy,
+    HedgePolicy, OutlierEjection, RetryBudget, RetryPolicy,
 };
 #[cfg(feature = "rt")]
 pub use context::Context;

@@ -554,6 +554,7 @@ async fn json_shows_connections_on_two_transports_field_by_field() {
                 "balance",
                 "changes",
                 "discovery_error",
+                "hedges",
                 "replicas",
                 "retries",
                 "retries_throttled",

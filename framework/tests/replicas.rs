@@ -29,6 +29,10 @@ pub trait Replica {
     async fn who_retried(&self) -> Result<u32, switchyard::Status>;
     /// The same, not declared idempotent: never retried.
     async fn who_once(&self) -> Result<u32, switchyard::Status>;
+    /// This replica's number, after its delay; hedged where the channel
+    /// hedges.
+    #[switchyard(idempotent)]
+    async fn who_hedged(&self) -> u32;
 }
 
 struct Impl {
@@ -52,6 +56,10 @@ impl Replica for Impl {
     async fn who_after(&self, millis: u64) -> u32 {
         tokio::time::sleep(Duration::from_millis(millis)).await;
         self.id
+    }
+
+    async fn who_hedged(&self) -> u32 {
+        self.who().await
     }
 
     async fn who_retried(&self) -> Result<u32, switchyard::Status> {
@@ -637,4 +645,52 @@ async fn a_replica_not_serving_gets_no_calls_until_it_serves_again() {
     until_not_serving(&client, 2, &[""]).await;
     assert_eq!(spread(&client, 30).await.len(), 3);
     shut_down(r).await;
+}
+
+#[tokio::test]
+async fn a_hedged_call_is_answered_by_the_replica_that_answers_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("discovery.toml");
+    let slow = replica(dir.path(), 1, Duration::from_secs(3)).await;
+    let fast = replica(dir.path(), 2, Duration::ZERO).await;
+    list(&file, &[&slow.path, &fast.path]);
+    let hedging = channel_with(dir.path(), &file, Balance::RoundRobin, |b| {
+        b.hedge(switchyard::HedgePolicy::new(2, Duration::from_millis(50)))
+            .timeout(Duration::from_secs(1))
+    })
+    .await;
+    for _ in 0..20 {
+        let who = hedging
+            .who_hedged()
+            .await
+            .expect("the fast replica answers within the deadline");
+        assert_eq!(who, 2);
+    }
+    let info = hedging.channel().info();
+    println!(
+        "20 hedged calls, one of two replicas taking 3 s: all answered by the fast one, {} hedges",
+        info.hedges
+    );
+    assert!((8..=20).contains(&info.hedges), "{info:#?}");
+    assert_eq!(info.retries, 0, "{info:#?}");
+    // Without hedging, the calls round robin sends to the slow replica
+    // miss their deadline.
+    let plain = channel_with(dir.path(), &file, Balance::RoundRobin, |b| {
+        b.timeout(Duration::from_secs(1))
+    })
+    .await;
+    let mut missed = 0;
+    for _ in 0..4 {
+        if let Err(status) = plain.who_hedged().await {
+            assert_eq!(
+                status.code(),
+                switchyard::Code::DeadlineExceeded,
+                "{status}"
+            );
+            missed += 1;
+        }
+    }
+    assert_eq!(missed, 2);
+    slow.handle.shutdown().await;
+    fast.handle.shutdown().await;
 }

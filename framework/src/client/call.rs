@@ -1,9 +1,9 @@
 //! Making calls: [`ClientCore`], what every generated client wraps.
 
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -380,30 +380,38 @@ impl ClientCore {
         trace: TraceContext,
         accept: &(dyn Fn(&bytes::Bytes) -> Result<Out, Status> + Sync),
     ) -> Result<Out, Status> {
-        let mut request = Some(request);
+        let request = Mutex::new(Some(request));
+        if method.idempotent
+            && let Some(hedge) = self.channel.hedge_policy()
+        {
+            return self
+                .hedged::<C, Req, Out>(method, &request, now, deadline, &trace, hedge, accept)
+                .await;
+        }
         let mut retried = false;
         let mut attempts = 1u32;
         let mut avoid = None;
         let policy = method.idempotent.then(|| self.channel.retry_policy());
         let throttle = self.channel.retry_throttle();
         loop {
-            let mut not_started = false;
-            let mut used = None;
+            let not_started = AtomicBool::new(false);
+            let used = AtomicU64::new(0);
             let result = self
                 .attempt::<C, Req, Out>(
                     method,
-                    &mut request,
+                    &request,
                     now,
                     deadline,
                     &trace,
                     Tried {
-                        not_started: &mut not_started,
+                        not_started: &not_started,
                         avoid,
-                        used: &mut used,
+                        used: &used,
                     },
                     accept,
                 )
                 .await;
+            let used = Some(used.into_inner()).filter(|id| *id != 0);
             let status = match result {
                 Ok(out) => {
                     if policy.is_some() {
@@ -412,7 +420,9 @@ impl ClientCore {
                     return Ok(out);
                 }
                 // Once, and only with the arguments kept for it (small ones).
-                Err(status) if not_started && !retried && request.is_some() => {
+                Err(status)
+                    if not_started.load(Relaxed) && !retried && !arguments_dropped(&request) =>
+                {
                     tracing::debug!(%status, "the server did not start the call; making it again on a new connection");
                     retried = true;
                     avoid = used;
@@ -429,7 +439,7 @@ impl ClientCore {
                     "after {attempts} attempt{} (RetryPolicy::max_attempts)",
                     if attempts == 1 { "" } else { "s" }
                 ))
-            } else if request.is_none() {
+            } else if arguments_dropped(&request) {
                 Some("not retried: its arguments were already dropped".to_owned())
             } else if !throttle.allow() {
                 Some(format!(
@@ -462,12 +472,110 @@ impl ClientCore {
         }
     }
 
+    /// Makes the call as a hedge (gRPC's A6): the first attempt at once,
+    /// another every `hedge.delay` while none has answered (each on a
+    /// replica the previous did not use, when one is ready), up to
+    /// `hedge.max_attempts`; the first answer that is a success or a
+    /// fatal error wins, and the others are cancelled (dropped: their
+    /// servers get a Cancel). A failure with a non-fatal code starts the
+    /// next attempt at once. The retry budget holds hedges back as it
+    /// holds retries.
+    #[allow(clippy::too_many_arguments)]
+    async fn hedged<C: Codec, Req: Serialize + Send, Out>(
+        &self,
+        method: &'static MethodDescriptor,
+        request: &Mutex<Option<Req>>,
+        now: Instant,
+        deadline: Option<Instant>,
+        trace: &TraceContext,
+        hedge: &super::HedgePolicy,
+        accept: &(dyn Fn(&bytes::Bytes) -> Result<Out, Status> + Sync),
+    ) -> Result<Out, Status> {
+        use futures_util::StreamExt;
+        let max = hedge.max_attempts.clamp(1, 5) as usize;
+        let throttle = self.channel.retry_throttle();
+        // One slot per attempt: the connection it used, and whether the
+        // server refused it as never started.
+        let used: Vec<AtomicU64> = (0..max).map(|_| AtomicU64::new(0)).collect();
+        let not_started: Vec<AtomicBool> = (0..max).map(|_| AtomicBool::new(false)).collect();
+        let (used, not_started) = (&used, &not_started);
+        let attempt = |i: usize| {
+            let avoid = i
+                .checked_sub(1)
+                .map(|prev| used[prev].load(Relaxed))
+                .filter(|id| *id != 0);
+            self.attempt::<C, Req, Out>(
+                method,
+                request,
+                now,
+                deadline,
+                trace,
+                Tried {
+                    not_started: &not_started[i],
+                    avoid,
+                    used: &used[i],
+                },
+                accept,
+            )
+        };
+        let mut running = futures_util::stream::FuturesUnordered::new();
+        running.push(attempt(0));
+        let mut started = 1;
+        let mut next_at = tokio::time::Instant::now() + hedge.delay;
+        let mut last: Option<Status> = None;
+        loop {
+            let more = started < max;
+            tokio::select! {
+                done = running.next(), if !running.is_empty() => {
+                    match done {
+                        Some(Ok(out)) => {
+                            throttle.succeeded();
+                            return Ok(out);
+                        }
+                        Some(Err(status)) if hedge.non_fatal.contains(&status.code()) => {
+                            throttle.failed();
+                            last = Some(status);
+                            // The next attempt now, not after the delay.
+                            next_at = tokio::time::Instant::now();
+                        }
+                        Some(Err(status)) => return Err(status),
+                        None => {}
+                    }
+                }
+                () = tokio::time::sleep_until(next_at), if more => {
+                    if throttle.allow_hedge() {
+                        tracing::debug!(attempt = started + 1, "hedging an idempotent call");
+                        running.push(attempt(started));
+                        started += 1;
+                    } else {
+                        // The budget holds hedges back: no more.
+                        started = max;
+                    }
+                    next_at += hedge.delay;
+                }
+            }
+            if running.is_empty() && started >= max {
+                let status = last.unwrap_or_else(|| {
+                    Status::unavailable(format!("{}: no attempt was made", method.full_name))
+                });
+                return Err(Status::new(
+                    status.code(),
+                    format!(
+                        "{} (after {started} hedged attempt{})",
+                        status.message(),
+                        if started == 1 { "" } else { "s" }
+                    ),
+                ));
+            }
+        }
+    }
+
     /// One try of a call.
     #[allow(clippy::too_many_arguments)]
     async fn attempt<C: Codec, Req: Serialize + Send, Out>(
         &self,
         method: &'static MethodDescriptor,
-        request: &mut Option<Req>,
+        request: &Mutex<Option<Req>>,
         now: Instant,
         deadline: Option<Instant>,
         trace: &TraceContext,
@@ -481,7 +589,7 @@ impl ClientCore {
         } = tried;
         // A deadline already past fails before anything else happens.
         deadline_budget(now, deadline, method.full_name)?;
-        if request.is_none() {
+        if arguments_dropped(request) {
             return Err(Status::internal(
                 "the call's arguments were already dropped",
             ));
@@ -496,19 +604,23 @@ impl ClientCore {
                 avoid,
             };
             let conn = self.channel.connection_for(deadline, want).await?;
-            *used = Some(conn.stats.id());
+            used.store(conn.stats.id(), Relaxed);
             tracing::Span::current().record("transport", conn.selection.transport.as_str());
             let counters = Arc::clone(conn.check_method(self.service, method)?);
-            // Borrowed only here: `Req` need not be `Sync` for the call's
-            // future to be `Send` (a channel's layers need it to be).
-            let encoded = match request.as_ref() {
-                Some(arguments) => {
-                    self.encode_spilling::<C, Req>(method, arguments, trace, Some(&conn))?
-                }
-                None => {
-                    return Err(Status::internal(
-                        "the call's arguments were already dropped",
-                    ));
+            // Behind a lock, held only here: `Req` need not be `Sync` for
+            // the call's future to be `Send` (a channel's layers need it
+            // to be), and hedged attempts share the arguments.
+            let encoded = {
+                let arguments = request.lock().unwrap_or_else(PoisonError::into_inner);
+                match arguments.as_ref() {
+                    Some(arguments) => {
+                        self.encode_spilling::<C, Req>(method, arguments, trace, Some(&conn))?
+                    }
+                    None => {
+                        return Err(Status::internal(
+                            "the call's arguments were already dropped",
+                        ));
+                    }
                 }
             };
             let (waiter, response) = oneshot::channel();
@@ -542,7 +654,7 @@ impl ClientCore {
         // needs them.
         let retries = method.idempotent && self.channel.retry_policy().max_attempts > 1;
         if encoded_len > KEEP_ARGUMENTS_UP_TO && !retries {
-            *request = None;
+            *request.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
         let mut guard = PendingGuard {
             conn: &conn,
@@ -638,7 +750,7 @@ impl ClientCore {
         if guard.code != Code::Ok {
             // The server refused it before starting it (HTTP/2's
             // REFUSED_STREAM): it may be made again.
-            *not_started = frame.header.flags & FLAG_NOT_STARTED != 0;
+            not_started.store(frame.header.flags & FLAG_NOT_STARTED != 0, Relaxed);
             return Err(frame_status(&frame));
         }
         accept(&frame.payload).inspect_err(|_| guard.code = Code::Internal)
@@ -894,12 +1006,21 @@ impl ClientCore {
 /// What one attempt of a call reports back, and what it should avoid.
 struct Tried<'a> {
     /// Set when the server refused the call as never started.
-    not_started: &'a mut bool,
+    not_started: &'a AtomicBool,
     /// The connection id of the previous attempt: another replica is
     /// preferred.
     avoid: Option<u64>,
-    /// Set to the connection id this attempt used.
-    used: &'a mut Option<u64>,
+    /// Set to the connection id this attempt used (0: none yet); read by
+    /// hedging while the attempt runs.
+    used: &'a AtomicU64,
+}
+
+/// Whether the call's arguments were dropped (large ones, once sent).
+fn arguments_dropped<Req>(request: &Mutex<Option<Req>>) -> bool {
+    request
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_none()
 }
 
 /// Arguments whose encoding is at most this many bytes are kept until the

@@ -74,6 +74,37 @@ impl RetryPolicy {
     }
 }
 
+/// How a channel hedges calls of methods declared
+/// `#[switchyard(idempotent)]` (gRPC's A6 hedging policy; off unless set
+/// with [`ChannelBuilder::hedge`](crate::ChannelBuilder::hedge), and then
+/// instead of retries): the first attempt at once, another every `delay`
+/// while none has answered, each on another replica when one is ready, up
+/// to `max_attempts` in all; the first answer wins and the others are
+/// cancelled. A tail-latency cure that costs load: the retry budget holds
+/// hedges back when most attempts fail.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HedgePolicy {
+    /// Attempts in all, the first included (at most 5).
+    pub max_attempts: u32,
+    /// How long an attempt runs alone before the next starts.
+    pub delay: Duration,
+    /// Failures that start the next attempt at once instead of ending the
+    /// call.
+    pub non_fatal: Vec<Code>,
+}
+
+impl HedgePolicy {
+    /// Up to `max_attempts` attempts, one more every `delay`; UNAVAILABLE
+    /// is not fatal.
+    pub fn new(max_attempts: u32, delay: Duration) -> Self {
+        Self {
+            max_attempts,
+            delay,
+            non_fatal: vec![Code::Unavailable],
+        }
+    }
+}
+
 /// The retry budget of a channel (A6's `retryThrottling`): a bucket of
 /// `max_tokens` tokens, full at first. Each failed attempt with a
 /// retryable code takes one token, each success puts back `token_ratio`;
@@ -106,6 +137,8 @@ pub(crate) struct RetryThrottle {
     pub(crate) retries: AtomicU64,
     /// Retries the budget refused.
     pub(crate) throttled: AtomicU64,
+    /// Hedged attempts made (after the first of a call).
+    pub(crate) hedges: AtomicU64,
 }
 
 impl RetryThrottle {
@@ -128,6 +161,7 @@ impl RetryThrottle {
             tokens: Mutex::new(max),
             retries: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
+            hedges: AtomicU64::new(0),
         }
     }
 
@@ -147,6 +181,19 @@ impl RetryThrottle {
     pub(crate) fn succeeded(&self) {
         let mut tokens = self.tokens();
         *tokens = (*tokens + self.budget.token_ratio).min(self.budget.max_tokens);
+    }
+
+    /// Whether a hedged attempt may be made now; counts it either way
+    /// (one held back counts as a retry held back).
+    pub(crate) fn allow_hedge(&self) -> bool {
+        let allowed = *self.tokens() > self.budget.max_tokens / 2.0;
+        let counter = if allowed {
+            &self.hedges
+        } else {
+            &self.throttled
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        allowed
     }
 
     /// Whether a retry may be made now; counts it either way.

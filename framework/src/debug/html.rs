@@ -450,11 +450,12 @@ fn write_channels(out: &mut String, s: &Snapshot) -> fmt::Result {
         writeln!(
             out,
             "<h3 class=\"channel\">{} <span class=\"muted\">{} · replicas from {} · {} retries, \
-             {} held back by the budget</span></h3>",
+             {} hedges, {} held back by the budget</span></h3>",
             Esc(&c.target),
             Esc(&c.balance),
             Esc(c.source.as_deref().unwrap_or("-")),
             c.retries,
+            c.hedges,
             c.retries_throttled
         )?;
         if let Some(problem) = &c.discovery_error {

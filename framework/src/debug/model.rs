@@ -66,8 +66,11 @@ pub struct ChannelInfo {
     pub changes: Vec<String>,
     /// Retries of idempotent calls made (each after a failed attempt).
     pub retries: u64,
-    /// Retries the retry budget refused.
+    /// Retries (and hedges) the retry budget refused.
     pub retries_throttled: u64,
+    /// Hedged attempts made (after the first of a call;
+    /// `ChannelBuilder::hedge`).
+    pub hedges: u64,
 }
 
 /// One replica behind a channel and its connection.

@@ -382,7 +382,7 @@ fn channel_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
     if s.channels.is_empty() {
         return Ok(());
     }
-    let mut retries: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut retries: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
     let mut states: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     // (target, replica) -> (in flight, ejections, latency EWMA in µs)
     let mut replicas: BTreeMap<(&str, &str), (u64, u64, Option<f64>)> = BTreeMap::new();
@@ -390,6 +390,7 @@ fn channel_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
         let r = retries.entry(&c.target).or_default();
         r.0 += c.retries;
         r.1 += c.retries_throttled;
+        r.2 += c.hedges;
         for replica in &c.replicas {
             *states.entry((&c.target, &replica.state)).or_default() += 1;
             let e = replicas.entry((&c.target, &replica.key)).or_default();
@@ -407,7 +408,7 @@ fn channel_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
         "counter",
         "Retries of idempotent calls a channel made, by target.",
     )?;
-    for (target, (made, _)) in &retries {
+    for (target, (made, _, _)) in &retries {
         writeln!(
             out,
             "switchyard_channel_retries_total{{target=\"{}\"}} {made}",
@@ -420,10 +421,23 @@ fn channel_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
         "counter",
         "Retries the retry budget held back, by target.",
     )?;
-    for (target, (_, held)) in &retries {
+    for (target, (_, held, _)) in &retries {
         writeln!(
             out,
             "switchyard_channel_retries_throttled_total{{target=\"{}\"}} {held}",
+            Label(target)
+        )?;
+    }
+    family(
+        out,
+        "switchyard_channel_hedges_total",
+        "counter",
+        "Hedged attempts a channel made (after the first of a call), by target.",
+    )?;
+    for (target, (_, _, hedges)) in &retries {
+        writeln!(
+            out,
+            "switchyard_channel_hedges_total{{target=\"{}\"}} {hedges}",
             Label(target)
         )?;
     }

@@ -133,10 +133,10 @@ fn channels_table(snapshot: &Snapshot, out: &mut String) {
                 .as_deref()
                 .map(|s| format!(", replicas from {}", escape_terminal(s)))
                 .unwrap_or_default(),
-            if channel.retries + channel.retries_throttled > 0 {
+            if channel.retries + channel.retries_throttled + channel.hedges > 0 {
                 format!(
-                    ", {} retries, {} held back by the budget",
-                    channel.retries, channel.retries_throttled
+                    ", {} retries, {} hedges, {} held back by the budget",
+                    channel.retries, channel.hedges, channel.retries_throttled
                 )
             } else {
                 String::new()
@@ -530,11 +530,12 @@ mod tests {
             changes: Vec::new(),
             retries: 5,
             retries_throttled: 0,
+            hedges: 0,
         }];
         let text = connections_table(&s);
         let channels = &text[text.find("\nchannel ").expect("a channel block")..];
         let expected = "
-channel inventory (round_robin, replicas from the discovery file /d.toml, 5 retries, 0 held back by the budget):
+channel inventory (round_robin, replicas from the discovery file /d.toml, 5 retries, 0 hedges, 0 held back by the budget):
   replica              state    transport  in flight  calls  ewma µs  conn
   pid 7                ready    shm        2          40     4.5      1
   tcp://10.0.0.6:7000  ejected  tcp        0          0      -        12
