@@ -686,6 +686,7 @@ impl Shared {
             discovery_error: set.discovery_error.clone(),
             replicas: set.subchannels.iter().map(|s| s.info()).collect(),
             changes: set.changes.iter().cloned().collect(),
+            skipped: set.skipped.clone(),
             retries: self
                 .retries
                 .retries

@@ -558,6 +558,7 @@ async fn json_shows_connections_on_two_transports_field_by_field() {
                 "replicas",
                 "retries",
                 "retries_throttled",
+                "skipped",
                 "source",
                 "target"
             ]

@@ -282,6 +282,14 @@ async fn srv_records_give_each_replica_its_port_and_targets_without_address_are_
             format!("tcp://127.0.0.2:{b}")
         ]
     );
+    // The record whose target has no address is skipped, and shown.
+    let skipped = channel.info().skipped;
+    assert!(
+        skipped.len() == 1 && skipped[0].starts_with("SRV gone.test."),
+        "{skipped:?}"
+    );
+    let table = switchyard::debug::table::connections_table(&switchyard::debug::snapshot());
+    assert!(table.contains("  skipped: SRV gone.test."), "{table}");
     let client = WhichClient::new(channel);
     assert_eq!(spread(&client, 20).await, HashMap::from([(1, 10), (2, 10)]));
     // A name DNS does not know is NOT_FOUND, saying where it was looked up.

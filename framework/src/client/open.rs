@@ -279,6 +279,8 @@ pub(super) struct Discovered {
     pub(super) replicas: Vec<Replica>,
     /// Who answered: the local registry or the resolver.
     pub(super) source: String,
+    /// What the resolver left out and why.
+    pub(super) skipped: Vec<String>,
 }
 
 /// Looks `name` up: the local registry's live entries if it has any, else
@@ -300,10 +302,17 @@ pub(super) async fn discover(
         return Ok(Some(Discovered {
             replicas: entries.into_iter().map(Replica::Local).collect(),
             source: format!("the local registry in {}", registry_dir.display()),
+            skipped: Vec::new(),
         }));
     }
     let (resolved, consulted) = resolve(builder, name).await?;
+    let skipped = builder
+        .resolver
+        .as_ref()
+        .map(|resolver| resolver.skipped(name))
+        .unwrap_or_default();
     Ok(resolved.map(|replicas| Discovered {
+        skipped,
         source: replicas
             .first()
             .map_or_else(|| consulted.clone(), |r| r.source.clone()),

@@ -307,6 +307,9 @@ pub(crate) struct ReplicaSet {
     pub(super) discovery_error: Option<String>,
     /// What changed, newest last (bounded).
     pub(super) changes: std::collections::VecDeque<String>,
+    /// What the last lookup left out and why (records that are not
+    /// usable endpoints).
+    pub(super) skipped: Vec<String>,
 }
 
 /// How many changes a channel remembers for its debug view.
@@ -362,6 +365,7 @@ impl ReplicaSet {
             ));
         }
         self.source = Some(found.source);
+        self.skipped = found.skipped;
         self.discovery_error = None;
         added
     }

@@ -461,6 +461,9 @@ fn write_channels(out: &mut String, s: &Snapshot) -> fmt::Result {
         if let Some(problem) = &c.discovery_error {
             writeln!(out, "<p class=\"warn\">discovery: {}</p>", Esc(problem))?;
         }
+        for skipped in &c.skipped {
+            writeln!(out, "<p class=\"warn\">skipped: {}</p>", Esc(skipped))?;
+        }
         out.push_str(
             "<table>\n<thead><tr><th>replica</th><th>state</th><th>transport</th><th>why</th>\
              <th>in flight</th><th>calls</th><th>EWMA</th><th>not serving</th>\

@@ -64,6 +64,9 @@ pub struct ChannelInfo {
     pub replicas: Vec<ReplicaInfo>,
     /// What changed (replicas added, removed, not answering), oldest first.
     pub changes: Vec<String>,
+    /// What the last lookup left out and why: records that are not usable
+    /// endpoints (an SRV record with port 0, a target with no address).
+    pub skipped: Vec<String>,
     /// Retries of idempotent calls made (each after a failed attempt).
     pub retries: u64,
     /// Retries (and hedges) the retry budget refused.

@@ -145,6 +145,9 @@ fn channels_table(snapshot: &Snapshot, out: &mut String) {
         if let Some(problem) = &channel.discovery_error {
             let _ = writeln!(out, "  discovery: {}", escape_terminal(problem));
         }
+        for skipped in &channel.skipped {
+            let _ = writeln!(out, "  skipped: {}", escape_terminal(skipped));
+        }
         let mut table = Table::new(&[
             "  replica",
             "state",
@@ -528,6 +531,7 @@ mod tests {
                 },
             ],
             changes: Vec::new(),
+            skipped: Vec::new(),
             retries: 5,
             retries_throttled: 0,
             hedges: 0,

@@ -56,6 +56,8 @@ pub struct Dns {
     suffix: Option<String>,
     /// Who answers, for reasons and errors.
     server: String,
+    /// Per name, what its last lookup skipped and why.
+    skipped: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
 }
 
 impl std::fmt::Debug for Dns {
@@ -110,6 +112,7 @@ impl Dns {
             transport: Transport::Tcp,
             suffix: None,
             server,
+            skipped: Default::default(),
         })
     }
 
@@ -137,6 +140,7 @@ impl Dns {
             transport: Transport::Tcp,
             suffix: None,
             server: format!("the DNS server {server}"),
+            skipped: Default::default(),
         })
     }
 
@@ -239,6 +243,7 @@ impl Dns {
                     Err(err) => return Err(self.failed(&dns_name, &err)),
                 };
                 let mut replicas = Vec::new();
+                let mut skipped = Vec::new();
                 for record in records.answers() {
                     let RData::SRV(srv) = &record.data else {
                         continue;
@@ -246,6 +251,7 @@ impl Dns {
                     let target = srv.target.to_utf8();
                     if srv.port == 0 {
                         tracing::warn!(%dns_name, %target, "skipping an SRV record with port 0");
+                        skipped.push(format!("SRV {target} port 0: no replica listens there"));
                         continue;
                     }
                     // One target that cannot be resolved costs its replica,
@@ -253,21 +259,31 @@ impl Dns {
                     match self.addresses(&target).await {
                         Ok(Some(ips)) if !ips.is_empty() => replicas
                             .extend(ips.into_iter().map(|ip| one(self.endpoint(ip, srv.port)))),
-                        Ok(_) => tracing::warn!(
-                            %dns_name,
-                            %target,
-                            "skipping an SRV record whose target has no address"
-                        ),
-                        Err(status) => tracing::warn!(
-                            %dns_name,
-                            %target,
-                            %status,
-                            "skipping an SRV record whose target cannot be resolved"
-                        ),
+                        Ok(_) => {
+                            tracing::warn!(
+                                %dns_name,
+                                %target,
+                                "skipping an SRV record whose target has no address"
+                            );
+                            skipped.push(format!("SRV {target}: the target has no address"));
+                        }
+                        Err(status) => {
+                            tracing::warn!(
+                                %dns_name,
+                                %target,
+                                %status,
+                                "skipping an SRV record whose target cannot be resolved"
+                            );
+                            skipped.push(format!("SRV {target}: {}", status.message()));
+                        }
                     }
                 }
                 replicas.sort_by_key(|r| r.urls());
                 replicas.dedup_by(|a, b| a.addresses == b.addresses);
+                self.skipped
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(name.to_owned(), skipped);
                 Ok(Some(replicas))
             }
         }
@@ -287,6 +303,15 @@ fn build(config: ResolverConfig, opts: ResolverOpts) -> Result<TokioResolver, St
 impl Resolver for Dns {
     fn resolve<'a>(&'a self, name: &'a str) -> ResolveFuture<'a> {
         Box::pin(self.lookup(name))
+    }
+
+    fn skipped(&self, name: &str) -> Vec<String> {
+        self.skipped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

@@ -90,6 +90,14 @@ pub trait Resolver: Send + Sync + fmt::Debug {
     /// replica now. An `Err` (the resolver's backend is unreachable) makes
     /// a channel keep the replicas it knew, and say so.
     fn resolve<'a>(&'a self, name: &'a str) -> ResolveFuture<'a>;
+
+    /// What the last [`resolve`](Self::resolve) of `name` left out and
+    /// why (records that are not usable endpoints), for the debug views;
+    /// nothing by default.
+    fn skipped(&self, name: &str) -> Vec<String> {
+        let _ = name;
+        Vec::new()
+    }
 }
 
 #[cfg(test)]
