@@ -8,7 +8,7 @@ pub(crate) mod connection;
 mod driver;
 mod oneway;
 mod open;
-mod outlier;
+pub(crate) mod outlier;
 mod polled;
 #[cfg(feature = "quic")]
 mod quic;
@@ -582,8 +582,9 @@ struct Shared {
     layers: crate::layers::Layers,
 }
 
-/// Locks a mutex whose value stays valid if a holder panicked.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks a mutex whose value stays valid if a holder panicked (every
+/// client-side lock guards such values).
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

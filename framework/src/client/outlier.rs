@@ -50,7 +50,8 @@ pub(crate) fn is_failure(code: Code) -> bool {
     )
 }
 
-/// Nanoseconds on the process's monotonic clock.
+/// Nanoseconds on the process's monotonic clock (since the first call):
+/// the clock of ejections and of the latency averages balancing weighs.
 pub(crate) fn now_ns() -> u64 {
     static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(std::time::Instant::now);

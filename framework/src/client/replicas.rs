@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use super::backoff::{Backoff, BackoffState};
 use super::balance::Load;
 use super::connection::Connection;
+use super::lock;
 use super::open::{Discovered, Replica};
 use super::outlier::{Outlier, OutlierEjection};
 use crate::health::ServingStatus;
@@ -50,13 +51,6 @@ impl Drop for Subchannel {
             watcher.abort();
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every guarded value stays valid if a holder panicked.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Subchannel {

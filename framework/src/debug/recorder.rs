@@ -86,13 +86,6 @@ impl AttemptEvents for crate::transport::quic::AttemptTally {
 }
 
 /// The recorder of this process.
-/// Nanoseconds since the first time anyone asked, on the monotonic clock.
-fn process_clock_ns() -> u64 {
-    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(std::time::Instant::now);
-    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-}
-
 pub(crate) fn recorder() -> &'static Recorder {
     static RECORDER: OnceLock<Recorder> = OnceLock::new();
     RECORDER.get_or_init(|| Recorder {
@@ -300,7 +293,7 @@ impl ConnectionStats {
     /// A unary call took `elapsed`: what balancing learns of this peer.
     pub(crate) fn unary_latency(&self, elapsed: Duration) {
         self.latency_ewma
-            .record(elapsed.as_nanos() as f64, process_clock_ns());
+            .record(elapsed.as_nanos() as f64, crate::client::outlier::now_ns());
     }
 
     /// The peak-EWMA latency of unary calls, nanoseconds (`None`: no call

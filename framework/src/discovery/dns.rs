@@ -296,7 +296,10 @@ fn build(config: ResolverConfig, opts: ResolverOpts) -> Result<TokioResolver, St
         .with_options(opts)
         .build()
         .map_err(|err| {
-            Status::failed_precondition(format!("cannot set up the DNS resolver: {err}"))
+            Status::failed_precondition(format!(
+                "cannot set up the DNS resolver: {err}; check the server given to \
+                 Dns::with_server, or the nameserver lines of /etc/resolv.conf"
+            ))
         })
 }
 
