@@ -303,6 +303,13 @@ impl ChannelBuilder {
         self
     }
 
+    /// Where names the local registry does not know are looked up: the
+    /// same as [`resolver`](Self::resolver), for a resolver not yet shared
+    /// (`.discovery(Etcd::new("http://127.0.0.1:2379")?)`).
+    pub fn discovery(self, resolver: impl Resolver + 'static) -> Self {
+        self.resolver(Arc::new(resolver))
+    }
+
     /// A static discovery file (TOML, see
     /// [`StaticFile`](crate::discovery::StaticFile)) for names the local
     /// registry does not know (default: the file named by
@@ -709,9 +716,28 @@ impl Shared {
     fn follow_in_background(shared: &Arc<Self>) {
         let weak = Arc::downgrade(shared);
         let interval = shared.builder.resolve_interval;
+        // A resolver with a watch (etcd) says when to look again; the
+        // interval still bounds how stale the replicas can get.
+        let watched = match (&shared.target, &shared.builder.resolver) {
+            (Some((_, Target::Name(name))), Some(resolver)) => {
+                Some((name.clone(), resolver.clone()))
+            }
+            _ => None,
+        };
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(interval).await;
+                let changed = watched
+                    .as_ref()
+                    .and_then(|(name, resolver)| resolver.changed(name));
+                match changed {
+                    Some(changed) => {
+                        tokio::select! {
+                            () = tokio::time::sleep(interval) => {}
+                            () = changed => {}
+                        }
+                    }
+                    None => tokio::time::sleep(interval).await,
+                }
                 let Some(shared) = weak.upgrade() else { return };
                 shared.rediscover().await;
                 shared.connect_in_background();

@@ -732,6 +732,7 @@ impl ServerBuilder {
             #[cfg(target_os = "linux")]
             queues,
             health,
+            registrations: Vec::new(),
         })
     }
 }
@@ -872,6 +873,8 @@ pub struct ServerHandle {
     queues: Vec<queue::QueueHandle>,
     /// What the health service reports.
     health: crate::health::HealthReporter,
+    /// Records in discovery systems, withdrawn when draining starts.
+    registrations: Vec<Box<dyn crate::discovery::Registration>>,
 }
 
 impl ServerHandle {
@@ -951,6 +954,16 @@ impl ServerHandle {
         })
     }
 
+    /// Withdraws `registration` (say an
+    /// [`EtcdRegistration`](crate::discovery::EtcdRegistration)) when this
+    /// server shuts down gracefully: after its health turns NOT_SERVING and
+    /// before it tells its clients to go away, so no new client finds it
+    /// while it drains. Dropped without a graceful shutdown, the record
+    /// goes as its discovery system lets it (an etcd lease expires).
+    pub fn withdraw_on_shutdown(&mut self, registration: impl crate::discovery::Registration) {
+        self.registrations.push(Box::new(registration));
+    }
+
     /// Serves an already-established link (for example one end of
     /// [`memory::pair`](crate::transport::memory::pair)).
     pub fn serve_link<L: Link>(&self, link: L) {
@@ -968,6 +981,14 @@ impl ServerHandle {
         // Watchers of its health learn first, and their watches end.
         self.health.shutting_down();
         self.published.clear();
+        for registration in self.registrations.drain(..) {
+            // Each withdrawal bounds its own requests; this bounds them all.
+            let withdrawn =
+                tokio::time::timeout(Duration::from_secs(5), registration.withdraw()).await;
+            if withdrawn.is_err() {
+                tracing::warn!("withdrawing a discovery record took over 5 s; draining anyway");
+            }
+        }
         let _ = self.phase.send(Phase::Draining);
         for task in self.tasks.drain(..) {
             let _ = task.await;

@@ -75,6 +75,9 @@ impl Resolved {
 pub type ResolveFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Option<Vec<Resolved>>, Status>> + Send + 'a>>;
 
+/// A future returned by [`Resolver::changed`].
+pub type ChangedFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
 /// Maps service names to the replicas that serve them.
 ///
 /// Implement it to plug in a discovery system of your own (Consul, a
@@ -97,6 +100,16 @@ pub trait Resolver: Send + Sync + fmt::Debug {
     fn skipped(&self, name: &str) -> Vec<String> {
         let _ = name;
         Vec::new()
+    }
+
+    /// For a resolver that is told of changes (a watch): completes when
+    /// `name`'s replicas may have changed, and the channel then looks it
+    /// up at once instead of at its next
+    /// [`resolve_interval`](crate::ChannelBuilder::resolve_interval).
+    /// `None` (the default): no such news; channels ask at every interval.
+    fn changed<'a>(&'a self, name: &'a str) -> Option<ChangedFuture<'a>> {
+        let _ = name;
+        None
     }
 }
 
