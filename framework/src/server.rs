@@ -949,6 +949,7 @@ impl ServerHandle {
             Endpoint::Quic {
                 host_port: addr.to_string(),
                 pin: Some(fingerprint.to_string()),
+                name: None,
             }
             .to_string()
         })

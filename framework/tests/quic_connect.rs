@@ -497,3 +497,44 @@ async fn reconnecting_backs_off_and_recovers() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn name_checks_the_certificate_against_a_name_while_dialling_an_address() {
+    bounded(async {
+        let pki = Pki::new("switchyard test CA");
+        let dir = runtime();
+        // The certificate names the service, not the address (a pod found
+        // through a headless Service).
+        let identity = pki.issue(&["inventory.switchyard.test"]);
+        let server = server(dir.path(), false, false, |b| b.tls_identity(identity)).await;
+        let addr = server.quic_addr().unwrap();
+        let err = Channel::builder()
+            .tls_ca(pki.roots())
+            .connect(&format!("quic://{addr}"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+        let channel = Channel::builder()
+            .tls_ca(pki.roots())
+            .connect(&format!("quic://{addr}?name=inventory.switchyard.test"))
+            .await
+            .expect("the certificate names inventory.switchyard.test");
+        assert_eq!(
+            WhoamiClient::new(channel).whoami().await.unwrap(),
+            "anonymous via quic"
+        );
+        let err = Channel::builder()
+            .tls_ca(pki.roots())
+            .connect(&format!("quic://{addr}?name=payments.switchyard.test"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+        let err = Channel::connect(&format!("quic://{addr}?name=not%20a%20name"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        assert!(err.message().contains("is not a DNS name"), "{err}");
+        server.shutdown().await;
+    })
+    .await;
+}

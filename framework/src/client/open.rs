@@ -517,7 +517,7 @@ async fn connect(
             Ok(upgraded(conn, forced, false, &config).await)
         }
         #[cfg(feature = "quic")]
-        Endpoint::Quic { host_port, pin } => {
+        Endpoint::Quic { host_port, pin, .. } => {
             let tls = builder
                 .quic
                 .client_tls(host_port, pin.as_deref(), plan.caller_pin)?;

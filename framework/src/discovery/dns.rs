@@ -154,8 +154,11 @@ impl Dns {
         self
     }
 
-    /// Connects to the replicas over QUIC instead of TCP (their
-    /// certificates are checked as `ChannelBuilder::quic_trust` says).
+    /// Connects to the replicas over QUIC instead of TCP. Each replica is
+    /// dialled at its address, and its certificate checked (under CA trust)
+    /// against the DNS name it was found under: the looked-up name for
+    /// A/AAAA records, the record's target for SRV
+    /// (`quic://10.0.0.5:7443?name=inventory.default.svc.cluster.local`).
     pub fn quic(mut self) -> Self {
         self.transport = Transport::Quic;
         self
@@ -187,13 +190,15 @@ impl Dns {
         }
     }
 
-    /// The endpoint of a replica at `ip:port`.
-    fn endpoint(&self, ip: IpAddr, port: u16) -> Endpoint {
+    /// The endpoint of a replica at `ip:port`, found under the DNS name
+    /// `found_as` (over QUIC, what its certificate must name).
+    fn endpoint(&self, ip: IpAddr, port: u16, found_as: &str) -> Endpoint {
         let host_port = SocketAddr::new(ip, port).to_string();
         match self.transport {
             Transport::Quic => Endpoint::Quic {
                 host_port,
                 pin: None,
+                name: Some(found_as.trim_end_matches('.').to_ascii_lowercase()),
             },
             _ => Endpoint::Tcp(host_port),
         }
@@ -231,7 +236,7 @@ impl Dns {
         match &self.records {
             Records::Addresses { port } => Ok(self.addresses(&dns_name).await?.map(|ips| {
                 ips.into_iter()
-                    .map(|ip| one(self.endpoint(ip, *port)))
+                    .map(|ip| one(self.endpoint(ip, *port, &dns_name)))
                     .collect()
             })),
             Records::Srv { .. } => {
@@ -258,7 +263,7 @@ impl Dns {
                     // not the others.
                     match self.addresses(&target).await {
                         Ok(Some(ips)) if !ips.is_empty() => replicas
-                            .extend(ips.into_iter().map(|ip| one(self.endpoint(ip, srv.port)))),
+                            .extend(ips.into_iter().map(|ip| one(self.endpoint(ip, srv.port, &target)))),
                         Ok(_) => {
                             tracing::warn!(
                                 %dns_name,
@@ -338,14 +343,14 @@ mod tests {
                 "inventory.default.svc.cluster.local"
             );
             assert_eq!(
-                dns.endpoint("10.0.0.5".parse().unwrap(), 7000),
+                dns.endpoint("10.0.0.5".parse().unwrap(), 7000, "inventory.test"),
                 Endpoint::Tcp("10.0.0.5:7000".into())
             );
             let srv = Dns::with_server(server, 0).unwrap().srv("grpc").quic();
             assert_eq!(srv.dns_name("inventory"), "_grpc._udp.inventory");
             assert_eq!(
-                srv.endpoint("::1".parse().unwrap(), 7443).to_string(),
-                "quic://[::1]:7443"
+                srv.endpoint("::1".parse().unwrap(), 7443, "R1.test.").to_string(),
+                "quic://[::1]:7443?name=r1.test"
             );
         });
     }

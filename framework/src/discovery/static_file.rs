@@ -280,7 +280,8 @@ mod tests {
                 Endpoint::Tcp("10.0.0.5:7000".into()),
                 Endpoint::Quic {
                     host_port: "10.0.0.5:7443".into(),
-                    pin: Some(PIN.into())
+                    pin: Some(PIN.into()),
+                    name: None,
                 }
             ]]
         );
@@ -304,7 +305,8 @@ mod tests {
                 vec![
                     Endpoint::Quic {
                         host_port: "10.0.0.5:7443".into(),
-                        pin: Some(PIN.into())
+                        pin: Some(PIN.into()),
+                        name: None,
                     },
                     Endpoint::Tcp("10.0.0.5:7000".into()),
                 ],

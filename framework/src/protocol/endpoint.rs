@@ -21,12 +21,16 @@ pub enum Endpoint {
     Unix(PathBuf),
     /// `tcp://host:port` (a name or an address; `[v6]:port` too).
     Tcp(String),
-    /// `quic://host:port[?pin=<SHA-256 of the server's certificate>]`.
+    /// `quic://host:port[?pin=<SHA-256 of the server's certificate>][&name=<TLS name>]`.
     Quic {
         /// `host:port`.
         host_port: String,
         /// The pinned fingerprint, 64 lower-case hex digits, if given.
         pin: Option<String>,
+        /// The name the server's certificate must carry (CA trust), when it
+        /// is not the host: a replica found by DNS is dialled at its
+        /// address and checked against the name it was found under.
+        name: Option<String>,
     },
     /// `shm:///path/to/socket`: shared memory set up over the Unix socket
     /// at that path.
@@ -104,8 +108,22 @@ pub enum EndpointError {
         /// The value of `pin=`.
         value: String,
     },
-    /// A query parameter other than `pin=`.
-    #[error("{url}: unknown parameter {pair:?}; the only one is pin=<fingerprint>")]
+    /// `name=` is not a DNS name.
+    #[error(
+        "{url}: name={value:?} is not a DNS name; give the name the server's certificate \
+         carries, e.g. name=inventory.default.svc.cluster.local"
+    )]
+    BadName {
+        /// The URL given.
+        url: String,
+        /// The value of `name=`.
+        value: String,
+    },
+    /// A query parameter other than `pin=` and `name=`.
+    #[error(
+        "{url}: unknown parameter {pair:?}; the only ones are pin=<fingerprint> and \
+         name=<TLS name>"
+    )]
     UnknownParameter {
         /// The URL given.
         url: String,
@@ -161,10 +179,19 @@ impl fmt::Display for Endpoint {
         match self {
             Self::Unix(path) => write!(f, "unix://{}", path.display()),
             Self::Tcp(host_port) => write!(f, "tcp://{host_port}"),
-            Self::Quic { host_port, pin } => {
+            Self::Quic {
+                host_port,
+                pin,
+                name,
+            } => {
                 write!(f, "quic://{host_port}")?;
-                match pin {
-                    Some(pin) => write!(f, "?pin={pin}"),
+                let mut separator = '?';
+                if let Some(pin) = pin {
+                    write!(f, "{separator}pin={pin}")?;
+                    separator = '&';
+                }
+                match name {
+                    Some(name) => write!(f, "{separator}name={name}"),
                     None => Ok(()),
                 }
             }
@@ -271,6 +298,7 @@ fn parse_quic(url: &str, rest: &str) -> Result<Endpoint, EndpointError> {
         });
     }
     let mut pin = None;
+    let mut name = None;
     for pair in query.into_iter().flat_map(|q| q.split('&')) {
         match pair.split_once('=') {
             Some(("pin", value)) => {
@@ -283,6 +311,20 @@ fn parse_quic(url: &str, rest: &str) -> Result<Endpoint, EndpointError> {
                 }
                 pin = Some(value.replace(':', "").to_ascii_lowercase());
             }
+            Some(("name", value)) => {
+                let dns_name = !value.is_empty()
+                    && value.len() <= 253
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+                if !dns_name {
+                    return Err(EndpointError::BadName {
+                        url: url.to_owned(),
+                        value: value.to_owned(),
+                    });
+                }
+                name = Some(value.to_ascii_lowercase());
+            }
             _ => {
                 return Err(EndpointError::UnknownParameter {
                     url: url.to_owned(),
@@ -294,6 +336,7 @@ fn parse_quic(url: &str, rest: &str) -> Result<Endpoint, EndpointError> {
     Ok(Endpoint::Quic {
         host_port: host_port.to_owned(),
         pin,
+        name,
     })
 }
 
@@ -310,6 +353,8 @@ mod tests {
             "tcp://[::1]:7000".to_owned(),
             "quic://10.0.0.5:7443".to_owned(),
             format!("quic://h:1?pin={pin}"),
+            format!("quic://10.0.0.5:7443?pin={pin}&name=inventory.test"),
+            "quic://10.0.0.5:7443?name=inventory.test".to_owned(),
             "shm:///run/x.sock".to_owned(),
             "mqueue:///sy-1000-0a1b2c3d-calculator".to_owned(),
             "pipe://parent/42".to_owned(),
@@ -345,7 +390,8 @@ mod tests {
             quic,
             Endpoint::Quic {
                 host_port: "h:1".into(),
-                pin: Some("ab".repeat(32))
+                pin: Some("ab".repeat(32)),
+                name: None,
             }
         );
         assert_eq!(quic.address(), "quic://h:1");

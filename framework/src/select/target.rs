@@ -80,14 +80,16 @@ mod tests {
             Target::parse(&format!("quic://h:1?pin={}", pin.to_uppercase())).unwrap(),
             Target::Address(Endpoint::Quic {
                 host_port: "h:1".into(),
-                pin: Some(pin.clone())
+                pin: Some(pin.clone()),
+                name: None,
             })
         );
         assert_eq!(
             Target::parse("quic://[::1]:7443").unwrap(),
             Target::Address(Endpoint::Quic {
                 host_port: "[::1]:7443".into(),
-                pin: None
+                pin: None,
+                name: None,
             })
         );
     }

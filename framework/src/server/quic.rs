@@ -106,6 +106,7 @@ impl QuicSetting {
             endpoint: Endpoint::Quic {
                 host_port: bound_addr.to_string(),
                 pin: Some(fingerprint.to_string()),
+                name: None,
             },
             addr: bound_addr,
             fingerprint,

@@ -240,7 +240,8 @@ fn a_quic_endpoint_loses_to_a_local_one_and_wins_alone() {
         plan.endpoint,
         Endpoint::Quic {
             host_port: "10.0.0.1:7443".into(),
-            pin: Some(pin)
+            pin: Some(pin),
+            name: None,
         }
     );
     assert!(!plan.caller_pin, "a registry's pin is not the caller's");

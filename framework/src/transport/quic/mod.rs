@@ -123,6 +123,7 @@ pub fn url(addr: SocketAddr) -> String {
     super::Endpoint::Quic {
         host_port: addr.to_string(),
         pin: None,
+        name: None,
     }
     .to_string()
 }
@@ -612,9 +613,9 @@ impl crate::transport::Connector for QuicConnector {
         endpoint: &crate::transport::Endpoint,
     ) -> Result<QuicLink, ConnectError> {
         match endpoint {
-            crate::transport::Endpoint::Quic { host_port, .. } => {
-                connect_tls(host_port, &self.tls, &self.config).await
-            }
+            crate::transport::Endpoint::Quic {
+                host_port, name, ..
+            } => connect_named(host_port, name.as_deref(), &self.tls, &self.config).await,
             other => Err(ConnectError::NotQuic(other.to_string())),
         }
     }
@@ -624,6 +625,17 @@ impl crate::transport::Connector for QuicConnector {
 /// turn until one answers) with the TLS settings `tls` and `config`.
 pub async fn connect_tls(
     host_port: &str,
+    tls: &ClientTls,
+    config: &QuicConfig,
+) -> Result<QuicLink, ConnectError> {
+    connect_named(host_port, None, tls, config).await
+}
+
+/// [`connect_tls`], checking the server's certificate against `name`
+/// instead of the host when one is given.
+async fn connect_named(
+    host_port: &str,
+    name: Option<&str>,
     tls: &ClientTls,
     config: &QuicConfig,
 ) -> Result<QuicLink, ConnectError> {
@@ -643,7 +655,11 @@ pub async fn connect_tls(
         .trim_end_matches(']');
     // The name the server is asked for. A pin does not look at it; CA trust
     // checks the certificate against it (an IP address against IP SANs).
-    let server_name = if host.is_empty() { "switchyard" } else { host };
+    let server_name = match name {
+        Some(name) => name,
+        None if host.is_empty() => "switchyard",
+        None => host,
+    };
     let mut last = resolve(io::Error::new(
         io::ErrorKind::NotFound,
         "the name resolved to no address",
