@@ -12,9 +12,12 @@ bin_dir=${SY_BIN_DIR:-$target_dir/release}
 
 switch_ns=${prefix}switch
 # Host roles, their namespaces and addresses.
-hosts=(inventory pricing gateway client)
-servers=(inventory pricing gateway)
-declare -A host_number=([inventory]=11 [pricing]=12 [gateway]=13 [client]=20)
+# Three replicas of the inventory backend, each a host of its own.
+inventory_hosts=(inventory-1 inventory-2 inventory-3)
+hosts=("${inventory_hosts[@]}" pricing gateway client)
+servers=("${inventory_hosts[@]}" pricing gateway)
+declare -A host_number=([inventory-1]=11 [pricing]=12 [gateway]=13 [inventory-2]=14
+  [inventory-3]=15 [client]=20)
 ns_of() { printf '%s%s' "$prefix" "$1"; }
 ip_of() { printf '%s.%s' "$subnet" "${host_number[$1]}"; }
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# deploy/netns/up.sh: the cluster example on four "hosts" made on this
-# machine (root): network namespaces inventory, pricing, gateway and client,
-# each with one interface on a bridge that lives in a fifth namespace (the
-# switch), so nothing touches the machine's own network.
+# deploy/netns/up.sh: the cluster example on six "hosts" made on this
+# machine (root): network namespaces inventory-1, inventory-2, inventory-3
+# (three replicas of the inventory backend), pricing, gateway and client,
+# each with one interface on a bridge that lives in a seventh namespace (the
+# switch), so nothing touches the machine's own network. The gateway
+# spreads its inventory calls over the three replicas (round robin).
 #
 # It builds the binaries (cargo, when on PATH), makes a CA and certificates
 # (SANs: each host's name, namespace and address), writes a discovery file
-# with the hosts' addresses, starts the three servers in their namespaces in
+# with the hosts' addresses, starts the five servers in their namespaces in
 # the background (QUIC 7443 with mutual TLS, debug endpoint 9090), and
 # waits until each says `listening`. Then it prints how to run the client;
 # deploy/netns/down.sh stops it all. Running it again while the cluster is
@@ -49,7 +51,7 @@ if [ -f "$state/up" ]; then
   all=1
   for host in "${servers[@]}"; do alive "$host" || all=; done
   if [ -n "$all" ]; then
-    echo "already up (pids $(cat "$state"/{inventory,pricing,gateway}.pid | paste -sd ' '))"
+    echo "already up (pids $(for host in "${servers[@]}"; do cat "$state/$host.pid"; done | paste -sd ' '))"
     print_client
     exit 0
   fi
@@ -104,18 +106,26 @@ done
 # asks for); the client's is what it shows the gateway under mutual TLS.
 certs=$state/certs
 rm -rf "$certs"
+inventory_certs=()
+for host in "${inventory_hosts[@]}"; do
+  inventory_certs+=("$host,inventory,$(ns_of "$host"),$(ip_of "$host")")
+done
 "$bin_dir/switchyard" certs --out "$certs" \
-  "inventory,$(ns_of inventory),$(ip_of inventory)" \
+  "${inventory_certs[@]}" \
   "pricing,$(ns_of pricing),$(ip_of pricing)" \
   "gateway,storefront,$(ns_of gateway),$(ip_of gateway)" \
   "client,$(ns_of client),$(ip_of client)" >"$state/certs.log"
 
 # Discovery: every name at its host's address, over QUIC (mutual TLS is on, so
-# the servers listen on no TCP port: TCP carries no TLS).
+# the servers listen on no TCP port: TCP carries no TLS); inventory has one
+# [[services.inventory.replicas]] table per replica.
 discovery=$state/discovery.toml
 {
   echo "# written by deploy/netns/up.sh"
-  for pair in inventory:inventory pricing:pricing storefront:gateway; do
+  for host in "${inventory_hosts[@]}"; do
+    printf '[[services.inventory.replicas]]\naddresses = ["quic://%s:7443"]\n\n' "$(ip_of "$host")"
+  done
+  for pair in pricing:pricing storefront:gateway; do
     name=${pair%%:*} host=${pair##*:}
     printf '[services.%s]\naddresses = ["quic://%s:7443"]\n\n' "$name" "$(ip_of "$host")"
   done
@@ -172,7 +182,9 @@ start() {
   echo "$host (pid $(cat "$state/$host.pid")): $(grep -m1 '^listening ' "$log")"
 }
 
-start inventory backend inventory
+for host in "${inventory_hosts[@]}"; do
+  start "$host" backend inventory
+done
 start pricing backend pricing
 start gateway gateway --wait "$wait_secs"
 

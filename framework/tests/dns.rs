@@ -308,3 +308,95 @@ async fn srv_records_give_each_replica_its_port_and_targets_without_address_are_
     one.shutdown().await;
     two.shutdown().await;
 }
+
+/// A CA, and a certificate it issued for `name`.
+fn ca_and_certificate(
+    name: &str,
+) -> (
+    switchyard::transport::quic::CaRoots,
+    switchyard::transport::quic::Identity,
+) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_pem = params.self_signed(&ca_key).unwrap().pem();
+    let issuer = rcgen::Issuer::new(params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (
+        switchyard::transport::quic::CaRoots::from_pem(ca_pem.as_bytes(), "the test CA").unwrap(),
+        switchyard::transport::quic::Identity::from_pem(
+            cert.pem().as_bytes(),
+            key.serialize_pem().as_bytes(),
+        )
+        .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn over_quic_each_address_is_dialled_and_checked_against_the_name_it_was_found_under() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(dns) = Dnsmasq::start(
+        dir.path(),
+        "127.0.0.1 inventory.test\n127.0.0.2 inventory.test\n",
+        &[],
+    ) else {
+        return;
+    };
+    // A UDP port free on both addresses.
+    let port = loop {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if std::net::UdpSocket::bind(format!("127.0.0.2:{port}")).is_ok() {
+            break port;
+        }
+    };
+    // The certificates name the service, not the pods' addresses (as
+    // deploy/k8s's do).
+    let (roots, identity) = ca_and_certificate("inventory.test");
+    let mut servers = Vec::new();
+    for id in 1..=2 {
+        servers.push(
+            Server::builder()
+                .add_service(WhichServer::new(Impl(id)))
+                .unpublished()
+                .no_unix()
+                .message_queues(false)
+                .quic(format!("127.0.0.{id}:{port}"))
+                .tls_identity(identity.clone())
+                .start()
+                .await
+                .expect("replica starts"),
+        );
+    }
+    let channel = Channel::builder()
+        .discovery(
+            Dns::with_server(dns.addr, port)
+                .unwrap()
+                .suffix("test")
+                .quic(),
+        )
+        .tls_ca(roots)
+        .runtime_dir(dir.path())
+        .balance(Balance::RoundRobin)
+        .connect("inventory")
+        .await
+        .expect("connects over QUIC, checking inventory.test");
+    let mut keys: Vec<String> = channel.replicas().into_iter().map(|r| r.key).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [1, 2].map(|id| format!("quic://127.0.0.{id}:{port}?name=inventory.test"))
+    );
+    let client = WhichClient::new(channel);
+    assert_eq!(spread(&client, 10).await, HashMap::from([(1, 5), (2, 5)]));
+    for server in servers {
+        server.shutdown().await;
+    }
+}

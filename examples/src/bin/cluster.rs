@@ -6,8 +6,18 @@
 //! cluster demo                          all of it on this machine, then stop
 //! cluster backend inventory|pricing [--quic ADDR] [--tcp ADDR] [--no-unix]
 //! cluster gateway [--quic ADDR] [--tcp ADDR] [--no-unix] [--wait SECS]
+//!                 [--balance POLICY] [--dns [--dns-suffix DOMAIN]]
 //! cluster client [--target NAME|URL] [--rounds N]
 //! ```
+//!
+//! The gateway spreads its calls over every replica of a backend
+//! (`--balance`: round-robin, the default here, pick-first,
+//! least-in-flight or peak-ewma). With `--dns` it finds the replicas in DNS
+//! instead of the discovery file: every A/AAAA record of the backend's name
+//! (a Kubernetes headless Service, a Compose service with several
+//! replicas) is one replica, reached over QUIC at port 7443 and checked
+//! against that name. The client ends with how its quotes were spread over
+//! the replicas that answered.
 //!
 //! Servers listen on QUIC at 0.0.0.0:7443 and TCP at 0.0.0.0:7000 unless
 //! told otherwise (`--tcp none`; with mutual TLS on, no TCP: TCP carries no
@@ -23,8 +33,11 @@ use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
+use switchyard::discovery::Dns;
 use switchyard::transport::Endpoint;
-use switchyard::{Channel, Server, ServerBuilder};
+use switchyard::{Balance, Channel, Server, ServerBuilder};
 use switchyard_examples::cluster::{
     Gateway, InventoryClient, InventoryServer, PriceList, PricingClient, PricingServer, Quote,
     Stockroom, StorefrontClient, StorefrontServer,
@@ -32,7 +45,12 @@ use switchyard_examples::cluster::{
 
 const USAGE: &str = "usage: cluster demo | backend inventory|pricing [--quic ADDR] [--tcp ADDR] \
                      [--no-unix] | gateway [--quic ADDR] [--tcp ADDR] [--no-unix] [--wait SECS] \
-                     | client [--target NAME|URL] [--rounds N]";
+                     [--balance round-robin|pick-first|least-in-flight|peak-ewma] [--dns \
+                     [--dns-suffix DOMAIN]] | client [--target NAME|URL] [--rounds N]";
+
+/// The port backends found through DNS serve QUIC on (the default of
+/// `--quic`).
+const DNS_QUIC_PORT: u16 = 7443;
 
 /// Options after the role.
 struct Options {
@@ -44,6 +62,11 @@ struct Options {
     wait: Duration,
     target: String,
     rounds: u32,
+    /// How the gateway spreads calls over a backend's replicas.
+    balance: Balance,
+    /// Find backends in DNS (`Some(suffix)`, maybe empty) instead of the
+    /// discovery file.
+    dns: Option<String>,
 }
 
 fn options(args: &[String]) -> Result<Options, String> {
@@ -55,6 +78,8 @@ fn options(args: &[String]) -> Result<Options, String> {
         wait: Duration::from_secs(60),
         target: "storefront".into(),
         rounds: 1,
+        balance: Balance::RoundRobin,
+        dns: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -75,6 +100,17 @@ fn options(args: &[String]) -> Result<Options, String> {
             }
             "--target" => o.target = value()?,
             "--rounds" => o.rounds = value()?.parse().map_err(|e| format!("--rounds: {e}"))?,
+            "--balance" => {
+                o.balance = match value()?.as_str() {
+                    "round-robin" => Balance::RoundRobin,
+                    "pick-first" => Balance::PickFirst,
+                    "least-in-flight" => Balance::LeastInFlight,
+                    "peak-ewma" => Balance::PeakEwma,
+                    other => return Err(format!("--balance {other}: unknown policy; {USAGE}")),
+                }
+            }
+            "--dns" => o.dns = o.dns.take().or_else(|| Some(String::new())),
+            "--dns-suffix" => o.dns = Some(value()?),
             other => return Err(format!("unknown option {other}; {USAGE}")),
         }
     }
@@ -154,16 +190,36 @@ async fn backend(kind: &str, o: &Options) -> Result<(), String> {
 
 /// Connects to `target`, trying again every second for up to `wait` (a
 /// backend may start after the gateway), saying why each attempt failed.
-async fn connect_patiently(target: &str, wait: Duration) -> Result<Channel, String> {
+/// With `o`, as the gateway's options say (balance, DNS).
+async fn connect_patiently(
+    target: &str,
+    wait: Duration,
+    o: Option<&Options>,
+) -> Result<Channel, String> {
     let started = Instant::now();
     loop {
-        match Channel::builder()
-            .timeout(Duration::from_secs(5))
-            .connect(target)
-            .await
-        {
+        let mut builder = Channel::builder().timeout(Duration::from_secs(5));
+        if let Some(o) = o {
+            builder = builder.balance(o.balance);
+            if let Some(suffix) = &o.dns {
+                let dns = Dns::system(DNS_QUIC_PORT)
+                    .map_err(|s| s.to_string())?
+                    .quic()
+                    .suffix(suffix.clone());
+                builder = builder.discovery(dns);
+            }
+        }
+        match builder.connect(target).await {
             Ok(channel) => {
                 eprintln!("cluster: {target}: {}", channel.selection());
+                for replica in channel.replicas() {
+                    eprintln!(
+                        "cluster: {target} replica {}: {} {}",
+                        replica.key,
+                        replica.state,
+                        replica.transport.as_deref().unwrap_or("")
+                    );
+                }
                 return Ok(channel);
             }
             Err(status) if started.elapsed() < wait => {
@@ -176,8 +232,8 @@ async fn connect_patiently(target: &str, wait: Duration) -> Result<Channel, Stri
 }
 
 async fn gateway(o: &Options) -> Result<(), String> {
-    let inventory = connect_patiently("inventory", o.wait).await?;
-    let pricing = connect_patiently("pricing", o.wait).await?;
+    let inventory = connect_patiently("inventory", o.wait, Some(o)).await?;
+    let pricing = connect_patiently("pricing", o.wait, Some(o)).await?;
     let gateway = Gateway {
         inventory: InventoryClient::new(inventory),
         pricing: PricingClient::new(pricing),
@@ -211,19 +267,50 @@ fn describe(q: &Quote) -> String {
     )
 }
 
+/// How many quotes each backend replica (host and pid) answered.
+#[derive(Default)]
+struct Spread {
+    inventory: BTreeMap<String, u32>,
+    pricing: BTreeMap<String, u32>,
+}
+
+impl Spread {
+    fn add(&mut self, q: &Quote) {
+        let at = |o: &switchyard_examples::cluster::Origin| format!("{} pid {}", o.host, o.pid);
+        *self.inventory.entry(at(&q.inventory)).or_default() += 1;
+        *self.pricing.entry(at(&q.pricing)).or_default() += 1;
+    }
+
+    fn print(&self) {
+        for (service, counts) in [("inventory", &self.inventory), ("pricing", &self.pricing)] {
+            let each: Vec<String> = counts.iter().map(|(at, n)| format!("{at}: {n}")).collect();
+            println!(
+                "spread {service}: {} replica(s) answered ({})",
+                counts.len(),
+                each.join(", ")
+            );
+        }
+    }
+}
+
 async fn client(target: &str, rounds: u32) -> Result<(), String> {
-    let channel = connect_patiently(target, Duration::from_secs(30)).await?;
+    let channel = connect_patiently(target, Duration::from_secs(30), None).await?;
     println!("storefront: {}", channel.selection());
     let store = StorefrontClient::new(channel).with_timeout(Duration::from_secs(5));
+    let mut spread = Spread::default();
     for _ in 0..rounds.max(1) {
         for (item, quantity) in [("widget", 3), ("gadget", 2), ("flux-capacitor", 1)] {
             match store.quote(item.into(), quantity).await {
-                Ok(Ok(quote)) => println!("quote {}", describe(&quote)),
+                Ok(Ok(quote)) => {
+                    println!("quote {}", describe(&quote));
+                    spread.add(&quote);
+                }
                 Ok(Err(err)) => return Err(format!("quote {item}: {err}")),
                 Err(status) => return Err(format!("quote {item}: {status}")),
             }
         }
     }
+    spread.print();
     match store.quote("unobtainium".into(), 1).await {
         Ok(Err(err)) => println!("quote unobtainium: {err} (as expected)"),
         other => return Err(format!("an unknown item should be refused, got {other:?}")),
@@ -253,7 +340,10 @@ fn spawn(
     discovery: &Path,
 ) -> Result<String, String> {
     let runtime = dir.join(role);
-    std::fs::create_dir_all(&runtime).map_err(|e| e.to_string())?;
+    // Private from the start, as a runtime directory must be.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&runtime)
+        .map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
         .args(args)
@@ -282,26 +372,37 @@ fn spawn(
         .ok_or_else(|| format!("{role} did not start (it printed {line:?})"))
 }
 
-/// Everything on this machine: two backends and the gateway as processes
-/// with runtime directories of their own and no Unix sockets, so that each
-/// looks like another host and names resolve through a discovery file.
+/// Everything on this machine: three inventory replicas, a pricing backend
+/// and the gateway as processes with runtime directories of their own and
+/// no Unix sockets, so that each looks like another host and names resolve
+/// through a discovery file (the inventory's three replicas as
+/// `[[services.inventory.replicas]]`).
 async fn demo() -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("switchyard-cluster-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let discovery = dir.join("discovery.toml");
     let mut children = Children(Vec::new());
     let mut entries = String::new();
-    let mut publish = |name: &str, url: &str| -> Result<(), String> {
-        entries.push_str(&format!("[services.{name}]\naddresses = [{url:?}]\n"));
+    let mut publish = |name: &str, urls: &[String]| -> Result<(), String> {
+        for url in urls {
+            entries.push_str(&if urls.len() > 1 {
+                format!("[[services.{name}.replicas]]\naddresses = [{url:?}]\n")
+            } else {
+                format!("[services.{name}]\naddresses = [{url:?}]\n")
+            });
+        }
         std::fs::write(&discovery, &entries).map_err(|e| e.to_string())
     };
-    let inventory = spawn(
-        &mut children,
-        &dir,
-        "inventory",
-        &["backend", "inventory"],
-        &discovery,
-    )?;
+    let mut inventory = Vec::new();
+    for replica in 1..=3 {
+        inventory.push(spawn(
+            &mut children,
+            &dir,
+            &format!("inventory-{replica}"),
+            &["backend", "inventory"],
+            &discovery,
+        )?);
+    }
     let pricing = spawn(
         &mut children,
         &dir,
@@ -310,9 +411,9 @@ async fn demo() -> Result<(), String> {
         &discovery,
     )?;
     publish("inventory", &inventory)?;
-    publish("pricing", &pricing)?;
+    publish("pricing", &[pricing])?;
     let gateway = spawn(&mut children, &dir, "gateway", &["gateway"], &discovery)?;
-    publish("storefront", &gateway)?;
+    publish("storefront", &[gateway])?;
     println!("discovery file {}:", discovery.display());
     for line in entries.lines() {
         println!("  {line}");
@@ -327,11 +428,23 @@ async fn demo() -> Result<(), String> {
             .map_err(|s| s.to_string())?;
         println!("storefront: {}", channel.selection());
         let store = StorefrontClient::new(channel);
+        let mut spread = Spread::default();
         for (item, quantity) in [("widget", 3), ("gadget", 2), ("flux-capacitor", 1)] {
             match store.quote(item.into(), quantity).await {
-                Ok(Ok(quote)) => println!("quote {}", describe(&quote)),
+                Ok(Ok(quote)) => {
+                    println!("quote {}", describe(&quote));
+                    spread.add(&quote);
+                }
                 other => return Err(format!("quote {item}: {other:?}")),
             }
+        }
+        spread.print();
+        if spread.inventory.len() != 3 {
+            return Err(format!(
+                "the gateway should spread the inventory calls over its 3 replicas, but {} \
+                 answered",
+                spread.inventory.len()
+            ));
         }
         Ok::<(), String>(())
     })

@@ -262,8 +262,10 @@ impl Dns {
                     // One target that cannot be resolved costs its replica,
                     // not the others.
                     match self.addresses(&target).await {
-                        Ok(Some(ips)) if !ips.is_empty() => replicas
-                            .extend(ips.into_iter().map(|ip| one(self.endpoint(ip, srv.port, &target)))),
+                        Ok(Some(ips)) if !ips.is_empty() => replicas.extend(
+                            ips.into_iter()
+                                .map(|ip| one(self.endpoint(ip, srv.port, &target))),
+                        ),
                         Ok(_) => {
                             tracing::warn!(
                                 %dns_name,
@@ -349,7 +351,8 @@ mod tests {
             let srv = Dns::with_server(server, 0).unwrap().srv("grpc").quic();
             assert_eq!(srv.dns_name("inventory"), "_grpc._udp.inventory");
             assert_eq!(
-                srv.endpoint("::1".parse().unwrap(), 7443, "R1.test.").to_string(),
+                srv.endpoint("::1".parse().unwrap(), 7443, "R1.test.")
+                    .to_string(),
                 "quic://[::1]:7443?name=r1.test"
             );
         });
