@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use std::time::Instant;
 
-use crate::descriptor::ServiceDescriptor;
+use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::discovery::Resolver;
 use crate::protocol::frame::DEFAULT_FRAME_LIMIT;
 use crate::protocol::hello::Hello;
@@ -68,6 +68,11 @@ pub struct ChannelBuilder {
     retry: RetryPolicy,
     retry_budget: RetryBudget,
     hedge: Option<HedgePolicy>,
+    /// Per method (`Service.method`) or service (`Service`): the retry
+    /// policy that overrides `retry`, idempotent or not.
+    method_retry: std::collections::HashMap<String, RetryPolicy>,
+    /// The same for hedging.
+    method_hedge: std::collections::HashMap<String, HedgePolicy>,
     ejection: OutlierEjection,
     #[cfg(feature = "quic")]
     quic: quic::QuicSettings,
@@ -107,6 +112,8 @@ impl Default for ChannelBuilder {
             retry: RetryPolicy::default(),
             retry_budget: RetryBudget::default(),
             hedge: None,
+            method_retry: Default::default(),
+            method_hedge: Default::default(),
             ejection: OutlierEjection::default(),
             #[cfg(feature = "quic")]
             quic: quic::QuicSettings::default(),
@@ -208,6 +215,27 @@ impl ChannelBuilder {
     /// `policy.delay`, and the loser is cancelled.
     pub fn hedge(mut self, policy: HedgePolicy) -> Self {
         self.hedge = Some(policy);
+        self
+    }
+
+    /// The retry policy of one method (`"Inventory.stock"`) or of every
+    /// method of a service (`"Inventory"`), instead of
+    /// [`retry`](Self::retry)'s: a method named here is retried whether or
+    /// not it is declared `#[switchyard(idempotent)]` (naming it says that
+    /// making it twice does no harm), and [`RetryPolicy::off`] turns
+    /// retries off for an idempotent one. A method's own entry wins over
+    /// its service's. Unary methods only: streams and one-way calls are
+    /// never retried.
+    pub fn retry_method(mut self, name: impl Into<String>, policy: RetryPolicy) -> Self {
+        self.method_retry.insert(name.into(), policy);
+        self
+    }
+
+    /// Hedges one method (`"Inventory.stock"`) or every method of a
+    /// service (`"Inventory"`) with `policy`, whether or not it is declared
+    /// idempotent, instead of [`hedge`](Self::hedge)'s. Unary methods only.
+    pub fn hedge_method(mut self, name: impl Into<String>, policy: HedgePolicy) -> Self {
+        self.method_hedge.insert(name.into(), policy);
         self
     }
 
@@ -1164,14 +1192,21 @@ impl Channel {
         self.shared.builder.stream_window
     }
 
-    /// The retry policy for idempotent methods.
-    pub(crate) fn retry_policy(&self) -> &RetryPolicy {
-        &self.shared.builder.retry
+    /// How calls of `method` are retried: its own policy or its
+    /// service's if the builder names one, else the channel's for an
+    /// idempotent method; `None`, never.
+    pub(crate) fn retry_policy(&self, method: &MethodDescriptor) -> Option<&RetryPolicy> {
+        let builder = &self.shared.builder;
+        per_method(&builder.method_retry, method)
+            .or_else(|| method.idempotent.then_some(&builder.retry))
     }
 
-    /// The hedging policy for idempotent methods, if one is set.
-    pub(crate) fn hedge_policy(&self) -> Option<&HedgePolicy> {
-        self.shared.builder.hedge.as_ref()
+    /// How calls of `method` are hedged, as [`retry_policy`](Self::retry_policy)
+    /// chooses; `None`: not hedged.
+    pub(crate) fn hedge_policy(&self, method: &MethodDescriptor) -> Option<&HedgePolicy> {
+        let builder = &self.shared.builder;
+        per_method(&builder.method_hedge, method)
+            .or_else(|| builder.hedge.as_ref().filter(|_| method.idempotent))
     }
 
     /// The channel's retry budget.
@@ -1183,4 +1218,17 @@ impl Channel {
     pub(crate) fn queue_full_wait(&self) -> Duration {
         self.shared.builder.queue_full_wait
     }
+}
+
+/// `method`'s entry in a per-method map, else its service's.
+fn per_method<'a, T>(
+    policies: &'a std::collections::HashMap<String, T>,
+    method: &MethodDescriptor,
+) -> Option<&'a T> {
+    if policies.is_empty() {
+        return None;
+    }
+    policies
+        .get(method.full_name)
+        .or_else(|| policies.get(method.service))
 }

@@ -519,6 +519,43 @@ async fn idempotent_calls_are_retried_on_another_replica_and_others_are_not() {
 }
 
 #[tokio::test]
+async fn a_per_method_policy_retries_a_method_it_names_and_turns_retries_off_for_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("discovery.toml");
+    let failing = replica_failing(dir.path(), 1, Duration::ZERO, true).await;
+    let healthy = replica(dir.path(), 2, Duration::ZERO).await;
+    list(&file, &[&failing.path, &healthy.path]);
+    // who_once is not declared idempotent: naming it makes it retried;
+    // who_retried is, and RetryPolicy::off() for the service turns that off.
+    let client = channel_with(dir.path(), &file, Balance::RoundRobin, |b| {
+        b.outlier_ejection(switchyard::OutlierEjection::off())
+            .retry_budget(switchyard::RetryBudget {
+                max_tokens: 1000.0,
+                token_ratio: 1.0,
+            })
+            .retry_method("Replica", switchyard::RetryPolicy::off())
+            .retry_method("Replica.who_once", switchyard::RetryPolicy::default())
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(client.who_once().await.expect("retried by its policy"), 2);
+    }
+    let retried = client.channel().info().retries;
+    assert!((5..=15).contains(&retried), "{retried}");
+    let mut failed = 0;
+    for _ in 0..20 {
+        if let Err(status) = client.who_retried().await {
+            assert_eq!(status.code(), switchyard::Code::Unavailable, "{status}");
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 10, "the service's policy turned its retries off");
+    assert_eq!(client.channel().info().retries, retried);
+    failing.handle.shutdown().await;
+    healthy.handle.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_retry_budget_keeps_attempts_near_the_calls_when_every_replica_fails() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("discovery.toml");

@@ -381,9 +381,7 @@ impl ClientCore {
         accept: &(dyn Fn(&bytes::Bytes) -> Result<Out, Status> + Sync),
     ) -> Result<Out, Status> {
         let request = Mutex::new(Some(request));
-        if method.idempotent
-            && let Some(hedge) = self.channel.hedge_policy()
-        {
+        if let Some(hedge) = self.channel.hedge_policy(method) {
             return self
                 .hedged::<C, Req, Out>(method, &request, now, deadline, &trace, hedge, accept)
                 .await;
@@ -391,7 +389,7 @@ impl ClientCore {
         let mut retried = false;
         let mut attempts = 1u32;
         let mut avoid = None;
-        let policy = method.idempotent.then(|| self.channel.retry_policy());
+        let policy = self.channel.retry_policy(method);
         let throttle = self.channel.retry_throttle();
         loop {
             let not_started = AtomicBool::new(false);
@@ -650,9 +648,12 @@ impl ClientCore {
         // then serves the response); only small ones are kept to make the
         // call again if the server refuses it as never started.
         let encoded_len = encoded.buf.len() + encoded.bulk.as_ref().map_or(0, BulkBody::len);
-        // An idempotent method's are kept whatever their size: a retry
-        // needs them.
-        let retries = method.idempotent && self.channel.retry_policy().max_attempts > 1;
+        // A retried method's are kept whatever their size: a retry needs
+        // them.
+        let retries = self
+            .channel
+            .retry_policy(method)
+            .is_some_and(|policy| policy.max_attempts > 1);
         if encoded_len > KEEP_ARGUMENTS_UP_TO && !retries {
             *request.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
