@@ -64,6 +64,8 @@ pub struct ChannelBuilder {
     layers: crate::layers::LayerList,
     compression: crate::protocol::compress::Compression,
     balance: Balance,
+    /// Spread calls over the replicas on this host while one is ready.
+    prefer_local: bool,
     resolve_interval: Duration,
     retry: RetryPolicy,
     retry_budget: RetryBudget,
@@ -108,6 +110,7 @@ impl Default for ChannelBuilder {
             layers: crate::layers::LayerList::default(),
             compression: crate::protocol::compress::Compression::auto(),
             balance: Balance::default(),
+            prefer_local: false,
             resolve_interval: DEFAULT_RESOLVE_INTERVAL,
             retry: RetryPolicy::default(),
             retry_budget: RetryBudget::default(),
@@ -187,6 +190,18 @@ impl ChannelBuilder {
     /// others); [`Channel::replicas`] and the debug endpoint show them.
     pub fn balance(mut self, balance: Balance) -> Self {
         self.balance = balance;
+        self
+    }
+
+    /// Sends calls only to replicas on this host (reached over shared
+    /// memory, a Unix socket or pipes) while one of them is ready, spread
+    /// over those by the [`balance`](Self::balance) policy; the others take
+    /// calls when none on this host can (default off: every replica takes
+    /// calls). A same-host call costs microseconds, a call to another host
+    /// a network round trip. The debug views say which replicas are
+    /// preferred and why.
+    pub fn prefer_local(mut self, prefer: bool) -> Self {
+        self.prefer_local = prefer;
         self
     }
 
@@ -717,10 +732,30 @@ impl Shared {
                 .target
                 .as_ref()
                 .map_or_else(|| lock(&self.last).url.clone(), |(t, _)| t.clone()),
-            balance: self.builder.balance.to_string(),
+            balance: if self.builder.prefer_local {
+                format!("{}, preferring replicas on this host", self.builder.balance)
+            } else {
+                self.builder.balance.to_string()
+            },
             source: set.source.clone(),
             discovery_error: set.discovery_error.clone(),
-            replicas: set.subchannels.iter().map(|s| s.info()).collect(),
+            replicas: set
+                .subchannels
+                .iter()
+                .map(|s| {
+                    let mut info = s.info();
+                    if self.builder.prefer_local
+                        && s.ready().is_some_and(|c| is_local(c.selection.transport))
+                        && let Some(reason) = &mut info.reason
+                    {
+                        reason.push_str(
+                            "; preferred: on this host (ChannelBuilder::prefer_local), it takes \
+                             the calls while it is ready",
+                        );
+                    }
+                    info
+                })
+                .collect(),
             changes: set.changes.iter().cloned().collect(),
             skipped: set.skipped.clone(),
             retries: self
@@ -899,8 +934,10 @@ impl Channel {
         }
         // Pick-first's common case, without collecting: the first ready
         // replica that serves the call's service and is not ejected.
+        let prefer_local = self.shared.builder.prefer_local;
         if self.shared.builder.balance == Balance::PickFirst
             && want.avoid.is_none()
+            && !prefer_local
             && let Some(conn) = set.subchannels.iter().find_map(|s| {
                 s.ready().filter(|_| {
                     !s.is_ejected() && want.service.is_none_or(|service| s.serves(service))
@@ -916,6 +953,13 @@ impl Channel {
             && ready.iter().any(|(_, c)| c.stats.id() != avoid)
         {
             ready.retain(|(_, c)| c.stats.id() != avoid);
+        }
+        let local = |conn: &Arc<Connection>| is_local(conn.selection.transport);
+        if prefer_local
+            && ready.iter().any(|(_, c)| local(c))
+            && ready.iter().any(|(_, c)| !local(c))
+        {
+            ready.retain(|(_, c)| local(c));
         }
         let loads: Vec<balance::Load> = ready
             .iter()
@@ -1231,4 +1275,12 @@ fn per_method<'a, T>(
     policies
         .get(method.full_name)
         .or_else(|| policies.get(method.service))
+}
+
+/// Whether a connection over `transport` reaches a server on this host.
+fn is_local(transport: Transport) -> bool {
+    matches!(
+        transport,
+        Transport::Shm | Transport::Unix | Transport::Pipe | Transport::Memory | Transport::Mmap
+    )
 }

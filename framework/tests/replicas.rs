@@ -556,6 +556,81 @@ async fn a_per_method_policy_retries_a_method_it_names_and_turns_retries_off_for
 }
 
 #[tokio::test]
+async fn prefer_local_keeps_calls_on_this_host_while_a_replica_here_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("discovery.toml");
+    let here = replica(dir.path(), 1, Duration::ZERO).await;
+    // Reached over TCP only (no Unix socket to move to): as if elsewhere.
+    let calls = Arc::new(AtomicU64::new(0));
+    let elsewhere = Server::builder()
+        .add_service(ReplicaServer::new(Impl {
+            id: 2,
+            failing: false,
+            delay: Duration::ZERO,
+            calls: Arc::clone(&calls),
+        }))
+        .unpublished()
+        .no_unix()
+        .tcp("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "[[services.{NAME}.replicas]]\naddresses = [\"unix://{}\"]\n\
+             [[services.{NAME}.replicas]]\naddresses = [\"tcp://{}\"]\n",
+            here.path.display(),
+            elsewhere.tcp_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let spread_over = |client: ReplicaClient| async move {
+        until_ready(&client, 2).await;
+        let counts = spread(&client, 20).await;
+        (client, counts)
+    };
+    let (client, counts) = spread_over(
+        channel_with(dir.path(), &file, Balance::RoundRobin, |b| {
+            b.prefer_local(true)
+        })
+        .await,
+    )
+    .await;
+    assert_eq!(counts, HashMap::from([(1, 20)]), "only the replica here");
+    let info = client.channel().info();
+    assert_eq!(
+        info.balance,
+        "round_robin, preferring replicas on this host"
+    );
+    let preferred: Vec<bool> = info
+        .replicas
+        .iter()
+        .map(|r| {
+            r.reason
+                .as_deref()
+                .is_some_and(|why| why.contains("preferred: on this host"))
+        })
+        .collect();
+    assert_eq!(preferred, [true, false], "{info:#?}");
+    // The replica here gone, the other takes the calls.
+    here.handle.shutdown().await;
+    let start = Instant::now();
+    while client.channel().replicas()[0].state == "ready" {
+        assert!(start.elapsed() < Duration::from_secs(10), "never left");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(spread(&client, 5).await, HashMap::from([(2, 5)]));
+    // Without the preference, both take calls.
+    let here = replica(dir.path(), 1, Duration::ZERO).await;
+    let (_client, counts) =
+        spread_over(channel(dir.path(), &file, Balance::RoundRobin).await).await;
+    assert_eq!(counts, HashMap::from([(1, 10), (2, 10)]));
+    here.handle.shutdown().await;
+    elsewhere.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_retry_budget_keeps_attempts_near_the_calls_when_every_replica_fails() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("discovery.toml");
