@@ -33,7 +33,8 @@ done
 # Then whatever still runs in our namespaces (a namespace with processes in
 # it outlives `ip netns del`), and the namespaces.
 namespaces=("$switch_ns")
-for host in "${hosts[@]}"; do namespaces+=("$(ns_of "$host")"); done
+# `inventory`: the single inventory host of earlier versions of up.sh.
+for host in "${hosts[@]}" inventory; do namespaces+=("$(ns_of "$host")"); done
 for ns in "${namespaces[@]}"; do
   ns_exists "$ns" || continue
   for pid in $(ip netns pids "$ns" 2>/dev/null); do

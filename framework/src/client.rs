@@ -84,6 +84,10 @@ pub struct ChannelBuilder {
 /// replicas that come and go.
 pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The shortest time between two lookups a resolver's watch
+/// ([`Resolver::changed`]) asks for.
+const MIN_CHANGE_GAP: Duration = Duration::from_millis(20);
+
 /// How long a one-way call with no deadline waits for room in a full
 /// message queue, by default.
 pub const DEFAULT_QUEUE_FULL_WAIT: Duration = Duration::from_secs(10);
@@ -788,20 +792,36 @@ impl Shared {
             _ => None,
         };
         tokio::spawn(async move {
-            loop {
-                let changed = watched
+            let subscribe = || {
+                watched
                     .as_ref()
-                    .and_then(|(name, resolver)| resolver.changed(name));
-                match changed {
-                    Some(changed) => {
-                        tokio::select! {
-                            () = tokio::time::sleep(interval) => {}
-                            () = changed => {}
+                    .and_then(|(name, resolver)| resolver.changed(name))
+            };
+            let mut changed = subscribe();
+            let mut looked = Instant::now();
+            loop {
+                match changed.as_mut() {
+                    Some(pending) => {
+                        let fired = tokio::select! {
+                            () = tokio::time::sleep(interval) => false,
+                            () = pending => true,
+                        };
+                        if fired {
+                            // Listening again before the lookup: a change
+                            // made while it runs is not missed.
+                            changed = subscribe();
+                            // However often a resolver says so, at most one
+                            // lookup per MIN_CHANGE_GAP.
+                            let since = looked.elapsed();
+                            if since < MIN_CHANGE_GAP {
+                                tokio::time::sleep(MIN_CHANGE_GAP - since).await;
+                            }
                         }
                     }
                     None => tokio::time::sleep(interval).await,
                 }
                 let Some(shared) = weak.upgrade() else { return };
+                looked = Instant::now();
                 shared.rediscover().await;
                 shared.connect_in_background();
                 shared.watch_health();

@@ -982,13 +982,17 @@ impl ServerHandle {
         // Watchers of its health learn first, and their watches end.
         self.health.shutting_down();
         self.published.clear();
-        for registration in self.registrations.drain(..) {
-            // Each withdrawal bounds its own requests; this bounds them all.
-            let withdrawn =
-                tokio::time::timeout(Duration::from_secs(5), registration.withdraw()).await;
-            if withdrawn.is_err() {
-                tracing::warn!("withdrawing a discovery record took over 5 s; draining anyway");
-            }
+        // Every record at once, all of them within 5 s.
+        let withdrawals = futures_util::future::join_all(
+            self.registrations
+                .drain(..)
+                .map(|registration| registration.withdraw()),
+        );
+        if tokio::time::timeout(Duration::from_secs(5), withdrawals)
+            .await
+            .is_err()
+        {
+            tracing::warn!("withdrawing the discovery records took over 5 s; draining anyway");
         }
         let _ = self.phase.send(Phase::Draining);
         for task in self.tasks.drain(..) {

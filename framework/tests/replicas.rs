@@ -33,6 +33,8 @@ pub trait Replica {
     /// hedges.
     #[switchyard(idempotent)]
     async fn who_hedged(&self) -> u32;
+    /// The same with a body, not declared idempotent (hedged by name).
+    async fn who_with(&self, body: Vec<u8>) -> u32;
 }
 
 struct Impl {
@@ -59,6 +61,11 @@ impl Replica for Impl {
     }
 
     async fn who_hedged(&self) -> u32 {
+        self.who().await
+    }
+
+    async fn who_with(&self, body: Vec<u8>) -> u32 {
+        drop(body);
         self.who().await
     }
 
@@ -803,6 +810,37 @@ async fn a_hedged_call_is_answered_by_the_replica_that_answers_first() {
         }
     }
     assert_eq!(missed, 2);
+    slow.handle.shutdown().await;
+    fast.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_method_hedged_by_name_keeps_its_large_arguments_for_the_hedge() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("discovery.toml");
+    let slow = replica(dir.path(), 1, Duration::from_secs(3)).await;
+    let fast = replica(dir.path(), 2, Duration::ZERO).await;
+    list(&file, &[&slow.path, &fast.path]);
+    // Not idempotent, not retried (RetryPolicy::off for the service), but
+    // hedged by name: a first attempt on the slow replica is raced on the
+    // fast one with the same 200 KB of arguments.
+    let client = channel_with(dir.path(), &file, Balance::RoundRobin, |b| {
+        b.retry_method("Replica", switchyard::RetryPolicy::off())
+            .hedge_method(
+                "Replica.who_with",
+                switchyard::HedgePolicy::new(2, Duration::from_millis(50)),
+            )
+            .timeout(Duration::from_secs(1))
+    })
+    .await;
+    for _ in 0..6 {
+        let who = client
+            .who_with(vec![7; 200_000])
+            .await
+            .expect("the hedge on the fast replica answers");
+        assert_eq!(who, 2);
+    }
+    assert!(client.channel().info().hedges >= 2);
     slow.handle.shutdown().await;
     fast.handle.shutdown().await;
 }

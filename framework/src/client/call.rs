@@ -648,12 +648,13 @@ impl ClientCore {
         // then serves the response); only small ones are kept to make the
         // call again if the server refuses it as never started.
         let encoded_len = encoded.buf.len() + encoded.bulk.as_ref().map_or(0, BulkBody::len);
-        // A retried method's are kept whatever their size: a retry needs
-        // them.
+        // A retried or hedged method's are kept whatever their size: the
+        // next attempt needs them.
         let retries = self
             .channel
             .retry_policy(method)
-            .is_some_and(|policy| policy.max_attempts > 1);
+            .is_some_and(|policy| policy.max_attempts > 1)
+            || self.channel.hedge_policy(method).is_some();
         if encoded_len > KEEP_ARGUMENTS_UP_TO && !retries {
             *request.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }

@@ -17,8 +17,12 @@
 //!
 //! let etcd = Etcd::new("http://127.0.0.1:2379")?;
 //! // A server: listed while it runs, withdrawn first when it shuts down.
+//! // Register an address other hosts reach (a server bound to 0.0.0.0
+//! // gives 127.0.0.1 in quic_url()).
 //! let mut server = server;
-//! let registration = etcd.register("inventory", server.quic_url()).await?;
+//! let pin = server.quic_fingerprint().expect("listens on QUIC");
+//! let url = format!("quic://10.0.0.5:7443?pin={pin}");
+//! let registration = etcd.register("inventory", [url]).await?;
 //! server.withdraw_on_shutdown(registration);
 //! // A client: every replica listed, followed as they come and go.
 //! let channel = Channel::builder()
@@ -214,8 +218,10 @@ impl Etcd {
         for addr in self.endpoints.iter() {
             match http::call(addr, path, &body, REQUEST_TIMEOUT).await {
                 Ok(answer) => return Ok(answer),
-                // A member answered: another would say the same.
-                Err(err @ HttpError::Refused { code, .. }) => {
+                // A member refused the request itself: another would say
+                // the same. (A 5xx, say a member without a leader, is its
+                // own trouble: the next member is asked.)
+                Err(err @ HttpError::Refused { code, .. }) if code < 500 => {
                     let message = format!("{} refused {path}: {err}", self.describe());
                     return Err(if code == 404 {
                         Status::not_found(message)
@@ -293,9 +299,31 @@ impl Etcd {
                  (quic://…, tcp://…)"
             )));
         }
-        let (lease, key) = self.grant_and_put(name, &value).await?;
-        tracing::info!(%name, %key, lease, "registered in etcd");
-        let lease = Arc::new(AtomicI64::new(lease));
+        let loopback = addresses
+            .iter()
+            .filter_map(|url| match url.parse::<crate::transport::Endpoint>() {
+                Ok(
+                    crate::transport::Endpoint::Tcp(host_port)
+                    | crate::transport::Endpoint::Quic { host_port, .. },
+                ) => Some(host_port),
+                _ => None,
+            })
+            .any(|host_port| {
+                host_port.starts_with("127.")
+                    || host_port.starts_with("[::1]")
+                    || host_port.starts_with("localhost:")
+            });
+        if loopback {
+            tracing::warn!(
+                %name,
+                ?addresses,
+                "registering a loopback address in etcd: clients on other hosts will dial their \
+                 own; register an address they can reach (the server's routable IP or name)"
+            );
+        }
+        let lease = Arc::new(AtomicI64::new(0));
+        let (first, key) = self.grant_and_put(name, &value, &lease).await?;
+        tracing::info!(%name, %key, lease = first, "registered in etcd");
         let key = Arc::new(Mutex::new(key));
         let keeper = tokio::spawn(keep_alive(
             self.clone(),
@@ -313,8 +341,14 @@ impl Etcd {
         })
     }
 
-    /// A new lease, and the record under it.
-    async fn grant_and_put(&self, name: &str, value: &str) -> Result<(i64, String), Status> {
+    /// A new lease, stored in `slot` as soon as it is granted (so that a
+    /// revoke never misses it), and the record under it.
+    async fn grant_and_put(
+        &self,
+        name: &str,
+        value: &str,
+        slot: &AtomicI64,
+    ) -> Result<(i64, String), Status> {
         let granted = self
             .call("/v3/lease/grant", json!({"TTL": self.lease_ttl.as_secs()}))
             .await?;
@@ -324,6 +358,7 @@ impl Etcd {
                 self.describe()
             ))
         })?;
+        slot.store(lease, Ordering::Release);
         let key = format!("{}{lease:016x}", self.dir(name));
         self.call(
             "/v3/kv/put",
@@ -353,6 +388,9 @@ impl Etcd {
                     })?
             };
             match answer.await {
+                Ok(Some(line)) if line.get("error").is_some() => {
+                    failures.push(format!("{addr} answered {line}"));
+                }
                 Ok(Some(line)) => {
                     return Ok(line
                         .get("result")
@@ -458,13 +496,21 @@ async fn keep_alive(
     loop {
         tokio::time::sleep(wait).await;
         let current = lease.load(Ordering::Acquire);
-        wait = match etcd.renew(current).await {
+        // A renewal that takes longer than its period is a failed one: the
+        // next starts while the lease still has a third of its TTL.
+        let renewed = tokio::time::timeout(every, etcd.renew(current))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Status::unavailable(format!(
+                    "renewing lease {current:x} took over {every:?}"
+                )))
+            });
+        wait = match renewed {
             Ok(ttl) if ttl > 0 => every,
             Ok(_) => {
                 tracing::warn!(%name, lease = current, "the etcd lease is gone; registering again");
-                match etcd.grant_and_put(&name, &value).await {
-                    Ok((new_lease, new_key)) => {
-                        lease.store(new_lease, Ordering::Release);
+                match etcd.grant_and_put(&name, &value, &lease).await {
+                    Ok((_, new_key)) => {
                         *lock(&key) = new_key;
                         every
                     }

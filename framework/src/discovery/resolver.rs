@@ -107,6 +107,9 @@ pub trait Resolver: Send + Sync + fmt::Debug {
     /// up at once instead of at its next
     /// [`resolve_interval`](crate::ChannelBuilder::resolve_interval).
     /// `None` (the default): no such news; channels ask at every interval.
+    /// The future should complete only after something changed since it
+    /// was made (a channel makes the next one before each lookup); channels
+    /// look up at most once per 20 ms whatever it does.
     fn changed<'a>(&'a self, name: &'a str) -> Option<ChangedFuture<'a>> {
         let _ = name;
         None

@@ -368,6 +368,9 @@ pub(crate) fn run(settings: Settings, only: &[Transport]) -> Result<Outcome, Str
         println!("{}", text_row(&row));
         rows.push(raw_row);
         rows.push(row);
+        if transport == Transport::Shm {
+            println!("{}", crate::bench_parked::line(dir.path(), &settings)?);
+        }
     }
     #[cfg(all(feature = "quic", target_os = "linux"))]
     if measured.contains(&Transport::Quic) {
@@ -809,13 +812,13 @@ fn cpu_ns(pid: u32) -> Option<u64> {
 
 /// CPU readings of both sides at one moment.
 #[derive(Clone, Copy)]
-struct CpuMark {
+pub(crate) struct CpuMark {
     client: Option<u64>,
     server: Option<u64>,
 }
 
 impl CpuMark {
-    fn now(child: u32) -> Self {
+    pub(crate) fn now(child: u32) -> Self {
         Self {
             client: cpu_ns(std::process::id()),
             server: cpu_ns(child),
@@ -823,7 +826,7 @@ impl CpuMark {
     }
 
     /// CPU per call since `self`.
-    fn per_call(self, later: Self, calls: u64) -> Cpu {
+    pub(crate) fn per_call(self, later: Self, calls: u64) -> Cpu {
         let per = |a: Option<u64>, b: Option<u64>| {
             let (a, b) = (a?, b?);
             (calls > 0).then(|| b.saturating_sub(a) as f64 / 1000.0 / calls as f64)
@@ -923,7 +926,7 @@ pub(crate) enum Serving {
 }
 
 impl Serving {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         match self {
             Self::Addressed(child) => child.pid(),
             Self::Piped(child) => child.id(),
@@ -933,7 +936,10 @@ impl Serving {
 
 /// Starts the serving child for `kind` and connects to it: the child, the
 /// channel, and what it was reached at (for messages).
-async fn connect_switchyard(kind: &str, dir: &Path) -> Result<(Serving, Channel, String), String> {
+pub(crate) async fn connect_switchyard(
+    kind: &str,
+    dir: &Path,
+) -> Result<(Serving, Channel, String), String> {
     if kind == "pipe" {
         let child = spawn_switchyard_pipe().await?;
         let channel = child.channel();

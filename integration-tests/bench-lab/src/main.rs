@@ -22,6 +22,7 @@ mod bench_bulk;
 mod bench_compress;
 mod bench_extra;
 mod bench_layers;
+mod bench_parked;
 #[cfg(feature = "quic")]
 mod bench_quic;
 #[cfg(target_os = "linux")]

@@ -83,6 +83,8 @@ pub(crate) struct Answer {
     framing: Framing,
     /// Body bytes read but not yet given out as a line.
     pending: Vec<u8>,
+    /// How much of `pending` is known to hold no newline.
+    scanned: usize,
     done: bool,
 }
 
@@ -135,6 +137,9 @@ async fn start(addr: &str, path: &str, body: &Value) -> Result<Answer, HttpError
             source,
         })?;
     let _ = stream.set_nodelay(true);
+    // A watch's connection is quiet for long stretches: keep-alive probes
+    // find a member that died without a word (in about 25 s).
+    keep_alive(&stream);
     let body = body.to_string();
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
@@ -147,10 +152,22 @@ async fn start(addr: &str, path: &str, body: &Value) -> Result<Answer, HttpError
         reader: BufReader::new(stream),
         framing: Framing::Close,
         pending: Vec::new(),
+        scanned: 0,
         done: false,
     };
     answer.read_head().await?;
     Ok(answer)
+}
+
+/// TCP keep-alive on `stream`: first probe after 10 s idle, then every
+/// 5 s, given up after 3 unanswered.
+fn keep_alive(stream: &TcpStream) {
+    use rustix::net::sockopt;
+    let fd = std::os::fd::AsFd::as_fd(stream);
+    let _ = sockopt::set_socket_keepalive(fd, true);
+    let _ = sockopt::set_tcp_keepidle(fd, Duration::from_secs(10));
+    let _ = sockopt::set_tcp_keepintvl(fd, Duration::from_secs(5));
+    let _ = sockopt::set_tcp_keepcnt(fd, 3);
 }
 
 impl Answer {
@@ -321,7 +338,12 @@ impl Answer {
     /// when the answer ends.
     pub(crate) async fn next_line(&mut self) -> Result<Option<Value>, HttpError> {
         loop {
-            if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            if let Some(at) = self.pending[self.scanned..]
+                .iter()
+                .position(|&b| b == b'\n')
+            {
+                let end = self.scanned + at;
+                self.scanned = 0;
                 let line: Vec<u8> = self.pending.drain(..=end).collect();
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
@@ -330,7 +352,9 @@ impl Answer {
                     .map(Some)
                     .map_err(|err| self.malformed(format!("a line is not JSON: {err}")));
             }
+            self.scanned = self.pending.len();
             if !self.fill().await? {
+                self.scanned = 0;
                 if self.pending.iter().all(u8::is_ascii_whitespace) {
                     return Ok(None);
                 }
