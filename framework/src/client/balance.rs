@@ -25,11 +25,15 @@ pub enum Balance {
     /// Of two ready replicas drawn at random, the one with fewer calls in
     /// flight (the "power of two choices").
     LeastInFlight,
-    /// Of two ready replicas drawn at random, the one with the lower
-    /// expected wait: its peak-sensitive moving average of call latency
-    /// times its calls in flight plus one (Finagle's and tower's
-    /// `PeakEwma`). Prefers a replica on this host over shared memory
-    /// without being told to, because it answers sooner.
+    /// Of two ready replicas, the one with the lower expected wait: its
+    /// peak-sensitive moving average of call latency times its calls in
+    /// flight plus one (Finagle's and tower's `PeakEwma`). One of the two
+    /// is the replica the previous call went to, the other is drawn at
+    /// random: a channel stays with a replica while it is the cheaper, and
+    /// moves when another looks cheaper or it queues. Prefers a replica on
+    /// this host over shared memory without being told to, because it
+    /// answers sooner; and a replica that is awake over ones that must be
+    /// woken for each call.
     PeakEwma,
 }
 
@@ -73,6 +77,9 @@ pub(crate) struct Load {
 pub(crate) struct Picker {
     next: AtomicUsize,
     random: AtomicU64,
+    /// Where peak_ewma's previous call went (an index into the ready
+    /// replicas of that pick: a hint, right while the set is unchanged).
+    last: AtomicUsize,
 }
 
 impl Default for Picker {
@@ -84,6 +91,7 @@ impl Default for Picker {
             // Channels of one process start at different replicas.
             next: AtomicUsize::new((seed >> 32) as usize),
             random: AtomicU64::new(seed | 1),
+            last: AtomicUsize::new(0),
         }
     }
 }
@@ -107,7 +115,13 @@ impl Picker {
                     }
                 }
                 Balance::PeakEwma => {
-                    let (a, b) = self.two(n);
+                    // The previous pick against one other drawn at random:
+                    // staying costs nothing while it is the cheaper, and a
+                    // replica kept busy answers sooner than one woken for
+                    // each call (on few cores, most of a same-host call).
+                    let a = self.last.load(Ordering::Relaxed) % n;
+                    let other = (self.random() % (n as u64 - 1)) as usize;
+                    let b = if other >= a { other + 1 } else { other };
                     // A replica with no latency yet is assumed twice as
                     // fast as the fastest known, so it gets the next call
                     // and is measured, but not a whole burst.
@@ -117,11 +131,13 @@ impl Picker {
                         .fold(f64::INFINITY, f64::min);
                     let guess = if known.is_finite() { known / 2.0 } else { 1.0 };
                     let cost = |l: &Load| l.latency_ns.unwrap_or(guess) * (l.in_flight + 1) as f64;
-                    if cost(&ready[b]) < cost(&ready[a]) {
+                    let picked = if cost(&ready[b]) < cost(&ready[a]) {
                         b
                     } else {
                         a
-                    }
+                    };
+                    self.last.store(picked, Ordering::Relaxed);
+                    picked
                 }
             }),
         }
@@ -278,6 +294,30 @@ mod tests {
             ..new
         };
         assert!((0..100).all(|_| p.pick(Balance::PeakEwma, &[slow, busy_new]) == Some(0)));
+    }
+
+    #[test]
+    fn peak_ewma_stays_with_the_cheapest_and_leaves_it_when_it_queues() {
+        let p = Picker::default();
+        let at = |latency: f64, in_flight: u64| Load {
+            in_flight,
+            latency_ns: Some(latency),
+        };
+        // Three replicas, the middle one the fastest: once found, it takes
+        // every call (P2C drawing two at random would give a third of the
+        // calls to the other two).
+        let loads = [at(100_000.0, 0), at(4_000.0, 0), at(120_000.0, 0)];
+        let picks: Vec<_> = (0..300)
+            .map(|_| p.pick(Balance::PeakEwma, &loads).unwrap())
+            .collect();
+        assert!(picks[10..].iter().all(|&i| i == 1), "{picks:?}");
+        // Queued behind 40 calls, it costs more than an idle slow one.
+        let loads = [at(100_000.0, 0), at(4_000.0, 40), at(120_000.0, 0)];
+        let mut counts = [0; 3];
+        for _ in 0..300 {
+            counts[p.pick(Balance::PeakEwma, &loads).unwrap()] += 1;
+        }
+        assert!(counts[1] == 0 && counts[0] > 0, "{counts:?}");
     }
 
     #[test]
