@@ -19,20 +19,9 @@ use std::time::{Duration, Instant};
 use switchyard::discovery::Dns;
 use switchyard::{Balance, Channel, Server, ServerHandle};
 
-/// A replica that says which it is.
-#[switchyard::service]
-pub trait Which {
-    /// This replica's number.
-    async fn which(&self) -> u32;
-}
-
-struct Impl(u32);
-
-impl Which for Impl {
-    async fn which(&self) -> u32 {
-        self.0
-    }
-}
+#[path = "common/which.rs"]
+mod which;
+use which::{Impl, WhichClient, WhichServer};
 
 /// dnsmasq on 127.0.0.1 at a free port, answering from a hosts file
 /// (reloaded on SIGHUP) and the given extra options; killed when dropped.

@@ -21,20 +21,9 @@ use std::time::{Duration, Instant};
 use switchyard::discovery::{Etcd, Resolver};
 use switchyard::{Balance, Channel, Code, Server, ServerHandle};
 
-/// A replica that says which it is.
-#[switchyard::service]
-pub trait Which {
-    /// This replica's number.
-    async fn which(&self) -> u32;
-}
-
-struct Impl(u32);
-
-impl Which for Impl {
-    async fn which(&self) -> u32 {
-        self.0
-    }
-}
+#[path = "common/which.rs"]
+mod which;
+use which::{Impl, WhichClient, WhichServer};
 
 /// A one-member etcd on loopback ports; killed when dropped.
 struct EtcdProcess {

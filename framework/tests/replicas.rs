@@ -478,23 +478,35 @@ async fn least_in_flight_avoids_a_replica_with_calls_stuck_on_it() {
     shut_down(r).await;
 }
 
+/// Replica 1 failing its `who_*` calls and replica 2 healthy, and a round
+/// robin channel to them with no ejection and a budget that allows a retry
+/// for every call (so each retried call made on replica 1 is retried on
+/// replica 2), set up further by `settings`.
+async fn failing_and_healthy(
+    dir: &Path,
+    settings: impl FnOnce(switchyard::ChannelBuilder) -> switchyard::ChannelBuilder,
+) -> (Running, Running, ReplicaClient) {
+    let file = dir.join("discovery.toml");
+    let failing = replica_failing(dir, 1, Duration::ZERO, true).await;
+    let healthy = replica(dir, 2, Duration::ZERO).await;
+    list(&file, &[&failing.path, &healthy.path]);
+    let client = channel_with(dir, &file, Balance::RoundRobin, |b| {
+        settings(
+            b.outlier_ejection(switchyard::OutlierEjection::off())
+                .retry_budget(switchyard::RetryBudget {
+                    max_tokens: 1000.0,
+                    token_ratio: 1.0,
+                }),
+        )
+    })
+    .await;
+    (failing, healthy, client)
+}
+
 #[tokio::test]
 async fn idempotent_calls_are_retried_on_another_replica_and_others_are_not() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("discovery.toml");
-    let failing = replica_failing(dir.path(), 1, Duration::ZERO, true).await;
-    let healthy = replica(dir.path(), 2, Duration::ZERO).await;
-    list(&file, &[&failing.path, &healthy.path]);
-    // No ejection, and a budget that allows a retry for every call: each
-    // call made on replica 1 is retried on replica 2.
-    let client = channel_with(dir.path(), &file, Balance::RoundRobin, |b| {
-        b.outlier_ejection(switchyard::OutlierEjection::off())
-            .retry_budget(switchyard::RetryBudget {
-                max_tokens: 1000.0,
-                token_ratio: 1.0,
-            })
-    })
-    .await;
+    let (failing, healthy, client) = failing_and_healthy(dir.path(), |b| b).await;
     for _ in 0..100 {
         assert_eq!(client.who_retried().await.expect("retried on replica 2"), 2);
     }
@@ -528,19 +540,10 @@ async fn idempotent_calls_are_retried_on_another_replica_and_others_are_not() {
 #[tokio::test]
 async fn a_per_method_policy_retries_a_method_it_names_and_turns_retries_off_for_another() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("discovery.toml");
-    let failing = replica_failing(dir.path(), 1, Duration::ZERO, true).await;
-    let healthy = replica(dir.path(), 2, Duration::ZERO).await;
-    list(&file, &[&failing.path, &healthy.path]);
     // who_once is not declared idempotent: naming it makes it retried;
     // who_retried is, and RetryPolicy::off() for the service turns that off.
-    let client = channel_with(dir.path(), &file, Balance::RoundRobin, |b| {
-        b.outlier_ejection(switchyard::OutlierEjection::off())
-            .retry_budget(switchyard::RetryBudget {
-                max_tokens: 1000.0,
-                token_ratio: 1.0,
-            })
-            .retry_method("Replica", switchyard::RetryPolicy::off())
+    let (failing, healthy, client) = failing_and_healthy(dir.path(), |b| {
+        b.retry_method("Replica", switchyard::RetryPolicy::off())
             .retry_method("Replica.who_once", switchyard::RetryPolicy::default())
     })
     .await;
