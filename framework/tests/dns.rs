@@ -21,7 +21,7 @@ use switchyard::{Balance, Channel, Server, ServerHandle};
 
 #[path = "common/which.rs"]
 mod which;
-use which::{Impl, WhichClient, WhichServer};
+use which::{Impl, WhichClient, WhichServer, spread};
 
 /// dnsmasq on 127.0.0.1 at a free port, answering from a hosts file
 /// (reloaded on SIGHUP) and the given extra options; killed when dropped.
@@ -132,16 +132,6 @@ fn free_port() -> u16 {
             return port;
         }
     }
-}
-
-async fn spread(client: &WhichClient, n: usize) -> HashMap<u32, usize> {
-    let mut counts = HashMap::new();
-    for _ in 0..n {
-        *counts
-            .entry(client.which().await.expect("call"))
-            .or_default() += 1;
-    }
-    counts
 }
 
 /// Waits up to 10 s until the channel lists exactly `ids` as ready.

@@ -23,7 +23,7 @@ use switchyard::{Balance, Channel, Code, Server, ServerHandle};
 
 #[path = "common/which.rs"]
 mod which;
-use which::{Impl, WhichClient, WhichServer};
+use which::{Impl, WhichClient, WhichServer, spread};
 
 /// A one-member etcd on loopback ports; killed when dropped.
 struct EtcdProcess {
@@ -131,16 +131,6 @@ async fn replica(id: u32) -> ServerHandle {
 
 fn url(server: &ServerHandle) -> String {
     format!("tcp://{}", server.tcp_addr().unwrap())
-}
-
-async fn spread(client: &WhichClient, n: usize) -> HashMap<u32, usize> {
-    let mut counts = HashMap::new();
-    for _ in 0..n {
-        *counts
-            .entry(client.which().await.expect("call"))
-            .or_default() += 1;
-    }
-    counts
 }
 
 /// Calls until replica `id` answers (or, with `gone`, until it has not
