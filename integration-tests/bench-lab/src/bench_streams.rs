@@ -37,7 +37,7 @@ use crate::bench::{
     ChildGuard, DIR_ENV, ScratchDir, announce, child_command, pin, pinning, spawn_announcing,
 };
 
-mod peers;
+pub(crate) mod peers;
 mod raw;
 
 /// The streamed service.

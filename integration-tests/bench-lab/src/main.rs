@@ -23,6 +23,7 @@ mod bench_compress;
 mod bench_extra;
 mod bench_layers;
 mod bench_parked;
+mod bench_peers;
 #[cfg(feature = "quic")]
 mod bench_quic;
 #[cfg(target_os = "linux")]
@@ -58,6 +59,10 @@ fn run(args: &cli::Args, command: &str) -> Result<(), String> {
         bench::Settings::full()
     };
     let outcome = bench::run(settings, args.only.as_deref().unwrap_or_default())?;
+    // tonic and iceoryx2 round trips, when their binary is built.
+    if let Some(peers) = bench_peers::run(args.quick)? {
+        print!("{}", bench_peers::text(&outcome.rows, &peers));
+    }
     if args.only.is_some() {
         return Ok(());
     }

@@ -48,6 +48,21 @@ impl Cpus {
         if self.pin { self.allowed[1] as i64 } else { -1 }
     }
 
+    /// The round trips pin the other way round, as switchyard's own
+    /// benchmark does: client on `first()`, server on `second()`.
+    pub fn describe_round_trips(&self) -> String {
+        if self.pin {
+            format!(
+                "clients pinned to CPU {}, servers to CPU {} ({} CPUs allowed)",
+                self.allowed[0],
+                self.allowed[1],
+                self.allowed.len()
+            )
+        } else {
+            format!("processes not pinned ({} CPUs allowed)", self.allowed.len())
+        }
+    }
+
     pub fn describe(&self) -> String {
         if self.pin {
             format!(
@@ -273,6 +288,9 @@ pub fn child_main(args: &[String]) -> Result<(), String> {
         "tonic-client" => crate::tonic_peer::client_child(rest),
         "ice-sub" => crate::ice_peer::subscriber_child(rest),
         "ice-pub" => crate::ice_peer::publisher_child(rest),
+        "tonic-rt-client" => crate::tonic_rt::client_child(rest),
+        "ice-rr-server" => crate::ice_rr::server_child(rest),
+        "ice-rr-client" => crate::ice_rr::client_child(rest),
         _ => Err(format!("unknown role {role:?}")),
     }
 }

@@ -27,7 +27,7 @@ use crate::{SMALL, Spec};
 const BUFFER_SMALL: usize = 4096;
 const BUFFER_LARGE: usize = 16;
 
-fn node() -> Result<Node<ipc::Service>, String> {
+pub(crate) fn node() -> Result<Node<ipc::Service>, String> {
     // Before the first config access: no "no config file" warning.
     set_log_level(LogLevel::Error);
     node_with(&Config::global_config().clone())
@@ -42,7 +42,7 @@ fn node_with(config: &Config) -> Result<Node<ipc::Service>, String> {
         .map_err(|e| format!("iceoryx2 node: {e:?}"))
 }
 
-fn service_name(s: &str) -> Result<ServiceName, String> {
+pub(crate) fn service_name(s: &str) -> Result<ServiceName, String> {
     s.try_into().map_err(|e| format!("service name {s:?}: {e:?}"))
 }
 
@@ -50,7 +50,8 @@ fn buffer_for(size: usize) -> usize {
     if size == SMALL { BUFFER_SMALL } else { BUFFER_LARGE }
 }
 
-fn last_byte(seq: u64) -> u8 {
+/// The last payload byte of sample (or request) `seq`, checked by the receiver.
+pub(crate) fn last_byte(seq: u64) -> u8 {
     (seq as u8) ^ 0x5a
 }
 
@@ -143,8 +144,8 @@ pub fn subscriber_child(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Retries a loan while the publisher's samples are all in flight.
-fn loan_retry<T>(mut f: impl FnMut() -> Result<T, LoanError>) -> Result<T, String> {
+/// Retries a loan while the port's samples are all in flight.
+pub(crate) fn loan_retry<T>(mut f: impl FnMut() -> Result<T, LoanError>) -> Result<T, String> {
     loop {
         match f() {
             Ok(s) => return Ok(s),

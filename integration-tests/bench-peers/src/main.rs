@@ -1,5 +1,7 @@
 //! bench-peers: one-way streaming throughput of peers of switchyard, counted
-//! by the receiver, with sender and receiver in separate processes.
+//! by the receiver, with sender and receiver in separate processes; with
+//! `--round-trips`, request-response latency and throughput instead
+//! (`round_trips`: tonic unary calls, iceoryx2 request-response).
 //!
 //! * tonic (gRPC over HTTP/2 over TCP loopback): server streaming and client
 //!   streaming, with an always-ready sender stream ("ready") and with the
@@ -15,7 +17,10 @@
 
 mod child;
 mod ice_peer;
+mod ice_rr;
+mod round_trips;
 mod tonic_peer;
+mod tonic_rt;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -124,27 +129,35 @@ struct Options {
     quick: bool,
     json: bool,
     only: Option<String>,
+    round_trips: bool,
 }
 
-const USAGE: &str = "usage: bench-peers [--quick] [--json] [--only tonic|iceoryx2]
+const USAGE: &str = "usage: bench-peers [--round-trips] [--quick] [--json] [--only tonic|iceoryx2]
 
 One-way streaming throughput of tonic (gRPC over TCP loopback) and iceoryx2
 (shared-memory publish-subscribe), sender and receiver in separate processes
 pinned to different CPUs, counted by the receiver.
 
+  --round-trips
+            request-response instead: tonic unary echo calls and iceoryx2
+            request-response, 64 B, client and server pinned to different
+            CPUs; p50/p99 latency one call at a time, then calls/s with 32
+            calls in flight
   --quick   200k small (64 B) and 64 large (1 MiB) messages per measurement
-            (default: 5M small, 2048 large)
+            (default: 5M small, 2048 large); with --round-trips 1k warm-up
+            and 5k timed calls, 0.5 s of throughput (default: 10k, 100k, 3 s)
   --json    one JSON object per measurement per line on stdout; the human
             table then goes to stderr
   --only    run the measurements of one peer only";
 
 fn parse_args(args: &[String]) -> Result<Options, String> {
-    let mut o = Options { quick: false, json: false, only: None };
+    let mut o = Options { quick: false, json: false, only: None, round_trips: false };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => o.quick = true,
             "--json" => o.json = true,
+            "--round-trips" => o.round_trips = true,
             "--only" => {
                 let v = it.next().ok_or("--only needs tonic or iceoryx2")?;
                 if v != "tonic" && v != "iceoryx2" {
@@ -314,7 +327,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run_main(o) {
+    let r = if o.round_trips { round_trips::run(&o) } else { run_main(o) };
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench-peers: error: {e}");

@@ -1,6 +1,7 @@
 //! tonic over TCP loopback: a hand-written service `bench.Peers` with a server
 //! streaming and a client streaming method whose messages are raw bytes (a
-//! hand-written `tonic::codec::Codec`: no protoc, no prost).
+//! hand-written `tonic::codec::Codec`: no protoc, no prost). The same service
+//! also answers the unary `Echo` method of the round-trip mode (`tonic_rt`).
 //!
 //! The measurement parameters travel as gRPC metadata (`bench-*` headers).
 //! The sender sends `warmup + messages` messages of `size` bytes; the receiver
@@ -30,6 +31,8 @@ use crate::{Direction, Pattern, Spec};
 
 const SERVER_STREAM: &str = "/bench.Peers/ServerStream";
 const CLIENT_STREAM: &str = "/bench.Peers/ClientStream";
+/// The unary echo method of the round-trip mode.
+pub const ECHO: &str = "/bench.Peers/Echo";
 /// Capacity of the `tokio::sync::mpsc` channel of the "channel" pattern.
 const CHANNEL_CAPACITY: usize = 128;
 
@@ -227,6 +230,10 @@ impl Service<http::Request<tonic::body::Body>> for PeersServer {
                 let mut grpc = tonic::server::Grpc::new(RawCodec);
                 Ok(grpc.client_streaming(ClientStreamSvc, req).await)
             }),
+            ECHO => Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(RawCodec);
+                Ok(grpc.unary(crate::tonic_rt::EchoSvc, req).await)
+            }),
             _ => Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) }),
         }
     }
@@ -241,12 +248,19 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("tokio runtime: {e}"))
 }
 
-/// `__child tonic-server <cpu>`: serves on 127.0.0.1:<ephemeral>, prints
-/// `READY <port>`, runs until killed.
+/// `__child tonic-server <cpu> [current-thread]`: serves on
+/// 127.0.0.1:<ephemeral>, prints `READY <port>`, runs until killed. The
+/// streaming measurements use the runtime of `#[tokio::main]`, the round trips
+/// (`current-thread`) a current-thread runtime.
 pub fn server_child(args: &[String]) -> Result<(), String> {
     let cpu: i64 = arg(args, 0, "cpu")?;
+    let rt = match args.get(1).map(String::as_str) {
+        None => runtime,
+        Some("current-thread") => crate::tonic_rt::runtime,
+        Some(other) => return Err(format!("unknown runtime {other:?}")),
+    };
     pin_to(cpu)?;
-    runtime()?.block_on(async {
+    rt()?.block_on(async {
         let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap())
             .map_err(|e| format!("bind: {e}"))?
             .with_nodelay(Some(true));

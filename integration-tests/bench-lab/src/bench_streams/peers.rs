@@ -13,7 +13,7 @@ use super::{Direction, Line, SMALL};
 
 /// Where the peers' binary is: `SWITCHYARD_BENCH_PEERS`, else its release
 /// build in its own project.
-fn binary() -> PathBuf {
+pub(crate) fn binary() -> PathBuf {
     std::env::var_os("SWITCHYARD_BENCH_PEERS").map_or_else(
         || {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,151 @@
+//! The peers of the round-trip table, measured in the same run: tonic's
+//! unary call over TCP and iceoryx2's request-response over shared memory
+//! (both sides busy-polling), 64-byte echoes one at a time (p50, p99) and
+//! 32 in flight (calls/s), by the standalone `integration-tests/bench-peers`
+//! binary (`--round-trips --json`: one object per peer per line). Each
+//! switchyard row is then given as a ratio to the peer of its kind.
+
+use std::fmt::Write as _;
+use std::process::{Command, Stdio};
+
+use crate::bench::Row;
+
+/// One peer's figures.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct PeerTrip {
+    /// `tonic-tcp` or `iceoryx2`.
+    pub(crate) peer: String,
+    /// `unary` or `request-response`.
+    pub(crate) pattern: String,
+    /// Median round trip, µs.
+    pub(crate) p50_us: f64,
+    /// 99th percentile, µs.
+    pub(crate) p99_us: f64,
+    /// Calls per second, 32 in flight.
+    pub(crate) calls_per_s: f64,
+}
+
+/// Parses the peers' `--round-trips --json` output.
+fn parse(stdout: &str) -> Result<Vec<PeerTrip>, String> {
+    stdout
+        .lines()
+        .filter(|line| line.trim_start().starts_with('{'))
+        .map(|line| {
+            let value: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| format!("peers' line {line:?}: {e}"))?;
+            let text = |key: &str| value[key].as_str().unwrap_or_default().to_owned();
+            let number = |key: &str| {
+                value[key]
+                    .as_f64()
+                    .ok_or_else(|| format!("peers' line {line:?} has no number {key:?}"))
+            };
+            Ok(PeerTrip {
+                peer: text("peer"),
+                pattern: text("pattern"),
+                p50_us: number("p50_us")?,
+                p99_us: number("p99_us")?,
+                calls_per_s: number("calls_per_s")?,
+            })
+        })
+        .collect()
+}
+
+/// Runs the peers' round trips (quick or full); `Ok(None)`, saying why,
+/// when their binary is not built.
+pub(crate) fn run(quick: bool) -> Result<Option<Vec<PeerTrip>>, String> {
+    let binary = crate::bench_streams::peers::binary();
+    if !binary.is_file() {
+        println!(
+            "peers: not built, so no tonic or iceoryx2 round trips this run; build them once \
+             with integration-tests/bench-peers/run.sh --quick (or set SWITCHYARD_BENCH_PEERS)"
+        );
+        return Ok(None);
+    }
+    // The peers pin their own sides; this process's pinning would be
+    // inherited by them.
+    crate::bench::unpin();
+    let mut command = Command::new(&binary);
+    command
+        .args(["--round-trips", "--json"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit());
+    if quick {
+        command.arg("--quick");
+    }
+    let output = command
+        .output()
+        .map_err(|e| format!("running {}: {e}", binary.display()))?;
+    crate::bench::pin(0);
+    if !output.status.success() {
+        return Err(format!(
+            "the peers' round trips ({}) failed: {}",
+            binary.display(),
+            output.status
+        ));
+    }
+    parse(&String::from_utf8_lossy(&output.stdout)).map(Some)
+}
+
+/// Which peer a switchyard row is set beside: iceoryx2 for shared memory,
+/// tonic for the sockets.
+fn peer_of(transport: &str) -> Option<(&'static str, &'static str)> {
+    match transport {
+        "shm" => Some(("iceoryx2", "request-response")),
+        "unix" | "tcp" | "pipe" => Some(("tonic-tcp", "unary")),
+        _ => None,
+    }
+}
+
+/// The peers' rows, and every switchyard row over its peer.
+pub(crate) fn text(rows: &[Row], peers: &[PeerTrip]) -> String {
+    let mut out = String::from("\npeers in the same run (bench-peers --round-trips):\n");
+    for p in peers {
+        let _ = writeln!(
+            out,
+            "  {:<9} {:<16} p50 {:>8.2} µs  p99 {:>8.2} µs  {:>10.0} calls/s",
+            p.peer, p.pattern, p.p50_us, p.p99_us, p.calls_per_s
+        );
+    }
+    let _ = writeln!(
+        out,
+        "switchyard over the peer of its kind (p50 and p99: lower is better; calls/s: higher):"
+    );
+    for row in rows.iter().filter(|r| !r.is_raw()) {
+        let Some((peer, pattern)) = peer_of(row.transport) else {
+            continue;
+        };
+        let Some(p) = peers
+            .iter()
+            .find(|p| p.peer == peer && p.pattern == pattern)
+        else {
+            continue;
+        };
+        let f = &row.figures;
+        let _ = writeln!(
+            out,
+            "  {:<22} over {peer:<9} p50 {:.2}x  p99 {:.2}x  calls/s {:.2}x",
+            row.path,
+            f.p50_us / p.p50_us,
+            f.p99_us / p.p99_us,
+            f.calls_per_s / p.calls_per_s
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peers_round_trip_lines_parse() {
+        let out = "table\n{\"peer\":\"iceoryx2\",\"pattern\":\"request-response\",\"size\":64,\
+                   \"calls\":5,\"p50_us\":2.0,\"p99_us\":3.5,\"calls_per_s\":700000.0}\n";
+        let trips = parse(out).unwrap();
+        assert_eq!(trips.len(), 1);
+        assert_eq!(trips[0].peer, "iceoryx2");
+        assert_eq!(trips[0].p50_us, 2.0);
+        assert!(parse("{\"peer\":\"x\"}").is_err());
+        assert!(parse("{not json").is_err());
+    }
+}
