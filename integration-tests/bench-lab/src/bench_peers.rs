@@ -6,7 +6,6 @@
 //! switchyard row is then given as a ratio to the peer of its kind.
 
 use std::fmt::Write as _;
-use std::process::{Command, Stdio};
 
 use crate::bench::Row;
 
@@ -27,21 +26,17 @@ pub(crate) struct PeerTrip {
 
 /// Parses the peers' `--round-trips --json` output.
 fn parse(stdout: &str) -> Result<Vec<PeerTrip>, String> {
-    stdout
-        .lines()
-        .filter(|line| line.trim_start().starts_with('{'))
-        .map(|line| {
-            let value: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| format!("peers' line {line:?}: {e}"))?;
-            let text = |key: &str| value[key].as_str().unwrap_or_default().to_owned();
+    crate::bench_streams::peers::json_lines(stdout)?
+        .into_iter()
+        .map(|value| {
             let number = |key: &str| {
                 value[key]
                     .as_f64()
-                    .ok_or_else(|| format!("peers' line {line:?} has no number {key:?}"))
+                    .ok_or_else(|| format!("a peer's round trips lack {key:?}: {value}"))
             };
             Ok(PeerTrip {
-                peer: text("peer"),
-                pattern: text("pattern"),
+                peer: value["peer"].as_str().unwrap_or_default().to_owned(),
+                pattern: value["pattern"].as_str().unwrap_or_default().to_owned(),
                 p50_us: number("p50_us")?,
                 p99_us: number("p99_us")?,
                 calls_per_s: number("calls_per_s")?,
@@ -53,37 +48,9 @@ fn parse(stdout: &str) -> Result<Vec<PeerTrip>, String> {
 /// Runs the peers' round trips (quick or full); `Ok(None)`, saying why,
 /// when their binary is not built.
 pub(crate) fn run(quick: bool) -> Result<Option<Vec<PeerTrip>>, String> {
-    let binary = crate::bench_streams::peers::binary();
-    if !binary.is_file() {
-        println!(
-            "peers: not built, so no tonic or iceoryx2 round trips this run; build them once \
-             with integration-tests/bench-peers/run.sh --quick (or set SWITCHYARD_BENCH_PEERS)"
-        );
-        return Ok(None);
-    }
-    // The peers pin their own sides; this process's pinning would be
-    // inherited by them.
-    crate::bench::unpin();
-    let mut command = Command::new(&binary);
-    command
-        .args(["--round-trips", "--json"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit());
-    if quick {
-        command.arg("--quick");
-    }
-    let output = command
-        .output()
-        .map_err(|e| format!("running {}: {e}", binary.display()))?;
-    crate::bench::pin(0);
-    if !output.status.success() {
-        return Err(format!(
-            "the peers' round trips ({}) failed: {}",
-            binary.display(),
-            output.status
-        ));
-    }
-    parse(&String::from_utf8_lossy(&output.stdout)).map(Some)
+    crate::bench_streams::peers::run_binary(&["--round-trips"], quick)?
+        .map(|out| parse(&out))
+        .transpose()
 }
 
 /// Which peer a switchyard row is set beside: iceoryx2 for shared memory,

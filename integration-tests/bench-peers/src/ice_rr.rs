@@ -245,18 +245,7 @@ pub fn measure(set: &mut ChildSet, cpus: &Cpus, spec: RtSpec, timeout: Duration,
         &["ice-rr-server".into(), cpus.second().to_string(), service.clone(), spec.size.to_string()],
     )?;
     set.expect(server, "READY", started + Duration::from_secs(30))?;
-    let client = set.spawn(
-        "iceoryx2 client",
-        &[
-            "ice-rr-client".into(),
-            cpus.first().to_string(),
-            service,
-            spec.size.to_string(),
-            spec.warmup.to_string(),
-            spec.iterations.to_string(),
-            spec.seconds.to_string(),
-        ],
-    )?;
+    let client = set.spawn("iceoryx2 client", &spec.client_args("ice-rr-client", cpus.first(), service))?;
     let deadline = Instant::now() + timeout;
     let line = set.expect(client, "RESULT", deadline)?;
     set.wait_success(client, deadline + Duration::from_secs(10))?;

@@ -34,6 +34,22 @@ pub struct RtSpec {
     pub seconds: f64,
 }
 
+impl RtSpec {
+    /// The arguments of a client child: `<role> <cpu> <target> <size>
+    /// <warmup> <iterations> <seconds>` (the target: a port, a service).
+    pub fn client_args(&self, role: &str, cpu: i64, target: String) -> Vec<String> {
+        vec![
+            role.to_owned(),
+            cpu.to_string(),
+            target,
+            self.size.to_string(),
+            self.warmup.to_string(),
+            self.iterations.to_string(),
+            self.seconds.to_string(),
+        ]
+    }
+}
+
 /// What a round-trip client reports.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RtResult {

@@ -137,18 +137,7 @@ pub fn measure(set: &mut ChildSet, cpus: &Cpus, spec: RtSpec, timeout: Duration)
         &["tonic-server".into(), cpus.second().to_string(), "current-thread".into()],
     )?;
     let port = set.expect(server, "READY", started + Duration::from_secs(30))?;
-    let client = set.spawn(
-        "tonic client",
-        &[
-            "tonic-rt-client".into(),
-            cpus.first().to_string(),
-            port,
-            spec.size.to_string(),
-            spec.warmup.to_string(),
-            spec.iterations.to_string(),
-            spec.seconds.to_string(),
-        ],
-    )?;
+    let client = set.spawn("tonic client", &spec.client_args("tonic-rt-client", cpus.first(), port))?;
     let deadline = Instant::now() + timeout;
     let line = set.expect(client, "RESULT", deadline)?;
     set.wait_success(client, deadline + Duration::from_secs(10))?;

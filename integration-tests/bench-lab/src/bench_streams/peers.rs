@@ -44,35 +44,43 @@ impl PeerRate {
     }
 }
 
-/// Parses the peers' `--json` output.
-fn parse(stdout: &str) -> Result<Vec<PeerRate>, String> {
+/// The JSON objects of the peers' `--json` output, one per line (the
+/// other lines are skipped).
+pub(crate) fn json_lines(stdout: &str) -> Result<Vec<serde_json::Value>, String> {
     stdout
         .lines()
         .filter(|line| line.trim_start().starts_with('{'))
-        .map(|line| {
-            let value: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| format!("peers' line {line:?}: {e}"))?;
+        .map(|line| serde_json::from_str(line).map_err(|e| format!("peers' line {line:?}: {e}")))
+        .collect()
+}
+
+/// Parses the peers' `--json` output.
+fn parse(stdout: &str) -> Result<Vec<PeerRate>, String> {
+    Ok(json_lines(stdout)?
+        .into_iter()
+        .map(|value| {
             let text = |key: &str| value[key].as_str().unwrap_or_default().to_owned();
             let number = |key: &str| value[key].as_f64().unwrap_or(0.0);
-            Ok(PeerRate {
+            PeerRate {
                 peer: text("peer"),
                 pattern: text("pattern"),
                 direction: text("direction"),
                 size: value["size"].as_u64().unwrap_or(0),
                 messages_per_s: number("messages_per_s"),
                 gb_per_s: number("gb_per_s"),
-            })
+            }
         })
-        .collect()
+        .collect())
 }
 
-/// Runs the peers (quick or full), or says why not: `Ok(None)` when they
-/// are not built (printing how to build them).
-pub(super) fn run(quick: bool) -> Result<Option<Vec<PeerRate>>, String> {
+/// Runs the peers' binary with `args`, `--json` and (when `quick`)
+/// `--quick`, and returns its standard output; `Ok(None)`, saying why and
+/// how to build it, when it is not built.
+pub(crate) fn run_binary(args: &[&str], quick: bool) -> Result<Option<String>, String> {
     let binary = binary();
     if !binary.is_file() {
         println!(
-            "peers: not built, so no tonic or iceoryx2 rows this run; build them once with \
+            "peers: not built, so no tonic or iceoryx2 figures this run; build them once with \
              integration-tests/bench-peers/run.sh --quick (or set SWITCHYARD_BENCH_PEERS)"
         );
         return Ok(None);
@@ -82,6 +90,7 @@ pub(super) fn run(quick: bool) -> Result<Option<Vec<PeerRate>>, String> {
     crate::bench::unpin();
     let mut command = Command::new(&binary);
     command
+        .args(args)
         .arg("--json")
         .stdin(Stdio::null())
         .stderr(Stdio::inherit());
@@ -90,15 +99,24 @@ pub(super) fn run(quick: bool) -> Result<Option<Vec<PeerRate>>, String> {
     }
     let output = command
         .output()
-        .map_err(|e| format!("running {}: {e}", binary.display()))?;
+        .map_err(|e| format!("running {}: {e}", binary.display()));
+    crate::bench::pin(0);
+    let output = output?;
     if !output.status.success() {
         return Err(format!(
-            "the peers' bench ({}) failed: {}",
+            "the peers' bench ({} {}) failed: {}",
             binary.display(),
+            args.join(" "),
             output.status
         ));
     }
-    parse(&String::from_utf8_lossy(&output.stdout)).map(Some)
+    Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned()))
+}
+
+/// Runs the peers' streams (quick or full); `Ok(None)` when they are not
+/// built.
+pub(super) fn run(quick: bool) -> Result<Option<Vec<PeerRate>>, String> {
+    run_binary(&[], quick)?.map(|out| parse(&out)).transpose()
 }
 
 /// The peers' rates, and ours beside them as ratios: over unix, tcp and
