@@ -55,6 +55,7 @@ pub struct ChannelBuilder {
     shm_spin: Option<Duration>,
     timers: crate::protocol::session::Timers,
     bulk_threshold: Option<usize>,
+    pool_limit: Option<usize>,
     resolver: Option<Arc<dyn Resolver>>,
     discovery_file: Option<PathBuf>,
     attempt_timeout: Duration,
@@ -105,6 +106,7 @@ impl Default for ChannelBuilder {
             shm_spin: None,
             timers: crate::protocol::session::Timers::default(),
             bulk_threshold: None,
+            pool_limit: None,
             resolver: None,
             discovery_file: None,
             attempt_timeout: open::DEFAULT_ATTEMPT_TIMEOUT,
@@ -333,6 +335,18 @@ impl ChannelBuilder {
     /// server) instead of through the ring (default 256 KiB).
     pub fn bulk_threshold(mut self, bytes: usize) -> Self {
         self.bulk_threshold = Some(bytes);
+        self
+    }
+
+    /// On shared memory, the most memory this side's pool for large bodies
+    /// may hold (default 128 MiB, [`DEFAULT_POOL_LIMIT`](crate::transport::shm::DEFAULT_POOL_LIMIT)).
+    /// Request bodies over the bulk threshold are written into the pool's
+    /// segments, which are mapped once and reused; the server copies each
+    /// body out and releases its room. A body larger than the limit travels
+    /// as a sealed memfd of its own; when the pool is full (the server is
+    /// not copying bodies out), requests wait for room. Zero: no pool.
+    pub fn shm_pool_limit(mut self, bytes: usize) -> Self {
+        self.pool_limit = Some(bytes);
         self
     }
 
@@ -586,6 +600,7 @@ impl ChannelBuilder {
             handshake_timeout: self.connect_timeout,
             shm_spin: self.shm_spin,
             bulk_threshold: self.bulk_threshold,
+            pool_limit: self.pool_limit,
             metadata_limits: self.metadata_limits,
             knobs: crate::session::LimitKnobs::CLIENT,
             timers: self.timers,

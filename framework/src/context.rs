@@ -38,7 +38,7 @@ pub(crate) struct ConnectionInfo {
     pub(crate) peer_claimed_pid: u32,
     /// Result bodies above this go into a bulk region (links that have
     /// them), and bodies over `peer_frame_limit` are refused as written.
-    pub(crate) bulk_threshold: Option<usize>,
+    pub(crate) spill_to: Option<crate::transport::bulk::SpillTo>,
     /// The largest response body the client accepts.
     pub(crate) peer_frame_limit: u32,
     /// Which settings set the frame limits, for messages.
@@ -144,11 +144,11 @@ impl Context {
 
     /// Where a result encoded by the current task should go: the bulk
     /// threshold and the client's frame limit of its connection.
-    pub(crate) fn reply_limits() -> (Option<usize>, Option<usize>) {
+    pub(crate) fn reply_limits() -> (Option<crate::transport::bulk::SpillTo>, Option<usize>) {
         CURRENT
             .try_with(|ctx| {
                 (
-                    ctx.conn.bulk_threshold,
+                    ctx.conn.spill_to.clone(),
                     Some(ctx.conn.peer_frame_limit as usize),
                 )
             })

@@ -48,6 +48,7 @@ pub(crate) struct ServerConfig {
     pub(crate) shm_spin: Option<Duration>,
     /// Shared memory: bodies above this go as bulk regions.
     pub(crate) bulk_threshold: Option<usize>,
+    pub(crate) pool_limit: Option<usize>,
     /// How fast one connection may cancel calls.
     pub(crate) cancel_rate: crate::protocol::session::cancel_budget::CancelRate,
     /// Keepalive pings and the idle timeout.
@@ -82,6 +83,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(5),
             shm_spin: None,
             bulk_threshold: None,
+            pool_limit: None,
             cancel_rate: crate::protocol::session::cancel_budget::CancelRate::default(),
             // gRPC servers' defaults: a Ping after 2 h of silence, 20 s
             // for the answer; no idle timeout.
@@ -365,6 +367,16 @@ impl ServerBuilder {
     /// (default 256 KiB).
     pub fn bulk_threshold(mut self, bytes: usize) -> Self {
         self.config.bulk_threshold = Some(bytes);
+        self
+    }
+
+    /// On shared memory, the most memory each connection's pool for large
+    /// response bodies may hold (default 128 MiB,
+    /// [`DEFAULT_POOL_LIMIT`](crate::transport::shm::DEFAULT_POOL_LIMIT)):
+    /// see [`ChannelBuilder::shm_pool_limit`](crate::ChannelBuilder::shm_pool_limit).
+    /// Zero: no pool.
+    pub fn shm_pool_limit(mut self, bytes: usize) -> Self {
+        self.config.pool_limit = Some(bytes);
         self
     }
 
@@ -811,6 +823,9 @@ fn spawn_local_connection(
                     }
                     if let Some(bytes) = shared.config.bulk_threshold {
                         shm = shm.with_bulk_threshold(bytes);
+                    }
+                    if let Some(bytes) = shared.config.pool_limit {
+                        shm = shm.with_pool_limit(bytes);
                     }
                     connection::serve(shared, shm, phase).await;
                 }

@@ -15,7 +15,7 @@ pub(crate) use crate::protocol::session::LimitKnobs;
 pub(crate) use crate::protocol::session::encode::{hello_frame, status_frame};
 use crate::protocol::session::handshake::check_hello;
 use crate::protocol::status::Status;
-use crate::transport::bulk::{BulkBody, BulkCounters, BulkTx};
+use crate::transport::bulk::{BulkBody, BulkCounters, BulkTx, SpillTo};
 use crate::transport::{DirectWrite, LinkRx, LinkTx, Transport};
 
 /// Frames queued for the writer task before senders wait.
@@ -79,7 +79,7 @@ pub(crate) struct Outgoing {
     /// this so that "sent" means sent, not queued).
     pub(crate) written: Option<oneshot::Sender<()>>,
     /// The body of a single frame whose header is `bytes`, when it was
-    /// encoded into a bulk region (see [`Outbound::bulk_threshold`]).
+    /// encoded into a bulk region (see [`Outbound::spill_to`]).
     pub(crate) bulk: Option<BulkBody>,
     /// Its share of the connection's [`OUTGOING_BYTES`], given back when
     /// the writer has written it (set by [`Outbound`]).
@@ -181,7 +181,7 @@ pub(crate) struct Outbound {
     /// The link's bulk path ([`LinkTx::bulk`]), if it has one: bodies
     /// above the threshold are encoded into bulk regions; the counters say
     /// what it moved.
-    bulk: Option<(usize, Arc<BulkCounters>)>,
+    bulk: Option<(SpillTo, Arc<BulkCounters>)>,
     /// Set to why the writer task stopped, if it failed.
     failure: watch::Receiver<Option<WriterFailure>>,
     /// Compresses the payloads that pay, once the connection decided to
@@ -216,7 +216,14 @@ impl Outbound {
             direct: tx.direct(),
             queued: Arc::clone(&queued),
             budget: Arc::new(Semaphore::new(OUTGOING_BYTES)),
-            bulk: tx.bulk().map(|bulk| (bulk.threshold(), bulk.counters())),
+            bulk: tx.bulk().map(|bulk| {
+                let to = SpillTo {
+                    threshold: bulk.threshold(),
+                    #[cfg(target_os = "linux")]
+                    pool: bulk.pool(),
+                };
+                (to, bulk.counters())
+            }),
             failure,
             compressor: Arc::default(),
         };
@@ -293,8 +300,8 @@ impl Outbound {
     /// Frame bodies above this size should be encoded into a bulk region
     /// ([`SpillWriter`](crate::transport::bulk::SpillWriter)); `None`: the
     /// link has no bulk path.
-    pub(crate) fn bulk_threshold(&self) -> Option<usize> {
-        self.bulk.as_ref().map(|(threshold, _)| *threshold)
+    pub(crate) fn spill_to(&self) -> Option<SpillTo> {
+        self.bulk.as_ref().map(|(to, _)| to.clone())
     }
 
     /// What the link moved as bulk regions, where it has them.

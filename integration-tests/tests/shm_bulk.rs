@@ -1,7 +1,9 @@
 //! The shared-memory bulk path (mmap) across real processes: frame bodies
-//! over the bulk threshold travel as sealed memfds the receiver maps, both
-//! ways, byte-exact, including gRPC's odd sizes; limits are enforced
-//! before a body is copied; a connection stays usable after a refusal.
+//! over the bulk threshold travel beside the ring (through each side's
+//! pool, or as a sealed memfd of their own when the pool cannot take them),
+//! both ways, byte-exact, including gRPC's odd sizes; limits are enforced
+//! before a body is copied; a connection stays usable after a refusal; the
+//! pools are counted and gone after close.
 #![cfg(target_os = "linux")]
 
 use std::time::Duration;
@@ -130,6 +132,90 @@ async fn an_oversized_bulk_response_is_refused_and_the_connection_goes_on() {
             .await
             .expect("a response under the limit");
         assert_eq!(got.len(), 512 * 1024);
+    })
+    .await;
+}
+
+/// This process's connections to the server with pid `pid`, as the debug
+/// model shows them.
+fn connections_to(pid: u32) -> Vec<switchyard::debug::model::ConnectionInfo> {
+    switchyard::debug::snapshot()
+        .connections
+        .into_iter()
+        .filter(|c| c.peer.pid == Some(pid))
+        .collect()
+}
+
+#[tokio::test]
+async fn large_bodies_go_through_the_pools_and_nothing_stays_in_use_after_close() {
+    within(LIMIT, async {
+        let server = ServerProcess::start(&[]);
+        let client = shm_client(&server, Channel::builder()).await;
+        for round in 0..20u8 {
+            let sent = pattern(1 << 20, round);
+            assert!(client.echo(sent.clone()).await.expect("echo") == sent);
+        }
+        // Larger than the first segment: the pool grows.
+        let sent = pattern(6 << 20, 99);
+        assert!(client.echo(sent.clone()).await.expect("echo") == sent);
+        let open = connections_to(server.pid());
+        let mmap = open
+            .iter()
+            .find_map(|c| c.mmap.clone())
+            .expect("a shm connection with an mmap track");
+        eprintln!("client's pool after 21 echoes: {mmap:?}");
+        assert_eq!(
+            mmap.pool_bodies_sent, 21,
+            "every request went through the pool"
+        );
+        assert_eq!(mmap.pool_fallbacks, 0);
+        assert_eq!(
+            mmap.bodies_received, 21,
+            "and every response came back pooled"
+        );
+        assert!(mmap.pool_held_bytes >= 6 << 20 && mmap.pool_held_bytes <= 64 << 20);
+        drop(client);
+        // Closed: its pool goes (once the last frame queued for it does),
+        // and the closed connection says so (the watchdog bounds the wait).
+        let mmap = loop {
+            let closed = connections_to(server.pid())
+                .into_iter()
+                .filter(|c| c.closed_unix_ms.is_some())
+                .find_map(|c| c.mmap);
+            if let Some(mmap) = closed
+                && mmap.pool_held_bytes == 0
+            {
+                break mmap;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(mmap.pool_in_use_bytes, 0, "{mmap:?}");
+        assert_eq!(mmap.pool_bodies_sent, 21, "{mmap:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_body_over_the_pool_limit_goes_as_a_region_and_is_counted() {
+    within(LIMIT, async {
+        let server = ServerProcess::start(&[]);
+        let client = shm_client(&server, Channel::builder().shm_pool_limit(1 << 20)).await;
+        let sent = pattern(3 << 20, 17);
+        assert!(client.echo(sent.clone()).await.expect("echo") == sent);
+        let sent = pattern(512 << 10, 18);
+        assert!(client.echo(sent.clone()).await.expect("echo") == sent);
+        let mmap = connections_to(server.pid())
+            .iter()
+            .find_map(|c| c.mmap.clone())
+            .expect("an mmap track");
+        assert_eq!(mmap.pool_fallbacks, 1, "{mmap:?}");
+        assert_eq!(mmap.pool_bodies_sent, 1, "{mmap:?}");
+        assert_eq!(mmap.bodies_sent, 2, "{mmap:?}");
+        let text = switchyard::debug::table::connections_table(&switchyard::debug::snapshot());
+        assert!(
+            text.contains("shm pool: 1 bodies sent through it, 1 as a region"),
+            "{text}"
+        );
     })
     .await;
 }

@@ -34,7 +34,7 @@ use switchyard::protocol::frame::{
 use switchyard::protocol::hello::Hello;
 use switchyard::sys::shm;
 use switchyard::transport::shm::ring::{self, Consumer, Producer, Ring, layout, region_len};
-use switchyard::transport::shm::{ACCEPT, OFFER};
+use switchyard::transport::shm::{ACCEPT, OFFER_V2};
 use switchyard::{Channel, Code, Transport};
 use switchyard_integration_tests::{ServerProcess, TestingClient, shm_client_on, within};
 
@@ -160,7 +160,7 @@ fn shm_mappings(pid: &str) -> usize {
     std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .map(|maps| {
             maps.lines()
-                .filter(|l| l.contains("memfd:switchyard-shm"))
+                .filter(|l| l.contains("memfd:switchyard-"))
                 .count()
         })
         .unwrap_or(0)
@@ -378,6 +378,108 @@ fn shm_fd_count_returns_to_baseline_after_1000_cycles() {
 }
 
 #[test]
+fn shm_pools_leave_no_fds_or_mappings_when_clients_vanish_mid_transfer_1000_times() {
+    const NAME: &str =
+        "shm_pools_leave_no_fds_or_mappings_when_clients_vanish_mid_transfer_1000_times";
+    const CYCLES: usize = 1000;
+    if !in_child(NAME) {
+        return run_alone(NAME, Duration::from_secs(240));
+    }
+    let server = ServerProcess::start(&[]);
+    let pid = server.pid().to_string();
+    runtime().block_on(within(Duration::from_secs(200), async {
+        // `Bytes` both ways (a `Vec<u8>` is encoded byte by byte, slow in a
+        // debug build); the server answers with a 1 MiB body of its own.
+        let body = switchyard::Bytes::from(vec![5u8; 1 << 20]);
+        // The baseline comes after one connection moved a pooled body each
+        // way (whatever is made once per process is made then).
+        let first = shm_client(&server).await;
+        assert_eq!(
+            first
+                .unary_call(body.clone(), 1 << 20)
+                .await
+                .unwrap()
+                .2
+                .len(),
+            1 << 20
+        );
+        let connected = Resources::now(&pid);
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let base = Resources::now(&pid);
+        assert!(
+            connected.above(&base),
+            "an open connection with pools is not visible in the counts: with it {}; without {}",
+            connected.summary(),
+            base.summary()
+        );
+        let started = Instant::now();
+        let mut cut = 0;
+        for i in 0..CYCLES {
+            let client = shm_client(&server).await;
+            // Every tenth cycle completes an echo (both pools in use); the
+            // others go while the body is in flight: the request is in the
+            // client's pool, the server copying it out or answering.
+            if i % 10 == 0 {
+                assert_eq!(
+                    client
+                        .unary_call(body.clone(), 1 << 20)
+                        .await
+                        .unwrap()
+                        .2
+                        .len(),
+                    1 << 20
+                );
+            } else {
+                let echo = client.unary_call(body.clone(), 1 << 20);
+                if tokio::time::timeout(Duration::from_micros(200), echo)
+                    .await
+                    .is_err()
+                {
+                    cut += 1;
+                }
+            }
+            drop(client);
+        }
+        let cycles_took = started.elapsed();
+        let closing = Instant::now();
+        let mut now = Resources::now(&pid);
+        while !now.within(&base) && closing.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            now = Resources::now(&pid);
+        }
+        eprintln!(
+            "shm pools: {CYCLES} connect+1 MiB call cycles ({cut} cut mid-transfer) took \
+             {cycles_took:.2?}; settled {:.2?} later; baseline {}; after {}; one connection \
+             open: {}",
+            closing.elapsed(),
+            base.summary(),
+            now.summary(),
+            connected.summary(),
+        );
+        assert!(
+            cut > 0,
+            "no cycle was cut mid-transfer: the test proved nothing"
+        );
+        let client_leak = total(&now.client_fds).saturating_sub(total(&base.client_fds));
+        let server_leak = total(&now.server_fds).saturating_sub(total(&base.server_fds));
+        assert!(
+            client_leak == 0 && server_leak == 0,
+            "fds leaked over {CYCLES} shm connections with pools: client {}; server {}",
+            growth(&base.client_fds, &now.client_fds),
+            growth(&base.server_fds, &now.server_fds)
+        );
+        assert!(
+            now.within(&base),
+            "shm mappings leaked over {CYCLES} connections with pools: baseline {}; after {}",
+            base.summary(),
+            now.summary()
+        );
+    }));
+    drop(server);
+}
+
+#[test]
 fn shm_idle_connection_uses_almost_no_cpu() {
     const NAME: &str = "shm_idle_connection_uses_almost_no_cpu";
     const IDLE: Duration = Duration::from_secs(5);
@@ -502,7 +604,8 @@ impl HostileClient {
     const CAPACITY: usize = 64 * 1024;
 
     /// Sets up shared memory over the server's Unix socket as the real
-    /// client does, then says hello; returns the server's hello too.
+    /// client does (a version-2 offer: rings only, no pool words), then
+    /// says hello; returns the server's hello too.
     fn connect(unix_endpoint: &str) -> (Self, Hello) {
         let path = unix_endpoint
             .strip_prefix("unix://")
@@ -520,7 +623,7 @@ impl HostileClient {
         let to_server = Ring::from_mmap(Arc::clone(&map), 0, ring_len, init).unwrap();
         let from_server = Ring::from_mmap(map, ring_len, ring_len, init).unwrap();
         let mine = shm::eventfd().unwrap();
-        let mut offer = OFFER.to_vec();
+        let mut offer = OFFER_V2.to_vec();
         offer.extend_from_slice(&(Self::CAPACITY as u32).to_le_bytes());
         // The third fd: one end of the bulk-region socket pair.
         let (_regions, their_regions) = switchyard::sys::bulk::region_socketpair().unwrap();

@@ -255,7 +255,7 @@ impl ClientCore {
             metadata_len += Metadata::entry_len(TRACEPARENT, traceparent.as_bytes());
         }
         debug_assert_eq!(start, 0);
-        let threshold = conn.and_then(|conn| conn.outgoing.bulk_threshold());
+        let threshold = conn.and_then(|conn| conn.outgoing.spill_to());
         let limit = conn.map(|conn| conn.limits().peer as usize);
         let mut writer = SpillWriter::new(&mut buf, HEADER_LEN, threshold).with_limit(limit);
         let encoded = C::encode_to(request, &mut writer);

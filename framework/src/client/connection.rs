@@ -58,6 +58,8 @@ pub(crate) struct ConnectionConfig {
     pub(crate) shm_spin: Option<Duration>,
     /// Request bodies above this go as bulk regions (None: the default).
     pub(crate) bulk_threshold: Option<usize>,
+    /// Shared memory: the most this side's pool for large bodies holds.
+    pub(crate) pool_limit: Option<usize>,
     /// How much response metadata one call may carry.
     pub(crate) metadata_limits: MetadataLimits,
     /// Which settings set the frame limits, for messages.
@@ -121,6 +123,7 @@ impl Connection {
         link.tune(&LinkTuning {
             spin: config.shm_spin,
             bulk_threshold: config.bulk_threshold,
+            pool_limit: config.pool_limit,
             ..LinkTuning::default()
         });
         let (conn, rx, rest, stopped) = Self::handshake(link, selection, config).await?;

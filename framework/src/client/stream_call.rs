@@ -240,7 +240,7 @@ impl Opened {
             call_id: self.guard.call_id,
             from_callee: false,
             limit: self.conn.limits().peer,
-            bulk_threshold: self.conn.outgoing.bulk_threshold(),
+            spill_to: self.conn.outgoing.spill_to(),
             what: method.full_name,
             flags: method.frame_flags(),
         }

@@ -41,6 +41,10 @@ fn mmap_totals() -> MmapTrack {
             bodies_received: moved.received,
             bytes_sent: moved.bytes_sent,
             bytes_received: moved.bytes_received,
+            pool_bodies_sent: moved.pool_sent,
+            pool_fallbacks: moved.pool_fallbacks,
+            pool_in_use_bytes: moved.pool_in_use,
+            pool_held_bytes: moved.pool_held,
         }
     }
     #[cfg(not(target_os = "linux"))]

@@ -349,6 +349,21 @@ pub struct MmapTrack {
     pub bytes_sent: u64,
     /// Their bytes, received.
     pub bytes_received: u64,
+    /// Of the bodies sent, those that went through the sender's
+    /// shared-memory pool (segments mapped once and reused).
+    #[serde(default)]
+    pub pool_bodies_sent: u64,
+    /// Bodies sent as a memfd of their own because the pool could not take
+    /// them (larger than its limit, or no memory for a segment).
+    #[serde(default)]
+    pub pool_fallbacks: u64,
+    /// Bytes of the sending pools holding bodies the peer has not copied
+    /// out yet (0 once the connections are closed).
+    #[serde(default)]
+    pub pool_in_use_bytes: u64,
+    /// Bytes of shared memory the sending pools hold.
+    #[serde(default)]
+    pub pool_held_bytes: u64,
 }
 
 /// A transport not chosen, and why.

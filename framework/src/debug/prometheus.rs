@@ -263,6 +263,40 @@ fn write_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
             "switchyard_mmap_bytes_total{{direction=\"received\"}} {}",
             s.mmap.bytes_received
         )?;
+        family(
+            out,
+            "switchyard_shm_pool_bodies_total",
+            "counter",
+            "Bodies over the bulk threshold sent through the shared-memory pools, or as a region \
+             of their own because a pool could not take them.",
+        )?;
+        writeln!(
+            out,
+            "switchyard_shm_pool_bodies_total{{path=\"pool\"}} {}",
+            s.mmap.pool_bodies_sent
+        )?;
+        writeln!(
+            out,
+            "switchyard_shm_pool_bodies_total{{path=\"fallback\"}} {}",
+            s.mmap.pool_fallbacks
+        )?;
+        family(
+            out,
+            "switchyard_shm_pool_bytes",
+            "gauge",
+            "Shared memory of the sending pools: held (segments) and in use (bodies the peer has \
+             not copied out).",
+        )?;
+        writeln!(
+            out,
+            "switchyard_shm_pool_bytes{{state=\"held\"}} {}",
+            s.mmap.pool_held_bytes
+        )?;
+        writeln!(
+            out,
+            "switchyard_shm_pool_bytes{{state=\"in_use\"}} {}",
+            s.mmap.pool_in_use_bytes
+        )?;
     }
 
     // Compression: payload bytes before and after, by direction (process

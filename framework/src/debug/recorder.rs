@@ -59,7 +59,15 @@ pub(crate) struct Recorder {
     pub(crate) started_unix_ms: u64,
     next_id: AtomicU64,
     open: Mutex<BTreeMap<u64, Weak<ConnectionStats>>>,
-    closed: Mutex<VecDeque<ConnectionInfo>>,
+    /// Closed connections, newest first, with their shared-memory pool
+    /// counters: a pool outlives its connection's close by as long as the
+    /// frames still queued for it, so its gauges are read when asked.
+    closed: Mutex<
+        VecDeque<(
+            ConnectionInfo,
+            Option<Arc<crate::transport::bulk::BulkCounters>>,
+        )>,
+    >,
     methods: Mutex<BTreeMap<MethodKey, Arc<MethodCounters>>>,
     servers: Mutex<BTreeMap<u64, ServerEntry>>,
 }
@@ -197,7 +205,14 @@ impl Recorder {
             .filter_map(Weak::upgrade)
             .collect();
         let mut out: Vec<ConnectionInfo> = open.iter().map(|c| c.snapshot()).collect();
-        out.extend(lock(&self.closed).iter().cloned());
+        out.extend(lock(&self.closed).iter().map(|(info, bulk)| {
+            let mut info = info.clone();
+            if let (Some(mmap), Some(bulk)) = (info.mmap.as_mut(), bulk) {
+                mmap.pool_in_use_bytes = bulk.pool_in_use.load(Ordering::Relaxed);
+                mmap.pool_held_bytes = bulk.pool_capacity.load(Ordering::Relaxed);
+            }
+            info
+        }));
         out
     }
 
@@ -448,6 +463,10 @@ impl ConnectionStats {
                 bodies_received: bulk.received.load(Ordering::Relaxed),
                 bytes_sent: bulk.bytes_sent.load(Ordering::Relaxed),
                 bytes_received: bulk.bytes_received.load(Ordering::Relaxed),
+                pool_bodies_sent: bulk.pool_sent.load(Ordering::Relaxed),
+                pool_fallbacks: bulk.pool_fallbacks.load(Ordering::Relaxed),
+                pool_in_use_bytes: bulk.pool_in_use.load(Ordering::Relaxed),
+                pool_held_bytes: bulk.pool_capacity.load(Ordering::Relaxed),
             }),
             compression: match self.compression.get() {
                 Some((on, reason, counters)) => CompressionInfo {
@@ -471,7 +490,7 @@ impl Drop for ConnectionStats {
         if closed.len() == CLOSED_KEPT {
             closed.pop_back();
         }
-        closed.push_front(info);
+        closed.push_front((info, self.bulk.get().cloned()));
     }
 }
 

@@ -95,11 +95,26 @@ pub fn connections_table(snapshot: &Snapshot) -> String {
                 .filter(|m| m.bodies_sent + m.bodies_received > 0)
                 .map(|m| {
                     format!(
-                        "mmap: {} bodies sent ({}), {} received ({}) as memory-mapped regions",
+                        "mmap: {} bodies sent ({}), {} received ({}) beside the ring",
                         m.bodies_sent,
                         bytes(m.bytes_sent),
                         m.bodies_received,
                         bytes(m.bytes_received)
+                    )
+                }),
+        );
+        below.extend(
+            conn.mmap
+                .iter()
+                .filter(|m| m.pool_bodies_sent + m.pool_fallbacks + m.pool_held_bytes > 0)
+                .map(|m| {
+                    format!(
+                        "shm pool: {} bodies sent through it, {} as a region of their own (too \
+                         large for it); {} in use of {} held",
+                        m.pool_bodies_sent,
+                        m.pool_fallbacks,
+                        bytes(m.pool_in_use_bytes),
+                        bytes(m.pool_held_bytes)
                     )
                 }),
         );

@@ -278,6 +278,76 @@ impl BulkDescriptor {
     }
 }
 
+/// What stands in the ring for a frame body that went into the sender's
+/// shared-memory pool: where it is (segment and offset), how long its parts
+/// are, its number among the link's pooled bodies (they are released in
+/// that order), and the oldest segment the sender still holds (the receiver
+/// may unmap older ones). The stand-in frame's payload is this, 32 bytes;
+/// a [`BulkDescriptor`] is 16.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolDescriptor {
+    /// The body's number among the pooled bodies of this link, from 0.
+    pub seq: u64,
+    /// Its offset in the segment.
+    pub offset: u64,
+    /// The segment it is in.
+    pub segment: u32,
+    /// The oldest segment the sender still holds.
+    pub oldest: u32,
+    /// Bytes of metadata at the start of the body.
+    pub metadata_len: u32,
+    /// Bytes of payload after them.
+    pub payload_len: u32,
+}
+
+impl PoolDescriptor {
+    /// The encoded length.
+    pub const LEN: usize = 32;
+
+    /// The encoding: six little-endian integers in field order.
+    pub fn to_bytes(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[0..8].copy_from_slice(&self.seq.to_le_bytes());
+        out[8..16].copy_from_slice(&self.offset.to_le_bytes());
+        out[16..20].copy_from_slice(&self.segment.to_le_bytes());
+        out[20..24].copy_from_slice(&self.oldest.to_le_bytes());
+        out[24..28].copy_from_slice(&self.metadata_len.to_le_bytes());
+        out[28..32].copy_from_slice(&self.payload_len.to_le_bytes());
+        out
+    }
+
+    /// Parses a descriptor; `None` unless `bytes` is exactly one.
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        let bytes: &[u8; Self::LEN] = bytes.try_into().ok()?;
+        let u64_at = |at: usize| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(word)
+        };
+        let u32_at = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        Some(Self {
+            seq: u64_at(0),
+            offset: u64_at(8),
+            segment: u32_at(16),
+            oldest: u32_at(20),
+            metadata_len: u32_at(24),
+            payload_len: u32_at(28),
+        })
+    }
+
+    /// The header of the frame that stands for `header`'s frame.
+    pub fn stand_in(header: &Header) -> Header {
+        Header {
+            flags: header.flags | FLAG_BULK,
+            metadata_len: 0,
+            payload_len: Self::LEN as u32,
+            ..*header
+        }
+    }
+}
+
 /// A whole frame as received.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {

@@ -162,7 +162,7 @@ pub(crate) async fn drive<R: LinkRx>(
         identity: link.identity,
         peer_process: peer_hello.process_name.clone(),
         peer_claimed_pid: peer_hello.pid,
-        bulk_threshold: link.outgoing.bulk_threshold(),
+        spill_to: link.outgoing.spill_to(),
         peer_frame_limit: peer_hello.max_frame,
         knobs: shared.config.knobs,
         own_frame_limit: shared.config.frame_limit,
@@ -630,7 +630,7 @@ impl Serving {
             call_id,
             from_callee: true,
             limit: session.limits().peer,
-            bulk_threshold: self.outbound.bulk_threshold(),
+            spill_to: self.outbound.spill_to(),
             what: method.full_name,
             flags: method.frame_flags(),
         });

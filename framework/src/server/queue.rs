@@ -295,7 +295,7 @@ async fn drain(
         identity: None,
         peer_process: String::new(),
         peer_claimed_pid: 0,
-        bulk_threshold: None,
+        spill_to: None,
         peer_frame_limit: u32::MAX,
         knobs: shared.config.knobs,
         own_frame_limit: shared.config.frame_limit,

@@ -35,7 +35,7 @@ pub(crate) struct StreamSink {
     /// The largest message body the peer takes.
     pub(crate) limit: u32,
     /// Bodies above this go as bulk regions, on links that have them.
-    pub(crate) bulk_threshold: Option<usize>,
+    pub(crate) spill_to: Option<crate::transport::bulk::SpillTo>,
     /// The method, for messages.
     pub(crate) what: &'static str,
     /// Header flags of every message ([`MethodDescriptor::frame_flags`](crate::MethodDescriptor::frame_flags)).
@@ -108,7 +108,7 @@ async fn encode<C: Codec, T: Serialize>(
     let start = start_frame(batch);
     let limit = sink.limit as usize;
     let mut writer =
-        SpillWriter::new(batch, start + HEADER_LEN, sink.bulk_threshold).with_limit(Some(limit));
+        SpillWriter::new(batch, start + HEADER_LEN, sink.spill_to.clone()).with_limit(Some(limit));
     let encoded = C::encode_to(&item, &mut writer);
     drop(item);
     let over = writer.over_limit();

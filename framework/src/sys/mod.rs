@@ -20,6 +20,8 @@ pub mod bulk;
 pub mod inherit;
 #[cfg(target_os = "linux")]
 pub mod mqueue;
+#[cfg(all(target_os = "linux", feature = "rt"))]
+pub mod pool;
 #[cfg(all(unix, feature = "rt"))]
 pub mod reactor;
 #[cfg(all(target_os = "linux", feature = "rt"))]

@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 #[cfg(doc)]
 use crate::protocol::frame::HEADER_LEN;
+#[cfg(target_os = "linux")]
+use crate::transport::shm::pool::{PooledBody, Reservation, SendPool};
 
 /// The bulk path of a link's sending half, a capability that
 /// [`LinkTx::bulk`](super::LinkTx::bulk) offers where the link has one
@@ -37,6 +39,13 @@ pub trait BulkTx: Send {
         header: &[u8],
         body: BulkBody,
     ) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// The shared-memory pool encoders write large bodies into, where the
+    /// link has one.
+    #[cfg(target_os = "linux")]
+    fn pool(&self) -> Option<Arc<SendPool>> {
+        None
+    }
 }
 
 /// The bulk path of links without one: no value of it exists.
@@ -70,30 +79,91 @@ pub struct BulkCounters {
     pub bytes_sent: std::sync::atomic::AtomicU64,
     /// Body bytes received that way.
     pub bytes_received: std::sync::atomic::AtomicU64,
+    /// Bytes of this side's shared-memory pool holding bodies the peer has
+    /// not released yet.
+    pub pool_in_use: std::sync::atomic::AtomicU64,
+    /// Bytes of shared memory this side's pool holds (its segments).
+    pub pool_capacity: std::sync::atomic::AtomicU64,
+    /// Bodies sent as a region of their own because the pool could not
+    /// take them (larger than its limit, or no memory for a segment).
+    pub pool_fallbacks: std::sync::atomic::AtomicU64,
+    /// Bodies sent through the pool (counted in `sent` too).
+    pub pool_sent: std::sync::atomic::AtomicU64,
 }
 
-/// A frame body written into a memfd of its own, not yet sealed: the link
-/// seals it and passes it to the peer.
+/// A frame body too large for the ring, encoded: in a memfd of its own
+/// (not yet sealed: the link seals it and passes it to the peer), or in the
+/// sending side's shared-memory pool.
 #[derive(Debug)]
 pub struct BulkBody {
-    fd: OwnedFd,
-    len: u64,
+    kind: BodyKind,
+}
+
+#[derive(Debug)]
+enum BodyKind {
+    Region {
+        fd: OwnedFd,
+        len: u64,
+    },
+    #[cfg(target_os = "linux")]
+    Pooled(PooledBody),
+}
+
+/// Where an encoded bulk body is.
+#[derive(Debug)]
+pub(crate) enum BodyPlace {
+    /// A memfd of its own and its length.
+    Region(OwnedFd, u64),
+    /// The sending side's pool.
+    #[cfg(target_os = "linux")]
+    Pooled(PooledBody),
 }
 
 impl BulkBody {
     /// Bytes written.
     pub fn len(&self) -> usize {
-        usize::try_from(self.len).unwrap_or(usize::MAX)
+        match &self.kind {
+            BodyKind::Region { len, .. } => usize::try_from(*len).unwrap_or(usize::MAX),
+            #[cfg(target_os = "linux")]
+            BodyKind::Pooled(body) => body.len(),
+        }
     }
 
     /// Whether nothing was written.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
-    /// The memfd and its length.
-    pub fn into_parts(self) -> (OwnedFd, u64) {
-        (self.fd, self.len)
+    /// Where the body is.
+    pub(crate) fn into_place(self) -> BodyPlace {
+        match self.kind {
+            BodyKind::Region { fd, len } => BodyPlace::Region(fd, len),
+            #[cfg(target_os = "linux")]
+            BodyKind::Pooled(body) => BodyPlace::Pooled(body),
+        }
+    }
+}
+
+/// Where an encoder spills a large body: above `threshold` bytes, into the
+/// link's pool where it has one, else into a memfd of its own.
+#[derive(Clone, Debug)]
+pub(crate) struct SpillTo {
+    /// Bodies larger than this spill.
+    pub(crate) threshold: usize,
+    /// The sending side's shared-memory pool.
+    #[cfg(target_os = "linux")]
+    pub(crate) pool: Option<Arc<SendPool>>,
+}
+
+impl SpillTo {
+    /// Spills above `threshold` into memfds of their own (no pool).
+    #[cfg(test)]
+    pub(crate) fn threshold(threshold: usize) -> Self {
+        Self {
+            threshold,
+            #[cfg(target_os = "linux")]
+            pool: None,
+        }
     }
 }
 
@@ -106,7 +176,7 @@ const STAGING: usize = 64 * 1024;
 pub(crate) struct SpillWriter<'a> {
     vec: &'a mut Vec<u8>,
     body_start: usize,
-    threshold: Option<usize>,
+    to: Option<SpillTo>,
     spill: Option<Spill>,
     /// The body may not pass this; a write that would is refused.
     limit: Option<usize>,
@@ -122,6 +192,9 @@ struct Spill {
 
 /// Where a spilled body goes.
 enum Target {
+    /// Room reserved in the link's pool: bytes are copied straight in.
+    #[cfg(target_os = "linux")]
+    Pool(Reservation),
     /// A prepared region: its pages are allocated already.
     #[cfg(target_os = "linux")]
     Mapped(crate::sys::bulk::PreparedRegion),
@@ -131,12 +204,12 @@ enum Target {
 
 impl<'a> SpillWriter<'a> {
     /// Writes after `vec`'s current contents; the body starts at
-    /// `body_start`; `threshold: None` never spills.
-    pub(crate) fn new(vec: &'a mut Vec<u8>, body_start: usize, threshold: Option<usize>) -> Self {
+    /// `body_start`; `to: None` never spills.
+    pub(crate) fn new(vec: &'a mut Vec<u8>, body_start: usize, to: Option<SpillTo>) -> Self {
         Self {
             vec,
             body_start,
-            threshold,
+            to,
             spill: None,
             limit: None,
             over_limit: None,
@@ -173,21 +246,48 @@ impl<'a> SpillWriter<'a> {
         spill.flush()?;
         let fd = match spill.target {
             #[cfg(target_os = "linux")]
+            Target::Pool(reservation) => {
+                let body = reservation.commit(spill.written as usize);
+                return Ok(Some(BulkBody {
+                    kind: BodyKind::Pooled(body),
+                }));
+            }
+            #[cfg(target_os = "linux")]
             Target::Mapped(region) => region.into_fd(),
             Target::File(fd) => fd,
         };
         pool::expect(spill.written as usize);
         Ok(Some(BulkBody {
-            fd,
-            len: spill.written,
+            kind: BodyKind::Region {
+                fd,
+                len: spill.written,
+            },
         }))
     }
 
-    fn start_spill(&mut self, next: usize) -> io::Result<Spill> {
-        let so_far = self.vec.len() - self.body_start;
-        let target = match pool::take(so_far + next) {
+    /// The room to spill into: the link's pool where it has room (or may
+    /// grow), else a memfd of its own. `None`: the pool may take the body
+    /// later but has no room now, so it stays in the frame's `Vec` (the
+    /// link's writer moves it into the pool when there is room).
+    fn spill_target(&self, len: usize) -> io::Result<Option<Target>> {
+        #[cfg(target_os = "linux")]
+        if let Some(pool) = self.to.as_ref().and_then(|to| to.pool.as_ref()) {
+            if len > pool.limit() {
+                pool.fell_back();
+            } else {
+                return Ok(pool.reserve(len).map(Target::Pool));
+            }
+        }
+        Ok(Some(match pool::take(len) {
             Some(region) => region,
             None => Target::File(new_body()?),
+        }))
+    }
+
+    fn start_spill(&mut self, next: usize) -> io::Result<Option<Spill>> {
+        let so_far = self.vec.len() - self.body_start;
+        let Some(target) = self.spill_target(so_far + next)? else {
+            return Ok(None);
         };
         let mut spill = Spill {
             target,
@@ -196,7 +296,25 @@ impl<'a> SpillWriter<'a> {
         };
         spill.write_direct(&self.vec[self.body_start..])?;
         self.vec.truncate(self.body_start);
-        Ok(spill)
+        Ok(Some(spill))
+    }
+
+    /// The body outgrew its room in the pool: it goes back into the `Vec`
+    /// (and the link's writer moves it into the pool, which can grow then).
+    fn unspill(&mut self) -> io::Result<()> {
+        let Some(mut spill) = self.spill.take() else {
+            return Ok(());
+        };
+        #[cfg(target_os = "linux")]
+        if let Target::Pool(reservation) = &spill.target {
+            let written = reservation
+                .read(spill.written as usize)
+                .ok_or_else(|| io::Error::other("the pool lost the body being written into it"))?;
+            self.vec.extend_from_slice(&written);
+            self.vec.append(&mut spill.staging);
+        }
+        self.to = None;
+        Ok(())
     }
 }
 
@@ -212,14 +330,23 @@ impl io::Write for SpillWriter<'_> {
         }
         if self.spill.is_none() {
             let body = self.vec.len() - self.body_start + buf.len();
-            if self.threshold.is_none_or(|threshold| body <= threshold) {
+            let threshold = self.to.as_ref().map(|to| to.threshold);
+            if threshold.is_none_or(|threshold| body <= threshold) {
                 self.vec.extend_from_slice(buf);
                 return Ok(buf.len());
             }
-            self.spill = Some(self.start_spill(buf.len())?);
+            self.spill = self.start_spill(buf.len())?;
+            if self.spill.is_none() {
+                self.to = None;
+                self.vec.extend_from_slice(buf);
+                return Ok(buf.len());
+            }
         }
-        if let Some(spill) = &mut self.spill {
-            spill.write(buf)?;
+        if let Some(spill) = &mut self.spill
+            && !spill.write(buf)?
+        {
+            self.unspill()?;
+            self.vec.extend_from_slice(buf);
         }
         Ok(buf.len())
     }
@@ -230,16 +357,26 @@ impl io::Write for SpillWriter<'_> {
 }
 
 impl Spill {
-    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+    /// `Ok(false)`: the pool's room is too small for `buf` (nothing
+    /// written).
+    fn write(&mut self, buf: &[u8]) -> io::Result<bool> {
+        #[cfg(target_os = "linux")]
+        if let Target::Pool(reservation) = &self.target {
+            let after = self.written as usize + self.staging.len() + buf.len();
+            if after > reservation.capacity() {
+                return Ok(false);
+            }
+        }
         if buf.len() >= STAGING {
             self.flush()?;
-            return self.write_direct(buf);
+            self.write_direct(buf)?;
+            return Ok(true);
         }
         if self.staging.len() + buf.len() > STAGING {
             self.flush()?;
         }
         self.staging.extend_from_slice(buf);
-        Ok(())
+        Ok(true)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -255,6 +392,16 @@ impl Spill {
             return Ok(());
         }
         let fd = match &self.target {
+            #[cfg(target_os = "linux")]
+            Target::Pool(reservation) => {
+                if !reservation.write(self.written as usize, bytes) {
+                    return Err(io::Error::other(
+                        "the body did not fit the pool room reserved for it",
+                    ));
+                }
+                self.written += bytes.len() as u64;
+                return Ok(());
+            }
             #[cfg(target_os = "linux")]
             Target::Mapped(region) => region.fd(),
             Target::File(fd) => fd.as_fd(),
@@ -426,7 +573,9 @@ mod tests {
     use super::*;
 
     fn read_all(body: BulkBody) -> Vec<u8> {
-        let (fd, len) = body.into_parts();
+        let BodyPlace::Region(fd, len) = body.into_place() else {
+            panic!("no pool here")
+        };
         let mut out = vec![0u8; len as usize];
         let n = rustix::io::pread(fd.as_fd(), &mut out, 0).unwrap();
         assert_eq!(n as u64, len);
@@ -436,7 +585,7 @@ mod tests {
     #[test]
     fn small_bodies_stay_in_the_vec() {
         let mut vec = vec![0u8; 4];
-        let mut writer = SpillWriter::new(&mut vec, 4, Some(10));
+        let mut writer = SpillWriter::new(&mut vec, 4, Some(SpillTo::threshold(10)));
         writer.write_all(b"0123456789").unwrap();
         assert!(writer.finish().unwrap().is_none());
         assert_eq!(&vec[4..], b"0123456789");
@@ -447,7 +596,7 @@ mod tests {
         let mut vec = vec![9u8; 4];
         vec.extend_from_slice(b"meta");
         let big = vec![5u8; 300_000];
-        let mut writer = SpillWriter::new(&mut vec, 4, Some(1000));
+        let mut writer = SpillWriter::new(&mut vec, 4, Some(SpillTo::threshold(1000)));
         writer.write_all(b"ab").unwrap();
         writer.write_all(&big).unwrap();
         for byte in 0..100u8 {

@@ -286,6 +286,9 @@ pub struct LinkTuning {
     pub spin: Option<Duration>,
     /// Shared memory: frame bodies above this travel as bulk regions.
     pub bulk_threshold: Option<usize>,
+    /// Shared memory: the most the sending side's pool for large bodies
+    /// may hold (zero: no pool).
+    pub pool_limit: Option<usize>,
     /// Unix, TCP and QUIC: the deadline of a frame once started and the
     /// budget of partial frames (see [`intake`]).
     pub intake: intake::IntakeLimits,

@@ -116,6 +116,9 @@ pub(crate) const CONCURRENCY: usize = 32;
 pub(crate) const CHILD_ENV: &str = "SWITCHYARD_BENCH_CHILD";
 /// Set in a child process: the scratch directory.
 pub(crate) const DIR_ENV: &str = "SWITCHYARD_RUNTIME_DIR";
+/// The shared-memory pool limit of the `switchyard` child's server, in
+/// bytes, when set (0: no pool; the bulk table's "regions" rows).
+pub(crate) const POOL_ENV: &str = "SWITCHYARD_BENCH_POOL_LIMIT";
 
 /// What the raw baseline of shm is, printed and reported with its row.
 pub(crate) const SPIN_RING_NOTE: &str = "raw spin ring: two shared-memory rings (switchyard's \
@@ -644,8 +647,18 @@ pub(crate) fn announcing(
 /// Starts this binary as a child in `role` serving in the scratch
 /// directory `dir`; it prints its address first.
 pub(crate) fn spawn_child(role: &str, dir: &Path) -> Result<(ChildGuard, String), String> {
-    let (child, _stdout, addr) =
-        spawn_announcing(role, &[(DIR_ENV, dir.as_os_str())], "its address")?;
+    spawn_child_with(role, dir, &[])
+}
+
+/// [`spawn_child`] with more environment for the child.
+pub(crate) fn spawn_child_with(
+    role: &str,
+    dir: &Path,
+    env: &[(&str, &OsStr)],
+) -> Result<(ChildGuard, String), String> {
+    let mut all = vec![(DIR_ENV, dir.as_os_str())];
+    all.extend_from_slice(env);
+    let (child, _stdout, addr) = spawn_announcing(role, &all, "its address")?;
     Ok((child, addr))
 }
 
@@ -726,15 +739,16 @@ fn child(role: &str) -> Result<(), String> {
         "switchyard" => {
             let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
             runtime.block_on(async {
-                let server = Server::builder()
+                let mut server = Server::builder()
                     .add_service(BenchServer::new(Echo::new()?))
                     .tcp("127.0.0.1:0")
                     .runtime_dir(dir()?)
                     // The shm bulk rows echo 64 MiB.
-                    .max_frame(BULK_MAX_FRAME)
-                    .start()
-                    .await
-                    .map_err(|e| format!("server: {e}"))?;
+                    .max_frame(BULK_MAX_FRAME);
+                if let Some(limit) = std::env::var(POOL_ENV).ok().and_then(|v| v.parse().ok()) {
+                    server = server.shm_pool_limit(limit);
+                }
+                let server = server.start().await.map_err(|e| format!("server: {e}"))?;
                 announce(&server.endpoints().join(" "));
                 // Runs until the parent kills it or closes our stdin.
                 std::future::pending::<()>().await;
@@ -986,11 +1000,24 @@ async fn connect_endpoint(kind: &str, endpoints: &str) -> Result<(Channel, Strin
 /// Connects to the child by the name it published in `dir`'s registry,
 /// which on the same host selects shared memory; an error if it did not.
 pub(crate) async fn connect_shm(dir: &Path) -> Result<(Channel, String), String> {
+    connect_shm_with(dir, None).await
+}
+
+/// [`connect_shm`] with the client's shared-memory pool limited to
+/// `pool_limit` bytes (0: no pool), when given.
+pub(crate) async fn connect_shm_with(
+    dir: &Path,
+    pool_limit: Option<usize>,
+) -> Result<(Channel, String), String> {
     let name = BENCH_DESCRIPTOR.name;
-    let channel = Channel::builder()
+    let mut builder = Channel::builder()
         .runtime_dir(dir)
         // The shm bulk rows (`bench_bulk`) echo 64 MiB.
-        .max_frame(BULK_MAX_FRAME)
+        .max_frame(BULK_MAX_FRAME);
+    if let Some(limit) = pool_limit {
+        builder = builder.shm_pool_limit(limit);
+    }
+    let channel = builder
         .connect(name)
         .await
         .map_err(|e| format!("connecting to {name} by name: {e}"))?;

@@ -1,10 +1,12 @@
 //! Shared memory's bulk path (`mmap`): `echo` round trips of 1 MiB and
 //! 64 MiB [`Bytes`](switchyard::Bytes) over a shm connection, whose bodies
-//! travel as sealed memfds mapped by the receiver rather than through the
-//! ring, beside a raw `memcpy` of the same size in this process and the raw
-//! cost of one such hand-off done by hand (a fresh memfd written with
-//! `pwrite`, sealed, mapped read-only with its pages populated, unmapped):
-//! the floor of this design, which an echo (two hand-offs) cannot beat.
+//! do not go through the ring: through each side's pool (segments mapped
+//! once and reused; the receiver copies a body out), and, on a second
+//! connection whose pools are off, as a sealed memfd of their own mapped by
+//! the receiver. Beside them a raw `memcpy` of the same size in this process
+//! and the raw cost of one fresh-memfd hand-off done by hand (written with
+//! `pwrite`, sealed, mapped read-only with its pages populated, unmapped),
+//! the floor of the regions path.
 //! GB/s of an echo counts both directions (2 × size × round trips /
 //! elapsed), as the pipe bulk table does; a memcpy or a hand-off moves the
 //! size once.
@@ -14,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use switchyard::transport::shm::bulk_transfers;
 
-use crate::bench::{BenchClient, ScratchDir, connect_shm, histogram, micros, spawn_child};
+use crate::bench::{
+    BenchClient, POOL_ENV, ScratchDir, connect_shm_with, histogram, micros, spawn_child_with,
+};
 
 /// The payload sizes measured.
 pub(crate) const SIZES: [usize; 2] = [1 << 20, 64 << 20];
@@ -24,6 +28,8 @@ pub(crate) const SIZES: [usize; 2] = [1 << 20, 64 << 20];
 pub(crate) struct BulkRow {
     /// Payload bytes.
     pub(crate) size: usize,
+    /// Through the pools (else: a sealed memfd per body).
+    pub(crate) pooled: bool,
     /// Measured round trips.
     pub(crate) round_trips: u64,
     /// switchyard shm echo, 10^9 bytes per second, both directions.
@@ -41,18 +47,29 @@ pub(crate) struct BulkRow {
 /// What one run measured.
 pub(crate) fn intro() -> String {
     "echo of a `switchyard::Bytes` over shared memory, request and response bodies each \
-     moved as a sealed memfd mapped by the receiver; GB/s = 2 × size × round trips / \
-     elapsed; beside a memcpy of the same size in one process (size × copies / elapsed)"
+     through the sender's pool (copied in while encoded, copied out by the receiver) or, \
+     with the pools off, as a sealed memfd of its own mapped by the receiver; GB/s = 2 × \
+     size × round trips / elapsed; beside a memcpy of the same size in one process (size × \
+     copies / elapsed)"
         .to_owned()
 }
 
 /// Measures every size.
 pub(crate) fn run(quick: bool) -> Result<Vec<BulkRow>, String> {
+    let mut rows = run_path(quick, true)?;
+    rows.extend(run_path(quick, false)?);
+    Ok(rows)
+}
+
+/// Every size through the pools, or with them off on both sides.
+fn run_path(quick: bool, pooled: bool) -> Result<Vec<BulkRow>, String> {
     let dir = ScratchDir::new()?;
-    let (child, _endpoints) = spawn_child("switchyard", dir.path())?;
+    let off = std::ffi::OsStr::new("0");
+    let env: &[(&str, &std::ffi::OsStr)] = if pooled { &[] } else { &[(POOL_ENV, off)] };
+    let (child, _endpoints) = spawn_child_with("switchyard", dir.path(), env)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
     let rows = runtime.block_on(async {
-        let (channel, _) = connect_shm(dir.path()).await?;
+        let (channel, _) = connect_shm_with(dir.path(), (!pooled).then_some(0)).await?;
         let client = BenchClient::new(channel);
         let mut rows = Vec::new();
         for size in SIZES {
@@ -62,7 +79,9 @@ pub(crate) fn run(quick: bool) -> Result<Vec<BulkRow>, String> {
                 (false, true) => 20,
                 (false, false) => 200,
             };
-            rows.push(echo(&client, size, round_trips).await?);
+            let mut row = echo(&client, size, round_trips).await?;
+            row.pooled = pooled;
+            rows.push(row);
         }
         Ok::<_, String>(rows)
     })?;
@@ -95,6 +114,7 @@ async fn echo(client: &BenchClient, size: usize, round_trips: u64) -> Result<Bul
     let regions = bulk_transfers().sent - before.sent;
     Ok(BulkRow {
         size,
+        pooled: true,
         round_trips,
         echo_gb_per_s: 2.0 * size as f64 * round_trips as f64 / elapsed.as_secs_f64() / 1e9,
         echo_p50_us: micros(&hist, 0.5),
@@ -140,11 +160,16 @@ fn size_name(size: usize) -> String {
     format!("{} MiB", size >> 20)
 }
 
+fn path_name(row: &BulkRow) -> &'static str {
+    if row.pooled { "pool" } else { "regions" }
+}
+
 /// The rows as a text table.
 pub(crate) fn text(rows: &[BulkRow]) -> String {
     let mut out = format!(
-        "{:<8} {:>10} {:>10} {:>12} {:>10} {:>13} {:>12} {:>13}\n",
+        "{:<8} {:<8} {:>10} {:>10} {:>12} {:>10} {:>13} {:>12} {:>13}\n",
         "size",
+        "path",
         "echo GB/s",
         "p50 µs",
         "memcpy GB/s",
@@ -156,8 +181,9 @@ pub(crate) fn text(rows: &[BulkRow]) -> String {
     for row in rows {
         let _ = writeln!(
             out,
-            "{:<8} {:>10.2} {:>10.0} {:>12.2} {:>9.2}x {:>13.2} {:>11.2}x {:>13.1}",
+            "{:<8} {:<8} {:>10.2} {:>10.0} {:>12.2} {:>9.2}x {:>13.2} {:>11.2}x {:>13.1}",
             size_name(row.size),
+            path_name(row),
             row.echo_gb_per_s,
             row.echo_p50_us,
             row.memcpy_gb_per_s,
@@ -172,12 +198,13 @@ pub(crate) fn text(rows: &[BulkRow]) -> String {
 
 /// The rows as a markdown table.
 pub(crate) fn markdown(rows: &[BulkRow]) -> String {
-    let mut out = "| size | round trips | echo GB/s | p50 µs/round trip | memcpy GB/s | echo vs memcpy | raw hand-off GB/s | echo vs hand-off | bulk regions sent per call |\n|---|---|---|---|---|---|---|---|---|\n".to_owned();
+    let mut out = "| size | path | round trips | echo GB/s | p50 µs/round trip | memcpy GB/s | echo vs memcpy | raw hand-off GB/s | echo vs hand-off | bodies sent per call (pool or region) |\n|---|---|---|---|---|---|---|---|---|---|\n".to_owned();
     for row in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {:.2} | {:.0} | {:.2} | {:.2}x | {:.2} | {:.2}x | {:.1} |",
+            "| {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.2}x | {:.2} | {:.2}x | {:.1} |",
             size_name(row.size),
+            path_name(row),
             row.round_trips,
             row.echo_gb_per_s,
             row.echo_p50_us,

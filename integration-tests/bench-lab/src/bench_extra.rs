@@ -665,6 +665,7 @@ mod tests {
                 queue_messages: 10,
             },
             shm_bulk: Ok(vec![crate::bench_bulk::BulkRow {
+                pooled: true,
                 size: 64 << 20,
                 round_trips: 20,
                 echo_gb_per_s: 6.0,

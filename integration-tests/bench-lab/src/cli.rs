@@ -68,6 +68,10 @@ pub(crate) struct Args {
     /// publishing one name, over shared memory), with each policy.
     #[arg(long, verbatim_doc_comment, conflicts_with_all = ["report", "only_streams", "only", "only_layers", "only_compression"])]
     pub(crate) only_balance: bool,
+    /// Only the shared-memory bulk table: 1 MiB and 64 MiB echoes through
+    /// the pools and, with the pools off, as a memfd per body.
+    #[arg(long, verbatim_doc_comment, conflicts_with_all = ["report", "only_streams", "only", "only_layers", "only_compression", "only_balance"])]
+    pub(crate) only_bulk: bool,
     /// Also write the run into the markdown FILE between
     /// <!-- bench:start --> and <!-- bench:end --> (added at the end if
     /// missing; the rest of the file is kept), with a bar chart next to it

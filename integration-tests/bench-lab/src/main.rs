@@ -4,7 +4,7 @@
 //! compression tables.
 //!
 //! ```text
-//! cargo run --release -p switchyard-bench-lab -- [--quick] [--only T,..] [--only-streams] [--only-layers] [--only-compression] [--only-balance] [--report FILE]
+//! cargo run --release -p switchyard-bench-lab -- [--quick] [--only T,..] [--only-streams] [--only-layers] [--only-compression] [--only-balance] [--only-bulk] [--report FILE]
 //! ```
 //!
 //! The server side of each measurement is this binary re-executed as a
@@ -52,6 +52,11 @@ fn run(args: &cli::Args, command: &str) -> Result<(), String> {
     }
     if args.only_balance {
         return bench_balance::run(args.quick);
+    }
+    if args.only_bulk {
+        println!("shm bulk (mmap): {}", bench_bulk::intro());
+        print!("{}", bench_bulk::text(&bench_bulk::run(args.quick)?));
+        return Ok(());
     }
     let settings = if args.quick {
         bench::Settings::quick()

@@ -37,13 +37,16 @@ use tokio::net::UnixStream;
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
+use super::pool::{DEFAULT_POOL_LIMIT, PooledBody, Refused, SendPool};
 use super::ring::{Consumer, Producer, Ring, RingError, Role, region_len};
+use super::words::{POOL_WORDS_LEN, PoolWords};
 use crate::protocol::frame::{
-    BulkDescriptor, Decoded, FLAG_BULK, Frame, FrameDecoder, HEADER_LEN, Header,
+    BulkDescriptor, Decoded, FLAG_BULK, Frame, FrameDecoder, HEADER_LEN, Header, PoolDescriptor,
 };
 use crate::select::{CallKind, CallTrack, Tracks, select};
+use crate::sys::pool::ReceiverSegment;
 use crate::sys::shm as sys;
-use crate::transport::bulk::{BulkBody, BulkCounters, BulkTx};
+use crate::transport::bulk::{BodyPlace, BulkBody, BulkCounters, BulkTx};
 pub(crate) use crate::transport::spin::SpinBudget;
 use crate::transport::stream::{decode_available, end_of_stream};
 use crate::transport::{
@@ -51,10 +54,13 @@ use crate::transport::{
     Transport,
 };
 
-/// What a client sends first to ask for shared memory: `SYSHM`, version 2,
-/// then the ring capacity as u32 little endian; attached: the memfd, the
-/// client's eventfd and one end of the bulk-region socket pair.
-pub const OFFER: &[u8; 6] = b"SYSHM\x02";
+/// What a client sends first to ask for shared memory: `SYSHM`, version 3,
+/// then the ring capacity as u32 little endian; attached: the memfd (the
+/// two rings, then the pool words), the client's eventfd and one end of the
+/// bulk-region socket pair.
+pub const OFFER: &[u8; 6] = b"SYSHM\x03";
+/// The offer of version 2 (no pool words, no pool): still accepted.
+pub const OFFER_V2: &[u8; 6] = b"SYSHM\x02";
 /// The server's answer.
 pub const ACCEPT: &[u8; 6] = b"SYSHM+";
 /// Bytes of data each ring holds by default.
@@ -65,6 +71,10 @@ pub const DEFAULT_CAPACITY: usize = 1 << 20;
 pub const DEFAULT_BULK_THRESHOLD: usize = 256 * 1024;
 /// How long a sender waits for the peer to take a bulk region.
 const REGION_SEND_LIMIT: Duration = Duration::from_secs(10);
+/// A sender waiting this long for room in its pool says so (debug log).
+const POOL_LOG_AFTER: Duration = Duration::from_secs(1);
+/// The most shared memory a receiver maps for the peer's pool.
+const RX_POOL_MAX: usize = 1 << 30;
 /// The longest a side spins before it sleeps, unless configured otherwise.
 pub const DEFAULT_SPIN: Duration = crate::transport::spin::DEFAULT_SPIN;
 /// A sleep is re-checked at least this often (a lost wake-up costs this
@@ -79,6 +89,9 @@ pub struct ShmLink {
     wake: Arc<Wake>,
     peer: PeerInfo,
     bulk_threshold: usize,
+    /// The pool words, where both sides speak version 3 (pools).
+    words: Option<(Arc<memmap2::MmapRaw>, bool)>,
+    pool_limit: usize,
 }
 
 /// Bulk regions this process sent and received over shared memory.
@@ -92,6 +105,15 @@ pub struct BulkTransfers {
     pub bytes_sent: u64,
     /// Body bytes received that way.
     pub bytes_received: u64,
+    /// Of the bodies sent, those through a pool.
+    pub pool_sent: u64,
+    /// Bodies sent as a region of their own because a pool could not take
+    /// them.
+    pub pool_fallbacks: u64,
+    /// Bytes of the pools holding bodies their peers have not copied out.
+    pub pool_in_use: u64,
+    /// Bytes of shared memory the pools hold.
+    pub pool_held: u64,
 }
 
 static BULK_SENT: AtomicU64 = AtomicU64::new(0);
@@ -106,6 +128,10 @@ pub fn bulk_transfers() -> BulkTransfers {
         received: BULK_RECEIVED.load(Ordering::Relaxed),
         bytes_sent: BULK_BYTES_SENT.load(Ordering::Relaxed),
         bytes_received: BULK_BYTES_RECEIVED.load(Ordering::Relaxed),
+        pool_sent: super::pool::totals::SENT.load(Ordering::Relaxed),
+        pool_fallbacks: super::pool::totals::FALLBACKS.load(Ordering::Relaxed),
+        pool_in_use: super::pool::totals::IN_USE.load(Ordering::Relaxed),
+        pool_held: super::pool::totals::HELD.load(Ordering::Relaxed),
     }
 }
 
@@ -220,9 +246,16 @@ fn rings(map: Arc<memmap2::MmapRaw>, capacity: usize, role: Role) -> io::Result<
     Ok((to_server, to_client))
 }
 
+/// The length of the link's memfd: two rings, then (version 3) the pool
+/// words.
+fn link_len(capacity: usize, pool: bool) -> usize {
+    2 * region_len(capacity) + if pool { POOL_WORDS_LEN } else { 0 }
+}
+
 impl ShmLink {
     fn new(
         (to_server, to_client): (Ring, Ring),
+        words: Option<Arc<memmap2::MmapRaw>>,
         client: bool,
         (mine, theirs, regions): (OwnedFd, OwnedFd, OwnedFd),
         control: UnixStream,
@@ -247,7 +280,22 @@ impl ShmLink {
             }),
             peer,
             bulk_threshold: DEFAULT_BULK_THRESHOLD,
+            words: words.map(|map| (map, client)),
+            pool_limit: DEFAULT_POOL_LIMIT,
         })
+    }
+
+    /// Sets the most shared memory this side's pool for large bodies may
+    /// hold (default 128 MiB); larger bodies travel as regions of their
+    /// own. Zero turns the pool off.
+    pub fn with_pool_limit(mut self, bytes: usize) -> Self {
+        self.pool_limit = bytes;
+        self
+    }
+
+    /// Whether both sides speak pools (version 3 of the offer).
+    pub fn has_pool(&self) -> bool {
+        self.words.is_some()
     }
 
     /// Sets the body size above which a frame travels as a bulk region
@@ -319,7 +367,7 @@ pub async fn connect_over(
             .and_then(|p| u32::try_from(p).ok()),
         uid: cred.as_ref().map(|c| c.uid()),
     };
-    let len = 2 * region_len(capacity);
+    let len = link_len(capacity, true);
     let memfd = sys::create_memfd("switchyard-shm", len as u64)?;
     let map = Arc::new(sys::map_sealed(memfd.as_fd(), len)?);
     let mine = sys::eventfd()?;
@@ -327,7 +375,7 @@ pub async fn connect_over(
     let mut offer = OFFER.to_vec();
     offer.extend_from_slice(&u32::try_from(capacity).unwrap_or(u32::MAX).to_le_bytes());
     // Initialise the rings before the server can attach to them.
-    let rings = rings(map, capacity, Role::Init { capacity })?;
+    let rings = rings(Arc::clone(&map), capacity, Role::Init { capacity })?;
     send_with_fds(
         &control,
         &offer,
@@ -343,7 +391,14 @@ pub async fn connect_over(
         ));
     }
     let theirs = fds.remove(0);
-    ShmLink::new(rings, true, (mine, theirs, regions), control, peer)
+    ShmLink::new(
+        rings,
+        Some(map),
+        true,
+        (mine, theirs, regions),
+        control,
+        peer,
+    )
 }
 
 /// How a connection on the server's Unix listener starts.
@@ -360,7 +415,8 @@ pub enum Accepted {
 /// anything else stays a stream (the bytes read are handed back).
 pub async fn accept(stream: UnixStream, peer: PeerInfo) -> io::Result<Accepted> {
     let (bytes, fds) = recv_with_fds(&stream, 64, 3).await?;
-    if !bytes.starts_with(OFFER) {
+    let pool = bytes.starts_with(OFFER);
+    if !pool && !bytes.starts_with(OFFER_V2) {
         // Any fds that came with ordinary bytes are closed here.
         drop(fds);
         return Ok(Accepted::Stream(stream, bytes));
@@ -381,7 +437,7 @@ pub async fn accept(stream: UnixStream, peer: PeerInfo) -> io::Result<Accepted> 
                 "a shm offer with a bad capacity",
             )
         })?;
-    let len = 2 * region_len(capacity);
+    let len = link_len(capacity, pool);
     let map = Arc::new(sys::map_sealed(memfd.as_fd(), len)?);
     drop(memfd);
     let mine = sys::eventfd()?;
@@ -391,8 +447,9 @@ pub async fn accept(stream: UnixStream, peer: PeerInfo) -> io::Result<Accepted> 
         _ => peer.addr.clone(),
     };
     let peer = PeerInfo { addr, ..peer };
-    let rings = rings(map, capacity, Role::Attach)?;
-    let link = ShmLink::new(rings, false, (mine, theirs, regions), stream, peer)?;
+    let rings = rings(Arc::clone(&map), capacity, Role::Attach)?;
+    let words = pool.then_some(map);
+    let link = ShmLink::new(rings, words, false, (mine, theirs, regions), stream, peer)?;
     send_with_fds(
         &link.wake.control,
         ACCEPT,
@@ -461,10 +518,24 @@ impl Link for ShmLink {
         if let Some(bytes) = tuning.bulk_threshold {
             self.bulk_threshold = bytes;
         }
+        if let Some(bytes) = tuning.pool_limit {
+            self.pool_limit = bytes;
+        }
     }
 
     fn split(self, frame_limit: u32) -> (ShmTx, ShmRx) {
         let counters = Arc::new(BulkCounters::default());
+        let words_at = 2 * region_len(self.producer.capacity());
+        let words = |(map, client): &(Arc<memmap2::MmapRaw>, bool)| {
+            PoolWords::new(Arc::clone(map), words_at, *client)
+        };
+        let pool = self
+            .words
+            .as_ref()
+            .filter(|_| self.pool_limit > 0)
+            .and_then(words)
+            .map(|words| Arc::new(SendPool::new(words, self.pool_limit, Arc::clone(&counters))));
+        let rx_words = self.words.as_ref().and_then(words);
         (
             ShmTx {
                 counters: Arc::clone(&counters),
@@ -478,6 +549,8 @@ impl Link for ShmLink {
                     bulk_threshold: self.bulk_threshold,
                 }),
                 next_region: 0,
+                pool,
+                pool_sleep: 0,
             },
             ShmRx {
                 consumer: self.consumer,
@@ -486,6 +559,13 @@ impl Link for ShmLink {
                 decoder: FrameDecoder::new(frame_limit),
                 next_region: 0,
                 counters,
+                pool: rx_words.map(|words| RxPool {
+                    words,
+                    segments: Vec::new(),
+                    received: 0,
+                    woken: 0,
+                    spares: super::spares::Spares::default(),
+                }),
             },
         )
     }
@@ -525,6 +605,10 @@ pub struct ShmTx {
     counters: Arc<BulkCounters>,
     /// The sequence number of the next bulk region.
     next_region: u64,
+    /// Shared memory for large bodies, mapped once and reused.
+    pool: Option<Arc<SendPool>>,
+    /// This sender's sleep sequence in the pool words.
+    pool_sleep: u32,
 }
 
 impl ShmTx {
@@ -580,8 +664,99 @@ impl ShmTx {
     /// Sends the frame `header` heads, whose body is `body`, as a bulk
     /// region (for bodies that reached the link already encoded).
     async fn send_bulk_copy(&mut self, header: &Header, body: &[u8]) -> io::Result<()> {
+        if let Some(pooled) = self.pool_room(body.len()).await? {
+            if !pooled.write(0, body) {
+                return Err(io::Error::other("the pool gave less room than asked"));
+            }
+            return self.send_pooled(header, pooled).await;
+        }
         let region = crate::sys::bulk::create_region(&[body])?;
         self.pass_region(header, region, body.len() as u64).await
+    }
+
+    /// Room for `len` bytes in the pool, waiting for the peer to release
+    /// bodies while the pool is at its limit; `None` if there is no pool or
+    /// it can never take the body (counted: it goes as a region of its own).
+    async fn pool_room(&mut self, len: usize) -> io::Result<Option<PooledBody>> {
+        let Some(pool) = self.pool.clone() else {
+            return Ok(None);
+        };
+        let mut waiting_since: Option<Instant> = None;
+        loop {
+            let seen = pool.peer_released();
+            match pool.allocate(len) {
+                Ok(Some(body)) => return Ok(Some(body)),
+                Err(Refused::OverLimit | Refused::NoMemory) => {
+                    pool.fell_back();
+                    return Ok(None);
+                }
+                Ok(None) => {}
+            }
+            let since = *waiting_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > POOL_LOG_AFTER && since.elapsed() < POOL_LOG_AFTER * 2 {
+                tracing::debug!(
+                    len,
+                    limit = pool.limit(),
+                    "the shared-memory pool is full: waiting for the peer to copy out bodies"
+                );
+            }
+            let wake = &self.shared.wake;
+            if wake.budget.spin(|| pool.peer_released() != seen) {
+                continue;
+            }
+            let ticket = wake.ticket();
+            if pool.words().prepare_to_wait(seen, &mut self.pool_sleep) {
+                let slept = wake.sleep(ticket).await;
+                pool.words().cancel_wait(&mut self.pool_sleep);
+                slept?;
+            } else {
+                // Released meanwhile, or someone else is reserving: look again
+                // after letting them run.
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    /// Sends a body that is in the pool: its segment first if the peer does
+    /// not have it yet (over the region socket), then its descriptor
+    /// through the ring.
+    async fn send_pooled(&mut self, header: &Header, body: PooledBody) -> io::Result<()> {
+        let len = body.len() as u64;
+        let pool = Arc::clone(body.pool());
+        let sending = pool.send(body);
+        if let Some((id, mem)) = &sending.announce {
+            let socket = self.shared.wake.regions.as_fd();
+            let started = Instant::now();
+            while !crate::sys::pool::send_segment(socket, *id, mem.len() as u64, mem.fd())? {
+                if started.elapsed() > REGION_SEND_LIMIT {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the peer took no pool segment for {REGION_SEND_LIMIT:?}; it is \
+                             stuck or not reading"
+                        ),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+        let descriptor = PoolDescriptor {
+            seq: sending.seq,
+            offset: sending.offset,
+            segment: sending.segment,
+            oldest: sending.oldest,
+            metadata_len: header.metadata_len,
+            payload_len: header.payload_len,
+        };
+        let mut stand_in = [0u8; HEADER_LEN + PoolDescriptor::LEN];
+        PoolDescriptor::stand_in(header).write_to(&mut stand_in);
+        stand_in[HEADER_LEN..].copy_from_slice(&descriptor.to_bytes());
+        BULK_SENT.fetch_add(1, Ordering::Relaxed);
+        BULK_BYTES_SENT.fetch_add(len, Ordering::Relaxed);
+        self.counters.sent.fetch_add(1, Ordering::Relaxed);
+        self.counters.pool_sent.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_sent.fetch_add(len, Ordering::Relaxed);
+        self.write_ring(&stand_in).await
     }
 
     /// Passes a sealed region holding the body of the frame `header` heads:
@@ -711,7 +886,7 @@ impl BulkTx for ShmTx {
                     "send_bulk needs a frame header",
                 )
             })?;
-        let (fd, len) = body.into_parts();
+        let len = body.len() as u64;
         if parsed.body_len() != len {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -721,8 +896,17 @@ impl BulkTx for ShmTx {
                 ),
             ));
         }
-        crate::sys::bulk::seal_body(fd.as_fd(), len)?;
-        self.pass_region(&parsed, fd, len).await
+        match body.into_place() {
+            BodyPlace::Region(fd, len) => {
+                crate::sys::bulk::seal_body(fd.as_fd(), len)?;
+                self.pass_region(&parsed, fd, len).await
+            }
+            BodyPlace::Pooled(body) => self.send_pooled(&parsed, body).await,
+        }
+    }
+
+    fn pool(&self) -> Option<Arc<SendPool>> {
+        self.pool.clone()
     }
 }
 
@@ -771,6 +955,22 @@ pub struct ShmRx {
     next_region: u64,
     /// This link's bulk regions, both halves.
     counters: Arc<BulkCounters>,
+    /// The peer's pool, where both sides speak pools.
+    pool: Option<RxPool>,
+}
+
+/// The receiving side's view of the peer's pool.
+#[derive(Debug)]
+struct RxPool {
+    words: PoolWords,
+    /// The peer's segments mapped here, by id.
+    segments: Vec<(u32, ReceiverSegment)>,
+    /// Pooled bodies received (and released) so far.
+    received: u64,
+    /// The peer's last sleep we woke.
+    woken: u32,
+    /// Buffers bodies were copied into, back from their last user.
+    spares: super::spares::Spares,
 }
 
 impl ShmRx {
@@ -801,6 +1001,9 @@ impl ShmRx {
                 ),
             )
         };
+        if stand_in.payload.len() == PoolDescriptor::LEN {
+            return self.resolve_pooled(stand_in).map_err(&bad);
+        }
         let descriptor = BulkDescriptor::parse(&stand_in.payload)
             .filter(|_| stand_in.metadata.is_empty())
             .ok_or_else(|| bad("its descriptor is malformed".into()))?;
@@ -832,6 +1035,96 @@ impl ShmRx {
             .bytes_received
             .fetch_add(len as u64, Ordering::Relaxed);
         let body = Bytes::from_owner(region);
+        let metadata = body.slice(..descriptor.metadata_len as usize);
+        let payload = body.slice(descriptor.metadata_len as usize..);
+        Ok(Decoded::Frame(Frame {
+            header,
+            metadata,
+            payload,
+        }))
+    }
+}
+
+impl ShmRx {
+    /// Replaces a pooled body's stand-in by the frame: maps the segment if
+    /// it is new (its memfd is the next message on the region socket),
+    /// copies the body out, and tells the peer it may reuse the room.
+    /// `Err`: what the peer did wrong (connection-fatal).
+    fn resolve_pooled(&mut self, stand_in: &Frame) -> Result<Decoded, String> {
+        let limit = u64::from(self.decoder.limit());
+        let socket = self.wake.regions.as_fd();
+        let Some(pool) = self.pool.as_mut() else {
+            return Err("a pooled body on a link without pools".into());
+        };
+        let descriptor = PoolDescriptor::parse(&stand_in.payload)
+            .filter(|_| stand_in.metadata.is_empty())
+            .ok_or("its pool descriptor is malformed")?;
+        if descriptor.seq != pool.received {
+            return Err(format!(
+                "pooled body {} arrived where {} was due",
+                descriptor.seq, pool.received
+            ));
+        }
+        pool.segments.retain(|(id, _)| *id >= descriptor.oldest);
+        if !pool
+            .segments
+            .iter()
+            .any(|(id, _)| *id == descriptor.segment)
+        {
+            let (id, len, fd) = crate::sys::pool::recv_segment(socket)
+                .map_err(|err| err.to_string())?
+                .ok_or("a pooled body came without its segment")?;
+            let len = usize::try_from(len).map_err(|_| "a segment too large to map")?;
+            let mapped: usize = pool.segments.iter().map(|(_, s)| s.len()).sum();
+            if id != descriptor.segment || mapped.saturating_add(len) > RX_POOL_MAX {
+                return Err(format!(
+                    "segment {id} of {len} bytes came for a body in segment {} (with {mapped} \
+                     bytes mapped already)",
+                    descriptor.segment
+                ));
+            }
+            let segment = ReceiverSegment::map(&fd, len).map_err(|err| err.to_string())?;
+            pool.segments.push((id, segment));
+        }
+        let header = Header {
+            flags: stand_in.header.flags & !FLAG_BULK,
+            metadata_len: descriptor.metadata_len,
+            payload_len: descriptor.payload_len,
+            ..stand_in.header
+        };
+        let segment = pool
+            .segments
+            .iter()
+            .find(|(id, _)| *id == descriptor.segment)
+            .map(|(_, segment)| segment)
+            .ok_or("a pooled body in a segment already given up")?;
+        let oversized = header.body_len() > limit;
+        let len = usize::try_from(header.body_len()).map_err(|_| "a body too long")?;
+        let copy = if oversized {
+            None
+        } else {
+            let buffer = pool.spares.take(len);
+            Some(
+                segment
+                    .copy_into(descriptor.offset, len, buffer)
+                    .ok_or("a pooled body outside its segment")?,
+            )
+        };
+        // The room is free again: the body is copied out, or refused.
+        pool.received += 1;
+        if pool.words.release(pool.received, &mut pool.woken) {
+            self.wake.wake_peer();
+        }
+        let Some(copy) = copy else {
+            return Ok(Decoded::Oversized(header));
+        };
+        BULK_RECEIVED.fetch_add(1, Ordering::Relaxed);
+        BULK_BYTES_RECEIVED.fetch_add(len as u64, Ordering::Relaxed);
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_received
+            .fetch_add(len as u64, Ordering::Relaxed);
+        let body = Bytes::from_owner(pool.spares.lend(copy));
         let metadata = body.slice(..descriptor.metadata_len as usize);
         let payload = body.slice(descriptor.metadata_len as usize..);
         Ok(Decoded::Frame(Frame {

@@ -5,6 +5,14 @@
 
 #[cfg(target_os = "linux")]
 pub mod link;
+#[cfg(target_os = "linux")]
+pub(crate) mod pool;
+#[cfg(all(test, target_os = "linux"))]
+mod pool_tests;
+#[cfg(target_os = "linux")]
+mod spares;
+#[cfg(target_os = "linux")]
+mod words;
 bench_internal! {
     pub mod ring;
 }
@@ -15,5 +23,7 @@ pub use crate::transport::Polled;
 #[cfg(target_os = "linux")]
 pub use link::{
     ACCEPT, Accepted, BulkTransfers, DEFAULT_BULK_THRESHOLD, DEFAULT_CAPACITY, DEFAULT_SPIN, OFFER,
-    ShmConnector, ShmLink, ShmRx, ShmTx, accept, bulk_transfers, connect, connect_over,
+    OFFER_V2, ShmConnector, ShmLink, ShmRx, ShmTx, accept, bulk_transfers, connect, connect_over,
 };
+#[cfg(target_os = "linux")]
+pub use pool::DEFAULT_POOL_LIMIT;

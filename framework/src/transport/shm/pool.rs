@@ -1,0 +1,552 @@
+//! The sending side's pool for large bodies: shared-memory segments mapped
+//! once, their pages populated, and reused, instead of a fresh memfd per
+//! body whose pages the kernel must allocate and zero every time.
+//!
+//! - **Segments** (`sys/pool.rs`): the current one takes new bodies; it is
+//!   used as a ring (a body goes after the previous one, or at the start
+//!   when the end has no room), and a body is freed when the receiver says
+//!   it has copied it out. When a body finds no room, a larger segment is
+//!   made while the pool stays within its limit (the old one goes when its
+//!   last body is freed); past the limit the sender waits for releases (the
+//!   peer's back-pressure), and a body larger than the limit travels as a
+//!   bulk region of its own, the reason counted.
+//! - **Hand-off**: a body is written into the pool as it is encoded (a
+//!   [`Reservation`] of the free room, committed to the length written) or
+//!   copied in by the link's writer; the ring then carries a
+//!   [`PoolDescriptor`](crate::protocol::frame::PoolDescriptor) (segment,
+//!   offset, lengths), and a segment's memfd goes over the region socket
+//!   before the first descriptor that names it.
+//! - **Release**: the receiver copies each body out before decoding it and
+//!   counts it in the pool words (`words.rs`); bodies are released in the
+//!   order they were sent, so that count names them.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::words::PoolWords;
+use crate::sys::pool::SenderSegment;
+use crate::transport::bulk::BulkCounters;
+
+/// The most shared memory one side of a connection keeps for large bodies,
+/// unless configured otherwise.
+pub const DEFAULT_POOL_LIMIT: usize = 128 << 20;
+/// The smallest segment made.
+const MIN_SEGMENT: usize = 4 << 20;
+
+/// One side's pool (shared by the encoders that write into it and the
+/// link's writer that sends what they wrote).
+#[derive(Debug)]
+pub struct SendPool {
+    state: Mutex<State>,
+    words: PoolWords,
+    limit: usize,
+    counters: Arc<BulkCounters>,
+}
+
+/// What every pool of this process holds and has sent (the debug views'
+/// process totals).
+pub(crate) mod totals {
+    use std::sync::atomic::AtomicU64;
+
+    /// Bodies sent through a pool.
+    pub(crate) static SENT: AtomicU64 = AtomicU64::new(0);
+    /// Bodies a pool could not take.
+    pub(crate) static FALLBACKS: AtomicU64 = AtomicU64::new(0);
+    /// Bytes holding bodies not copied out yet.
+    pub(crate) static IN_USE: AtomicU64 = AtomicU64::new(0);
+    /// Bytes of segments.
+    pub(crate) static HELD: AtomicU64 = AtomicU64::new(0);
+}
+
+/// Moves a process total by the change of one pool's figure.
+fn track(total: &std::sync::atomic::AtomicU64, before: u64, now: u64) {
+    if now >= before {
+        total.fetch_add(now - before, Ordering::Relaxed);
+    } else {
+        total.fetch_sub(before - now, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Oldest first; the last takes new bodies.
+    segments: VecDeque<Segment>,
+    next_segment: u32,
+    /// Bodies not yet known to be free, in the order they were allocated.
+    chunks: VecDeque<Chunk>,
+    /// The id of `chunks[0]`.
+    first_chunk: u64,
+    /// Someone is encoding into the free room of the current segment.
+    reserved: bool,
+    /// Ids of the bodies sent and not yet released, in sending order.
+    sent: VecDeque<u64>,
+    /// Pooled bodies sent so far.
+    sent_total: u64,
+    /// Releases applied so far.
+    released: u64,
+    /// Bytes of bodies allocated and not freed.
+    in_use: usize,
+}
+
+#[derive(Debug)]
+struct Segment {
+    id: u32,
+    mem: Arc<SenderSegment>,
+    /// Where the next body goes.
+    cursor: usize,
+    /// Chunks of this segment still in `chunks`.
+    chunks: usize,
+    /// Its memfd went to the peer.
+    announced: bool,
+}
+
+#[derive(Debug)]
+struct Chunk {
+    segment: u32,
+    start: usize,
+    len: usize,
+    freed: bool,
+}
+
+/// Why a body cannot go into the pool at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// It is larger than the pool may ever be.
+    OverLimit,
+    /// No segment can be made (the kernel refused the memory).
+    NoMemory,
+}
+
+/// A body in the pool, not yet sent (dropping it frees its room).
+#[derive(Debug)]
+pub(crate) struct PooledBody {
+    pool: Arc<SendPool>,
+    mem: Arc<SenderSegment>,
+    id: u64,
+    segment: u32,
+    offset: usize,
+    len: usize,
+    sent: bool,
+}
+
+/// What the writer needs to send a pooled body.
+#[derive(Debug)]
+pub(crate) struct Sending {
+    /// The segment to pass over the region socket first, if the peer has
+    /// not got it yet: its id and memory.
+    pub(crate) announce: Option<(u32, Arc<SenderSegment>)>,
+    /// The segment the body is in.
+    pub(crate) segment: u32,
+    /// The oldest segment the sender still has (the receiver may unmap
+    /// older ones).
+    pub(crate) oldest: u32,
+    /// The body's offset in its segment.
+    pub(crate) offset: u64,
+    /// The body's number among the pooled bodies sent on this link.
+    pub(crate) seq: u64,
+}
+
+/// Free room of the current segment that one encoder writes into.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    pool: Arc<SendPool>,
+    mem: Arc<SenderSegment>,
+    segment: u32,
+    start: usize,
+    capacity: usize,
+    committed: bool,
+}
+
+impl SendPool {
+    /// A pool of at most `limit` bytes whose releases come through `words`.
+    pub(crate) fn new(words: PoolWords, limit: usize, counters: Arc<BulkCounters>) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            words,
+            limit,
+            counters,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding it; a poisoned lock is still sound.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most bytes this pool may hold.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Pooled bodies the peer has released so far.
+    pub(crate) fn peer_released(&self) -> u64 {
+        self.words.peer_released()
+    }
+
+    /// The pool words, to wait on.
+    pub(crate) fn words(&self) -> &PoolWords {
+        &self.words
+    }
+
+    /// Room for a body of exactly `len` bytes: `Ok(None)` when there is
+    /// none now (wait for releases and try again).
+    pub(crate) fn allocate(self: &Arc<Self>, len: usize) -> Result<Option<PooledBody>, Refused> {
+        if len > self.limit {
+            return Err(Refused::OverLimit);
+        }
+        let mut state = self.lock();
+        self.apply_releases(&mut state);
+        if state.reserved {
+            return Ok(None);
+        }
+        let start = match find(&state, len) {
+            Some((start, _)) => start,
+            None => {
+                if !self.grow(&mut state, len)? {
+                    return Ok(None);
+                }
+                match find(&state, len) {
+                    Some((start, _)) => start,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let Some(current) = state.segments.back() else {
+            return Ok(None);
+        };
+        let (segment, mem) = (current.id, Arc::clone(&current.mem));
+        let id = commit(&mut state, segment, start, len);
+        self.publish(&state);
+        Ok(Some(PooledBody {
+            pool: Arc::clone(self),
+            mem,
+            id,
+            segment,
+            offset: start,
+            len,
+            sent: false,
+        }))
+    }
+
+    /// The free room at the current segment's cursor, at least `min` bytes,
+    /// for one encoder to write into (a larger segment is made if the pool
+    /// may grow); `None` if there is none now.
+    pub(crate) fn reserve(self: &Arc<Self>, min: usize) -> Option<Reservation> {
+        if min > self.limit {
+            return None;
+        }
+        let mut state = self.lock();
+        self.apply_releases(&mut state);
+        if state.reserved {
+            return None;
+        }
+        let (start, capacity) = match find(&state, min) {
+            Some(run) => run,
+            None => {
+                if !self.grow(&mut state, min).ok()? {
+                    return None;
+                }
+                find(&state, min)?
+            }
+        };
+        let current = state.segments.back()?;
+        let reservation = Reservation {
+            pool: Arc::clone(self),
+            mem: Arc::clone(&current.mem),
+            segment: current.id,
+            start,
+            capacity,
+            committed: false,
+        };
+        state.reserved = true;
+        Some(reservation)
+    }
+
+    /// Records that `body` is being sent (it is freed when the peer
+    /// releases it) and returns what its descriptor needs.
+    pub(crate) fn send(&self, mut body: PooledBody) -> Sending {
+        body.sent = true;
+        let mut state = self.lock();
+        state.sent.push_back(body.id);
+        totals::SENT.fetch_add(1, Ordering::Relaxed);
+        let seq = state.sent_total;
+        state.sent_total += 1;
+        let oldest = state.segments.front().map_or(body.segment, |s| s.id);
+        let announce = state
+            .segments
+            .iter_mut()
+            .find(|s| s.id == body.segment)
+            .filter(|s| !s.announced)
+            .map(|s| {
+                s.announced = true;
+                (s.id, Arc::clone(&s.mem))
+            });
+        Sending {
+            announce,
+            segment: body.segment,
+            oldest,
+            offset: body.offset as u64,
+            seq,
+        }
+    }
+
+    /// Counts a body that travelled as a region of its own because the
+    /// pool could not take it.
+    pub(crate) fn fell_back(&self) {
+        self.counters.pool_fallbacks.fetch_add(1, Ordering::Relaxed);
+        totals::FALLBACKS.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Frees what the peer has released since the last look.
+    fn apply_releases(&self, state: &mut State) {
+        // A peer claiming more than was sent only hurts its own copies.
+        let released = self.words.peer_released().min(state.sent_total);
+        while state.released < released {
+            state.released += 1;
+            if let Some(id) = state.sent.pop_front() {
+                free(state, id);
+            }
+        }
+        reclaim(state);
+        self.publish(state);
+    }
+
+    /// Makes a segment that can take `len` bytes, if the pool may grow;
+    /// `Ok(false)`: it may not (wait for releases).
+    fn grow(&self, state: &mut State, len: usize) -> Result<bool, Refused> {
+        let held: usize = state
+            .segments
+            .iter()
+            .filter(|s| s.chunks > 0)
+            .map(|s| s.mem.len())
+            .sum();
+        let current = state.segments.back().map_or(0, |s| s.mem.len());
+        // Twice the current segment: a pool that keeps running out grows
+        // to its working set in a few steps.
+        let mut size = MIN_SEGMENT
+            .max(len.saturating_mul(2).next_power_of_two())
+            .max(current.saturating_mul(2));
+        if held + size > self.limit {
+            size = (self.limit - held.min(self.limit)) & !4095;
+        }
+        if size < len {
+            return Ok(false);
+        }
+        let mem = match SenderSegment::new(size) {
+            Ok(mem) => mem,
+            Err(err) => {
+                tracing::warn!(size, %err, "cannot make a shared-memory pool segment");
+                return if held == 0 {
+                    Err(Refused::NoMemory)
+                } else {
+                    Ok(false)
+                };
+            }
+        };
+        let id = state.next_segment;
+        state.next_segment = state.next_segment.wrapping_add(1);
+        state.segments.push_back(Segment {
+            id,
+            mem: Arc::new(mem),
+            cursor: 0,
+            chunks: 0,
+            announced: false,
+        });
+        reclaim(state);
+        tracing::debug!(size, id, "shared-memory pool segment made");
+        Ok(true)
+    }
+
+    /// Updates the counters the debug views read.
+    fn publish(&self, state: &State) {
+        let capacity: usize = state.segments.iter().map(|s| s.mem.len()).sum();
+        let in_use = self
+            .counters
+            .pool_in_use
+            .swap(state.in_use as u64, Ordering::Relaxed);
+        track(&totals::IN_USE, in_use, state.in_use as u64);
+        let held = self
+            .counters
+            .pool_capacity
+            .swap(capacity as u64, Ordering::Relaxed);
+        track(&totals::HELD, held, capacity as u64);
+    }
+}
+
+impl Drop for SendPool {
+    fn drop(&mut self) {
+        // Its segments go with it.
+        let in_use = self.counters.pool_in_use.swap(0, Ordering::Relaxed);
+        track(&totals::IN_USE, in_use, 0);
+        let held = self.counters.pool_capacity.swap(0, Ordering::Relaxed);
+        track(&totals::HELD, held, 0);
+    }
+}
+
+#[cfg(test)]
+impl SendPool {
+    /// Writes `byte` over every segment, as a hostile sender could.
+    pub(crate) fn scribble(&self, byte: u8) {
+        let state = self.lock();
+        for segment in &state.segments {
+            let junk = vec![byte; segment.mem.len()];
+            assert!(segment.mem.write(0, &junk));
+        }
+    }
+}
+
+/// Frees chunk `id`.
+fn free(state: &mut State, id: u64) {
+    let Some(index) = id
+        .checked_sub(state.first_chunk)
+        .and_then(|i| usize::try_from(i).ok())
+    else {
+        return;
+    };
+    if let Some(chunk) = state.chunks.get_mut(index)
+        && !chunk.freed
+    {
+        chunk.freed = true;
+        state.in_use -= chunk.len;
+    }
+}
+
+/// Forgets freed chunks at the front, and segments (not the current one)
+/// that hold no chunk any more.
+fn reclaim(state: &mut State) {
+    while state.chunks.front().is_some_and(|c| c.freed) {
+        if let Some(chunk) = state.chunks.pop_front()
+            && let Some(segment) = state.segments.iter_mut().find(|s| s.id == chunk.segment)
+        {
+            segment.chunks -= 1;
+        }
+        state.first_chunk += 1;
+    }
+    let current = state.segments.back().map(|s| s.id);
+    state
+        .segments
+        .retain(|s| s.chunks > 0 || Some(s.id) == current);
+}
+
+/// Free room in the current segment of at least `min` bytes: (offset,
+/// length) of the first run found (at the cursor, else at the start).
+fn find(state: &State, min: usize) -> Option<(usize, usize)> {
+    let current = state.segments.back()?;
+    let len = current.mem.len();
+    // The oldest body of this segment still in use.
+    let head = state
+        .chunks
+        .iter()
+        .filter(|c| c.segment == current.id && !c.freed)
+        .map(|c| c.start)
+        .next();
+    let Some(head) = head else {
+        return (len >= min).then_some((0, len));
+    };
+    let cursor = current.cursor;
+    let runs = if head < cursor {
+        [(cursor, len - cursor), (0, head)]
+    } else {
+        [(cursor, head - cursor), (0, 0)]
+    };
+    runs.into_iter().find(|&(_, room)| room >= min)
+}
+
+/// Records a body at `start` of segment `segment`; returns its id.
+fn commit(state: &mut State, segment: u32, start: usize, len: usize) -> u64 {
+    let id = state.first_chunk + state.chunks.len() as u64;
+    state.chunks.push_back(Chunk {
+        segment,
+        start,
+        len,
+        freed: false,
+    });
+    state.in_use += len;
+    if let Some(current) = state.segments.iter_mut().find(|s| s.id == segment) {
+        current.cursor = start + len;
+        current.chunks += 1;
+    }
+    id
+}
+
+impl PooledBody {
+    /// Its length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copies `bytes` into the body at `at`; `false` if they do not fit.
+    pub(crate) fn write(&self, at: usize, bytes: &[u8]) -> bool {
+        if at.checked_add(bytes.len()).is_none_or(|end| end > self.len) {
+            return false;
+        }
+        self.mem.write(self.offset + at, bytes)
+    }
+
+    /// The pool it is in.
+    pub(crate) fn pool(&self) -> &Arc<SendPool> {
+        &self.pool
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if !self.sent {
+            let mut state = self.pool.lock();
+            free(&mut state, self.id);
+            reclaim(&mut state);
+            self.pool.publish(&state);
+        }
+    }
+}
+
+impl Reservation {
+    /// Bytes it can take.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Copies `bytes` to `at` of the reserved room; `false` if they do not
+    /// fit.
+    pub(crate) fn write(&self, at: usize, bytes: &[u8]) -> bool {
+        at.checked_add(bytes.len())
+            .is_some_and(|end| end <= self.capacity)
+            && self.mem.write(self.start + at, bytes)
+    }
+
+    /// The first `len` bytes written, copied back out.
+    pub(crate) fn read(&self, len: usize) -> Option<Vec<u8>> {
+        self.mem.read(self.start, len.min(self.capacity))
+    }
+
+    /// Keeps the first `len` bytes as a body; the rest of the room is free
+    /// again.
+    pub(crate) fn commit(mut self, len: usize) -> PooledBody {
+        let len = len.min(self.capacity);
+        self.committed = true;
+        let pool = Arc::clone(&self.pool);
+        let mut state = pool.lock();
+        state.reserved = false;
+        let id = commit(&mut state, self.segment, self.start, len);
+        pool.publish(&state);
+        drop(state);
+        PooledBody {
+            pool,
+            mem: Arc::clone(&self.mem),
+            id,
+            segment: self.segment,
+            offset: self.start,
+            len,
+            sent: false,
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.pool.lock().reserved = false;
+        }
+    }
+}
