@@ -19,11 +19,11 @@
 #![allow(unsafe_code)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use memmap2::MmapRaw;
 
 use super::ring::CACHE_LINE;
+use crate::sync::{AtomicU32, AtomicU64, Ordering, fence};
 
 /// The bytes the pool words take after the rings.
 pub(crate) const POOL_WORDS_LEN: usize = 4 * CACHE_LINE;
@@ -31,53 +31,103 @@ pub(crate) const POOL_WORDS_LEN: usize = 4 * CACHE_LINE;
 /// One side's view of the pool words.
 #[derive(Debug)]
 pub(crate) struct PoolWords {
-    map: Arc<MmapRaw>,
-    /// Where the words start in the mapping.
-    offset: usize,
+    lines: Lines,
     client: bool,
+}
+
+/// Where the four lines are: in the link's mapping, or (under loom, whose
+/// atomics cannot live in shared memory) on the heap.
+#[derive(Debug)]
+enum Lines {
+    #[cfg(not(loom))]
+    Mapped {
+        map: Arc<MmapRaw>,
+        /// Where the words start in the mapping.
+        offset: usize,
+    },
+    #[cfg(loom)]
+    Heap(Arc<HeapLines>),
+}
+
+#[cfg(loom)]
+#[derive(Debug, Default)]
+struct HeapLines {
+    released: [AtomicU64; 2],
+    waiting: [AtomicU32; 2],
 }
 
 impl PoolWords {
     /// The words at `offset` of `map` (which must hold [`POOL_WORDS_LEN`]
     /// bytes there, `CACHE_LINE`-aligned), seen by the client or the
-    /// server; `None` if the mapping is too short or misaligned.
+    /// server; `None` if the mapping is too short or misaligned (or under
+    /// loom, which cannot model shared memory).
+    #[cfg(not(loom))]
     pub(crate) fn new(map: Arc<MmapRaw>, offset: usize, client: bool) -> Option<Self> {
         let end = offset.checked_add(POOL_WORDS_LEN)?;
         let aligned = (map.as_ptr() as usize + offset).is_multiple_of(CACHE_LINE);
         (end <= map.len() && aligned).then_some(Self {
-            map,
-            offset,
+            lines: Lines::Mapped { map, offset },
             client,
         })
     }
 
+    /// Under loom there is no shared memory: see [`in_heap`](Self::in_heap).
+    #[cfg(loom)]
+    pub(crate) fn new(_map: Arc<MmapRaw>, _offset: usize, _client: bool) -> Option<Self> {
+        None
+    }
+
+    /// The client's and the server's views of words on the heap (the loom
+    /// models).
+    #[cfg(loom)]
+    pub(crate) fn in_heap() -> (Self, Self) {
+        let lines = Arc::new(HeapLines::default());
+        (
+            Self {
+                lines: Lines::Heap(Arc::clone(&lines)),
+                client: true,
+            },
+            Self {
+                lines: Lines::Heap(lines),
+                client: false,
+            },
+        )
+    }
+
+    /// `released` of direction `line / 2` (line 0: client to server).
     fn u64_at(&self, line: usize) -> &AtomicU64 {
-        debug_assert!(line < 4);
-        // SAFETY: `new` checked that the four lines lie inside the mapping
-        // at a CACHE_LINE-aligned address; the mapping lives as long as
-        // `self` (the Arc). An `&AtomicU64` over memory another process
-        // writes is sound: atomics are interior-mutable and every access
-        // on our side is atomic.
-        unsafe {
-            AtomicU64::from_ptr(
-                self.map
-                    .as_mut_ptr()
-                    .add(self.offset + line * CACHE_LINE)
-                    .cast(),
-            )
+        debug_assert!(line == 0 || line == 2);
+        match &self.lines {
+            #[cfg(not(loom))]
+            Lines::Mapped { map, offset } => {
+                // SAFETY: `new` checked that the four lines lie inside the
+                // mapping at a CACHE_LINE-aligned address; the mapping
+                // lives as long as `self` (the Arc). An `&AtomicU64` over
+                // memory another process writes is sound: atomics are
+                // interior-mutable and every access on our side is atomic.
+                unsafe {
+                    AtomicU64::from_ptr(map.as_mut_ptr().add(offset + line * CACHE_LINE).cast())
+                }
+            }
+            #[cfg(loom)]
+            Lines::Heap(lines) => &lines.released[line / 2],
         }
     }
 
+    /// `waiting` of direction `line / 2`.
     fn u32_at(&self, line: usize) -> &AtomicU32 {
-        debug_assert!(line < 4);
-        // SAFETY: as in `u64_at`; a CACHE_LINE-aligned address is 4-aligned.
-        unsafe {
-            AtomicU32::from_ptr(
-                self.map
-                    .as_mut_ptr()
-                    .add(self.offset + line * CACHE_LINE)
-                    .cast(),
-            )
+        debug_assert!(line == 1 || line == 3);
+        match &self.lines {
+            #[cfg(not(loom))]
+            Lines::Mapped { map, offset } => {
+                // SAFETY: as in `u64_at`; a CACHE_LINE-aligned address is
+                // 4-aligned.
+                unsafe {
+                    AtomicU32::from_ptr(map.as_mut_ptr().add(offset + line * CACHE_LINE).cast())
+                }
+            }
+            #[cfg(loom)]
+            Lines::Heap(lines) => &lines.waiting[line / 2],
         }
     }
 
@@ -130,5 +180,68 @@ impl PoolWords {
             return true;
         }
         false
+    }
+}
+
+/// The hand-off of pooled bodies under the model checker (see
+/// `crate::sync`): `.ci/run` runs these with the ring's models.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use loom::thread;
+
+    use super::*;
+
+    /// A sender decides to wait for room while the receiver releases a
+    /// body: either the sender saw the release or the receiver its sleep.
+    #[test]
+    fn a_sender_waiting_for_room_never_misses_a_release() {
+        loom::model(|| {
+            let (client, server) = PoolWords::in_heap();
+            let receiver = thread::spawn(move || {
+                let mut woken = 0;
+                server.release(1, &mut woken)
+            });
+            let mut sleep = 0;
+            let sleeps = client.prepare_to_wait(0, &mut sleep);
+            let woken = receiver.join().unwrap();
+            assert!(
+                !sleeps || woken,
+                "lost wake-up: the sender sleeps, the receiver saw no sleep"
+            );
+            if !sleeps {
+                assert_eq!(client.peer_released(), 1, "it saw the release");
+            }
+        });
+    }
+
+    /// Two releases while the sender waits for each, sleeping on a loom
+    /// `Notify` (the eventfd) the receiver notifies when `release` says so:
+    /// a lost wake-up is a deadlock loom reports.
+    #[test]
+    fn a_sender_sleeping_for_each_release_is_always_woken() {
+        use loom::sync::Notify;
+        loom::model(|| {
+            let (client, server) = PoolWords::in_heap();
+            let eventfd = Arc::new(Notify::new());
+            let wake = eventfd.clone();
+            let receiver = thread::spawn(move || {
+                let mut woken = 0;
+                for count in 1..=2 {
+                    if server.release(count, &mut woken) {
+                        wake.notify();
+                    }
+                }
+            });
+            let mut sleep = 0;
+            let mut seen = 0;
+            while seen < 2 {
+                if client.prepare_to_wait(seen, &mut sleep) {
+                    eventfd.wait();
+                    client.cancel_wait(&mut sleep);
+                }
+                seen = client.peer_released();
+            }
+            receiver.join().unwrap();
+        });
     }
 }
