@@ -310,7 +310,27 @@ impl Outbound {
     }
 
     /// Writes directly if possible; gives the frame back otherwise.
-    fn try_direct(&self, outgoing: Outgoing) -> Result<(), Outgoing> {
+    fn try_direct(&self, mut outgoing: Outgoing) -> Result<(), Outgoing> {
+        // A bulk body the link can send without its writer (a shared-memory
+        // pool's, whose segment the peer has).
+        if let (Some(direct), Some(body)) = (&self.direct, outgoing.bulk.take()) {
+            if self.queued.load(Ordering::Acquire) != 0 {
+                outgoing.bulk = Some(body);
+                return Err(outgoing);
+            }
+            return match direct.try_write_bulk(&outgoing.bytes, body) {
+                Ok(()) => {
+                    if let Some(written) = outgoing.written {
+                        let _ = written.send(());
+                    }
+                    Ok(())
+                }
+                Err(body) => {
+                    outgoing.bulk = Some(body);
+                    Err(outgoing)
+                }
+            };
+        }
         match &self.direct {
             Some(direct)
                 if outgoing.bulk.is_none()

@@ -134,6 +134,24 @@ impl BulkBody {
         self.len() == 0
     }
 
+    /// A body in the sending side's pool.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn from_pooled(body: PooledBody) -> Self {
+        Self {
+            kind: BodyKind::Pooled(body),
+        }
+    }
+
+    /// The body at `place`.
+    pub(crate) fn from_place(place: BodyPlace) -> Self {
+        let kind = match place {
+            BodyPlace::Region(fd, len) => BodyKind::Region { fd, len },
+            #[cfg(target_os = "linux")]
+            BodyPlace::Pooled(body) => BodyKind::Pooled(body),
+        };
+        Self { kind }
+    }
+
     /// Where the body is.
     pub(crate) fn into_place(self) -> BodyPlace {
         match self.kind {

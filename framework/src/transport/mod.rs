@@ -207,6 +207,14 @@ pub trait DirectWrite: Send + Sync + fmt::Debug {
     /// returns `false` (no room, another writer busy, the link closed or
     /// broken): then send them through the link's sending half.
     fn try_write(&self, frames: &[u8]) -> bool;
+
+    /// Sends the frame `header` heads, whose body is the bulk body `body`,
+    /// now (the body gone), or gives the body back: then send it through
+    /// the link's sending half. Only links whose bulk bodies can go without
+    /// their writer (a shared-memory pool) take any.
+    fn try_write_bulk(&self, _header: &[u8], body: bulk::BulkBody) -> Result<(), bulk::BulkBody> {
+        Err(body)
+    }
 }
 
 /// What a poll of a receiving half found ([`LinkRx::try_recv`]).

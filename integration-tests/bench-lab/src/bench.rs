@@ -119,6 +119,10 @@ pub(crate) const DIR_ENV: &str = "SWITCHYARD_RUNTIME_DIR";
 /// The shared-memory pool limit of the `switchyard` child's server, in
 /// bytes, when set (0: no pool; the bulk table's "regions" rows).
 pub(crate) const POOL_ENV: &str = "SWITCHYARD_BENCH_POOL_LIMIT";
+/// The longest the shm children and clients spin before they sleep, in
+/// µs, when set (e.g. 2000 to busy-poll as iceoryx2's figures do); else
+/// switchyard's default.
+pub(crate) const SPIN_ENV: &str = "SWITCHYARD_BENCH_SHM_SPIN_US";
 
 /// What the raw baseline of shm is, printed and reported with its row.
 pub(crate) const SPIN_RING_NOTE: &str = "raw spin ring: two shared-memory rings (switchyard's \
@@ -748,6 +752,9 @@ fn child(role: &str) -> Result<(), String> {
                 if let Some(limit) = std::env::var(POOL_ENV).ok().and_then(|v| v.parse().ok()) {
                     server = server.shm_pool_limit(limit);
                 }
+                if let Some(us) = std::env::var(SPIN_ENV).ok().and_then(|v| v.parse().ok()) {
+                    server = server.shm_spin(Duration::from_micros(us));
+                }
                 let server = server.start().await.map_err(|e| format!("server: {e}"))?;
                 announce(&server.endpoints().join(" "));
                 // Runs until the parent kills it or closes our stdin.
@@ -1016,6 +1023,9 @@ pub(crate) async fn connect_shm_with(
         .max_frame(BULK_MAX_FRAME);
     if let Some(limit) = pool_limit {
         builder = builder.shm_pool_limit(limit);
+    }
+    if let Some(us) = std::env::var(SPIN_ENV).ok().and_then(|v| v.parse().ok()) {
+        builder = builder.shm_spin(Duration::from_micros(us));
     }
     let channel = builder
         .connect(name)

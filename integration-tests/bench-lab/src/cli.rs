@@ -70,6 +70,8 @@ pub(crate) struct Args {
     pub(crate) only_balance: bool,
     /// Only the shared-memory bulk table: 1 MiB and 64 MiB echoes through
     /// the pools and, with the pools off, as a memfd per body.
+    /// SWITCHYARD_BENCH_SHM_SPIN_US=2000 makes both sides spin up to 2 ms
+    /// before they sleep (busy-polling, as iceoryx2's figures do).
     #[arg(long, verbatim_doc_comment, conflicts_with_all = ["report", "only_streams", "only", "only_layers", "only_compression", "only_balance"])]
     pub(crate) only_bulk: bool,
     /// Also write the run into the markdown FILE between

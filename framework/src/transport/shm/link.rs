@@ -75,6 +75,8 @@ const REGION_SEND_LIMIT: Duration = Duration::from_secs(10);
 const POOL_LOG_AFTER: Duration = Duration::from_secs(1);
 /// The most shared memory a receiver maps for the peer's pool.
 const RX_POOL_MAX: usize = 1 << 30;
+/// The most segments of the peer's pool a receiver maps at once.
+const RX_POOL_SEGMENTS: usize = 64;
 /// The longest a side spins before it sleeps, unless configured otherwise.
 pub const DEFAULT_SPIN: Duration = crate::transport::spin::DEFAULT_SPIN;
 /// A sleep is re-checked at least this often (a lost wake-up costs this
@@ -719,15 +721,13 @@ impl ShmTx {
 
     /// Sends a body that is in the pool: its segment first if the peer does
     /// not have it yet (over the region socket), then its descriptor
-    /// through the ring.
+    /// through the ring, numbered under the ring's lock.
     async fn send_pooled(&mut self, header: &Header, body: PooledBody) -> io::Result<()> {
-        let len = body.len() as u64;
         let pool = Arc::clone(body.pool());
-        let sending = pool.send(body);
-        if let Some((id, mem)) = &sending.announce {
+        if let Some((id, mem)) = pool.to_announce(&body) {
             let socket = self.shared.wake.regions.as_fd();
             let started = Instant::now();
-            while !crate::sys::pool::send_segment(socket, *id, mem.len() as u64, mem.fd())? {
+            while !crate::sys::pool::send_segment(socket, id, mem.len() as u64, mem.fd())? {
                 if started.elapsed() > REGION_SEND_LIMIT {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -739,24 +739,28 @@ impl ShmTx {
                 }
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
+            pool.announced(id);
         }
-        let descriptor = PoolDescriptor {
-            seq: sending.seq,
-            offset: sending.offset,
-            segment: sending.segment,
-            oldest: sending.oldest,
-            metadata_len: header.metadata_len,
-            payload_len: header.payload_len,
+        let len = body.len() as u64;
+        let (stand_in, written) = {
+            let mut side = self.shared.lock();
+            if side.closed {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "this side closed the link",
+                ));
+            }
+            let stand_in = pooled_stand_in(header, &pool.commit_send(body));
+            let outcome = side.producer.write(&stand_in).map_err(corrupt)?;
+            if outcome.wake_peer {
+                self.shared.wake.wake_peer();
+            }
+            side.partial = outcome.written < stand_in.len();
+            (stand_in, outcome.written)
         };
-        let mut stand_in = [0u8; HEADER_LEN + PoolDescriptor::LEN];
-        PoolDescriptor::stand_in(header).write_to(&mut stand_in);
-        stand_in[HEADER_LEN..].copy_from_slice(&descriptor.to_bytes());
-        BULK_SENT.fetch_add(1, Ordering::Relaxed);
-        BULK_BYTES_SENT.fetch_add(len, Ordering::Relaxed);
-        self.counters.sent.fetch_add(1, Ordering::Relaxed);
-        self.counters.pool_sent.fetch_add(1, Ordering::Relaxed);
-        self.counters.bytes_sent.fetch_add(len, Ordering::Relaxed);
-        self.write_ring(&stand_in).await
+        count_pooled(&self.counters, len);
+        // The rest (if the ring was nearly full) before anything else.
+        self.write_ring(&stand_in[written..]).await
     }
 
     /// Passes a sealed region holding the body of the frame `header` heads:
@@ -859,6 +863,7 @@ impl LinkTx for ShmTx {
     fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
         Some(Arc::new(ShmDirect {
             shared: Arc::clone(&self.shared),
+            counters: Arc::clone(&self.counters),
         }))
     }
 }
@@ -914,6 +919,36 @@ impl BulkTx for ShmTx {
 #[derive(Debug)]
 struct ShmDirect {
     shared: Arc<TxShared>,
+    counters: Arc<BulkCounters>,
+}
+
+/// The stand-in frame of a pooled body: `header` with the bulk flag and
+/// the body's descriptor as its payload.
+fn pooled_stand_in(
+    header: &Header,
+    sending: &super::pool::Sending,
+) -> [u8; HEADER_LEN + PoolDescriptor::LEN] {
+    let descriptor = PoolDescriptor {
+        seq: sending.seq,
+        offset: sending.offset,
+        segment: sending.segment,
+        oldest: sending.oldest,
+        metadata_len: header.metadata_len,
+        payload_len: header.payload_len,
+    };
+    let mut stand_in = [0u8; HEADER_LEN + PoolDescriptor::LEN];
+    PoolDescriptor::stand_in(header).write_to(&mut stand_in);
+    stand_in[HEADER_LEN..].copy_from_slice(&descriptor.to_bytes());
+    stand_in
+}
+
+/// Counts a pooled body of `len` bytes as sent.
+fn count_pooled(counters: &BulkCounters, len: u64) {
+    BULK_SENT.fetch_add(1, Ordering::Relaxed);
+    BULK_BYTES_SENT.fetch_add(len, Ordering::Relaxed);
+    counters.sent.fetch_add(1, Ordering::Relaxed);
+    counters.pool_sent.fetch_add(1, Ordering::Relaxed);
+    counters.bytes_sent.fetch_add(len, Ordering::Relaxed);
 }
 
 impl DirectWrite for ShmDirect {
@@ -941,6 +976,52 @@ impl DirectWrite for ShmDirect {
             }
             Err(_) => false,
         }
+    }
+    /// A pooled body's stand-in goes straight into the ring when the ring
+    /// has room for all of it now and the peer has the body's segment
+    /// (else the sending half sends the segment first): the caller's task
+    /// sends it without waking the writer.
+    fn try_write_bulk(&self, header: &[u8], body: BulkBody) -> Result<(), BulkBody> {
+        let pooled = match body.into_place() {
+            BodyPlace::Pooled(pooled) => pooled,
+            place => return Err(BulkBody::from_place(place)),
+        };
+        let give_back = |pooled| Err(BulkBody::from_pooled(pooled));
+        let header = match header
+            .get(..HEADER_LEN)
+            .and_then(|h| <&[u8; HEADER_LEN]>::try_from(h).ok())
+            .map(Header::parse)
+        {
+            Some(Ok(header)) if header.body_len() == pooled.len() as u64 => header,
+            _ => return give_back(pooled),
+        };
+        let pool = Arc::clone(pooled.pool());
+        if !pool.is_announced(&pooled) {
+            return give_back(pooled);
+        }
+        let Ok(mut side) = self.shared.side.try_lock() else {
+            return give_back(pooled);
+        };
+        let need = HEADER_LEN + PoolDescriptor::LEN;
+        if side.partial || side.closed || !side.producer.free_space().is_ok_and(|f| f >= need) {
+            return give_back(pooled);
+        }
+        // Numbered only once written: every number is given under this lock.
+        let stand_in = pooled_stand_in(&header, &pool.preview(&pooled));
+        let Ok(outcome) = side.producer.write(&stand_in) else {
+            // A corrupt ring is reported by the sending half's next write.
+            return give_back(pooled);
+        };
+        if outcome.wake_peer {
+            self.shared.wake.wake_peer();
+        }
+        // `free_space` just re-read the consumer's index, so all fit.
+        side.partial = outcome.written < stand_in.len();
+        let len = pooled.len() as u64;
+        let sending = pool.commit_send(pooled);
+        debug_assert_eq!(pooled_stand_in(&header, &sending), stand_in);
+        count_pooled(&self.counters, len);
+        Ok(())
     }
 }
 
@@ -1076,11 +1157,15 @@ impl ShmRx {
                 .ok_or("a pooled body came without its segment")?;
             let len = usize::try_from(len).map_err(|_| "a segment too large to map")?;
             let mapped: usize = pool.segments.iter().map(|(_, s)| s.len()).sum();
-            if id != descriptor.segment || mapped.saturating_add(len) > RX_POOL_MAX {
+            if id != descriptor.segment
+                || mapped.saturating_add(len) > RX_POOL_MAX
+                || pool.segments.len() >= RX_POOL_SEGMENTS
+            {
                 return Err(format!(
                     "segment {id} of {len} bytes came for a body in segment {} (with {mapped} \
-                     bytes mapped already)",
-                    descriptor.segment
+                     bytes in {} segments mapped already)",
+                    descriptor.segment,
+                    pool.segments.len()
                 ));
             }
             let segment = ReceiverSegment::map(&fd, len).map_err(|err| err.to_string())?;

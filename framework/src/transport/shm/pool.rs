@@ -97,8 +97,19 @@ struct Segment {
     cursor: usize,
     /// Chunks of this segment still in `chunks`.
     chunks: usize,
-    /// Its memfd went to the peer.
-    announced: bool,
+    /// Whether its memfd went to the peer.
+    announced: Announced,
+}
+
+/// How far a segment's memfd is on its way to the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Announced {
+    /// Not sent.
+    No,
+    /// The writer is sending it.
+    Sending,
+    /// Sent: descriptors naming the segment may go into the ring.
+    Yes,
 }
 
 #[derive(Debug)]
@@ -130,12 +141,9 @@ pub(crate) struct PooledBody {
     sent: bool,
 }
 
-/// What the writer needs to send a pooled body.
+/// What a pooled body's descriptor says.
 #[derive(Debug)]
 pub(crate) struct Sending {
-    /// The segment to pass over the region socket first, if the peer has
-    /// not got it yet: its id and memory.
-    pub(crate) announce: Option<(u32, Arc<SenderSegment>)>,
     /// The segment the body is in.
     pub(crate) segment: u32,
     /// The oldest segment the sender still has (the receiver may unmap
@@ -263,9 +271,52 @@ impl SendPool {
         Some(reservation)
     }
 
-    /// Records that `body` is being sent (it is freed when the peer
-    /// releases it) and returns what its descriptor needs.
-    pub(crate) fn send(&self, mut body: PooledBody) -> Sending {
+    /// The segment of `body`, if its memfd has not gone to the peer yet:
+    /// the caller (the link's writer, the only one to send segments) sends
+    /// it, then calls [`announced`](Self::announced).
+    pub(crate) fn to_announce(&self, body: &PooledBody) -> Option<(u32, Arc<SenderSegment>)> {
+        let mut state = self.lock();
+        let segment = state.segments.iter_mut().find(|s| s.id == body.segment)?;
+        (segment.announced == Announced::No).then(|| {
+            segment.announced = Announced::Sending;
+            (segment.id, Arc::clone(&segment.mem))
+        })
+    }
+
+    /// Segment `id`'s memfd went to the peer.
+    pub(crate) fn announced(&self, id: u32) {
+        let mut state = self.lock();
+        if let Some(segment) = state.segments.iter_mut().find(|s| s.id == id) {
+            segment.announced = Announced::Yes;
+        }
+    }
+
+    /// Whether `body`'s segment is known to the peer (its descriptor may go
+    /// into the ring from any task).
+    pub(crate) fn is_announced(&self, body: &PooledBody) -> bool {
+        self.lock()
+            .segments
+            .iter()
+            .any(|s| s.id == body.segment && s.announced == Announced::Yes)
+    }
+
+    /// What [`commit_send`](Self::commit_send) would return for `body` now
+    /// (the same, while the caller holds the ring's lock).
+    pub(crate) fn preview(&self, body: &PooledBody) -> Sending {
+        let state = self.lock();
+        Sending {
+            segment: body.segment,
+            oldest: state.segments.front().map_or(body.segment, |s| s.id),
+            offset: body.offset as u64,
+            seq: state.sent_total,
+        }
+    }
+
+    /// Numbers `body` among the bodies sent (it is freed when the peer
+    /// releases it) and returns what its descriptor says. Call this under
+    /// the ring's lock, with the descriptor written in the same hold, so
+    /// the numbers follow the ring's order.
+    pub(crate) fn commit_send(&self, mut body: PooledBody) -> Sending {
         body.sent = true;
         let mut state = self.lock();
         state.sent.push_back(body.id);
@@ -273,17 +324,7 @@ impl SendPool {
         let seq = state.sent_total;
         state.sent_total += 1;
         let oldest = state.segments.front().map_or(body.segment, |s| s.id);
-        let announce = state
-            .segments
-            .iter_mut()
-            .find(|s| s.id == body.segment)
-            .filter(|s| !s.announced)
-            .map(|s| {
-                s.announced = true;
-                (s.id, Arc::clone(&s.mem))
-            });
         Sending {
-            announce,
             segment: body.segment,
             oldest,
             offset: body.offset as u64,
@@ -351,7 +392,7 @@ impl SendPool {
             mem: Arc::new(mem),
             cursor: 0,
             chunks: 0,
-            announced: false,
+            announced: Announced::No,
         });
         reclaim(state);
         tracing::debug!(size, id, "shared-memory pool segment made");

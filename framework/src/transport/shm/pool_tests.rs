@@ -187,3 +187,67 @@ async fn a_pool_limit_of_zero_turns_the_pool_off() {
     assert_eq!(moved.pool_sent.load(Ordering::Relaxed), 0);
     assert_eq!(moved.sent.load(Ordering::Relaxed), 1);
 }
+
+/// A frame standing for a pooled body, as a hostile sender could write it
+/// into the ring.
+fn forged_stand_in(seq: u64, segment: u32, offset: u64, len: u32) -> Vec<u8> {
+    use crate::protocol::frame::{HEADER_LEN, PoolDescriptor};
+    let header = Header::new(Kind::Request, 9);
+    let descriptor = PoolDescriptor {
+        seq,
+        offset,
+        segment,
+        oldest: 0,
+        metadata_len: 0,
+        payload_len: len,
+    };
+    let mut out = vec![0u8; HEADER_LEN + PoolDescriptor::LEN];
+    let mut head = [0u8; HEADER_LEN];
+    PoolDescriptor::stand_in(&header).write_to(&mut head);
+    out[..HEADER_LEN].copy_from_slice(&head);
+    out[HEADER_LEN..].copy_from_slice(&descriptor.to_bytes());
+    out
+}
+
+async fn refused(rx: &mut ShmRx) -> String {
+    let mut got = Vec::new();
+    let result = tokio::time::timeout(Duration::from_secs(10), rx.recv(&mut got))
+        .await
+        .expect("the receiver answers");
+    match result {
+        Err(err) => err.to_string(),
+        Ok(more) => panic!(
+            "a forged descriptor was taken (more: {more}, {} frames)",
+            got.len()
+        ),
+    }
+}
+
+#[tokio::test]
+async fn a_descriptor_without_its_segment_closes_the_link_with_a_reason() {
+    let ((mut ctx, _crx), (_stx, mut srx), _dir) = pair(super::DEFAULT_POOL_LIMIT).await;
+    ctx.send(&forged_stand_in(0, 0, 0, 1 << 20)).await.unwrap();
+    let why = refused(&mut srx).await;
+    assert!(why.contains("without its segment"), "{why}");
+}
+
+#[tokio::test]
+async fn a_descriptor_outside_its_segment_or_out_of_order_is_refused() {
+    let ((mut ctx, _crx), (_stx, mut srx), _dir) = pair(super::DEFAULT_POOL_LIMIT).await;
+    // A real body first: segment 0 is mapped on the receiver.
+    ctx.send(&frame(1, MIB, 1)).await.unwrap();
+    let got = recv_n(&mut srx, 1).await;
+    assert!(intact(&got[0], MIB, 1));
+    ctx.send(&forged_stand_in(1, 0, u64::MAX - 10, 1 << 20))
+        .await
+        .unwrap();
+    let why = refused(&mut srx).await;
+    assert!(why.contains("outside its segment"), "{why}");
+
+    let ((mut ctx, _crx), (_stx, mut srx), _dir) = pair(super::DEFAULT_POOL_LIMIT).await;
+    ctx.send(&frame(1, MIB, 1)).await.unwrap();
+    let _ = recv_n(&mut srx, 1).await;
+    ctx.send(&forged_stand_in(7, 0, 0, 1 << 20)).await.unwrap();
+    let why = refused(&mut srx).await;
+    assert!(why.contains("arrived where 1 was due"), "{why}");
+}
