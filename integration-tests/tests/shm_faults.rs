@@ -155,7 +155,8 @@ fn growth(before: &BTreeMap<String, usize>, now: &BTreeMap<String, usize>) -> St
         .join(", ")
 }
 
-/// The shm mappings (`memfd:switchyard-shm`) of process `pid`.
+/// The mappings of switchyard's memfds (rings, pool segments, bulk
+/// regions: `memfd:switchyard-*`) of process `pid`.
 fn shm_mappings(pid: &str) -> usize {
     std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .map(|maps| {
@@ -307,6 +308,41 @@ impl Resources {
     }
 }
 
+/// Closing is asynchronous on both sides: waits at most `limit` for the
+/// counts to come back to `base`; the counts then, and how long it took.
+async fn settle(pid: &str, base: &Resources, limit: Duration) -> (Resources, Duration) {
+    let closing = Instant::now();
+    let mut now = Resources::now(pid);
+    while !now.within(base) && closing.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        now = Resources::now(pid);
+    }
+    (now, closing.elapsed())
+}
+
+/// Fails naming what leaked, if `now` is above `base` after `cycles`
+/// connections.
+fn assert_no_leak(base: &Resources, now: &Resources, cycles: usize) {
+    let client_leak = total(&now.client_fds).saturating_sub(total(&base.client_fds));
+    let server_leak = total(&now.server_fds).saturating_sub(total(&base.server_fds));
+    assert!(
+        client_leak == 0,
+        "the client leaked {client_leak} fds over {cycles} shm connections: {}",
+        growth(&base.client_fds, &now.client_fds)
+    );
+    assert!(
+        server_leak == 0,
+        "the server leaked {server_leak} fds over {cycles} shm connections: {}",
+        growth(&base.server_fds, &now.server_fds)
+    );
+    assert!(
+        now.within(base),
+        "shm mappings leaked over {cycles} connections: baseline {}; after {}",
+        base.summary(),
+        now.summary()
+    );
+}
+
 #[test]
 fn shm_fd_count_returns_to_baseline_after_1000_cycles() {
     const NAME: &str = "shm_fd_count_returns_to_baseline_after_1000_cycles";
@@ -339,40 +375,16 @@ fn shm_fd_count_returns_to_baseline_after_1000_cycles() {
             assert_eq!(client.add(i, 1).await.unwrap(), i + 1);
         }
         let cycles_took = started.elapsed();
-        // Closing is asynchronous on both sides: give it a bounded while.
-        let closing = Instant::now();
-        let mut now = Resources::now(&pid);
-        while !now.within(&base) && closing.elapsed() < Duration::from_secs(5) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            now = Resources::now(&pid);
-        }
+        let (now, settled) = settle(&pid, &base, Duration::from_secs(5)).await;
         eprintln!(
             "shm fds: {CYCLES} connect+call+drop cycles took {cycles_took:.2?} ({:.0} µs each); \
-             settled {:.2?} later; baseline {}; after {}; one connection open: {}",
+             settled {settled:.2?} later; baseline {}; after {}; one connection open: {}",
             cycles_took.as_secs_f64() * 1e6 / CYCLES as f64,
-            closing.elapsed(),
             base.summary(),
             now.summary(),
             connected.summary(),
         );
-        let client_leak = total(&now.client_fds).saturating_sub(total(&base.client_fds));
-        let server_leak = total(&now.server_fds).saturating_sub(total(&base.server_fds));
-        assert!(
-            client_leak == 0,
-            "the client leaked {client_leak} fds over {CYCLES} shm connections: {}",
-            growth(&base.client_fds, &now.client_fds)
-        );
-        assert!(
-            server_leak == 0,
-            "the server leaked {server_leak} fds over {CYCLES} shm connections: {}",
-            growth(&base.server_fds, &now.server_fds)
-        );
-        assert!(
-            now.within(&base),
-            "shm mappings leaked over {CYCLES} connections: baseline {}; after {}",
-            base.summary(),
-            now.summary()
-        );
+        assert_no_leak(&base, &now, CYCLES as usize);
     }));
     drop(server);
 }
@@ -442,17 +454,11 @@ fn shm_pools_leave_no_fds_or_mappings_when_clients_vanish_mid_transfer_1000_time
             drop(client);
         }
         let cycles_took = started.elapsed();
-        let closing = Instant::now();
-        let mut now = Resources::now(&pid);
-        while !now.within(&base) && closing.elapsed() < Duration::from_secs(10) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            now = Resources::now(&pid);
-        }
+        let (now, settled) = settle(&pid, &base, Duration::from_secs(10)).await;
         eprintln!(
             "shm pools: {CYCLES} connect+1 MiB call cycles ({cut} cut mid-transfer) took \
-             {cycles_took:.2?}; settled {:.2?} later; baseline {}; after {}; one connection \
-             open: {}",
-            closing.elapsed(),
+             {cycles_took:.2?}; settled {settled:.2?} later; baseline {}; after {}; one \
+             connection open: {}",
             base.summary(),
             now.summary(),
             connected.summary(),
@@ -461,20 +467,7 @@ fn shm_pools_leave_no_fds_or_mappings_when_clients_vanish_mid_transfer_1000_time
             cut > 0,
             "no cycle was cut mid-transfer: the test proved nothing"
         );
-        let client_leak = total(&now.client_fds).saturating_sub(total(&base.client_fds));
-        let server_leak = total(&now.server_fds).saturating_sub(total(&base.server_fds));
-        assert!(
-            client_leak == 0 && server_leak == 0,
-            "fds leaked over {CYCLES} shm connections with pools: client {}; server {}",
-            growth(&base.client_fds, &now.client_fds),
-            growth(&base.server_fds, &now.server_fds)
-        );
-        assert!(
-            now.within(&base),
-            "shm mappings leaked over {CYCLES} connections with pools: baseline {}; after {}",
-            base.summary(),
-            now.summary()
-        );
+        assert_no_leak(&base, &now, CYCLES);
     }));
     drop(server);
 }

@@ -269,12 +269,18 @@ impl BulkDescriptor {
 
     /// The header of the frame that stands for `header`'s frame.
     pub fn stand_in(header: &Header) -> Header {
-        Header {
-            flags: header.flags | FLAG_BULK,
-            metadata_len: 0,
-            payload_len: Self::LEN as u32,
-            ..*header
-        }
+        stand_in(header, Self::LEN)
+    }
+}
+
+/// The header of a bulk stand-in for `header`'s frame, whose payload is a
+/// descriptor of `len` bytes.
+fn stand_in(header: &Header, len: usize) -> Header {
+    Header {
+        flags: header.flags | FLAG_BULK,
+        metadata_len: 0,
+        payload_len: len as u32,
+        ..*header
     }
 }
 
@@ -339,12 +345,7 @@ impl PoolDescriptor {
 
     /// The header of the frame that stands for `header`'s frame.
     pub fn stand_in(header: &Header) -> Header {
-        Header {
-            flags: header.flags | FLAG_BULK,
-            metadata_len: 0,
-            payload_len: Self::LEN as u32,
-            ..*header
-        }
+        stand_in(header, Self::LEN)
     }
 }
 

@@ -1109,20 +1109,7 @@ impl ShmRx {
         let len = usize::try_from(header.body_len()).map_err(|_| bad("too long".into()))?;
         let region = crate::sys::bulk::Region::map(&fd, len).map_err(|err| bad(err.to_string()))?;
         drop(fd);
-        BULK_RECEIVED.fetch_add(1, Ordering::Relaxed);
-        BULK_BYTES_RECEIVED.fetch_add(len as u64, Ordering::Relaxed);
-        self.counters.received.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .bytes_received
-            .fetch_add(len as u64, Ordering::Relaxed);
-        let body = Bytes::from_owner(region);
-        let metadata = body.slice(..descriptor.metadata_len as usize);
-        let payload = body.slice(descriptor.metadata_len as usize..);
-        Ok(Decoded::Frame(Frame {
-            header,
-            metadata,
-            payload,
-        }))
+        Ok(received(&self.counters, header, Bytes::from_owner(region)))
     }
 }
 
@@ -1203,21 +1190,26 @@ impl ShmRx {
         let Some(copy) = copy else {
             return Ok(Decoded::Oversized(header));
         };
-        BULK_RECEIVED.fetch_add(1, Ordering::Relaxed);
-        BULK_BYTES_RECEIVED.fetch_add(len as u64, Ordering::Relaxed);
-        self.counters.received.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .bytes_received
-            .fetch_add(len as u64, Ordering::Relaxed);
         let body = Bytes::from_owner(pool.spares.lend(copy));
-        let metadata = body.slice(..descriptor.metadata_len as usize);
-        let payload = body.slice(descriptor.metadata_len as usize..);
-        Ok(Decoded::Frame(Frame {
-            header,
-            metadata,
-            payload,
-        }))
+        Ok(received(&self.counters, header, body))
     }
+}
+
+/// A bulk body received: counted, and split into the frame `header`
+/// heads (its lengths are the body's).
+fn received(counters: &BulkCounters, header: Header, body: Bytes) -> Decoded {
+    let len = body.len() as u64;
+    BULK_RECEIVED.fetch_add(1, Ordering::Relaxed);
+    BULK_BYTES_RECEIVED.fetch_add(len, Ordering::Relaxed);
+    counters.received.fetch_add(1, Ordering::Relaxed);
+    counters.bytes_received.fetch_add(len, Ordering::Relaxed);
+    let metadata = body.slice(..(header.metadata_len as usize).min(body.len()));
+    let payload = body.slice(metadata.len()..);
+    Decoded::Frame(Frame {
+        header,
+        metadata,
+        payload,
+    })
 }
 
 impl LinkRx for ShmRx {
