@@ -196,6 +196,32 @@ pub(crate) fn text(rows: &[BulkRow]) -> String {
     out
 }
 
+/// The pooled rows beside iceoryx2 request-response of the same size
+/// (copy in and out, both sides busy-polling), measured in the same run;
+/// both as GB/s counting both directions.
+pub(crate) fn beside_iceoryx2(rows: &[BulkRow], peers: &[crate::bench_peers::PeerTrip]) -> String {
+    let mut out = String::new();
+    for row in rows.iter().filter(|r| r.pooled) {
+        let Some(peer) = crate::bench_peers::iceoryx2_of(peers, row.size as u64) else {
+            continue;
+        };
+        // One call at a time both: GB/s from each median round trip.
+        let gb_per_s = |p50_us: f64| 2.0 * row.size as f64 / (p50_us * 1e3);
+        let _ = writeln!(
+            out,
+            "iceoryx2 request-response {} (copy in and out, busy-poll): p50 {:.0} µs ({:.2} GB/s \
+             at p50); switchyard pool p50 {:.0} µs ({:.2} GB/s at p50): {:.2}x iceoryx2",
+            size_name(row.size),
+            peer.p50_us,
+            gb_per_s(peer.p50_us),
+            row.echo_p50_us,
+            gb_per_s(row.echo_p50_us),
+            peer.p50_us / row.echo_p50_us
+        );
+    }
+    out
+}
+
 /// The rows as a markdown table.
 pub(crate) fn markdown(rows: &[BulkRow]) -> String {
     let mut out = "| size | path | round trips | echo GB/s | p50 µs/round trip | memcpy GB/s | echo vs memcpy | raw hand-off GB/s | echo vs hand-off | bodies sent per call (pool or region) |\n|---|---|---|---|---|---|---|---|---|---|\n".to_owned();

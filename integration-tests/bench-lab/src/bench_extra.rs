@@ -680,7 +680,8 @@ mod tests {
         let table = text.find("| switchyard pipe | 3.00 | 700 | 0.75x |");
         let oneway =
             text.find("| switchyard mqueue | 150000 | 10.0 | 20.0 | 0.75x | 1.00x | 1.00x |");
-        let bulk = text.find("| 64 MiB | 20 | 6.00 | 22000 | 12.00 | 0.50x | 3.00 | 2.00x | 2.0 |");
+        let bulk =
+            text.find("| 64 MiB | pool | 20 | 6.00 | 22000 | 12.00 | 0.50x | 3.00 | 2.00x | 2.0 |");
         let end = text.find(crate::report::END);
         assert!(text.contains("matrix\n\n**Pipe bulk**"), "{text}");
         assert!(

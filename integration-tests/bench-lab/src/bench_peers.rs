@@ -9,6 +9,16 @@ use std::fmt::Write as _;
 
 use crate::bench::Row;
 
+/// The payload of the round-trip table's rows.
+const SMALL: u64 = 64;
+
+/// The iceoryx2 round trip of `size` bytes among `peers`, if measured.
+pub(crate) fn iceoryx2_of(peers: &[PeerTrip], size: u64) -> Option<&PeerTrip> {
+    peers
+        .iter()
+        .find(|p| p.peer == "iceoryx2" && p.pattern == "request-response" && p.size == size)
+}
+
 /// One peer's figures.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct PeerTrip {
@@ -16,6 +26,8 @@ pub(crate) struct PeerTrip {
     pub(crate) peer: String,
     /// `unary` or `request-response`.
     pub(crate) pattern: String,
+    /// Request and response payload bytes (64; iceoryx2 also 1 MiB).
+    pub(crate) size: u64,
     /// Median round trip, µs.
     pub(crate) p50_us: f64,
     /// 99th percentile, µs.
@@ -37,6 +49,7 @@ fn parse(stdout: &str) -> Result<Vec<PeerTrip>, String> {
             Ok(PeerTrip {
                 peer: value["peer"].as_str().unwrap_or_default().to_owned(),
                 pattern: value["pattern"].as_str().unwrap_or_default().to_owned(),
+                size: value["size"].as_u64().unwrap_or(64),
                 p50_us: number("p50_us")?,
                 p99_us: number("p99_us")?,
                 calls_per_s: number("calls_per_s")?,
@@ -66,7 +79,8 @@ fn peer_of(transport: &str) -> Option<(&'static str, &'static str)> {
 /// The peers' rows, and every switchyard row over its peer.
 pub(crate) fn text(rows: &[Row], peers: &[PeerTrip]) -> String {
     let mut out = String::from("\npeers in the same run (bench-peers --round-trips):\n");
-    for p in peers {
+    let peers: Vec<&PeerTrip> = peers.iter().filter(|p| p.size == SMALL).collect();
+    for p in &peers {
         let _ = writeln!(
             out,
             "  {:<9} {:<16} p50 {:>8.2} µs  p99 {:>8.2} µs  {:>10.0} calls/s",

@@ -55,7 +55,12 @@ fn run(args: &cli::Args, command: &str) -> Result<(), String> {
     }
     if args.only_bulk {
         println!("shm bulk (mmap): {}", bench_bulk::intro());
-        print!("{}", bench_bulk::text(&bench_bulk::run(args.quick)?));
+        let rows = bench_bulk::run(args.quick)?;
+        print!("{}", bench_bulk::text(&rows));
+        // iceoryx2 request-response of 1 MiB, when the peers are built.
+        if let Some(peers) = bench_peers::run(args.quick)? {
+            print!("{}", bench_bulk::beside_iceoryx2(&rows, &peers));
+        }
         return Ok(());
     }
     let settings = if args.quick {
