@@ -291,6 +291,8 @@ pub fn child_main(args: &[String]) -> Result<(), String> {
         "tonic-rt-client" => crate::tonic_rt::client_child(rest),
         "ice-rr-server" => crate::ice_rr::server_child(rest),
         "ice-rr-client" => crate::ice_rr::client_child(rest),
+        "ice-bulk-server" => crate::ice_rr_bulk::server_child(rest),
+        "ice-bulk-client" => crate::ice_rr_bulk::client_child(rest),
         _ => Err(format!("unknown role {role:?}")),
     }
 }

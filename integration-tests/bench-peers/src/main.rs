@@ -18,6 +18,7 @@
 mod child;
 mod ice_peer;
 mod ice_rr;
+mod ice_rr_bulk;
 mod round_trips;
 mod tonic_peer;
 mod tonic_rt;
@@ -140,7 +141,7 @@ pinned to different CPUs, counted by the receiver.
 
   --round-trips
             request-response instead: tonic unary echo calls and iceoryx2
-            request-response, 64 B, client and server pinned to different
+            request-response, 64 B (and iceoryx2 1 MiB), client and server pinned to different
             CPUs; p50/p99 latency one call at a time, then calls/s with 32
             calls in flight
   --quick   200k small (64 B) and 64 large (1 MiB) messages per measurement

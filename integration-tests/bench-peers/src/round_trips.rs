@@ -17,6 +17,9 @@ use std::time::Duration;
 use crate::child::{ChildSet, Cpus};
 use crate::{Options, SMALL, out};
 
+/// The payload of the large round trips.
+pub const BULK: usize = 1 << 20;
+
 /// Calls in flight in the throughput measurement.
 pub const INFLIGHT: usize = 32;
 
@@ -148,6 +151,10 @@ fn specs(o: &Options) -> Vec<RtSpec> {
     }
     if o.only.as_deref() != Some("tonic") {
         v.push(spec("iceoryx2", "request-response"));
+        // 1 MiB, copied in and out, one at a time: the bench lab's shm bulk
+        // table sets switchyard's pooled bodies beside it.
+        let (warmup, iterations) = if o.quick { (20, 200) } else { (100, 2_000) };
+        v.push(RtSpec { peer: "iceoryx2", pattern: "request-response", size: BULK, warmup, iterations, seconds });
     }
     v
 }
@@ -159,24 +166,24 @@ fn table(results: &[Measured], cpus: &Cpus) -> String {
         cpus.describe_round_trips()
     ));
     s.push_str(&format!(
-        "{:<10} {:<17} {:>5} {:>7} {:>9} {:>9}  {:>9} {:>7} {:>11}\n",
+        "{:<10} {:<17} {:>7} {:>7} {:>9} {:>9}  {:>9} {:>7} {:>11}\n",
         "peer", "pattern", "size", "calls", "p50 µs", "p99 µs", "in flight", "seconds", "calls/s"
     ));
     for m in results {
         s.push_str(&format!(
-            "{:<10} {:<17} {:>3} B {:>7} {:>9.2} {:>9.2}  {:>9} {:>7.3} {:>11.0}\n",
+            "{:<10} {:<17} {:>7} {:>7} {:>9.2} {:>9.2}  {:>9} {:>7.3} {:>11.0}\n",
             m.spec.peer,
             m.spec.pattern,
-            m.spec.size,
+            if m.spec.size >= 1 << 20 { format!("{} MiB", m.spec.size >> 20) } else { format!("{} B", m.spec.size) },
             m.r.calls,
             m.r.p50_ns as f64 / 1e3,
             m.r.p99_ns as f64 / 1e3,
-            INFLIGHT,
+            if m.spec.size == SMALL { INFLIGHT } else { 1 },
             m.r.tput_secs,
             m.r.calls_per_s()
         ));
     }
-    s.push_str("p50/p99: one call at a time, after the warm-up calls; calls/s: 32 calls in flight.\n");
+    s.push_str("p50/p99: one call at a time, after the warm-up calls; calls/s: 32 calls in flight (1 MiB: one at a time, copied in and out).\n");
     s
 }
 
@@ -186,13 +193,15 @@ pub fn run(o: &Options) -> Result<(), String> {
     let timeout = if o.quick { Duration::from_secs(60) } else { Duration::from_secs(240) };
     let mut results = Vec::new();
     for (n, spec) in specs(o).into_iter().enumerate() {
+        let then = if spec.size == SMALL { format!(", then {INFLIGHT} in flight for {} s", spec.seconds) } else { String::new() };
         eprintln!(
-            "bench-peers: {} {} {} B: {} calls (+{} warm-up) one at a time, then {} in flight for {} s...",
-            spec.peer, spec.pattern, spec.size, spec.iterations, spec.warmup, INFLIGHT, spec.seconds
+            "bench-peers: {} {} {} B: {} calls (+{} warm-up) one at a time{then}...",
+            spec.peer, spec.pattern, spec.size, spec.iterations, spec.warmup
         );
         let mut set = ChildSet::new();
         let r = match spec.peer {
             "tonic-tcp" => crate::tonic_rt::measure(&mut set, &cpus, spec, timeout),
+            "iceoryx2" if spec.size != SMALL => crate::ice_rr_bulk::measure(&mut set, &cpus, spec, timeout, n as u32),
             _ => crate::ice_rr::measure(&mut set, &cpus, spec, timeout, n as u32),
         };
         // Every child is killed and reaped here, whatever the outcome.
