@@ -78,20 +78,7 @@ pub fn server_child(args: &[String]) -> Result<(), String> {
         .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
         .create()
         .map_err(|x| format!("server: {x:?}"))?;
-    // The orchestrator closes our stdin when the client is done: a thread
-    // blocked in read() (pinned to the same CPU, but asleep) raises the flag.
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        let mut stdin = std::io::stdin();
-        while let Ok(n) = stdin.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-        }
-        flag.store(true, Ordering::Relaxed);
-    });
+    let stop = stop_on_stdin_close();
     say("READY");
     let mut served = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -238,14 +225,27 @@ pub fn client_child(args: &[String]) -> Result<(), String> {
 /// One iceoryx2 round-trip measurement; `counter` makes the service name
 /// unique in this run, the orchestrator's pid across parallel runs.
 pub fn measure(set: &mut ChildSet, cpus: &Cpus, spec: RtSpec, timeout: Duration, counter: u32) -> Result<RtResult, String> {
-    let service = format!("bench-peers/{}/rr-{}", std::process::id(), counter);
+    measure_with(set, cpus, spec, timeout, &format!("rr-{counter}"), ("ice-rr-server", "ice-rr-client"))
+}
+
+/// A round-trip measurement by a server child and a client child of the
+/// given roles, over service `bench-peers/<pid>/<name>`.
+pub(crate) fn measure_with(
+    set: &mut ChildSet,
+    cpus: &Cpus,
+    spec: RtSpec,
+    timeout: Duration,
+    name: &str,
+    (server_role, client_role): (&str, &str),
+) -> Result<RtResult, String> {
+    let service = format!("bench-peers/{}/{name}", std::process::id());
     let started = Instant::now();
     let server = set.spawn(
         "iceoryx2 server",
-        &["ice-rr-server".into(), cpus.second().to_string(), service.clone(), spec.size.to_string()],
+        &[server_role.into(), cpus.second().to_string(), service.clone(), spec.size.to_string()],
     )?;
     set.expect(server, "READY", started + Duration::from_secs(30))?;
-    let client = set.spawn("iceoryx2 client", &spec.client_args("ice-rr-client", cpus.first(), service))?;
+    let client = set.spawn("iceoryx2 client", &spec.client_args(client_role, cpus.first(), service))?;
     let deadline = Instant::now() + timeout;
     let line = set.expect(client, "RESULT", deadline)?;
     set.wait_success(client, deadline + Duration::from_secs(10))?;
@@ -254,4 +254,23 @@ pub fn measure(set: &mut ChildSet, cpus: &Cpus, spec: RtSpec, timeout: Duration,
     set.expect(server, "SERVED", end)?;
     set.wait_success(server, end)?;
     RtResult::parse(&line)
+}
+
+/// A flag raised when the orchestrator closes this child's stdin (it does
+/// when the client is done): a thread blocked in read() (pinned to the
+/// same CPU, but asleep) raises it.
+pub(crate) fn stop_on_stdin_close() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+        flag.store(true, Ordering::Relaxed);
+    });
+    stop
 }

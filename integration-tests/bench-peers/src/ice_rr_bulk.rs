@@ -11,9 +11,7 @@
 //! they took together.
 
 use std::hint::spin_loop;
-use std::io::Read;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use iceoryx2::prelude::*;
@@ -60,18 +58,7 @@ pub fn server_child(args: &[String]) -> Result<(), String> {
         .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
         .create()
         .map_err(|x| format!("server: {x:?}"))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        let mut stdin = std::io::stdin();
-        while let Ok(n) = stdin.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-        }
-        flag.store(true, Ordering::Relaxed);
-    });
+    let stop = crate::ice_rr::stop_on_stdin_close();
     say("READY");
     let mut mine = vec![0u8; size];
     let mut served = 0u64;
@@ -186,20 +173,5 @@ pub fn client_child(args: &[String]) -> Result<(), String> {
 
 /// One large round-trip measurement (see the module docs).
 pub fn measure(set: &mut ChildSet, cpus: &Cpus, spec: RtSpec, timeout: Duration, counter: u32) -> Result<RtResult, String> {
-    let service = format!("bench-peers/{}/rr-bulk-{}", std::process::id(), counter);
-    let started = Instant::now();
-    let server = set.spawn(
-        "iceoryx2 server",
-        &["ice-bulk-server".into(), cpus.second().to_string(), service.clone(), spec.size.to_string()],
-    )?;
-    set.expect(server, "READY", started + Duration::from_secs(30))?;
-    let client = set.spawn("iceoryx2 client", &spec.client_args("ice-bulk-client", cpus.first(), service))?;
-    let deadline = Instant::now() + timeout;
-    let line = set.expect(client, "RESULT", deadline)?;
-    set.wait_success(client, deadline + Duration::from_secs(10))?;
-    set.close_stdin(server);
-    let end = Instant::now() + Duration::from_secs(10);
-    set.expect(server, "SERVED", end)?;
-    set.wait_success(server, end)?;
-    RtResult::parse(&line)
+    crate::ice_rr::measure_with(set, cpus, spec, timeout, &format!("rr-bulk-{counter}"), ("ice-bulk-server", "ice-bulk-client"))
 }
