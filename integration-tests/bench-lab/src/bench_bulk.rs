@@ -42,6 +42,11 @@ pub(crate) struct BulkRow {
     pub(crate) handoff_gb_per_s: f64,
     /// Bulk regions sent per round trip (1: the request went as one).
     pub(crate) regions_per_call: f64,
+    /// Shared memory this process's pools held right after the row, and
+    /// how much of it held bodies not copied out yet.
+    pub(crate) pool_held: u64,
+    /// See `pool_held`.
+    pub(crate) pool_in_use: u64,
 }
 
 /// What one run measured.
@@ -111,7 +116,8 @@ async fn echo(client: &BenchClient, size: usize, round_trips: u64) -> Result<Bul
         }
     }
     let elapsed = start.elapsed();
-    let regions = bulk_transfers().sent - before.sent;
+    let after = bulk_transfers();
+    let regions = after.sent - before.sent;
     Ok(BulkRow {
         size,
         pooled: true,
@@ -121,6 +127,8 @@ async fn echo(client: &BenchClient, size: usize, round_trips: u64) -> Result<Bul
         memcpy_gb_per_s: memcpy_gb_per_s(size),
         handoff_gb_per_s: handoff_gb_per_s(size)?,
         regions_per_call: regions as f64 / round_trips as f64,
+        pool_held: after.pool_held,
+        pool_in_use: after.pool_in_use,
     })
 }
 
@@ -219,6 +227,28 @@ pub(crate) fn beside_iceoryx2(rows: &[BulkRow], peers: &[crate::bench_peers::Pee
             peer.p50_us / row.echo_p50_us
         );
     }
+    out
+}
+
+/// What the pools held after each pooled row, and after every connection
+/// closed (`bulk_transfers` after the run).
+pub(crate) fn pool_memory(rows: &[BulkRow]) -> String {
+    let mut out = String::new();
+    for row in rows.iter().filter(|r| r.pooled) {
+        let _ = writeln!(
+            out,
+            "pool after the {} rows (client process): {} B held, {} B in use",
+            size_name(row.size),
+            row.pool_held,
+            row.pool_in_use
+        );
+    }
+    let end = bulk_transfers();
+    let _ = writeln!(
+        out,
+        "pool at the end of the run, connections closed: {} B held, {} B in use",
+        end.pool_held, end.pool_in_use
+    );
     out
 }
 

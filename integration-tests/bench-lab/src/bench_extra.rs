@@ -673,6 +673,8 @@ mod tests {
                 memcpy_gb_per_s: 12.0,
                 handoff_gb_per_s: 3.0,
                 regions_per_call: 2.0,
+                pool_held: 0,
+                pool_in_use: 0,
             }]),
         };
         super::write_report(&path, &extras).expect("written");

@@ -57,6 +57,7 @@ fn run(args: &cli::Args, command: &str) -> Result<(), String> {
         println!("shm bulk (mmap): {}", bench_bulk::intro());
         let rows = bench_bulk::run(args.quick)?;
         print!("{}", bench_bulk::text(&rows));
+        print!("{}", bench_bulk::pool_memory(&rows));
         // iceoryx2 request-response of 1 MiB, when the peers are built.
         if let Some(peers) = bench_peers::run(args.quick)? {
             print!("{}", bench_bulk::beside_iceoryx2(&rows, &peers));
