@@ -325,9 +325,12 @@ impl<'a> SpillWriter<'a> {
         };
         #[cfg(target_os = "linux")]
         if let Target::Pool(reservation) = &spill.target {
-            let written = reservation
-                .read(spill.written as usize)
-                .ok_or_else(|| io::Error::other("the pool lost the body being written into it"))?;
+            let written = reservation.read(spill.written as usize).ok_or_else(|| {
+                io::Error::other(
+                    "the pool lost the body being written into it (a switchyard bug: please \
+                     report it)",
+                )
+            })?;
             self.vec.extend_from_slice(&written);
             self.vec.append(&mut spill.staging);
         }
@@ -414,7 +417,8 @@ impl Spill {
             Target::Pool(reservation) => {
                 if !reservation.write(self.written as usize, bytes) {
                     return Err(io::Error::other(
-                        "the body did not fit the pool room reserved for it",
+                        "the body did not fit the pool room reserved for it (a switchyard bug: \
+                         please report it)",
                     ));
                 }
                 self.written += bytes.len() as u64;

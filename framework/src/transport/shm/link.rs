@@ -668,7 +668,9 @@ impl ShmTx {
     async fn send_bulk_copy(&mut self, header: &Header, body: &[u8]) -> io::Result<()> {
         if let Some(pooled) = self.pool_room(body.len()).await? {
             if !pooled.write(0, body) {
-                return Err(io::Error::other("the pool gave less room than asked"));
+                return Err(io::Error::other(
+                    "the pool gave less room than asked (a switchyard bug: please report it)",
+                ));
             }
             return self.send_pooled(header, pooled).await;
         }
@@ -726,19 +728,10 @@ impl ShmTx {
         let pool = Arc::clone(body.pool());
         if let Some((id, mem)) = pool.to_announce(&body) {
             let socket = self.shared.wake.regions.as_fd();
-            let started = Instant::now();
-            while !crate::sys::pool::send_segment(socket, id, mem.len() as u64, mem.fd())? {
-                if started.elapsed() > REGION_SEND_LIMIT {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "the peer took no pool segment for {REGION_SEND_LIMIT:?}; it is \
-                             stuck or not reading"
-                        ),
-                    ));
-                }
-                tokio::time::sleep(Duration::from_micros(200)).await;
-            }
+            send_on_region_socket("pool segment", || {
+                crate::sys::pool::send_segment(socket, id, mem.len() as u64, mem.fd())
+            })
+            .await?;
             pool.announced(id);
         }
         let len = body.len() as u64;
@@ -769,19 +762,10 @@ impl ShmTx {
     async fn pass_region(&mut self, header: &Header, region: OwnedFd, len: u64) -> io::Result<()> {
         let seq = self.next_region;
         let socket = self.shared.wake.regions.as_fd();
-        let started = Instant::now();
-        while !crate::sys::bulk::send_region(socket, seq, region.as_fd())? {
-            if started.elapsed() > REGION_SEND_LIMIT {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "the peer took no bulk region for {REGION_SEND_LIMIT:?}; it is stuck or \
-                         not reading"
-                    ),
-                ));
-            }
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
+        send_on_region_socket("bulk region", || {
+            crate::sys::bulk::send_region(socket, seq, region.as_fd())
+        })
+        .await?;
         drop(region);
         self.next_region += 1;
         let descriptor = BulkDescriptor {
@@ -913,6 +897,30 @@ impl BulkTx for ShmTx {
     fn pool(&self) -> Option<Arc<SendPool>> {
         self.pool.clone()
     }
+}
+
+/// Sends one message on the region socket with `send` (`Ok(false)`: the
+/// socket is full), retrying every 200 µs for at most
+/// [`REGION_SEND_LIMIT`]; `what` names the message for the error.
+async fn send_on_region_socket(
+    what: &str,
+    mut send: impl FnMut() -> io::Result<bool>,
+) -> io::Result<()> {
+    let started = Instant::now();
+    while !send()? {
+        if started.elapsed() > REGION_SEND_LIMIT {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the peer took no {what} for {REGION_SEND_LIMIT:?}; it is stuck or not \
+                     reading: check that its process is alive and its connection is being \
+                     served"
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    Ok(())
 }
 
 /// Writes whole frames into the ring from any task, when they fit now.
