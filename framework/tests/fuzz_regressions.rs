@@ -31,6 +31,7 @@ fn check_for(target: &str) -> fn(&[u8]) {
         "inflate" => checks::inflate,
         "codec" => checks::codec,
         "shm_ring" => checks::shm_ring,
+        "shm_pool" => checks::shm_pool,
         other => panic!("no fuzz target {other}"),
     }
 }

@@ -13,17 +13,19 @@
 //! - `hello`: the hello payload itself.
 //! - `codec`: `[type selector, bincode bytes...]`; see [`codec`].
 //! - `shm_ring`: `[mode, ops...]`; see [`shm_ring`].
+//! - `shm_pool`: `[limits, ops...]`; see [`shm_pool`].
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use switchyard::codec::{Bincode, Codec, CodecError};
@@ -31,11 +33,13 @@ use switchyard::payload::SHARE_AT_LEAST;
 use switchyard::protocol::call::deadline_from_budget;
 use switchyard::protocol::endpoint::Endpoint;
 use switchyard::protocol::frame::{
-    Decoded, Frame, FrameDecoder, FrameError, HEADER_LEN, HELLO_LIMIT, Header, Kind,
+    Decoded, Frame, FrameDecoder, FrameError, HEADER_LEN, HELLO_LIMIT, Header, Kind, PoolDescriptor,
 };
 use switchyard::protocol::hello::{Hello, HostIdentity, MethodInfo, Role, ServiceInfo};
 use switchyard::protocol::metadata::Metadata;
+use switchyard::sys::pool::SenderSegment;
 use switchyard::sys::shm;
+use switchyard::transport::shm::peer_pool::{PeerSegments, Resolved};
 use switchyard::transport::shm::ring::{
     Consumer, Producer, RING_MAGIC, RING_VERSION, ReadOutcome, RegionError, Ring, RingError,
     Role as RingRole, WriteOutcome, layout, region_len,
@@ -1290,6 +1294,263 @@ fn ring_op(
 // ------------------------------------------------------------ seeds
 
 /// A request frame with metadata, for seeds.
+// ------------------------------------------------------------ shm_pool
+
+/// A segment the fuzzer made, as the sender holds it, and what it holds.
+struct SentSegment {
+    segment: SenderSegment,
+    contents: Vec<u8>,
+}
+
+impl SentSegment {
+    fn new(len: usize, fill: u8) -> Self {
+        let segment = SenderSegment::new(len).expect("create a pool segment");
+        let contents: Vec<u8> = (0..segment.len())
+            .map(|i| fill.wrapping_add((i % 251) as u8))
+            .collect();
+        assert!(segment.write(0, &contents));
+        Self { segment, contents }
+    }
+
+    /// The sender writes `bytes` at `at` (wrapped into the segment).
+    fn scribble(&mut self, at: usize, bytes: &[u8]) {
+        let at = at % self.contents.len();
+        let bytes = &bytes[..bytes.len().min(self.contents.len() - at)];
+        assert!(self.segment.write(at, bytes));
+        self.contents[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+}
+
+/// What comes on the region socket with a descriptor, if anything.
+enum Arrival {
+    /// Nothing (the peer sent a descriptor without its segment).
+    Nothing,
+    /// A sealed segment, announced as `id` of `claimed` bytes.
+    Sealed {
+        id: u32,
+        claimed: u64,
+        sent: SentSegment,
+    },
+    /// A memfd sealed against resizing but still writable by anyone
+    /// (the ring's seals, not a segment's), announced as `id` of its size.
+    Writable { id: u32, len: u64, fd: OwnedFd },
+}
+
+/// A small id, mostly near `near`.
+fn segment_id(input: &mut Cursor<'_>, near: u32) -> u32 {
+    match input.u8() % 8 {
+        0 => input.u32(),
+        n => near.wrapping_add(u32::from(n)).wrapping_sub(3),
+    }
+}
+
+/// An offset or length, mostly inside a segment of `len` bytes.
+fn pool_span(input: &mut Cursor<'_>, len: usize) -> u64 {
+    match input.u8() % 4 {
+        0 => input.u64(),
+        1 => len as u64 + u64::from(input.u8()),
+        _ => u64::from(input.u32()) % (len as u64 + 1),
+    }
+}
+
+/// `shm_pool`: the receiving side of a shm connection's pool
+/// (`transport::shm::peer_pool::PeerSegments`) with the fuzzer as the
+/// sending peer. Input: `[limits, ops...]`; `limits` sets the frame limit
+/// and how many segments and bytes may be mapped. Each op is a descriptor
+/// (its number, segment, oldest segment, offset and lengths steered by the
+/// input) with what arrives on the region socket for it: nothing, a real
+/// sealed segment (sometimes announced with the wrong id or size), or an
+/// memfd anyone may still write; or the sender scribbling on a segment it already sent.
+///
+/// Checks: every verdict (a body, oversized, or the error that closes the
+/// connection) matches a model of the rules in `docs/wire-protocol.md`
+/// §1.1; a body is exactly the bytes the sender had there when it was
+/// taken, and stays so whatever the sender writes afterwards; the segment
+/// socket is read exactly when the body's segment is new; nothing panics.
+pub fn shm_pool(data: &[u8]) {
+    let mut input = Cursor::new(data);
+    let limits = input.u8();
+    let max_segments = 1 + usize::from(limits & 7);
+    let max_mapped = 4096 * (1 + usize::from(limits >> 3 & 15));
+    let frame_limit = 64u64 << (limits >> 7) * 8; // 64 B or 16 KiB
+    let mut pool = PeerSegments::new(max_mapped, max_segments);
+    // The model: what the receiver should have mapped, by id.
+    let mut mapped: Vec<(u32, SentSegment)> = Vec::new();
+    let mut received = 0u64;
+    // Bodies handed out, with what they must still hold.
+    let mut bodies: Vec<(Bytes, Vec<u8>)> = Vec::new();
+    let mut next_fill = 0u8;
+    while let Some(op) = input.byte() {
+        if op % 8 == 7 {
+            // The sender scribbles on a segment the receiver has mapped.
+            if let Some((_, sent)) = mapped.get_mut(usize::from(input.u8()) % 8) {
+                let at = input.u32() as usize;
+                let len = usize::from(input.u8());
+                let bytes = vec![input.u8(); len];
+                sent.scribble(at, &bytes);
+            }
+            continue;
+        }
+        let newest = mapped.last().map_or(0, |(id, _)| *id);
+        let descriptor = PoolDescriptor {
+            seq: if op & 0x80 == 0 {
+                received
+            } else {
+                input.u64()
+            },
+            segment: segment_id(&mut input, newest.wrapping_add(1)),
+            oldest: match input.u8() % 4 {
+                0 => segment_id(&mut input, newest),
+                _ => mapped.first().map_or(0, |(id, _)| *id),
+            },
+            offset: 0,
+            metadata_len: 0,
+            payload_len: 0,
+        };
+        let arrival = match op % 8 {
+            0..=3 => {
+                next_fill = next_fill.wrapping_add(37);
+                let sent = SentSegment::new(4096 << (input.u8() % 3), next_fill);
+                let real = sent.contents.len() as u64;
+                let claimed = match input.u8() % 8 {
+                    0 => real + 4096,
+                    1 => real / 2,
+                    _ => real,
+                };
+                let id = match input.u8() % 8 {
+                    0 => segment_id(&mut input, descriptor.segment),
+                    _ => descriptor.segment,
+                };
+                Arrival::Sealed { id, claimed, sent }
+            }
+            4 => {
+                let fd = shm::create_memfd("switchyard-fuzz", 4096).expect("create a memfd");
+                Arrival::Writable {
+                    id: descriptor.segment,
+                    len: 4096,
+                    fd,
+                }
+            }
+            _ => Arrival::Nothing,
+        };
+        // Where the body lies, steered toward the segment it names.
+        let target_len = mapped
+            .iter()
+            .find(|(id, _)| *id == descriptor.segment)
+            .map(|(_, s)| s.contents.len())
+            .or(match &arrival {
+                Arrival::Sealed { sent, .. } => Some(sent.contents.len()),
+                _ => None,
+            })
+            .unwrap_or(4096);
+        let offset = pool_span(&mut input, target_len);
+        let body_len = pool_span(&mut input, target_len);
+        let metadata_len = (input.u32() as u64).min(body_len).min(u64::from(u32::MAX)) as u32;
+        let descriptor = PoolDescriptor {
+            offset,
+            metadata_len,
+            payload_len: u32::try_from(body_len - u64::from(metadata_len)).unwrap_or(u32::MAX),
+            ..descriptor
+        };
+
+        // The model's verdict, and what it maps.
+        let body_len = u64::from(descriptor.metadata_len) + u64::from(descriptor.payload_len);
+        let mut kept = std::mem::take(&mut mapped);
+        let expected: Result<Option<Vec<u8>>, &str> = 'verdict: {
+            if descriptor.seq != received {
+                mapped = kept;
+                break 'verdict Err("out of order");
+            }
+            kept.retain(|(id, _)| *id >= descriptor.oldest);
+            mapped = kept;
+            let expect_read = !mapped.iter().any(|(id, _)| *id == descriptor.segment);
+            if expect_read {
+                let bytes: usize = mapped.iter().map(|(_, s)| s.contents.len()).sum();
+                match &arrival {
+                    Arrival::Nothing => break 'verdict Err("no segment"),
+                    Arrival::Writable { .. } => break 'verdict Err("writable"),
+                    Arrival::Sealed { id, claimed, sent } => {
+                        if *id != descriptor.segment
+                            || mapped.len() >= max_segments
+                            || bytes as u64 + claimed > max_mapped as u64
+                            || *claimed != sent.contents.len() as u64
+                        {
+                            break 'verdict Err("bad segment");
+                        }
+                    }
+                }
+            }
+            if body_len > frame_limit {
+                break 'verdict Ok(None);
+            }
+            let contents = match mapped.iter().find(|(id, _)| *id == descriptor.segment) {
+                Some((_, sent)) => &sent.contents,
+                None => match &arrival {
+                    Arrival::Sealed { sent, .. } => &sent.contents,
+                    _ => unreachable!("a new segment is checked above"),
+                },
+            };
+            match descriptor.offset.checked_add(body_len) {
+                Some(end) if end <= contents.len() as u64 => Ok(Some(
+                    contents[descriptor.offset as usize..end as usize].to_vec(),
+                )),
+                _ => Err("outside"),
+            }
+        };
+        let expect_read =
+            descriptor.seq == received && !mapped.iter().any(|(id, _)| *id == descriptor.segment);
+
+        let read = Cell::new(false);
+        let (arriving, sent) = match arrival {
+            Arrival::Nothing => (None, None),
+            Arrival::Writable { id, len, fd } => (Some((id, len, fd)), None),
+            Arrival::Sealed { id, claimed, sent } => {
+                let fd = sent.segment.fd().try_clone_to_owned().expect("dup");
+                (Some((id, claimed, fd)), Some((id, sent)))
+            }
+        };
+        let verdict = pool.resolve(&descriptor, frame_limit, || {
+            read.set(true);
+            Ok(arriving)
+        });
+        assert_eq!(
+            read.get(),
+            expect_read,
+            "segment socket read: {descriptor:?}"
+        );
+        match (verdict, expected) {
+            (Ok(Resolved::Body(body)), Ok(Some(bytes))) => {
+                assert!(body[..] == bytes[..], "a body differs: {descriptor:?}");
+                received += 1;
+                bodies.push((body, bytes));
+            }
+            (Ok(Resolved::Oversized), Ok(None)) => received += 1,
+            (Err(message), Err(_)) => {
+                assert!(!message.is_empty());
+                assert_eq!(pool.received(), received, "an error counted a body");
+                break;
+            }
+            (verdict, expected) => {
+                panic!("{descriptor:?}: got {verdict:?}, the model says {expected:?}")
+            }
+        }
+        if expect_read && let Some((id, sent)) = sent {
+            mapped.push((id, sent));
+        }
+        assert_eq!(pool.received(), received);
+        let (count, bytes) = pool.mapped();
+        assert_eq!(count, mapped.len(), "segments mapped");
+        assert_eq!(
+            bytes,
+            mapped.iter().map(|(_, s)| s.contents.len()).sum::<usize>()
+        );
+        assert!(count <= max_segments && bytes <= max_mapped);
+    }
+    for (body, bytes) in &bodies {
+        assert!(body[..] == bytes[..], "a body changed after it was taken");
+    }
+}
+
 fn request(call_id: u64, metadata: &Metadata, payload: &[u8]) -> Frame {
     let mut header = Header::new(Kind::Request, call_id);
     header.method_id = 0x1234_5678;
@@ -1586,5 +1847,66 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             2, 0, 30, 11, 3, 4, 9, 9, 9, 9, 2, 10, 9, 4, 4, 7, 2, 2, 31, 5,
         ],
     ));
+
+    // shm_pool: each op below is `[op, segment, oldest, (size, claimed,
+    // id: ops 0-3), offset span, length span, metadata length]`; a span is
+    // `[2, u32]` (an amount inside the segment).
+    let span = |n: u32| {
+        let mut out = vec![2u8];
+        out.extend(n.to_le_bytes());
+        out
+    };
+    let op = |op: u8, segment: u8, offset: u32, len: u32, metadata: u32| {
+        let mut out = vec![op, segment, 1];
+        if op % 8 <= 3 {
+            out.extend([0, 2, 1]);
+        }
+        out.extend(span(offset));
+        out.extend(span(len));
+        out.extend(metadata.to_le_bytes());
+        out
+    };
+    // 4 segments, 32 KiB, 16 KiB frames: two bodies from segment 1, the
+    // sender scribbles over the first, a third body reads the scribble,
+    // then a descriptor out of order closes the link.
+    let mut bodies = vec![0x80 | (7 << 3) | 3];
+    bodies.extend(op(0, 3, 100, 200, 10));
+    bodies.extend(op(1, 2, 1000, 3000, 0));
+    bodies.extend([7, 0]);
+    bodies.extend(150u32.to_le_bytes());
+    bodies.extend([50, 0xEE]);
+    bodies.extend(op(2, 2, 100, 200, 0));
+    bodies.push(0x80 | 5);
+    bodies.extend(99u64.to_le_bytes());
+    bodies.extend([2, 1]);
+    seeds.push(("shm_pool", "bodies-scribble-out-of-order", bodies));
+    // 64-byte frames: an oversized body is released without a copy, then a
+    // body that fits, then one past the segment's end.
+    let mut oversized = vec![7 << 3 | 3];
+    oversized.extend(op(0, 3, 0, 100, 0));
+    oversized.extend(op(5, 2, 64, 64, 8));
+    oversized.extend(op(5, 2, 4090, 10, 0));
+    seeds.push(("shm_pool", "oversized-then-outside", oversized));
+    // At most 2 segments, 12 KiB: segments 1 and 2; then 4, whose
+    // descriptor gives 1 up (oldest 2); then 5 is refused (2 mapped).
+    let mut limits = vec![0x80 | (2 << 3) | 1];
+    limits.extend(op(0, 3, 0, 16, 0));
+    limits.extend(op(0, 3, 0, 16, 0));
+    let mut third = op(0, 4, 0, 16, 0);
+    third[2] = 0; // oldest: an id near the newest, 2 + 3 - 3 = 2
+    third.insert(3, 3);
+    limits.extend(third);
+    limits.extend(op(0, 3, 0, 16, 0));
+    seeds.push(("shm_pool", "segment-limits-and-oldest", limits));
+    // A segment announced at half its size is refused.
+    let mut wrong = vec![0x80 | (7 << 3) | 3, 0, 3, 1, 0, 1, 1];
+    wrong.extend(span(0));
+    wrong.extend(span(16));
+    wrong.extend(0u32.to_le_bytes());
+    seeds.push(("shm_pool", "segment-wrong-size", wrong));
+    // A memfd anyone may write is refused as a segment.
+    let mut writable = vec![0x80 | (7 << 3) | 3];
+    writable.extend(op(4, 3, 0, 16, 0));
+    seeds.push(("shm_pool", "segment-writable", writable));
     seeds
 }

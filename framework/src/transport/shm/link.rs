@@ -37,6 +37,7 @@ use tokio::net::UnixStream;
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
+use super::peer_pool::{PeerSegments, Resolved};
 use super::pool::{DEFAULT_POOL_LIMIT, PooledBody, Refused, SendPool};
 use super::ring::{Consumer, Producer, Ring, RingError, Role, region_len};
 use super::words::{POOL_WORDS_LEN, PoolWords};
@@ -44,7 +45,6 @@ use crate::protocol::frame::{
     BulkDescriptor, Decoded, FLAG_BULK, Frame, FrameDecoder, HEADER_LEN, Header, PoolDescriptor,
 };
 use crate::select::{CallKind, CallTrack, Tracks, select};
-use crate::sys::pool::ReceiverSegment;
 use crate::sys::shm as sys;
 use crate::transport::bulk::{BodyPlace, BulkBody, BulkCounters, BulkTx};
 pub(crate) use crate::transport::spin::SpinBudget;
@@ -73,10 +73,6 @@ pub const DEFAULT_BULK_THRESHOLD: usize = 256 * 1024;
 const REGION_SEND_LIMIT: Duration = Duration::from_secs(10);
 /// A sender waiting this long for room in its pool says so (debug log).
 const POOL_LOG_AFTER: Duration = Duration::from_secs(1);
-/// The most shared memory a receiver maps for the peer's pool.
-const RX_POOL_MAX: usize = 1 << 30;
-/// The most segments of the peer's pool a receiver maps at once.
-const RX_POOL_SEGMENTS: usize = 64;
 /// The longest a side spins before it sleeps, unless configured otherwise.
 pub const DEFAULT_SPIN: Duration = crate::transport::spin::DEFAULT_SPIN;
 /// A sleep is re-checked at least this often (a lost wake-up costs this
@@ -563,10 +559,8 @@ impl Link for ShmLink {
                 counters,
                 pool: rx_words.map(|words| RxPool {
                     words,
-                    segments: Vec::new(),
-                    received: 0,
+                    segments: PeerSegments::default(),
                     woken: 0,
-                    spares: super::spares::Spares::default(),
                 }),
             },
         )
@@ -1052,14 +1046,10 @@ pub struct ShmRx {
 #[derive(Debug)]
 struct RxPool {
     words: PoolWords,
-    /// The peer's segments mapped here, by id.
-    segments: Vec<(u32, ReceiverSegment)>,
-    /// Pooled bodies received (and released) so far.
-    received: u64,
+    /// The peer's segments mapped here, and the bodies taken from them.
+    segments: PeerSegments,
     /// The peer's last sleep we woke.
     woken: u32,
-    /// Buffers bodies were copied into, back from their last user.
-    spares: super::spares::Spares,
 }
 
 impl ShmRx {
@@ -1135,36 +1125,14 @@ impl ShmRx {
         let descriptor = PoolDescriptor::parse(&stand_in.payload)
             .filter(|_| stand_in.metadata.is_empty())
             .ok_or("its pool descriptor is malformed")?;
-        if descriptor.seq != pool.received {
-            return Err(format!(
-                "pooled body {} arrived where {} was due",
-                descriptor.seq, pool.received
-            ));
-        }
-        pool.segments.retain(|(id, _)| *id >= descriptor.oldest);
-        if !pool
-            .segments
-            .iter()
-            .any(|(id, _)| *id == descriptor.segment)
+        let resolved = pool.segments.resolve(&descriptor, limit, || {
+            crate::sys::pool::recv_segment(socket)
+        })?;
+        if pool
+            .words
+            .release(pool.segments.received(), &mut pool.woken)
         {
-            let (id, len, fd) = crate::sys::pool::recv_segment(socket)
-                .map_err(|err| err.to_string())?
-                .ok_or("a pooled body came without its segment")?;
-            let len = usize::try_from(len).map_err(|_| "a segment too large to map")?;
-            let mapped: usize = pool.segments.iter().map(|(_, s)| s.len()).sum();
-            if id != descriptor.segment
-                || mapped.saturating_add(len) > RX_POOL_MAX
-                || pool.segments.len() >= RX_POOL_SEGMENTS
-            {
-                return Err(format!(
-                    "segment {id} of {len} bytes came for a body in segment {} (with {mapped} \
-                     bytes in {} segments mapped already)",
-                    descriptor.segment,
-                    pool.segments.len()
-                ));
-            }
-            let segment = ReceiverSegment::map(&fd, len).map_err(|err| err.to_string())?;
-            pool.segments.push((id, segment));
+            self.wake.wake_peer();
         }
         let header = Header {
             flags: stand_in.header.flags & !FLAG_BULK,
@@ -1172,34 +1140,10 @@ impl ShmRx {
             payload_len: descriptor.payload_len,
             ..stand_in.header
         };
-        let segment = pool
-            .segments
-            .iter()
-            .find(|(id, _)| *id == descriptor.segment)
-            .map(|(_, segment)| segment)
-            .ok_or("a pooled body in a segment already given up")?;
-        let oversized = header.body_len() > limit;
-        let len = usize::try_from(header.body_len()).map_err(|_| "a body too long")?;
-        let copy = if oversized {
-            None
-        } else {
-            let buffer = pool.spares.take(len);
-            Some(
-                segment
-                    .copy_into(descriptor.offset, len, buffer)
-                    .ok_or("a pooled body outside its segment")?,
-            )
-        };
-        // The room is free again: the body is copied out, or refused.
-        pool.received += 1;
-        if pool.words.release(pool.received, &mut pool.woken) {
-            self.wake.wake_peer();
+        match resolved {
+            Resolved::Body(body) => Ok(received(&self.counters, header, body)),
+            Resolved::Oversized => Ok(Decoded::Oversized(header)),
         }
-        let Some(copy) = copy else {
-            return Ok(Decoded::Oversized(header));
-        };
-        let body = Bytes::from_owner(pool.spares.lend(copy));
-        Ok(received(&self.counters, header, body))
     }
 }
 

@@ -14,6 +14,10 @@ mod spares;
 #[cfg(target_os = "linux")]
 mod words;
 bench_internal! {
+    #[cfg(target_os = "linux")]
+    pub mod peer_pool;
+}
+bench_internal! {
     pub mod ring;
 }
 
