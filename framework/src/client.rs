@@ -959,6 +959,16 @@ impl Channel {
         first_ready.unwrap_or_else(|| Arc::clone(&lock(&self.shared.last)))
     }
 
+    /// Room for a large argument of `len` bytes in the shared-memory pool
+    /// of the connection calls go to now (the first ready replica's), to
+    /// fill in place and pass (frozen): the call then copies nothing on
+    /// this side. On the heap where that connection has no pool; a call
+    /// that goes over another connection copies the bytes. See
+    /// [`Loan`](crate::Loan).
+    pub fn loan(&self, len: usize) -> crate::Loan {
+        crate::Loan::new(self.current().outgoing.spill_to().as_ref(), len)
+    }
+
     /// A ready replica's connection, as the policy picks it among those
     /// serving `want.service`; not the one with the connection id
     /// `want.avoid` when another is ready.

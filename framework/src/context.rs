@@ -167,6 +167,14 @@ impl Context {
         CURRENT.scope(self, future).await
     }
 
+    /// Room for a large result of `len` bytes in the shared-memory pool
+    /// of the connection the call came on, to fill in place and return
+    /// (frozen): the reply then copies nothing on this side. On the heap
+    /// where the connection has no pool. See [`Loan`](crate::Loan).
+    pub fn loan(&self, len: usize) -> crate::Loan {
+        crate::Loan::new(self.conn.spill_to.as_ref(), len)
+    }
+
     /// When the caller stops waiting, if it set a deadline.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline

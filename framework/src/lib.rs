@@ -99,6 +99,8 @@ mod driver;
 pub mod health;
 #[cfg(feature = "rt")]
 pub mod layers;
+#[cfg(feature = "rt")]
+pub mod loan;
 #[cfg(all(unix, feature = "rt"))]
 pub mod process;
 #[cfg(feature = "rt")]
@@ -133,6 +135,8 @@ pub use client::{
 };
 #[cfg(feature = "rt")]
 pub use context::Context;
+#[cfg(feature = "rt")]
+pub use loan::Loan;
 #[cfg(feature = "rt")]
 pub use select::{Selection, Transport};
 #[cfg(feature = "rt")]

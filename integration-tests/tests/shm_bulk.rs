@@ -213,7 +213,9 @@ async fn a_body_over_the_pool_limit_goes_as_a_region_and_is_counted() {
         assert_eq!(mmap.bodies_sent, 2, "{mmap:?}");
         let text = switchyard::debug::table::connections_table(&switchyard::debug::snapshot());
         assert!(
-            text.contains("shm pool: 1 bodies sent through it, 1 as a region"),
+            text.contains(
+                "shm pool: 1 bodies sent through it (0 from loans, not copied), 1 as a region"
+            ),
             "{text}"
         );
     })

@@ -470,11 +470,7 @@ pub fn inflate(data: &[u8]) {
     let counters = CompressionCounters::default();
     let mut header = Header::new(Kind::Request, 1);
     header.flags = switchyard::protocol::frame::FLAG_COMPRESSED;
-    let frame = Frame::new(
-        header,
-        bytes::Bytes::new(),
-        bytes::Bytes::copy_from_slice(data),
-    );
+    let frame = Frame::new(header, Bytes::new(), Bytes::copy_from_slice(data));
     let (result, usage) = usage_during(|| compress::inflate(frame, INFLATE_LIMIT, &counters));
     // The output (at most the limit) and little else; zstd's own context
     // comes from its allocator, not this one.
@@ -508,8 +504,8 @@ pub fn inflate(data: &[u8]) {
     let mut wire = Vec::new();
     Frame::new(
         Header::new(Kind::Request, 2),
-        bytes::Bytes::new(),
-        bytes::Bytes::copy_from_slice(data),
+        Bytes::new(),
+        Bytes::copy_from_slice(data),
     )
     .encode_into(&mut wire);
     let compressor = FrameCompressor::new(64, 1, Arc::default());
@@ -696,7 +692,7 @@ where
         usage.peak,
         usage.largest,
     );
-    let source = bytes::Bytes::copy_from_slice(body);
+    let source = Bytes::copy_from_slice(body);
     let shared = Bincode::decode_shared::<T>(&source);
     let value = match (plain, shared) {
         (Ok(plain), Ok(shared)) => {
@@ -1293,7 +1289,6 @@ fn ring_op(
 
 // ------------------------------------------------------------ seeds
 
-/// A request frame with metadata, for seeds.
 // ------------------------------------------------------------ shm_pool
 
 /// A segment the fuzzer made, as the sender holds it, and what it holds.
@@ -1372,7 +1367,7 @@ pub fn shm_pool(data: &[u8]) {
     let limits = input.u8();
     let max_segments = 1 + usize::from(limits & 7);
     let max_mapped = 4096 * (1 + usize::from(limits >> 3 & 15));
-    let frame_limit = 64u64 << (limits >> 7) * 8; // 64 B or 16 KiB
+    let frame_limit = 64u64 << ((limits >> 7) * 8); // 64 B or 16 KiB
     let mut pool = PeerSegments::new(max_mapped, max_segments);
     // The model: what the receiver should have mapped, by id.
     let mut mapped: Vec<(u32, SentSegment)> = Vec::new();
@@ -1551,17 +1546,14 @@ pub fn shm_pool(data: &[u8]) {
     }
 }
 
+/// A request frame with metadata, for seeds.
 fn request(call_id: u64, metadata: &Metadata, payload: &[u8]) -> Frame {
     let mut header = Header::new(Kind::Request, call_id);
     header.method_id = 0x1234_5678;
     header.deadline_us = 250_000;
     let mut wire = Vec::new();
     metadata.encode_into(&mut wire);
-    Frame::new(
-        header,
-        bytes::Bytes::from(wire),
-        bytes::Bytes::copy_from_slice(payload),
-    )
+    Frame::new(header, Bytes::from(wire), Bytes::copy_from_slice(payload))
 }
 
 /// A hello like a server sends, for seeds.
@@ -1655,23 +1647,15 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     sample_hello().encode_into(&mut hello_wire);
     let hello_frame = Frame::new(
         Header::new(Kind::Hello, 0),
-        bytes::Bytes::new(),
-        bytes::Bytes::from(hello_wire.clone()),
+        Bytes::new(),
+        Bytes::from(hello_wire.clone()),
     );
     let mut response = Header::new(Kind::Response, 1);
     response.status = 0;
-    let response = Frame::new(
-        response,
-        bytes::Bytes::new(),
-        bytes::Bytes::from_static(b"\x0e"),
-    );
+    let response = Frame::new(response, Bytes::new(), Bytes::from_static(b"\x0e"));
     let mut goaway = Header::new(Kind::GoAway, 0);
     goaway.status = 14;
-    let goaway = Frame::new(
-        goaway,
-        bytes::Bytes::new(),
-        bytes::Bytes::from_static(b"shutting down"),
-    );
+    let goaway = Frame::new(goaway, Bytes::new(), Bytes::from_static(b"shutting down"));
     let frames = |list: &[&Frame]| {
         let mut out = Vec::new();
         for frame in list {
@@ -1685,11 +1669,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         out
     };
     let req = request(1, &metadata, &[2, 4, 6]);
-    let ping = Frame::new(
-        Header::new(Kind::Ping, 5),
-        bytes::Bytes::new(),
-        bytes::Bytes::new(),
-    );
+    let ping = Frame::new(Header::new(Kind::Ping, 5), Bytes::new(), Bytes::new());
     let mut oversized = Header::new(Kind::Request, 9);
     oversized.payload_len = 200;
     let mut skipped = vec![0u8; HEADER_LEN];
@@ -1740,8 +1720,8 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         let mut wire = Vec::new();
         Frame::new(
             Header::new(Kind::Request, 1),
-            bytes::Bytes::new(),
-            bytes::Bytes::copy_from_slice(plain),
+            Bytes::new(),
+            Bytes::copy_from_slice(plain),
         )
         .encode_into(&mut wire);
         let compressor =

@@ -357,6 +357,10 @@ pub struct MmapTrack {
     /// them (larger than its limit, or no memory for a segment).
     #[serde(default)]
     pub pool_fallbacks: u64,
+    /// Of the pooled bodies sent, those sent from a loan
+    /// ([`Loan`](crate::Loan)): written in place by the caller, not copied.
+    #[serde(default)]
+    pub pool_loaned_bodies: u64,
     /// Bytes of the sending pools holding bodies the peer has not copied
     /// out yet (0 once the connections are closed).
     #[serde(default)]

@@ -267,8 +267,9 @@ fn write_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
             out,
             "switchyard_shm_pool_bodies_total",
             "counter",
-            "Bodies over the bulk threshold sent through the shared-memory pools, or as a region \
-             of their own because a pool could not take them.",
+            "Bodies over the bulk threshold sent through the shared-memory pools (path=loaned: \
+             of those, the bodies sent from a loan, written in place by the caller), or as a \
+             region of their own because a pool could not take them.",
         )?;
         writeln!(
             out,
@@ -279,6 +280,11 @@ fn write_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
             out,
             "switchyard_shm_pool_bodies_total{{path=\"fallback\"}} {}",
             s.mmap.pool_fallbacks
+        )?;
+        writeln!(
+            out,
+            "switchyard_shm_pool_bodies_total{{path=\"loaned\"}} {}",
+            s.mmap.pool_loaned_bodies
         )?;
         family(
             out,

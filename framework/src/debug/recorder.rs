@@ -458,15 +458,19 @@ impl ConnectionStats {
                 messages_sent: self.stream_messages_sent.load(Ordering::Relaxed),
                 messages_received: self.stream_messages_received.load(Ordering::Relaxed),
             },
-            mmap: self.bulk.get().map(|bulk| MmapTrack {
-                bodies_sent: bulk.sent.load(Ordering::Relaxed),
-                bodies_received: bulk.received.load(Ordering::Relaxed),
-                bytes_sent: bulk.bytes_sent.load(Ordering::Relaxed),
-                bytes_received: bulk.bytes_received.load(Ordering::Relaxed),
-                pool_bodies_sent: bulk.pool_sent.load(Ordering::Relaxed),
-                pool_fallbacks: bulk.pool_fallbacks.load(Ordering::Relaxed),
-                pool_in_use_bytes: bulk.pool_in_use.load(Ordering::Relaxed),
-                pool_held_bytes: bulk.pool_capacity.load(Ordering::Relaxed),
+            mmap: self.bulk.get().map(|bulk| {
+                bulk.refresh();
+                MmapTrack {
+                    bodies_sent: bulk.sent.load(Ordering::Relaxed),
+                    bodies_received: bulk.received.load(Ordering::Relaxed),
+                    bytes_sent: bulk.bytes_sent.load(Ordering::Relaxed),
+                    bytes_received: bulk.bytes_received.load(Ordering::Relaxed),
+                    pool_bodies_sent: bulk.pool_sent.load(Ordering::Relaxed),
+                    pool_fallbacks: bulk.pool_fallbacks.load(Ordering::Relaxed),
+                    pool_loaned_bodies: bulk.pool_loaned.load(Ordering::Relaxed),
+                    pool_in_use_bytes: bulk.pool_in_use.load(Ordering::Relaxed),
+                    pool_held_bytes: bulk.pool_capacity.load(Ordering::Relaxed),
+                }
             }),
             compression: match self.compression.get() {
                 Some((on, reason, counters)) => CompressionInfo {

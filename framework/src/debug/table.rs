@@ -109,9 +109,10 @@ pub fn connections_table(snapshot: &Snapshot) -> String {
                 .filter(|m| m.pool_bodies_sent + m.pool_fallbacks + m.pool_held_bytes > 0)
                 .map(|m| {
                     format!(
-                        "shm pool: {} bodies sent through it, {} as a region of their own (too \
-                         large for it); {} in use of {} held",
+                        "shm pool: {} bodies sent through it ({} from loans, not copied), {} as a \
+                         region of their own (too large for it); {} in use of {} held",
                         m.pool_bodies_sent,
+                        m.pool_loaned_bodies,
                         m.pool_fallbacks,
                         bytes(m.pool_in_use_bytes),
                         bytes(m.pool_held_bytes)

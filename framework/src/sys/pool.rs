@@ -18,6 +18,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::{MemfdFlags, SealFlags};
@@ -113,6 +114,61 @@ impl SenderSegment {
     /// reservation goes back to the heap); `None` if out of range.
     pub fn read(&self, offset: usize, len: usize) -> Option<Vec<u8>> {
         copy_out(&self.map, offset, len)
+    }
+}
+
+/// A range of a segment lent to one owner, who may read and write it as a
+/// slice (a loan the caller fills in place, see `transport/shm/pool.rs`).
+#[derive(Debug)]
+pub struct Lease {
+    mem: Arc<SenderSegment>,
+    offset: usize,
+    len: usize,
+}
+
+impl Lease {
+    /// Lends `len` bytes at `offset` of `mem`; `None` if they are not all
+    /// inside it.
+    ///
+    /// # Safety
+    ///
+    /// Until the lease is dropped, nothing else reads or writes that range
+    /// through `mem` (the pool's allocator hands each range to one owner;
+    /// the peer maps segments read-only, and their seals keep anyone else
+    /// from writing them).
+    pub unsafe fn new(mem: Arc<SenderSegment>, offset: usize, len: usize) -> Option<Self> {
+        let end = offset.checked_add(len)?;
+        (end <= mem.len()).then_some(Self { mem, offset, len })
+    }
+
+    /// The segment it is in.
+    pub fn segment(&self) -> &Arc<SenderSegment> {
+        &self.mem
+    }
+
+    /// Its offset in the segment.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// Its bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `offset..offset + len` is inside the mapping (checked in
+        // `new`), which `mem` keeps alive; by `new`'s contract nothing else
+        // writes the range while the lease lives, and `&self` rules out a
+        // `&mut` from `as_mut_slice` at the same time. Memory of a shared
+        // mapping is always initialized.
+        unsafe { std::slice::from_raw_parts(self.mem.map.as_ptr().add(self.offset), self.len) }
+    }
+
+    /// Its bytes, to write.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`; `&mut self` makes this the only
+        // reference to the range, and the mapping is writable (only the
+        // creator's mapping made before sealing is, and this is it).
+        unsafe {
+            std::slice::from_raw_parts_mut(self.mem.map.as_mut_ptr().add(self.offset), self.len)
+        }
     }
 }
 

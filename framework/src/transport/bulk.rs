@@ -17,7 +17,7 @@ use std::sync::Arc;
 #[cfg(doc)]
 use crate::protocol::frame::HEADER_LEN;
 #[cfg(target_os = "linux")]
-use crate::transport::shm::pool::{PooledBody, Reservation, SendPool};
+use crate::transport::shm::pool::{LoanSite, PooledBody, Reservation, SendPool};
 
 /// The bulk path of a link's sending half, a capability that
 /// [`LinkTx::bulk`](super::LinkTx::bulk) offers where the link has one
@@ -89,6 +89,23 @@ pub struct BulkCounters {
     pub pool_fallbacks: std::sync::atomic::AtomicU64,
     /// Bodies sent through the pool (counted in `sent` too).
     pub pool_sent: std::sync::atomic::AtomicU64,
+    /// Of those, bodies sent from a loan, where the caller wrote them.
+    pub pool_loaned: std::sync::atomic::AtomicU64,
+    /// The sending pool, to bring `pool_in_use` up to date before it is
+    /// read (releases are otherwise applied when the pool next allocates).
+    #[cfg(target_os = "linux")]
+    pub(crate) pool: std::sync::OnceLock<std::sync::Weak<SendPool>>,
+}
+
+impl BulkCounters {
+    /// Applies the releases the peer has made since the pool last looked,
+    /// so that `pool_in_use` is current.
+    pub fn refresh(&self) {
+        #[cfg(target_os = "linux")]
+        if let Some(pool) = self.pool.get().and_then(std::sync::Weak::upgrade) {
+            pool.note_releases();
+        }
+    }
 }
 
 /// A frame body too large for the ring, encoded: in a memfd of its own
@@ -187,6 +204,10 @@ impl SpillTo {
 
 /// Bytes staged before a write to the memfd (encoders write small pieces).
 const STAGING: usize = 64 * 1024;
+/// Writes this long are looked up among the pool's loans (a loan shorter
+/// than this is copied as any bytes are).
+#[cfg(target_os = "linux")]
+const LOAN_MIN: usize = 4096;
 
 /// An encoder's output: bytes go into `vec` until the frame body (what
 /// follows `body_start`) would pass `threshold`; then the body so far and
@@ -216,6 +237,11 @@ enum Target {
     /// A prepared region: its pages are allocated already.
     #[cfg(target_os = "linux")]
     Mapped(crate::sys::bulk::PreparedRegion),
+    /// Around a loan of the link's pool: the body starts at `start` of the
+    /// loan's segment, its loaned bytes are where the caller wrote them,
+    /// and the rest is copied in before and after them.
+    #[cfg(target_os = "linux")]
+    Loan { site: LoanSite, start: usize },
     /// A plain memfd: `pwrite`.
     File(OwnedFd),
 }
@@ -271,6 +297,13 @@ impl<'a> SpillWriter<'a> {
                 }));
             }
             #[cfg(target_os = "linux")]
+            Target::Loan { site, start } => {
+                let body = site.into_body(start, spill.written as usize);
+                return Ok(Some(BulkBody {
+                    kind: BodyKind::Pooled(body),
+                }));
+            }
+            #[cfg(target_os = "linux")]
             Target::Mapped(region) => region.into_fd(),
             Target::File(fd) => fd,
         };
@@ -317,6 +350,27 @@ impl<'a> SpillWriter<'a> {
         Ok(Some(spill))
     }
 
+    /// Where `buf` is a loan of the link's pool and the body so far fits
+    /// the loan's headroom: the body so far goes in front of the loaned
+    /// bytes, which stay where the caller wrote them.
+    #[cfg(target_os = "linux")]
+    fn spill_around_loan(&mut self, buf: &[u8]) -> Option<Spill> {
+        let pool = self.to.as_ref()?.pool.as_ref()?;
+        let site = pool.take_loaned(buf)?;
+        let before = &self.vec[self.body_start..];
+        let start = site.data_offset().checked_sub(before.len())?;
+        if before.len() > site.headroom() || !site.write(start, before) {
+            return None;
+        }
+        let written = (before.len() + buf.len()) as u64;
+        self.vec.truncate(self.body_start);
+        Some(Spill {
+            target: Target::Loan { site, start },
+            written,
+            staging: Vec::new(),
+        })
+    }
+
     /// The body outgrew its room in the pool: it goes back into the `Vec`
     /// (and the link's writer moves it into the pool, which can grow then).
     fn unspill(&mut self) -> io::Result<()> {
@@ -324,8 +378,14 @@ impl<'a> SpillWriter<'a> {
             return Ok(());
         };
         #[cfg(target_os = "linux")]
-        if let Target::Pool(reservation) = &spill.target {
-            let written = reservation.read(spill.written as usize).ok_or_else(|| {
+        let written = match &spill.target {
+            Target::Pool(reservation) => Some(reservation.read(spill.written as usize)),
+            Target::Loan { site, start } => Some(site.read(*start, spill.written as usize)),
+            _ => None,
+        };
+        #[cfg(target_os = "linux")]
+        if let Some(written) = written {
+            let written = written.ok_or_else(|| {
                 io::Error::other(
                     "the pool lost the body being written into it (a switchyard bug: please \
                      report it)",
@@ -348,6 +408,14 @@ impl io::Write for SpillWriter<'_> {
                 io::ErrorKind::FileTooLarge,
                 format!("the body would reach {after} bytes, over the limit"),
             ));
+        }
+        #[cfg(target_os = "linux")]
+        if self.spill.is_none()
+            && buf.len() >= LOAN_MIN
+            && let Some(spill) = self.spill_around_loan(buf)
+        {
+            self.spill = Some(spill);
+            return Ok(buf.len());
         }
         if self.spill.is_none() {
             let body = self.vec.len() - self.body_start + buf.len();
@@ -381,12 +449,12 @@ impl Spill {
     /// `Ok(false)`: the pool's room is too small for `buf` (nothing
     /// written).
     fn write(&mut self, buf: &[u8]) -> io::Result<bool> {
+        let after = self.written as usize + self.staging.len() + buf.len();
         #[cfg(target_os = "linux")]
-        if let Target::Pool(reservation) = &self.target {
-            let after = self.written as usize + self.staging.len() + buf.len();
-            if after > reservation.capacity() {
-                return Ok(false);
-            }
+        match &self.target {
+            Target::Pool(reservation) if after > reservation.capacity() => return Ok(false),
+            Target::Loan { site, start } if start + after > site.room_end() => return Ok(false),
+            _ => {}
         }
         if buf.len() >= STAGING {
             self.flush()?;
@@ -419,6 +487,17 @@ impl Spill {
                     return Err(io::Error::other(
                         "the body did not fit the pool room reserved for it (a switchyard bug: \
                          please report it)",
+                    ));
+                }
+                self.written += bytes.len() as u64;
+                return Ok(());
+            }
+            #[cfg(target_os = "linux")]
+            Target::Loan { site, start } => {
+                if !site.write(*start + self.written as usize, bytes) {
+                    return Err(io::Error::other(
+                        "the body did not fit around its loan (a switchyard bug: please report \
+                         it)",
                     ));
                 }
                 self.written += bytes.len() as u64;

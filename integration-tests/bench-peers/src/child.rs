@@ -293,6 +293,8 @@ pub fn child_main(args: &[String]) -> Result<(), String> {
         "ice-rr-client" => crate::ice_rr::client_child(rest),
         "ice-bulk-server" => crate::ice_rr_bulk::server_child(rest),
         "ice-bulk-client" => crate::ice_rr_bulk::client_child(rest),
+        "tarpc-server" => crate::tarpc_rt::server_child(rest),
+        "tarpc-rt-client" => crate::tarpc_rt::client_child(rest),
         _ => Err(format!("unknown role {role:?}")),
     }
 }

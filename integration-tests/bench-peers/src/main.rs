@@ -1,7 +1,8 @@
 //! bench-peers: one-way streaming throughput of peers of switchyard, counted
 //! by the receiver, with sender and receiver in separate processes; with
 //! `--round-trips`, request-response latency and throughput instead
-//! (`round_trips`: tonic unary calls, iceoryx2 request-response).
+//! (`round_trips`: tonic unary calls, tarpc calls over a Unix socket and over
+//! TCP, iceoryx2 request-response).
 //!
 //! * tonic (gRPC over HTTP/2 over TCP loopback): server streaming and client
 //!   streaming, with an always-ready sender stream ("ready") and with the
@@ -20,6 +21,7 @@ mod ice_peer;
 mod ice_rr;
 mod ice_rr_bulk;
 mod round_trips;
+mod tarpc_rt;
 mod tonic_peer;
 mod tonic_rt;
 
@@ -133,23 +135,25 @@ struct Options {
     round_trips: bool,
 }
 
-const USAGE: &str = "usage: bench-peers [--round-trips] [--quick] [--json] [--only tonic|iceoryx2]
+const USAGE: &str = "usage: bench-peers [--round-trips] [--quick] [--json] [--only tonic|tarpc|iceoryx2]
 
 One-way streaming throughput of tonic (gRPC over TCP loopback) and iceoryx2
 (shared-memory publish-subscribe), sender and receiver in separate processes
 pinned to different CPUs, counted by the receiver.
 
   --round-trips
-            request-response instead: tonic unary echo calls and iceoryx2
-            request-response, 64 B (and iceoryx2 1 MiB), client and server pinned to different
-            CPUs; p50/p99 latency one call at a time, then calls/s with 32
-            calls in flight
+            request-response instead: tonic unary echo calls (TCP), tarpc
+            echo calls (Unix socket, TCP) and iceoryx2 request-response,
+            64 B (and iceoryx2 1 MiB), client and server pinned to
+            different CPUs; p50/p99 latency one call at a time, then
+            calls/s with 32 calls in flight
   --quick   200k small (64 B) and 64 large (1 MiB) messages per measurement
             (default: 5M small, 2048 large); with --round-trips 1k warm-up
             and 5k timed calls, 0.5 s of throughput (default: 10k, 100k, 3 s)
   --json    one JSON object per measurement per line on stdout; the human
             table then goes to stderr
-  --only    run the measurements of one peer only";
+  --only    run the measurements of one peer only (tarpc: --round-trips
+            only)";
 
 fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut o = Options { quick: false, json: false, only: None, round_trips: false };
@@ -160,9 +164,9 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--json" => o.json = true,
             "--round-trips" => o.round_trips = true,
             "--only" => {
-                let v = it.next().ok_or("--only needs tonic or iceoryx2")?;
-                if v != "tonic" && v != "iceoryx2" {
-                    return Err(format!("--only: expected tonic or iceoryx2, got {v:?}"));
+                let v = it.next().ok_or("--only needs tonic, tarpc or iceoryx2")?;
+                if v != "tonic" && v != "tarpc" && v != "iceoryx2" {
+                    return Err(format!("--only: expected tonic, tarpc or iceoryx2, got {v:?}"));
                 }
                 o.only = Some(v.clone());
             }
@@ -172,6 +176,9 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             }
             _ => return Err(format!("unknown argument {a:?}\n{USAGE}")),
         }
+    }
+    if o.only.as_deref() == Some("tarpc") && !o.round_trips {
+        return Err("--only tarpc: tarpc is measured by --round-trips only".into());
     }
     Ok(o)
 }

@@ -1,7 +1,8 @@
 //! Round-trip mode (`--round-trips`): request-response calls of 64-byte
-//! payloads, client and server in separate processes pinned to different
-//! CPUs (client on the first allowed CPU, server on the second, as
-//! switchyard's own benchmark pins them).
+//! payloads (tonic unary over TCP, tarpc over a Unix socket and over TCP,
+//! iceoryx2 request-response), client and server in separate processes
+//! pinned to different CPUs (client on the first allowed CPU, server on the
+//! second, as switchyard's own benchmark pins them).
 //!
 //! For every peer one client process measures
 //! * latency: `warmup` calls, then `iterations` calls one at a time, each
@@ -145,11 +146,16 @@ impl Measured {
 fn specs(o: &Options) -> Vec<RtSpec> {
     let (warmup, iterations, seconds) = if o.quick { (1_000, 5_000, 0.5) } else { (10_000, 100_000, 3.0) };
     let spec = |peer, pattern| RtSpec { peer, pattern, size: SMALL, warmup, iterations, seconds };
+    let runs = |peer: &str| o.only.as_deref().is_none_or(|only| only == peer);
     let mut v = Vec::new();
-    if o.only.as_deref() != Some("iceoryx2") {
+    if runs("tonic") {
         v.push(spec("tonic-tcp", "unary"));
     }
-    if o.only.as_deref() != Some("tonic") {
+    if runs("tarpc") {
+        v.push(spec("tarpc-unix", "unary"));
+        v.push(spec("tarpc-tcp", "unary"));
+    }
+    if runs("iceoryx2") {
         v.push(spec("iceoryx2", "request-response"));
         // 1 MiB, copied in and out, one at a time: the bench lab's shm bulk
         // table sets switchyard's pooled bodies beside it.
@@ -201,6 +207,7 @@ pub fn run(o: &Options) -> Result<(), String> {
         let mut set = ChildSet::new();
         let r = match spec.peer {
             "tonic-tcp" => crate::tonic_rt::measure(&mut set, &cpus, spec, timeout),
+            "tarpc-unix" | "tarpc-tcp" => crate::tarpc_rt::measure(&mut set, &cpus, spec, timeout, n as u32),
             "iceoryx2" if spec.size != SMALL => crate::ice_rr_bulk::measure(&mut set, &cpus, spec, timeout, n as u32),
             _ => crate::ice_rr::measure(&mut set, &cpus, spec, timeout, n as u32),
         };

@@ -108,6 +108,8 @@ pub struct BulkTransfers {
     /// Bodies sent as a region of their own because a pool could not take
     /// them.
     pub pool_fallbacks: u64,
+    /// Of those, bodies sent from a loan, where the caller wrote them.
+    pub pool_loaned: u64,
     /// Bytes of the pools holding bodies their peers have not copied out.
     pub pool_in_use: u64,
     /// Bytes of shared memory the pools hold.
@@ -128,6 +130,7 @@ pub fn bulk_transfers() -> BulkTransfers {
         bytes_received: BULK_BYTES_RECEIVED.load(Ordering::Relaxed),
         pool_sent: super::pool::totals::SENT.load(Ordering::Relaxed),
         pool_fallbacks: super::pool::totals::FALLBACKS.load(Ordering::Relaxed),
+        pool_loaned: super::pool::totals::LOANED.load(Ordering::Relaxed),
         pool_in_use: super::pool::totals::IN_USE.load(Ordering::Relaxed),
         pool_held: super::pool::totals::HELD.load(Ordering::Relaxed),
     }
@@ -533,6 +536,9 @@ impl Link for ShmLink {
             .filter(|_| self.pool_limit > 0)
             .and_then(words)
             .map(|words| Arc::new(SendPool::new(words, self.pool_limit, Arc::clone(&counters))));
+        if let Some(pool) = &pool {
+            let _ = counters.pool.set(Arc::downgrade(pool));
+        }
         let rx_words = self.words.as_ref().and_then(words);
         (
             ShmTx {

@@ -19,13 +19,20 @@
 //! - **Release**: the receiver copies each body out before decoding it and
 //!   counts it in the pool words (`words.rs`); bodies are released in the
 //!   order they were sent, so that count names them.
+//! - **Loans** ([`PoolLoan`]): room a caller fills in place, with
+//!   [`LOAN_HEADROOM`] before it and [`LOAN_TAILROOM`] after it. When an
+//!   encoder meets the loan's bytes ([`SendPool::take_loaned`]), it writes
+//!   what came before them into the headroom and what follows into the
+//!   tailroom, and the body is sent from where it lies: the loaned bytes
+//!   are not copied. Its room is freed once both the caller has dropped
+//!   the loan and the peer has released the body (a chunk's `holds`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::words::PoolWords;
-use crate::sys::pool::SenderSegment;
+use crate::sys::pool::{Lease, SenderSegment};
 use crate::transport::bulk::BulkCounters;
 
 /// The most shared memory one side of a connection keeps for large bodies,
@@ -33,6 +40,12 @@ use crate::transport::bulk::BulkCounters;
 pub const DEFAULT_POOL_LIMIT: usize = 128 << 20;
 /// The smallest segment made.
 const MIN_SEGMENT: usize = 4 << 20;
+/// Room before a loan's bytes for what an encoder writes ahead of them:
+/// the frame's metadata, and the arguments before the loaned bytes with
+/// their length prefix.
+pub(crate) const LOAN_HEADROOM: usize = 4096;
+/// Room after a loan's bytes for the arguments that follow them.
+pub(crate) const LOAN_TAILROOM: usize = 1024;
 
 /// One side's pool (shared by the encoders that write into it and the
 /// link's writer that sends what they wrote).
@@ -57,6 +70,8 @@ pub(crate) mod totals {
     pub(crate) static IN_USE: AtomicU64 = AtomicU64::new(0);
     /// Bytes of segments.
     pub(crate) static HELD: AtomicU64 = AtomicU64::new(0);
+    /// Bodies sent from a loan, where the caller wrote them.
+    pub(crate) static LOANED: AtomicU64 = AtomicU64::new(0);
 }
 
 /// Moves a process total by the change of one pool's figure.
@@ -87,6 +102,19 @@ struct State {
     released: u64,
     /// Bytes of bodies allocated and not freed.
     in_use: usize,
+    /// Loans not dropped yet.
+    loans: Vec<LoanEntry>,
+}
+
+/// A loan, as the pool finds it when an encoder meets its bytes.
+#[derive(Debug)]
+struct LoanEntry {
+    chunk: u64,
+    /// The address and length of its bytes in this process.
+    addr: usize,
+    len: usize,
+    /// A body is being (or was) sent from it in place.
+    in_place: bool,
 }
 
 #[derive(Debug)]
@@ -117,6 +145,8 @@ struct Chunk {
     segment: u32,
     start: usize,
     len: usize,
+    /// Owners left: a body unsent or not released yet, a loan not dropped.
+    holds: u8,
     freed: bool,
 }
 
@@ -200,6 +230,91 @@ impl SendPool {
     /// Room for a body of exactly `len` bytes: `Ok(None)` when there is
     /// none now (wait for releases and try again).
     pub(crate) fn allocate(self: &Arc<Self>, len: usize) -> Result<Option<PooledBody>, Refused> {
+        let Some((id, segment, mem, start)) = self.allocate_chunk(len)? else {
+            return Ok(None);
+        };
+        Ok(Some(PooledBody {
+            pool: Arc::clone(self),
+            mem,
+            id,
+            segment,
+            offset: start,
+            len,
+            sent: false,
+        }))
+    }
+
+    /// Room for `len` bytes lent to the caller to fill in place (see the
+    /// module docs); `None` if the pool cannot take it now.
+    pub(crate) fn loan(self: &Arc<Self>, len: usize) -> Option<PoolLoan> {
+        let total = len.checked_add(LOAN_HEADROOM + LOAN_TAILROOM)?;
+        let (chunk, _segment, mem, start) = self.allocate_chunk(total).ok().flatten()?;
+        // SAFETY: the allocator gave `start..start + total` to this loan
+        // alone; of it, the lease is the middle, which encoders never
+        // write (`LoanSite::write` keeps to the headroom and the tailroom
+        // around it) and nothing else reads through `mem` (a body sent from
+        // it is read by the peer's read-only mapping).
+        #[allow(unsafe_code)]
+        let lease = unsafe { Lease::new(mem, start + LOAN_HEADROOM, len) };
+        let Some(lease) = lease else {
+            let mut state = self.lock();
+            free(&mut state, chunk);
+            reclaim(&mut state);
+            self.publish(&state);
+            return None;
+        };
+        self.lock().loans.push(LoanEntry {
+            chunk,
+            addr: lease.as_slice().as_ptr() as usize,
+            len,
+            in_place: false,
+        });
+        Some(PoolLoan {
+            pool: Arc::clone(self),
+            lease,
+            chunk,
+        })
+    }
+
+    /// Where `bytes` lie, if they are a loan of this pool not sent in place
+    /// yet: the encoder then writes around them and sends the body from
+    /// there. The site holds the loan's room until it becomes a body or is
+    /// dropped.
+    pub(crate) fn take_loaned(self: &Arc<Self>, bytes: &[u8]) -> Option<LoanSite> {
+        let mut state = self.lock();
+        let addr = bytes.as_ptr() as usize;
+        let entry = state
+            .loans
+            .iter_mut()
+            .find(|e| e.addr == addr && e.len == bytes.len() && !e.in_place)?;
+        entry.in_place = true;
+        let chunk_id = entry.chunk;
+        let index = usize::try_from(chunk_id.checked_sub(state.first_chunk)?).ok()?;
+        let chunk = state.chunks.get_mut(index)?;
+        chunk.holds += 1;
+        let (segment, start, len) = (chunk.segment, chunk.start, chunk.len);
+        let mem = state
+            .segments
+            .iter()
+            .find(|s| s.id == segment)
+            .map(|s| Arc::clone(&s.mem))?;
+        Some(LoanSite {
+            pool: Arc::clone(self),
+            mem,
+            chunk: chunk_id,
+            segment,
+            room: (start, start + len),
+            data: (start + LOAN_HEADROOM, bytes.len()),
+            used: false,
+        })
+    }
+
+    /// Room for a chunk of `len` bytes: its id, segment and offset.
+    #[allow(clippy::type_complexity)]
+    fn allocate_chunk(
+        &self,
+        len: usize,
+    ) -> Result<Option<(u64, u32, Arc<SenderSegment>, usize)>, Refused> {
         if len > self.limit {
             return Err(Refused::OverLimit);
         }
@@ -226,15 +341,7 @@ impl SendPool {
         let (segment, mem) = (current.id, Arc::clone(&current.mem));
         let id = commit(&mut state, segment, start, len);
         self.publish(&state);
-        Ok(Some(PooledBody {
-            pool: Arc::clone(self),
-            mem,
-            id,
-            segment,
-            offset: start,
-            len,
-            sent: false,
-        }))
+        Ok(Some((id, segment, mem, start)))
     }
 
     /// The free room at the current segment's cursor, at least `min` bytes,
@@ -330,6 +437,13 @@ impl SendPool {
             offset: body.offset as u64,
             seq,
         }
+    }
+
+    /// Frees what the peer has released since the last look (the debug
+    /// views call this before they read the pool's gauges).
+    pub(crate) fn note_releases(&self) {
+        let mut state = self.lock();
+        self.apply_releases(&mut state);
     }
 
     /// Counts a body that travelled as a region of its own because the
@@ -448,8 +562,11 @@ fn free(state: &mut State, id: u64) {
     if let Some(chunk) = state.chunks.get_mut(index)
         && !chunk.freed
     {
-        chunk.freed = true;
-        state.in_use -= chunk.len;
+        chunk.holds = chunk.holds.saturating_sub(1);
+        if chunk.holds == 0 {
+            chunk.freed = true;
+            state.in_use -= chunk.len;
+        }
     }
 }
 
@@ -501,6 +618,7 @@ fn commit(state: &mut State, segment: u32, start: usize, len: usize) -> u64 {
         segment,
         start,
         len,
+        holds: 1,
         freed: false,
     });
     state.in_use += len;
@@ -589,5 +707,130 @@ impl Drop for Reservation {
         if !self.committed {
             self.pool.lock().reserved = false;
         }
+    }
+}
+
+/// Room lent to a caller to fill in place: the bytes of a body it will
+/// send (see the module docs). Dropping it gives its hold on the room up.
+#[derive(Debug)]
+pub(crate) struct PoolLoan {
+    pool: Arc<SendPool>,
+    lease: Lease,
+    chunk: u64,
+}
+
+impl PoolLoan {
+    /// Its bytes, to write.
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.lease.as_mut_slice()
+    }
+}
+
+impl AsRef<[u8]> for PoolLoan {
+    fn as_ref(&self) -> &[u8] {
+        self.lease.as_slice()
+    }
+}
+
+impl Drop for PoolLoan {
+    fn drop(&mut self) {
+        let mut state = self.pool.lock();
+        state.loans.retain(|e| e.chunk != self.chunk);
+        free(&mut state, self.chunk);
+        reclaim(&mut state);
+        self.pool.publish(&state);
+    }
+}
+
+/// A loan an encoder met: it writes the body's other bytes around the
+/// loaned ones ([`write`](Self::write)), then makes it the body
+/// ([`into_body`](Self::into_body)). Dropped unused, the loan may be sent
+/// in place again.
+#[derive(Debug)]
+pub(crate) struct LoanSite {
+    pool: Arc<SendPool>,
+    mem: Arc<SenderSegment>,
+    chunk: u64,
+    segment: u32,
+    /// The loan's whole room in the segment: start and end.
+    room: (usize, usize),
+    /// The loaned bytes: offset and length.
+    data: (usize, usize),
+    used: bool,
+}
+
+impl LoanSite {
+    /// Where the loaned bytes start in the segment.
+    pub(crate) fn data_offset(&self) -> usize {
+        self.data.0
+    }
+
+    /// Where the loaned bytes end in the segment.
+    pub(crate) fn data_end(&self) -> usize {
+        self.data.0 + self.data.1
+    }
+
+    /// Bytes that fit before the loaned ones.
+    pub(crate) fn headroom(&self) -> usize {
+        self.data.0 - self.room.0
+    }
+
+    /// Where the room ends in the segment.
+    pub(crate) fn room_end(&self) -> usize {
+        self.room.1
+    }
+
+    /// Copies `bytes` to `offset` of the segment, which must be in the
+    /// room and not over the loaned bytes; `false` (nothing written)
+    /// otherwise.
+    pub(crate) fn write(&self, offset: usize, bytes: &[u8]) -> bool {
+        let Some(end) = offset.checked_add(bytes.len()) else {
+            return false;
+        };
+        let before = offset >= self.room.0 && end <= self.data.0;
+        let after = offset >= self.data_end() && end <= self.room.1;
+        (before || after) && self.mem.write(offset, bytes)
+    }
+
+    /// The `len` bytes at `offset` of the segment, copied out (a body that
+    /// outgrew the room goes back to the heap).
+    pub(crate) fn read(&self, offset: usize, len: usize) -> Option<Vec<u8>> {
+        (offset >= self.room.0 && offset.checked_add(len)? <= self.room.1)
+            .then(|| self.mem.read(offset, len))?
+    }
+
+    /// The body of `len` bytes at `offset`, sent from where it lies.
+    pub(crate) fn into_body(mut self, offset: usize, len: usize) -> PooledBody {
+        self.used = true;
+        self.pool
+            .counters
+            .pool_loaned
+            .fetch_add(1, Ordering::Relaxed);
+        totals::LOANED.fetch_add(1, Ordering::Relaxed);
+        PooledBody {
+            pool: Arc::clone(&self.pool),
+            mem: Arc::clone(&self.mem),
+            id: self.chunk,
+            segment: self.segment,
+            offset,
+            len,
+            sent: false,
+        }
+    }
+}
+
+impl Drop for LoanSite {
+    fn drop(&mut self) {
+        if self.used {
+            // The body holds the room now.
+            return;
+        }
+        let mut state = self.pool.lock();
+        if let Some(entry) = state.loans.iter_mut().find(|e| e.chunk == self.chunk) {
+            entry.in_place = false;
+        }
+        free(&mut state, self.chunk);
+        reclaim(&mut state);
+        self.pool.publish(&state);
     }
 }
