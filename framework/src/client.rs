@@ -56,6 +56,7 @@ pub struct ChannelBuilder {
     timers: crate::protocol::session::Timers,
     bulk_threshold: Option<usize>,
     pool_limit: Option<usize>,
+    read_in_place: Option<bool>,
     resolver: Option<Arc<dyn Resolver>>,
     discovery_file: Option<PathBuf>,
     attempt_timeout: Duration,
@@ -107,6 +108,7 @@ impl Default for ChannelBuilder {
             timers: crate::protocol::session::Timers::default(),
             bulk_threshold: None,
             pool_limit: None,
+            read_in_place: None,
             resolver: None,
             discovery_file: None,
             attempt_timeout: open::DEFAULT_ATTEMPT_TIMEOUT,
@@ -347,6 +349,20 @@ impl ChannelBuilder {
     /// not copying bodies out), requests wait for room. Zero: no pool.
     pub fn shm_pool_limit(mut self, bytes: usize) -> Self {
         self.pool_limit = Some(bytes);
+        self
+    }
+
+    /// On shared memory, reads large response bodies in place, in the
+    /// server's pool, instead of copying each out before decoding it
+    /// (default off). A `Bytes` result then points into the server's
+    /// shared memory, and the server may reuse that room only once the
+    /// result is dropped: hold it no longer than needed (the server's pool
+    /// fills, and its replies wait). Only where the server runs as this
+    /// user (the kernel vouches for its uid), and only for servers trusted
+    /// not to write a body after sending it: by default a copy guards
+    /// against that.
+    pub fn shm_read_in_place(mut self, on: bool) -> Self {
+        self.read_in_place = Some(on);
         self
     }
 
@@ -601,6 +617,7 @@ impl ChannelBuilder {
             shm_spin: self.shm_spin,
             bulk_threshold: self.bulk_threshold,
             pool_limit: self.pool_limit,
+            read_in_place: self.read_in_place,
             metadata_limits: self.metadata_limits,
             knobs: crate::session::LimitKnobs::CLIENT,
             timers: self.timers,

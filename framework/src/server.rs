@@ -49,6 +49,8 @@ pub(crate) struct ServerConfig {
     /// Shared memory: bodies above this go as bulk regions.
     pub(crate) bulk_threshold: Option<usize>,
     pub(crate) pool_limit: Option<usize>,
+    /// Shared memory: read clients' pooled bodies in place.
+    pub(crate) read_in_place: Option<bool>,
     /// How fast one connection may cancel calls.
     pub(crate) cancel_rate: crate::protocol::session::cancel_budget::CancelRate,
     /// Keepalive pings and the idle timeout.
@@ -84,6 +86,7 @@ impl Default for ServerConfig {
             shm_spin: None,
             bulk_threshold: None,
             pool_limit: None,
+            read_in_place: None,
             cancel_rate: crate::protocol::session::cancel_budget::CancelRate::default(),
             // gRPC servers' defaults: a Ping after 2 h of silence, 20 s
             // for the answer; no idle timeout.
@@ -377,6 +380,15 @@ impl ServerBuilder {
     /// Zero: no pool.
     pub fn shm_pool_limit(mut self, bytes: usize) -> Self {
         self.config.pool_limit = Some(bytes);
+        self
+    }
+
+    /// On shared memory, reads large request bodies in place, in the
+    /// client's pool, instead of copying each out (default off): see
+    /// [`ChannelBuilder::shm_read_in_place`](crate::ChannelBuilder::shm_read_in_place).
+    /// Only for clients running as this user.
+    pub fn shm_read_in_place(mut self, on: bool) -> Self {
+        self.config.read_in_place = Some(on);
         self
     }
 
@@ -826,6 +838,9 @@ fn spawn_local_connection(
                     }
                     if let Some(bytes) = shared.config.pool_limit {
                         shm = shm.with_pool_limit(bytes);
+                    }
+                    if let Some(on) = shared.config.read_in_place {
+                        shm = shm.with_read_in_place(on);
                     }
                     connection::serve(shared, shm, phase).await;
                 }

@@ -20,6 +20,8 @@ pub trait Blobs {
     async fn digest(&self, data: Bytes, tag: String) -> (u64, String);
     /// `len` bytes of the pattern of `seed`, written into a loan.
     async fn make(&self, len: u64, seed: u8) -> Bytes;
+    /// `len` bytes of the pattern of `seed`, from the heap.
+    async fn blob(&self, len: u64, seed: u8) -> Bytes;
 }
 
 struct Impl;
@@ -34,6 +36,10 @@ impl Blobs for Impl {
         let mut loan = ctx.loan(len as usize);
         fill(&mut loan, seed);
         loan.freeze()
+    }
+
+    async fn blob(&self, len: u64, seed: u8) -> Bytes {
+        Bytes::from(pattern(len as usize, seed))
     }
 }
 
@@ -59,7 +65,15 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 }
 
 async fn server(dir: &std::path::Path, name: &str) -> ServerHandle {
-    Server::builder()
+    server_with(dir, name, Server::builder()).await
+}
+
+async fn server_with(
+    dir: &std::path::Path,
+    name: &str,
+    builder: switchyard::ServerBuilder,
+) -> ServerHandle {
+    builder
         .add_service(BlobsServer::new(Impl))
         .publish(name)
         .runtime_dir(dir)
@@ -221,6 +235,76 @@ async fn a_handler_returns_a_loaned_result_in_place() {
         let unix = self::channel(dir.path(), "blobs-reply", Transport::Unix).await;
         let got = BlobsClient::new(unix).make(MIB as u64, 9).await.unwrap();
         assert!(got[..] == pattern(MIB, 9)[..]);
+    })
+    .await
+    .expect("within the limit");
+}
+
+#[tokio::test]
+async fn bodies_read_in_place_hold_the_senders_room_until_dropped() {
+    tokio::time::timeout(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        // The server's pool holds at most 16 MiB: three 4 MiB results held
+        // in place by the client leave no room for an 8 MiB one.
+        let builder = Server::builder()
+            .shm_pool_limit(16 * MIB)
+            .shm_read_in_place(true);
+        let _server = server_with(dir.path(), "blobs-in-place", builder).await;
+        let channel = Channel::builder()
+            .runtime_dir(dir.path())
+            .prefer(Transport::Shm)
+            .shm_read_in_place(true)
+            .connect("blobs-in-place")
+            .await
+            .expect("connects");
+        assert_eq!(channel.selection().transport, Transport::Shm);
+        let client = BlobsClient::new(channel.clone());
+        let mut held = Vec::new();
+        for seed in 0..3u8 {
+            let got = client.blob(4 * MIB as u64, seed).await.unwrap();
+            assert!(got[..] == pattern(4 * MIB, seed)[..], "result {seed}");
+            held.push(got);
+        }
+        let track = mmap(&channel);
+        assert!(track.reads_in_place, "{track:?}");
+        assert_eq!(track.bodies_received, 3, "{track:?}");
+
+        // The fourth waits for room: the three are still read in place.
+        let waiting = tokio::spawn({
+            let client = client.clone();
+            async move { client.blob(8 * MIB as u64, 9).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "the server reused room still lent out");
+        // Their contents never changed meanwhile.
+        for (seed, got) in held.iter().enumerate() {
+            assert!(got[..] == pattern(4 * MIB, seed as u8)[..]);
+        }
+        drop(held);
+        let got = waiting.await.unwrap().unwrap();
+        assert!(got[..] == pattern(8 * MIB, 9)[..]);
+
+        // The server reads the client's bodies in place too.
+        let data = Bytes::from(pattern(4 * MIB, 5));
+        let got = client.digest(data, "in place".into()).await.unwrap();
+        assert_eq!(got, (fnv(&pattern(4 * MIB, 5)), "in place".to_owned()));
+    })
+    .await
+    .expect("within the limit");
+}
+
+#[tokio::test]
+async fn bodies_are_copied_out_unless_asked() {
+    tokio::time::timeout(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let _server = server(dir.path(), "blobs-copied").await;
+        let channel = channel(dir.path(), "blobs-copied", Transport::Shm).await;
+        let client = BlobsClient::new(channel.clone());
+        let got = client.blob(MIB as u64, 1).await.unwrap();
+        assert!(got[..] == pattern(MIB, 1)[..]);
+        let track = mmap(&channel);
+        assert!(!track.reads_in_place, "{track:?}");
+        assert_eq!(track.bodies_received, 1, "{track:?}");
     })
     .await
     .expect("within the limit");

@@ -60,6 +60,8 @@ pub(crate) struct ConnectionConfig {
     pub(crate) bulk_threshold: Option<usize>,
     /// Shared memory: the most this side's pool for large bodies holds.
     pub(crate) pool_limit: Option<usize>,
+    /// Shared memory: read the server's pooled bodies in place.
+    pub(crate) read_in_place: Option<bool>,
     /// How much response metadata one call may carry.
     pub(crate) metadata_limits: MetadataLimits,
     /// Which settings set the frame limits, for messages.
@@ -124,6 +126,7 @@ impl Connection {
             spin: config.shm_spin,
             bulk_threshold: config.bulk_threshold,
             pool_limit: config.pool_limit,
+            read_in_place: config.read_in_place,
             ..LinkTuning::default()
         });
         let (conn, rx, rest, stopped) = Self::handshake(link, selection, config).await?;

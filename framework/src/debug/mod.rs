@@ -44,6 +44,7 @@ fn mmap_totals() -> MmapTrack {
             pool_bodies_sent: moved.pool_sent,
             pool_fallbacks: moved.pool_fallbacks,
             pool_loaned_bodies: moved.pool_loaned,
+            reads_in_place: false,
             pool_in_use_bytes: moved.pool_in_use,
             pool_held_bytes: moved.pool_held,
         }

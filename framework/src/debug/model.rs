@@ -361,6 +361,10 @@ pub struct MmapTrack {
     /// ([`Loan`](crate::Loan)): written in place by the caller, not copied.
     #[serde(default)]
     pub pool_loaned_bodies: u64,
+    /// The peer's pooled bodies are read in place on this side, not copied
+    /// out (`shm_read_in_place`, a peer running as this user).
+    #[serde(default)]
+    pub reads_in_place: bool,
     /// Bytes of the sending pools holding bodies the peer has not copied
     /// out yet (0 once the connections are closed).
     #[serde(default)]

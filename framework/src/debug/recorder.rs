@@ -468,6 +468,7 @@ impl ConnectionStats {
                     pool_bodies_sent: bulk.pool_sent.load(Ordering::Relaxed),
                     pool_fallbacks: bulk.pool_fallbacks.load(Ordering::Relaxed),
                     pool_loaned_bodies: bulk.pool_loaned.load(Ordering::Relaxed),
+                    reads_in_place: bulk.reads_in_place.load(Ordering::Relaxed),
                     pool_in_use_bytes: bulk.pool_in_use.load(Ordering::Relaxed),
                     pool_held_bytes: bulk.pool_capacity.load(Ordering::Relaxed),
                 }

@@ -108,14 +108,20 @@ pub fn connections_table(snapshot: &Snapshot) -> String {
                 .iter()
                 .filter(|m| m.pool_bodies_sent + m.pool_fallbacks + m.pool_held_bytes > 0)
                 .map(|m| {
+                    let in_place = if m.reads_in_place {
+                        "; the peer's bodies are read in place"
+                    } else {
+                        ""
+                    };
                     format!(
                         "shm pool: {} bodies sent through it ({} from loans, not copied), {} as a \
-                         region of their own (too large for it); {} in use of {} held",
+                         region of their own (too large for it); {} in use of {} held{}",
                         m.pool_bodies_sent,
                         m.pool_loaned_bodies,
                         m.pool_fallbacks,
                         bytes(m.pool_in_use_bytes),
-                        bytes(m.pool_held_bytes)
+                        bytes(m.pool_held_bytes),
+                        in_place
                     )
                 }),
         );

@@ -215,6 +215,43 @@ impl ReceiverSegment {
     }
 }
 
+/// A body read in place: a range of a peer's segment mapped here, lent
+/// out as a slice without a copy (only where the receiver trusts the
+/// sender not to write what it sent, see `transport/shm/peer_pool.rs`).
+#[derive(Debug)]
+pub struct Borrowed {
+    mem: Arc<ReceiverSegment>,
+    offset: usize,
+    len: usize,
+}
+
+impl Borrowed {
+    /// Lends `len` bytes at `offset` of `mem`; `None` if they are not all
+    /// inside it.
+    ///
+    /// # Safety
+    ///
+    /// Until the borrow is dropped, nobody writes that range: the sender's
+    /// pool does not reuse a body's room before the receiver releases it
+    /// (which it does when the borrow is dropped), and the receiver trusts
+    /// the sender not to write a body it has sent.
+    pub unsafe fn new(mem: Arc<ReceiverSegment>, offset: u64, len: usize) -> Option<Self> {
+        let offset = usize::try_from(offset).ok()?;
+        let end = offset.checked_add(len)?;
+        (end <= mem.len()).then_some(Self { mem, offset, len })
+    }
+}
+
+impl AsRef<[u8]> for Borrowed {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the range is inside the read-only mapping (checked in
+        // `new`), which `mem` keeps alive; by `new`'s contract nobody
+        // writes it while the borrow lives. Memory of a shared mapping is
+        // always initialized.
+        unsafe { std::slice::from_raw_parts(self.mem.map.as_ptr().add(self.offset), self.len) }
+    }
+}
+
 fn copy_out(map: &MmapRaw, offset: usize, len: usize) -> Option<Vec<u8>> {
     copy_into(map, offset, len, Vec::new())
 }

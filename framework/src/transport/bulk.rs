@@ -91,6 +91,8 @@ pub struct BulkCounters {
     pub pool_sent: std::sync::atomic::AtomicU64,
     /// Of those, bodies sent from a loan, where the caller wrote them.
     pub pool_loaned: std::sync::atomic::AtomicU64,
+    /// The peer's pooled bodies are read in place here, not copied out.
+    pub reads_in_place: std::sync::atomic::AtomicBool,
     /// The sending pool, to bring `pool_in_use` up to date before it is
     /// read (releases are otherwise applied when the pool next allocates).
     #[cfg(target_os = "linux")]

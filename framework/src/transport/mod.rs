@@ -297,6 +297,9 @@ pub struct LinkTuning {
     /// Shared memory: the most the sending side's pool for large bodies
     /// may hold (zero: no pool).
     pub pool_limit: Option<usize>,
+    /// Shared memory: read the peer's pooled bodies in place where it runs
+    /// as this user.
+    pub read_in_place: Option<bool>,
     /// Unix, TCP and QUIC: the deadline of a frame once started and the
     /// budget of partial frames (see [`intake`]).
     pub intake: intake::IntakeLimits,

@@ -37,7 +37,7 @@ use tokio::net::UnixStream;
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
-use super::peer_pool::{PeerSegments, Resolved};
+use super::peer_pool::{PeerSegments, Releases, Resolved};
 use super::pool::{DEFAULT_POOL_LIMIT, PooledBody, Refused, SendPool};
 use super::ring::{Consumer, Producer, Ring, RingError, Role, region_len};
 use super::words::{POOL_WORDS_LEN, PoolWords};
@@ -90,6 +90,8 @@ pub struct ShmLink {
     /// The pool words, where both sides speak version 3 (pools).
     words: Option<(Arc<memmap2::MmapRaw>, bool)>,
     pool_limit: usize,
+    /// Read the peer's pooled bodies in place where it runs as this user.
+    read_in_place: bool,
 }
 
 /// Bulk regions this process sent and received over shared memory.
@@ -283,6 +285,7 @@ impl ShmLink {
             bulk_threshold: DEFAULT_BULK_THRESHOLD,
             words: words.map(|map| (map, client)),
             pool_limit: DEFAULT_POOL_LIMIT,
+            read_in_place: false,
         })
     }
 
@@ -292,6 +295,20 @@ impl ShmLink {
     pub fn with_pool_limit(mut self, bytes: usize) -> Self {
         self.pool_limit = bytes;
         self
+    }
+
+    /// Reads the peer's pooled bodies in place, without copying them out,
+    /// where the peer runs as this user (the kernel vouches for its uid):
+    /// see `ChannelBuilder::shm_read_in_place`.
+    pub fn with_read_in_place(mut self, on: bool) -> Self {
+        self.read_in_place = on;
+        self
+    }
+
+    /// Whether pooled bodies are read in place on this link: asked for,
+    /// and the peer runs as this user.
+    pub fn reads_in_place(&self) -> bool {
+        self.read_in_place && self.peer.uid == Some(crate::sys::uid())
     }
 
     /// Whether both sides speak pools (version 3 of the offer).
@@ -522,6 +539,9 @@ impl Link for ShmLink {
         if let Some(bytes) = tuning.pool_limit {
             self.pool_limit = bytes;
         }
+        if let Some(on) = tuning.read_in_place {
+            self.read_in_place = on;
+        }
     }
 
     fn split(self, frame_limit: u32) -> (ShmTx, ShmRx) {
@@ -540,6 +560,18 @@ impl Link for ShmLink {
             let _ = counters.pool.set(Arc::downgrade(pool));
         }
         let rx_words = self.words.as_ref().and_then(words);
+        let in_place = self.reads_in_place();
+        counters
+            .reads_in_place
+            .store(in_place && rx_words.is_some(), Ordering::Relaxed);
+        let rx_pool = rx_words.map(|words| {
+            let wake = Arc::clone(&self.wake);
+            RxPool {
+                segments: PeerSegments::default(),
+                releases: Arc::new(Releases::new(words, Box::new(move || wake.wake_peer()))),
+                in_place,
+            }
+        });
         (
             ShmTx {
                 counters: Arc::clone(&counters),
@@ -563,11 +595,7 @@ impl Link for ShmLink {
                 decoder: FrameDecoder::new(frame_limit),
                 next_region: 0,
                 counters,
-                pool: rx_words.map(|words| RxPool {
-                    words,
-                    segments: PeerSegments::default(),
-                    woken: 0,
-                }),
+                pool: rx_pool,
             },
         )
     }
@@ -1051,11 +1079,12 @@ pub struct ShmRx {
 /// The receiving side's view of the peer's pool.
 #[derive(Debug)]
 struct RxPool {
-    words: PoolWords,
     /// The peer's segments mapped here, and the bodies taken from them.
     segments: PeerSegments,
-    /// The peer's last sleep we woke.
-    woken: u32,
+    /// Bodies done with, told to the peer through the pool words.
+    releases: Arc<Releases>,
+    /// Bodies are read in place (the peer is trusted), not copied out.
+    in_place: bool,
 }
 
 impl ShmRx {
@@ -1131,15 +1160,17 @@ impl ShmRx {
         let descriptor = PoolDescriptor::parse(&stand_in.payload)
             .filter(|_| stand_in.metadata.is_empty())
             .ok_or("its pool descriptor is malformed")?;
-        let resolved = pool.segments.resolve(&descriptor, limit, || {
-            crate::sys::pool::recv_segment(socket)
-        })?;
-        if pool
-            .words
-            .release(pool.segments.received(), &mut pool.woken)
-        {
-            self.wake.wake_peer();
-        }
+        let next_segment = || crate::sys::pool::recv_segment(socket);
+        let resolved = if pool.in_place {
+            let releases = &pool.releases;
+            pool.segments
+                .resolve_in_place(&descriptor, limit, next_segment, releases)?
+        } else {
+            let resolved = pool.segments.resolve(&descriptor, limit, next_segment)?;
+            // Copied out (or refused): the room is free again.
+            pool.releases.done(descriptor.seq);
+            resolved
+        };
         let header = Header {
             flags: stand_in.header.flags & !FLAG_BULK,
             metadata_len: descriptor.metadata_len,

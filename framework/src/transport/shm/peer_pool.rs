@@ -6,16 +6,25 @@
 //! is handed in by the caller (read from the region socket by the link,
 //! made up by the `shm_pool` fuzz target in `framework/fuzz`), so every
 //! check a hostile peer can reach runs the same way in both.
+//!
+//! By default a body is copied out, and released at once. A receiver that
+//! trusts its peer (same user, and asked for with
+//! `ChannelBuilder::shm_read_in_place`) may read bodies in place instead:
+//! the body is lent out of the mapping ([`Borrowed`]) and released when its
+//! last user drops it. The sender frees bodies in the order they were
+//! released, so [`Releases`] counts the prefix of bodies done.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
-use crate::protocol::frame::PoolDescriptor;
-use crate::sys::pool::ReceiverSegment;
-
 use super::spares::Spares;
+use super::words::PoolWords;
+use crate::protocol::frame::PoolDescriptor;
+use crate::sys::pool::{Borrowed, ReceiverSegment};
 
 /// The most bytes of the peer's segments one connection maps.
 pub const MAX_MAPPED: usize = 1 << 30;
@@ -39,7 +48,7 @@ pub enum Resolved {
 /// been taken (they are released in that order).
 #[derive(Debug)]
 pub struct PeerSegments {
-    segments: Vec<(u32, ReceiverSegment)>,
+    segments: Vec<(u32, Arc<ReceiverSegment>)>,
     received: u64,
     max_mapped: usize,
     max_segments: usize,
@@ -88,6 +97,56 @@ impl PeerSegments {
         limit: u64,
         next_segment: impl FnOnce() -> io::Result<Option<ArrivingSegment>>,
     ) -> Result<Resolved, String> {
+        let Some((segment, len)) = self.locate(descriptor, limit, next_segment)? else {
+            self.received += 1;
+            return Ok(Resolved::Oversized);
+        };
+        let buffer = self.spares.take(len);
+        let copy = segment
+            .copy_into(descriptor.offset, len, buffer)
+            .ok_or("a pooled body outside its segment")?;
+        // The room is free again: the body is copied out.
+        self.received += 1;
+        Ok(Resolved::Body(Bytes::from_owner(self.spares.lend(copy))))
+    }
+
+    /// [`resolve`](Self::resolve) without the copy: the body is lent out of
+    /// the mapping, and `releases` hears of it when its last user drops it.
+    /// Only for a peer trusted not to write what it sent.
+    pub(crate) fn resolve_in_place(
+        &mut self,
+        descriptor: &PoolDescriptor,
+        limit: u64,
+        next_segment: impl FnOnce() -> io::Result<Option<ArrivingSegment>>,
+        releases: &Arc<Releases>,
+    ) -> Result<Resolved, String> {
+        let Some((segment, len)) = self.locate(descriptor, limit, next_segment)? else {
+            self.received += 1;
+            releases.done(descriptor.seq);
+            return Ok(Resolved::Oversized);
+        };
+        // SAFETY: the sender reuses the body's room only once the receiver
+        // releases it, which `InPlace::drop` does after the borrow is gone;
+        // the caller trusts the sender not to write a body it sent.
+        #[allow(unsafe_code)]
+        let borrowed = unsafe { Borrowed::new(segment, descriptor.offset, len) }
+            .ok_or("a pooled body outside its segment")?;
+        self.received += 1;
+        Ok(Resolved::Body(Bytes::from_owner(InPlace {
+            borrowed,
+            seq: descriptor.seq,
+            releases: Arc::clone(releases),
+        })))
+    }
+
+    /// Checks `descriptor` and maps its segment if it is new: the segment
+    /// and the body's length, or `None` if the body is over `limit`.
+    fn locate(
+        &mut self,
+        descriptor: &PoolDescriptor,
+        limit: u64,
+        next_segment: impl FnOnce() -> io::Result<Option<ArrivingSegment>>,
+    ) -> Result<Option<(Arc<ReceiverSegment>, usize)>, String> {
         if descriptor.seq != self.received {
             return Err(format!(
                 "pooled body {} arrived where {} was due",
@@ -102,22 +161,14 @@ impl PeerSegments {
             .segments
             .iter()
             .find(|(id, _)| *id == descriptor.segment)
-            .map(|(_, segment)| segment)
+            .map(|(_, segment)| Arc::clone(segment))
             .ok_or("a pooled body in a segment already given up")?;
         let body_len = u64::from(descriptor.metadata_len) + u64::from(descriptor.payload_len);
-        let resolved = if body_len > limit {
-            Resolved::Oversized
-        } else {
-            let len = usize::try_from(body_len).map_err(|_| "a body too long")?;
-            let buffer = self.spares.take(len);
-            let copy = segment
-                .copy_into(descriptor.offset, len, buffer)
-                .ok_or("a pooled body outside its segment")?;
-            Resolved::Body(Bytes::from_owner(self.spares.lend(copy)))
-        };
-        // The room is free again: the body is copied out, or refused.
-        self.received += 1;
-        Ok(resolved)
+        if body_len > limit {
+            return Ok(None);
+        }
+        let len = usize::try_from(body_len).map_err(|_| "a body too long")?;
+        Ok(Some((segment, len)))
     }
 
     /// Maps the segment that comes with `descriptor`'s body.
@@ -142,7 +193,88 @@ impl PeerSegments {
             ));
         };
         let segment = ReceiverSegment::map(&fd, len).map_err(|err| err.to_string())?;
-        self.segments.push((id, segment));
+        self.segments.push((id, Arc::new(segment)));
         Ok(())
+    }
+}
+
+/// The receiver's releases of the peer's pooled bodies: the count the
+/// sender may free up to is the number of bodies done from the first on,
+/// whatever order they are done in (bodies read in place are done when
+/// their last user drops them).
+pub(crate) struct Releases {
+    state: Mutex<ReleaseState>,
+    words: PoolWords,
+    /// Wakes the peer (a sender asleep waiting for room).
+    wake_peer: Box<dyn Fn() + Send + Sync>,
+}
+
+#[derive(Debug, Default)]
+struct ReleaseState {
+    /// Bodies done from the first on: what the pool words say.
+    released: u64,
+    /// Bodies done after a body not done yet.
+    ahead: BTreeSet<u64>,
+    /// The peer's last sleep we woke.
+    woken: u32,
+}
+
+impl std::fmt::Debug for Releases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Releases")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Releases {
+    /// Releases through `words`, waking the peer with `wake_peer`.
+    pub(crate) fn new(words: PoolWords, wake_peer: Box<dyn Fn() + Send + Sync>) -> Self {
+        Self {
+            state: Mutex::new(ReleaseState::default()),
+            words,
+            wake_peer,
+        }
+    }
+
+    /// Body `seq` is done with: the sender may reuse its room once every
+    /// body before it is done too.
+    pub(crate) fn done(&self, seq: u64) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if seq != state.released {
+            state.ahead.insert(seq);
+            return;
+        }
+        state.released += 1;
+        while state.ahead.first() == Some(&state.released) {
+            state.ahead.pop_first();
+            state.released += 1;
+        }
+        let ReleaseState {
+            released, woken, ..
+        } = &mut *state;
+        if self.words.release(*released, woken) {
+            (self.wake_peer)();
+        }
+    }
+}
+
+/// A body read in place: released when its last user drops it.
+#[derive(Debug)]
+struct InPlace {
+    borrowed: Borrowed,
+    seq: u64,
+    releases: Arc<Releases>,
+}
+
+impl AsRef<[u8]> for InPlace {
+    fn as_ref(&self) -> &[u8] {
+        self.borrowed.as_ref()
+    }
+}
+
+impl Drop for InPlace {
+    fn drop(&mut self) {
+        self.releases.done(self.seq);
     }
 }
