@@ -275,7 +275,10 @@ async fn bodies_read_in_place_hold_the_senders_room_until_dropped() {
             async move { client.blob(8 * MIB as u64, 9).await }
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!waiting.is_finished(), "the server reused room still lent out");
+        assert!(
+            !waiting.is_finished(),
+            "the server reused room still lent out"
+        );
         // Their contents never changed meanwhile.
         for (seed, got) in held.iter().enumerate() {
             assert!(got[..] == pattern(4 * MIB, seed as u8)[..]);

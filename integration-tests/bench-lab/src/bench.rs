@@ -123,6 +123,9 @@ pub(crate) const POOL_ENV: &str = "SWITCHYARD_BENCH_POOL_LIMIT";
 /// µs, when set (e.g. 2000 to busy-poll as iceoryx2's figures do); else
 /// switchyard's default.
 pub(crate) const SPIN_ENV: &str = "SWITCHYARD_BENCH_SHM_SPIN_US";
+/// Set (to anything) in the `switchyard` child: its server reads request
+/// bodies in place (the bulk table's "loan" rows).
+pub(crate) const IN_PLACE_ENV: &str = "SWITCHYARD_BENCH_READ_IN_PLACE";
 
 /// What the raw baseline of shm is, printed and reported with its row.
 pub(crate) const SPIN_RING_NOTE: &str = "raw spin ring: two shared-memory rings (switchyard's \
@@ -755,6 +758,9 @@ fn child(role: &str) -> Result<(), String> {
                 if let Some(us) = std::env::var(SPIN_ENV).ok().and_then(|v| v.parse().ok()) {
                     server = server.shm_spin(Duration::from_micros(us));
                 }
+                if std::env::var_os(IN_PLACE_ENV).is_some() {
+                    server = server.shm_read_in_place(true);
+                }
                 let server = server.start().await.map_err(|e| format!("server: {e}"))?;
                 announce(&server.endpoints().join(" "));
                 // Runs until the parent kills it or closes our stdin.
@@ -1007,14 +1013,16 @@ async fn connect_endpoint(kind: &str, endpoints: &str) -> Result<(Channel, Strin
 /// Connects to the child by the name it published in `dir`'s registry,
 /// which on the same host selects shared memory; an error if it did not.
 pub(crate) async fn connect_shm(dir: &Path) -> Result<(Channel, String), String> {
-    connect_shm_with(dir, None).await
+    connect_shm_with(dir, None, false).await
 }
 
 /// [`connect_shm`] with the client's shared-memory pool limited to
-/// `pool_limit` bytes (0: no pool), when given.
+/// `pool_limit` bytes (0: no pool), when given, reading the server's
+/// bodies in place if `in_place`.
 pub(crate) async fn connect_shm_with(
     dir: &Path,
     pool_limit: Option<usize>,
+    in_place: bool,
 ) -> Result<(Channel, String), String> {
     let name = BENCH_DESCRIPTOR.name;
     let mut builder = Channel::builder()
@@ -1023,6 +1031,9 @@ pub(crate) async fn connect_shm_with(
         .max_frame(BULK_MAX_FRAME);
     if let Some(limit) = pool_limit {
         builder = builder.shm_pool_limit(limit);
+    }
+    if in_place {
+        builder = builder.shm_read_in_place(true);
     }
     if let Some(us) = std::env::var(SPIN_ENV).ok().and_then(|v| v.parse().ok()) {
         builder = builder.shm_spin(Duration::from_micros(us));

@@ -1,9 +1,11 @@
 //! Shared memory's bulk path (`mmap`): `echo` round trips of 1 MiB and
 //! 64 MiB [`Bytes`](switchyard::Bytes) over a shm connection, whose bodies
 //! do not go through the ring: through each side's pool (segments mapped
-//! once and reused; the receiver copies a body out), and, on a second
-//! connection whose pools are off, as a sealed memfd of their own mapped by
-//! the receiver. Beside them a raw `memcpy` of the same size in this process
+//! once and reused; the receiver copies a body out); through the pools
+//! with loans (the client copies its payload into a `Channel::loan`, both
+//! sides read bodies in place, and the server's echo copies the request
+//! into its own pool); and, on a connection whose pools are off, as a
+//! sealed memfd of their own mapped by the receiver. Beside them a raw `memcpy` of the same size in this process
 //! and the raw cost of one fresh-memfd hand-off done by hand (written with
 //! `pwrite`, sealed, mapped read-only with its pages populated, unmapped),
 //! the floor of the regions path.
@@ -17,11 +19,14 @@ use std::time::{Duration, Instant};
 use switchyard::transport::shm::bulk_transfers;
 
 use crate::bench::{
-    BenchClient, POOL_ENV, ScratchDir, connect_shm_with, histogram, micros, spawn_child_with,
+    BenchClient, IN_PLACE_ENV, POOL_ENV, ScratchDir, connect_shm_with, histogram, micros,
+    spawn_child_with,
 };
 
 /// The payload sizes measured.
-pub(crate) const SIZES: [usize; 2] = [1 << 20, 64 << 20];
+/// 64 KiB is under the bulk threshold: through the ring, except a loan,
+/// which is sent from the pool whatever its size.
+pub(crate) const SIZES: [usize; 3] = [64 << 10, 1 << 20, 64 << 20];
 
 /// One size.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -30,6 +35,8 @@ pub(crate) struct BulkRow {
     pub(crate) size: usize,
     /// Through the pools (else: a sealed memfd per body).
     pub(crate) pooled: bool,
+    /// With loans and bodies read in place (pooled too).
+    pub(crate) loaned: bool,
     /// Measured round trips.
     pub(crate) round_trips: u64,
     /// switchyard shm echo, 10^9 bytes per second, both directions.
@@ -52,40 +59,51 @@ pub(crate) struct BulkRow {
 /// What one run measured.
 pub(crate) fn intro() -> String {
     "echo of a `switchyard::Bytes` over shared memory, request and response bodies each \
-     through the sender's pool (copied in while encoded, copied out by the receiver) or, \
-     with the pools off, as a sealed memfd of its own mapped by the receiver; GB/s = 2 × \
-     size × round trips / elapsed; beside a memcpy of the same size in one process (size × \
-     copies / elapsed)"
+     through the sender's pool (pool: copied in while encoded, copied out by the receiver; \
+     loan: the client copies its payload into a loan, bodies are read in place, the echo \
+     copies the request into the server's pool) or, with the pools off, as a sealed memfd \
+     of its own mapped by the receiver; GB/s = 2 × size × round trips / elapsed; beside a \
+     memcpy of the same size in one process (size × copies / elapsed)"
         .to_owned()
 }
 
 /// Measures every size.
 pub(crate) fn run(quick: bool) -> Result<Vec<BulkRow>, String> {
-    let mut rows = run_path(quick, true)?;
-    rows.extend(run_path(quick, false)?);
+    let mut rows = run_path(quick, true, false)?;
+    rows.extend(run_path(quick, true, true)?);
+    rows.extend(run_path(quick, false, false)?);
     Ok(rows)
 }
 
-/// Every size through the pools, or with them off on both sides.
-fn run_path(quick: bool, pooled: bool) -> Result<Vec<BulkRow>, String> {
+/// Every size through the pools (with loans and reads in place if
+/// `loaned`), or with them off on both sides.
+fn run_path(quick: bool, pooled: bool, loaned: bool) -> Result<Vec<BulkRow>, String> {
     let dir = ScratchDir::new()?;
     let off = std::ffi::OsStr::new("0");
-    let env: &[(&str, &std::ffi::OsStr)] = if pooled { &[] } else { &[(POOL_ENV, off)] };
+    let on = std::ffi::OsStr::new("1");
+    let env: &[(&str, &std::ffi::OsStr)] = match (pooled, loaned) {
+        (false, _) => &[(POOL_ENV, off)],
+        (true, true) => &[(IN_PLACE_ENV, on)],
+        (true, false) => &[],
+    };
     let (child, _endpoints) = spawn_child_with("switchyard", dir.path(), env)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
     let rows = runtime.block_on(async {
-        let (channel, _) = connect_shm_with(dir.path(), (!pooled).then_some(0)).await?;
+        let (channel, _) = connect_shm_with(dir.path(), (!pooled).then_some(0), loaned).await?;
         let client = BenchClient::new(channel);
         let mut rows = Vec::new();
         for size in SIZES {
-            let round_trips = match (quick, size > 8 << 20) {
-                (true, true) => 3,
-                (true, false) => 20,
-                (false, true) => 20,
-                (false, false) => 200,
+            let round_trips = match (quick, size) {
+                (true, s) if s > 8 << 20 => 3,
+                (false, s) if s > 8 << 20 => 20,
+                (true, s) if s < 1 << 20 => 200,
+                (false, s) if s < 1 << 20 => 2000,
+                (true, _) => 20,
+                (false, _) => 200,
             };
-            let mut row = echo(&client, size, round_trips).await?;
+            let mut row = echo(&client, size, round_trips, loaned).await?;
             row.pooled = pooled;
+            row.loaned = loaned;
             rows.push(row);
         }
         Ok::<_, String>(rows)
@@ -94,19 +112,35 @@ fn run_path(quick: bool, pooled: bool) -> Result<Vec<BulkRow>, String> {
     Ok(rows)
 }
 
-async fn echo(client: &BenchClient, size: usize, round_trips: u64) -> Result<BulkRow, String> {
+async fn echo(
+    client: &BenchClient,
+    size: usize,
+    round_trips: u64,
+    loaned: bool,
+) -> Result<BulkRow, String> {
     let payload = switchyard::Bytes::from(vec![7u8; size]);
     let call_err = |e: switchyard::Status| format!("{size}-byte echo over shm: {e}");
+    // The request: the payload as it is (the encoder copies it into the
+    // pool), or copied into a loan by the caller (the encoder does not).
+    let request = || {
+        if loaned {
+            let mut loan = client.channel().loan(size);
+            loan.copy_from_slice(&payload);
+            loan.freeze()
+        } else {
+            payload.clone()
+        }
+    };
     // Warm-up: the first regions fault in pages on both sides.
     for _ in 0..2 {
-        client.echo(payload.clone()).await.map_err(call_err)?;
+        client.echo(request()).await.map_err(call_err)?;
     }
     let before = bulk_transfers();
     let mut hist = histogram()?;
     let start = Instant::now();
     for _ in 0..round_trips {
         let one = Instant::now();
-        let back = client.echo(payload.clone()).await.map_err(call_err)?;
+        let back = client.echo(request()).await.map_err(call_err)?;
         let _ = hist.record(one.elapsed().as_nanos() as u64);
         if back.len() != size {
             return Err(format!(
@@ -121,6 +155,7 @@ async fn echo(client: &BenchClient, size: usize, round_trips: u64) -> Result<Bul
     Ok(BulkRow {
         size,
         pooled: true,
+        loaned,
         round_trips,
         echo_gb_per_s: 2.0 * size as f64 * round_trips as f64 / elapsed.as_secs_f64() / 1e9,
         echo_p50_us: micros(&hist, 0.5),
@@ -165,11 +200,19 @@ fn handoff_gb_per_s(size: usize) -> Result<f64, String> {
 }
 
 fn size_name(size: usize) -> String {
-    format!("{} MiB", size >> 20)
+    if size < 1 << 20 {
+        format!("{} KiB", size >> 10)
+    } else {
+        format!("{} MiB", size >> 20)
+    }
 }
 
 fn path_name(row: &BulkRow) -> &'static str {
-    if row.pooled { "pool" } else { "regions" }
+    match (row.pooled, row.loaned) {
+        (true, true) => "loan",
+        (true, false) => "pool",
+        (false, _) => "regions",
+    }
 }
 
 /// The rows as a text table.
@@ -218,10 +261,11 @@ pub(crate) fn beside_iceoryx2(rows: &[BulkRow], peers: &[crate::bench_peers::Pee
         let _ = writeln!(
             out,
             "iceoryx2 request-response {} (copy in and out, busy-poll): p50 {:.0} µs ({:.2} GB/s \
-             at p50); switchyard pool p50 {:.0} µs ({:.2} GB/s at p50): {:.2}x iceoryx2",
+             at p50); switchyard {} p50 {:.0} µs ({:.2} GB/s at p50): {:.2}x iceoryx2",
             size_name(row.size),
             peer.p50_us,
             gb_per_s(peer.p50_us),
+            path_name(row),
             row.echo_p50_us,
             gb_per_s(row.echo_p50_us),
             peer.p50_us / row.echo_p50_us
@@ -237,7 +281,8 @@ pub(crate) fn pool_memory(rows: &[BulkRow]) -> String {
     for row in rows.iter().filter(|r| r.pooled) {
         let _ = writeln!(
             out,
-            "pool after the {} rows (client process): {} B held, {} B in use",
+            "{} after the {} rows (client process): {} B held, {} B in use",
+            path_name(row),
             size_name(row.size),
             row.pool_held,
             row.pool_in_use

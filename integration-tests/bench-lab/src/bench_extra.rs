@@ -666,6 +666,7 @@ mod tests {
             },
             shm_bulk: Ok(vec![crate::bench_bulk::BulkRow {
                 pooled: true,
+                loaned: false,
                 size: 64 << 20,
                 round_trips: 20,
                 echo_gb_per_s: 6.0,
