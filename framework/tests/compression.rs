@@ -7,8 +7,11 @@
 //! network namespaces: `integration-tests/tests/netns_compression.rs`.)
 
 use futures_util::StreamExt;
-use switchyard::debug::ConnectionInfo;
+#[path = "common/views.rs"]
+mod views;
+
 use switchyard::{Channel, Compression, Server, ServerHandle, Streaming, Transport};
+use views::client_view;
 
 /// A service that hands back what it is given.
 #[switchyard::service]
@@ -70,14 +73,6 @@ async fn channel(
 }
 
 /// The client side of `channel`'s connection, as the debug views show it.
-fn client_view(channel: &Channel) -> ConnectionInfo {
-    let peer = channel.peer().addr;
-    switchyard::debug::snapshot()
-        .connections
-        .into_iter()
-        .find(|c| c.role == "client" && c.state == "open" && c.peer.addr == peer)
-        .unwrap_or_else(|| panic!("no open client connection to {peer}"))
-}
 
 /// Text that compresses well: `len` bytes of repeated lines.
 fn text(len: usize) -> Vec<u8> {

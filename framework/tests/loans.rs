@@ -9,9 +9,12 @@
 
 use std::time::Duration;
 
-use switchyard::debug::ConnectionInfo;
+#[path = "common/views.rs"]
+mod views;
+
 use switchyard::debug::model::MmapTrack;
 use switchyard::{Bytes, Channel, Context, Server, ServerHandle, Transport};
+use views::client_view;
 
 /// A service with large arguments and results.
 #[switchyard::service]
@@ -93,18 +96,10 @@ async fn channel(dir: &std::path::Path, name: &str, transport: Transport) -> Cha
     channel
 }
 
-/// The channel's open connection, as the debug views show it.
-fn view(channel: &Channel) -> ConnectionInfo {
-    let peer = channel.peer().addr;
-    switchyard::debug::snapshot()
-        .connections
-        .into_iter()
-        .find(|c| c.role == "client" && c.state == "open" && c.peer.addr == peer)
-        .unwrap_or_else(|| panic!("no open client connection to {peer}"))
-}
-
 fn mmap(channel: &Channel) -> MmapTrack {
-    view(channel).mmap.expect("a shm connection's mmap track")
+    client_view(channel)
+        .mmap
+        .expect("a shm connection's mmap track")
 }
 
 /// The server sides (in this process) that sent loaned bodies: only

@@ -257,3 +257,25 @@ mod tests {
         assert_eq!(RtResult::parse(&r.line()), Ok(r));
     }
 }
+
+/// Joins the throughput tasks, each returning the calls it completed:
+/// the calls in all and the seconds since `start`, or the first error.
+pub async fn join_counts(
+    tasks: Vec<tokio::task::JoinHandle<Result<u64, String>>>,
+    start: std::time::Instant,
+) -> Result<(u64, f64), String> {
+    let mut total = 0u64;
+    let mut first_err = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(n)) => total += n,
+            Ok(Err(e)) => first_err = first_err.or(Some(e)),
+            Err(e) => first_err = first_err.or(Some(format!("task: {e}"))),
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok((total, secs)),
+    }
+}

@@ -145,20 +145,7 @@ async fn throughput(client: &EchoClient, msg: &[u8], duration: Duration) -> Resu
             Ok::<u64, String>(n)
         }));
     }
-    let mut total = 0u64;
-    let mut first_err = None;
-    for t in tasks {
-        match t.await {
-            Ok(Ok(n)) => total += n,
-            Ok(Err(e)) => first_err = first_err.or(Some(e)),
-            Err(e) => first_err = first_err.or(Some(format!("task: {e}"))),
-        }
-    }
-    let secs = start.elapsed().as_secs_f64();
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok((total, secs)),
-    }
+    crate::round_trips::join_counts(tasks, start).await
 }
 
 /// `__child tarpc-rt-client <cpu> <tcp:port | unix:path> <size> <warmup>
