@@ -356,11 +356,15 @@ impl ChannelBuilder {
     /// server's pool, instead of copying each out before decoding it
     /// (default off). A `Bytes` result then points into the server's
     /// shared memory, and the server may reuse that room only once the
-    /// result is dropped: hold it no longer than needed (the server's pool
-    /// fills, and its replies wait). Only where the server runs as this
-    /// user (the kernel vouches for its uid), and only for servers trusted
-    /// not to write a body after sending it: by default a copy guards
-    /// against that.
+    /// result is dropped: hold it no longer than needed (at most 64 MiB
+    /// per connection is lent out at once, later bodies are copied; a
+    /// server whose pool limit is smaller than what is held waits, and its
+    /// replies with it). Only where the server runs as this user (the
+    /// kernel vouches for its uid). Turn it on only for servers trusted as
+    /// much as this process's own code: a server that writes a body after
+    /// sending it changes bytes this process is reading, which can break
+    /// what decoding checked (a string's UTF-8, say) and is undefined
+    /// behaviour; by default a copy guards against that.
     pub fn shm_read_in_place(mut self, on: bool) -> Self {
         self.read_in_place = Some(on);
         self
@@ -977,10 +981,11 @@ impl Channel {
     }
 
     /// Room for a large argument of `len` bytes in the shared-memory pool
-    /// of the connection calls go to now (the first ready replica's), to
-    /// fill in place and pass (frozen): the call then copies nothing on
-    /// this side. On the heap where that connection has no pool; a call
-    /// that goes over another connection copies the bytes. See
+    /// of this channel's first ready replica's connection, to fill in place
+    /// and pass (frozen): a call over that connection then copies nothing
+    /// on this side. On the heap where that connection has no pool. A call
+    /// the channel balances onto another replica copies the bytes (with
+    /// several replicas, loans pay off with `Balance::PickFirst`). See
     /// [`Loan`](crate::Loan).
     pub fn loan(&self, len: usize) -> crate::Loan {
         crate::Loan::new(self.current().outgoing.spill_to().as_ref(), len)

@@ -7,16 +7,19 @@
 //! the bytes there, freezes the loan into a [`Bytes`], and passes it as an
 //! argument (or returns it from a handler). When the encoder meets those
 //! bytes it writes the rest of the frame around them and the body is sent
-//! from where it lies. The receiver still copies it out before decoding
-//! (a sender that writes after sending harms nothing).
+//! from where it lies. By default the receiver still copies it out before
+//! decoding it (a sender that writes after sending harms nothing); a
+//! receiver that asked to read a trusted peer's bodies in place
+//! (`shm_read_in_place`) does not.
 //!
 //! A loan works everywhere: where the connection has no pool (another
 //! transport, a pool turned off or full now), it is an ordinary heap
 //! buffer and the bytes are copied as any are. A loaned `Bytes` sent over
 //! another connection, or a second time, is copied too. Its room is given
 //! back once the `Bytes` (and its clones) are dropped and the peer has
-//! taken the body: hold a loan only as long as it is needed, since the
-//! pool reuses its room in order.
+//! taken the body: hold a loan only as long as it is needed. While loans
+//! hold room, a body that finds the pool full is sent as a memfd of its
+//! own rather than waiting for room only this side could free.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};

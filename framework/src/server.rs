@@ -385,8 +385,9 @@ impl ServerBuilder {
 
     /// On shared memory, reads large request bodies in place, in the
     /// client's pool, instead of copying each out (default off): see
-    /// [`ChannelBuilder::shm_read_in_place`](crate::ChannelBuilder::shm_read_in_place).
-    /// Only for clients running as this user.
+    /// [`ChannelBuilder::shm_read_in_place`](crate::ChannelBuilder::shm_read_in_place),
+    /// whose warning holds here: only for clients running as this user and
+    /// trusted as much as this server's own code.
     pub fn shm_read_in_place(mut self, on: bool) -> Self {
         self.config.read_in_place = Some(on);
         self

@@ -72,8 +72,6 @@ async fn channel(
     channel
 }
 
-/// The client side of `channel`'s connection, as the debug views show it.
-
 /// Text that compresses well: `len` bytes of repeated lines.
 fn text(len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);

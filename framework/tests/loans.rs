@@ -307,3 +307,77 @@ async fn bodies_are_copied_out_unless_asked() {
     .await
     .expect("within the limit");
 }
+
+#[tokio::test]
+async fn a_loan_held_by_the_caller_never_wedges_the_connection() {
+    tokio::time::timeout(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let _server = server(dir.path(), "blobs-held").await;
+        // A pool of 8 MiB: a 5 MiB loan kept by the caller leaves no room
+        // for a copy of it, which only dropping the loan would free.
+        let channel = Channel::builder()
+            .runtime_dir(dir.path())
+            .prefer(Transport::Shm)
+            .shm_pool_limit(8 * MIB)
+            .connect("blobs-held")
+            .await
+            .expect("connects");
+        let client = BlobsClient::new(channel.clone());
+        let mut loan = channel.loan(5 * MIB);
+        assert!(loan.in_shared_memory());
+        fill(&mut loan, 4);
+        let data = loan.freeze();
+        let expected = fnv(&pattern(5 * MIB, 4));
+        for round in 0..3 {
+            let got = client.digest(data.clone(), "held".into()).await.unwrap();
+            assert_eq!(got.0, expected, "round {round}");
+            // Small calls keep going too.
+            let small = client.digest(Bytes::from(vec![1u8; 10]), "small".into());
+            assert_eq!(small.await.unwrap().1, "small");
+        }
+        let track = mmap(&channel);
+        assert_eq!(track.pool_loaned_bodies, 1, "{track:?}");
+        assert!(
+            track.pool_fallbacks >= 1,
+            "the copies went as regions: {track:?}"
+        );
+    })
+    .await
+    .expect("within the limit");
+}
+
+#[tokio::test]
+async fn a_kept_loan_does_not_keep_emptied_segments_or_block_a_larger_body() {
+    tokio::time::timeout(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let _server = server(dir.path(), "blobs-kept").await;
+        let channel = Channel::builder()
+            .runtime_dir(dir.path())
+            .prefer(Transport::Shm)
+            .shm_pool_limit(16 * MIB)
+            .connect("blobs-kept")
+            .await
+            .expect("connects");
+        let client = BlobsClient::new(channel.clone());
+        let mut kept = channel.loan(MIB);
+        fill(&mut kept, 1);
+        let kept = kept.freeze();
+        for (len, seed) in [(7 * MIB / 2, 2u8), (10 * MIB, 3), (MIB, 4), (10 * MIB, 5)] {
+            let data = Bytes::from(pattern(len, seed));
+            let got = client.digest(data, "next".into()).await.unwrap();
+            assert_eq!(got.0, fnv(&pattern(len, seed)), "{len} bytes");
+        }
+        assert!(kept[..] == pattern(MIB, 1)[..], "the kept loan is intact");
+        drop(kept);
+        // Dropped: the next large body goes through the pool at once.
+        let got = client
+            .digest(Bytes::from(pattern(10 * MIB, 6)), "after".into())
+            .await
+            .unwrap();
+        assert_eq!(got.0, fnv(&pattern(10 * MIB, 6)));
+        let track = mmap(&channel);
+        assert!(track.pool_held_bytes <= 16 * MIB as u64, "{track:?}");
+    })
+    .await
+    .expect("within the limit");
+}

@@ -267,9 +267,8 @@ fn write_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
             out,
             "switchyard_shm_pool_bodies_total",
             "counter",
-            "Bodies over the bulk threshold sent through the shared-memory pools (path=loaned: \
-             of those, the bodies sent from a loan, written in place by the caller), or as a \
-             region of their own because a pool could not take them.",
+            "Bodies over the bulk threshold sent through the shared-memory pools, or as a region \
+             of their own because a pool could not take them.",
         )?;
         writeln!(
             out,
@@ -281,9 +280,16 @@ fn write_metrics(out: &mut String, s: &Snapshot) -> fmt::Result {
             "switchyard_shm_pool_bodies_total{{path=\"fallback\"}} {}",
             s.mmap.pool_fallbacks
         )?;
+        family(
+            out,
+            "switchyard_shm_pool_loaned_bodies_total",
+            "counter",
+            "Of the bodies sent through the shared-memory pools, those sent from a loan, where \
+             the caller wrote them (not copied).",
+        )?;
         writeln!(
             out,
-            "switchyard_shm_pool_bodies_total{{path=\"loaned\"}} {}",
+            "switchyard_shm_pool_loaned_bodies_total {}",
             s.mmap.pool_loaned_bodies
         )?;
         family(

@@ -565,10 +565,17 @@ impl Link for ShmLink {
             .reads_in_place
             .store(in_place && rx_words.is_some(), Ordering::Relaxed);
         let rx_pool = rx_words.map(|words| {
-            let wake = Arc::clone(&self.wake);
+            // Weak: a body read in place and kept does not keep the link's
+            // sockets open.
+            let wake = Arc::downgrade(&self.wake);
+            let wake_peer = move || {
+                if let Some(wake) = wake.upgrade() {
+                    wake.wake_peer();
+                }
+            };
             RxPool {
                 segments: PeerSegments::default(),
-                releases: Arc::new(Releases::new(words, Box::new(move || wake.wake_peer()))),
+                releases: Arc::new(Releases::new(words, Box::new(wake_peer))),
                 in_place,
             }
         });
@@ -722,6 +729,12 @@ impl ShmTx {
                     pool.fell_back();
                     return Ok(None);
                 }
+                Ok(None) if pool.held_here() => {
+                    // Room this side holds (a loan, a body queued behind
+                    // this one) may never be freed while we wait.
+                    pool.fell_back();
+                    return Ok(None);
+                }
                 Ok(None) => {}
             }
             let since = *waiting_since.get_or_insert_with(Instant::now);
@@ -738,7 +751,9 @@ impl ShmTx {
             }
             let ticket = wake.ticket();
             if pool.words().prepare_to_wait(seen, &mut self.pool_sleep) {
+                pool.writer_waiting(true);
                 let slept = wake.sleep(ticket).await;
+                pool.writer_waiting(false);
                 pool.words().cancel_wait(&mut self.pool_sleep);
                 slept?;
             } else {
@@ -1161,7 +1176,8 @@ impl ShmRx {
             .filter(|_| stand_in.metadata.is_empty())
             .ok_or("its pool descriptor is malformed")?;
         let next_segment = || crate::sys::pool::recv_segment(socket);
-        let resolved = if pool.in_place {
+        let body_len = u64::from(descriptor.metadata_len) + u64::from(descriptor.payload_len);
+        let resolved = if pool.in_place && pool.releases.may_lend(body_len) {
             let releases = &pool.releases;
             pool.segments
                 .resolve_in_place(&descriptor, limit, next_segment, releases)?

@@ -17,6 +17,7 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -30,6 +31,11 @@ use crate::sys::pool::{Borrowed, ReceiverSegment};
 pub const MAX_MAPPED: usize = 1 << 30;
 /// The most segments of the peer's one connection maps.
 pub const MAX_SEGMENTS: usize = 64;
+/// The most bytes of the peer's bodies one connection lends out in place
+/// at once; past it, bodies are copied out (and released at once), so that
+/// bodies kept by the application hold at most this much of the peer's
+/// pool.
+pub const MAX_LENT: usize = 64 << 20;
 
 /// A segment the peer sent: its id, its length and its memfd.
 pub type ArrivingSegment = (u32, u64, OwnedFd);
@@ -132,8 +138,10 @@ impl PeerSegments {
         let borrowed = unsafe { Borrowed::new(segment, descriptor.offset, len) }
             .ok_or("a pooled body outside its segment")?;
         self.received += 1;
+        releases.lent.fetch_add(len, Ordering::Relaxed);
         Ok(Resolved::Body(Bytes::from_owner(InPlace {
             borrowed,
+            len,
             seq: descriptor.seq,
             releases: Arc::clone(releases),
         })))
@@ -204,6 +212,8 @@ impl PeerSegments {
 /// their last user drops them).
 pub(crate) struct Releases {
     state: Mutex<ReleaseState>,
+    /// Bytes of bodies lent out in place and not done with yet.
+    lent: AtomicUsize,
     words: PoolWords,
     /// Wakes the peer (a sender asleep waiting for room).
     wake_peer: Box<dyn Fn() + Send + Sync>,
@@ -232,9 +242,16 @@ impl Releases {
     pub(crate) fn new(words: PoolWords, wake_peer: Box<dyn Fn() + Send + Sync>) -> Self {
         Self {
             state: Mutex::new(ReleaseState::default()),
+            lent: AtomicUsize::new(0),
             words,
             wake_peer,
         }
+    }
+
+    /// Whether a body of `len` bytes may be lent out in place now (else it
+    /// is copied): what is lent out stays within [`MAX_LENT`].
+    pub(crate) fn may_lend(&self, len: u64) -> bool {
+        (self.lent.load(Ordering::Relaxed) as u64).saturating_add(len) <= MAX_LENT as u64
     }
 
     /// Body `seq` is done with: the sender may reuse its room once every
@@ -263,6 +280,7 @@ impl Releases {
 #[derive(Debug)]
 struct InPlace {
     borrowed: Borrowed,
+    len: usize,
     seq: u64,
     releases: Arc<Releases>,
 }
@@ -275,6 +293,7 @@ impl AsRef<[u8]> for InPlace {
 
 impl Drop for InPlace {
     fn drop(&mut self) {
+        self.releases.lent.fetch_sub(self.len, Ordering::Relaxed);
         self.releases.done(self.seq);
     }
 }

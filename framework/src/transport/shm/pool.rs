@@ -52,6 +52,8 @@ pub(crate) const LOAN_TAILROOM: usize = 1024;
 #[derive(Debug)]
 pub struct SendPool {
     state: Mutex<State>,
+    /// Loans alive (lets encoders skip the lock when there are none).
+    loans_alive: std::sync::atomic::AtomicUsize,
     words: PoolWords,
     limit: usize,
     counters: Arc<BulkCounters>,
@@ -104,6 +106,12 @@ struct State {
     in_use: usize,
     /// Loans not dropped yet.
     loans: Vec<LoanEntry>,
+    /// Bodies in the pool not sent yet (an encoder's, a loan's): room that
+    /// only this side can free.
+    unsent: usize,
+    /// The link's writer waits for room: encoders must not take it first
+    /// (their bodies would queue behind the one waiting).
+    writer_waiting: bool,
 }
 
 /// A loan, as the pool finds it when an encoder meets its bytes.
@@ -123,7 +131,7 @@ struct Segment {
     mem: Arc<SenderSegment>,
     /// Where the next body goes.
     cursor: usize,
-    /// Chunks of this segment still in `chunks`.
+    /// Chunks of this segment not freed yet.
     chunks: usize,
     /// Whether its memfd went to the peer.
     announced: Announced,
@@ -169,6 +177,9 @@ pub(crate) struct PooledBody {
     offset: usize,
     len: usize,
     sent: bool,
+    /// Sent from a loan: if it is dropped unsent, the loan may go in place
+    /// again.
+    loan: bool,
 }
 
 /// What a pooled body's descriptor says.
@@ -201,6 +212,7 @@ impl SendPool {
     pub(crate) fn new(words: PoolWords, limit: usize, counters: Arc<BulkCounters>) -> Self {
         Self {
             state: Mutex::new(State::default()),
+            loans_alive: std::sync::atomic::AtomicUsize::new(0),
             words,
             limit,
             counters,
@@ -233,6 +245,7 @@ impl SendPool {
         let Some((id, segment, mem, start)) = self.allocate_chunk(len)? else {
             return Ok(None);
         };
+        self.lock().unsent += 1;
         Ok(Some(PooledBody {
             pool: Arc::clone(self),
             mem,
@@ -241,6 +254,7 @@ impl SendPool {
             offset: start,
             len,
             sent: false,
+            loan: false,
         }))
     }
 
@@ -269,6 +283,7 @@ impl SendPool {
             len,
             in_place: false,
         });
+        self.loans_alive.fetch_add(1, Ordering::Relaxed);
         Some(PoolLoan {
             pool: Arc::clone(self),
             lease,
@@ -281,23 +296,28 @@ impl SendPool {
     /// there. The site holds the loan's room until it becomes a body or is
     /// dropped.
     pub(crate) fn take_loaned(self: &Arc<Self>, bytes: &[u8]) -> Option<LoanSite> {
+        if self.loans_alive.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let mut state = self.lock();
         let addr = bytes.as_ptr() as usize;
-        let entry = state
+        let at = state
             .loans
-            .iter_mut()
-            .find(|e| e.addr == addr && e.len == bytes.len() && !e.in_place)?;
-        entry.in_place = true;
-        let chunk_id = entry.chunk;
+            .iter()
+            .position(|e| e.addr == addr && e.len == bytes.len() && !e.in_place)?;
+        let chunk_id = state.loans[at].chunk;
         let index = usize::try_from(chunk_id.checked_sub(state.first_chunk)?).ok()?;
-        let chunk = state.chunks.get_mut(index)?;
-        chunk.holds += 1;
-        let (segment, start, len) = (chunk.segment, chunk.start, chunk.len);
+        let (segment, start, len) = {
+            let chunk = state.chunks.get(index)?;
+            (chunk.segment, chunk.start, chunk.len)
+        };
         let mem = state
             .segments
             .iter()
             .find(|s| s.id == segment)
             .map(|s| Arc::clone(&s.mem))?;
+        state.loans[at].in_place = true;
+        state.chunks[index].holds += 1;
         Some(LoanSite {
             pool: Arc::clone(self),
             mem,
@@ -353,7 +373,7 @@ impl SendPool {
         }
         let mut state = self.lock();
         self.apply_releases(&mut state);
-        if state.reserved {
+        if state.reserved || state.writer_waiting {
             return None;
         }
         let (start, capacity) = match find(&state, min) {
@@ -426,6 +446,7 @@ impl SendPool {
     pub(crate) fn commit_send(&self, mut body: PooledBody) -> Sending {
         body.sent = true;
         let mut state = self.lock();
+        state.unsent = state.unsent.saturating_sub(1);
         state.sent.push_back(body.id);
         totals::SENT.fetch_add(1, Ordering::Relaxed);
         let seq = state.sent_total;
@@ -437,6 +458,20 @@ impl SendPool {
             offset: body.offset as u64,
             seq,
         }
+    }
+
+    /// Whether room is held by what only this side can free (a loan, a
+    /// body not sent yet, an encoder writing): a writer waiting for the
+    /// peer's releases might then wait for ever, so it sends its body
+    /// another way.
+    pub(crate) fn held_here(&self) -> bool {
+        let state = self.lock();
+        state.reserved || state.unsent > 0 || !state.loans.is_empty()
+    }
+
+    /// The link's writer waits for room (`true`) or no longer does.
+    pub(crate) fn writer_waiting(&self, waiting: bool) {
+        self.lock().writer_waiting = waiting;
     }
 
     /// Frees what the peer has released since the last look (the debug
@@ -566,6 +601,12 @@ fn free(state: &mut State, id: u64) {
         if chunk.holds == 0 {
             chunk.freed = true;
             state.in_use -= chunk.len;
+            let segment = chunk.segment;
+            // Its segment goes (in `reclaim`) once it holds no live chunk,
+            // whatever is still queued ahead of this one.
+            if let Some(segment) = state.segments.iter_mut().find(|s| s.id == segment) {
+                segment.chunks -= 1;
+            }
         }
     }
 }
@@ -574,11 +615,7 @@ fn free(state: &mut State, id: u64) {
 /// that hold no chunk any more.
 fn reclaim(state: &mut State) {
     while state.chunks.front().is_some_and(|c| c.freed) {
-        if let Some(chunk) = state.chunks.pop_front()
-            && let Some(segment) = state.segments.iter_mut().find(|s| s.id == chunk.segment)
-        {
-            segment.chunks -= 1;
-        }
+        state.chunks.pop_front();
         state.first_chunk += 1;
     }
     let current = state.segments.back().map(|s| s.id);
@@ -653,6 +690,12 @@ impl Drop for PooledBody {
     fn drop(&mut self) {
         if !self.sent {
             let mut state = self.pool.lock();
+            state.unsent = state.unsent.saturating_sub(1);
+            if self.loan
+                && let Some(entry) = state.loans.iter_mut().find(|e| e.chunk == self.id)
+            {
+                entry.in_place = false;
+            }
             free(&mut state, self.id);
             reclaim(&mut state);
             self.pool.publish(&state);
@@ -687,6 +730,7 @@ impl Reservation {
         let pool = Arc::clone(&self.pool);
         let mut state = pool.lock();
         state.reserved = false;
+        state.unsent += 1;
         let id = commit(&mut state, self.segment, self.start, len);
         pool.publish(&state);
         drop(state);
@@ -698,6 +742,7 @@ impl Reservation {
             offset: self.start,
             len,
             sent: false,
+            loan: false,
         }
     }
 }
@@ -734,6 +779,7 @@ impl AsRef<[u8]> for PoolLoan {
 
 impl Drop for PoolLoan {
     fn drop(&mut self) {
+        self.pool.loans_alive.fetch_sub(1, Ordering::Relaxed);
         let mut state = self.pool.lock();
         state.loans.retain(|e| e.chunk != self.chunk);
         free(&mut state, self.chunk);
@@ -807,6 +853,7 @@ impl LoanSite {
             .pool_loaned
             .fetch_add(1, Ordering::Relaxed);
         totals::LOANED.fetch_add(1, Ordering::Relaxed);
+        self.pool.lock().unsent += 1;
         PooledBody {
             pool: Arc::clone(&self.pool),
             mem: Arc::clone(&self.mem),
@@ -815,6 +862,7 @@ impl LoanSite {
             offset,
             len,
             sent: false,
+            loan: true,
         }
     }
 }
