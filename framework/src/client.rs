@@ -356,7 +356,7 @@ impl ChannelBuilder {
     /// server's pool, instead of copying each out before decoding it
     /// (default off). A `Bytes` result then points into the server's
     /// shared memory, and the server may reuse that room only once the
-    /// result is dropped: hold it no longer than needed (at most 64 MiB
+    /// result is dropped: hold it no longer than needed (at most 96 MiB
     /// per connection is lent out at once, later bodies are copied; a
     /// server whose pool limit is smaller than what is held waits, and its
     /// replies with it). Only where the server runs as this user (the

@@ -35,7 +35,7 @@ pub const MAX_SEGMENTS: usize = 64;
 /// at once; past it, bodies are copied out (and released at once), so that
 /// bodies kept by the application hold at most this much of the peer's
 /// pool.
-pub const MAX_LENT: usize = 64 << 20;
+pub const MAX_LENT: usize = 96 << 20;
 
 /// A segment the peer sent: its id, its length and its memfd.
 pub type ArrivingSegment = (u32, u64, OwnedFd);
