@@ -66,13 +66,15 @@ pub(crate) fn run(quick: bool) -> Result<Option<Vec<PeerTrip>>, String> {
         .transpose()
 }
 
-/// Which peer a switchyard row is set beside: iceoryx2 for shared memory,
-/// tonic for the sockets.
-fn peer_of(transport: &str) -> Option<(&'static str, &'static str)> {
+/// Which peers a switchyard row is set beside: iceoryx2 for shared
+/// memory; tonic for the sockets and pipes, and tarpc over the same socket.
+fn peers_of(transport: &str) -> &'static [(&'static str, &'static str)] {
     match transport {
-        "shm" => Some(("iceoryx2", "request-response")),
-        "unix" | "tcp" | "pipe" => Some(("tonic-tcp", "unary")),
-        _ => None,
+        "shm" => &[("iceoryx2", "request-response")],
+        "unix" => &[("tonic-tcp", "unary"), ("tarpc-unix", "unary")],
+        "tcp" => &[("tonic-tcp", "unary"), ("tarpc-tcp", "unary")],
+        "pipe" => &[("tonic-tcp", "unary")],
+        _ => &[],
     }
 }
 
@@ -83,7 +85,7 @@ pub(crate) fn text(rows: &[Row], peers: &[PeerTrip]) -> String {
     for p in &peers {
         let _ = writeln!(
             out,
-            "  {:<9} {:<16} p50 {:>8.2} µs  p99 {:>8.2} µs  {:>10.0} calls/s",
+            "  {:<10} {:<16} p50 {:>8.2} µs  p99 {:>8.2} µs  {:>10.0} calls/s",
             p.peer, p.pattern, p.p50_us, p.p99_us, p.calls_per_s
         );
     }
@@ -92,24 +94,23 @@ pub(crate) fn text(rows: &[Row], peers: &[PeerTrip]) -> String {
         "switchyard over the peer of its kind (p50 and p99: lower is better; calls/s: higher):"
     );
     for row in rows.iter().filter(|r| !r.is_raw()) {
-        let Some((peer, pattern)) = peer_of(row.transport) else {
-            continue;
-        };
-        let Some(p) = peers
-            .iter()
-            .find(|p| p.peer == peer && p.pattern == pattern)
-        else {
-            continue;
-        };
-        let f = &row.figures;
-        let _ = writeln!(
-            out,
-            "  {:<22} over {peer:<9} p50 {:.2}x  p99 {:.2}x  calls/s {:.2}x",
-            row.path,
-            f.p50_us / p.p50_us,
-            f.p99_us / p.p99_us,
-            f.calls_per_s / p.calls_per_s
-        );
+        for (peer, pattern) in peers_of(row.transport) {
+            let Some(p) = peers
+                .iter()
+                .find(|p| p.peer == *peer && p.pattern == *pattern)
+            else {
+                continue;
+            };
+            let f = &row.figures;
+            let _ = writeln!(
+                out,
+                "  {:<22} over {peer:<10} p50 {:.2}x  p99 {:.2}x  calls/s {:.2}x",
+                row.path,
+                f.p50_us / p.p50_us,
+                f.p99_us / p.p99_us,
+                f.calls_per_s / p.calls_per_s
+            );
+        }
     }
     out
 }

@@ -12,7 +12,7 @@
 //! `ChannelBuilder::shm_read_in_place`) may read bodies in place instead:
 //! the body is lent out of the mapping ([`Borrowed`]) and released when its
 //! last user drops it. The sender frees bodies in the order they were
-//! released, so [`Releases`] counts the prefix of bodies done.
+//! released, so `Releases` counts the prefix of bodies done.
 
 use std::collections::BTreeSet;
 use std::io;
