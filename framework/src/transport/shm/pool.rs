@@ -271,10 +271,7 @@ impl SendPool {
         #[allow(unsafe_code)]
         let lease = unsafe { Lease::new(mem, start + LOAN_HEADROOM, len) };
         let Some(lease) = lease else {
-            let mut state = self.lock();
-            free(&mut state, chunk);
-            reclaim(&mut state);
-            self.publish(&state);
+            self.give_back(&mut self.lock(), chunk);
             return None;
         };
         self.lock().loans.push(LoanEntry {
@@ -548,6 +545,14 @@ impl SendPool {
         Ok(true)
     }
 
+    /// Gives up one hold on chunk `id` (freed once none is left), forgets
+    /// what is free at the front, and updates the counters.
+    fn give_back(&self, state: &mut State, id: u64) {
+        free(state, id);
+        reclaim(state);
+        self.publish(state);
+    }
+
     /// Updates the counters the debug views read.
     fn publish(&self, state: &State) {
         let capacity: usize = state.segments.iter().map(|s| s.mem.len()).sum();
@@ -583,6 +588,14 @@ impl SendPool {
             let junk = vec![byte; segment.mem.len()];
             assert!(segment.mem.write(0, &junk));
         }
+    }
+}
+
+/// The loan of chunk `chunk` (if it is still alive) was not sent in place
+/// after all: a later send may try again.
+fn loan_may_go_in_place(state: &mut State, chunk: u64) {
+    if let Some(entry) = state.loans.iter_mut().find(|e| e.chunk == chunk) {
+        entry.in_place = false;
     }
 }
 
@@ -691,14 +704,10 @@ impl Drop for PooledBody {
         if !self.sent {
             let mut state = self.pool.lock();
             state.unsent = state.unsent.saturating_sub(1);
-            if self.loan
-                && let Some(entry) = state.loans.iter_mut().find(|e| e.chunk == self.id)
-            {
-                entry.in_place = false;
+            if self.loan {
+                loan_may_go_in_place(&mut state, self.id);
             }
-            free(&mut state, self.id);
-            reclaim(&mut state);
-            self.pool.publish(&state);
+            self.pool.give_back(&mut state, self.id);
         }
     }
 }
@@ -782,9 +791,7 @@ impl Drop for PoolLoan {
         self.pool.loans_alive.fetch_sub(1, Ordering::Relaxed);
         let mut state = self.pool.lock();
         state.loans.retain(|e| e.chunk != self.chunk);
-        free(&mut state, self.chunk);
-        reclaim(&mut state);
-        self.pool.publish(&state);
+        self.pool.give_back(&mut state, self.chunk);
     }
 }
 
@@ -874,11 +881,7 @@ impl Drop for LoanSite {
             return;
         }
         let mut state = self.pool.lock();
-        if let Some(entry) = state.loans.iter_mut().find(|e| e.chunk == self.chunk) {
-            entry.in_place = false;
-        }
-        free(&mut state, self.chunk);
-        reclaim(&mut state);
-        self.pool.publish(&state);
+        loan_may_go_in_place(&mut state, self.chunk);
+        self.pool.give_back(&mut state, self.chunk);
     }
 }
