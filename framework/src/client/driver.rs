@@ -23,8 +23,7 @@ use crate::session::CallerSide;
 /// What a waiting caller receives.
 pub(crate) type Response = Result<Frame, Status>;
 
-/// How long a leader spins before it yields its thread.
-const SLICE: Duration = Duration::from_micros(5);
+use crate::transport::spin::{SLICE, give_way};
 
 /// A link a waiting caller can read itself.
 pub(crate) trait ResponseDriver: Send + Sync + fmt::Debug {
@@ -157,7 +156,7 @@ async fn lead(
             return None;
         }
         if now.duration_since(slice_start) >= SLICE {
-            tokio::task::yield_now().await;
+            give_way().await;
             slice_start = Instant::now();
         } else {
             std::hint::spin_loop();

@@ -130,11 +130,12 @@ impl<R: LinkRx> PolledDriver<R> {
 
 impl<R: LinkRx> ResponseDriver for PolledDriver<R> {
     fn spin_budget(&self) -> Duration {
-        self.budget.current()
+        self.budget.current_with(self.wake.largest_moved())
     }
 
     fn found_after(&self, waited: Duration) {
-        self.budget.found_after(waited);
+        self.budget
+            .found_after_with(waited, self.wake.largest_moved());
     }
 
     fn lead(&self) -> bool {

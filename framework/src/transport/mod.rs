@@ -283,6 +283,13 @@ pub trait RxWake: Send + Sync + fmt::Debug {
         &'a self,
         ticket: Pin<Box<Notified<'a>>>,
     ) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>;
+
+    /// The largest body, in bytes, of the last frames the link moved either
+    /// way: a waiter spins longer right after a large one, as the peer's
+    /// part takes time in proportion to it. 0 where the link does not say.
+    fn largest_moved(&self) -> u64 {
+        0
+    }
 }
 
 /// Settings a connection applies to its link before splitting it, on

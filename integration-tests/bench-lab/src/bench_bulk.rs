@@ -43,6 +43,8 @@ pub(crate) struct BulkRow {
     pub(crate) echo_gb_per_s: f64,
     /// Median echo round trip, µs.
     pub(crate) echo_p50_us: f64,
+    /// 99th percentile echo round trip, µs.
+    pub(crate) echo_p99_us: f64,
     /// In-process memcpy of the same size, 10^9 bytes per second.
     pub(crate) memcpy_gb_per_s: f64,
     /// One raw sealed-memfd hand-off of the same size, in process.
@@ -163,6 +165,7 @@ async fn echo(
         round_trips,
         echo_gb_per_s: 2.0 * size as f64 * round_trips as f64 / elapsed.as_secs_f64() / 1e9,
         echo_p50_us: micros(&hist, 0.5),
+        echo_p99_us: micros(&hist, 0.99),
         memcpy_gb_per_s: memcpy_gb_per_s(size),
         handoff_gb_per_s: handoff_gb_per_s(size)?,
         regions_per_call: regions as f64 / round_trips as f64,
@@ -222,11 +225,12 @@ fn path_name(row: &BulkRow) -> &'static str {
 /// The rows as a text table.
 pub(crate) fn text(rows: &[BulkRow]) -> String {
     let mut out = format!(
-        "{:<8} {:<8} {:>10} {:>10} {:>12} {:>10} {:>13} {:>12} {:>13}\n",
+        "{:<8} {:<8} {:>10} {:>10} {:>10} {:>12} {:>10} {:>13} {:>12} {:>13}\n",
         "size",
         "path",
         "echo GB/s",
         "p50 µs",
+        "p99 µs",
         "memcpy GB/s",
         "vs memcpy",
         "handoff GB/s",
@@ -236,11 +240,12 @@ pub(crate) fn text(rows: &[BulkRow]) -> String {
     for row in rows {
         let _ = writeln!(
             out,
-            "{:<8} {:<8} {:>10.2} {:>10.0} {:>12.2} {:>9.2}x {:>13.2} {:>11.2}x {:>13.1}",
+            "{:<8} {:<8} {:>10.2} {:>10.0} {:>10.0} {:>12.2} {:>9.2}x {:>13.2} {:>11.2}x {:>13.1}",
             size_name(row.size),
             path_name(row),
             row.echo_gb_per_s,
             row.echo_p50_us,
+            row.echo_p99_us,
             row.memcpy_gb_per_s,
             row.echo_gb_per_s / row.memcpy_gb_per_s,
             row.handoff_gb_per_s,
@@ -303,16 +308,17 @@ pub(crate) fn pool_memory(rows: &[BulkRow]) -> String {
 
 /// The rows as a markdown table.
 pub(crate) fn markdown(rows: &[BulkRow]) -> String {
-    let mut out = "| size | path | round trips | echo GB/s | p50 µs/round trip | memcpy GB/s | echo vs memcpy | raw hand-off GB/s | echo vs hand-off | bodies sent per call (pool or region) |\n|---|---|---|---|---|---|---|---|---|---|\n".to_owned();
+    let mut out = "| size | path | round trips | echo GB/s | p50 µs/round trip | p99 µs | memcpy GB/s | echo vs memcpy | raw hand-off GB/s | echo vs hand-off | bodies sent per call (pool or region) |\n|---|---|---|---|---|---|---|---|---|---|---|\n".to_owned();
     for row in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.2}x | {:.2} | {:.2}x | {:.1} |",
+            "| {} | {} | {} | {:.2} | {:.0} | {:.0} | {:.2} | {:.2}x | {:.2} | {:.2}x | {:.1} |",
             size_name(row.size),
             path_name(row),
             row.round_trips,
             row.echo_gb_per_s,
             row.echo_p50_us,
+            row.echo_p99_us,
             row.memcpy_gb_per_s,
             row.echo_gb_per_s / row.memcpy_gb_per_s,
             row.handoff_gb_per_s,

@@ -671,6 +671,7 @@ mod tests {
                 round_trips: 20,
                 echo_gb_per_s: 6.0,
                 echo_p50_us: 22_000.0,
+                echo_p99_us: 30_000.0,
                 memcpy_gb_per_s: 12.0,
                 handoff_gb_per_s: 3.0,
                 regions_per_call: 2.0,
@@ -683,8 +684,9 @@ mod tests {
         let table = text.find("| switchyard pipe | 3.00 | 700 | 0.75x |");
         let oneway =
             text.find("| switchyard mqueue | 150000 | 10.0 | 20.0 | 0.75x | 1.00x | 1.00x |");
-        let bulk =
-            text.find("| 64 MiB | pool | 20 | 6.00 | 22000 | 12.00 | 0.50x | 3.00 | 2.00x | 2.0 |");
+        let bulk = text.find(
+            "| 64 MiB | pool | 20 | 6.00 | 22000 | 30000 | 12.00 | 0.50x | 3.00 | 2.00x | 2.0 |",
+        );
         let end = text.find(crate::report::END);
         assert!(text.contains("matrix\n\n**Pipe bulk**"), "{text}");
         assert!(

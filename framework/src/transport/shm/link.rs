@@ -17,7 +17,9 @@
 //!
 //! Waiting: a side that finds its ring empty (or full) spins for a budget
 //! that adapts to how long data took to come (bounded by
-//! [`ShmLink::with_spin`], zero allowed), then announces it sleeps (the
+//! [`ShmLink::with_spin`], zero allowed, plus an allowance after large
+//! bodies), giving way to other tasks and threads every few µs, then
+//! announces it sleeps (the
 //! ring's waiter word) and waits on its eventfd through tokio; the peer
 //! writes that eventfd only when the word says it sleeps. A missed wake-up
 //! cannot hang a side: sleeps are bounded and the ring is checked again
@@ -680,13 +682,17 @@ impl ShmTx {
             }
             // Full: spin for space, then sleep until the consumer frees some.
             let wake = &self.shared.wake;
-            if wake.budget.spin(|| {
-                self.shared
-                    .lock()
-                    .producer
-                    .free_space()
-                    .is_ok_and(|f| f > 0)
-            }) {
+            if wake
+                .budget
+                .spin(|| {
+                    self.shared
+                        .lock()
+                        .producer
+                        .free_space()
+                        .is_ok_and(|f| f > 0)
+                })
+                .await
+            {
                 continue;
             }
             let ticket = wake.ticket();
@@ -746,7 +752,7 @@ impl ShmTx {
                 );
             }
             let wake = &self.shared.wake;
-            if wake.budget.spin(|| pool.peer_released() != seen) {
+            if wake.budget.spin(|| pool.peer_released() != seen).await {
                 continue;
             }
             let ticket = wake.ticket();
@@ -829,6 +835,7 @@ impl ShmTx {
 
 impl LinkTx for ShmTx {
     async fn send(&mut self, frames: &[u8]) -> io::Result<()> {
+        self.shared.wake.budget.traffic.sent(frames.len());
         let threshold = self.shared.bulk_threshold;
         if frames.len() <= HEADER_LEN + threshold {
             return self.write_ring(frames).await;
@@ -919,6 +926,7 @@ impl BulkTx for ShmTx {
                 )
             })?;
         let len = body.len() as u64;
+        self.shared.wake.budget.traffic.sent(body.len());
         if parsed.body_len() != len {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -1015,6 +1023,7 @@ impl DirectWrite for ShmDirect {
         if !side.producer.free_space().is_ok_and(|f| f >= frames.len()) {
             return false;
         }
+        self.shared.wake.budget.traffic.sent(frames.len());
         match side.producer.write(frames) {
             Ok(outcome) => {
                 if outcome.wake_peer {
@@ -1069,6 +1078,7 @@ impl DirectWrite for ShmDirect {
         // `free_space` just re-read the consumer's index, so all fit.
         side.partial = outcome.written < stand_in.len();
         let len = pooled.len() as u64;
+        self.shared.wake.budget.traffic.sent(pooled.len());
         let sending = pool.commit_send(pooled);
         debug_assert_eq!(pooled_stand_in(&header, &sending), stand_in);
         count_pooled(&self.counters, len);
@@ -1223,13 +1233,18 @@ impl LinkRx for ShmRx {
         loop {
             let before = out.len();
             if decode_available(&mut self.decoder, &mut self.buf, out)? {
+                let mut largest = 0;
                 for decoded in &mut out[before..] {
                     if let Decoded::Frame(frame) = decoded
                         && frame.header.flags & FLAG_BULK != 0
                     {
                         *decoded = self.resolve_bulk(frame).map_err(LinkError::Io)?;
                     }
+                    if let Decoded::Frame(frame) = decoded {
+                        largest = largest.max(frame.metadata.len() + frame.payload.len());
+                    }
                 }
+                self.wake.budget.traffic.received(largest);
                 return Ok(Polled::Frames);
             }
             if self.drain_ring()? > 0 {
@@ -1278,11 +1293,14 @@ impl LinkRx for ShmRx {
                 Polled::Empty => {}
             }
             waiting_since.get_or_insert_with(Instant::now);
-            let consumer = &self.consumer;
+            // Held as `&mut` across the spin's yields: the consumer is not
+            // `Sync`.
+            let consumer = &mut self.consumer;
             if self
                 .wake
                 .budget
-                .spin(|| consumer.available().is_ok_and(|n| n > 0))
+                .spin(move || consumer.available().is_ok_and(|n| n > 0))
+                .await
             {
                 continue;
             }
@@ -1317,5 +1335,9 @@ impl RxWake for Wake {
         ticket: Pin<Box<Notified<'a>>>,
     ) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>> {
         Box::pin(Self::sleep(self, ticket))
+    }
+
+    fn largest_moved(&self) -> u64 {
+        self.budget.traffic.largest()
     }
 }
