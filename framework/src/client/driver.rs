@@ -23,7 +23,7 @@ use crate::session::CallerSide;
 /// What a waiting caller receives.
 pub(crate) type Response = Result<Frame, Status>;
 
-use crate::transport::spin::{SLICE, give_way};
+use crate::transport::spin::Slices;
 
 /// A link a waiting caller can read itself.
 pub(crate) trait ResponseDriver: Send + Sync + fmt::Debug {
@@ -128,7 +128,7 @@ async fn lead(
     };
     let budget = driver.spin_budget();
     let mut quiet_since = Instant::now();
-    let mut slice_start = quiet_since;
+    let mut slices = Slices::new(quiet_since);
     loop {
         match response.try_recv() {
             Ok(response) => {
@@ -143,7 +143,7 @@ async fn lead(
             if driver.parked_now() > 0 {
                 // Callers just got their responses: let them run.
                 tokio::task::yield_now().await;
-                slice_start = Instant::now();
+                slices.restart(Instant::now());
             }
             continue;
         }
@@ -155,12 +155,7 @@ async fn lead(
             leading.hand_off = false;
             return None;
         }
-        if now.duration_since(slice_start) >= SLICE {
-            give_way().await;
-            slice_start = Instant::now();
-        } else {
-            std::hint::spin_loop();
-        }
+        slices.tick(now).await;
     }
 }
 

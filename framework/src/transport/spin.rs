@@ -146,7 +146,7 @@ impl SpinBudget {
     }
 
     /// Spins until `ready` holds or the budget is spent, giving way every
-    /// [`SLICE`] (see [`give_way`]): a long spin (the allowance for a large
+    /// [`SLICE`] (see [`Slices`]): a long spin (the allowance for a large
     /// body) never holds up the tasks and threads that share this one.
     pub(crate) async fn spin(&self, ready: impl Fn() -> bool) -> bool {
         let budget = self.current();
@@ -154,7 +154,7 @@ impl SpinBudget {
             return ready();
         }
         let start = Instant::now();
-        let mut slice_start = start;
+        let mut slices = Slices::new(start);
         loop {
             if ready() {
                 return true;
@@ -163,26 +163,57 @@ impl SpinBudget {
             if now.duration_since(start) >= budget {
                 return false;
             }
-            if now.duration_since(slice_start) >= SLICE {
-                give_way().await;
-                slice_start = Instant::now();
-            } else {
-                std::hint::spin_loop();
-            }
+            slices.tick(now).await;
         }
     }
 }
 
-/// How long a spinner spins before it gives way.
-pub(crate) const SLICE: Duration = Duration::from_micros(5);
-
-/// Lets the other tasks of this runtime thread run, then the other threads
-/// of this CPU: a spinner on a thread pinned beside the task that must
+/// How long a spinner spins before it lets this thread's other tasks run.
+const SLICE: Duration = Duration::from_micros(5);
+/// Every this many slices (40 µs) a spinner also lets this CPU's other
+/// threads run: a spinner on a thread pinned beside the one that must
 /// write what it waits for (a runtime's workers share their parent's
-/// affinity) would otherwise hold that task off for a whole time slice.
-pub(crate) async fn give_way() {
-    tokio::task::yield_now().await;
-    std::thread::yield_now();
+/// affinity) would otherwise hold it off for a whole scheduler time slice
+/// (about a millisecond). Not at every slice: `sched_yield` costs a
+/// system call, and a small call's reply comes within the first.
+const SLICES_PER_THREAD_YIELD: u32 = 8;
+
+/// A spinner's slices: where the current one began and how many passed.
+#[derive(Debug)]
+pub(crate) struct Slices {
+    start: Instant,
+    count: u32,
+}
+
+impl Slices {
+    /// Slices from `now` on.
+    pub(crate) fn new(now: Instant) -> Self {
+        Self {
+            start: now,
+            count: 0,
+        }
+    }
+
+    /// Starts a new slice at `now` (progress was made).
+    pub(crate) fn restart(&mut self, now: Instant) {
+        self.start = now;
+    }
+
+    /// One turn of a spin loop at `now`: a spin-loop hint within a slice;
+    /// at its end a tokio yield, and every [`SLICES_PER_THREAD_YIELD`]
+    /// slices a `sched_yield` too.
+    pub(crate) async fn tick(&mut self, now: Instant) {
+        if now.duration_since(self.start) < SLICE {
+            std::hint::spin_loop();
+            return;
+        }
+        tokio::task::yield_now().await;
+        self.count = self.count.wrapping_add(1);
+        if self.count.is_multiple_of(SLICES_PER_THREAD_YIELD) {
+            std::thread::yield_now();
+        }
+        self.start = Instant::now();
+    }
 }
 
 #[cfg(test)]

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use switchyard::transport::shm::bulk_transfers;
 
 use crate::bench::{
-    BenchClient, IN_PLACE_ENV, POOL_ENV, ScratchDir, connect_shm_with, histogram, micros,
-    spawn_child_with,
+    BenchClient, Cpu, CpuMark, IN_PLACE_ENV, POOL_ENV, ScratchDir, connect_shm_with, histogram,
+    micros, spawn_child_with,
 };
 
 /// The payload sizes measured.
@@ -45,6 +45,8 @@ pub(crate) struct BulkRow {
     pub(crate) echo_p50_us: f64,
     /// 99th percentile echo round trip, µs.
     pub(crate) echo_p99_us: f64,
+    /// CPU each side spent per echo (spinning included).
+    pub(crate) cpu: Cpu,
     /// In-process memcpy of the same size, 10^9 bytes per second.
     pub(crate) memcpy_gb_per_s: f64,
     /// One raw sealed-memfd hand-off of the same size, in process.
@@ -93,6 +95,7 @@ fn run_path(quick: bool, pooled: bool, loaned: bool) -> Result<Vec<BulkRow>, Str
         (true, false) => &[],
     };
     let (child, _endpoints) = spawn_child_with("switchyard", dir.path(), env)?;
+    let server = child.pid();
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
     let rows = runtime.block_on(async {
         let (channel, _) = connect_shm_with(dir.path(), (!pooled).then_some(0), loaned).await?;
@@ -107,7 +110,7 @@ fn run_path(quick: bool, pooled: bool, loaned: bool) -> Result<Vec<BulkRow>, Str
                 (true, _) => 20,
                 (false, _) => 200,
             };
-            let mut row = echo(&client, size, round_trips, loaned).await?;
+            let mut row = echo(&client, server, size, round_trips, loaned).await?;
             row.pooled = pooled;
             row.loaned = loaned;
             rows.push(row);
@@ -120,6 +123,7 @@ fn run_path(quick: bool, pooled: bool, loaned: bool) -> Result<Vec<BulkRow>, Str
 
 async fn echo(
     client: &BenchClient,
+    server: u32,
     size: usize,
     round_trips: u64,
     loaned: bool,
@@ -143,6 +147,7 @@ async fn echo(
     }
     let before = bulk_transfers();
     let mut hist = histogram()?;
+    let cpu_before = CpuMark::now(server);
     let start = Instant::now();
     for _ in 0..round_trips {
         let one = Instant::now();
@@ -156,6 +161,7 @@ async fn echo(
         }
     }
     let elapsed = start.elapsed();
+    let cpu = cpu_before.per_call(CpuMark::now(server), round_trips);
     let after = bulk_transfers();
     let regions = after.sent - before.sent;
     Ok(BulkRow {
@@ -166,6 +172,7 @@ async fn echo(
         echo_gb_per_s: 2.0 * size as f64 * round_trips as f64 / elapsed.as_secs_f64() / 1e9,
         echo_p50_us: micros(&hist, 0.5),
         echo_p99_us: micros(&hist, 0.99),
+        cpu,
         memcpy_gb_per_s: memcpy_gb_per_s(size),
         handoff_gb_per_s: handoff_gb_per_s(size)?,
         regions_per_call: regions as f64 / round_trips as f64,
@@ -225,12 +232,13 @@ fn path_name(row: &BulkRow) -> &'static str {
 /// The rows as a text table.
 pub(crate) fn text(rows: &[BulkRow]) -> String {
     let mut out = format!(
-        "{:<8} {:<8} {:>10} {:>10} {:>10} {:>12} {:>10} {:>13} {:>12} {:>13}\n",
+        "{:<8} {:<8} {:>10} {:>10} {:>10} {:>14} {:>12} {:>10} {:>13} {:>12} {:>13}\n",
         "size",
         "path",
         "echo GB/s",
         "p50 µs",
         "p99 µs",
+        "cpu µs/echo",
         "memcpy GB/s",
         "vs memcpy",
         "handoff GB/s",
@@ -240,12 +248,13 @@ pub(crate) fn text(rows: &[BulkRow]) -> String {
     for row in rows {
         let _ = writeln!(
             out,
-            "{:<8} {:<8} {:>10.2} {:>10.0} {:>10.0} {:>12.2} {:>9.2}x {:>13.2} {:>11.2}x {:>13.1}",
+            "{:<8} {:<8} {:>10.2} {:>10.0} {:>10.0} {:>14} {:>12.2} {:>9.2}x {:>13.2} {:>11.2}x {:>13.1}",
             size_name(row.size),
             path_name(row),
             row.echo_gb_per_s,
             row.echo_p50_us,
             row.echo_p99_us,
+            row.cpu.text(),
             row.memcpy_gb_per_s,
             row.echo_gb_per_s / row.memcpy_gb_per_s,
             row.handoff_gb_per_s,
@@ -308,17 +317,18 @@ pub(crate) fn pool_memory(rows: &[BulkRow]) -> String {
 
 /// The rows as a markdown table.
 pub(crate) fn markdown(rows: &[BulkRow]) -> String {
-    let mut out = "| size | path | round trips | echo GB/s | p50 µs/round trip | p99 µs | memcpy GB/s | echo vs memcpy | raw hand-off GB/s | echo vs hand-off | bodies sent per call (pool or region) |\n|---|---|---|---|---|---|---|---|---|---|---|\n".to_owned();
+    let mut out = "| size | path | round trips | echo GB/s | p50 µs/round trip | p99 µs | CPU µs/echo, client+server | memcpy GB/s | echo vs memcpy | raw hand-off GB/s | echo vs hand-off | bodies sent per call (pool or region) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n".to_owned();
     for row in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.2} | {:.0} | {:.0} | {:.2} | {:.2}x | {:.2} | {:.2}x | {:.1} |",
+            "| {} | {} | {} | {:.2} | {:.0} | {:.0} | {} | {:.2} | {:.2}x | {:.2} | {:.2}x | {:.1} |",
             size_name(row.size),
             path_name(row),
             row.round_trips,
             row.echo_gb_per_s,
             row.echo_p50_us,
             row.echo_p99_us,
+            row.cpu.text(),
             row.memcpy_gb_per_s,
             row.echo_gb_per_s / row.memcpy_gb_per_s,
             row.handoff_gb_per_s,

@@ -672,6 +672,10 @@ mod tests {
                 echo_gb_per_s: 6.0,
                 echo_p50_us: 22_000.0,
                 echo_p99_us: 30_000.0,
+                cpu: crate::bench::Cpu {
+                    client_us: Some(9_000.0),
+                    server_us: Some(8_000.0),
+                },
                 memcpy_gb_per_s: 12.0,
                 handoff_gb_per_s: 3.0,
                 regions_per_call: 2.0,
@@ -685,7 +689,7 @@ mod tests {
         let oneway =
             text.find("| switchyard mqueue | 150000 | 10.0 | 20.0 | 0.75x | 1.00x | 1.00x |");
         let bulk = text.find(
-            "| 64 MiB | pool | 20 | 6.00 | 22000 | 30000 | 12.00 | 0.50x | 3.00 | 2.00x | 2.0 |",
+            "| 64 MiB | pool | 20 | 6.00 | 22000 | 30000 | 9000.0+8000.0 | 12.00 | 0.50x | 3.00 | 2.00x | 2.0 |",
         );
         let end = text.find(crate::report::END);
         assert!(text.contains("matrix\n\n**Pipe bulk**"), "{text}");
