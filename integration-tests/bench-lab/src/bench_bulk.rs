@@ -28,6 +28,36 @@ use crate::bench::{
 /// which is sent from the pool whatever its size.
 pub(crate) const SIZES: [usize; 3] = [64 << 10, 1 << 20, 64 << 20];
 
+/// Names other sizes to measure, e.g. `64K` or `16K,64K,256K` (bytes, or
+/// with a K or M suffix): to profile one row alone.
+pub(crate) const SIZES_ENV: &str = "SWITCHYARD_BENCH_BULK_SIZES";
+
+/// The sizes to measure: [`SIZES`], or those [`SIZES_ENV`] names.
+fn sizes() -> Result<Vec<usize>, String> {
+    let Ok(text) = std::env::var(SIZES_ENV) else {
+        return Ok(SIZES.to_vec());
+    };
+    text.split(',').map(parse_size).collect()
+}
+
+/// `4096`, `64K` or `1M` as bytes.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.strip_suffix(['K', 'k']) {
+        Some(digits) => (digits, 1 << 10),
+        None => match text.strip_suffix(['M', 'm']) {
+            Some(digits) => (digits, 1 << 20),
+            None => (text, 1),
+        },
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{SIZES_ENV}: {text:?} is not a size (e.g. 4096, 64K, 1M)"))
+}
+
 /// One size.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) struct BulkRow {
@@ -97,11 +127,12 @@ fn run_path(quick: bool, pooled: bool, loaned: bool) -> Result<Vec<BulkRow>, Str
     let (child, _endpoints) = spawn_child_with("switchyard", dir.path(), env)?;
     let server = child.pid();
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
+    let sizes = sizes()?;
     let rows = runtime.block_on(async {
         let (channel, _) = connect_shm_with(dir.path(), (!pooled).then_some(0), loaned).await?;
         let client = BenchClient::new(channel);
         let mut rows = Vec::new();
-        for size in SIZES {
+        for size in sizes {
             let round_trips = match (quick, size) {
                 (true, s) if s > 8 << 20 => 3,
                 (false, s) if s > 8 << 20 => 20,
@@ -214,10 +245,12 @@ fn handoff_gb_per_s(size: usize) -> Result<f64, String> {
 }
 
 fn size_name(size: usize) -> String {
-    if size < 1 << 20 {
+    if size.is_multiple_of(1 << 20) {
+        format!("{} MiB", size >> 20)
+    } else if size.is_multiple_of(1 << 10) {
         format!("{} KiB", size >> 10)
     } else {
-        format!("{} MiB", size >> 20)
+        format!("{size} B")
     }
 }
 
@@ -337,4 +370,29 @@ pub(crate) fn markdown(rows: &[BulkRow]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_and_without_suffixes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size(" 64K"), Ok(64 << 10));
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        for bad in ["", "0", "K", "12Q", "-1"] {
+            let err = parse_size(bad).unwrap_err();
+            assert!(err.contains("SWITCHYARD_BENCH_BULK_SIZES"), "{err}");
+        }
+    }
+
+    #[test]
+    fn sizes_are_named_in_the_largest_whole_unit() {
+        use super::size_name;
+        assert_eq!(size_name(64 << 10), "64 KiB");
+        assert_eq!(size_name(1 << 20), "1 MiB");
+        assert_eq!(size_name(1536 << 10), "1536 KiB");
+        assert_eq!(size_name(1000), "1000 B");
+    }
 }

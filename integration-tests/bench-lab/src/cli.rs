@@ -68,10 +68,11 @@ pub(crate) struct Args {
     /// publishing one name, over shared memory), with each policy.
     #[arg(long, verbatim_doc_comment, conflicts_with_all = ["report", "only_streams", "only", "only_layers", "only_compression"])]
     pub(crate) only_balance: bool,
-    /// Only the shared-memory bulk table: 1 MiB and 64 MiB echoes through
+    /// Only the shared-memory bulk table: 64 KiB, 1 MiB and 64 MiB echoes through
     /// the pools and, with the pools off, as a memfd per body.
     /// SWITCHYARD_BENCH_SHM_SPIN_US=2000 makes both sides spin up to 2 ms
-    /// before they sleep (busy-polling, as iceoryx2's figures do).
+    /// before they sleep (busy-polling, as iceoryx2's figures do);
+    /// SWITCHYARD_BENCH_BULK_SIZES=64K (or 16K,1M, ...) measures other sizes.
     #[arg(long, verbatim_doc_comment, conflicts_with_all = ["report", "only_streams", "only", "only_layers", "only_compression", "only_balance"])]
     pub(crate) only_bulk: bool,
     /// Also write the run into the markdown FILE between
