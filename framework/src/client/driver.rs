@@ -19,11 +19,10 @@ use tokio::sync::{Notify, oneshot};
 use crate::protocol::frame::Frame;
 use crate::protocol::status::Status;
 use crate::session::CallerSide;
+use crate::transport::spin::Slices;
 
 /// What a waiting caller receives.
 pub(crate) type Response = Result<Frame, Status>;
-
-use crate::transport::spin::Slices;
 
 /// A link a waiting caller can read itself.
 pub(crate) trait ResponseDriver: Send + Sync + fmt::Debug {

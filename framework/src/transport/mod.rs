@@ -284,9 +284,10 @@ pub trait RxWake: Send + Sync + fmt::Debug {
         ticket: Pin<Box<Notified<'a>>>,
     ) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>;
 
-    /// The largest body, in bytes, of the last frames the link moved either
-    /// way: a waiter spins longer right after a large one, as the peer's
-    /// part takes time in proportion to it. 0 where the link does not say.
+    /// The bytes the link moved last (the larger of its last write and the
+    /// largest body it last received): a waiter spins longer right after a
+    /// large body, as the peer's part takes time in proportion to it. 0
+    /// where the link does not say.
     fn largest_moved(&self) -> u64 {
         0
     }

@@ -32,7 +32,8 @@ pub(crate) struct SpinBudget {
     pub(crate) traffic: Traffic,
 }
 
-/// The largest body a link moved in its last batch each way. A waiter
+/// What a link moved last each way: the bytes of its last write (a batch
+/// of frames, or one bulk body) and the largest body it last received. A waiter
 /// right after a large body spins longer: the peer's part of the exchange
 /// (copying the body out, writing a response as large) takes time in
 /// proportion to it, and that time is no sign of a slow peer. Small
@@ -45,7 +46,7 @@ pub(crate) struct Traffic {
 }
 
 impl Traffic {
-    /// This side sent frames whose largest body had `bytes`.
+    /// This side wrote `bytes` (a batch of frames, or one bulk body).
     pub(crate) fn sent(&self, bytes: usize) {
         store_if_changed(&self.sent, bytes as u64);
     }
@@ -55,7 +56,7 @@ impl Traffic {
         store_if_changed(&self.received, bytes as u64);
     }
 
-    /// The largest body of the last batch either way, in bytes.
+    /// The larger of the last write and the largest body last received.
     pub(crate) fn largest(&self) -> u64 {
         self.sent
             .load(Ordering::Relaxed)
