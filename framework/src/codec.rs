@@ -74,6 +74,23 @@ pub trait Codec: Send + Sync + 'static {
     fn decode_shared<T: DeserializeOwned>(bytes: &bytes::Bytes) -> Result<T, CodecError> {
         crate::payload::sharing(bytes, || Self::decode(bytes))
     }
+
+    /// [`decode_shared`](Self::decode_shared) of the part `range` of
+    /// `bytes` (one message of a batch): a `T` that must use all of it.
+    ///
+    /// # Panics
+    /// If `range` is not within `bytes`: a caller bug, never peer input.
+    fn decode_shared_part<T: DeserializeOwned>(
+        bytes: &bytes::Bytes,
+        range: std::ops::Range<usize>,
+    ) -> Result<T, CodecError> {
+        let part = &bytes[range];
+        if part.len() < crate::payload::SHARE_AT_LEAST {
+            // Nothing in it is worth sharing.
+            return Self::decode(part);
+        }
+        crate::payload::sharing(bytes, || Self::decode(part))
+    }
 }
 
 /// bincode 2 (`=2.0.1`) through its serde layer, standard configuration

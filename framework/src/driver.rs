@@ -17,7 +17,7 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::{oneshot, watch};
 
 use crate::protocol::frame::{Decoded, Frame};
-use crate::protocol::session::{Event, Session};
+use crate::protocol::session::{Event, Session, StreamMessages};
 use crate::protocol::status::Status;
 use crate::session::{CallerSide, Outbound, Outgoing};
 use crate::streaming::Grants;
@@ -130,13 +130,13 @@ pub(crate) trait Serve: Send {
     /// Notes that the connection drains.
     fn draining(&self);
 
-    /// A message on the stream of call `call_id`, which the session
+    /// Messages on the stream of call `call_id`, which the session
     /// accepted (within the credit granted).
     fn stream_data(
         &mut self,
         _session: &Session<Infallible, Self::Handle>,
         _call_id: u64,
-        _frame: Frame,
+        _messages: StreamMessages,
     ) {
     }
 
@@ -162,9 +162,6 @@ pub(crate) trait Serve: Send {
     /// streams of the calls in flight get nothing more, so they end with
     /// `status` rather than wait for their deadlines.
     fn reading_stopped(&mut self, _session: &Session<Infallible, Self::Handle>, _status: &Status) {}
-
-    /// The frames at hand are handled: hand over what was gathered.
-    fn frames_handled(&mut self) {}
 
     /// Where the handlers' stream grants are queued, if they stream.
     fn grants(&self) -> Option<Arc<Grants>> {
@@ -452,16 +449,24 @@ impl<S: Serve> Driver<S> {
         let now = Instant::now();
         let mut handled = Ok(());
         for decoded in frames {
-            handled = self.session.handle_frame(now, decoded);
             // Each frame's events before the next frame: a request is
-            // admitted (its stream opened) before what follows it.
+            // admitted (its stream opened) before what follows it. A run
+            // of a stream's messages is the exception: its events are
+            // taken together, before the next frame of another kind.
             // Only timeouts end a connection by themselves, never frames.
-            let _ = self.events(now, serving);
+            let data = decoded.is_stream_data();
+            if !data {
+                let _ = self.events(now, serving);
+            }
+            handled = self.session.handle_frame(now, decoded);
+            if !data {
+                let _ = self.events(now, serving);
+            }
             if handled.is_err() {
                 break;
             }
         }
-        self.serve.frames_handled();
+        let _ = self.events(now, serving);
         self.deliver_for_caller();
         self.flush().await;
         handled
@@ -495,8 +500,8 @@ impl<S: Serve> Driver<S> {
                 Event::StreamData {
                     call_id,
                     ours: false,
-                    frame,
-                } => self.serve.stream_data(&self.session, call_id, frame),
+                    messages,
+                } => self.serve.stream_data(&self.session, call_id, messages),
                 Event::StreamEnd { call_id } => self.serve.stream_end(&self.session, call_id),
                 Event::StreamCredit {
                     call_id,
@@ -512,7 +517,13 @@ impl<S: Serve> Driver<S> {
                     tracing::debug!(peer = %self.peer, ?kind, call_id, "dropped a stream frame of a call that has no stream (ended, or never opened)");
                 }
                 // Handed over together once the frames at hand are handled.
-                Event::ForCaller(decoded) => self.for_caller.push(decoded),
+                Event::ForCaller(mut frames) => {
+                    if self.for_caller.is_empty() {
+                        self.for_caller = frames;
+                    } else {
+                        self.for_caller.append(&mut frames);
+                    }
+                }
                 Event::Dropped { kind, len } => {
                     tracing::warn!(?kind, len, "dropped an oversized frame");
                 }

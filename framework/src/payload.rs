@@ -110,6 +110,11 @@ thread_local! {
 /// Runs `decode` with `source` as the buffer that [`Bytes`] values decoded
 /// meanwhile (on this thread) share instead of copying.
 pub(crate) fn sharing<R>(source: &bytes::Bytes, decode: impl FnOnce() -> R) -> R {
+    if source.len() < SHARE_AT_LEAST {
+        // Nothing in it is worth sharing: no count of the buffer to take
+        // (a stream of small messages decodes millions a second).
+        return decode();
+    }
     struct Restore(Option<bytes::Bytes>);
     impl Drop for Restore {
         fn drop(&mut self) {

@@ -90,7 +90,9 @@ impl Request {
         Ok(Streaming::received(Received {
             inbox: stream.inbox,
             granter: stream.granter,
-            decode: |bytes| C::decode_shared(bytes).map_err(|err| err.to_string()),
+            decode: |bytes, range| {
+                C::decode_shared_part(bytes, range).map_err(|err| err.to_string())
+            },
             what: method.full_name,
             deadline: None,
             call: None,
@@ -98,6 +100,7 @@ impl Request {
             trailers: None,
             unchecked: 0,
             local: std::collections::VecDeque::new(),
+            batch: None,
             grants: GrantBatch::new(window),
         }))
     }

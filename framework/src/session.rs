@@ -1,7 +1,7 @@
 //! What client and server connections share: the hello exchange, status
 //! frames, and the task that writes queued frames to a link in batches.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -47,6 +47,7 @@ pub(crate) fn local_hello(
         queues: Vec::new(),
         endpoints: Vec::new(),
         codecs: crate::protocol::compress::readable_codecs(),
+        features: crate::protocol::hello::FEATURES,
     }
 }
 
@@ -187,6 +188,10 @@ pub(crate) struct Outbound {
     /// Compresses the payloads that pay, once the connection decided to
     /// ([`compress_with`](Self::compress_with)); shared by every clone.
     compressor: Arc<OnceLock<FrameCompressor>>,
+    /// What the peer's hello said it reads (a bit set of
+    /// [`FEATURES`](crate::protocol::hello::FEATURES)); shared by every
+    /// clone, set once the hellos are exchanged.
+    peer_features: Arc<AtomicU8>,
 }
 
 /// Why a connection's writer task stopped.
@@ -226,6 +231,7 @@ impl Outbound {
             }),
             failure,
             compressor: Arc::default(),
+            peer_features: Arc::default(),
         };
         let writer = async move {
             let written = write_loop(tx, receiver, queued).await;
@@ -276,7 +282,19 @@ impl Outbound {
             bulk: None,
             failure: watch::channel(None).1,
             compressor: Arc::default(),
+            peer_features: Arc::default(),
         }
+    }
+
+    /// The peer's hello listed `features` (every clone learns it).
+    pub(crate) fn peer_reads(&self, features: u8) {
+        self.peer_features.store(features, Ordering::Relaxed);
+    }
+
+    /// Whether the peer reads several stream messages in one Data frame
+    /// ([`FLAG_BATCH`](crate::protocol::frame::FLAG_BATCH)).
+    pub(crate) fn peer_reads_batches(&self) -> bool {
+        self.peer_features.load(Ordering::Relaxed) & crate::protocol::hello::FEATURE_BATCHES != 0
     }
 
     /// From now on, compresses frames with `compressor` (every clone; the

@@ -19,6 +19,7 @@ pub fn client_hello(process_name: &str) -> Vec<u8> {
         queues: Vec::new(),
         endpoints: Vec::new(),
         codecs: 0,
+        features: 0,
     };
     let mut buf = Vec::new();
     let start = start_frame(&mut buf);

@@ -179,6 +179,12 @@ async fn a_peer_that_never_grants_credit_is_bounded_by_the_deadline() {
         let first = raw.next().await.expect("the one message granted");
         assert_eq!(first.header.kind, Kind::Data);
         assert!(first.header.from_callee());
+        // This raw peer's hello lists no features: a message per frame,
+        // never a batch.
+        assert_eq!(
+            first.header.flags & switchyard::protocol::frame::FLAG_BATCH,
+            0
+        );
         let end = raw.next().await.expect("the end of the call");
         assert_eq!(end.header.kind, Kind::Response, "nothing beyond the credit");
         assert_eq!(Code::from_u16(end.header.status), Code::DeadlineExceeded);

@@ -33,7 +33,8 @@ use switchyard::payload::SHARE_AT_LEAST;
 use switchyard::protocol::call::deadline_from_budget;
 use switchyard::protocol::endpoint::Endpoint;
 use switchyard::protocol::frame::{
-    Decoded, Frame, FrameDecoder, FrameError, HEADER_LEN, HELLO_LIMIT, Header, Kind, PoolDescriptor,
+    BATCH_LEN_BYTES, BatchMessages, Decoded, Frame, FrameDecoder, FrameError, HEADER_LEN,
+    HELLO_LIMIT, Header, Kind, PoolDescriptor,
 };
 use switchyard::protocol::hello::{Hello, HostIdentity, MethodInfo, Role, ServiceInfo};
 use switchyard::protocol::metadata::Metadata;
@@ -408,6 +409,7 @@ pub fn frame_decoder(data: &[u8]) {
             }
         ));
         all.extend_from_slice(&wire);
+        batch(&frame.payload, frame.header.credit);
     }
     let again = decode_stream(limit, &all, chunk_sizes(seed.rotate_left(4)));
     let again: Vec<&Frame> = again
@@ -421,6 +423,30 @@ pub fn frame_decoder(data: &[u8]) {
         })
         .collect();
     assert_eq!(again, frames);
+}
+
+/// A payload read as a batch of `count` stream messages (what a session
+/// does with a `FLAG_BATCH` Data frame): checking never panics, and a batch
+/// that passes walks as exactly `count` messages, in order, within the
+/// payload, ending at its end.
+fn batch(payload: &[u8], count: u32) {
+    let checked = BatchMessages::check(payload, count);
+    let mut end = 0;
+    let mut walked = 0u32;
+    for range in BatchMessages::new(payload, 0) {
+        assert!(range.start >= end + BATCH_LEN_BYTES && range.end <= payload.len());
+        end = range.end;
+        walked += 1;
+        if walked == count {
+            break;
+        }
+    }
+    if checked.is_ok() {
+        assert_eq!(walked, count);
+        assert_eq!(end, payload.len());
+    } else {
+        assert!(count == 0 || walked < count || end < payload.len());
+    }
 }
 
 // ------------------------------------------------------------ hello
@@ -447,8 +473,9 @@ pub fn hello(data: &[u8]) {
     let mut wire2 = Vec::new();
     again.encode_into(&mut wire2);
     assert_eq!(wire2, wire, "encoding is not stable");
-    // Only the optional fields can add bytes (two counts and the codecs).
-    assert!(wire.len() <= data.len() + 5, "re-encoding grew the hello");
+    // Only the optional fields can add bytes (two counts, the codecs and
+    // the features).
+    assert!(wire.len() <= data.len() + 6, "re-encoding grew the hello");
     // A later version may append fields: they are ignored.
     let mut longer = wire.clone();
     longer.extend_from_slice(data);
@@ -1598,6 +1625,7 @@ pub fn sample_hello() -> Hello {
             Endpoint::Tcp("127.0.0.1:4000".into()),
         ],
         codecs: switchyard::protocol::compress::CODEC_ZSTD,
+        features: switchyard::protocol::hello::FEATURES,
     }
 }
 
@@ -1677,6 +1705,20 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     skipped.extend(std::iter::repeat_n(0xAB, 200));
     skipped.extend(frames(&[&ping]));
     seeds.push(("frame_decoder", "request", with(5, 0x31, frames(&[&req]))));
+    // A batch of three stream messages (one of them empty).
+    let mut batch = Header::new(Kind::Data, 3);
+    batch.flags = switchyard::protocol::frame::FLAG_BATCH;
+    batch.credit = 3;
+    let batch = Frame::new(
+        batch,
+        Bytes::new(),
+        Bytes::from_static(b"\x02\0\0\0hi\0\0\0\0\x03\0\0\0abc"),
+    );
+    seeds.push((
+        "frame_decoder",
+        "batch-of-three",
+        with(5, 0x52, frames(&[&batch])),
+    ));
     seeds.push((
         "frame_decoder",
         "hello-frame",
@@ -1703,9 +1745,10 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     old.queues.clear();
     old.endpoints.clear();
     old.codecs = 0;
+    old.features = 0;
     let mut old_wire = Vec::new();
     old.encode_into(&mut old_wire);
-    old_wire.truncate(old_wire.len() - 5); // an older peer sends no lists, no codecs
+    old_wire.truncate(old_wire.len() - 6); // an older peer sends no lists, no codecs, no features
     seeds.push(("hello", "old-without-lists", old_wire));
     let mut client = sample_hello();
     client.role = Role::Client;

@@ -89,7 +89,7 @@ pub(crate) struct Connection {
     pub(crate) metadata_limits: MetadataLimits,
     pub(crate) outgoing: Outbound,
     /// The connection's rules: this side's calls waiting for responses.
-    pub(crate) session: Mutex<Session<Waiter, std::convert::Infallible>>,
+    pub(crate) session: Mutex<ClientSession>,
     closed: OnceLock<Status>,
     /// The record of the replica this connection reaches, once a channel's
     /// replica set owns it: its calls' outcomes feed outlier ejection.
@@ -306,6 +306,7 @@ impl Connection {
         if let Some(compressor) = choice.compressor(Arc::clone(&compression)) {
             outgoing.compress_with(compressor);
         }
+        outgoing.peer_reads(peer_hello.features);
         stats.track_compression(&choice, Arc::clone(&compression));
         stats.event("compression", choice.reason.clone());
         let locality = hello.host.locality(&peer_hello.host);
@@ -518,27 +519,17 @@ impl Connection {
             let Ok(mut session) = self.session.lock() else {
                 return;
             };
-            let mut run = MessageRun::default();
-            for decoded in frames {
-                // A session that serves nothing runs no clocks (the
-                // driver's session pings), so it is given the instant the
-                // connection opened rather than a clock read per frame.
-                if let Err(status) = session.handle_frame(self.opened, decoded) {
-                    // Only the server's streams can break a rule here (a
-                    // message beyond the credit this side granted): the
-                    // connection is not to be trusted any more.
-                    broken = Some(status);
-                    break;
-                }
+            let mut handled = |session: &mut ClientSession| {
                 while let Some(event) = session.poll_event() {
                     match event {
+                        // In before the answers below end their streams.
                         Event::StreamData {
                             call_id,
                             ours: true,
-                            frame,
+                            messages,
                         } => {
                             if let Some(Waiter::Stream(call)) = session.waiter(call_id) {
-                                run.push(call, frame);
+                                call.data(messages);
                             }
                         }
                         Event::StreamCredit {
@@ -571,9 +562,31 @@ impl Connection {
                     }
                 }
                 transmits.extend(std::iter::from_fn(|| session.poll_transmit()));
+            };
+            for decoded in frames {
+                // A stream's messages that come one after another are
+                // taken as one run; anything else after what came before
+                // it (a Response must not end a stream before its last
+                // messages are in).
+                let data = decoded.is_stream_data();
+                if !data {
+                    handled(&mut session);
+                }
+                // A session that serves nothing runs no clocks (the
+                // driver's session pings), so it is given the instant the
+                // connection opened rather than a clock read per frame.
+                if let Err(status) = session.handle_frame(self.opened, decoded) {
+                    // Only the server's streams can break a rule here (a
+                    // message beyond the credit this side granted): the
+                    // connection is not to be trusted any more.
+                    broken = Some(status);
+                    break;
+                }
+                if !data {
+                    handled(&mut session);
+                }
             }
-            // The messages go in before the answers below end their streams.
-            run.deliver();
+            handled(&mut session);
         }
         for transmit in transmits {
             // Control frames (Pong, Unimplemented, Cancel) wait for nothing.
@@ -613,35 +626,9 @@ impl CallerSide for Connection {
     }
 }
 
-/// Consecutive messages of one stream, handed to its reader at once.
-#[derive(Default)]
-struct MessageRun {
-    call: Option<Arc<StreamCall>>,
-    messages: Vec<Frame>,
-}
-
-impl MessageRun {
-    /// Adds a message of `call`'s stream; a message of another stream
-    /// first hands over the run so far.
-    fn push(&mut self, call: &Arc<StreamCall>, frame: Frame) {
-        if !self
-            .call
-            .as_ref()
-            .is_some_and(|current| Arc::ptr_eq(current, call))
-        {
-            self.deliver();
-            self.call = Some(Arc::clone(call));
-        }
-        self.messages.push(frame);
-    }
-
-    /// Hands the run to its stream's reader.
-    fn deliver(&mut self) {
-        if let Some(call) = self.call.take() {
-            call.data(std::mem::take(&mut self.messages));
-        }
-    }
-}
+/// The session of a client connection: its calls wait on [`Waiter`]s; it
+/// serves nothing.
+pub(crate) type ClientSession = Session<Waiter, std::convert::Infallible>;
 
 /// The status calls in flight get when the link to `url` ended: cleanly
 /// (`Ok(false)`) or with an error.

@@ -23,6 +23,7 @@ use crate::layers::Response;
 use crate::protocol::call::deadline_budget;
 use crate::protocol::frame::{FLAG_CLIENT_STREAM, FLAG_SERVER_STREAM, Frame, HEADER_LEN, Kind};
 use crate::protocol::metadata::{Metadata, MetadataLimits};
+use crate::protocol::session::StreamMessages;
 use crate::protocol::session::encode::{RequestHead, end_frame, frame_status};
 use crate::protocol::status::{Code, Status};
 use crate::streaming::pump::{Sent, StreamSink, pump};
@@ -52,16 +53,12 @@ pub(crate) struct StreamCall {
 
 impl StreamCall {
     /// Messages from the callee, in order.
-    pub(crate) fn data(&self, frames: Vec<Frame>) {
+    pub(crate) fn data(&self, messages: StreamMessages) {
         if let Some(inbox) = &self.inbox {
-            let len: usize = frames
-                .iter()
-                .map(|frame| HEADER_LEN + frame.metadata.len() + frame.payload.len())
-                .sum();
-            let count = frames.len() as u64;
-            self.counters.stream_received(count, len as u64);
+            let count = messages.len();
+            self.counters.stream_received(count, messages.wire_bytes);
             self.stats.stream_messages(0, count);
-            inbox.push_all(frames.into_iter().map(|frame| frame.payload));
+            inbox.push_all(messages.chunks);
         }
     }
 
@@ -241,6 +238,7 @@ impl Opened {
             from_callee: false,
             limit: self.conn.limits().peer,
             spill_to: self.conn.outgoing.spill_to(),
+            batches: self.conn.outgoing.peer_reads_batches(),
             what: method.full_name,
             flags: method.frame_flags(),
         }
@@ -261,7 +259,9 @@ impl Opened {
                 conn: Arc::clone(&self.conn),
                 call_id: self.guard.call_id,
             }),
-            decode: |bytes| C::decode_shared(bytes).map_err(|err| err.to_string()),
+            decode: |bytes, range| {
+                C::decode_shared_part(bytes, range).map_err(|err| err.to_string())
+            },
             what: method.full_name,
             deadline: deadline_timer(self.started, self.deadline),
             call: Some(Box::new(self.guard)),
@@ -269,6 +269,7 @@ impl Opened {
             trailers: None,
             unchecked: 0,
             local: std::collections::VecDeque::new(),
+            batch: None,
             grants: GrantBatch::new(window),
         })
     }

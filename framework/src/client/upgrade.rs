@@ -121,6 +121,7 @@ mod tests {
             queues: Vec::new(),
             endpoints: Vec::new(),
             codecs: 0,
+            features: 0,
         }
     }
 

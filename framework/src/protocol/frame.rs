@@ -229,6 +229,102 @@ pub const FLAG_COMPRESSED: u16 = 32;
 /// so links that compress send it as it is. Receivers ignore it.
 pub const FLAG_INCOMPRESSIBLE: u16 = 64;
 
+/// Header flag of a Data frame: the payload holds several messages of the
+/// stream, as many as the header's `credit` says (at least one), each a
+/// `u32` little-endian length and then its bytes ([`BatchMessages`]). A
+/// stream of small messages moves many per frame: one header, one credit
+/// check and one hand-over for all of them. Sent only to a peer whose hello
+/// lists [`FEATURE_BATCHES`](super::hello::FEATURE_BATCHES).
+pub const FLAG_BATCH: u16 = 128;
+
+/// Bytes in front of each message of a [`FLAG_BATCH`] payload.
+pub const BATCH_LEN_BYTES: usize = 4;
+
+/// Why a [`FLAG_BATCH`] payload is not what its header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// The header counts no messages.
+    #[error("a batch of stream messages that counts none")]
+    Empty,
+    /// A message's length runs past the payload, or the payload ends
+    /// inside a length.
+    #[error("message {index} of a batch of {count} runs past the payload of {len} bytes")]
+    Overrun {
+        /// The message (from 0).
+        index: u32,
+        /// Messages the header counts.
+        count: u32,
+        /// The payload's length.
+        len: usize,
+    },
+    /// Bytes are left after the last message.
+    #[error("{left} bytes follow the last of the {count} messages of a batch")]
+    Trailing {
+        /// Messages the header counts.
+        count: u32,
+        /// Bytes after them.
+        left: usize,
+    },
+}
+
+/// The messages of a [`FLAG_BATCH`] payload, each as its range in the
+/// payload. Checked whole by [`check`](Self::check) when it arrives, so
+/// that a reader later walks it without failing.
+#[derive(Clone, Debug)]
+pub struct BatchMessages<'a> {
+    payload: &'a [u8],
+    at: usize,
+}
+
+impl<'a> BatchMessages<'a> {
+    /// The messages of `payload`, from `at` (the start, or where a reader
+    /// left off).
+    pub fn new(payload: &'a [u8], at: usize) -> Self {
+        Self { payload, at }
+    }
+
+    /// Checks that `payload` holds exactly `count` messages, at least one.
+    pub fn check(payload: &[u8], count: u32) -> Result<(), BatchError> {
+        if count == 0 {
+            return Err(BatchError::Empty);
+        }
+        let mut messages = BatchMessages::new(payload, 0);
+        for index in 0..count {
+            if messages.next().is_none() {
+                return Err(BatchError::Overrun {
+                    index,
+                    count,
+                    len: payload.len(),
+                });
+            }
+        }
+        match payload.len() - messages.at {
+            0 => Ok(()),
+            left => Err(BatchError::Trailing { count, left }),
+        }
+    }
+
+    /// Where the next message's length is.
+    pub fn position(&self) -> usize {
+        self.at
+    }
+}
+
+impl Iterator for BatchMessages<'_> {
+    type Item = std::ops::Range<usize>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let start = self.at.checked_add(BATCH_LEN_BYTES)?;
+        let len: [u8; BATCH_LEN_BYTES] = self.payload.get(self.at..start)?.try_into().ok()?;
+        let end = start.checked_add(usize::try_from(u32::from_le_bytes(len)).ok()?)?;
+        if end > self.payload.len() {
+            return None;
+        }
+        self.at = end;
+        Some(start..end)
+    }
+}
+
 /// Where the body of a [`FLAG_BULK`] frame is: the sequence number of the
 /// region the transport passed (regions go in order) and the lengths of
 /// the metadata and payload the region holds, back to back.
@@ -475,6 +571,15 @@ pub enum Decoded {
     Oversized(Header),
 }
 
+impl Decoded {
+    /// Whether this is a whole Data frame (a stream's message): a session
+    /// may take a run of them before its events are polled
+    /// ([`Session::handle_frame`](super::session::Session::handle_frame)).
+    pub fn is_stream_data(&self) -> bool {
+        matches!(self, Self::Frame(frame) if frame.header.kind == Kind::Data)
+    }
+}
+
 /// Splits a byte stream into frames. Sans-IO: feed it the bytes read so far.
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
@@ -585,7 +690,12 @@ impl FrameDecoder {
         self.pending = None;
         let mut frame = buf.split_to(total);
         frame.advance(HEADER_LEN);
-        let metadata = frame.split_to(header.metadata_len as usize).freeze();
+        // No metadata (a stream's message, most replies): no share of the
+        // buffer to count for it.
+        let metadata = match header.metadata_len {
+            0 => Bytes::new(),
+            len => frame.split_to(len as usize).freeze(),
+        };
         let payload = frame.freeze();
         Ok(Some(Decoded::Frame(Frame {
             header,
@@ -607,6 +717,42 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_checked_whole_and_walked_by_its_lengths() {
+        let mut payload = Vec::new();
+        for message in [&b"ab"[..], b"", b"cde"] {
+            payload.extend_from_slice(&(message.len() as u32).to_le_bytes());
+            payload.extend_from_slice(message);
+        }
+        assert_eq!(BatchMessages::check(&payload, 3), Ok(()));
+        let ranges: Vec<_> = BatchMessages::new(&payload, 0).collect();
+        assert_eq!(ranges, [4..6, 10..10, 14..17]);
+        // Read from where a reader left off.
+        let mut rest = BatchMessages::new(&payload, 6);
+        assert_eq!(rest.next(), Some(10..10));
+        assert_eq!(rest.position(), 10);
+        assert_eq!(BatchMessages::check(&payload, 0), Err(BatchError::Empty));
+        assert_eq!(
+            BatchMessages::check(&payload, 4),
+            Err(BatchError::Overrun {
+                index: 3,
+                count: 4,
+                len: 17
+            })
+        );
+        assert_eq!(
+            BatchMessages::check(&payload, 2),
+            Err(BatchError::Trailing { count: 2, left: 7 })
+        );
+        // A length that runs past the end, or a cut length.
+        let mut long = payload.clone();
+        long[0] = 200;
+        assert!(BatchMessages::check(&long, 3).is_err());
+        assert!(BatchMessages::check(&payload[..2], 1).is_err());
+        let huge = u32::MAX.to_le_bytes();
+        assert!(BatchMessages::check(&huge, 1).is_err());
+    }
 
     #[test]
     fn bulk_descriptors_round_trip_and_reject_other_lengths() {

@@ -17,6 +17,8 @@
 //!     str service name  str POSIX message queue name
 //! u16 endpoint count (optional), then per endpoint: str URL
 //! u8  codecs the sender can read (optional, 0 if absent): bit 0 zstd
+//! u8  features the sender reads (optional, 0 if absent): bit 0 batches of
+//!     stream messages (FLAG_BATCH Data frames)
 //! ```
 //!
 //! Unknown trailing bytes are ignored, so later versions may append fields.
@@ -166,7 +168,18 @@ pub struct Hello {
     /// [`CODEC_ZSTD`](super::compress::CODEC_ZSTD)); 0 from a peer that
     /// predates compression, which is then sent nothing compressed.
     pub codecs: u8,
+    /// The protocol features the sender reads (a bit set of
+    /// [`FEATURE_BATCHES`]); 0 from a peer that predates them, which is
+    /// then sent none of them.
+    pub features: u8,
 }
+
+/// Hello feature: the sender reads Data frames that carry several messages
+/// ([`FLAG_BATCH`](super::frame::FLAG_BATCH)).
+pub const FEATURE_BATCHES: u8 = 1;
+
+/// The features this build reads.
+pub const FEATURES: u8 = FEATURE_BATCHES;
 
 /// Why a hello could not be decoded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -235,6 +248,7 @@ impl Hello {
             put_str(out, &endpoint.to_string());
         }
         out.push(self.codecs);
+        out.push(self.features);
     }
 
     /// Parses the wire form.
@@ -311,6 +325,11 @@ impl Hello {
         } else {
             0
         };
+        let features = if with_endpoints && r.remaining() >= 1 {
+            r.u8("features")?
+        } else {
+            0
+        };
         Ok(Self {
             role,
             host,
@@ -323,6 +342,7 @@ impl Hello {
             queues,
             endpoints,
             codecs,
+            features,
         })
     }
 
@@ -440,6 +460,7 @@ mod tests {
                 Endpoint::Tcp("127.0.0.1:7000".into()),
             ],
             codecs: crate::protocol::compress::CODEC_ZSTD,
+            features: FEATURES,
         }
     }
 
@@ -449,9 +470,9 @@ mod tests {
         hello.endpoints.clear();
         let mut wire = Vec::new();
         hello.encode_into(&mut wire);
-        // Replace the empty endpoint list (and the codecs) with URLs, one
-        // of them unknown.
-        wire.truncate(wire.len() - 3);
+        // Replace the empty endpoint list (and the codecs and features)
+        // with URLs, one of them unknown.
+        wire.truncate(wire.len() - 4);
         put_u16_len(&mut wire, 3);
         for url in ["unix:///s.sock", "carrier-pigeon://roof", "tcp://h:1"] {
             put_str(&mut wire, url);
@@ -466,7 +487,7 @@ mod tests {
         // What goes on the wire is the URL text.
         let mut sent = Vec::new();
         sample().encode_into(&mut sent);
-        let tail = b"\x1b\x00unix:///run/calculator.sock\x14\x00tcp://127.0.0.1:7000\x01";
+        let tail = b"\x1b\x00unix:///run/calculator.sock\x14\x00tcp://127.0.0.1:7000\x01\x01";
         assert!(sent.ends_with(tail));
     }
 
@@ -490,9 +511,13 @@ mod tests {
             // A hello cut exactly before an optional list is an older hello
             // without it (and without the lists after it).
             if let Ok(decoded) = Hello::decode(&wire[..cut]) {
+                let without_features = Hello {
+                    features: 0,
+                    ..hello.clone()
+                };
                 let without_codecs = Hello {
                     codecs: 0,
-                    ..hello.clone()
+                    ..without_features.clone()
                 };
                 let without_endpoints = Hello {
                     endpoints: Vec::new(),
@@ -503,7 +528,8 @@ mod tests {
                     ..without_endpoints.clone()
                 };
                 assert!(
-                    decoded == without_codecs
+                    decoded == without_features
+                        || decoded == without_codecs
                         || decoded == without_endpoints
                         || decoded == without_both,
                     "cut at {cut}: {decoded:?}"
@@ -513,11 +539,12 @@ mod tests {
         hello.queues.clear();
         hello.endpoints.clear();
         hello.codecs = 0;
-        // An older hello ends before both lists (two empty counts) and
-        // the codecs.
+        hello.features = 0;
+        // An older hello ends before both lists (two empty counts), the
+        // codecs and the features.
         let mut older = Vec::new();
         hello.encode_into(&mut older);
-        older.truncate(older.len() - 5);
+        older.truncate(older.len() - 6);
         assert_eq!(Hello::decode(&older).unwrap(), hello);
         assert!(Hello::decode(&older[..older.len() - 1]).is_err());
     }
@@ -531,8 +558,8 @@ mod tests {
         hello.endpoints.clear();
         hello.encode_into(&mut wire);
         // The service count sits before the (empty) queue and endpoint
-        // lists and the codecs byte.
-        let n = wire.len() - 5;
+        // lists, the codecs byte and the features byte.
+        let n = wire.len() - 6;
         wire[n - 2..n].copy_from_slice(&u16::MAX.to_le_bytes());
         assert!(matches!(
             Hello::decode(&wire),

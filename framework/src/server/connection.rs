@@ -24,7 +24,9 @@ use crate::protocol::frame::{
 };
 use crate::protocol::hello::{Hello, Role};
 use crate::protocol::metadata::{Metadata, MetadataError};
-use crate::protocol::session::{FrameLimits, ReplyBody, Session, SessionConfig, Sides};
+use crate::protocol::session::{
+    FrameLimits, ReplyBody, Session, SessionConfig, Sides, StreamMessages,
+};
 use crate::protocol::status::Code;
 use crate::protocol::status::Status;
 use crate::select::{Selection, Transport};
@@ -196,6 +198,7 @@ pub(crate) async fn drive<R: LinkRx>(
     if let Some(compressor) = choice.compressor(Arc::clone(&compression)) {
         link.outgoing.compress_with(compressor);
     }
+    link.outgoing.peer_reads(peer_hello.features);
     stats.track_compression(&choice, Arc::clone(&compression));
     stats.event("compression", choice.reason.clone());
     stats.event(
@@ -236,7 +239,6 @@ pub(crate) async fn drive<R: LinkRx>(
         introspection_denied: None,
         outbound: link.outgoing.clone(),
         grants: Arc::new(Grants::default()),
-        pending: None,
     };
     serving.introspection_denied = introspection_denied(&serving.shared, &serving.info);
     let peer = serving.info.peer.addr.clone();
@@ -276,9 +278,6 @@ struct Serving {
     outbound: Outbound,
     /// Credit the handlers give back for the stream messages they read.
     grants: Arc<Grants>,
-    /// Consecutive messages of one stream, handed to its handler together
-    /// once the frames at hand are handled.
-    pending: Option<(Arc<Inbox>, Vec<bytes::Bytes>)>,
 }
 
 /// The session of a serving connection.
@@ -297,13 +296,6 @@ struct InFlight {
 }
 
 impl Serving {
-    /// Hands the messages gathered for one stream to its handler.
-    fn deliver_pending(&mut self) {
-        if let Some((inbox, messages)) = self.pending.take() {
-            inbox.push_all(messages);
-        }
-    }
-
     /// A call ended: a streaming one no longer counts as an open stream.
     fn stream_ended(&self, call: &InFlight) {
         if call.inbox.is_some() || call.gate.is_some() {
@@ -341,7 +333,6 @@ impl Serve for Serving {
     }
 
     fn cancelled(&mut self, call: InFlight) {
-        self.deliver_pending();
         self.stream_ended(&call);
         call.end_streams(&Status::cancelled("cancelled by the caller"));
         call.abort.abort();
@@ -367,33 +358,21 @@ impl Serve for Serving {
         self.stats.draining();
     }
 
-    fn stream_data(&mut self, session: &ServerSession, call_id: u64, frame: Frame) {
+    fn stream_data(&mut self, session: &ServerSession, call_id: u64, messages: StreamMessages) {
         let Some(call) = session.handler(call_id) else {
             return;
         };
         if let Some(inbox) = &call.inbox {
-            let len = HEADER_LEN + frame.metadata.len() + frame.payload.len();
-            call.counters.stream_received(1, len as u64);
-            self.stats.stream_messages(0, 1);
-            match &mut self.pending {
-                Some((pending, messages)) if Arc::ptr_eq(pending, inbox) => {
-                    messages.push(frame.payload);
-                }
-                _ => {
-                    let inbox = Arc::clone(inbox);
-                    self.deliver_pending();
-                    self.pending = Some((inbox, vec![frame.payload]));
-                }
-            }
+            let count = messages.len();
+            call.counters.stream_received(count, messages.wire_bytes);
+            self.stats.stream_messages(0, count);
+            // A run of messages that arrived together: one lock, one
+            // wake-up of the handler.
+            inbox.push_all(messages.chunks);
         }
     }
 
-    fn frames_handled(&mut self) {
-        self.deliver_pending();
-    }
-
     fn stream_end(&mut self, session: &ServerSession, call_id: u64) {
-        self.deliver_pending();
         if let Some(inbox) = session
             .handler(call_id)
             .and_then(|call| call.inbox.as_ref())
@@ -411,7 +390,6 @@ impl Serve for Serving {
     }
 
     fn stream_failed(&mut self, call: InFlight, status: Status) {
-        self.deliver_pending();
         self.stream_ended(&call);
         call.end_streams(&status);
         call.abort.abort();
@@ -631,6 +609,7 @@ impl Serving {
             from_callee: true,
             limit: session.limits().peer,
             spill_to: self.outbound.spill_to(),
+            batches: self.outbound.peer_reads_batches(),
             what: method.full_name,
             flags: method.frame_flags(),
         });

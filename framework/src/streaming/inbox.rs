@@ -11,9 +11,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
-
 use crate::protocol::metadata::Metadata;
+use crate::protocol::session::StreamChunk;
 use crate::protocol::status::Status;
 
 /// Gives the peer credit for messages this side read: to the connection's
@@ -43,7 +42,7 @@ pub(crate) enum Ending {
 
 #[derive(Default)]
 struct State {
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<StreamChunk>,
     ending: Option<Ending>,
     waker: Option<Waker>,
 }
@@ -89,7 +88,7 @@ impl Inbox {
 
     /// Messages arrived, in order: one lock, one wake-up (ignored once the
     /// stream ended).
-    pub(crate) fn push_all(&self, messages: impl IntoIterator<Item = Bytes>) {
+    pub(crate) fn push_all(&self, messages: impl IntoIterator<Item = StreamChunk>) {
         let waker = {
             let mut state = self.lock();
             if state.ending.is_some() {
@@ -125,7 +124,7 @@ impl Inbox {
     pub(crate) fn poll_drain(
         &self,
         cx: &mut Context<'_>,
-        into: &mut VecDeque<Bytes>,
+        into: &mut VecDeque<StreamChunk>,
     ) -> Poll<Option<Ending>> {
         let mut state = self.lock();
         if !state.queue.is_empty() {
@@ -188,7 +187,7 @@ mod tests {
     #[test]
     fn a_reader_takes_every_queued_message_at_once_then_the_end() {
         let inbox = Inbox::new(4);
-        inbox.push_all((0..4u8).map(|n| Bytes::from(vec![n])));
+        inbox.push_all((0..4u8).map(|n| StreamChunk::One(bytes::Bytes::from(vec![n]))));
         let mut cx = Context::from_waker(Waker::noop());
         let mut local = VecDeque::new();
         assert!(matches!(

@@ -40,7 +40,9 @@ use tokio::sync::mpsc;
 pub(crate) use self::gate::SendGate;
 pub(crate) use self::grants::Grants;
 pub(crate) use self::inbox::{Ending, GrantBatch, Granter, Inbox};
+use crate::protocol::frame::BatchMessages;
 use crate::protocol::metadata::Metadata;
+use crate::protocol::session::StreamChunk;
 use crate::protocol::status::{Code, Status};
 
 /// Messages a receiver lets its peer send before granting more, unless
@@ -100,7 +102,8 @@ pub(crate) trait CallEnd: Send {
 pub(crate) struct Received<T> {
     pub(crate) inbox: Arc<Inbox>,
     pub(crate) granter: Arc<dyn Granter>,
-    pub(crate) decode: fn(&Bytes) -> Result<T, String>,
+    /// Decodes the message at a range of a buffer.
+    pub(crate) decode: fn(&Bytes, std::ops::Range<usize>) -> Result<T, String>,
     /// The method, for messages.
     pub(crate) what: &'static str,
     /// When the call's deadline passes, and its length.
@@ -113,7 +116,9 @@ pub(crate) struct Received<T> {
     /// Messages read since the deadline was last looked at.
     pub(crate) unchecked: u32,
     /// Messages taken from the inbox and not read yet.
-    pub(crate) local: std::collections::VecDeque<Bytes>,
+    pub(crate) local: std::collections::VecDeque<StreamChunk>,
+    /// The batch being read, and where its next message is.
+    pub(crate) batch: Option<(Bytes, usize)>,
     /// When to grant back what was read.
     pub(crate) grants: GrantBatch,
 }
@@ -218,6 +223,30 @@ impl<T> Received<T> {
         self.trailers.as_ref()
     }
 
+    /// The next message taken from the inbox, decoded, if one is at hand:
+    /// from the batch being read, else the next chunk.
+    fn next_message(&mut self) -> Option<Result<T, String>> {
+        let decode = self.decode;
+        loop {
+            if let Some((bytes, at)) = &mut self.batch {
+                let mut messages = BatchMessages::new(bytes, *at);
+                if let Some(range) = messages.next() {
+                    *at = messages.position();
+                    self.received += range.len();
+                    return Some(decode(bytes, range));
+                }
+                self.batch = None;
+            }
+            match self.local.pop_front()? {
+                StreamChunk::One(bytes) => {
+                    self.received += bytes.len();
+                    return Some(decode(&bytes, 0..bytes.len()));
+                }
+                StreamChunk::Batch(bytes) => self.batch = Some((bytes, 0)),
+            }
+        }
+    }
+
     /// The status that ends the stream when its call's deadline passed.
     fn deadline_passed(&mut self, cx: &mut Context<'_>) -> Option<Status> {
         let (sleep, length) = self.deadline.as_mut()?;
@@ -253,13 +282,12 @@ impl<T> Received<T> {
             }
         }
         loop {
-            if let Some(bytes) = self.local.pop_front() {
+            if let Some(item) = self.next_message() {
                 let grant = self.grants.read_one();
                 if grant > 0 {
                     self.granter.grant(grant);
                 }
-                self.received += bytes.len();
-                let item = (self.decode)(&bytes).map_err(|err| {
+                let item = item.map_err(|err| {
                     Status::internal(format!(
                         "a message of {} could not be decoded ({err}); do both sides use the \
                          same version of the trait?",

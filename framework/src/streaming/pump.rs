@@ -1,8 +1,10 @@
 //! Sending a stream's messages: takes credit, then messages from the
 //! source, encodes as many as are ready (and the credit allows) into one
-//! buffer, and hands it to the connection's writer as one piece. A message
-//! over the link's bulk threshold (shared memory) goes as a bulk region of
-//! its own.
+//! buffer, and hands it to the connection's writer as one piece. To a peer
+//! that reads them, the messages go as batches ([`FLAG_BATCH`] Data
+//! frames: one header for many messages, each behind its length), else a
+//! Data frame each. A message over the link's bulk threshold (shared
+//! memory) goes as a bulk region of its own.
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -13,8 +15,8 @@ use serde::Serialize;
 
 use super::SendGate;
 use crate::codec::Codec;
-use crate::protocol::frame::{HEADER_LEN, start_frame};
-use crate::protocol::session::encode::seal_data;
+use crate::protocol::frame::{BATCH_LEN_BYTES, HEADER_LEN, start_frame};
+use crate::protocol::session::encode::{seal_batch, seal_data};
 use crate::protocol::status::Status;
 use crate::session::{Outbound, Outgoing};
 use crate::transport::bulk::SpillWriter;
@@ -40,6 +42,48 @@ pub(crate) struct StreamSink {
     pub(crate) what: &'static str,
     /// Header flags of every message ([`MethodDescriptor::frame_flags`](crate::MethodDescriptor::frame_flags)).
     pub(crate) flags: u16,
+    /// The peer reads batches of messages ([`FLAG_BATCH`]).
+    pub(crate) batches: bool,
+}
+
+/// The buffer a pump encodes into, and the batch frame open at its end.
+#[derive(Debug, Default)]
+struct Framed {
+    buf: Vec<u8>,
+    /// Where the open batch frame starts, and its messages so far.
+    open: Option<(usize, u32)>,
+    /// How long the last buffer handed over was: the next starts that big.
+    last_len: usize,
+}
+
+impl Framed {
+    /// Seals the open batch frame, if any.
+    fn close(&mut self, sink: &StreamSink) {
+        if let Some((start, count)) = self.open.take() {
+            seal_batch(
+                &mut self.buf[start..],
+                sink.call_id,
+                sink.from_callee,
+                sink.flags,
+                count,
+            );
+        }
+    }
+
+    /// Seals what is open and takes the buffer.
+    fn take(&mut self, sink: &StreamSink) -> Vec<u8> {
+        self.close(sink);
+        self.last_len = self.buf.len();
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Room for a buffer as big as the last one (a stream of small
+    /// messages fills its buffers alike: no growing and copying each time).
+    fn reserve(&mut self) {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(self.last_len.min(2 * BATCH_BYTES));
+        }
+    }
 }
 
 /// What a pump sent.
@@ -60,7 +104,7 @@ pub(crate) async fn pump<C: Codec, T: Serialize>(
     items: &mut Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>,
     sent: &mut Sent,
 ) -> Result<(), Status> {
-    let mut batch = Vec::new();
+    let mut framed = Framed::default();
     loop {
         let credit = poll_fn(|cx| sink.gate.poll_take(cx, BATCH_MESSAGES)).await?;
         let mut used = 0;
@@ -74,19 +118,21 @@ pub(crate) async fn pump<C: Codec, T: Serialize>(
                 Some(Err(status)) => failed = Some(status),
                 Some(Ok(item)) => {
                     used += 1;
-                    if let Err(status) = encode::<C, T>(sink, item, &mut batch, sent).await {
+                    framed.reserve();
+                    if let Err(status) = encode::<C, T>(sink, item, &mut framed, sent).await {
                         failed = Some(status);
                     }
                 }
             }
-            if ended || failed.is_some() || used == credit || batch.len() >= BATCH_BYTES {
+            if ended || failed.is_some() || used == credit || framed.buf.len() >= BATCH_BYTES {
                 break;
             }
             next = items.next().now_or_never();
         }
         sink.gate.give_back(credit - used);
+        let batch = framed.take(sink);
         if !batch.is_empty() {
-            send(sink, Outgoing::from(std::mem::take(&mut batch))).await?;
+            send(sink, Outgoing::from(batch)).await?;
         }
         if let Some(status) = failed {
             return Err(status);
@@ -97,47 +143,119 @@ pub(crate) async fn pump<C: Codec, T: Serialize>(
     }
 }
 
-/// Encodes one message at the end of `batch`; a message that went into a
-/// bulk region is sent at once, after what `batch` held.
+/// Encodes one message at the end of `framed`: into its open batch frame
+/// (opened if need be) where the peer reads batches, else as a Data frame
+/// of its own; a message that went into a bulk region is sent at once,
+/// after what `framed` held.
 async fn encode<C: Codec, T: Serialize>(
     sink: &StreamSink,
     item: T,
-    batch: &mut Vec<u8>,
+    framed: &mut Framed,
     sent: &mut Sent,
 ) -> Result<(), Status> {
-    let start = start_frame(batch);
     let limit = sink.limit as usize;
+    let start = if sink.batches {
+        let frame = match framed.open {
+            Some((frame, _)) => frame,
+            None => {
+                let frame = start_frame(&mut framed.buf);
+                framed.open = Some((frame, 0));
+                frame
+            }
+        };
+        framed.buf.extend_from_slice(&[0; BATCH_LEN_BYTES]);
+        frame
+    } else {
+        start_frame(&mut framed.buf)
+    };
+    // Where this message's own bytes (its length, in a batch) begin.
+    let own = if sink.batches {
+        framed.buf.len() - BATCH_LEN_BYTES
+    } else {
+        start
+    };
+    let body = framed.buf.len();
     let mut writer =
-        SpillWriter::new(batch, start + HEADER_LEN, sink.spill_to.clone()).with_limit(Some(limit));
+        SpillWriter::new(&mut framed.buf, body, sink.spill_to.clone()).with_limit(Some(limit));
     let encoded = C::encode_to(&item, &mut writer);
     drop(item);
     let over = writer.over_limit();
     let bulk = writer.finish();
-    if let Some(len) = over {
-        batch.truncate(start);
-        return Err(Status::resource_exhausted(format!(
+    let failed = if let Some(len) = over {
+        Some(Status::resource_exhausted(format!(
             "a message of {} is {len} bytes or more, over the peer's limit of {limit} bytes; \
              send smaller messages (split them), or raise the peer's max_frame",
             sink.what
-        )));
-    }
-    if let Err(err) = encoded {
-        batch.truncate(start);
-        return Err(Status::internal(format!(
+        )))
+    } else if let Err(err) = encoded {
+        Some(Status::internal(format!(
             "a message of {} could not be encoded: {err}",
             sink.what
-        )));
+        )))
+    } else {
+        None
+    };
+    if let Some(status) = failed {
+        framed.buf.truncate(own);
+        drop_empty_batch(framed);
+        return Err(status);
     }
-    let bulk = bulk.map_err(|err| {
-        Status::resource_exhausted(format!(
-            "a message of {} could not be written to shared memory: {err}",
-            sink.what
-        ))
-    })?;
+    let bulk = match bulk {
+        Ok(bulk) => bulk,
+        Err(err) => {
+            framed.buf.truncate(own);
+            drop_empty_batch(framed);
+            return Err(Status::resource_exhausted(format!(
+                "a message of {} could not be written to shared memory: {err}",
+                sink.what
+            )));
+        }
+    };
     sent.messages += 1;
     match bulk {
+        None if sink.batches => {
+            let len = framed.buf.len() - body;
+            // The limit was checked while the message was written.
+            let len32 = u32::try_from(len).unwrap_or(u32::MAX);
+            framed.buf[own..body].copy_from_slice(&len32.to_le_bytes());
+            sent.bytes += (BATCH_LEN_BYTES + len) as u64;
+            // In a batch, `start` is where its frame begins.
+            let (frame, count) = framed.open.unwrap_or((start, 0));
+            if framed.buf.len() - frame - HEADER_LEN <= limit {
+                framed.open = Some((frame, count + 1));
+                return Ok(());
+            }
+            // Past the peer's limit with this message: the batch ends
+            // before it, and it begins the next (or, alone over the limit
+            // by its length's bytes, goes as a Data frame of its own).
+            let message = framed.buf.split_off(own);
+            if count > 0 {
+                framed.close(sink);
+            } else {
+                framed.buf.truncate(frame);
+                framed.open = None;
+            }
+            if BATCH_LEN_BYTES + len <= limit {
+                let next = start_frame(&mut framed.buf);
+                framed.buf.extend_from_slice(&message);
+                framed.open = Some((next, 1));
+                sent.bytes += HEADER_LEN as u64;
+            } else {
+                let alone = start_frame(&mut framed.buf);
+                framed.buf.extend_from_slice(&message[BATCH_LEN_BYTES..]);
+                let _ = seal_data(
+                    &mut framed.buf[alone..],
+                    sink.call_id,
+                    sink.from_callee,
+                    sink.flags,
+                    None,
+                    u32::MAX,
+                );
+            }
+            Ok(())
+        }
         None => {
-            let frame = &mut batch[start..];
+            let frame = &mut framed.buf[start..];
             // The limit was checked while the message was written.
             let _ = seal_data(
                 frame,
@@ -151,8 +269,13 @@ async fn encode<C: Codec, T: Serialize>(
             Ok(())
         }
         Some(body) => {
-            let mut header = batch.split_off(start);
-            header.truncate(HEADER_LEN);
+            // Its own frame: no length in front, and the batch before it
+            // ends.
+            framed.buf.truncate(own);
+            drop_empty_batch(framed);
+            framed.close(sink);
+            let mut header = Vec::with_capacity(HEADER_LEN);
+            start_frame(&mut header);
             let _ = seal_data(
                 &mut header,
                 sink.call_id,
@@ -162,8 +285,9 @@ async fn encode<C: Codec, T: Serialize>(
                 u32::MAX,
             );
             sent.bytes += (HEADER_LEN + body.len()) as u64;
-            if !batch.is_empty() {
-                send(sink, Outgoing::from(std::mem::take(batch))).await?;
+            if !framed.buf.is_empty() {
+                let before = framed.take(sink);
+                send(sink, Outgoing::from(before)).await?;
             }
             send(
                 sink,
@@ -176,6 +300,14 @@ async fn encode<C: Codec, T: Serialize>(
             )
             .await
         }
+    }
+}
+
+/// Drops the open batch frame if it holds no message (its header only).
+fn drop_empty_batch(framed: &mut Framed) {
+    if let Some((frame, 0)) = framed.open {
+        framed.buf.truncate(frame);
+        framed.open = None;
     }
 }
 

@@ -162,6 +162,17 @@ pub fn seal_data(
     Ok(())
 }
 
+/// Writes the header of a batch of `count` stream messages
+/// ([`FLAG_BATCH`](super::super::frame::FLAG_BATCH)) whose payload (each
+/// message's `u32` length, then its bytes) follows the [`HEADER_LEN`] bytes
+/// reserved at the start of `buf`, with `flags` added.
+pub fn seal_batch(buf: &mut [u8], call_id: u64, from_callee: bool, flags: u16, count: u32) {
+    let mut header = data_header(call_id, from_callee, buf.len() - HEADER_LEN);
+    header.flags |= flags | super::super::frame::FLAG_BATCH;
+    header.credit = count;
+    header.write_to(buf);
+}
+
 /// The caller's half-close of a streaming call.
 pub fn end_frame(call_id: u64) -> Vec<u8> {
     bare_frame(Kind::End, call_id)

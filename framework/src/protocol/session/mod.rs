@@ -19,6 +19,11 @@
 //!    for: [`Session::poll_event`] until `None` (responses for this side's
 //!    callers, requests for its handlers, cancels, the peer going away), and
 //!    [`Session::poll_transmit`] until `None` (frames to write, in order).
+//!    One exception makes streams of small messages cheap: Data frames
+//!    (see [`Decoded::is_stream_data`]) may be handled one after another
+//!    before the events are taken, and the messages of one stream among
+//!    them then come as one [`Event::StreamData`]; take the events before
+//!    handling a frame of any other kind.
 //! 4. Calls this side makes: [`Session::start_call`] (or
 //!    [`Session::allocate_id`] for one-way calls), then
 //!    [`FrameLimits::seal_request`] (of [`Session::limits`]); a caller that gives up:
@@ -45,6 +50,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use self::cancel_budget::{CancelBudget, CancelRate};
 use self::encode::{bare_frame, credit_frame, frame_status, status_frame, status_frame_with};
 pub use self::limits::{FrameLimits, LimitKnobs};
@@ -54,8 +61,8 @@ use self::timers::{Clock, Due};
 use super::call::{AdmittedCall, ClientCalls, ServerCalls, StartedCall};
 use super::compress::{self, CompressionCounters};
 use super::frame::{
-    Decoded, FLAG_CLIENT_STREAM, FLAG_COMPRESSED, FLAG_NOT_STARTED, FLAG_SERVER_STREAM, Frame,
-    HEADER_LEN, Header, Kind,
+    BatchMessages, Decoded, FLAG_BATCH, FLAG_CLIENT_STREAM, FLAG_COMPRESSED, FLAG_NOT_STARTED,
+    FLAG_SERVER_STREAM, Frame, HEADER_LEN, Header, Kind,
 };
 use super::hello::Role;
 use super::metadata::Metadata;
@@ -135,9 +142,11 @@ pub enum Event<W, H> {
         /// What [`Session::admit`] was given for it.
         handle: H,
     },
-    /// A frame for the session that makes this side's calls on the same
-    /// link (see [`Sides::forwards_to_caller`]).
-    ForCaller(Decoded),
+    /// Frames for the session that makes this side's calls on the same
+    /// link (see [`Sides::forwards_to_caller`]), in order: frames that
+    /// arrive one after another, with no other event between them, come
+    /// as one event.
+    ForCaller(Vec<Decoded>),
     /// The peer did not answer a keepalive Ping in time: it is gone (a cut
     /// cable sends nothing). End the connection; calls in flight fail with
     /// this status.
@@ -145,15 +154,17 @@ pub enum Event<W, H> {
     /// The connection had no calls for the idle timeout: it drains (a
     /// GoAway went out) and ends once the drain grace has passed.
     Idle(Status),
-    /// A message on a stream: to the reader of this side's call `call_id`
-    /// (`ours`) or of the peer's call this side serves.
+    /// Messages on a stream: to the reader of this side's call `call_id`
+    /// (`ours`) or of the peer's call this side serves. Messages of one
+    /// stream that arrive one after another, with no event between them,
+    /// come as one event (see [`Session::handle_frame`]).
     StreamData {
         /// The call.
         call_id: u64,
         /// Whose call it is: this side's (`true`) or the peer's.
         ours: bool,
-        /// The Data frame.
-        frame: Frame,
+        /// The messages, in order.
+        messages: StreamMessages,
     },
     /// The caller of a call this side serves sends no more messages.
     StreamEnd {
@@ -197,6 +208,52 @@ pub enum Event<W, H> {
         /// Its body's length.
         len: u64,
     },
+}
+
+/// Messages of a stream as they arrived: one Data frame's payload, or a
+/// batch of them ([`FLAG_BATCH`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamChunk {
+    /// One message.
+    One(Bytes),
+    /// A checked batch: each message's `u32` length, then its bytes (walk
+    /// it with [`BatchMessages`]).
+    Batch(Bytes),
+}
+
+/// Consecutive messages of one stream, as they arrived, and the bytes
+/// their frames took on the wire (for counters).
+#[derive(Debug, Default)]
+pub struct StreamMessages {
+    /// The messages, in order.
+    pub chunks: Vec<StreamChunk>,
+    /// How many messages the chunks hold.
+    pub count: u64,
+    /// Bytes of the frames they came in: headers, metadata and payloads.
+    pub wire_bytes: u64,
+}
+
+impl StreamMessages {
+    /// Adds the `count` messages of `frame`.
+    fn push(&mut self, frame: Frame, count: u32) {
+        self.wire_bytes += (HEADER_LEN + frame.metadata.len() + frame.payload.len()) as u64;
+        self.count += u64::from(count);
+        self.chunks.push(if frame.header.flags & FLAG_BATCH != 0 {
+            StreamChunk::Batch(frame.payload)
+        } else {
+            StreamChunk::One(frame.payload)
+        });
+    }
+
+    /// How many messages.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
 }
 
 /// Sets [`FLAG_NOT_STARTED`] in an encoded Response frame.
@@ -358,6 +415,10 @@ impl<W, H> Session<W, H> {
 
     /// Takes one frame the peer sent. `Err`: the peer broke the protocol
     /// (a second hello, a cancel flood); see [`protocol_error`](Self::protocol_error).
+    ///
+    /// A Data frame whose message follows one of the same stream, with no
+    /// event queued between them, joins that message's
+    /// [`Event::StreamData`].
     pub fn handle_frame(&mut self, now: Instant, decoded: Decoded) -> Result<(), Status> {
         self.clock.received(now);
         let frame = match decoded {
@@ -406,8 +467,7 @@ impl<W, H> Session<W, H> {
                 );
             }
             Kind::Data | Kind::Credit if frame.header.from_callee() && sides.forwards_to_caller => {
-                self.events
-                    .push_back(Event::ForCaller(Decoded::Frame(frame)));
+                self.for_caller(Decoded::Frame(frame));
             }
             Kind::Data if frame.header.from_callee() && sides.calls => {
                 self.clock.busy(now);
@@ -466,8 +526,7 @@ impl<W, H> Session<W, H> {
                 return Err(Status::invalid_argument("a second hello on one connection"));
             }
             Kind::Response | Kind::GoAway if sides.forwards_to_caller => {
-                self.events
-                    .push_back(Event::ForCaller(Decoded::Frame(frame)));
+                self.for_caller(Decoded::Frame(frame));
             }
             Kind::Response if sides.calls => {
                 self.clock.busy(now);
@@ -501,8 +560,7 @@ impl<W, H> Session<W, H> {
                 self.transmit(status_frame(Kind::Response, header.call_id, &status), false);
             }
             Kind::Response if sides.forwards_to_caller => {
-                self.events
-                    .push_back(Event::ForCaller(Decoded::Oversized(header)));
+                self.for_caller(Decoded::Oversized(header));
             }
             Kind::Response if sides.calls => {
                 self.streams.close(Whose::Ours, header.call_id);
@@ -512,8 +570,7 @@ impl<W, H> Session<W, H> {
                 }
             }
             Kind::Data if header.from_callee() && sides.forwards_to_caller => {
-                self.events
-                    .push_back(Event::ForCaller(Decoded::Oversized(header)));
+                self.for_caller(Decoded::Oversized(header));
             }
             // A message lost to the limit ends its stream, not the
             // connection: the call fails with why, and the peer is told.
@@ -536,13 +593,40 @@ impl<W, H> Session<W, H> {
     /// A Data frame arrived on a stream of `whose` call.
     fn data_arrived(&mut self, whose: Whose, frame: Frame) -> Result<(), Status> {
         let call_id = frame.header.call_id;
-        match self.streams.arrive(whose, call_id) {
+        let count = if frame.header.flags & FLAG_BATCH != 0 {
+            let count = frame.header.credit;
+            BatchMessages::check(&frame.payload, count).map_err(|err| {
+                Status::invalid_argument(format!(
+                    "a malformed batch of stream messages on call {call_id}: {err} (is the \
+                     peer's switchyard implementation correct?)"
+                ))
+            })?;
+            count
+        } else {
+            1
+        };
+        match self.streams.arrive(whose, call_id, count) {
             Arrival::Accepted => {
-                self.events.push_back(Event::StreamData {
-                    call_id,
-                    ours: whose == Whose::Ours,
-                    frame,
-                });
+                let ours = whose == Whose::Ours;
+                // The run the last message began, if nothing came between.
+                if let Some(Event::StreamData {
+                    call_id: last,
+                    ours: last_ours,
+                    messages,
+                }) = self.events.back_mut()
+                    && *last == call_id
+                    && *last_ours == ours
+                {
+                    messages.push(frame, count);
+                } else {
+                    let mut messages = StreamMessages::default();
+                    messages.push(frame, count);
+                    self.events.push_back(Event::StreamData {
+                        call_id,
+                        ours,
+                        messages,
+                    });
+                }
             }
             Arrival::Unknown => self.stray(&frame.header),
             Arrival::OverCredit => {
@@ -580,6 +664,16 @@ impl<W, H> Session<W, H> {
                 handle,
                 status,
             });
+        }
+    }
+
+    /// Hands `decoded` to the caller's session: joins the frames just
+    /// handed over, if nothing came between.
+    fn for_caller(&mut self, decoded: Decoded) {
+        if let Some(Event::ForCaller(frames)) = self.events.back_mut() {
+            frames.push(decoded);
+        } else {
+            self.events.push_back(Event::ForCaller(vec![decoded]));
         }
     }
 
@@ -879,8 +973,8 @@ impl<W, H> Session<W, H> {
             header.flags |= FLAG_NOT_STARTED;
             let frame = Frame::new(
                 header,
-                bytes::Bytes::new(),
-                bytes::Bytes::copy_from_slice(status.message().as_bytes()),
+                Bytes::new(),
+                Bytes::copy_from_slice(status.message().as_bytes()),
             );
             self.events.push_back(Event::Response { waiter, frame });
         }

@@ -3,10 +3,10 @@
 
 use bytes::Bytes;
 
-use super::encode::{RequestHead, credit_frame, data_header, end_frame};
+use super::encode::{RequestHead, credit_frame, data_header, end_frame, seal_batch};
 use super::tests::{Pair, Stop, Tag};
 use super::*;
-use crate::protocol::frame::{FLAG_CLIENT_STREAM, FLAG_SERVER_STREAM, start_frame};
+use crate::protocol::frame::{BatchMessages, FLAG_CLIENT_STREAM, FLAG_SERVER_STREAM, start_frame};
 
 /// `a` starts a streaming call with `flags` and a receive window of
 /// `window`, and sends its request to `b`; `b` admits it. The call id.
@@ -73,16 +73,25 @@ fn a_client_stream_waits_for_the_callees_grant_and_ends_with_a_half_close() {
     pair.b.inbox.extend_from_slice(&data(id, false, b"two"));
     pair.b.inbox.extend_from_slice(&end_frame(id));
     let events = pair.b_reads();
-    let payloads: Vec<Bytes> = events
+    let chunks: Vec<StreamChunk> = events
         .iter()
         .filter_map(|event| match event {
             Event::StreamData {
-                frame, ours: false, ..
-            } => Some(frame.payload.clone()),
+                messages,
+                ours: false,
+                ..
+            } => Some(messages.chunks.clone()),
             _ => None,
         })
+        .flatten()
         .collect();
-    assert_eq!(payloads, [Bytes::from("one"), Bytes::from("two")]);
+    assert_eq!(
+        chunks,
+        [
+            StreamChunk::One(Bytes::from("one")),
+            StreamChunk::One(Bytes::from("two"))
+        ]
+    );
     assert!(matches!(events.last(), Some(Event::StreamEnd { call_id }) if *call_id == id));
     assert_eq!(pair.b.session.open_streams(), (0, 1));
     // The reply ends the call and its stream.
@@ -118,6 +127,79 @@ fn a_message_beyond_the_credit_closes_the_connection_with_a_goaway_naming_it() {
         "{status}"
     );
     assert!(status.message().contains(&format!("call {id}")), "{status}");
+}
+
+/// A batch of `messages` on `call_id` whose header counts `count`.
+fn batch(call_id: u64, messages: &[&[u8]], count: u32) -> Vec<u8> {
+    let mut wire = vec![0; HEADER_LEN];
+    for message in messages {
+        wire.extend_from_slice(&(message.len() as u32).to_le_bytes());
+        wire.extend_from_slice(message);
+    }
+    seal_batch(&mut wire, call_id, false, 0, count);
+    wire
+}
+
+#[test]
+fn a_batch_spends_its_count_of_credit_and_arrives_as_one_chunk() {
+    let mut pair = Pair::client_server();
+    let id = open(&mut pair, FLAG_CLIENT_STREAM, 0);
+    assert!(pair.b.session.grant(false, id, 4));
+    pair.b
+        .inbox
+        .extend_from_slice(&batch(id, &[b"one", b"", b"three"], 3));
+    pair.b.inbox.extend_from_slice(&data(id, false, b"four"));
+    let events = pair.b_reads();
+    let [
+        Event::StreamData {
+            messages,
+            ours: false,
+            ..
+        },
+    ] = &events[..]
+    else {
+        panic!("one run: {events:?}");
+    };
+    assert_eq!(messages.len(), 4);
+    let [StreamChunk::Batch(first), StreamChunk::One(last)] = &messages.chunks[..] else {
+        panic!("a batch, then a message: {messages:?}");
+    };
+    let read: Vec<&[u8]> = BatchMessages::new(first, 0)
+        .map(|range| &first[range])
+        .collect();
+    assert_eq!(read, [&b"one"[..], b"", b"three"]);
+    assert_eq!(last, &Bytes::from("four"));
+    // The credit is spent: a batch of two more is one too many.
+    pair.b.inbox.extend_from_slice(&batch(id, &[b"5", b"6"], 2));
+    assert!(pair.b_reads().is_empty());
+    assert!(!pair.b.session.is_reading(), "a violator is read no more");
+}
+
+#[test]
+fn a_malformed_batch_closes_the_connection_with_a_goaway_naming_it() {
+    for (messages, count) in [
+        (&[&b"one"[..], b"two"][..], 3),
+        (&[&b"one"[..], b"two"][..], 1),
+        (&[][..], 0),
+    ] {
+        let mut pair = Pair::client_server();
+        let id = open(&mut pair, FLAG_CLIENT_STREAM, 0);
+        assert!(pair.b.session.grant(false, id, 8));
+        pair.b.inbox.extend_from_slice(&batch(id, messages, count));
+        assert!(pair.b_reads().is_empty());
+        assert!(!pair.b.session.is_reading());
+        pair.flush();
+        let events = pair.a_reads();
+        let Some(Event::PeerGoingAway(status)) = events
+            .iter()
+            .find(|event| matches!(event, Event::PeerGoingAway(_)))
+        else {
+            panic!("a GoAway: {events:?}");
+        };
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("malformed batch"), "{status}");
+        assert!(status.message().contains(&format!("call {id}")), "{status}");
+    }
 }
 
 #[test]
@@ -194,7 +276,15 @@ fn a_server_stream_spends_the_callers_window_and_ends_with_trailers() {
     pair.a.inbox.extend_from_slice(&data(id, true, b"1"));
     pair.a.inbox.extend_from_slice(&data(id, true, b"2"));
     let events = pair.a_reads();
-    assert_eq!(events.len(), 2, "{events:?}");
+    // Both messages, as one run.
+    let messages: u64 = events
+        .iter()
+        .map(|event| match event {
+            Event::StreamData { messages, .. } => messages.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(messages, 2, "{events:?}");
     // A third before the caller grants more is a violation.
     pair.a.inbox.extend_from_slice(&data(id, true, b"3"));
     let decoded = pair.a.decoded();

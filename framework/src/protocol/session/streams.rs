@@ -72,15 +72,15 @@ impl Streams {
         );
     }
 
-    /// A message arrived on `call_id`.
-    pub fn arrive(&mut self, whose: Whose, call_id: u64) -> Arrival {
+    /// `count` messages arrived on `call_id` (a batch, or one).
+    pub fn arrive(&mut self, whose: Whose, call_id: u64, count: u32) -> Arrival {
         let Some(stream) = self.table(whose).get_mut(&call_id) else {
             return Arrival::Unknown;
         };
         if !stream.open {
             return Arrival::AfterEnd;
         }
-        match stream.credit.checked_sub(1) {
+        match stream.credit.checked_sub(count) {
             Some(left) => {
                 stream.credit = left;
                 Arrival::Accepted
@@ -145,12 +145,17 @@ mod tests {
     fn credit_is_spent_one_message_at_a_time_and_granted_back() {
         let mut streams = Streams::default();
         streams.open(Whose::Theirs, 7, 2, true);
-        assert_eq!(streams.arrive(Whose::Theirs, 7), Arrival::Accepted);
-        assert_eq!(streams.arrive(Whose::Theirs, 7), Arrival::Accepted);
-        assert_eq!(streams.arrive(Whose::Theirs, 7), Arrival::OverCredit);
+        assert_eq!(streams.arrive(Whose::Theirs, 7, 1), Arrival::Accepted);
+        assert_eq!(streams.arrive(Whose::Theirs, 7, 1), Arrival::Accepted);
+        assert_eq!(streams.arrive(Whose::Theirs, 7, 1), Arrival::OverCredit);
         assert!(streams.grant(Whose::Theirs, 7, 1));
-        assert_eq!(streams.arrive(Whose::Theirs, 7), Arrival::Accepted);
-        assert_eq!(streams.arrive(Whose::Ours, 7), Arrival::Unknown);
+        assert_eq!(streams.arrive(Whose::Theirs, 7, 1), Arrival::Accepted);
+        assert_eq!(streams.arrive(Whose::Ours, 7, 1), Arrival::Unknown);
+        // A batch spends its count at once, or nothing.
+        assert!(streams.grant(Whose::Theirs, 7, 3));
+        assert_eq!(streams.arrive(Whose::Theirs, 7, 4), Arrival::OverCredit);
+        assert_eq!(streams.arrive(Whose::Theirs, 7, 3), Arrival::Accepted);
+        assert_eq!(streams.arrive(Whose::Theirs, 7, 1), Arrival::OverCredit);
     }
 
     #[test]
@@ -159,10 +164,10 @@ mod tests {
         streams.open(Whose::Theirs, 1, 4, true);
         assert!(streams.end(1));
         assert!(!streams.end(1));
-        assert_eq!(streams.arrive(Whose::Theirs, 1), Arrival::AfterEnd);
+        assert_eq!(streams.arrive(Whose::Theirs, 1, 1), Arrival::AfterEnd);
         assert!(!streams.grant(Whose::Theirs, 1, 4));
         streams.close(Whose::Theirs, 1);
-        assert_eq!(streams.arrive(Whose::Theirs, 1), Arrival::Unknown);
+        assert_eq!(streams.arrive(Whose::Theirs, 1, 1), Arrival::Unknown);
         assert_eq!(streams.len(), (0, 0));
     }
 }

@@ -265,6 +265,7 @@ fn hello(role: Role) -> Hello {
         queues: Vec::new(),
         endpoints: Vec::new(),
         codecs: 0,
+        features: 0,
     }
 }
 
@@ -821,8 +822,11 @@ fn a_serving_side_forwards_responses_to_the_caller_on_its_link() {
     let events = pair.b_reads();
     let kinds: Vec<Kind> = events
         .iter()
-        .map(|e| match e {
-            Event::ForCaller(Decoded::Frame(frame)) => frame.header.kind,
+        .flat_map(|e| match e {
+            Event::ForCaller(frames) => frames.iter().map(|decoded| match decoded {
+                Decoded::Frame(frame) => frame.header.kind,
+                other => panic!("{other:?}"),
+            }),
             other => panic!("{other:?}"),
         })
         .collect();
@@ -838,7 +842,7 @@ fn a_serving_side_forwards_responses_to_the_caller_on_its_link() {
         .unwrap();
     assert!(matches!(
         pair.b.session.poll_event(),
-        Some(Event::ForCaller(Decoded::Oversized(_)))
+        Some(Event::ForCaller(frames)) if matches!(frames[..], [Decoded::Oversized(_)])
     ));
     // An oversized one-way call cannot be answered: dropped, and said so.
     pair.b
