@@ -565,9 +565,9 @@ impl<S: Serve> Driver<S> {
     async fn flush(&mut self) {
         while let Some(transmit) = self.session.poll_transmit() {
             if transmit.may_drop {
-                let _ = self.outgoing.try_send(transmit.bytes.into());
+                let _ = self.outgoing.try_send_control(transmit.bytes.into());
             } else {
-                let _ = self.outgoing.send(transmit.bytes.into()).await;
+                let _ = self.outgoing.send_control(transmit.bytes.into()).await;
             }
         }
     }

@@ -16,7 +16,7 @@ pub(crate) use crate::protocol::session::encode::{hello_frame, status_frame};
 use crate::protocol::session::handshake::check_hello;
 use crate::protocol::status::Status;
 use crate::transport::bulk::{BulkBody, BulkCounters, BulkTx, SpillTo};
-use crate::transport::{DirectWrite, LinkRx, LinkTx, Transport};
+use crate::transport::{DirectWrite, LinkRx, LinkTx, Transport, Written};
 
 /// Frames queued for the writer task before senders wait.
 pub(crate) const OUTGOING_QUEUE: usize = 4096;
@@ -327,8 +327,9 @@ impl Outbound {
         self.bulk.as_ref().map(|(_, counters)| Arc::clone(counters))
     }
 
-    /// Writes directly if possible; gives the frame back otherwise.
-    fn try_direct(&self, mut outgoing: Outgoing) -> Result<(), Outgoing> {
+    /// Writes directly if possible (a frame shorter than `min_len` never);
+    /// gives the frame back otherwise.
+    fn try_direct(&self, mut outgoing: Outgoing, min_len: Option<usize>) -> Result<(), Outgoing> {
         // A bulk body the link can send without its writer (a shared-memory
         // pool's, whose segment the peer has).
         if let (Some(direct), Some(body)) = (&self.direct, outgoing.bulk.take()) {
@@ -349,26 +350,54 @@ impl Outbound {
                 }
             };
         }
-        match &self.direct {
-            Some(direct)
-                if outgoing.bulk.is_none()
-                    && self.queued.load(Ordering::Acquire) == 0
-                    && direct.try_write(&outgoing.bytes) =>
-            {
-                if let Some(written) = outgoing.written {
-                    let _ = written.send(());
-                }
-                Ok(())
-            }
-            _ => Err(outgoing),
+        let Some(direct) = &self.direct else {
+            return Err(outgoing);
+        };
+        if outgoing.bulk.is_some()
+            || outgoing.bytes.len() < min_len.unwrap_or_else(|| direct.min_len())
+            || self.queued.load(Ordering::Acquire) != 0
+        {
+            return Err(outgoing);
         }
+        match direct.try_write(&outgoing.bytes) {
+            Written::Nothing => return Err(outgoing),
+            Written::All => {}
+            // The link keeps the rest for the writer task: wake it with
+            // nothing of its own to write (a full queue has frames the
+            // writer is about to write, the rest first).
+            Written::Started => {
+                self.queued.fetch_add(1, Ordering::AcqRel);
+                if self.queue.try_send(Outgoing::from(Vec::new())).is_err() {
+                    self.queued.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
+        if let Some(written) = outgoing.written {
+            let _ = written.send(());
+        }
+        Ok(())
     }
 
     /// Sends a frame, waiting for room in the writer's queue (frames and
     /// bytes) if need be.
     pub(crate) async fn send(&self, outgoing: Outgoing) -> Result<(), SendError<Outgoing>> {
+        self.send_with(outgoing, None).await
+    }
+
+    /// [`send`](Self::send) of a control frame (a grant, a Pong, a status):
+    /// written directly whatever its size when nothing is queued, so that
+    /// no wake-up of the writer task delays it.
+    pub(crate) async fn send_control(&self, outgoing: Outgoing) -> Result<(), SendError<Outgoing>> {
+        self.send_with(outgoing, Some(0)).await
+    }
+
+    async fn send_with(
+        &self,
+        outgoing: Outgoing,
+        min_len: Option<usize>,
+    ) -> Result<(), SendError<Outgoing>> {
         let outgoing = self.compressed(outgoing);
-        let Err(mut outgoing) = self.try_direct(outgoing) else {
+        let Err(mut outgoing) = self.try_direct(outgoing, min_len) else {
             return Ok(());
         };
         // Counted as queued first, so no direct write overtakes it while
@@ -390,8 +419,26 @@ impl Outbound {
 
     /// Sends a frame if that needs no wait.
     pub(crate) fn try_send(&self, outgoing: Outgoing) -> Result<(), TrySendError<Outgoing>> {
+        self.try_send_with(outgoing, None)
+    }
+
+    /// [`try_send`](Self::try_send) of a control frame, written directly
+    /// whatever its size when nothing is queued (see
+    /// [`send_control`](Self::send_control)).
+    pub(crate) fn try_send_control(
+        &self,
+        outgoing: Outgoing,
+    ) -> Result<(), TrySendError<Outgoing>> {
+        self.try_send_with(outgoing, Some(0))
+    }
+
+    fn try_send_with(
+        &self,
+        outgoing: Outgoing,
+        min_len: Option<usize>,
+    ) -> Result<(), TrySendError<Outgoing>> {
         let outgoing = self.compressed(outgoing);
-        let Err(mut outgoing) = self.try_direct(outgoing) else {
+        let Err(mut outgoing) = self.try_direct(outgoing, min_len) else {
             return Ok(());
         };
         match Arc::clone(&self.budget).try_acquire_many_owned(outgoing.cost()) {

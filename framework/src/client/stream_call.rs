@@ -139,11 +139,11 @@ impl Granter for ConnectionGrants {
             // A grant must not be lost (the stream would stall): when the
             // writer's queue is full, it waits on a task of its own.
             if let Err(tokio::sync::mpsc::error::TrySendError::Full(frame)) =
-                self.conn.outgoing.try_send(frame.into())
+                self.conn.outgoing.try_send_control(frame.into())
             {
                 let outgoing = self.conn.outgoing.clone();
                 tokio::spawn(async move {
-                    let _ = outgoing.send(frame).await;
+                    let _ = outgoing.send_control(frame).await;
                 });
             }
         }

@@ -77,11 +77,13 @@ impl Framed {
         std::mem::take(&mut self.buf)
     }
 
-    /// Room for a buffer as big as the last one (a stream of small
-    /// messages fills its buffers alike: no growing and copying each time).
+    /// Room for a buffer as big as the last one (a stream fills its
+    /// buffers alike: no growing and copying each time). The last one is
+    /// at most [`BATCH_BYTES`] plus one message, which the peer's frame
+    /// limit bounds.
     fn reserve(&mut self) {
         if self.buf.capacity() == 0 {
-            self.buf.reserve(self.last_len.min(2 * BATCH_BYTES));
+            self.buf.reserve(self.last_len);
         }
     }
 }

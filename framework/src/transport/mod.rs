@@ -32,6 +32,7 @@ pub mod pipe;
 pub mod quic;
 #[cfg(target_os = "linux")]
 pub mod shm;
+pub mod socket_tx;
 pub(crate) mod spin;
 pub mod stream;
 pub mod tcp;
@@ -182,9 +183,9 @@ pub trait LinkTx: Send + 'static {
     /// Capability: a handle through which any task writes whole frames at
     /// once, in order with this half, when they fit without waiting (shared
     /// memory has one: a caller's request goes into the ring from the
-    /// caller's own thread). `None` (the default) for transports where
-    /// every write goes through this half. Asked once, when a connection is
-    /// set up.
+    /// caller's own thread; so have sockets and pipes, `socket_tx.rs`).
+    /// `None` (the default) for transports where every write goes through
+    /// this half. Asked once, when a connection is set up.
     fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
         None
     }
@@ -201,12 +202,32 @@ pub trait LinkTx: Send + 'static {
     }
 }
 
+/// What a direct write did ([`DirectWrite::try_write`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// Nothing (no room, another writer busy, the link closed or broken):
+    /// send the frames through the link's sending half.
+    Nothing,
+    /// All of the frames.
+    All,
+    /// Their first bytes: the link keeps the rest for its sending half,
+    /// which writes it before anything else once it is woken (a send of
+    /// no frames wakes it).
+    Started,
+}
+
 /// Writes frames without waiting, from any task (see [`LinkTx::direct`]).
 pub trait DirectWrite: Send + Sync + fmt::Debug {
-    /// Writes all of `frames` now and returns `true`, or writes nothing and
-    /// returns `false` (no room, another writer busy, the link closed or
-    /// broken): then send them through the link's sending half.
-    fn try_write(&self, frames: &[u8]) -> bool;
+    /// Writes `frames` now, all of them or their start (the link keeps the
+    /// rest), or nothing.
+    fn try_write(&self, frames: &[u8]) -> Written;
+
+    /// Frames shorter than this go through the link's sending half: where
+    /// a direct write is a system call, small frames are cheaper gathered
+    /// by the writer task into one write when many callers send at once.
+    fn min_len(&self) -> usize {
+        0
+    }
 
     /// Sends the frame `header` heads, whose body is the bulk body `body`,
     /// now (the body gone), or gives the body back: then send it through

@@ -8,7 +8,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener as TokioTcpListener, TcpStream};
 
 use super::intake::IntakeLimits;
-use super::stream::{StreamRx, StreamTx};
+use super::socket_tx::SocketTx;
+use super::stream::StreamRx;
 use super::{Link, LinkTuning, Listener, PeerInfo, Transport};
 
 /// A connected TCP socket.
@@ -44,7 +45,7 @@ impl TcpLink {
 }
 
 impl Link for TcpLink {
-    type Tx = StreamTx<OwnedWriteHalf>;
+    type Tx = SocketTx<OwnedWriteHalf>;
     type Rx = StreamRx<OwnedReadHalf>;
 
     fn transport(&self) -> Transport {
@@ -62,7 +63,7 @@ impl Link for TcpLink {
     fn split(self, frame_limit: u32) -> (Self::Tx, Self::Rx) {
         let (read, write) = self.stream.into_split();
         (
-            StreamTx::new(write),
+            SocketTx::new(write),
             StreamRx::new(read, frame_limit).with_limits(self.intake),
         )
     }

@@ -9,7 +9,8 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener as TokioUnixListener, UnixStream};
 
 use super::intake::IntakeLimits;
-use super::stream::{StreamRx, StreamTx};
+use super::socket_tx::SocketTx;
+use super::stream::StreamRx;
 use super::{Link, LinkTuning, Listener, PeerInfo, Transport};
 
 /// A connected Unix socket.
@@ -56,7 +57,7 @@ impl UnixLink {
 }
 
 impl Link for UnixLink {
-    type Tx = StreamTx<OwnedWriteHalf>;
+    type Tx = SocketTx<OwnedWriteHalf>;
     type Rx = StreamRx<OwnedReadHalf>;
 
     fn transport(&self) -> Transport {
@@ -74,7 +75,7 @@ impl Link for UnixLink {
     fn split(self, frame_limit: u32) -> (Self::Tx, Self::Rx) {
         let (read, write) = self.stream.into_split();
         (
-            StreamTx::new(write),
+            SocketTx::new(write),
             StreamRx::with_prefix(read, frame_limit, &self.prefix).with_limits(self.intake),
         )
     }

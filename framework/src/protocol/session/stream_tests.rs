@@ -141,6 +141,23 @@ fn batch(call_id: u64, messages: &[&[u8]], count: u32) -> Vec<u8> {
 }
 
 #[test]
+fn a_batch_is_the_bytes_wire_protocol_md_shows() {
+    // docs/wire-protocol.md §6.7.1a: `hi` and `abc` of call 3 from the callee.
+    let mut wire = vec![0; HEADER_LEN];
+    wire.extend_from_slice(b"\x02\0\0\0hi\x03\0\0\0abc");
+    seal_batch(&mut wire, 3, true, 0, 2);
+    let doc = "53 59 01 09 84 00 00 00 03 00 00 00 00 00 00 00 \
+               00 00 00 00 00 00 00 00 0d 00 00 00 02 00 00 00 \
+               00 00 00 00 00 00 00 00 \
+               02 00 00 00 68 69 03 00 00 00 61 62 63";
+    let doc: Vec<u8> = doc
+        .split_whitespace()
+        .map(|byte| u8::from_str_radix(byte, 16).unwrap())
+        .collect();
+    assert_eq!(wire, doc);
+}
+
+#[test]
 fn a_batch_spends_its_count_of_credit_and_arrives_as_one_chunk() {
     let mut pair = Pair::client_server();
     let id = open(&mut pair, FLAG_CLIENT_STREAM, 0);

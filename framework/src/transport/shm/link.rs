@@ -53,7 +53,7 @@ pub(crate) use crate::transport::spin::SpinBudget;
 use crate::transport::stream::{decode_available, end_of_stream};
 use crate::transport::{
     DirectWrite, Endpoint, Link, LinkError, LinkRx, LinkTuning, LinkTx, PeerInfo, Polled, RxWake,
-    Transport,
+    Transport, Written,
 };
 
 /// What a client sends first to ask for shared memory: `SYSHM`, version 3,
@@ -1010,8 +1010,9 @@ fn count_pooled(counters: &BulkCounters, len: u64) {
     counters.bytes_sent.fetch_add(len, Ordering::Relaxed);
 }
 
-impl DirectWrite for ShmDirect {
-    fn try_write(&self, frames: &[u8]) -> bool {
+impl ShmDirect {
+    /// Writes all of `frames` into the ring now, or nothing.
+    fn try_write_all(&self, frames: &[u8]) -> bool {
         let Ok(mut side) = self.shared.side.try_lock() else {
             return false;
         };
@@ -1037,6 +1038,17 @@ impl DirectWrite for ShmDirect {
             Err(_) => false,
         }
     }
+}
+
+impl DirectWrite for ShmDirect {
+    fn try_write(&self, frames: &[u8]) -> Written {
+        if self.try_write_all(frames) {
+            Written::All
+        } else {
+            Written::Nothing
+        }
+    }
+
     /// A pooled body's stand-in goes straight into the ring when the ring
     /// has room for all of it now and the peer has the body's segment
     /// (else the sending half sends the segment first): the caller's task
