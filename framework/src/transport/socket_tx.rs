@@ -12,7 +12,7 @@
 //! tried.
 
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
@@ -138,23 +138,24 @@ impl<W: SharedWrite + std::fmt::Debug> LinkTx for SocketTx<W> {
         shared.write_all(&tail).await?;
         match Arc::try_unwrap(shared) {
             Ok(mut shared) => shared.writer.shutdown().await,
-            // A direct handle outlives the writer (it never should: the
-            // writer closes once every sender is gone); the half shuts down
-            // when the last handle drops it.
+            // A direct write holds it this instant: the half shuts down
+            // when that write lets go of it.
             Err(_) => Ok(()),
         }
     }
 
     fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
-        let shared = Arc::clone(self.shared.as_ref()?);
+        let shared = Arc::downgrade(self.shared.as_ref()?);
         Some(Arc::new(SocketDirect(shared)))
     }
 }
 
 /// Writes frames into the socket from any task, when nothing else is
-/// being written.
+/// being written. It does not keep the socket open: once the sending half
+/// is gone (closed, or its writer task dropped), the socket closes at once
+/// and direct writes write nothing.
 #[derive(Debug)]
-struct SocketDirect<W>(Arc<Shared<W>>);
+struct SocketDirect<W>(Weak<Shared<W>>);
 
 /// Frames shorter than this go through the writer task
 /// ([`DirectWrite::min_len`]): a unary call's request is one system call of
@@ -170,7 +171,9 @@ impl<W: SharedWrite + std::fmt::Debug> DirectWrite for SocketDirect<W> {
     }
 
     fn try_write(&self, frames: &[u8]) -> Written {
-        let shared = &self.0;
+        let Some(shared) = self.0.upgrade() else {
+            return Written::Nothing;
+        };
         let Ok(mut state) = shared.state.try_lock() else {
             return Written::Nothing;
         };
@@ -264,5 +267,23 @@ mod tests {
         let mut rest = Vec::new();
         read.read_to_end(&mut rest).await.unwrap();
         assert_eq!(rest, b"after");
+    }
+
+    /// The direct handle does not keep the socket open: dropping the
+    /// sending half (a writer task aborted) closes it at once, as a peer
+    /// link's end must (its child exits on the end of its pipe).
+    #[tokio::test]
+    async fn dropping_the_sending_half_closes_the_socket_while_a_direct_handle_lives() {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let (_read, write) = a.into_split();
+        let (mut read, _write) = b.into_split();
+        let tx = SocketTx::new(write);
+        let direct = tx.direct().unwrap();
+        assert_eq!(direct.try_write(b"last"), Written::All);
+        drop(tx);
+        let mut rest = Vec::new();
+        read.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"last");
+        assert_eq!(direct.try_write(b"more"), Written::Nothing);
     }
 }
