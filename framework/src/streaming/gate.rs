@@ -49,6 +49,18 @@ impl SendGate {
         }
     }
 
+    /// A gate with `credit` whose stalls show nowhere.
+    #[cfg(test)]
+    pub(crate) fn unwatched(credit: u32) -> Self {
+        Self {
+            state: Mutex::new(State {
+                credit,
+                ..State::default()
+            }),
+            stats: None,
+        }
+    }
+
     /// Tells the connection's counters that a sender stalled or resumed.
     fn note_stall(&self, stalled: bool) {
         if let Some(stats) = &self.stats {

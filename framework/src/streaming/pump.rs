@@ -162,6 +162,7 @@ async fn encode<C: Codec, T: Serialize>(
             None => {
                 let frame = start_frame(&mut framed.buf);
                 framed.open = Some((frame, 0));
+                sent.bytes += HEADER_LEN as u64;
                 frame
             }
         };
@@ -199,14 +200,14 @@ async fn encode<C: Codec, T: Serialize>(
     };
     if let Some(status) = failed {
         framed.buf.truncate(own);
-        drop_empty_batch(framed);
+        drop_empty_batch(framed, sent);
         return Err(status);
     }
     let bulk = match bulk {
         Ok(bulk) => bulk,
         Err(err) => {
             framed.buf.truncate(own);
-            drop_empty_batch(framed);
+            drop_empty_batch(framed, sent);
             return Err(Status::resource_exhausted(format!(
                 "a message of {} could not be written to shared memory: {err}",
                 sink.what
@@ -236,6 +237,7 @@ async fn encode<C: Codec, T: Serialize>(
             } else {
                 framed.buf.truncate(frame);
                 framed.open = None;
+                sent.bytes -= HEADER_LEN as u64;
             }
             if BATCH_LEN_BYTES + len <= limit {
                 let next = start_frame(&mut framed.buf);
@@ -245,6 +247,7 @@ async fn encode<C: Codec, T: Serialize>(
             } else {
                 let alone = start_frame(&mut framed.buf);
                 framed.buf.extend_from_slice(&message[BATCH_LEN_BYTES..]);
+                sent.bytes += (HEADER_LEN - BATCH_LEN_BYTES) as u64;
                 let _ = seal_data(
                     &mut framed.buf[alone..],
                     sink.call_id,
@@ -274,7 +277,7 @@ async fn encode<C: Codec, T: Serialize>(
             // Its own frame: no length in front, and the batch before it
             // ends.
             framed.buf.truncate(own);
-            drop_empty_batch(framed);
+            drop_empty_batch(framed, sent);
             framed.close(sink);
             let mut header = Vec::with_capacity(HEADER_LEN);
             start_frame(&mut header);
@@ -305,11 +308,13 @@ async fn encode<C: Codec, T: Serialize>(
     }
 }
 
-/// Drops the open batch frame if it holds no message (its header only).
-fn drop_empty_batch(framed: &mut Framed) {
+/// Drops the open batch frame if it holds no message (its header only),
+/// and uncounts its header.
+fn drop_empty_batch(framed: &mut Framed, sent: &mut Sent) {
     if let Some((frame, 0)) = framed.open {
         framed.buf.truncate(frame);
         framed.open = None;
+        sent.bytes -= HEADER_LEN as u64;
     }
 }
 
@@ -320,4 +325,111 @@ async fn send(sink: &StreamSink, outgoing: Outgoing) -> Result<(), Status> {
             sink.what
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::codec::Bincode;
+    use crate::protocol::frame::{BatchMessages, Decoded, FLAG_BATCH, FrameDecoder, Kind};
+    use crate::transport::LinkTx;
+
+    /// A sending half that keeps what it is given.
+    #[derive(Clone, Default)]
+    struct Kept(Arc<Mutex<Vec<u8>>>);
+
+    impl LinkTx for Kept {
+        async fn send(&mut self, frames: &[u8]) -> std::io::Result<()> {
+            self.0.lock().unwrap().extend_from_slice(frames);
+            Ok(())
+        }
+
+        async fn close(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Pumps messages of `sizes` bytes to a peer whose frame limit is
+    /// `limit`: what was sent, and the wire.
+    async fn pumped(sizes: &[usize], batches: bool, limit: u32) -> (Sent, Vec<u8>) {
+        let kept = Kept::default();
+        let (outbound, writer) = Outbound::new(kept.clone());
+        let writer = tokio::spawn(writer);
+        let sink = StreamSink {
+            outbound,
+            gate: Arc::new(SendGate::unwatched(u32::MAX)),
+            call_id: 7,
+            from_callee: true,
+            limit,
+            spill_to: None,
+            what: "Test.stream",
+            flags: 0,
+            batches,
+        };
+        let messages: Vec<Result<Vec<u8>, Status>> =
+            sizes.iter().map(|&n| Ok(vec![n as u8; n])).collect();
+        let mut items: Pin<Box<dyn Stream<Item = Result<Vec<u8>, Status>> + Send>> =
+            Box::pin(futures_util::stream::iter(messages));
+        let mut sent = Sent::default();
+        pump::<Bincode, Vec<u8>>(&sink, &mut items, &mut sent)
+            .await
+            .unwrap();
+        drop(sink);
+        writer.await.unwrap().unwrap();
+        let wire = kept.0.lock().unwrap().clone();
+        (sent, wire)
+    }
+
+    /// The messages on `wire` and how many frames and batches carried them;
+    /// every frame within `limit`.
+    fn read(wire: &[u8], limit: u32) -> (Vec<Vec<u8>>, usize, usize) {
+        let mut decoder = FrameDecoder::new(limit);
+        let mut buf = BytesMut::from(wire);
+        let (mut messages, mut frames, mut batches) = (Vec::new(), 0, 0);
+        while let Some(decoded) = decoder.decode(&mut buf).unwrap() {
+            let Decoded::Frame(frame) = decoded else {
+                panic!("a frame over the limit");
+            };
+            assert_eq!(frame.header.kind, Kind::Data);
+            assert!(frame.header.body_len() <= u64::from(limit));
+            frames += 1;
+            if frame.header.flags & FLAG_BATCH != 0 {
+                batches += 1;
+                BatchMessages::check(&frame.payload, frame.header.credit).unwrap();
+                for range in BatchMessages::new(&frame.payload, 0) {
+                    messages.push(Bincode::decode(&frame.payload[range]).unwrap());
+                }
+            } else {
+                messages.push(Bincode::decode(&frame.payload).unwrap());
+            }
+        }
+        assert!(buf.is_empty());
+        (messages, frames, batches)
+    }
+
+    #[tokio::test]
+    async fn batches_stay_within_the_peers_limit_and_every_byte_sent_is_counted() {
+        // Under a limit of 100: 97 bytes encode to 98, alone within it but
+        // over it with a length in front (a Data frame of its own); 95 fit
+        // a batch alone; the rest share batches.
+        let sizes = [0, 10, 50, 95, 97, 30, 30, 30, 1, 2, 3];
+        for batches in [true, false] {
+            let (sent, wire) = pumped(&sizes, batches, 100).await;
+            let (messages, frames, batch_frames) = read(&wire, 100);
+            let want: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![n as u8; n]).collect();
+            assert_eq!(messages, want, "batches: {batches}");
+            assert_eq!(sent.messages, sizes.len() as u64);
+            assert_eq!(sent.bytes, wire.len() as u64, "batches: {batches}");
+            if batches {
+                assert!(frames < sizes.len(), "{frames} frames");
+                assert_eq!(frames, batch_frames + 1, "97 bytes went alone");
+            } else {
+                assert_eq!((frames, batch_frames), (sizes.len(), 0));
+            }
+        }
+    }
 }
