@@ -1,7 +1,7 @@
-//! The sending end's credit: how many more messages the peer accepts on a
-//! stream. A sender takes credit before it takes a message from its
-//! source, so a peer that stops reading stops the sender (and the source
-//! is not drained into a buffer).
+//! The sending end's credit: how many more Data frames (a message each, or
+//! a batch of small ones) the peer accepts on a stream. A sender takes
+//! credit before it takes a message from its source, so a peer that stops
+//! reading stops the sender (and the source is not drained into a buffer).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -74,7 +74,7 @@ impl SendGate {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The peer granted `credit` more messages.
+    /// The peer granted `credit` more frames.
     pub(crate) fn grant(&self, credit: u32) {
         let waker = {
             let mut state = self.lock();
@@ -104,7 +104,7 @@ impl SendGate {
         }
     }
 
-    /// Takes up to `most` messages' credit: how many (at least 1), or why
+    /// Takes up to `most` frames' credit: how many (at least 1), or why
     /// none will come, or `Pending` until some is granted.
     pub(crate) fn poll_take(&self, cx: &mut Context<'_>, most: u32) -> Poll<Result<u32, Status>> {
         let mut state = self.lock();
@@ -128,6 +128,18 @@ impl SendGate {
             self.note_stall(true);
         }
         Poll::Pending
+    }
+
+    /// Takes up to `most` frames' credit if there is any, without waiting:
+    /// how many (0 if none, or the gate closed).
+    pub(crate) fn try_take(&self, most: u32) -> u32 {
+        let mut state = self.lock();
+        if state.closed.is_some() {
+            return 0;
+        }
+        let taken = state.credit.min(most);
+        state.credit -= taken;
+        taken
     }
 
     /// Gives back credit taken and not used.

@@ -3,9 +3,9 @@
 //! [`Streaming`](super::Streaming) reader pops, and grants the peer credit
 //! for what it read, in batches.
 //!
-//! Nothing here bounds the queue by itself: the session refuses a message
+//! Nothing here bounds the queue by itself: the session refuses a frame
 //! beyond the credit granted (the peer's connection closes), and credit is
-//! granted only for messages read, so at most the window is ever queued.
+//! granted only for frames read, so at most the window is ever queued.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,10 +15,10 @@ use crate::protocol::metadata::Metadata;
 use crate::protocol::session::StreamChunk;
 use crate::protocol::status::Status;
 
-/// Gives the peer credit for messages this side read: to the connection's
+/// Gives the peer credit for frames this side read: to the connection's
 /// driver (server side) or through the connection's session (client side).
 pub(crate) trait Granter: Send + Sync {
-    /// Grants `credit` more messages on the stream.
+    /// Grants `credit` more frames on the stream.
     fn grant(&self, credit: u32);
 }
 
@@ -50,7 +50,7 @@ struct State {
 /// One stream's received messages.
 pub(crate) struct Inbox {
     state: Mutex<State>,
-    /// Messages the peer may send before it is granted more.
+    /// Frames the peer may send before it is granted more.
     window: u32,
 }
 
@@ -142,9 +142,10 @@ impl Inbox {
     }
 }
 
-/// Counts the messages a reader took and says when to grant them back:
-/// in batches of half the window, one Credit frame per many messages, so
-/// that the sender never runs dry while the reader keeps up.
+/// Counts the frames a reader finished (a message of its own, or the
+/// last message of a batch) and says when to grant them back: in batches
+/// of half the window, one Credit frame per many frames, so that the
+/// sender never runs dry while the reader keeps up.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct GrantBatch {
     read: u32,
@@ -160,8 +161,9 @@ impl GrantBatch {
         }
     }
 
-    /// One more message was read: the credit to grant now (0: not yet).
-    pub(crate) fn read_one(&mut self) -> u32 {
+    /// One more frame was read to its end: the credit to grant now (0:
+    /// not yet).
+    pub(crate) fn frame_read(&mut self) -> u32 {
         self.read += 1;
         if self.read >= self.batch {
             std::mem::take(&mut self.read)
@@ -179,9 +181,9 @@ mod tests {
     #[test]
     fn credit_goes_back_in_batches_of_half_the_window() {
         let mut batch = GrantBatch::new(4);
-        let grants: Vec<u32> = (0..4).map(|_| batch.read_one()).collect();
+        let grants: Vec<u32> = (0..4).map(|_| batch.frame_read()).collect();
         assert_eq!(grants, [0, 2, 0, 2]);
-        assert_eq!(GrantBatch::new(1).read_one(), 1);
+        assert_eq!(GrantBatch::new(1).frame_read(), 1);
     }
 
     #[test]

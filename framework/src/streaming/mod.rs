@@ -17,10 +17,11 @@
 //! ```
 //!
 //! Every stream is flow controlled: a receiver grants its peer a window of
-//! messages ([`ChannelBuilder::stream_window`](crate::ChannelBuilder::stream_window),
+//! frames ([`ChannelBuilder::stream_window`](crate::ChannelBuilder::stream_window),
 //! [`ServerBuilder::stream_window`](crate::ServerBuilder::stream_window))
 //! and more as it reads, so a reader that stops holds at most the window
-//! in memory, and its sender waits.
+//! in memory, and its sender waits. A frame is one message, or a batch of
+//! small ones of at most 16 KiB, so small messages move many per credit.
 
 mod gate;
 mod grants;
@@ -45,8 +46,9 @@ use crate::protocol::metadata::Metadata;
 use crate::protocol::session::StreamChunk;
 use crate::protocol::status::{Code, Status};
 
-/// Messages a receiver lets its peer send before granting more, unless
-/// configured: 64.
+/// Frames a receiver lets its peer send before granting more, unless
+/// configured: 64 (a frame is a message, or a batch of small messages of
+/// at most 16 KiB).
 pub const DEFAULT_STREAM_WINDOW: u32 = 64;
 
 /// What a stream may yield where a [`Streaming<T>`] is built from it: a
@@ -224,23 +226,31 @@ impl<T> Received<T> {
     }
 
     /// The next message taken from the inbox, decoded, if one is at hand:
-    /// from the batch being read, else the next chunk.
-    fn next_message(&mut self) -> Option<Result<T, String>> {
+    /// from the batch being read, else the next chunk; and whether it was
+    /// its frame's last (the frame's credit may go back).
+    fn next_message(&mut self) -> Option<(Result<T, String>, bool)> {
         let decode = self.decode;
         loop {
             if let Some((bytes, at)) = &mut self.batch {
                 let mut messages = BatchMessages::new(bytes, *at);
                 if let Some(range) = messages.next() {
                     *at = messages.position();
+                    let last = *at >= bytes.len();
                     self.received += range.len();
-                    return Some(decode(bytes, range));
+                    let item = decode(bytes, range);
+                    if last {
+                        self.batch = None;
+                    }
+                    return Some((item, last));
                 }
+                // A checked batch holds at least one message, and the
+                // last one clears it: not reached.
                 self.batch = None;
             }
             match self.local.pop_front()? {
                 StreamChunk::One(bytes) => {
                     self.received += bytes.len();
-                    return Some(decode(&bytes, 0..bytes.len()));
+                    return Some((decode(&bytes, 0..bytes.len()), true));
                 }
                 StreamChunk::Batch(bytes) => self.batch = Some((bytes, 0)),
             }
@@ -282,10 +292,12 @@ impl<T> Received<T> {
             }
         }
         loop {
-            if let Some(item) = self.next_message() {
-                let grant = self.grants.read_one();
-                if grant > 0 {
-                    self.granter.grant(grant);
+            if let Some((item, frame_done)) = self.next_message() {
+                if frame_done {
+                    let grant = self.grants.frame_read();
+                    if grant > 0 {
+                        self.granter.grant(grant);
+                    }
                 }
                 let item = item.map_err(|err| {
                     Status::internal(format!(

@@ -2,9 +2,10 @@
 //! source, encodes as many as are ready (and the credit allows) into one
 //! buffer, and hands it to the connection's writer as one piece. To a peer
 //! that reads them, the messages go as batches ([`FLAG_BATCH`] Data
-//! frames: one header for many messages, each behind its length), else a
-//! Data frame each. A message over the link's bulk threshold (shared
-//! memory) goes as a bulk region of its own.
+//! frames: one header for many messages, each behind its length, at most
+//! [`BATCH_FRAME_BYTES`] of them), else a Data frame each. A message over
+//! the link's bulk threshold (shared memory) goes as a bulk region of its
+//! own. Every frame spends one credit, a batch too.
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -23,8 +24,14 @@ use crate::transport::bulk::SpillWriter;
 
 /// Bytes gathered before they are handed to the writer.
 const BATCH_BYTES: usize = 256 * 1024;
-/// Credit taken at once (messages per batch at most).
-const BATCH_MESSAGES: u32 = 1024;
+/// The messages of one batch frame, in bytes, at most (a message larger
+/// than this still goes, in a batch of its own). A frame spends one
+/// credit whatever it holds, so this bounds what a window of batches
+/// makes a reader that stops hold: 64 frames, 1 MiB. HTTP/2's frames are
+/// 16 KiB by default too.
+pub(crate) const BATCH_FRAME_BYTES: usize = 16 * 1024;
+/// Credit taken at once (frames per buffer at most).
+const CREDIT_TAKEN: u32 = 1024;
 
 /// Where one stream's messages go.
 #[derive(Clone, Debug)]
@@ -58,7 +65,7 @@ struct Framed {
 
 impl Framed {
     /// Seals the open batch frame, if any.
-    fn close(&mut self, sink: &StreamSink) {
+    fn close(&mut self, sink: &StreamSink, sent: &mut Sent) {
         if let Some((start, count)) = self.open.take() {
             seal_batch(
                 &mut self.buf[start..],
@@ -67,12 +74,13 @@ impl Framed {
                 sink.flags,
                 count,
             );
+            sent.frames += 1;
         }
     }
 
     /// Seals what is open and takes the buffer.
-    fn take(&mut self, sink: &StreamSink) -> Vec<u8> {
-        self.close(sink);
+    fn take(&mut self, sink: &StreamSink, sent: &mut Sent) -> Vec<u8> {
+        self.close(sink, sent);
         self.last_len = self.buf.len();
         std::mem::take(&mut self.buf)
     }
@@ -95,6 +103,8 @@ pub(crate) struct Sent {
     pub(crate) messages: u64,
     /// Bytes, headers included.
     pub(crate) bytes: u64,
+    /// Data frames sealed: the credit spent.
+    pub(crate) frames: u64,
 }
 
 /// Sends every message of `items` on `sink`, as the peer grants credit.
@@ -108,8 +118,12 @@ pub(crate) async fn pump<C: Codec, T: Serialize>(
 ) -> Result<(), Status> {
     let mut framed = Framed::default();
     loop {
-        let credit = poll_fn(|cx| sink.gate.poll_take(cx, BATCH_MESSAGES)).await?;
-        let mut used = 0;
+        let mut credit = poll_fn(|cx| sink.gate.poll_take(cx, CREDIT_TAKEN)).await?;
+        let frames_before = sent.frames;
+        // Frames begun this round: sealed, and the batch still open.
+        let used = |framed: &Framed, sent: &Sent| {
+            sent.frames - frames_before + u64::from(framed.open.is_some())
+        };
         let mut ended = false;
         let mut failed = None;
         // The first message is waited for; more only while they are ready.
@@ -119,20 +133,29 @@ pub(crate) async fn pump<C: Codec, T: Serialize>(
                 None => ended = true,
                 Some(Err(status)) => failed = Some(status),
                 Some(Ok(item)) => {
-                    used += 1;
                     framed.reserve();
                     if let Err(status) = encode::<C, T>(sink, item, &mut framed, sent).await {
                         failed = Some(status);
                     }
                 }
             }
-            if ended || failed.is_some() || used == credit || framed.buf.len() >= BATCH_BYTES {
+            if ended || failed.is_some() || framed.buf.len() >= BATCH_BYTES {
                 break;
+            }
+            // A message begins at most one frame: the next one needs a
+            // credit in hand, taken now if there is more, else the round
+            // ends (and waits for a grant).
+            if used(&framed, sent) >= u64::from(credit) {
+                match sink.gate.try_take(CREDIT_TAKEN) {
+                    0 => break,
+                    more => credit = credit.saturating_add(more),
+                }
             }
             next = items.next().now_or_never();
         }
-        sink.gate.give_back(credit - used);
-        let batch = framed.take(sink);
+        let batch = framed.take(sink, sent);
+        let spent = u32::try_from(sent.frames - frames_before).unwrap_or(credit);
+        sink.gate.give_back(credit.saturating_sub(spent));
         if !batch.is_empty() {
             send(sink, Outgoing::from(batch)).await?;
         }
@@ -224,7 +247,14 @@ async fn encode<C: Codec, T: Serialize>(
             sent.bytes += (BATCH_LEN_BYTES + len) as u64;
             // In a batch, `start` is where its frame begins.
             let (frame, count) = framed.open.unwrap_or((start, 0));
-            if framed.buf.len() - frame - HEADER_LEN <= limit {
+            // A batch's first message may fill it up to the peer's limit;
+            // more join while it stays within BATCH_FRAME_BYTES.
+            let within = if count == 0 {
+                limit
+            } else {
+                limit.min(BATCH_FRAME_BYTES)
+            };
+            if framed.buf.len() - frame - HEADER_LEN <= within {
                 framed.open = Some((frame, count + 1));
                 return Ok(());
             }
@@ -233,7 +263,7 @@ async fn encode<C: Codec, T: Serialize>(
             // by its length's bytes, goes as a Data frame of its own).
             let message = framed.buf.split_off(own);
             if count > 0 {
-                framed.close(sink);
+                framed.close(sink, sent);
             } else {
                 framed.buf.truncate(frame);
                 framed.open = None;
@@ -256,6 +286,7 @@ async fn encode<C: Codec, T: Serialize>(
                     None,
                     u32::MAX,
                 );
+                sent.frames += 1;
             }
             Ok(())
         }
@@ -271,6 +302,7 @@ async fn encode<C: Codec, T: Serialize>(
                 u32::MAX,
             );
             sent.bytes += frame.len() as u64;
+            sent.frames += 1;
             Ok(())
         }
         Some(body) => {
@@ -278,7 +310,7 @@ async fn encode<C: Codec, T: Serialize>(
             // ends.
             framed.buf.truncate(own);
             drop_empty_batch(framed, sent);
-            framed.close(sink);
+            framed.close(sink, sent);
             let mut header = Vec::with_capacity(HEADER_LEN);
             start_frame(&mut header);
             let _ = seal_data(
@@ -290,8 +322,9 @@ async fn encode<C: Codec, T: Serialize>(
                 u32::MAX,
             );
             sent.bytes += (HEADER_LEN + body.len()) as u64;
+            sent.frames += 1;
             if !framed.buf.is_empty() {
-                let before = framed.take(sink);
+                let before = framed.take(sink, sent);
                 send(sink, Outgoing::from(before)).await?;
             }
             send(
@@ -412,6 +445,78 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_spends_one_credit_and_holds_at_most_batch_frame_bytes() {
+        let kept = Kept::default();
+        let (outbound, writer) = Outbound::new(kept.clone());
+        let writer = tokio::spawn(writer);
+        let gate = Arc::new(SendGate::unwatched(2));
+        let sink = StreamSink {
+            outbound,
+            gate: Arc::clone(&gate),
+            call_id: 7,
+            from_callee: true,
+            limit: 1 << 20,
+            spill_to: None,
+            what: "Test.stream",
+            flags: 0,
+            batches: true,
+        };
+        // More small messages than two batches hold.
+        let total = 1_000;
+        let messages: Vec<Result<Vec<u8>, Status>> = (0..total).map(|_| Ok(vec![7; 60])).collect();
+        let pumping = tokio::spawn(async move {
+            let mut items: Pin<Box<dyn Stream<Item = Result<Vec<u8>, Status>> + Send>> =
+                Box::pin(futures_util::stream::iter(messages));
+            let mut sent = Sent::default();
+            pump::<Bincode, Vec<u8>>(&sink, &mut items, &mut sent)
+                .await
+                .map(|()| sent)
+        });
+        // On this current-thread runtime the pump and the writer run until
+        // they wait: the pump for credit.
+        let settle = || async {
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+            }
+        };
+        settle().await;
+        let wire = kept.0.lock().unwrap().clone();
+        let (first, frames, batches) = read(&wire, 1 << 20);
+        assert_eq!((frames, batches), (2, 2), "two credits, two frames");
+        assert!(first.len() > 100 && first.len() < total, "{}", first.len());
+        assert!(!pumping.is_finished(), "the pump waits for credit");
+        assert!(
+            wire.len() <= 2 * (HEADER_LEN + BATCH_FRAME_BYTES),
+            "{} bytes",
+            wire.len()
+        );
+        // Credit for the rest: each batch spends one.
+        gate.grant(100);
+        let sent = pumping.await.unwrap().unwrap();
+        writer.await.unwrap().unwrap();
+        let wire = kept.0.lock().unwrap().clone();
+        let (all, frames, batches) = read(&wire, 1 << 20);
+        assert_eq!(all, vec![vec![7u8; 60]; total]);
+        assert_eq!(frames, batches);
+        assert_eq!(sent.frames, frames as u64);
+        assert_eq!(sent.bytes, wire.len() as u64);
+        assert_eq!(
+            gate.try_take(u32::MAX),
+            102 - frames as u32,
+            "the rest given back"
+        );
+        let mut decoder = FrameDecoder::new(1 << 20);
+        let mut buf = BytesMut::from(&wire[..]);
+        while let Some(Decoded::Frame(frame)) = decoder.decode(&mut buf).unwrap() {
+            assert!(
+                frame.payload.len() <= BATCH_FRAME_BYTES,
+                "{}",
+                frame.payload.len()
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn batches_stay_within_the_peers_limit_and_every_byte_sent_is_counted() {
         // Under a limit of 100: 97 bytes encode to 98, alone within it but
         // over it with a length in front (a Data frame of its own); 95 fit
@@ -424,6 +529,7 @@ mod tests {
             assert_eq!(messages, want, "batches: {batches}");
             assert_eq!(sent.messages, sizes.len() as u64);
             assert_eq!(sent.bytes, wire.len() as u64, "batches: {batches}");
+            assert_eq!(sent.frames, frames as u64, "batches: {batches}");
             if batches {
                 assert!(frames < sizes.len(), "{frames} frames");
                 assert_eq!(frames, batch_frames + 1, "97 bytes went alone");

@@ -605,7 +605,7 @@ impl<W, H> Session<W, H> {
         } else {
             1
         };
-        match self.streams.arrive(whose, call_id, count) {
+        match self.streams.arrive(whose, call_id) {
             Arrival::Accepted => {
                 let ours = whose == Whose::Ours;
                 // The run the last message began, if nothing came between.
@@ -631,7 +631,7 @@ impl<W, H> Session<W, H> {
             Arrival::Unknown => self.stray(&frame.header),
             Arrival::OverCredit => {
                 return Err(Status::resource_exhausted(format!(
-                    "flow-control violation: the peer sent a stream message on call {call_id} \
+                    "flow-control violation: the peer sent a stream frame on call {call_id} \
                      beyond the credit this side granted; a sender must wait for Credit frames \
                      (is the peer's switchyard implementation correct?)"
                 )));

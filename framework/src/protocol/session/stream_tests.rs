@@ -158,10 +158,11 @@ fn a_batch_is_the_bytes_wire_protocol_md_shows() {
 }
 
 #[test]
-fn a_batch_spends_its_count_of_credit_and_arrives_as_one_chunk() {
+fn a_batch_spends_one_credit_and_arrives_as_one_chunk() {
     let mut pair = Pair::client_server();
     let id = open(&mut pair, FLAG_CLIENT_STREAM, 0);
-    assert!(pair.b.session.grant(false, id, 4));
+    // Credit counts frames: a batch of three and a message are two.
+    assert!(pair.b.session.grant(false, id, 2));
     pair.b
         .inbox
         .extend_from_slice(&batch(id, &[b"one", b"", b"three"], 3));
@@ -186,7 +187,7 @@ fn a_batch_spends_its_count_of_credit_and_arrives_as_one_chunk() {
         .collect();
     assert_eq!(read, [&b"one"[..], b"", b"three"]);
     assert_eq!(last, &Bytes::from("four"));
-    // The credit is spent: a batch of two more is one too many.
+    // The credit is spent: one more batch is a frame too many.
     pair.b.inbox.extend_from_slice(&batch(id, &[b"5", b"6"], 2));
     assert!(pair.b_reads().is_empty());
     assert!(!pair.b.session.is_reading(), "a violator is read no more");

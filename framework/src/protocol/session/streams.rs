@@ -1,13 +1,16 @@
-//! The receiving half of every stream on a connection: how many more
-//! messages the peer may send on each streaming call (the credit this side
+//! The receiving half of every stream on a connection: how many more Data
+//! frames the peer may send on each streaming call (the credit this side
 //! granted and the peer has not used yet), and whether the caller has
 //! half-closed. Sending credit is the runtime's: it learns of grants from
 //! [`Event::StreamCredit`](super::Event::StreamCredit).
 //!
-//! A stream's receiver grants credit as its reader takes messages, so a
+//! Credit counts frames: a message of its own, or a batch of many small
+//! ones ([`FLAG_BATCH`](crate::protocol::frame::FLAG_BATCH)), spends one.
+//! A stream's receiver grants credit as its reader finishes frames, so a
 //! reader that stops bounds what the peer can make this side hold at about
-//! the window times the message size. A message beyond the credit is a
-//! flow-control violation: the connection ends with a GoAway naming it.
+//! the window times the frame size (a large message, or a batch, which
+//! senders keep to 16 KiB). A frame beyond the credit is a flow-control
+//! violation: the connection ends with a GoAway naming it.
 
 use std::collections::HashMap;
 
@@ -23,7 +26,7 @@ pub enum Whose {
 /// The receiving state of one stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Inbound {
-    /// Messages the peer may still send before it is granted more.
+    /// Data frames the peer may still send before it is granted more.
     credit: u32,
     /// Messages may still come: the caller has not half-closed (and, for
     /// a call that streams nothing this way, never opened).
@@ -72,15 +75,15 @@ impl Streams {
         );
     }
 
-    /// `count` messages arrived on `call_id` (a batch, or one).
-    pub fn arrive(&mut self, whose: Whose, call_id: u64, count: u32) -> Arrival {
+    /// A Data frame (one message, or a batch) arrived on `call_id`.
+    pub fn arrive(&mut self, whose: Whose, call_id: u64) -> Arrival {
         let Some(stream) = self.table(whose).get_mut(&call_id) else {
             return Arrival::Unknown;
         };
         if !stream.open {
             return Arrival::AfterEnd;
         }
-        match stream.credit.checked_sub(count) {
+        match stream.credit.checked_sub(1) {
             Some(left) => {
                 stream.credit = left;
                 Arrival::Accepted
@@ -101,7 +104,7 @@ impl Streams {
         }
     }
 
-    /// This side grants `credit` more messages on `call_id`; `false` if
+    /// This side grants `credit` more frames on `call_id`; `false` if
     /// the stream is gone (then nothing is to be sent).
     pub fn grant(&mut self, whose: Whose, call_id: u64, credit: u32) -> bool {
         match self.table(whose).get_mut(&call_id) {
@@ -142,20 +145,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn credit_is_spent_one_message_at_a_time_and_granted_back() {
+    fn credit_is_spent_one_frame_at_a_time_and_granted_back() {
         let mut streams = Streams::default();
         streams.open(Whose::Theirs, 7, 2, true);
-        assert_eq!(streams.arrive(Whose::Theirs, 7, 1), Arrival::Accepted);
-        assert_eq!(streams.arrive(Whose::Theirs, 7, 1), Arrival::Accepted);
-        assert_eq!(streams.arrive(Whose::Theirs, 7, 1), Arrival::OverCredit);
+        assert_eq!(streams.arrive(Whose::Theirs, 7), Arrival::Accepted);
+        assert_eq!(streams.arrive(Whose::Theirs, 7), Arrival::Accepted);
+        assert_eq!(streams.arrive(Whose::Theirs, 7), Arrival::OverCredit);
         assert!(streams.grant(Whose::Theirs, 7, 1));
-        assert_eq!(streams.arrive(Whose::Theirs, 7, 1), Arrival::Accepted);
-        assert_eq!(streams.arrive(Whose::Ours, 7, 1), Arrival::Unknown);
-        // A batch spends its count at once, or nothing.
-        assert!(streams.grant(Whose::Theirs, 7, 3));
-        assert_eq!(streams.arrive(Whose::Theirs, 7, 4), Arrival::OverCredit);
-        assert_eq!(streams.arrive(Whose::Theirs, 7, 3), Arrival::Accepted);
-        assert_eq!(streams.arrive(Whose::Theirs, 7, 1), Arrival::OverCredit);
+        assert_eq!(streams.arrive(Whose::Theirs, 7), Arrival::Accepted);
+        assert_eq!(streams.arrive(Whose::Ours, 7), Arrival::Unknown);
+        assert_eq!(streams.arrive(Whose::Theirs, 7), Arrival::OverCredit);
     }
 
     #[test]
@@ -164,10 +163,10 @@ mod tests {
         streams.open(Whose::Theirs, 1, 4, true);
         assert!(streams.end(1));
         assert!(!streams.end(1));
-        assert_eq!(streams.arrive(Whose::Theirs, 1, 1), Arrival::AfterEnd);
+        assert_eq!(streams.arrive(Whose::Theirs, 1), Arrival::AfterEnd);
         assert!(!streams.grant(Whose::Theirs, 1, 4));
         streams.close(Whose::Theirs, 1);
-        assert_eq!(streams.arrive(Whose::Theirs, 1, 1), Arrival::Unknown);
+        assert_eq!(streams.arrive(Whose::Theirs, 1), Arrival::Unknown);
         assert_eq!(streams.len(), (0, 0));
     }
 }
