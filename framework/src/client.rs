@@ -168,14 +168,15 @@ impl ChannelBuilder {
         self
     }
 
-    /// How many messages of a stream the server may send this client
+    /// How many frames of a stream the server may send this client
     /// before the client grants more (default
     /// [`DEFAULT_STREAM_WINDOW`](crate::streaming::DEFAULT_STREAM_WINDOW),
-    /// 64; at least 1). A stream its reader stops reading holds at most
-    /// this many messages in memory; more lets a fast stream run with
+    /// 64; at least 1). A frame is one message, or a batch of small ones
+    /// (at most 16 KiB of them). A stream its reader stops reading holds at
+    /// most this many frames in memory; more lets a fast stream run with
     /// fewer pauses.
-    pub fn stream_window(mut self, messages: u32) -> Self {
-        self.stream_window = messages.max(1);
+    pub fn stream_window(mut self, frames: u32) -> Self {
+        self.stream_window = frames.max(1);
         self
     }
 

@@ -92,11 +92,11 @@ impl Services {
     }
 
     /// As [`ServerBuilder::stream_window`](crate::ServerBuilder::stream_window):
-    /// the messages of a stream the other side may send before this side
+    /// the frames of a stream the other side may send before this side
     /// grants more (the window of this side's own calls' streams is the
     /// channel's, [`ChannelBuilder::stream_window`](crate::ChannelBuilder::stream_window)).
-    pub fn stream_window(mut self, messages: u32) -> Self {
-        self.config.stream_window = messages.max(1);
+    pub fn stream_window(mut self, frames: u32) -> Self {
+        self.config.stream_window = frames.max(1);
         self
     }
 

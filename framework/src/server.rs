@@ -242,14 +242,15 @@ impl ServerBuilder {
         self
     }
 
-    /// How many messages of a stream a client may send before the server
+    /// How many frames of a stream a client may send before the server
     /// grants more (default
     /// [`DEFAULT_STREAM_WINDOW`](crate::streaming::DEFAULT_STREAM_WINDOW),
-    /// 64; at least 1): a handler that stops reading its stream holds at
-    /// most this many messages of it in memory. Streams count against
+    /// 64; at least 1; a frame is one message, or a batch of small ones of
+    /// at most 16 KiB): a handler that stops reading its stream holds at
+    /// most this many frames of it in memory. Streams count against
     /// [`max_in_flight`](Self::max_in_flight) as calls do.
-    pub fn stream_window(mut self, messages: u32) -> Self {
-        self.config.stream_window = messages.max(1);
+    pub fn stream_window(mut self, frames: u32) -> Self {
+        self.config.stream_window = frames.max(1);
         self
     }
 

@@ -150,8 +150,9 @@ async fn a_reader_that_stops_holds_back_the_sender_and_try_send_says_resource_ex
     let (server, channel, service) = in_memory(4).await;
     let client = NumbersClient::new(channel);
     let stream = client.flood(8).await.unwrap();
-    // The client reads nothing: the server may send the window (4), its
-    // pump holds one more, the channel holds its capacity (8).
+    // The client reads nothing: the server may send the window (4 frames,
+    // each a batch of the messages ready at the time), the channel holds
+    // its capacity (8).
     let refused = async {
         loop {
             if let Some(status) = service.refused.lock().unwrap().clone() {

@@ -404,7 +404,7 @@ async fn stream_lines(channel: &Channel) -> Result<(), String> {
     drop(paused); // cancels the call: the server stops streaming
     println!(
         "{transport:<7} {:<44} flow controlled: the server waits for credit (a window of {} \
-         messages, granted back as they are read)",
+         frames, granted back as they are read)",
         format!("count(endless), {READ} read, paused = {sent} sent"),
         switchyard::streaming::DEFAULT_STREAM_WINDOW
     );
