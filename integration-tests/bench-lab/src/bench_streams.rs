@@ -237,8 +237,9 @@ pub(crate) fn run(quick: bool, only: &[Transport]) -> Result<(), String> {
     print!("{}", text(&lines, plan.windows));
     if lines.iter().any(|l| l.transport == "shm") {
         println!(
-            "shm moves a 1 MiB message as a sealed memfd, not through the ring, so its 1 MiB \
-             ratio is to the ring, not to its own floor (the hand-off in the shm bulk table)"
+            "shm moves a 1 MiB message as a bulk body (copied into the connection's pool by the \
+             sender, out of it by the receiver), not through the ring, so its 1 MiB ratio is to \
+             the ring, not to its own floor (the hand-off in the shm bulk table)"
         );
     }
     if let Some(peers) = peers::run(quick)? {
