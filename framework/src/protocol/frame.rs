@@ -11,8 +11,9 @@
 //! 16     4    method id    32-bit FNV-1a of "Service.method" (Request, OneWay)
 //! 20     4    metadata len bytes of metadata after the header
 //! 24     4    payload len  bytes of payload after the metadata
-//! 28     4    credit       stream messages granted (Credit; a streaming Request:
-//!                          the caller's window for the callee's Data), else 0
+//! 28     4    credit       stream frames granted (Credit; a streaming Request:
+//!                          the caller's window for the callee's Data; a batch:
+//!                          its messages), else 0
 //! 32     8    deadline     remaining budget in microseconds, 0 = none (Request, OneWay)
 //! ```
 //!
@@ -105,8 +106,8 @@ pub struct Header {
     pub metadata_len: u32,
     /// Bytes of payload.
     pub payload_len: u32,
-    /// Stream messages granted (Credit; a streaming Request: the caller's
-    /// receive window).
+    /// Stream frames granted (Credit; a streaming Request: the caller's
+    /// receive window); in a batch, its messages.
     pub credit: u32,
     /// Remaining deadline budget in microseconds; 0 means none.
     pub deadline_us: u64,
@@ -233,7 +234,8 @@ pub const FLAG_INCOMPRESSIBLE: u16 = 64;
 /// stream, as many as the header's `credit` says (at least one), each a
 /// `u32` little-endian length and then its bytes ([`BatchMessages`]). A
 /// stream of small messages moves many per frame: one header, one credit
-/// check and one hand-over for all of them. Sent only to a peer whose hello
+/// (a batch spends one, as any Data frame) and one hand-over for all of
+/// them. Sent only to a peer whose hello
 /// lists [`FEATURE_BATCHES`](super::hello::FEATURE_BATCHES).
 pub const FLAG_BATCH: u16 = 128;
 
