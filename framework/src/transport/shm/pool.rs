@@ -27,7 +27,7 @@
 //!   are not copied. Its room is freed once both the caller has dropped
 //!   the loan and the peer has released the body (a chunk's `holds`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -90,10 +90,12 @@ struct State {
     /// Oldest first; the last takes new bodies.
     segments: VecDeque<Segment>,
     next_segment: u32,
-    /// Bodies not yet known to be free, in the order they were allocated.
-    chunks: VecDeque<Chunk>,
-    /// The id of `chunks[0]`.
-    first_chunk: u64,
+    /// Bodies not freed yet, by id (the order they were allocated in). A
+    /// body is forgotten as soon as it is freed, so a loan kept for ever
+    /// holds one entry, not every body allocated after it.
+    chunks: BTreeMap<u64, Chunk>,
+    /// The id of the next chunk.
+    next_chunk: u64,
     /// Someone is encoding into the free room of the current segment.
     reserved: bool,
     /// Ids of the bodies sent and not yet released, in sending order.
@@ -155,7 +157,6 @@ struct Chunk {
     len: usize,
     /// Owners left: a body unsent or not released yet, a loan not dropped.
     holds: u8,
-    freed: bool,
 }
 
 /// Why a body cannot go into the pool at all.
@@ -303,9 +304,8 @@ impl SendPool {
             .iter()
             .position(|e| e.addr == addr && e.len == bytes.len() && !e.in_place)?;
         let chunk_id = state.loans[at].chunk;
-        let index = usize::try_from(chunk_id.checked_sub(state.first_chunk)?).ok()?;
         let (segment, start, len) = {
-            let chunk = state.chunks.get(index)?;
+            let chunk = state.chunks.get(&chunk_id)?;
             (chunk.segment, chunk.start, chunk.len)
         };
         let mem = state
@@ -314,7 +314,9 @@ impl SendPool {
             .find(|s| s.id == segment)
             .map(|s| Arc::clone(&s.mem))?;
         state.loans[at].in_place = true;
-        state.chunks[index].holds += 1;
+        if let Some(chunk) = state.chunks.get_mut(&chunk_id) {
+            chunk.holds += 1;
+        }
         Some(LoanSite {
             pool: Arc::clone(self),
             mem,
@@ -581,6 +583,11 @@ impl Drop for SendPool {
 
 #[cfg(test)]
 impl SendPool {
+    /// Chunks the pool keeps track of (bodies and loans not freed).
+    pub(crate) fn chunks_tracked(&self) -> usize {
+        self.lock().chunks.len()
+    }
+
     /// Writes `byte` over every segment, as a hostile sender could.
     pub(crate) fn scribble(&self, byte: u8) {
         let state = self.lock();
@@ -599,38 +606,26 @@ fn loan_may_go_in_place(state: &mut State, chunk: u64) {
     }
 }
 
-/// Frees chunk `id`.
+/// Gives up one hold on chunk `id`; with none left it is freed and
+/// forgotten.
 fn free(state: &mut State, id: u64) {
-    let Some(index) = id
-        .checked_sub(state.first_chunk)
-        .and_then(|i| usize::try_from(i).ok())
-    else {
+    let Some(chunk) = state.chunks.get_mut(&id) else {
         return;
     };
-    if let Some(chunk) = state.chunks.get_mut(index)
-        && !chunk.freed
-    {
-        chunk.holds = chunk.holds.saturating_sub(1);
-        if chunk.holds == 0 {
-            chunk.freed = true;
-            state.in_use -= chunk.len;
-            let segment = chunk.segment;
-            // Its segment goes (in `reclaim`) once it holds no live chunk,
-            // whatever is still queued ahead of this one.
-            if let Some(segment) = state.segments.iter_mut().find(|s| s.id == segment) {
-                segment.chunks -= 1;
-            }
+    chunk.holds = chunk.holds.saturating_sub(1);
+    if chunk.holds == 0 {
+        let (len, segment) = (chunk.len, chunk.segment);
+        state.chunks.remove(&id);
+        state.in_use -= len;
+        // Its segment goes (in `reclaim`) once it holds no live chunk.
+        if let Some(segment) = state.segments.iter_mut().find(|s| s.id == segment) {
+            segment.chunks -= 1;
         }
     }
 }
 
-/// Forgets freed chunks at the front, and segments (not the current one)
-/// that hold no chunk any more.
+/// Forgets segments (not the current one) that hold no chunk any more.
 fn reclaim(state: &mut State) {
-    while state.chunks.front().is_some_and(|c| c.freed) {
-        state.chunks.pop_front();
-        state.first_chunk += 1;
-    }
     let current = state.segments.back().map(|s| s.id);
     state
         .segments
@@ -645,10 +640,9 @@ fn find(state: &State, min: usize) -> Option<(usize, usize)> {
     // The oldest body of this segment still in use.
     let head = state
         .chunks
-        .iter()
-        .filter(|c| c.segment == current.id && !c.freed)
-        .map(|c| c.start)
-        .next();
+        .values()
+        .find(|c| c.segment == current.id)
+        .map(|c| c.start);
     let Some(head) = head else {
         return (len >= min).then_some((0, len));
     };
@@ -663,14 +657,17 @@ fn find(state: &State, min: usize) -> Option<(usize, usize)> {
 
 /// Records a body at `start` of segment `segment`; returns its id.
 fn commit(state: &mut State, segment: u32, start: usize, len: usize) -> u64 {
-    let id = state.first_chunk + state.chunks.len() as u64;
-    state.chunks.push_back(Chunk {
-        segment,
-        start,
-        len,
-        holds: 1,
-        freed: false,
-    });
+    let id = state.next_chunk;
+    state.next_chunk += 1;
+    state.chunks.insert(
+        id,
+        Chunk {
+            segment,
+            start,
+            len,
+            holds: 1,
+        },
+    );
     state.in_use += len;
     if let Some(current) = state.segments.iter_mut().find(|s| s.id == segment) {
         current.cursor = start + len;

@@ -161,6 +161,46 @@ async fn a_receiver_that_never_copies_out_holds_the_sender_at_the_pool_limit() {
 }
 
 #[tokio::test]
+async fn a_loan_kept_for_ever_holds_its_room_and_nothing_more() {
+    let ((mut ctx, _crx), (_stx, mut srx), _dir) = pair(super::DEFAULT_POOL_LIMIT).await;
+    let pool = crate::transport::bulk::BulkTx::pool(&ctx).expect("a pool");
+    let mut kept = pool.loan(MIB).expect("a loan");
+    kept.as_mut_slice().fill(5);
+    // Many bodies go and are released after the loan, which stays.
+    for i in 0..300u16 {
+        let seed = i as u8;
+        ctx.send(&frame(u64::from(i), 512 * 1024, seed))
+            .await
+            .unwrap();
+        let got = recv_n(&mut srx, 1).await;
+        assert!(intact(&got[0], 512 * 1024, seed), "body {i} intact");
+    }
+    let moved = counters(&ctx);
+    assert_eq!(moved.pool_sent.load(Ordering::Relaxed), 300);
+    // The loan, and at most the last body not yet known to be released:
+    // not the 300 bodies allocated after the loan.
+    pool.note_releases();
+    let tracked = pool.chunks_tracked();
+    assert!(tracked <= 2, "{tracked} chunks tracked");
+    assert!(
+        kept.as_ref().iter().all(|&b| b == 5),
+        "the loan is untouched"
+    );
+    drop(kept);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pool.chunks_tracked() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        pool.note_releases();
+    }
+    assert_eq!(
+        pool.chunks_tracked(),
+        0,
+        "everything freed once the loan goes"
+    );
+    assert_eq!(moved.pool_in_use.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
 async fn a_body_larger_than_the_pool_travels_as_a_region_of_its_own() {
     let ((mut ctx, _crx), (_stx, mut srx), _dir) = pair(MIB).await;
     ctx.send(&frame(1, 2 * MIB, 3)).await.unwrap();
