@@ -235,7 +235,8 @@ impl Reply {
         buf.resize(HEADER_LEN, 0);
         metadata.encode_into(&mut buf);
         let metadata_len = metadata.encoded_len();
-        let mut writer = SpillWriter::new(&mut buf, HEADER_LEN, threshold).with_limit(limit);
+        let mut writer =
+            SpillWriter::new(&mut buf, HEADER_LEN, threshold.as_ref()).with_limit(limit);
         let encoded = C::encode_to(value, &mut writer);
         let over_limit = writer.over_limit();
         let bulk = writer.finish();

@@ -257,7 +257,8 @@ impl ClientCore {
         debug_assert_eq!(start, 0);
         let threshold = conn.and_then(|conn| conn.outgoing.spill_to());
         let limit = conn.map(|conn| conn.limits().peer as usize);
-        let mut writer = SpillWriter::new(&mut buf, HEADER_LEN, threshold).with_limit(limit);
+        let mut writer =
+            SpillWriter::new(&mut buf, HEADER_LEN, threshold.as_ref()).with_limit(limit);
         let encoded = C::encode_to(request, &mut writer);
         let too_large = writer.over_limit();
         let bulk = writer.finish();

@@ -134,8 +134,14 @@ pub(crate) async fn pump<C: Codec, T: Serialize>(
                 Some(Err(status)) => failed = Some(status),
                 Some(Ok(item)) => {
                     framed.reserve();
-                    if let Err(status) = encode::<C, T>(sink, item, &mut framed, sent).await {
-                        failed = Some(status);
+                    match encode::<C, T>(sink, item, &mut framed, sent) {
+                        Ok(None) => {}
+                        Ok(Some(bulk)) => {
+                            if let Err(status) = send_bulk(sink, bulk).await {
+                                failed = Some(status);
+                            }
+                        }
+                        Err(status) => failed = Some(status),
                     }
                 }
             }
@@ -168,16 +174,27 @@ pub(crate) async fn pump<C: Codec, T: Serialize>(
     }
 }
 
+/// A message that went into a bulk region: to be sent at once, after what
+/// the buffer held before it.
+struct BulkSend {
+    /// The buffer's frames before the message, if any.
+    before: Option<Vec<u8>>,
+    /// The message's own frame.
+    frame: Outgoing,
+}
+
 /// Encodes one message at the end of `framed`: into its open batch frame
 /// (opened if need be) where the peer reads batches, else as a Data frame
-/// of its own; a message that went into a bulk region is sent at once,
-/// after what `framed` held.
-async fn encode<C: Codec, T: Serialize>(
+/// of its own. A message that went into a bulk region comes back, with
+/// what `framed` held before it, for the caller to send at once. (Not an
+/// `async fn`: the pump calls this per message, and a future per message
+/// costs more than a small message does.)
+fn encode<C: Codec, T: Serialize>(
     sink: &StreamSink,
     item: T,
     framed: &mut Framed,
     sent: &mut Sent,
-) -> Result<(), Status> {
+) -> Result<Option<BulkSend>, Status> {
     let limit = sink.limit as usize;
     let start = if sink.batches {
         let frame = match framed.open {
@@ -202,7 +219,7 @@ async fn encode<C: Codec, T: Serialize>(
     };
     let body = framed.buf.len();
     let mut writer =
-        SpillWriter::new(&mut framed.buf, body, sink.spill_to.clone()).with_limit(Some(limit));
+        SpillWriter::new(&mut framed.buf, body, sink.spill_to.as_ref()).with_limit(Some(limit));
     let encoded = C::encode_to(&item, &mut writer);
     drop(item);
     let over = writer.over_limit();
@@ -256,7 +273,7 @@ async fn encode<C: Codec, T: Serialize>(
             };
             if framed.buf.len() - frame - HEADER_LEN <= within {
                 framed.open = Some((frame, count + 1));
-                return Ok(());
+                return Ok(None);
             }
             // Past the peer's limit with this message: the batch ends
             // before it, and it begins the next (or, alone over the limit
@@ -288,7 +305,7 @@ async fn encode<C: Codec, T: Serialize>(
                 );
                 sent.frames += 1;
             }
-            Ok(())
+            Ok(None)
         }
         None => {
             let frame = &mut framed.buf[start..];
@@ -303,7 +320,7 @@ async fn encode<C: Codec, T: Serialize>(
             );
             sent.bytes += frame.len() as u64;
             sent.frames += 1;
-            Ok(())
+            Ok(None)
         }
         Some(body) => {
             // Its own frame: no length in front, and the batch before it
@@ -323,20 +340,16 @@ async fn encode<C: Codec, T: Serialize>(
             );
             sent.bytes += (HEADER_LEN + body.len()) as u64;
             sent.frames += 1;
-            if !framed.buf.is_empty() {
-                let before = framed.take(sink, sent);
-                send(sink, Outgoing::from(before)).await?;
-            }
-            send(
-                sink,
-                Outgoing {
+            let before = (!framed.buf.is_empty()).then(|| framed.take(sink, sent));
+            Ok(Some(BulkSend {
+                before,
+                frame: Outgoing {
                     bytes: header,
                     written: None,
                     bulk: Some(body),
                     budget: None,
                 },
-            )
-            .await
+            }))
         }
     }
 }
@@ -349,6 +362,14 @@ fn drop_empty_batch(framed: &mut Framed, sent: &mut Sent) {
         framed.open = None;
         sent.bytes -= HEADER_LEN as u64;
     }
+}
+
+/// Sends a message that went into a bulk region, after what came before it.
+async fn send_bulk(sink: &StreamSink, bulk: BulkSend) -> Result<(), Status> {
+    if let Some(before) = bulk.before {
+        send(sink, Outgoing::from(before)).await?;
+    }
+    send(sink, bulk.frame).await
 }
 
 async fn send(sink: &StreamSink, outgoing: Outgoing) -> Result<(), Status> {

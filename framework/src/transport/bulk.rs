@@ -217,7 +217,7 @@ const LOAN_MIN: usize = 4096;
 pub(crate) struct SpillWriter<'a> {
     vec: &'a mut Vec<u8>,
     body_start: usize,
-    to: Option<SpillTo>,
+    to: Option<&'a SpillTo>,
     spill: Option<Spill>,
     /// The body may not pass this; a write that would is refused.
     limit: Option<usize>,
@@ -251,7 +251,7 @@ enum Target {
 impl<'a> SpillWriter<'a> {
     /// Writes after `vec`'s current contents; the body starts at
     /// `body_start`; `to: None` never spills.
-    pub(crate) fn new(vec: &'a mut Vec<u8>, body_start: usize, to: Option<SpillTo>) -> Self {
+    pub(crate) fn new(vec: &'a mut Vec<u8>, body_start: usize, to: Option<&'a SpillTo>) -> Self {
         Self {
             vec,
             body_start,
@@ -324,7 +324,7 @@ impl<'a> SpillWriter<'a> {
     /// link's writer moves it into the pool when there is room).
     fn spill_target(&self, len: usize) -> io::Result<Option<Target>> {
         #[cfg(target_os = "linux")]
-        if let Some(pool) = self.to.as_ref().and_then(|to| to.pool.as_ref()) {
+        if let Some(pool) = self.to.and_then(|to| to.pool.as_ref()) {
             if len > pool.limit() {
                 pool.fell_back();
             } else {
@@ -357,7 +357,7 @@ impl<'a> SpillWriter<'a> {
     /// bytes, which stay where the caller wrote them.
     #[cfg(target_os = "linux")]
     fn spill_around_loan(&mut self, buf: &[u8]) -> Option<Spill> {
-        let pool = self.to.as_ref()?.pool.as_ref()?;
+        let pool = self.to?.pool.as_ref()?;
         let site = pool.take_loaned(buf)?;
         let before = &self.vec[self.body_start..];
         let start = site.data_offset().checked_sub(before.len())?;
@@ -421,7 +421,7 @@ impl io::Write for SpillWriter<'_> {
         }
         if self.spill.is_none() {
             let body = self.vec.len() - self.body_start + buf.len();
-            let threshold = self.to.as_ref().map(|to| to.threshold);
+            let threshold = self.to.map(|to| to.threshold);
             if threshold.is_none_or(|threshold| body <= threshold) {
                 self.vec.extend_from_slice(buf);
                 return Ok(buf.len());
@@ -688,7 +688,8 @@ mod tests {
     #[test]
     fn small_bodies_stay_in_the_vec() {
         let mut vec = vec![0u8; 4];
-        let mut writer = SpillWriter::new(&mut vec, 4, Some(SpillTo::threshold(10)));
+        let to = SpillTo::threshold(10);
+        let mut writer = SpillWriter::new(&mut vec, 4, Some(&to));
         writer.write_all(b"0123456789").unwrap();
         assert!(writer.finish().unwrap().is_none());
         assert_eq!(&vec[4..], b"0123456789");
@@ -699,7 +700,8 @@ mod tests {
         let mut vec = vec![9u8; 4];
         vec.extend_from_slice(b"meta");
         let big = vec![5u8; 300_000];
-        let mut writer = SpillWriter::new(&mut vec, 4, Some(SpillTo::threshold(1000)));
+        let to = SpillTo::threshold(1000);
+        let mut writer = SpillWriter::new(&mut vec, 4, Some(&to));
         writer.write_all(b"ab").unwrap();
         writer.write_all(&big).unwrap();
         for byte in 0..100u8 {
