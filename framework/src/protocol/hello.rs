@@ -17,8 +17,9 @@
 //!     str service name  str POSIX message queue name
 //! u16 endpoint count (optional), then per endpoint: str URL
 //! u8  codecs the sender can read (optional, 0 if absent): bit 0 zstd
-//! u8  features the sender reads (optional, 0 if absent): bit 0 batches of
-//!     stream messages (FLAG_BATCH Data frames)
+//! u8  features the sender reads (optional, 0 if absent): bit 1 batches of
+//!     stream messages (FLAG_BATCH Data frames, one credit each); bit 0
+//!     retired
 //! ```
 //!
 //! Unknown trailing bytes are ignored, so later versions may append fields.
@@ -175,8 +176,11 @@ pub struct Hello {
 }
 
 /// Hello feature: the sender reads Data frames that carry several messages
-/// ([`FLAG_BATCH`](super::frame::FLAG_BATCH)).
-pub const FEATURE_BATCHES: u8 = 1;
+/// ([`FLAG_BATCH`](super::frame::FLAG_BATCH)), each batch spending one
+/// credit. (Bit 0, 1, named batches whose credit counted their messages,
+/// in a development build that never shipped: it is retired, and a peer
+/// that lists only it is sent no batches.)
+pub const FEATURE_BATCHES: u8 = 2;
 
 /// The features this build reads.
 pub const FEATURES: u8 = FEATURE_BATCHES;
@@ -487,7 +491,7 @@ mod tests {
         // What goes on the wire is the URL text.
         let mut sent = Vec::new();
         sample().encode_into(&mut sent);
-        let tail = b"\x1b\x00unix:///run/calculator.sock\x14\x00tcp://127.0.0.1:7000\x01\x01";
+        let tail = b"\x1b\x00unix:///run/calculator.sock\x14\x00tcp://127.0.0.1:7000\x01\x02";
         assert!(sent.ends_with(tail));
     }
 
