@@ -275,9 +275,9 @@ fn encode<C: Codec, T: Serialize>(
                 framed.open = Some((frame, count + 1));
                 return Ok(None);
             }
-            // Past the peer's limit with this message: the batch ends
-            // before it, and it begins the next (or, alone over the limit
-            // by its length's bytes, goes as a Data frame of its own).
+            // Past the batch's bound with this message: the batch ends
+            // before it, and it begins the next (or, alone over the peer's
+            // limit by its length's bytes, goes as a Data frame of its own).
             let message = framed.buf.split_off(own);
             if count > 0 {
                 framed.close(sink, sent);
@@ -407,15 +407,12 @@ mod tests {
         }
     }
 
-    /// Pumps messages of `sizes` bytes to a peer whose frame limit is
-    /// `limit`: what was sent, and the wire.
-    async fn pumped(sizes: &[usize], batches: bool, limit: u32) -> (Sent, Vec<u8>) {
-        let kept = Kept::default();
-        let (outbound, writer) = Outbound::new(kept.clone());
-        let writer = tokio::spawn(writer);
-        let sink = StreamSink {
+    /// The sink of call 7's server stream, to a peer whose frame limit is
+    /// `limit`.
+    fn test_sink(outbound: Outbound, gate: Arc<SendGate>, limit: u32, batches: bool) -> StreamSink {
+        StreamSink {
             outbound,
-            gate: Arc::new(SendGate::unwatched(u32::MAX)),
+            gate,
             call_id: 7,
             from_callee: true,
             limit,
@@ -423,7 +420,21 @@ mod tests {
             what: "Test.stream",
             flags: 0,
             batches,
-        };
+        }
+    }
+
+    /// Pumps messages of `sizes` bytes to a peer whose frame limit is
+    /// `limit`: what was sent, and the wire.
+    async fn pumped(sizes: &[usize], batches: bool, limit: u32) -> (Sent, Vec<u8>) {
+        let kept = Kept::default();
+        let (outbound, writer) = Outbound::new(kept.clone());
+        let writer = tokio::spawn(writer);
+        let sink = test_sink(
+            outbound,
+            Arc::new(SendGate::unwatched(u32::MAX)),
+            limit,
+            batches,
+        );
         let messages: Vec<Result<Vec<u8>, Status>> =
             sizes.iter().map(|&n| Ok(vec![n as u8; n])).collect();
         let mut items: Pin<Box<dyn Stream<Item = Result<Vec<u8>, Status>> + Send>> =
@@ -471,17 +482,7 @@ mod tests {
         let (outbound, writer) = Outbound::new(kept.clone());
         let writer = tokio::spawn(writer);
         let gate = Arc::new(SendGate::unwatched(2));
-        let sink = StreamSink {
-            outbound,
-            gate: Arc::clone(&gate),
-            call_id: 7,
-            from_callee: true,
-            limit: 1 << 20,
-            spill_to: None,
-            what: "Test.stream",
-            flags: 0,
-            batches: true,
-        };
+        let sink = test_sink(outbound, Arc::clone(&gate), 1 << 20, true);
         // More small messages than two batches hold.
         let total = 1_000;
         let messages: Vec<Result<Vec<u8>, Status>> = (0..total).map(|_| Ok(vec![7; 60])).collect();
